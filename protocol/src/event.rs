@@ -1,0 +1,355 @@
+//! Every state change of the swarm, as a value.
+//!
+//! The scheduler emits one [`Event`] per change, in the order the changes happen. The sequence
+//! is the audit trail of an objective (its "chain of work") and, replayed in order, rebuilds the
+//! scheduler's state: so each event carries what replay needs, and nothing is derived from
+//! anything outside the log.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::agent::{AgentDescriptor, Health};
+use crate::ids::{AgentId, ObjectiveId, TaskId};
+use crate::objective::Objective;
+use crate::outcome::{FailureKind, Usage};
+use crate::task::TaskSpec;
+
+/// An event with its place in the log and the time it happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Position in the log, from 1, without gaps.
+    pub seq: u64,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// One state change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// An objective was accepted. Its tasks got consecutive ids from `first_task`, in the order
+    /// of `spec.tasks`.
+    ObjectiveSubmitted {
+        /// The objective.
+        objective: ObjectiveId,
+        /// As submitted.
+        spec: Objective,
+        /// The id of `spec.tasks[0]`.
+        first_task: TaskId,
+    },
+    /// A task's dependencies all succeeded; it waits for an agent.
+    TaskReady {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+    },
+    /// An attempt was given to an agent.
+    TaskStarted {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// The agent running it.
+        agent: AgentId,
+    },
+    /// An attempt succeeded.
+    TaskSucceeded {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// The agent that ran it.
+        agent: AgentId,
+        /// The output.
+        output: Value,
+        /// Tokens spent, where known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+        /// How long the attempt ran.
+        #[serde(with = "humantime_serde")]
+        duration: Duration,
+    },
+    /// An attempt failed. `retry_in` says whether another attempt follows.
+    TaskFailed {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// The agent that ran it, if it reached one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<AgentId>,
+        /// How it failed.
+        kind: FailureKind,
+        /// What went wrong.
+        message: String,
+        /// Output produced before the failure.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partial_output: Option<Value>,
+        /// Tokens spent, where known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+        /// The delay before the next attempt; `None` when the task failed for good.
+        #[serde(
+            default,
+            with = "humantime_serde",
+            skip_serializing_if = "Option::is_none"
+        )]
+        retry_in: Option<Duration>,
+    },
+    /// A task's output awaits a person's decision.
+    TaskInReview {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+        /// The attempt whose output is reviewed.
+        attempt: u32,
+        /// The output in question.
+        output: Value,
+        /// Why it needs review.
+        reason: String,
+    },
+    /// A person approved a task in review; dependents use `output`.
+    TaskApproved {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+        /// The output dependents receive (possibly edited).
+        output: Value,
+    },
+    /// A person rejected a task in review; it failed.
+    TaskRejected {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+        /// Why.
+        reason: String,
+    },
+    /// A task succeeded and added tasks to the graph, with consecutive ids from `first_task`.
+    TasksSpawned {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task that spawned them.
+        parent: TaskId,
+        /// The id of `tasks[0]`.
+        first_task: TaskId,
+        /// The new tasks; each depends on `parent` in addition to its own dependencies.
+        tasks: Vec<TaskSpec>,
+    },
+    /// A task will not run.
+    TaskCancelled {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+    },
+    /// Every task of the objective succeeded.
+    ObjectiveSucceeded {
+        /// The objective.
+        objective: ObjectiveId,
+    },
+    /// The objective failed.
+    ObjectiveFailed {
+        /// The objective.
+        objective: ObjectiveId,
+        /// Why, naming the task or limit at fault.
+        reason: String,
+    },
+    /// A user cancelled the objective.
+    ObjectiveCancelled {
+        /// The objective.
+        objective: ObjectiveId,
+    },
+    /// An agent joined the registry.
+    AgentRegistered {
+        /// Its descriptor.
+        descriptor: AgentDescriptor,
+    },
+    /// An agent's health changed.
+    AgentHealthChanged {
+        /// The agent.
+        agent: AgentId,
+        /// Its new health.
+        health: Health,
+        /// Why.
+        reason: String,
+    },
+    /// An agent's actor failed and was started again by its supervisor.
+    AgentRestarted {
+        /// The agent.
+        agent: AgentId,
+        /// Restarts within the current window.
+        restarts: u32,
+        /// What the failure was.
+        reason: String,
+    },
+    /// An agent left the registry.
+    AgentDeregistered {
+        /// The agent.
+        agent: AgentId,
+    },
+}
+
+impl Event {
+    /// The objective this event belongs to, if any (agent events belong to none).
+    pub fn objective(&self) -> Option<ObjectiveId> {
+        match self {
+            Self::ObjectiveSubmitted { objective, .. }
+            | Self::TaskReady { objective, .. }
+            | Self::TaskStarted { objective, .. }
+            | Self::TaskSucceeded { objective, .. }
+            | Self::TaskFailed { objective, .. }
+            | Self::TaskInReview { objective, .. }
+            | Self::TaskApproved { objective, .. }
+            | Self::TaskRejected { objective, .. }
+            | Self::TasksSpawned { objective, .. }
+            | Self::TaskCancelled { objective, .. }
+            | Self::ObjectiveSucceeded { objective }
+            | Self::ObjectiveFailed { objective, .. }
+            | Self::ObjectiveCancelled { objective } => Some(*objective),
+            Self::AgentRegistered { .. }
+            | Self::AgentHealthChanged { .. }
+            | Self::AgentRestarted { .. }
+            | Self::AgentDeregistered { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{Capability, TaskKey};
+    use serde_json::json;
+
+    fn every_kind() -> Vec<Event> {
+        let objective = ObjectiveId::new();
+        let task = TaskId(3);
+        let key = TaskKey::new("a").unwrap_or_else(|e| panic!("{e}"));
+        let cap = Capability::new("echo").unwrap_or_else(|e| panic!("{e}"));
+        let spec = TaskSpec::new(key, cap.clone());
+        vec![
+            Event::ObjectiveSubmitted {
+                objective,
+                spec: Objective::with_tasks("g", vec![spec.clone()]),
+                first_task: task,
+            },
+            Event::TaskReady { objective, task },
+            Event::TaskStarted {
+                objective,
+                task,
+                attempt: 1,
+                agent: AgentId(1),
+            },
+            Event::TaskSucceeded {
+                objective,
+                task,
+                attempt: 1,
+                agent: AgentId(1),
+                output: json!({"x": 1}),
+                usage: Some(Usage {
+                    input_tokens: 1,
+                    output_tokens: 2,
+                }),
+                duration: Duration::from_millis(1500),
+            },
+            Event::TaskFailed {
+                objective,
+                task,
+                attempt: 2,
+                agent: None,
+                kind: FailureKind::Transient,
+                message: "503".into(),
+                partial_output: Some(json!("par")),
+                usage: None,
+                retry_in: Some(Duration::from_millis(250)),
+            },
+            Event::TaskInReview {
+                objective,
+                task,
+                attempt: 1,
+                output: json!(1),
+                reason: "schema".into(),
+            },
+            Event::TaskApproved {
+                objective,
+                task,
+                output: json!(2),
+            },
+            Event::TaskRejected {
+                objective,
+                task,
+                reason: "no".into(),
+            },
+            Event::TasksSpawned {
+                objective,
+                parent: task,
+                first_task: TaskId(9),
+                tasks: vec![spec],
+            },
+            Event::TaskCancelled { objective, task },
+            Event::ObjectiveSucceeded { objective },
+            Event::ObjectiveFailed {
+                objective,
+                reason: "x".into(),
+            },
+            Event::ObjectiveCancelled { objective },
+            Event::AgentRegistered {
+                descriptor: AgentDescriptor {
+                    id: AgentId(1),
+                    name: "n".into(),
+                    capabilities: vec![cap],
+                    max_concurrency: 4,
+                    labels: Default::default(),
+                    cost_hint: Some(0.5),
+                },
+            },
+            Event::AgentHealthChanged {
+                agent: AgentId(1),
+                health: Health::Down,
+                reason: "r".into(),
+            },
+            Event::AgentRestarted {
+                agent: AgentId(1),
+                restarts: 2,
+                reason: "panic".into(),
+            },
+            Event::AgentDeregistered { agent: AgentId(1) },
+        ]
+    }
+
+    #[test]
+    fn every_event_round_trips_through_json() {
+        for (seq, event) in every_kind().into_iter().enumerate() {
+            let record = EventRecord {
+                seq: seq as u64 + 1,
+                at_ms: 1_700_000_000_000,
+                event,
+            };
+            let text = serde_json::to_string(&record).unwrap_or_default();
+            let back: EventRecord =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+            assert_eq!(back, record);
+        }
+    }
+
+    #[test]
+    fn events_name_their_objective() {
+        let events = every_kind();
+        let with = events.iter().filter(|e| e.objective().is_some()).count();
+        assert_eq!(with, 13);
+    }
+}

@@ -1,0 +1,40 @@
+//! The swarm vocabulary: every type that crosses a boundary between the crates, the actors or
+//! the HTTP API.
+//!
+//! # Layout
+//! - [`ids`]: typed identifiers ([`ObjectiveId`], [`TaskId`], [`AgentId`]) and the validated
+//!   names ([`Capability`], [`TaskKey`]).
+//! - [`objective`]: what a user submits ([`Objective`]) and its [`Limits`].
+//! - [`task`]: a task's declaration ([`TaskSpec`]), its kanban [`TaskStatus`], and the [`Task`]
+//!   an agent receives.
+//! - [`outcome`]: what an agent reports back ([`TaskOutcome`]).
+//! - [`graph`]: validation of a task graph (duplicates, unknown dependencies, cycles, limits).
+//! - [`agent`]: the discovery descriptor of an agent and its [`Health`].
+//! - [`event`]: the [`Event`] that records every state change: the audit trail and, once the
+//!   store is durable, the recovery source.
+//! - [`messages`]: the message enums of the actors that other crates talk to.
+//! - [`view`]: read models of objectives and tasks, as the scheduler answers queries.
+//!
+//! # Invariants
+//! This crate does no I/O and spawns nothing. Its JSON forms are the HTTP API's wire format, so
+//! every input type rejects unknown fields and names the offending field in its error.
+
+pub mod agent;
+pub mod event;
+pub mod graph;
+pub mod ids;
+pub mod messages;
+pub mod objective;
+pub mod outcome;
+pub mod task;
+pub mod view;
+
+pub use agent::{AgentDescriptor, Health};
+pub use event::{Event, EventRecord};
+pub use graph::GraphError;
+pub use ids::{AgentId, Capability, IdError, ObjectiveId, TaskId, TaskKey};
+pub use messages::{AgentMsg, Assignment, Report, ReviewDecision, SchedulerError, SchedulerMsg};
+pub use objective::{Limits, Objective, ObjectiveStatus};
+pub use outcome::{FailureKind, TaskOutcome, Usage};
+pub use task::{RetryPolicy, Task, TaskSpec, TaskStatus};
+pub use view::{ObjectiveView, SchedulerStats, TaskView};

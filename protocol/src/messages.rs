@@ -1,0 +1,200 @@
+//! The messages of the actors that other crates talk to: the scheduler (which agents report to)
+//! and the agent actors (which the scheduler assigns work to).
+//!
+//! The agent supervisor's messages carry agent plug-ins, a type of the `agents` crate, so they
+//! live beside the supervisor in `coordinator`.
+
+use std::time::{Duration, Instant};
+
+use ractor::RpcReplyPort;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::graph::GraphError;
+use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
+use crate::objective::Objective;
+use crate::outcome::TaskOutcome;
+use crate::task::Task;
+use crate::view::{ObjectiveView, SchedulerStats};
+
+/// One attempt handed to an agent.
+#[derive(Debug, Clone)]
+pub struct Assignment {
+    /// The task attempt.
+    pub task: Task,
+    /// When the task became ready (for allocation latency).
+    pub ready_at: Instant,
+}
+
+/// Messages to an agent actor.
+#[derive(Debug)]
+pub enum AgentMsg {
+    /// Run these attempts (the scheduler batches assignments to one agent).
+    Run(Vec<Assignment>),
+    /// Stop this attempt if it is still running; its outcome is no longer wanted.
+    Cancel {
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// Sent by the actor's own attempt runner: the plug-in panicked while running an attempt.
+    /// The actor fails on it, so its supervisor restarts it and the scheduler re-queues its
+    /// in-flight attempts.
+    AttemptPanicked {
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// The panic message.
+        message: String,
+    },
+    /// How many attempts are running now.
+    InFlight(RpcReplyPort<usize>),
+}
+
+/// The end of one attempt, as an agent reports it.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The task.
+    pub task: TaskId,
+    /// The attempt.
+    pub attempt: u32,
+    /// How it ended.
+    pub outcome: TaskOutcome,
+    /// How long it ran on the agent.
+    pub duration: Duration,
+}
+
+/// A person's decision on a task in review.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReviewDecision {
+    /// Accept the output, or an edited one.
+    Approve {
+        /// Replaces the reviewed output when given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+    },
+    /// The task fails with this reason.
+    Reject {
+        /// Why.
+        reason: String,
+    },
+    /// Run the task again (a new attempt).
+    Retry,
+}
+
+/// Why the scheduler refused a request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchedulerError {
+    /// The task graph is not valid.
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    /// A task needs a capability that no agent has ever declared.
+    #[error("task `{task}` needs capability `{capability}`, which no registered agent has")]
+    UnknownCapability {
+        /// The task.
+        task: TaskKey,
+        /// The capability.
+        capability: Capability,
+    },
+    /// A `$from` reference in a task's input is not valid.
+    #[error("task `{task}`: {reason}")]
+    BadInput {
+        /// The task.
+        task: TaskKey,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The objective has no tasks, and planning from the goal alone is not available.
+    #[error("the objective has no tasks and no planner agent (capability `plan`) is registered")]
+    NoPlanner,
+    /// No objective has that id.
+    #[error("objective {0} not found")]
+    UnknownObjective(ObjectiveId),
+    /// No task has that id.
+    #[error("task {0} not found")]
+    UnknownTask(TaskId),
+    /// The request does not fit the task's current state.
+    #[error("task {task} is {status}, not in review")]
+    NotInReview {
+        /// The task.
+        task: TaskId,
+        /// Its status.
+        status: String,
+    },
+    /// The scheduler holds as many unfinished objectives as it may.
+    #[error("the scheduler is at its limit of {0} unfinished objectives; try again later")]
+    Overloaded(usize),
+}
+
+/// Messages to the scheduler.
+#[derive(Debug)]
+pub enum SchedulerMsg {
+    /// Accept an objective.
+    Submit {
+        /// The objective.
+        objective: Objective,
+        /// Answered with its id once accepted.
+        reply: RpcReplyPort<Result<ObjectiveId, SchedulerError>>,
+    },
+    /// Attempts ended on an agent.
+    Reports {
+        /// The agent.
+        agent: AgentId,
+        /// What ended.
+        reports: Vec<Report>,
+    },
+    /// A task's retry backoff is over.
+    RetryDue {
+        /// The task.
+        task: TaskId,
+        /// The attempt that is due.
+        attempt: u32,
+    },
+    /// An agent has room for work now (it registered, recovered, or its capacity grew).
+    AgentAvailable {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// An agent's actor died: its in-flight attempts are lost and are queued again.
+    AgentLost {
+        /// The agent.
+        agent: AgentId,
+        /// What happened.
+        reason: String,
+    },
+    /// Cancel an objective.
+    Cancel {
+        /// The objective.
+        objective: ObjectiveId,
+        /// Answered once cancelled.
+        reply: RpcReplyPort<Result<(), SchedulerError>>,
+    },
+    /// A person's decision on a task in review.
+    Review {
+        /// The task.
+        task: TaskId,
+        /// The decision.
+        decision: ReviewDecision,
+        /// Answered once applied.
+        reply: RpcReplyPort<Result<(), SchedulerError>>,
+    },
+    /// The current state of an objective.
+    Get {
+        /// The objective.
+        objective: ObjectiveId,
+        /// `None` when unknown.
+        reply: RpcReplyPort<Option<ObjectiveView>>,
+    },
+    /// The state of an objective once it has ended (answered at once if it already has).
+    AwaitEnd {
+        /// The objective.
+        objective: ObjectiveId,
+        /// `None` when unknown.
+        reply: RpcReplyPort<Option<ObjectiveView>>,
+    },
+    /// Counters.
+    Stats(RpcReplyPort<SchedulerStats>),
+}

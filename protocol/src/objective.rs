@@ -1,0 +1,94 @@
+//! What a user submits: a goal and, optionally, an explicit task graph.
+
+use serde::{Deserialize, Serialize};
+
+use crate::task::TaskSpec;
+
+/// A unit of work a user asks the swarm to achieve.
+///
+/// In JSON (the body of `POST /v1/objectives`):
+/// ```json
+/// { "goal": "summarize the report",
+///   "tasks": [ { "id": "fetch", "capability": "http" },
+///              { "id": "sum", "capability": "summarize", "depends_on": ["fetch"] } ],
+///   "priority": 5 }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objective {
+    /// What the user wants, in plain language.
+    pub goal: String,
+    /// An explicit task graph. When empty, a planner decomposes the goal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskSpec>,
+    /// Higher runs first among ready tasks that compete for the same agents.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+    /// Bounds on how far the graph may grow.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
+}
+
+impl Objective {
+    /// An objective with an explicit graph and default priority and limits.
+    pub fn with_tasks(goal: impl Into<String>, tasks: Vec<TaskSpec>) -> Self {
+        Self {
+            goal: goal.into(),
+            tasks,
+            priority: 0,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Bounds on an objective's graph, checked on submit and whenever tasks are spawned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The most tasks the graph may hold, spawned ones included.
+    pub max_tasks: u32,
+    /// The longest dependency chain (a task with no dependencies has depth 1).
+    pub max_depth: u32,
+    /// The most tasks that may depend directly on one task, or that one task may spawn at once.
+    pub max_fanout: u32,
+}
+
+impl Limits {
+    /// The hard ceiling on `max_tasks` that no objective may raise.
+    pub const MAX_TASKS_CEILING: u32 = 10_000_000;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_tasks: 10_000,
+            max_depth: 64,
+            max_fanout: 10_000,
+        }
+    }
+}
+
+/// Where an objective is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectiveStatus {
+    /// Accepted; some tasks have not finished.
+    Running,
+    /// Every task succeeded.
+    Succeeded,
+    /// A task failed for good; the rest were cancelled.
+    Failed,
+    /// A user cancelled it.
+    Cancelled,
+}
+
+impl ObjectiveStatus {
+    /// True once the objective will change no more.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Running)
+    }
+}

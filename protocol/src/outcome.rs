@@ -1,0 +1,153 @@
+//! What an agent reports at the end of an attempt.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::task::TaskSpec;
+
+/// The end of one attempt of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TaskOutcome {
+    /// The attempt produced its output.
+    Succeeded {
+        /// The output, passed to dependents.
+        output: Value,
+        /// Model tokens spent, where known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+    },
+    /// The attempt failed.
+    Failed {
+        /// How it failed, which decides whether it is retried.
+        kind: FailureKind,
+        /// What went wrong, for people.
+        message: String,
+        /// Output produced before the failure (e.g. tokens streamed before a stall).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partial_output: Option<Value>,
+        /// Model tokens spent, where known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+        /// The earliest a retry may start (e.g. a provider's `Retry-After`).
+        #[serde(
+            default,
+            with = "humantime_serde",
+            skip_serializing_if = "Option::is_none"
+        )]
+        retry_after: Option<Duration>,
+    },
+    /// The attempt succeeded and asks for follow-up tasks to be added to the graph. Each
+    /// follow-up implicitly depends on this task; it may also depend on any other task of the
+    /// objective.
+    Spawned {
+        /// This task's own output.
+        output: Value,
+        /// The tasks to add.
+        tasks: Vec<TaskSpec>,
+        /// Model tokens spent, where known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+    },
+}
+
+impl TaskOutcome {
+    /// A success with this output.
+    pub fn success(output: Value) -> Self {
+        Self::Succeeded {
+            output,
+            usage: None,
+        }
+    }
+
+    /// A failure of this kind.
+    pub fn failure(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self::Failed {
+            kind,
+            message: message.into(),
+            partial_output: None,
+            usage: None,
+            retry_after: None,
+        }
+    }
+
+    /// The tokens this attempt spent, where known.
+    pub fn usage(&self) -> Option<Usage> {
+        match self {
+            Self::Succeeded { usage, .. }
+            | Self::Failed { usage, .. }
+            | Self::Spawned { usage, .. } => *usage,
+        }
+    }
+}
+
+/// How an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Might work if tried again (rate limit, 5xx, connection reset, agent crash).
+    Transient,
+    /// Will not work if tried again on this agent (bad request, unauthorized).
+    Permanent,
+    /// The attempt stalled (idle timeout) or ran too long (hard timeout).
+    Timeout,
+    /// The output is not what the task's schema asks for; a person reviews it.
+    InvalidOutput,
+}
+
+impl FailureKind {
+    /// True when the retry policy applies.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, Self::Transient | Self::Timeout)
+    }
+}
+
+/// Model tokens spent by an attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Usage {
+    /// Tokens sent to the model.
+    pub input_tokens: u64,
+    /// Tokens the model produced.
+    pub output_tokens: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn outcomes_round_trip_in_their_json_form() {
+        let cases = [
+            TaskOutcome::success(json!({"answer": 42})),
+            TaskOutcome::Failed {
+                kind: FailureKind::Timeout,
+                message: "idle for 30s".into(),
+                partial_output: Some(json!("the first three")),
+                usage: Some(Usage {
+                    input_tokens: 10,
+                    output_tokens: 3,
+                }),
+                retry_after: Some(Duration::from_secs(2)),
+            },
+            TaskOutcome::Spawned {
+                output: json!(null),
+                tasks: vec![],
+                usage: None,
+            },
+        ];
+        for outcome in cases {
+            let text = serde_json::to_string(&outcome).unwrap_or_default();
+            let back: TaskOutcome = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, outcome, "{text}");
+        }
+        let hand: TaskOutcome = serde_json::from_value(
+            json!({"status": "failed", "kind": "permanent", "message": "401"}),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(hand, TaskOutcome::failure(FailureKind::Permanent, "401"));
+    }
+}

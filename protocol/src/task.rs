@@ -1,0 +1,335 @@
+//! Tasks: what a graph declares ([`TaskSpec`]), where a task is in its life ([`TaskStatus`]),
+//! and what an agent receives ([`Task`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{Capability, ObjectiveId, TaskId, TaskKey};
+
+/// One node of an objective's task graph, as a user (or a planner) writes it.
+///
+/// ```json
+/// { "id": "sum", "capability": "summarize",
+///   "input": { "text": { "$from": "fetch", "pointer": "/body" } },
+///   "depends_on": ["fetch"], "hard_timeout": "2m", "retry": { "max_attempts": 5 } }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    /// The task's name in its graph; dependencies refer to it.
+    pub id: TaskKey,
+    /// What the agent that runs it must be able to do.
+    pub capability: Capability,
+    /// The task's input. An object `{"$from": "<dependency>"}` anywhere inside it is replaced by
+    /// that dependency's output (or by the part of it at `"pointer"`, a JSON Pointer).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub input: Value,
+    /// Tasks that must succeed before this one runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<TaskKey>,
+    /// How failures are retried.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// An attempt that reports no progress for this long is cancelled as stalled.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_timeout: Option<Duration>,
+    /// An attempt that runs longer than this is cancelled.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hard_timeout: Option<Duration>,
+    /// A JSON Schema the output must satisfy; output that does not goes to review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Value>,
+}
+
+impl TaskSpec {
+    /// A task with default retry policy and no timeouts.
+    pub fn new(id: TaskKey, capability: Capability) -> Self {
+        Self {
+            id,
+            capability,
+            input: Value::Null,
+            depends_on: Vec::new(),
+            retry: RetryPolicy::default(),
+            idle_timeout: None,
+            hard_timeout: None,
+            output_schema: None,
+        }
+    }
+
+    /// Sets the input.
+    pub fn with_input(mut self, input: Value) -> Self {
+        self.input = input;
+        self
+    }
+
+    /// Adds dependencies.
+    pub fn after(mut self, deps: impl IntoIterator<Item = TaskKey>) -> Self {
+        self.depends_on.extend(deps);
+        self
+    }
+}
+
+/// How a task's failed attempts are retried: exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included. `1` means no retry.
+    pub max_attempts: u32,
+    /// The backoff ceiling before the first retry; it doubles each retry.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// The backoff never grows past this.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl RetryPolicy {
+    /// The most attempts any policy may ask for.
+    pub const MAX_ATTEMPTS_CEILING: u32 = 100;
+
+    /// The backoff ceiling before attempt `next_attempt` (2 for the first retry); the actual
+    /// delay is drawn uniformly from zero to this ("full jitter").
+    pub fn backoff_ceiling(&self, next_attempt: u32) -> Duration {
+        let doublings = next_attempt.saturating_sub(2).min(30);
+        let ceiling = self.initial_backoff.saturating_mul(1u32 << doublings);
+        ceiling.min(self.max_backoff)
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A task's place on the kanban board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting for its dependencies.
+    Backlog,
+    /// Dependencies done; waiting for an agent (or for its retry backoff).
+    Ready,
+    /// An attempt is running on an agent.
+    Running,
+    /// Output needs a person's decision before dependents may use it.
+    Review,
+    /// Finished with output.
+    Succeeded,
+    /// Failed for good.
+    Failed,
+    /// Will not run: its objective ended or was cancelled.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// True once the task will change no more.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// One attempt of a task, as an agent receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// The task's id.
+    pub id: TaskId,
+    /// The objective it belongs to.
+    pub objective: ObjectiveId,
+    /// Its name in the objective's graph.
+    pub key: TaskKey,
+    /// The capability it was allocated by.
+    pub capability: Capability,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// The input, with `$from` references resolved.
+    pub input: Arc<Value>,
+    /// The outputs of the tasks it depends on, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub upstream: BTreeMap<TaskKey, Value>,
+    /// The attempt is cancelled after this long without progress.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub idle_timeout: Option<Duration>,
+    /// The attempt is cancelled after running this long.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub hard_timeout: Option<Duration>,
+}
+
+impl Task {
+    /// A key that is the same each time this attempt is delivered (also after a coordinator
+    /// restart) and different for every other attempt, for agents to pass to the models and
+    /// tools they call so that a repeated delivery does not repeat a side effect.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}/{}/{}", self.objective, self.id, self.attempt)
+    }
+}
+
+/// Why a `$from` reference in a task's input could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    /// The reference names a task that is not among the dependencies.
+    #[error("input refers to `{0}`, which is not among the task's dependencies")]
+    NotADependency(String),
+    /// `$from` or `pointer` is not a string.
+    #[error("`$from` and `pointer` must be strings")]
+    Malformed,
+    /// The pointer selects nothing in the dependency's output.
+    #[error("pointer `{pointer}` selects nothing in the output of `{from}`")]
+    PointerMisses {
+        /// The dependency.
+        from: String,
+        /// The JSON Pointer.
+        pointer: String,
+    },
+}
+
+/// Replaces every `{"$from": key, "pointer"?: p}` object inside `input` by the named
+/// dependency's output (or the part of it at `p`). Inputs without references are returned as
+/// they are.
+pub fn resolve_input(
+    input: &Value,
+    upstream: &BTreeMap<TaskKey, Value>,
+) -> Result<Value, InputError> {
+    match input {
+        Value::Object(map) if map.contains_key("$from") => {
+            let from = map
+                .get("$from")
+                .and_then(Value::as_str)
+                .ok_or(InputError::Malformed)?;
+            let output = upstream
+                .get(from)
+                .ok_or_else(|| InputError::NotADependency(from.to_owned()))?;
+            match map.get("pointer") {
+                None => Ok(output.clone()),
+                Some(Value::String(pointer)) => {
+                    output
+                        .pointer(pointer)
+                        .cloned()
+                        .ok_or_else(|| InputError::PointerMisses {
+                            from: from.to_owned(),
+                            pointer: pointer.clone(),
+                        })
+                }
+                Some(_) => Err(InputError::Malformed),
+            }
+        }
+        Value::Object(map) => {
+            let mut out = serde_json::Map::with_capacity(map.len());
+            for (k, v) in map {
+                out.insert(k.clone(), resolve_input(v, upstream)?);
+            }
+            Ok(Value::Object(out))
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|v| resolve_input(v, upstream))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        other => Ok(other.clone()),
+    }
+}
+
+/// True when `input` holds a `$from` reference anywhere (cheap check before resolving).
+pub fn has_references(input: &Value) -> bool {
+    match input {
+        Value::Object(map) => map.contains_key("$from") || map.values().any(has_references),
+        Value::Array(items) => items.iter().any(has_references),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(s: &str) -> TaskKey {
+        TaskKey::new(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn task_spec_json_is_pleasant_and_round_trips() {
+        let spec: TaskSpec = serde_json::from_value(json!({
+            "id": "sum", "capability": "summarize", "depends_on": ["fetch"],
+            "hard_timeout": "2m", "idle_timeout": "15s", "retry": { "max_attempts": 5 }
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(spec.hard_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(spec.idle_timeout, Some(Duration::from_secs(15)));
+        assert_eq!(spec.retry.max_attempts, 5);
+        assert_eq!(spec.retry.initial_backoff, Duration::from_millis(200));
+        let text = serde_json::to_string(&spec).unwrap_or_default();
+        let back: TaskSpec = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = serde_json::from_value::<TaskSpec>(json!({
+            "id": "a", "capability": "x", "dependson": []
+        }))
+        .map(|_| ())
+        .unwrap_err();
+        assert!(err.to_string().contains("dependson"), "{err}");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_ceiling() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+        };
+        assert_eq!(p.backoff_ceiling(2), Duration::from_millis(100));
+        assert_eq!(p.backoff_ceiling(3), Duration::from_millis(200));
+        assert_eq!(p.backoff_ceiling(4), Duration::from_millis(400));
+        assert_eq!(p.backoff_ceiling(5), Duration::from_millis(500));
+        assert_eq!(p.backoff_ceiling(99), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn references_resolve_to_upstream_outputs() {
+        let mut up = BTreeMap::new();
+        up.insert(key("fetch"), json!({"body": "hello", "n": 2}));
+        let input =
+            json!({"text": {"$from": "fetch", "pointer": "/body"}, "all": [{"$from": "fetch"}]});
+        assert!(has_references(&input));
+        let out = resolve_input(&input, &up).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            out,
+            json!({"text": "hello", "all": [{"body": "hello", "n": 2}]})
+        );
+        assert_eq!(
+            resolve_input(&json!({"$from": "nope"}), &up),
+            Err(InputError::NotADependency("nope".into()))
+        );
+        assert!(matches!(
+            resolve_input(&json!({"$from": "fetch", "pointer": "/zzz"}), &up),
+            Err(InputError::PointerMisses { .. })
+        ));
+    }
+}
