@@ -1,1 +1,24 @@
-//! placeholder
+//! Agents: the plug-in trait every kind of agent implements, and the one generic actor that
+//! runs any of them.
+//!
+//! # Layout
+//! - [`agent`]: the [`Agent`] trait a plug-in implements, its type-erased form [`DynAgent`],
+//!   and [`AgentFactory`], which makes a fresh plug-in each time the actor (re)starts.
+//! - [`context`]: the [`TaskContext`] an attempt uses to report heartbeats and partial output.
+//! - [`actor`]: [`AgentActor`], which runs a plug-in's attempts up to its concurrency limit,
+//!   off its mailbox, enforcing idle and hard timeouts, and reports outcomes to the scheduler.
+//! - [`builtin`]: agents that ship with swarm ([`NoopAgent`], [`EchoAgent`], [`FnAgent`]).
+//!
+//! # Invariants
+//! This crate does not know the registry or the scheduler's internals: it talks to the
+//! scheduler only through `SchedulerMsg::Reports`. Agents never message each other.
+
+pub mod actor;
+pub mod agent;
+pub mod builtin;
+pub mod context;
+
+pub use actor::{AgentActor, AgentArgs};
+pub use agent::{Agent, AgentFactory, AgentFuture, DynAgent};
+pub use builtin::{EchoAgent, FnAgent, NoopAgent};
+pub use context::TaskContext;

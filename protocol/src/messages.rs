@@ -10,6 +10,7 @@ use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::event::Event;
 use crate::graph::GraphError;
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
 use crate::objective::Objective;
@@ -38,19 +39,24 @@ pub enum AgentMsg {
         /// The attempt.
         attempt: u32,
     },
-    /// Sent by the actor's own attempt runner: the plug-in panicked while running an attempt.
-    /// The actor fails on it, so its supervisor restarts it and the scheduler re-queues its
-    /// in-flight attempts.
-    AttemptPanicked {
-        /// The task.
-        task: TaskId,
-        /// The attempt.
-        attempt: u32,
-        /// The panic message.
-        message: String,
-    },
+    /// Sent by the actor's own attempt runner when an attempt that ran off the mailbox ended.
+    /// The actor forwards the report to the scheduler, after freeing the attempt's slot; on a
+    /// panic (`Err`) the actor fails, so its supervisor restarts it and the scheduler re-queues
+    /// its in-flight attempts.
+    AttemptEnded(Result<Report, AttemptPanic>),
     /// How many attempts are running now.
     InFlight(RpcReplyPort<usize>),
+}
+
+/// An attempt whose agent plug-in panicked.
+#[derive(Debug, Clone)]
+pub struct AttemptPanic {
+    /// The task.
+    pub task: TaskId,
+    /// The attempt.
+    pub attempt: u32,
+    /// The panic message.
+    pub message: String,
 }
 
 /// The end of one attempt, as an agent reports it.
@@ -197,4 +203,7 @@ pub enum SchedulerMsg {
     },
     /// Counters.
     Stats(RpcReplyPort<SchedulerStats>),
+    /// Record an event that happened outside the scheduler (agent lifecycle), so the log keeps
+    /// one order.
+    Record(Event),
 }

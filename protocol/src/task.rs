@@ -253,6 +253,33 @@ pub fn resolve_input(
     }
 }
 
+/// Checks that every `$from` reference in a task's input is well formed and names one of the
+/// task's dependencies, so a bad reference is refused on submit rather than failing later.
+pub fn check_references(spec: &TaskSpec) -> Result<(), InputError> {
+    fn walk(value: &Value, deps: &[TaskKey]) -> Result<(), InputError> {
+        match value {
+            Value::Object(map) if map.contains_key("$from") => {
+                let from = map
+                    .get("$from")
+                    .and_then(Value::as_str)
+                    .ok_or(InputError::Malformed)?;
+                if !matches!(map.get("pointer"), None | Some(Value::String(_))) {
+                    return Err(InputError::Malformed);
+                }
+                if deps.iter().any(|d| d.as_str() == from) {
+                    Ok(())
+                } else {
+                    Err(InputError::NotADependency(from.to_owned()))
+                }
+            }
+            Value::Object(map) => map.values().try_for_each(|v| walk(v, deps)),
+            Value::Array(items) => items.iter().try_for_each(|v| walk(v, deps)),
+            _ => Ok(()),
+        }
+    }
+    walk(&spec.input, &spec.depends_on)
+}
+
 /// True when `input` holds a `$from` reference anywhere (cheap check before resolving).
 pub fn has_references(input: &Value) -> bool {
     match input {
@@ -331,5 +358,18 @@ mod tests {
             resolve_input(&json!({"$from": "fetch", "pointer": "/zzz"}), &up),
             Err(InputError::PointerMisses { .. })
         ));
+    }
+
+    #[test]
+    fn references_are_checked_against_dependencies() {
+        let cap = Capability::new("x").unwrap_or_else(|e| panic!("{e}"));
+        let spec = TaskSpec::new(key("b"), cap)
+            .with_input(json!({"a": [{"$from": "a"}]}))
+            .after([key("a")]);
+        assert_eq!(check_references(&spec), Ok(()));
+        let bad = spec.clone().with_input(json!({"$from": "c"}));
+        assert_eq!(check_references(&bad), Err(InputError::NotADependency("c".into())));
+        let malformed = spec.with_input(json!({"$from": 3}));
+        assert_eq!(check_references(&malformed), Err(InputError::Malformed));
     }
 }

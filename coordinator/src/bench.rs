@@ -1,0 +1,180 @@
+//! The allocation benchmark behind `swarm bench`: the real scheduler, registry and agent
+//! actors, in-process, with agents that do nothing but note how long each task waited between
+//! becoming ready and reaching them.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::Value;
+use swarm_agents::{Agent, AgentFactory, TaskContext};
+use swarm_protocol::{Capability, Objective, ObjectiveStatus, Task, TaskKey, TaskOutcome, TaskSpec};
+
+use crate::{Error, Registration, Swarm, SwarmConfig};
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BenchConfig {
+    /// Agents to register.
+    pub agents: usize,
+    /// Distinct capabilities; agent `i` has capability `i % capabilities`.
+    pub capabilities: usize,
+    /// Tasks to run in all.
+    pub tasks: u64,
+    /// Tasks per objective (independent tasks, capabilities round-robin).
+    pub objective_size: usize,
+    /// Each agent's concurrency limit.
+    pub concurrency: u32,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        Self {
+            agents: 64,
+            capabilities: 8,
+            tasks: 1_000_000,
+            objective_size: 1_000,
+            concurrency: 64,
+        }
+    }
+}
+
+/// What was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BenchReport {
+    /// Agents registered.
+    pub agents: usize,
+    /// Capabilities.
+    pub capabilities: usize,
+    /// Tasks run (allocated and completed).
+    pub tasks: u64,
+    /// Wall time from the first submit to the last objective's end.
+    pub elapsed_s: f64,
+    /// Tasks allocated and completed per second.
+    pub tasks_per_s: f64,
+    /// Median time from a task becoming ready to its agent receiving it, in microseconds.
+    pub alloc_p50_us: f64,
+    /// 99th percentile of the same.
+    pub alloc_p99_us: f64,
+    /// Peak resident memory of the process, in bytes (0 where unknown).
+    pub peak_rss_bytes: u64,
+}
+
+/// A no-op agent that records allocation latency into its own histogram (one per agent, so
+/// agents never contend on it).
+struct LatencyProbe {
+    histogram: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl Agent for LatencyProbe {
+    async fn run(&self, _task: Task, ctx: TaskContext) -> TaskOutcome {
+        let waited = u64::try_from(ctx.ready_at().elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.histogram
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .saturating_record(waited);
+        TaskOutcome::success(Value::Null)
+    }
+}
+
+fn new_histogram() -> Result<Histogram<u64>, Error> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3)
+        .map_err(|e| Error::Actor(format!("histogram: {e}")))
+}
+
+/// Runs the benchmark on the current tokio runtime.
+pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
+    let capabilities: Vec<Capability> = (0..config.capabilities.max(1))
+        .map(|i| Capability::new(format!("cap{i}")))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Actor(e.to_string()))?;
+    let mut swarm_config = SwarmConfig::default();
+    swarm_config.call_timeout = Duration::from_secs(600);
+    swarm_config.scheduler.max_objectives_running = usize::MAX;
+    let swarm = Swarm::start(swarm_config).await?;
+
+    let mut histograms = Vec::with_capacity(config.agents);
+    for i in 0..config.agents {
+        let histogram = Arc::new(Mutex::new(new_histogram()?));
+        histograms.push(histogram.clone());
+        let registration = Registration {
+            name: format!("bench-{i}"),
+            capabilities: vec![capabilities[i % capabilities.len()].clone()],
+            max_concurrency: config.concurrency,
+            labels: Default::default(),
+            cost_hint: None,
+        };
+        let factory = AgentFactory::new(move || LatencyProbe {
+            histogram: histogram.clone(),
+        });
+        swarm.register_agent(registration, factory).await?;
+    }
+
+    let size = config.objective_size.max(1) as u64;
+    let objectives = config.tasks.div_ceil(size);
+    let keys: Vec<TaskKey> = (0..size)
+        .map(|i| TaskKey::new(format!("t{i}")))
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Actor(e.to_string()))?;
+    let mut limits = swarm_protocol::Limits::default();
+    limits.max_tasks = u32::try_from(size).unwrap_or(u32::MAX);
+    limits.max_fanout = limits.max_tasks;
+
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(objectives as usize);
+    let mut remaining = config.tasks;
+    for o in 0..objectives {
+        let n = remaining.min(size);
+        remaining -= n;
+        let tasks = (0..n)
+            .map(|i| {
+                let cap = &capabilities[((o * size + i) as usize) % capabilities.len()];
+                TaskSpec::new(keys[i as usize].clone(), cap.clone())
+            })
+            .collect();
+        let mut objective = Objective::with_tasks("bench", tasks);
+        objective.limits = limits;
+        ids.push(swarm.submit(objective).await?);
+    }
+    for id in ids {
+        let view = swarm.wait(id, Duration::from_secs(3600)).await?;
+        if view.status != ObjectiveStatus::Succeeded {
+            return Err(Error::Actor(format!("objective {id} ended {:?}", view.status)));
+        }
+    }
+    let elapsed = started.elapsed();
+    swarm.shutdown().await?;
+
+    let mut merged = new_histogram()?;
+    for h in histograms {
+        let h = h.lock().unwrap_or_else(PoisonError::into_inner);
+        merged
+            .add(&*h)
+            .map_err(|e| Error::Actor(format!("histogram: {e}")))?;
+    }
+    let us = |q: f64| merged.value_at_quantile(q) as f64 / 1_000.0;
+    Ok(BenchReport {
+        agents: config.agents,
+        capabilities: config.capabilities,
+        tasks: config.tasks,
+        elapsed_s: elapsed.as_secs_f64(),
+        tasks_per_s: config.tasks as f64 / elapsed.as_secs_f64(),
+        alloc_p50_us: us(0.50),
+        alloc_p99_us: us(0.99),
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// The process's peak resident set size (Linux `VmHWM`), or 0 where unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

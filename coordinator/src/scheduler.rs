@@ -1,0 +1,108 @@
+//! The scheduler actor: it owns every objective's task graph and the ready queues, and
+//! allocates ready tasks to agents through the registry.
+//!
+//! The handler does only in-memory work; agents run attempts off their own mailboxes and retry
+//! backoffs are timers that send a message back. Assignments made while handling one message go
+//! out as one batch per agent when the handler ends.
+
+mod queue;
+mod state;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use swarm_protocol::SchedulerMsg;
+
+pub use state::{AgentRegistry, SchedulerState};
+
+use crate::journal::Journal;
+
+/// Limits of the scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchedulerConfig {
+    /// A task whose attempts are lost to crashing agents more often than this fails (so a task
+    /// that crashes every agent cannot loop for ever). Such losses do not use up the task's
+    /// retry policy.
+    pub max_lost_attempts: u32,
+    /// The most objectives that may be unfinished at once; a submit past it is refused.
+    pub max_objectives_running: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_lost_attempts: 5,
+            max_objectives_running: 100_000,
+        }
+    }
+}
+
+/// The scheduler actor. Behaviour only; its state is [`SchedulerState`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scheduler;
+
+/// What the scheduler starts with.
+pub struct SchedulerArgs {
+    /// The discovery registry it allocates through.
+    pub registry: AgentRegistry,
+    /// Where its events go.
+    pub journal: Box<dyn Journal>,
+    /// Its limits.
+    pub config: SchedulerConfig,
+}
+
+impl Actor for Scheduler {
+    type Msg = SchedulerMsg;
+    type State = SchedulerState;
+    type Arguments = SchedulerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SchedulerMsg>,
+        args: SchedulerArgs,
+    ) -> Result<SchedulerState, ActorProcessingErr> {
+        Ok(SchedulerState::new(
+            args.registry,
+            myself,
+            args.journal,
+            args.config,
+        ))
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SchedulerMsg>,
+        message: SchedulerMsg,
+        state: &mut SchedulerState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A reply port whose asker stopped waiting is not an error of the scheduler's: replies
+        // are sent with `let _ =`.
+        match message {
+            SchedulerMsg::Submit { objective, reply } => {
+                let _ = reply.send(state.submit(objective));
+            }
+            SchedulerMsg::Reports { agent, reports } => state.on_reports(agent, reports),
+            SchedulerMsg::RetryDue { task, attempt } => state.on_retry_due(task, attempt),
+            SchedulerMsg::AgentAvailable { agent } => state.on_agent_available(agent),
+            SchedulerMsg::AgentLost { agent, reason } => state.on_agent_lost(agent, &reason),
+            SchedulerMsg::Cancel { objective, reply } => {
+                let _ = reply.send(state.cancel(objective));
+            }
+            SchedulerMsg::Review {
+                task,
+                decision,
+                reply,
+            } => {
+                let _ = reply.send(state.review(task, decision));
+            }
+            SchedulerMsg::Get { objective, reply } => {
+                let _ = reply.send(state.view(objective));
+            }
+            SchedulerMsg::AwaitEnd { objective, reply } => state.await_end(objective, reply),
+            SchedulerMsg::Stats(reply) => {
+                let _ = reply.send(state.stats());
+            }
+            SchedulerMsg::Record(event) => state.record(event),
+        }
+        state.flush();
+        Ok(())
+    }
+}

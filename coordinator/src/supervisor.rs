@@ -1,0 +1,343 @@
+//! The agent supervisor: spawns every agent actor linked to itself and restarts one that
+//! fails, within a restart budget.
+//!
+//! ractor has no restart strategies, so the policy lives here: on a child's failure the agent is
+//! marked down in the registry *before* the scheduler is told it was lost (so the scheduler can
+//! no longer pick it and re-queues what it had in flight), then it is started again after a
+//! backoff that doubles with each restart in the window. An agent that fails more than
+//! `max_restarts` times within `window` stays down until it is registered again.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use rustc_hash::FxHashMap;
+use swarm_agents::{AgentActor, AgentArgs, AgentFactory};
+use swarm_protocol::{AgentDescriptor, AgentId, AgentMsg, Event, Health, SchedulerMsg};
+use swarm_registry::Registration;
+use tokio::time::Instant;
+
+use crate::scheduler::AgentRegistry;
+
+/// How often an agent may be restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Restarts allowed within `window`; one more failure marks the agent down.
+    pub max_restarts: u32,
+    /// The window restarts are counted in.
+    pub window: Duration,
+    /// The delay before the first restart in a window; it doubles with each further one.
+    pub initial_backoff: Duration,
+    /// The delay never grows past this.
+    pub max_backoff: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            max_restarts: 3,
+            window: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Messages to the agent supervisor.
+#[derive(Debug)]
+pub enum SupervisorMsg {
+    /// Register a new agent and start its actor.
+    Register {
+        /// What the registry should know.
+        registration: Registration,
+        /// Makes its plug-in.
+        factory: AgentFactory,
+        /// Answered once the agent can take work.
+        reply: RpcReplyPort<Result<AgentDescriptor, crate::Error>>,
+    },
+    /// Stop an agent and remove it; its in-flight attempts are re-queued.
+    Deregister {
+        /// The agent.
+        agent: AgentId,
+        /// Answered once removed.
+        reply: RpcReplyPort<Result<(), crate::Error>>,
+    },
+    /// A restart backoff passed.
+    Respawn {
+        /// The agent.
+        agent: AgentId,
+    },
+}
+
+/// The agent supervisor actor. Behaviour only.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AgentSupervisor;
+
+/// What the supervisor starts with.
+pub struct SupervisorArgs {
+    /// The registry agents are registered in.
+    pub registry: AgentRegistry,
+    /// The scheduler agents report to.
+    pub scheduler: ActorRef<SchedulerMsg>,
+    /// The restart budget.
+    pub policy: RestartPolicy,
+}
+
+struct Supervised {
+    factory: AgentFactory,
+    max_concurrency: u32,
+    actor: Option<ActorRef<AgentMsg>>,
+    /// Restart times within the current window.
+    restarts: VecDeque<Instant>,
+}
+
+/// The supervisor's state.
+pub struct SupervisorState {
+    registry: AgentRegistry,
+    scheduler: ActorRef<SchedulerMsg>,
+    policy: RestartPolicy,
+    agents: FxHashMap<AgentId, Supervised>,
+    by_actor: FxHashMap<ActorId, AgentId>,
+}
+
+impl Actor for AgentSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState {
+            registry: args.registry,
+            scheduler: args.scheduler,
+            policy: args.policy,
+            agents: FxHashMap::default(),
+            by_actor: FxHashMap::default(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A stopping supervisor would kill its linked children without running their
+        // `post_stop`; stop them gracefully first.
+        state.by_actor.clear();
+        myself
+            .stop_children_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        message: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SupervisorMsg::Register {
+                registration,
+                factory,
+                reply,
+            } => {
+                let result = state.register(&myself, registration, factory).await;
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Deregister { agent, reply } => {
+                let _ = reply.send(state.deregister(agent));
+            }
+            SupervisorMsg::Respawn { agent } => state.respawn(&myself, agent).await,
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, err) => {
+                state.on_child_down(&myself, cell.get_id(), err.to_string());
+            }
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                // Agent actors only stop when told to (deregistration removes them from
+                // `by_actor` first); any other stop is treated as a failure.
+                let reason = reason.unwrap_or_else(|| "stopped".to_owned());
+                state.on_child_down(&myself, cell.get_id(), reason);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    async fn register(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        registration: Registration,
+        factory: AgentFactory,
+    ) -> Result<AgentDescriptor, crate::Error> {
+        let max_concurrency = registration.max_concurrency;
+        let id = self.registry.reserve_id();
+        let actor = spawn_agent(myself, id, &factory, &self.scheduler, max_concurrency).await?;
+        let descriptor = match self.registry.register_as(id, registration, actor.clone()) {
+            Ok(d) => d,
+            Err(err) => {
+                actor.stop(None);
+                return Err(err.into());
+            }
+        };
+        self.by_actor.insert(actor.get_id(), id);
+        self.agents.insert(
+            id,
+            Supervised {
+                factory,
+                max_concurrency,
+                actor: Some(actor),
+                restarts: VecDeque::new(),
+            },
+        );
+        self.record(Event::AgentRegistered {
+            descriptor: descriptor.clone(),
+        });
+        self.tell(SchedulerMsg::AgentAvailable { agent: id });
+        Ok(descriptor)
+    }
+
+    fn deregister(&mut self, agent: AgentId) -> Result<(), crate::Error> {
+        let supervised = self
+            .agents
+            .remove(&agent)
+            .ok_or(crate::Error::UnknownAgent(agent))?;
+        // Out of the registry first, so nothing new is allocated to it.
+        let _ = self.registry.deregister(agent);
+        if let Some(actor) = supervised.actor {
+            self.by_actor.remove(&actor.get_id());
+            actor.stop(Some("deregistered".to_owned()));
+        }
+        self.tell(SchedulerMsg::AgentLost {
+            agent,
+            reason: "deregistered".to_owned(),
+        });
+        self.record(Event::AgentDeregistered { agent });
+        Ok(())
+    }
+
+    fn on_child_down(&mut self, myself: &ActorRef<SupervisorMsg>, actor: ActorId, reason: String) {
+        let Some(agent) = self.by_actor.remove(&actor) else {
+            return;
+        };
+        let Some(supervised) = self.agents.get_mut(&agent) else {
+            return;
+        };
+        supervised.actor = None;
+        // Down before the scheduler hears of it: from here on nothing is allocated to it.
+        let _ = self.registry.set_health(agent, Health::Down);
+        tracing::warn!(agent_id = %agent, %reason, "agent actor failed");
+        let now = Instant::now();
+        while supervised
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.policy.window)
+        {
+            supervised.restarts.pop_front();
+        }
+        let restarts = supervised.restarts.len() as u32;
+        let give_up = restarts >= self.policy.max_restarts;
+        if !give_up {
+            supervised.restarts.push_back(now);
+        }
+        self.record(Event::AgentHealthChanged {
+            agent,
+            health: Health::Down,
+            reason: if give_up {
+                format!(
+                    "failed {} times within {:?}; not restarted: {reason}",
+                    restarts + 1,
+                    self.policy.window
+                )
+            } else {
+                format!("failed: {reason}")
+            },
+        });
+        self.tell(SchedulerMsg::AgentLost {
+            agent,
+            reason: reason.clone(),
+        });
+        if !give_up {
+            let backoff = self
+                .policy
+                .initial_backoff
+                .saturating_mul(1u32 << restarts.min(20))
+                .min(self.policy.max_backoff);
+            myself.send_after(backoff, move || SupervisorMsg::Respawn { agent });
+        }
+    }
+
+    async fn respawn(&mut self, myself: &ActorRef<SupervisorMsg>, agent: AgentId) {
+        let Some(supervised) = self.agents.get(&agent) else {
+            return; // deregistered in the meantime
+        };
+        if supervised.actor.is_some() {
+            return;
+        }
+        let (factory, max_concurrency) = (supervised.factory.clone(), supervised.max_concurrency);
+        let restarts = supervised.restarts.len() as u32;
+        match spawn_agent(myself, agent, &factory, &self.scheduler, max_concurrency).await {
+            Ok(actor) => {
+                self.by_actor.insert(actor.get_id(), agent);
+                let _ = self.registry.set_handle(agent, actor.clone());
+                if let Some(s) = self.agents.get_mut(&agent) {
+                    s.actor = Some(actor);
+                }
+                let _ = self.registry.set_health(agent, Health::Up);
+                self.record(Event::AgentRestarted {
+                    agent,
+                    restarts,
+                    reason: "restarted by its supervisor".to_owned(),
+                });
+                self.tell(SchedulerMsg::AgentAvailable { agent });
+            }
+            Err(err) => {
+                tracing::error!(agent_id = %agent, %err, "agent could not be restarted; it stays down");
+            }
+        }
+    }
+
+    fn record(&self, event: Event) {
+        self.tell(SchedulerMsg::Record(event));
+    }
+
+    fn tell(&self, msg: SchedulerMsg) {
+        if let Err(err) = self.scheduler.cast(msg) {
+            tracing::debug!(%err, "scheduler gone");
+        }
+    }
+}
+
+async fn spawn_agent(
+    myself: &ActorRef<SupervisorMsg>,
+    id: AgentId,
+    factory: &AgentFactory,
+    scheduler: &ActorRef<SchedulerMsg>,
+    max_concurrency: u32,
+) -> Result<ActorRef<AgentMsg>, crate::Error> {
+    let args = AgentArgs {
+        id,
+        factory: factory.clone(),
+        scheduler: scheduler.clone(),
+        max_concurrency,
+    };
+    let (actor, _join) = Actor::spawn_linked(None, AgentActor, args, myself.get_cell())
+        .await
+        .map_err(|e| crate::Error::Actor(format!("agent {id} could not start: {e}")))?;
+    Ok(actor)
+}
