@@ -22,13 +22,14 @@ use std::time::Duration;
 use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use swarm_protocol::{
-    AgentId, AgentMsg, Assignment, AttemptPanic, FailureKind, Report, SchedulerMsg, TaskId,
+    AgentId, AgentMsg, Assignment, AttemptPanic, FailureKind, Report, TaskId,
     TaskOutcome,
 };
 use tokio::task::AbortHandle;
 
 use crate::agent::{AgentFactory, AgentFuture, DynAgent};
 use crate::context::TaskContext;
+use crate::sink::ReportSink;
 
 /// Runs one agent's attempts. Behaviour only; state lives in [`AgentState`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,7 +43,7 @@ pub struct AgentArgs {
     /// Makes the plug-in instance.
     pub factory: AgentFactory,
     /// Where outcomes go.
-    pub scheduler: ActorRef<SchedulerMsg>,
+    pub reports: ReportSink,
     /// The most attempts run at once.
     pub max_concurrency: u32,
 }
@@ -51,7 +52,7 @@ pub struct AgentArgs {
 pub struct AgentState {
     id: AgentId,
     agent: Arc<dyn DynAgent>,
-    scheduler: ActorRef<SchedulerMsg>,
+    reports: ReportSink,
     max_concurrency: usize,
     running: Running,
 }
@@ -88,7 +89,7 @@ impl Actor for AgentActor {
         Ok(AgentState {
             id: args.id,
             agent: args.factory.make(),
-            scheduler: args.scheduler,
+            reports: args.reports,
             max_concurrency: args.max_concurrency.max(1) as usize,
             running: Running::default(),
         })
@@ -223,14 +224,10 @@ impl AgentState {
         if reports.is_empty() {
             return;
         }
-        let msg = SchedulerMsg::Reports {
-            agent: self.id,
-            reports,
-        };
-        if let Err(err) = self.scheduler.cast(msg) {
+        if !self.reports.send(self.id, reports) {
             // The scheduler is gone: the coordinator is shutting down, and whatever it had not
             // recorded is recovered from the log on the next start.
-            tracing::debug!(agent_id = %self.id, %err, "scheduler gone; report dropped");
+            tracing::debug!(agent_id = %self.id, "scheduler gone; report dropped");
         }
     }
 }

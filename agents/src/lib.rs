@@ -7,18 +7,22 @@
 //! - [`context`]: the [`TaskContext`] an attempt uses to report heartbeats and partial output.
 //! - [`actor`]: [`AgentActor`], which runs a plug-in's attempts up to its concurrency limit,
 //!   off its mailbox, enforcing idle and hard timeouts, and reports outcomes to the scheduler.
+//! - [`sink`]: the queue agent actors put reports in, with one doorbell message to the
+//!   scheduler per batch.
 //! - [`builtin`]: agents that ship with swarm ([`NoopAgent`], [`EchoAgent`], [`FnAgent`]).
 //!
 //! # Invariants
 //! This crate does not know the registry or the scheduler's internals: it talks to the
-//! scheduler only through `SchedulerMsg::Reports`. Agents never message each other.
+//! scheduler only through the report queue in [`sink`]. Agents never message each other.
 
 pub mod actor;
 pub mod agent;
 pub mod builtin;
 pub mod context;
+pub mod sink;
 
 pub use actor::{AgentActor, AgentArgs};
 pub use agent::{Agent, AgentFactory, AgentFuture, DynAgent};
 pub use builtin::{EchoAgent, FnAgent, NoopAgent};
 pub use context::TaskContext;
+pub use sink::{ReportInbox, ReportSink, report_queue};

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use swarm_agents::report_queue;
 use swarm_protocol::SchedulerMsg;
 
 use crate::journal::Journal;
@@ -49,16 +50,19 @@ impl Actor for Coordinator {
         myself: ActorRef<CoordinatorMsg>,
         args: CoordinatorArgs,
     ) -> Result<CoordinatorState, ActorProcessingErr> {
+        let (inbox, make_sink) = report_queue();
         let scheduler_args = SchedulerArgs {
             registry: args.registry.clone(),
             journal: args.journal,
             config: args.scheduler,
+            reports: inbox,
         };
         let (scheduler, _) =
             Actor::spawn_linked(None, Scheduler, scheduler_args, myself.get_cell()).await?;
         let supervisor_args = SupervisorArgs {
             registry: args.registry,
             scheduler: scheduler.clone(),
+            reports: make_sink(scheduler.clone()),
             policy: args.restart,
         };
         let (supervisor, _) =

@@ -27,7 +27,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef, call_t};
 use swarm_agents::AgentFactory;
 use swarm_protocol::{
-    AgentDescriptor, AgentId, Event, Health, Objective, ObjectiveId, ObjectiveView, ReviewDecision,
+    AgentDescriptor, AgentId, Event, Health, Objective, ObjectiveId, ObjectiveSummary, ObjectiveView, ReviewDecision,
     SchedulerMsg, SchedulerStats, TaskId,
 };
 pub use swarm_registry::Registration;
@@ -141,6 +141,16 @@ impl Swarm {
 
     /// Waits, up to `timeout`, for an objective to end and returns its final state.
     pub async fn wait(&self, objective: ObjectiveId, timeout: Duration) -> Result<ObjectiveView, Error> {
+        self.wait_summary(objective, timeout).await?;
+        self.objective(objective).await
+    }
+
+    /// Waits, up to `timeout`, for an objective to end and returns how it ended.
+    pub async fn wait_summary(
+        &self,
+        objective: ObjectiveId,
+        timeout: Duration,
+    ) -> Result<ObjectiveSummary, Error> {
         call_t!(
             self.scheduler,
             |reply| SchedulerMsg::AwaitEnd { objective, reply },

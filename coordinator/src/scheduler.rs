@@ -6,9 +6,11 @@
 //! out as one batch per agent when the handler ends.
 
 mod queue;
+mod slab;
 mod state;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use swarm_agents::ReportInbox;
 use swarm_protocol::SchedulerMsg;
 
 pub use state::{AgentRegistry, SchedulerState};
@@ -47,6 +49,8 @@ pub struct SchedulerArgs {
     pub journal: Box<dyn Journal>,
     /// Its limits.
     pub config: SchedulerConfig,
+    /// Where agents' reports arrive.
+    pub reports: ReportInbox,
 }
 
 impl Actor for Scheduler {
@@ -64,6 +68,7 @@ impl Actor for Scheduler {
             myself,
             args.journal,
             args.config,
+            args.reports,
         ))
     }
 
@@ -75,7 +80,13 @@ impl Actor for Scheduler {
     ) -> Result<(), ActorProcessingErr> {
         // A reply port whose asker stopped waiting is not an error of the scheduler's: replies
         // are sent with `let _ =`.
+        // Reports queued before this message was sent come first (see `swarm_agents::sink`).
+        state.drain_reports();
         match message {
+            SchedulerMsg::ReportsReady => {
+                state.rearm_reports();
+                state.drain_reports();
+            }
             SchedulerMsg::Submit { objective, reply } => {
                 let _ = reply.send(state.submit(objective));
             }

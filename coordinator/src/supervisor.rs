@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rustc_hash::FxHashMap;
-use swarm_agents::{AgentActor, AgentArgs, AgentFactory};
+use swarm_agents::{AgentActor, AgentArgs, AgentFactory, ReportSink};
 use swarm_protocol::{AgentDescriptor, AgentId, AgentMsg, Event, Health, SchedulerMsg};
 use swarm_registry::Registration;
 use tokio::time::Instant;
@@ -77,8 +77,10 @@ pub struct AgentSupervisor;
 pub struct SupervisorArgs {
     /// The registry agents are registered in.
     pub registry: AgentRegistry,
-    /// The scheduler agents report to.
+    /// The scheduler, told of agents joining, failing and leaving.
     pub scheduler: ActorRef<SchedulerMsg>,
+    /// Where agents put their reports.
+    pub reports: ReportSink,
     /// The restart budget.
     pub policy: RestartPolicy,
 }
@@ -95,6 +97,7 @@ struct Supervised {
 pub struct SupervisorState {
     registry: AgentRegistry,
     scheduler: ActorRef<SchedulerMsg>,
+    reports: ReportSink,
     policy: RestartPolicy,
     agents: FxHashMap<AgentId, Supervised>,
     by_actor: FxHashMap<ActorId, AgentId>,
@@ -113,6 +116,7 @@ impl Actor for AgentSupervisor {
         Ok(SupervisorState {
             registry: args.registry,
             scheduler: args.scheduler,
+            reports: args.reports,
             policy: args.policy,
             agents: FxHashMap::default(),
             by_actor: FxHashMap::default(),
@@ -187,7 +191,7 @@ impl SupervisorState {
     ) -> Result<AgentDescriptor, crate::Error> {
         let max_concurrency = registration.max_concurrency;
         let id = self.registry.reserve_id();
-        let actor = spawn_agent(myself, id, &factory, &self.scheduler, max_concurrency).await?;
+        let actor = spawn_agent(myself, id, &factory, &self.reports, max_concurrency).await?;
         let descriptor = match self.registry.register_as(id, registration, actor.clone()) {
             Ok(d) => d,
             Err(err) => {
@@ -291,7 +295,7 @@ impl SupervisorState {
         }
         let (factory, max_concurrency) = (supervised.factory.clone(), supervised.max_concurrency);
         let restarts = supervised.restarts.len() as u32;
-        match spawn_agent(myself, agent, &factory, &self.scheduler, max_concurrency).await {
+        match spawn_agent(myself, agent, &factory, &self.reports, max_concurrency).await {
             Ok(actor) => {
                 self.by_actor.insert(actor.get_id(), agent);
                 let _ = self.registry.set_handle(agent, actor.clone());
@@ -327,13 +331,13 @@ async fn spawn_agent(
     myself: &ActorRef<SupervisorMsg>,
     id: AgentId,
     factory: &AgentFactory,
-    scheduler: &ActorRef<SchedulerMsg>,
+    reports: &ReportSink,
     max_concurrency: u32,
 ) -> Result<ActorRef<AgentMsg>, crate::Error> {
     let args = AgentArgs {
         id,
         factory: factory.clone(),
-        scheduler: scheduler.clone(),
+        reports: reports.clone(),
         max_concurrency,
     };
     let (actor, _join) = Actor::spawn_linked(None, AgentActor, args, myself.get_cell())

@@ -37,4 +37,4 @@ pub use messages::{AgentMsg, Assignment, AttemptPanic, Report, ReviewDecision, S
 pub use objective::{Limits, Objective, ObjectiveStatus};
 pub use outcome::{FailureKind, TaskOutcome, Usage};
 pub use task::{RetryPolicy, Task, TaskSpec, TaskStatus};
-pub use view::{ObjectiveView, SchedulerStats, TaskView};
+pub use view::{ObjectiveSummary, ObjectiveView, SchedulerStats, TaskView};

@@ -16,7 +16,7 @@ use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
 use crate::objective::Objective;
 use crate::outcome::TaskOutcome;
 use crate::task::Task;
-use crate::view::{ObjectiveView, SchedulerStats};
+use crate::view::{ObjectiveSummary, ObjectiveView, SchedulerStats};
 
 /// One attempt handed to an agent.
 #[derive(Debug, Clone)]
@@ -152,6 +152,8 @@ pub enum SchedulerMsg {
         /// What ended.
         reports: Vec<Report>,
     },
+    /// Reports wait in the report queue (a doorbell: one per batch, however many reports).
+    ReportsReady,
     /// A task's retry backoff is over.
     RetryDue {
         /// The task.
@@ -194,12 +196,12 @@ pub enum SchedulerMsg {
         /// `None` when unknown.
         reply: RpcReplyPort<Option<ObjectiveView>>,
     },
-    /// The state of an objective once it has ended (answered at once if it already has).
+    /// How an objective ended, once it has (answered at once if it already has).
     AwaitEnd {
         /// The objective.
         objective: ObjectiveId,
         /// `None` when unknown.
-        reply: RpcReplyPort<Option<ObjectiveView>>,
+        reply: RpcReplyPort<Option<ObjectiveSummary>>,
     },
     /// Counters.
     Stats(RpcReplyPort<SchedulerStats>),

@@ -33,6 +33,20 @@ impl ObjectiveView {
     }
 }
 
+/// How an objective stands, without its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectiveSummary {
+    /// The objective.
+    pub id: ObjectiveId,
+    /// Its status.
+    pub status: ObjectiveStatus,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Tasks in its graph.
+    pub tasks: u64,
+}
+
 /// One task of an objective.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {

@@ -18,14 +18,16 @@ use swarm_protocol::graph::{self, ExistingTasks, NoTasks};
 use swarm_protocol::task::{check_references, has_references, resolve_input};
 use swarm_protocol::{
     AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Limits, Objective,
-    ObjectiveId, ObjectiveStatus, ObjectiveView, Report, RetryPolicy, ReviewDecision,
+    ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, Report, RetryPolicy, ReviewDecision,
     SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskKey, TaskOutcome, TaskSpec,
     TaskStatus, TaskView, Usage,
 };
+use swarm_agents::ReportInbox;
 use swarm_registry::{Lease, Registry};
 
 use super::SchedulerConfig;
 use super::queue::{Entry, ReadyQueue};
+use super::slab::Slab;
 use crate::journal::Journal;
 
 /// The registry as the coordinator uses it: agents are reached through their actor refs.
@@ -84,13 +86,13 @@ struct ObjectiveRun {
 /// Lets graph validation see an objective's existing tasks (for spawned tasks).
 struct Existing<'a> {
     run: &'a ObjectiveRun,
-    tasks: &'a FxHashMap<TaskId, TaskNode>,
+    tasks: &'a Slab<TaskNode>,
 }
 
 impl ExistingTasks for Existing<'_> {
     fn depth(&self, key: &TaskKey) -> Option<u32> {
         let id = self.run.keys.get(key)?;
-        self.tasks.get(id).map(|n| n.depth)
+        self.tasks.get(*id).map(|n| n.depth)
     }
     fn count(&self) -> usize {
         self.run.tasks.len()
@@ -99,7 +101,7 @@ impl ExistingTasks for Existing<'_> {
         self.run
             .keys
             .get(key)
-            .and_then(|id| self.tasks.get(id))
+            .and_then(|id| self.tasks.get(*id))
             .map_or(0, |n| n.dependents.len())
     }
 }
@@ -111,13 +113,14 @@ pub struct SchedulerState {
     config: SchedulerConfig,
     journal: Box<dyn Journal>,
     objectives: FxHashMap<ObjectiveId, ObjectiveRun>,
-    tasks: FxHashMap<TaskId, TaskNode>,
+    tasks: Slab<TaskNode>,
     queues: FxHashMap<Capability, ReadyQueue>,
     in_flight: FxHashMap<AgentId, FxHashSet<TaskId>>,
     agent_caps: FxHashMap<AgentId, Arc<[Capability]>>,
     /// Assignments made while handling the current message, sent as one batch per agent.
     outbox: FxHashMap<AgentId, (ActorRef<AgentMsg>, Vec<Assignment>)>,
-    waiters: FxHashMap<ObjectiveId, Vec<RpcReplyPort<Option<ObjectiveView>>>>,
+    waiters: FxHashMap<ObjectiveId, Vec<RpcReplyPort<Option<ObjectiveSummary>>>>,
+    reports: ReportInbox,
     next_task: u64,
     next_seq: u64,
     rng: fastrand::Rng,
@@ -130,6 +133,7 @@ impl SchedulerState {
         myself: ActorRef<SchedulerMsg>,
         journal: Box<dyn Journal>,
         config: SchedulerConfig,
+        reports: ReportInbox,
     ) -> Self {
         Self {
             registry,
@@ -137,12 +141,13 @@ impl SchedulerState {
             config,
             journal,
             objectives: FxHashMap::default(),
-            tasks: FxHashMap::default(),
+            tasks: Slab::default(),
             queues: FxHashMap::default(),
             in_flight: FxHashMap::default(),
             agent_caps: FxHashMap::default(),
             outbox: FxHashMap::default(),
             waiters: FxHashMap::default(),
+            reports,
             next_task: 1,
             next_seq: 0,
             rng: fastrand::Rng::new(),
@@ -185,7 +190,7 @@ impl SchedulerState {
             first_task: first,
         });
         for task in new_ids {
-            if self.tasks.get(&task).is_some_and(|n| n.waiting_on == 0) {
+            if self.tasks.get(task).is_some_and(|n| n.waiting_on == 0) {
                 self.make_ready(task);
             }
         }
@@ -242,7 +247,7 @@ impl SchedulerState {
             }
             let mut waiting_on = 0;
             for dep in &deps {
-                match self.tasks.get_mut(dep) {
+                match self.tasks.get_mut(*dep) {
                     Some(d) => {
                         d.dependents.push(id);
                         if d.status != TaskStatus::Succeeded {
@@ -288,13 +293,13 @@ impl SchedulerState {
         }
         // Second pass: edges from tasks of this batch to later tasks of this batch.
         for &id in &ids {
-            let deps = match self.tasks.get(&id) {
+            let deps = match self.tasks.get(id) {
                 Some(n) => n.deps.clone(),
                 None => continue,
             };
             for dep in deps {
                 if dep.0 >= first && dep > id {
-                    if let Some(d) = self.tasks.get_mut(&dep) {
+                    if let Some(d) = self.tasks.get_mut(dep) {
                         d.dependents.push(id);
                     }
                 }
@@ -309,7 +314,7 @@ impl SchedulerState {
 
     /// All dependencies succeeded: resolve the input and queue or dispatch the task.
     fn make_ready(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get(&id) else { return };
+        let Some(node) = self.tasks.get(id) else { return };
         let resolved = if node.deps.is_empty() {
             Ok(None)
         } else {
@@ -323,7 +328,7 @@ impl SchedulerState {
         let objective = node.objective;
         match resolved {
             Ok(input) => {
-                if let Some(node) = self.tasks.get_mut(&id) {
+                if let Some(node) = self.tasks.get_mut(id) {
                     if let Some(input) = input {
                         node.input = input;
                     }
@@ -343,7 +348,7 @@ impl SchedulerState {
     fn upstream(&self, node: &TaskNode) -> BTreeMap<TaskKey, Value> {
         node.deps
             .iter()
-            .filter_map(|d| self.tasks.get(d))
+            .filter_map(|d| self.tasks.get(*d))
             .map(|d| (d.key.clone(), d.output.clone().unwrap_or(Value::Null)))
             .collect()
     }
@@ -351,7 +356,7 @@ impl SchedulerState {
     /// Gives a ready task to an agent now if its queue is empty and an agent has room;
     /// otherwise queues it.
     fn enqueue_or_dispatch(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get(&id) else { return };
+        let Some(node) = self.tasks.get(id) else { return };
         let queue_empty = self
             .queues
             .get(&node.capability)
@@ -365,7 +370,7 @@ impl SchedulerState {
         let (priority, capability) = (node.priority, node.capability.clone());
         let seq = self.next_seq;
         self.next_seq += 1;
-        if let Some(node) = self.tasks.get_mut(&id) {
+        if let Some(node) = self.tasks.get_mut(id) {
             node.queued = Some(seq);
         }
         self.queues
@@ -376,7 +381,7 @@ impl SchedulerState {
 
     /// Starts the task's next attempt on the leased agent (sent when the handler ends).
     fn assign(&mut self, id: TaskId, lease: Lease<ActorRef<AgentMsg>>) {
-        let Some(node) = self.tasks.get_mut(&id) else {
+        let Some(node) = self.tasks.get_mut(id) else {
             self.registry.release(lease.agent);
             return;
         };
@@ -387,10 +392,9 @@ impl SchedulerState {
         let upstream = if node.deps.is_empty() {
             BTreeMap::new()
         } else {
-            let node = &self.tasks[&id];
-            self.upstream(node)
+            self.tasks.get(id).map(|node| self.upstream(node)).unwrap_or_default()
         };
-        let Some(node) = self.tasks.get(&id) else { return };
+        let Some(node) = self.tasks.get(id) else { return };
         let task = Task {
             id,
             objective: node.objective,
@@ -437,7 +441,7 @@ impl SchedulerState {
             for (i, cap) in caps.iter().enumerate() {
                 let Some(queue) = self.queues.get_mut(cap) else { continue };
                 let tasks = &self.tasks;
-                let head = queue.peek(|e| tasks.get(&e.task).is_some_and(|n| n.queued == Some(e.seq)));
+                let head = queue.peek(|e| tasks.get(e.task).is_some_and(|n| n.queued == Some(e.seq)));
                 if let Some(head) = head {
                     if best.is_none_or(|(b, _)| head > b) {
                         best = Some((head, i));
@@ -478,6 +482,18 @@ impl SchedulerState {
 
     // ---- Outcomes ---------------------------------------------------------------------------
 
+    /// Handles every report waiting in the report queue.
+    pub(crate) fn drain_reports(&mut self) {
+        while let Some((agent, reports)) = self.reports.try_next() {
+            self.on_reports(agent, reports);
+        }
+    }
+
+    /// Re-arms the report doorbell (before draining on `ReportsReady`).
+    pub(crate) fn rearm_reports(&self) {
+        self.reports.rearm();
+    }
+
     /// Attempts ended on an agent.
     pub(crate) fn on_reports(&mut self, agent: AgentId, reports: Vec<Report>) {
         for report in reports {
@@ -487,7 +503,7 @@ impl SchedulerState {
     }
 
     fn on_report(&mut self, agent: AgentId, report: Report) {
-        let Some(node) = self.tasks.get_mut(&report.task) else { return };
+        let Some(node) = self.tasks.get_mut(report.task) else { return };
         // A report for an attempt that is no longer current (cancelled, or taken back when its
         // agent crashed) changes nothing: a late result never commits.
         if node.status != TaskStatus::Running
@@ -546,7 +562,7 @@ impl SchedulerState {
         usage: Option<Usage>,
         duration: Duration,
     ) {
-        let Some(node) = self.tasks.get_mut(&id) else { return };
+        let Some(node) = self.tasks.get_mut(id) else { return };
         node.status = TaskStatus::Succeeded;
         node.error = None;
         let (objective, attempt) = (node.objective, node.attempt);
@@ -566,11 +582,11 @@ impl SchedulerState {
 
     /// A task reached a terminal success: wake its dependents and maybe end the objective.
     fn task_done(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get(&id) else { return };
+        let Some(node) = self.tasks.get(id) else { return };
         let objective = node.objective;
         let dependents = node.dependents.clone();
         for dep in dependents {
-            let ready = match self.tasks.get_mut(&dep) {
+            let ready = match self.tasks.get_mut(dep) {
                 Some(d) if d.status == TaskStatus::Backlog => {
                     d.waiting_on = d.waiting_on.saturating_sub(1);
                     d.waiting_on == 0
@@ -598,11 +614,11 @@ impl SchedulerState {
         usage: Option<Usage>,
         duration: Duration,
     ) {
-        let Some(objective) = self.tasks.get(&id).map(|n| n.objective) else { return };
+        let Some(objective) = self.tasks.get(id).map(|n| n.objective) else { return };
         let Some(mut run) = self.objectives.remove(&objective) else { return };
         let checked = {
             // Follow-ups depend on their parent implicitly; validate them with that edge.
-            let parent_key = self.tasks.get(&id).map(|n| n.key.clone());
+            let parent_key = self.tasks.get(id).map(|n| n.key.clone());
             let specs_with_parent: Vec<TaskSpec> = specs
                 .iter()
                 .map(|s| {
@@ -635,7 +651,7 @@ impl SchedulerState {
                 // Follow-ups that depend only on the parent became ready in `succeed`; any whose
                 // other dependencies had already succeeded are ready too.
                 for t in new_ids {
-                    if self.tasks.get(&t).is_some_and(|n| n.status == TaskStatus::Backlog && n.waiting_on == 0) {
+                    if self.tasks.get(t).is_some_and(|n| n.status == TaskStatus::Backlog && n.waiting_on == 0) {
                         self.make_ready(t);
                     }
                 }
@@ -649,7 +665,7 @@ impl SchedulerState {
     }
 
     fn to_review(&mut self, id: TaskId, output: Option<Value>, reason: String) {
-        let Some(node) = self.tasks.get_mut(&id) else { return };
+        let Some(node) = self.tasks.get_mut(id) else { return };
         node.status = TaskStatus::Review;
         node.output = output.clone();
         node.error = Some(reason.clone());
@@ -673,7 +689,7 @@ impl SchedulerState {
         retry_after: Duration,
     ) {
         self.stats.attempts_failed += 1;
-        let Some(node) = self.tasks.get_mut(&id) else { return };
+        let Some(node) = self.tasks.get_mut(id) else { return };
         let retry = kind.is_retryable() && node.attempt < node.retry.max_attempts.min(RetryPolicy::MAX_ATTEMPTS_CEILING);
         if !retry {
             self.fail_task(id, agent, kind, message, partial);
@@ -707,7 +723,7 @@ impl SchedulerState {
 
     /// A retry backoff passed.
     pub(crate) fn on_retry_due(&mut self, id: TaskId, attempt: u32) {
-        let due = self.tasks.get_mut(&id).is_some_and(|n| {
+        let due = self.tasks.get_mut(id).is_some_and(|n| {
             let due = n.retry_due && n.attempt == attempt && n.status == TaskStatus::Ready;
             if due {
                 n.retry_due = false;
@@ -729,7 +745,7 @@ impl SchedulerState {
         message: String,
         partial: Option<Value>,
     ) {
-        let Some(node) = self.tasks.get_mut(&id) else { return };
+        let Some(node) = self.tasks.get_mut(id) else { return };
         node.status = TaskStatus::Failed;
         node.retry_due = false;
         node.error = Some(message.clone());
@@ -777,7 +793,7 @@ impl SchedulerState {
 
     /// Takes back an attempt that its agent lost (crash, or gone before it got the work).
     fn requeue_lost(&mut self, agent: AgentId, id: TaskId, reason: &str) {
-        let Some(node) = self.tasks.get_mut(&id) else { return };
+        let Some(node) = self.tasks.get_mut(id) else { return };
         if node.status != TaskStatus::Running || node.agent != Some(agent) {
             return;
         }
@@ -801,7 +817,7 @@ impl SchedulerState {
             usage: None,
             retry_in: Some(Duration::ZERO),
         });
-        if let Some(node) = self.tasks.get_mut(&id) {
+        if let Some(node) = self.tasks.get_mut(id) {
             node.status = TaskStatus::Ready;
             node.error = Some(message);
             node.ready_at = Instant::now();
@@ -834,15 +850,15 @@ impl SchedulerState {
         self.stats.objectives_running = self.stats.objectives_running.saturating_sub(1);
         self.stats.objectives_ended += 1;
         if let Some(waiters) = self.waiters.remove(&id) {
-            let view = self.view(id);
+            let summary = self.summary(id);
             for reply in waiters {
-                let _ = reply.send(view.clone());
+                let _ = reply.send(summary.clone());
             }
         }
     }
 
     fn cancel_task(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get_mut(&id) else { return };
+        let Some(node) = self.tasks.get_mut(id) else { return };
         if node.status.is_terminal() {
             return;
         }
@@ -851,7 +867,8 @@ impl SchedulerState {
         node.retry_due = false;
         let (objective, attempt, agent, queued) = (node.objective, node.attempt, node.agent, node.queued.take());
         if queued.is_some() {
-            if let Some(q) = self.queues.get_mut(&self.tasks[&id].capability) {
+            let capability = node.capability.clone();
+            if let Some(q) = self.queues.get_mut(&capability) {
                 q.forget_one();
             }
         }
@@ -878,7 +895,7 @@ impl SchedulerState {
 
     /// A person decides on a task in review.
     pub(crate) fn review(&mut self, id: TaskId, decision: ReviewDecision) -> Result<(), SchedulerError> {
-        let node = self.tasks.get_mut(&id).ok_or(SchedulerError::UnknownTask(id))?;
+        let node = self.tasks.get_mut(id).ok_or(SchedulerError::UnknownTask(id))?;
         if node.status != TaskStatus::Review {
             return Err(SchedulerError::NotInReview {
                 task: id,
@@ -917,7 +934,7 @@ impl SchedulerState {
         let tasks = run
             .tasks
             .iter()
-            .filter_map(|t| self.tasks.get(t).map(|n| (t, n)))
+            .filter_map(|t| self.tasks.get(*t).map(|n| (t, n)))
             .map(|(&t, n)| TaskView {
                 id: t,
                 key: n.key.clone(),
@@ -942,12 +959,22 @@ impl SchedulerState {
         })
     }
 
+    /// How an objective stands, without its tasks.
+    pub(crate) fn summary(&self, id: ObjectiveId) -> Option<ObjectiveSummary> {
+        self.objectives.get(&id).map(|run| ObjectiveSummary {
+            id,
+            status: run.status,
+            failure: run.failure.clone(),
+            tasks: run.tasks.len() as u64,
+        })
+    }
+
     /// Answers now if the objective ended (or is unknown), else when it ends.
-    pub(crate) fn await_end(&mut self, id: ObjectiveId, reply: RpcReplyPort<Option<ObjectiveView>>) {
+    pub(crate) fn await_end(&mut self, id: ObjectiveId, reply: RpcReplyPort<Option<ObjectiveSummary>>) {
         match self.objectives.get(&id) {
             Some(run) if !run.status.is_terminal() => self.waiters.entry(id).or_default().push(reply),
             _ => {
-                let _ = reply.send(self.view(id));
+                let _ = reply.send(self.summary(id));
             }
         }
     }
