@@ -9,7 +9,9 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use serde_json::Value;
 use swarm_agents::{Agent, AgentFactory, TaskContext};
-use swarm_protocol::{Capability, Objective, ObjectiveStatus, Task, TaskKey, TaskOutcome, TaskSpec};
+use swarm_protocol::{
+    Capability, Objective, ObjectiveStatus, Task, TaskKey, TaskOutcome, TaskSpec,
+};
 
 use crate::{Error, Registration, Swarm, SwarmConfig};
 
@@ -89,9 +91,14 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
         .map(|i| Capability::new(format!("cap{i}")))
         .collect::<Result<_, _>>()
         .map_err(|e| Error::Actor(e.to_string()))?;
-    let mut swarm_config = SwarmConfig::default();
-    swarm_config.call_timeout = Duration::from_secs(600);
-    swarm_config.scheduler.max_objectives_running = usize::MAX;
+    let swarm_config = SwarmConfig {
+        call_timeout: Duration::from_secs(600),
+        scheduler: crate::SchedulerConfig {
+            max_objectives_running: usize::MAX,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let swarm = Swarm::start(swarm_config).await?;
 
     let mut probes = Vec::with_capacity(config.agents);
@@ -117,9 +124,12 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
         .map(|i| TaskKey::new(format!("t{i}")))
         .collect::<Result<_, _>>()
         .map_err(|e| Error::Actor(e.to_string()))?;
-    let mut limits = swarm_protocol::Limits::default();
-    limits.max_tasks = u32::try_from(size).unwrap_or(u32::MAX);
-    limits.max_fanout = limits.max_tasks;
+    let max_tasks = u32::try_from(size).unwrap_or(u32::MAX);
+    let limits = swarm_protocol::Limits {
+        max_tasks,
+        max_fanout: max_tasks,
+        ..Default::default()
+    };
 
     let started = Instant::now();
     let mut ids = Vec::with_capacity(objectives as usize);
@@ -140,7 +150,10 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     for id in ids {
         let view = swarm.wait_summary(id, Duration::from_secs(3600)).await?;
         if view.status != ObjectiveStatus::Succeeded {
-            return Err(Error::Actor(format!("objective {id} ended {:?}", view.status)));
+            return Err(Error::Actor(format!(
+                "objective {id} ended {:?}",
+                view.status
+            )));
         }
     }
     let elapsed = started.elapsed();

@@ -66,8 +66,7 @@ impl Actor for Coordinator {
             policy: args.restart,
         };
         let (supervisor, _) =
-            Actor::spawn_linked(None, AgentSupervisor, supervisor_args, myself.get_cell())
-                .await?;
+            Actor::spawn_linked(None, AgentSupervisor, supervisor_args, myself.get_cell()).await?;
         Ok(CoordinatorState {
             scheduler,
             supervisor,

@@ -37,7 +37,9 @@ fn registration(name: &str, capability: &Capability) -> Registration {
 /// Runs the demo and prints what happens.
 pub async fn run() -> Result<(), Error> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let swarm = Swarm::start_with_journal(SwarmConfig::default(), Box::new(ChannelJournal::new(tx))).await?;
+    let swarm =
+        Swarm::start_with_journal(SwarmConfig::default(), Box::new(ChannelJournal::new(tx)))
+            .await?;
     let printer = tokio::spawn(async move {
         while let Some(record) = rx.recv().await {
             println!("  #{:<3} {}", record.seq, describe(&record.event));
@@ -51,7 +53,10 @@ pub async fn run() -> Result<(), Error> {
         TaskOutcome::success(json!({ "fact": format!("a fact about {}", task.input) }))
     });
     swarm
-        .register_agent(registration("researcher", &research), AgentFactory::shared(researcher))
+        .register_agent(
+            registration("researcher", &research),
+            AgentFactory::shared(researcher),
+        )
         .await?;
     // Crashes on its first task, once: its supervisor restarts it and the task is retried.
     let crashed = Arc::new(AtomicBool::new(false));
@@ -70,19 +75,32 @@ pub async fn run() -> Result<(), Error> {
         .await?;
     let reviewer = FnAgent::new(|task, _ctx| async move {
         if task.key.as_str() == "review" {
-            let publish = TaskSpec::new(TaskKey::new("publish").unwrap_or_else(|_| task.key.clone()), task.capability.clone());
-            TaskOutcome::Spawned { output: json!({ "approved": true }), tasks: vec![publish], usage: None }
+            let publish = TaskSpec::new(
+                TaskKey::new("publish").unwrap_or_else(|_| task.key.clone()),
+                task.capability.clone(),
+            );
+            TaskOutcome::Spawned {
+                output: json!({ "approved": true }),
+                tasks: vec![publish],
+                usage: None,
+            }
         } else {
             TaskOutcome::success(json!({ "published": true }))
         }
     });
     swarm
-        .register_agent(registration("reviewer", &review), AgentFactory::shared(reviewer))
+        .register_agent(
+            registration("reviewer", &review),
+            AgentFactory::shared(reviewer),
+        )
         .await?;
 
     let mut tasks = Vec::new();
     for topic in ["rust", "actors", "llms"] {
-        tasks.push(TaskSpec::new(key(&format!("research-{topic}"))?, research.clone()).with_input(json!(topic)));
+        tasks.push(
+            TaskSpec::new(key(&format!("research-{topic}"))?, research.clone())
+                .with_input(json!(topic)),
+        );
     }
     let research_keys: Vec<TaskKey> = tasks.iter().map(|t| t.id.clone()).collect();
     tasks.push(TaskSpec::new(key("write")?, write.clone()).after(research_keys));
@@ -105,26 +123,63 @@ pub async fn run() -> Result<(), Error> {
         );
     }
     if view.status != swarm_protocol::ObjectiveStatus::Succeeded {
-        return Err(Error::Actor(format!("the demo objective ended {:?}", view.status)));
+        return Err(Error::Actor(format!(
+            "the demo objective ended {:?}",
+            view.status
+        )));
     }
     Ok(())
 }
 
 fn describe(event: &Event) -> String {
     match event {
-        Event::ObjectiveSubmitted { objective, spec, .. } => format!("objective {} submitted with {} tasks", objective.short(), spec.tasks.len()),
+        Event::ObjectiveSubmitted {
+            objective, spec, ..
+        } => format!(
+            "objective {} submitted with {} tasks",
+            objective.short(),
+            spec.tasks.len()
+        ),
         Event::TaskReady { task, .. } => format!("{task} ready"),
-        Event::TaskStarted { task, attempt, agent, .. } => format!("{task} attempt {attempt} started on {agent}"),
-        Event::TaskSucceeded { task, output, duration, .. } => format!("{task} succeeded in {duration:?}: {output}"),
-        Event::TaskFailed { task, message, retry_in, .. } => match retry_in {
+        Event::TaskStarted {
+            task,
+            attempt,
+            agent,
+            ..
+        } => format!("{task} attempt {attempt} started on {agent}"),
+        Event::TaskSucceeded {
+            task,
+            output,
+            duration,
+            ..
+        } => format!("{task} succeeded in {duration:?}: {output}"),
+        Event::TaskFailed {
+            task,
+            message,
+            retry_in,
+            ..
+        } => match retry_in {
             Some(d) => format!("{task} failed ({message}); retry in {d:?}"),
             None => format!("{task} failed for good: {message}"),
         },
-        Event::TasksSpawned { parent, tasks, .. } => format!("{parent} spawned {} task(s)", tasks.len()),
-        Event::ObjectiveSucceeded { objective } => format!("objective {} succeeded", objective.short()),
-        Event::ObjectiveFailed { objective, reason } => format!("objective {} failed: {reason}", objective.short()),
-        Event::AgentRegistered { descriptor } => format!("agent {} ({}) registered for {:?}", descriptor.id, descriptor.name, descriptor.capabilities),
-        Event::AgentHealthChanged { agent, health, reason } => format!("agent {agent} is {health:?}: {reason}"),
+        Event::TasksSpawned { parent, tasks, .. } => {
+            format!("{parent} spawned {} task(s)", tasks.len())
+        }
+        Event::ObjectiveSucceeded { objective } => {
+            format!("objective {} succeeded", objective.short())
+        }
+        Event::ObjectiveFailed { objective, reason } => {
+            format!("objective {} failed: {reason}", objective.short())
+        }
+        Event::AgentRegistered { descriptor } => format!(
+            "agent {} ({}) registered for {:?}",
+            descriptor.id, descriptor.name, descriptor.capabilities
+        ),
+        Event::AgentHealthChanged {
+            agent,
+            health,
+            reason,
+        } => format!("agent {agent} is {health:?}: {reason}"),
         Event::AgentRestarted { agent, .. } => format!("agent {agent} restarted"),
         other => format!("{other:?}"),
     }

@@ -27,8 +27,8 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef, call_t};
 use swarm_agents::AgentFactory;
 use swarm_protocol::{
-    AgentDescriptor, AgentId, Event, Health, Objective, ObjectiveId, ObjectiveSummary, ObjectiveView, ReviewDecision,
-    SchedulerMsg, SchedulerStats, TaskId,
+    AgentDescriptor, AgentId, Event, Health, Objective, ObjectiveId, ObjectiveSummary,
+    ObjectiveView, ReviewDecision, SchedulerMsg, SchedulerStats, TaskId,
 };
 pub use swarm_registry::Registration;
 use tokio::task::JoinHandle;
@@ -140,7 +140,11 @@ impl Swarm {
     }
 
     /// Waits, up to `timeout`, for an objective to end and returns its final state.
-    pub async fn wait(&self, objective: ObjectiveId, timeout: Duration) -> Result<ObjectiveView, Error> {
+    pub async fn wait(
+        &self,
+        objective: ObjectiveId,
+        timeout: Duration,
+    ) -> Result<ObjectiveView, Error> {
         self.wait_summary(objective, timeout).await?;
         self.objective(objective).await
     }
@@ -196,13 +200,15 @@ impl Swarm {
     pub async fn set_health(&self, agent: AgentId, health: Health) -> Result<(), Error> {
         let previous = self.registry.set_health(agent, health)?;
         if previous != health {
-            self.scheduler.cast(SchedulerMsg::Record(Event::AgentHealthChanged {
-                agent,
-                health,
-                reason: format!("set from {previous:?}"),
-            }))?;
+            self.scheduler
+                .cast(SchedulerMsg::Record(Event::AgentHealthChanged {
+                    agent,
+                    health,
+                    reason: format!("set from {previous:?}"),
+                }))?;
             if health.accepts_work() {
-                self.scheduler.cast(SchedulerMsg::AgentAvailable { agent })?;
+                self.scheduler
+                    .cast(SchedulerMsg::AgentAvailable { agent })?;
             }
         }
         Ok(())

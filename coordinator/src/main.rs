@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use swarm_coordinator::bench::{self, BenchConfig};
 
 #[derive(Parser)]
-#[command(name = "swarm", version, about = "A coordinator for fleets of AI agents")]
+#[command(
+    name = "swarm",
+    version,
+    about = "A coordinator for fleets of AI agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,6 +63,11 @@ fn run() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // An agent plug-in that panics is a crash its supervisor handles (restart, retry); report it
+    // as one log line rather than a backtrace on the terminal.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "panic caught; the supervision tree handles it");
+    }));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

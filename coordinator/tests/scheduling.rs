@@ -22,14 +22,20 @@ use tokio::sync::Semaphore;
 #[tokio::test]
 async fn a_cycle_is_rejected_naming_its_tasks() {
     let (swarm, _events) = start().await;
-    swarm.register_agent(reg("e", &["x"], 1), AgentFactory::shared(EchoAgent)).await.unwrap();
+    swarm
+        .register_agent(reg("e", &["x"], 1), AgentFactory::shared(EchoAgent))
+        .await
+        .unwrap();
     let tasks = vec![
         TaskSpec::new(key("a"), cap("x")),
         TaskSpec::new(key("b"), cap("x")).after([key("a"), key("d")]),
         TaskSpec::new(key("c"), cap("x")).after([key("b")]),
         TaskSpec::new(key("d"), cap("x")).after([key("c")]),
     ];
-    let err = swarm.submit(Objective::with_tasks("loop", tasks)).await.unwrap_err();
+    let err = swarm
+        .submit(Objective::with_tasks("loop", tasks))
+        .await
+        .unwrap_err();
     let Error::Scheduler(SchedulerError::Graph(GraphError::Cycle(cycle))) = &err else {
         panic!("expected a cycle error, got {err}");
     };
@@ -43,18 +49,45 @@ async fn a_cycle_is_rejected_naming_its_tasks() {
 #[tokio::test]
 async fn bad_graphs_get_errors_naming_the_offender() {
     let (swarm, _events) = start().await;
-    swarm.register_agent(reg("e", &["x"], 1), AgentFactory::shared(EchoAgent)).await.unwrap();
+    swarm
+        .register_agent(reg("e", &["x"], 1), AgentFactory::shared(EchoAgent))
+        .await
+        .unwrap();
     let unknown_dep = vec![TaskSpec::new(key("a"), cap("x")).after([key("ghost")])];
-    let err = swarm.submit(Objective::with_tasks("g", unknown_dep)).await.unwrap_err();
+    let err = swarm
+        .submit(Objective::with_tasks("g", unknown_dep))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("ghost"), "{err}");
-    let dup = vec![TaskSpec::new(key("a"), cap("x")), TaskSpec::new(key("a"), cap("x"))];
-    let err = swarm.submit(Objective::with_tasks("g", dup)).await.unwrap_err();
-    assert!(matches!(err, Error::Scheduler(SchedulerError::Graph(GraphError::DuplicateId(ref k))) if k.as_str() == "a"), "{err}");
-    let unknown_cap = vec![TaskSpec::new(key("a"), cap("x")), TaskSpec::new(key("b"), cap("telepathy"))];
-    let err = swarm.submit(Objective::with_tasks("g", unknown_cap)).await.unwrap_err();
-    assert!(matches!(err, Error::Scheduler(SchedulerError::UnknownCapability { ref task, ref capability }) if task.as_str() == "b" && capability.as_str() == "telepathy"), "{err}");
+    let dup = vec![
+        TaskSpec::new(key("a"), cap("x")),
+        TaskSpec::new(key("a"), cap("x")),
+    ];
+    let err = swarm
+        .submit(Objective::with_tasks("g", dup))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Scheduler(SchedulerError::Graph(GraphError::DuplicateId(ref k))) if k.as_str() == "a"),
+        "{err}"
+    );
+    let unknown_cap = vec![
+        TaskSpec::new(key("a"), cap("x")),
+        TaskSpec::new(key("b"), cap("telepathy")),
+    ];
+    let err = swarm
+        .submit(Objective::with_tasks("g", unknown_cap))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Scheduler(SchedulerError::UnknownCapability { ref task, ref capability }) if task.as_str() == "b" && capability.as_str() == "telepathy"),
+        "{err}"
+    );
     let bad_ref = vec![TaskSpec::new(key("a"), cap("x")).with_input(json!({"$from": "zzz"}))];
-    let err = swarm.submit(Objective::with_tasks("g", bad_ref)).await.unwrap_err();
+    let err = swarm
+        .submit(Objective::with_tasks("g", bad_ref))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("zzz"), "{err}");
     // Nothing was accepted.
     assert_eq!(swarm.stats().await.unwrap().objectives_running, 0);
@@ -74,14 +107,24 @@ fn summing_agent() -> AgentFactory {
 async fn a_thousand_task_dag_fans_out_and_in_with_outputs_along_the_edges() {
     let (swarm, _events) = start().await;
     for i in 0..4 {
-        swarm.register_agent(reg(&format!("sum-{i}"), &["sum"], 16), summing_agent()).await.unwrap();
+        swarm
+            .register_agent(reg(&format!("sum-{i}"), &["sum"], 16), summing_agent())
+            .await
+            .unwrap();
     }
-    swarm.register_agent(reg("pick", &["pick"], 4), AgentFactory::shared(EchoAgent)).await.unwrap();
+    swarm
+        .register_agent(reg("pick", &["pick"], 4), AgentFactory::shared(EchoAgent))
+        .await
+        .unwrap();
     // root (1) -> 997 middle tasks (i, plus root) -> join (sum of all) -> pick (via $from)
     let mut tasks = vec![TaskSpec::new(key("root"), cap("sum")).with_input(json!(1))];
     let middle: Vec<_> = (0..997).map(|i| key(&format!("m{i}"))).collect();
     for (i, k) in middle.iter().enumerate() {
-        tasks.push(TaskSpec::new(k.clone(), cap("sum")).with_input(json!(i)).after([key("root")]));
+        tasks.push(
+            TaskSpec::new(k.clone(), cap("sum"))
+                .with_input(json!(i))
+                .after([key("root")]),
+        );
     }
     tasks.push(TaskSpec::new(key("join"), cap("sum")).after(middle.clone()));
     tasks.push(
@@ -90,15 +133,27 @@ async fn a_thousand_task_dag_fans_out_and_in_with_outputs_along_the_edges() {
             .after([key("join")]),
     );
     assert_eq!(tasks.len(), 1000);
-    let id = swarm.submit(Objective::with_tasks("dag", tasks)).await.unwrap();
+    let id = swarm
+        .submit(Objective::with_tasks("dag", tasks))
+        .await
+        .unwrap();
     let view = swarm.wait(id, PATIENCE).await.unwrap();
-    assert_eq!(view.status, ObjectiveStatus::Succeeded, "{:?}", view.failure);
+    assert_eq!(
+        view.status,
+        ObjectiveStatus::Succeeded,
+        "{:?}",
+        view.failure
+    );
     let expected: i64 = (0..997).map(|i| i + 1).sum();
     assert_eq!(view.task("m5").unwrap().output, Some(json!(6)));
     assert_eq!(view.task("join").unwrap().output, Some(json!(expected)));
     let pick = view.task("pick").unwrap().output.clone().unwrap();
     assert_eq!(pick["input"], json!({"total": expected}));
-    assert!(view.tasks.iter().all(|t| t.status == TaskStatus::Succeeded && t.attempts == 1));
+    assert!(
+        view.tasks
+            .iter()
+            .all(|t| t.status == TaskStatus::Succeeded && t.attempts == 1)
+    );
     finish(swarm).await;
 }
 
@@ -111,16 +166,28 @@ async fn transient_failures_are_retried_with_backoff_and_permanent_ones_fail_the
         let n = counter.fetch_add(1, Ordering::SeqCst);
         async move {
             match (task.key.as_str(), n) {
-                ("flaky", 0 | 1) => TaskOutcome::failure(FailureKind::Transient, "503 from upstream"),
+                ("flaky", 0 | 1) => {
+                    TaskOutcome::failure(FailureKind::Transient, "503 from upstream")
+                }
                 ("doomed", _) => TaskOutcome::failure(FailureKind::Permanent, "401 unauthorized"),
                 _ => TaskOutcome::success(json!(task.attempt)),
             }
         }
     });
-    swarm.register_agent(reg("f", &["x"], 2), AgentFactory::shared(flaky)).await.unwrap();
+    swarm
+        .register_agent(reg("f", &["x"], 2), AgentFactory::shared(flaky))
+        .await
+        .unwrap();
     let mut spec = TaskSpec::new(key("flaky"), cap("x"));
-    spec.retry = RetryPolicy { max_attempts: 3, initial_backoff: Duration::from_millis(5), max_backoff: Duration::from_millis(20) };
-    let id = swarm.submit(Objective::with_tasks("retry", vec![spec])).await.unwrap();
+    spec.retry = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+    };
+    let id = swarm
+        .submit(Objective::with_tasks("retry", vec![spec]))
+        .await
+        .unwrap();
     let view = swarm.wait(id, PATIENCE).await.unwrap();
     assert_eq!(view.status, ObjectiveStatus::Succeeded);
     assert_eq!(view.task("flaky").unwrap().output, Some(json!(3)));
@@ -129,23 +196,38 @@ async fn transient_failures_are_retried_with_backoff_and_permanent_ones_fail_the
         .drain()
         .iter()
         .filter_map(|r| match &r.event {
-            Event::TaskFailed { retry_in: Some(d), .. } => Some(*d),
+            Event::TaskFailed {
+                retry_in: Some(d), ..
+            } => Some(*d),
             _ => None,
         })
         .collect();
     assert_eq!(retries.len(), 2);
-    assert!(retries[0] <= Duration::from_millis(5) && retries[1] <= Duration::from_millis(10), "{retries:?}");
+    assert!(
+        retries[0] <= Duration::from_millis(5) && retries[1] <= Duration::from_millis(10),
+        "{retries:?}"
+    );
 
     let tasks = vec![
         TaskSpec::new(key("doomed"), cap("x")),
         TaskSpec::new(key("after"), cap("x")).after([key("doomed")]),
     ];
-    let id = swarm.submit(Objective::with_tasks("fail", tasks)).await.unwrap();
+    let id = swarm
+        .submit(Objective::with_tasks("fail", tasks))
+        .await
+        .unwrap();
     let view = swarm.wait(id, PATIENCE).await.unwrap();
     assert_eq!(view.status, ObjectiveStatus::Failed);
     let reason = view.failure.clone().unwrap();
-    assert!(reason.contains("doomed") && reason.contains("401"), "{reason}");
-    assert_eq!(view.task("doomed").unwrap().attempts, 1, "a permanent failure is not retried");
+    assert!(
+        reason.contains("doomed") && reason.contains("401"),
+        "{reason}"
+    );
+    assert_eq!(
+        view.task("doomed").unwrap().attempts,
+        1,
+        "a permanent failure is not retried"
+    );
     assert_eq!(view.task("after").unwrap().status, TaskStatus::Cancelled);
     finish(swarm).await;
 }
@@ -165,19 +247,39 @@ async fn a_spawned_follow_up_runs_before_its_objective_ends() {
             TaskOutcome::success(json!({ "did": task.key, "parent": task.upstream.get("plan") }))
         }
     });
-    swarm.register_agent(reg("p", &["plan"], 2), AgentFactory::shared(planner)).await.unwrap();
-    let id = swarm.submit(Objective::with_tasks("grow", vec![TaskSpec::new(key("plan"), cap("plan"))])).await.unwrap();
+    swarm
+        .register_agent(reg("p", &["plan"], 2), AgentFactory::shared(planner))
+        .await
+        .unwrap();
+    let id = swarm
+        .submit(Objective::with_tasks(
+            "grow",
+            vec![TaskSpec::new(key("plan"), cap("plan"))],
+        ))
+        .await
+        .unwrap();
     let view = swarm.wait(id, PATIENCE).await.unwrap();
     assert_eq!(view.status, ObjectiveStatus::Succeeded);
     assert_eq!(view.tasks.len(), 3);
     let step2 = view.task("step-2").unwrap();
     assert_eq!(step2.status, TaskStatus::Succeeded);
     assert_eq!(step2.spawned_by, Some(view.task("plan").unwrap().id));
-    assert_eq!(step2.output, Some(json!({"did": "step-2", "parent": "planned"})));
+    assert_eq!(
+        step2.output,
+        Some(json!({"did": "step-2", "parent": "planned"}))
+    );
     // In the log, the follow-ups succeed before the objective does.
-    let end = events.until("objective end", |e| matches!(e, Event::ObjectiveSucceeded { .. })).await;
+    let end = events
+        .until("objective end", |e| {
+            matches!(e, Event::ObjectiveSucceeded { .. })
+        })
+        .await;
     assert!(matches!(end, Event::ObjectiveSucceeded { objective } if objective == id));
-    let successes = events.seen.iter().filter(|r| matches!(r.event, Event::TaskSucceeded { .. })).count();
+    let successes = events
+        .seen
+        .iter()
+        .filter(|r| matches!(r.event, Event::TaskSucceeded { .. }))
+        .count();
     assert_eq!(successes, 3);
     finish(swarm).await;
 }
@@ -198,34 +300,79 @@ fn gated(gate: Arc<Semaphore>) -> AgentFactory {
 async fn a_task_waits_while_capable_agents_are_busy_down_or_gone_and_runs_when_one_turns_up() {
     let (swarm, mut events) = start().await;
     let gate = Arc::new(Semaphore::new(0));
-    let busy = swarm.register_agent(reg("busy", &["x"], 1), gated(gate.clone())).await.unwrap();
-    let id = swarm
-        .submit(Objective::with_tasks("wait", vec![TaskSpec::new(key("first"), cap("x")), TaskSpec::new(key("second"), cap("x"))]))
+    let busy = swarm
+        .register_agent(reg("busy", &["x"], 1), gated(gate.clone()))
         .await
         .unwrap();
-    events.until("first task started", |e| matches!(e, Event::TaskStarted { .. })).await;
+    let id = swarm
+        .submit(Objective::with_tasks(
+            "wait",
+            vec![
+                TaskSpec::new(key("first"), cap("x")),
+                TaskSpec::new(key("second"), cap("x")),
+            ],
+        ))
+        .await
+        .unwrap();
+    events
+        .until("first task started", |e| {
+            matches!(e, Event::TaskStarted { .. })
+        })
+        .await;
     // The only agent is busy: the other task is ready and queued, not dropped.
     let view = swarm.objective(id).await.unwrap();
-    let waiting: Vec<_> = view.tasks.iter().filter(|t| t.status == TaskStatus::Ready).collect();
+    let waiting: Vec<_> = view
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Ready)
+        .collect();
     assert_eq!(waiting.len(), 1);
     let waiting_key = waiting[0].key.clone();
 
     // An agent that registers while the objective runs takes the queued task at once.
-    let fresh = swarm.register_agent(reg("fresh", &["x"], 1), AgentFactory::shared(EchoAgent)).await.unwrap();
-    let started = events.until("queued task started", |e| matches!(e, Event::TaskStarted { agent, .. } if *agent == fresh.id)).await;
-    let Event::TaskStarted { task, .. } = started else { unreachable!() };
-    assert_eq!(view.tasks.iter().find(|t| t.id == task).unwrap().key, waiting_key);
+    let fresh = swarm
+        .register_agent(reg("fresh", &["x"], 1), AgentFactory::shared(EchoAgent))
+        .await
+        .unwrap();
+    let started = events
+        .until(
+            "queued task started",
+            |e| matches!(e, Event::TaskStarted { agent, .. } if *agent == fresh.id),
+        )
+        .await;
+    let Event::TaskStarted { task, .. } = started else {
+        unreachable!()
+    };
+    assert_eq!(
+        view.tasks.iter().find(|t| t.id == task).unwrap().key,
+        waiting_key
+    );
     gate.add_permits(10);
-    assert_eq!(swarm.wait(id, PATIENCE).await.unwrap().status, ObjectiveStatus::Succeeded);
+    assert_eq!(
+        swarm.wait(id, PATIENCE).await.unwrap().status,
+        ObjectiveStatus::Succeeded
+    );
 
     // Now the only capable agents are down (busy) and gone (fresh): a new task waits...
-    swarm.set_health(busy.id, swarm_protocol::Health::Down).await.unwrap();
+    swarm
+        .set_health(busy.id, swarm_protocol::Health::Down)
+        .await
+        .unwrap();
     swarm.deregister_agent(fresh.id).await.unwrap();
-    let id = swarm.submit(Objective::with_tasks("wait2", vec![TaskSpec::new(key("third"), cap("x"))])).await.unwrap();
+    let id = swarm
+        .submit(Objective::with_tasks(
+            "wait2",
+            vec![TaskSpec::new(key("third"), cap("x"))],
+        ))
+        .await
+        .unwrap();
     let view = swarm.objective(id).await.unwrap();
     assert_eq!(view.tasks[0].status, TaskStatus::Ready);
     // ...and runs as soon as its agent recovers.
-    swarm.set_health(busy.id, swarm_protocol::Health::Up).await.unwrap();
+    swarm
+        .set_health(busy.id, swarm_protocol::Health::Up)
+        .await
+        .unwrap();
     let view = swarm.wait(id, PATIENCE).await.unwrap();
     assert_eq!(view.status, ObjectiveStatus::Succeeded);
     assert_eq!(view.tasks[0].agent, Some(busy.id));
@@ -236,17 +383,43 @@ async fn a_task_waits_while_capable_agents_are_busy_down_or_gone_and_runs_when_o
 async fn higher_priority_goes_first_and_lower_still_finishes() {
     let (swarm, mut events) = start().await;
     let gate = Arc::new(Semaphore::new(0));
-    swarm.register_agent(reg("one", &["x"], 1), gated(gate.clone())).await.unwrap();
-    let blocker = swarm.submit(Objective::with_tasks("block", vec![TaskSpec::new(key("block"), cap("x"))])).await.unwrap();
-    events.until("blocker started", |e| matches!(e, Event::TaskStarted { .. })).await;
-    let low_tasks = (0..3).map(|i| TaskSpec::new(key(&format!("low{i}")), cap("x"))).collect();
-    let low = swarm.submit(Objective::with_tasks("low", low_tasks)).await.unwrap();
-    let mut high = Objective::with_tasks("high", (0..3).map(|i| TaskSpec::new(key(&format!("high{i}")), cap("x"))).collect());
+    swarm
+        .register_agent(reg("one", &["x"], 1), gated(gate.clone()))
+        .await
+        .unwrap();
+    let blocker = swarm
+        .submit(Objective::with_tasks(
+            "block",
+            vec![TaskSpec::new(key("block"), cap("x"))],
+        ))
+        .await
+        .unwrap();
+    events
+        .until("blocker started", |e| {
+            matches!(e, Event::TaskStarted { .. })
+        })
+        .await;
+    let low_tasks = (0..3)
+        .map(|i| TaskSpec::new(key(&format!("low{i}")), cap("x")))
+        .collect();
+    let low = swarm
+        .submit(Objective::with_tasks("low", low_tasks))
+        .await
+        .unwrap();
+    let mut high = Objective::with_tasks(
+        "high",
+        (0..3)
+            .map(|i| TaskSpec::new(key(&format!("high{i}")), cap("x")))
+            .collect(),
+    );
     high.priority = 10;
     let high = swarm.submit(high).await.unwrap();
     gate.add_permits(100);
     for id in [blocker, low, high] {
-        assert_eq!(swarm.wait(id, PATIENCE).await.unwrap().status, ObjectiveStatus::Succeeded);
+        assert_eq!(
+            swarm.wait(id, PATIENCE).await.unwrap().status,
+            ObjectiveStatus::Succeeded
+        );
     }
     let order: Vec<_> = events
         .drain()
@@ -264,18 +437,37 @@ async fn higher_priority_goes_first_and_lower_still_finishes() {
 async fn cancelling_stops_allocation_and_running_attempts() {
     let (swarm, mut events) = start().await;
     let gate = Arc::new(Semaphore::new(0));
-    swarm.register_agent(reg("one", &["x"], 1), gated(gate.clone())).await.unwrap();
-    let tasks = (0..3).map(|i| TaskSpec::new(key(&format!("t{i}")), cap("x"))).collect();
-    let id = swarm.submit(Objective::with_tasks("c", tasks)).await.unwrap();
-    events.until("a task started", |e| matches!(e, Event::TaskStarted { .. })).await;
+    swarm
+        .register_agent(reg("one", &["x"], 1), gated(gate.clone()))
+        .await
+        .unwrap();
+    let tasks = (0..3)
+        .map(|i| TaskSpec::new(key(&format!("t{i}")), cap("x")))
+        .collect();
+    let id = swarm
+        .submit(Objective::with_tasks("c", tasks))
+        .await
+        .unwrap();
+    events
+        .until("a task started", |e| matches!(e, Event::TaskStarted { .. }))
+        .await;
     swarm.cancel(id).await.unwrap();
     let view = swarm.wait(id, PATIENCE).await.unwrap();
     assert_eq!(view.status, ObjectiveStatus::Cancelled);
     assert!(view.tasks.iter().all(|t| t.status == TaskStatus::Cancelled));
     // The agent's slot was freed: new work runs even though the cancelled attempt never ended.
     gate.add_permits(100);
-    let next = swarm.submit(Objective::with_tasks("n", vec![TaskSpec::new(key("n"), cap("x"))])).await.unwrap();
-    assert_eq!(swarm.wait(next, PATIENCE).await.unwrap().status, ObjectiveStatus::Succeeded);
+    let next = swarm
+        .submit(Objective::with_tasks(
+            "n",
+            vec![TaskSpec::new(key("n"), cap("x"))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        swarm.wait(next, PATIENCE).await.unwrap().status,
+        ObjectiveStatus::Succeeded
+    );
     let stats = swarm.stats().await.unwrap();
     assert_eq!(stats.tasks_running, 0);
     finish(swarm).await;

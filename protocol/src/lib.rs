@@ -33,7 +33,9 @@ pub use agent::{AgentDescriptor, Health};
 pub use event::{Event, EventRecord};
 pub use graph::GraphError;
 pub use ids::{AgentId, Capability, IdError, ObjectiveId, TaskId, TaskKey};
-pub use messages::{AgentMsg, Assignment, AttemptPanic, Report, ReviewDecision, SchedulerError, SchedulerMsg};
+pub use messages::{
+    AgentMsg, Assignment, AttemptPanic, Report, ReviewDecision, SchedulerError, SchedulerMsg,
+};
 pub use objective::{Limits, Objective, ObjectiveStatus};
 pub use outcome::{FailureKind, TaskOutcome, Usage};
 pub use task::{RetryPolicy, Task, TaskSpec, TaskStatus};

@@ -290,6 +290,7 @@ pub fn has_references(input: &Value) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use serde_json::json;
@@ -368,7 +369,10 @@ mod tests {
             .after([key("a")]);
         assert_eq!(check_references(&spec), Ok(()));
         let bad = spec.clone().with_input(json!({"$from": "c"}));
-        assert_eq!(check_references(&bad), Err(InputError::NotADependency("c".into())));
+        assert_eq!(
+            check_references(&bad),
+            Err(InputError::NotADependency("c".into()))
+        );
         let malformed = spec.with_input(json!({"$from": 3}));
         assert_eq!(check_references(&malformed), Err(InputError::Malformed));
     }

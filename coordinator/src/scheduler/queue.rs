@@ -87,7 +87,11 @@ mod tests {
     fn priority_then_age() {
         let mut q = ReadyQueue::default();
         for (priority, seq) in [(0, 1), (5, 2), (0, 0), (5, 3)] {
-            q.push(Entry { priority, seq, task: TaskId(seq) });
+            q.push(Entry {
+                priority,
+                seq,
+                task: TaskId(seq),
+            });
         }
         let mut order = Vec::new();
         while q.peek(|_| true).is_some() {
@@ -100,8 +104,16 @@ mod tests {
     #[test]
     fn stale_entries_are_skipped() {
         let mut q = ReadyQueue::default();
-        q.push(Entry { priority: 0, seq: 1, task: TaskId(1) });
-        q.push(Entry { priority: 0, seq: 2, task: TaskId(2) });
+        q.push(Entry {
+            priority: 0,
+            seq: 1,
+            task: TaskId(1),
+        });
+        q.push(Entry {
+            priority: 0,
+            seq: 2,
+            task: TaskId(2),
+        });
         q.forget_one();
         let head = q.peek(|e| e.task != TaskId(1));
         assert_eq!(head.map(|e| e.task), Some(TaskId(2)));

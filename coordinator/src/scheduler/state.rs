@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 use ractor::{ActorRef, RpcReplyPort};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
+use swarm_agents::ReportInbox;
 use swarm_protocol::graph::{self, ExistingTasks, NoTasks};
 use swarm_protocol::task::{check_references, has_references, resolve_input};
 use swarm_protocol::{
-    AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Limits, Objective,
-    ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, Report, RetryPolicy, ReviewDecision,
+    AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Limits, Objective, ObjectiveId,
+    ObjectiveStatus, ObjectiveSummary, ObjectiveView, Report, RetryPolicy, ReviewDecision,
     SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskKey, TaskOutcome, TaskSpec,
     TaskStatus, TaskView, Usage,
 };
-use swarm_agents::ReportInbox;
 use swarm_registry::{Lease, Registry};
 
 use super::SchedulerConfig;
@@ -158,9 +158,14 @@ impl SchedulerState {
     // ---- Submission -------------------------------------------------------------------------
 
     /// Validates and accepts an objective; its tasks without dependencies become ready.
-    pub(crate) fn submit(&mut self, mut objective: Objective) -> Result<ObjectiveId, SchedulerError> {
+    pub(crate) fn submit(
+        &mut self,
+        mut objective: Objective,
+    ) -> Result<ObjectiveId, SchedulerError> {
         if self.stats.objectives_running as usize >= self.config.max_objectives_running {
-            return Err(SchedulerError::Overloaded(self.config.max_objectives_running));
+            return Err(SchedulerError::Overloaded(
+                self.config.max_objectives_running,
+            ));
         }
         if objective.tasks.is_empty() {
             return Err(SchedulerError::NoPlanner);
@@ -240,10 +245,10 @@ impl SchedulerState {
                 .iter()
                 .filter_map(|k| run.keys.get(k).copied())
                 .collect();
-            if let Some(p) = parent {
-                if !deps.contains(&p) {
-                    deps.push(p);
-                }
+            if let Some(p) = parent
+                && !deps.contains(&p)
+            {
+                deps.push(p);
             }
             let mut waiting_on = 0;
             for dep in &deps {
@@ -298,10 +303,11 @@ impl SchedulerState {
                 None => continue,
             };
             for dep in deps {
-                if dep.0 >= first && dep > id {
-                    if let Some(d) = self.tasks.get_mut(dep) {
-                        d.dependents.push(id);
-                    }
+                if dep.0 >= first
+                    && dep > id
+                    && let Some(d) = self.tasks.get_mut(dep)
+                {
+                    d.dependents.push(id);
                 }
             }
         }
@@ -314,7 +320,9 @@ impl SchedulerState {
 
     /// All dependencies succeeded: resolve the input and queue or dispatch the task.
     fn make_ready(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get(id) else { return };
+        let Some(node) = self.tasks.get(id) else {
+            return;
+        };
         let resolved = if node.deps.is_empty() {
             Ok(None)
         } else {
@@ -335,7 +343,10 @@ impl SchedulerState {
                     node.status = TaskStatus::Ready;
                     node.ready_at = Instant::now();
                 }
-                self.journal.record(Event::TaskReady { objective, task: id });
+                self.journal.record(Event::TaskReady {
+                    objective,
+                    task: id,
+                });
                 self.enqueue_or_dispatch(id);
             }
             Err(err) => {
@@ -356,16 +367,16 @@ impl SchedulerState {
     /// Gives a ready task to an agent now if its queue is empty and an agent has room;
     /// otherwise queues it.
     fn enqueue_or_dispatch(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get(id) else { return };
+        let Some(node) = self.tasks.get(id) else {
+            return;
+        };
         let queue_empty = self
             .queues
             .get(&node.capability)
             .is_none_or(ReadyQueue::is_empty);
-        if queue_empty {
-            if let Some(lease) = self.registry.select(&node.capability) {
-                self.assign(id, lease);
-                return;
-            }
+        if queue_empty && let Some(lease) = self.registry.select(&node.capability) {
+            self.assign(id, lease);
+            return;
         }
         let (priority, capability) = (node.priority, node.capability.clone());
         let seq = self.next_seq;
@@ -373,10 +384,11 @@ impl SchedulerState {
         if let Some(node) = self.tasks.get_mut(id) {
             node.queued = Some(seq);
         }
-        self.queues
-            .entry(capability)
-            .or_default()
-            .push(Entry { priority, seq, task: id });
+        self.queues.entry(capability).or_default().push(Entry {
+            priority,
+            seq,
+            task: id,
+        });
     }
 
     /// Starts the task's next attempt on the leased agent (sent when the handler ends).
@@ -392,9 +404,14 @@ impl SchedulerState {
         let upstream = if node.deps.is_empty() {
             BTreeMap::new()
         } else {
-            self.tasks.get(id).map(|node| self.upstream(node)).unwrap_or_default()
+            self.tasks
+                .get(id)
+                .map(|node| self.upstream(node))
+                .unwrap_or_default()
         };
-        let Some(node) = self.tasks.get(id) else { return };
+        let Some(node) = self.tasks.get(id) else {
+            return;
+        };
         let task = Task {
             id,
             objective: node.objective,
@@ -439,17 +456,22 @@ impl SchedulerState {
         loop {
             let mut best: Option<(Entry, usize)> = None;
             for (i, cap) in caps.iter().enumerate() {
-                let Some(queue) = self.queues.get_mut(cap) else { continue };
+                let Some(queue) = self.queues.get_mut(cap) else {
+                    continue;
+                };
                 let tasks = &self.tasks;
-                let head = queue.peek(|e| tasks.get(e.task).is_some_and(|n| n.queued == Some(e.seq)));
-                if let Some(head) = head {
-                    if best.is_none_or(|(b, _)| head > b) {
-                        best = Some((head, i));
-                    }
+                let head =
+                    queue.peek(|e| tasks.get(e.task).is_some_and(|n| n.queued == Some(e.seq)));
+                if let Some(head) = head
+                    && best.is_none_or(|(b, _)| head > b)
+                {
+                    best = Some((head, i));
                 }
             }
             let Some((entry, i)) = best else { return };
-            let Some(lease) = self.registry.try_acquire(agent) else { return };
+            let Some(lease) = self.registry.try_acquire(agent) else {
+                return;
+            };
             if let Some(queue) = self.queues.get_mut(&caps[i]) {
                 queue.pop();
             }
@@ -503,7 +525,9 @@ impl SchedulerState {
     }
 
     fn on_report(&mut self, agent: AgentId, report: Report) {
-        let Some(node) = self.tasks.get_mut(report.task) else { return };
+        let Some(node) = self.tasks.get_mut(report.task) else {
+            return;
+        };
         // A report for an attempt that is no longer current (cancelled, or taken back when its
         // agent crashed) changes nothing: a late result never commits.
         if node.status != TaskStatus::Running
@@ -532,7 +556,7 @@ impl SchedulerState {
                 message,
                 partial_output,
                 ..
-            } => self.to_review(report.task, partial_output, message),
+            } => self.send_to_review(report.task, partial_output, message),
             TaskOutcome::Failed {
                 kind,
                 message,
@@ -541,7 +565,14 @@ impl SchedulerState {
                 ..
             } => {
                 let retry_after = retry_after.unwrap_or(Duration::ZERO);
-                self.attempt_failed(report.task, Some(agent), kind, message, partial_output, retry_after);
+                self.attempt_failed(
+                    report.task,
+                    Some(agent),
+                    kind,
+                    message,
+                    partial_output,
+                    retry_after,
+                );
             }
         }
     }
@@ -562,7 +593,9 @@ impl SchedulerState {
         usage: Option<Usage>,
         duration: Duration,
     ) {
-        let Some(node) = self.tasks.get_mut(id) else { return };
+        let Some(node) = self.tasks.get_mut(id) else {
+            return;
+        };
         node.status = TaskStatus::Succeeded;
         node.error = None;
         let (objective, attempt) = (node.objective, node.attempt);
@@ -582,7 +615,9 @@ impl SchedulerState {
 
     /// A task reached a terminal success: wake its dependents and maybe end the objective.
     fn task_done(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get(id) else { return };
+        let Some(node) = self.tasks.get(id) else {
+            return;
+        };
         let objective = node.objective;
         let dependents = node.dependents.clone();
         for dep in dependents {
@@ -614,8 +649,12 @@ impl SchedulerState {
         usage: Option<Usage>,
         duration: Duration,
     ) {
-        let Some(objective) = self.tasks.get(id).map(|n| n.objective) else { return };
-        let Some(mut run) = self.objectives.remove(&objective) else { return };
+        let Some(objective) = self.tasks.get(id).map(|n| n.objective) else {
+            return;
+        };
+        let Some(mut run) = self.objectives.remove(&objective) else {
+            return;
+        };
         let checked = {
             // Follow-ups depend on their parent implicitly; validate them with that edge.
             let parent_key = self.tasks.get(id).map(|n| n.key.clone());
@@ -623,23 +662,30 @@ impl SchedulerState {
                 .iter()
                 .map(|s| {
                     let mut s = s.clone();
-                    if let Some(k) = &parent_key {
-                        if !s.depends_on.contains(k) {
-                            s.depends_on.push(k.clone());
-                        }
+                    if let Some(k) = &parent_key
+                        && !s.depends_on.contains(k)
+                    {
+                        s.depends_on.push(k.clone());
                     }
                     s
                 })
                 .collect();
-            let existing = Existing { run: &run, tasks: &self.tasks };
+            let existing = Existing {
+                run: &run,
+                tasks: &self.tasks,
+            };
             graph::validate(&specs_with_parent, &existing, &run.limits)
                 .map_err(SchedulerError::from)
-                .and_then(|depths| self.check_tasks(&specs_with_parent).map(|()| (depths, specs_with_parent)))
+                .and_then(|depths| {
+                    self.check_tasks(&specs_with_parent)
+                        .map(|()| (depths, specs_with_parent))
+                })
         };
         match checked {
             Ok((depths, specs_with_parent)) => {
                 let first = TaskId(self.next_task);
-                let new_ids = self.add_tasks(objective, &mut run, &specs_with_parent, &depths, Some(id));
+                let new_ids =
+                    self.add_tasks(objective, &mut run, &specs_with_parent, &depths, Some(id));
                 self.objectives.insert(objective, run);
                 self.journal.record(Event::TasksSpawned {
                     objective,
@@ -651,7 +697,11 @@ impl SchedulerState {
                 // Follow-ups that depend only on the parent became ready in `succeed`; any whose
                 // other dependencies had already succeeded are ready too.
                 for t in new_ids {
-                    if self.tasks.get(t).is_some_and(|n| n.status == TaskStatus::Backlog && n.waiting_on == 0) {
+                    if self
+                        .tasks
+                        .get(t)
+                        .is_some_and(|n| n.status == TaskStatus::Backlog && n.waiting_on == 0)
+                    {
                         self.make_ready(t);
                     }
                 }
@@ -659,13 +709,21 @@ impl SchedulerState {
             Err(err) => {
                 self.objectives.insert(objective, run);
                 let message = format!("spawned tasks refused: {err}");
-                self.fail_task(id, Some(agent), FailureKind::Permanent, message, Some(output));
+                self.fail_task(
+                    id,
+                    Some(agent),
+                    FailureKind::Permanent,
+                    message,
+                    Some(output),
+                );
             }
         }
     }
 
-    fn to_review(&mut self, id: TaskId, output: Option<Value>, reason: String) {
-        let Some(node) = self.tasks.get_mut(id) else { return };
+    fn send_to_review(&mut self, id: TaskId, output: Option<Value>, reason: String) {
+        let Some(node) = self.tasks.get_mut(id) else {
+            return;
+        };
         node.status = TaskStatus::Review;
         node.output = output.clone();
         node.error = Some(reason.clone());
@@ -689,14 +747,24 @@ impl SchedulerState {
         retry_after: Duration,
     ) {
         self.stats.attempts_failed += 1;
-        let Some(node) = self.tasks.get_mut(id) else { return };
-        let retry = kind.is_retryable() && node.attempt < node.retry.max_attempts.min(RetryPolicy::MAX_ATTEMPTS_CEILING);
+        let Some(node) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let retry = kind.is_retryable()
+            && node.attempt
+                < node
+                    .retry
+                    .max_attempts
+                    .min(RetryPolicy::MAX_ATTEMPTS_CEILING);
         if !retry {
             self.fail_task(id, agent, kind, message, partial);
             return;
         }
         let ceiling = node.retry.backoff_ceiling(node.attempt + 1);
-        let jitter = Duration::from_nanos(self.rng.u64(0..=u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX)));
+        let jitter = Duration::from_nanos(
+            self.rng
+                .u64(0..=u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX)),
+        );
         let delay = jitter.max(retry_after);
         node.status = TaskStatus::Ready;
         node.retry_due = true;
@@ -745,7 +813,9 @@ impl SchedulerState {
         message: String,
         partial: Option<Value>,
     ) {
-        let Some(node) = self.tasks.get_mut(id) else { return };
+        let Some(node) = self.tasks.get_mut(id) else {
+            return;
+        };
         node.status = TaskStatus::Failed;
         node.retry_due = false;
         node.error = Some(message.clone());
@@ -793,7 +863,9 @@ impl SchedulerState {
 
     /// Takes back an attempt that its agent lost (crash, or gone before it got the work).
     fn requeue_lost(&mut self, agent: AgentId, id: TaskId, reason: &str) {
-        let Some(node) = self.tasks.get_mut(id) else { return };
+        let Some(node) = self.tasks.get_mut(id) else {
+            return;
+        };
         if node.status != TaskStatus::Running || node.agent != Some(agent) {
             return;
         }
@@ -829,7 +901,9 @@ impl SchedulerState {
     // ---- Objective end, cancel, review ------------------------------------------------------
 
     fn end_objective(&mut self, id: ObjectiveId, status: ObjectiveStatus, reason: Option<String>) {
-        let Some(run) = self.objectives.get_mut(&id) else { return };
+        let Some(run) = self.objectives.get_mut(&id) else {
+            return;
+        };
         if run.status.is_terminal() {
             return;
         }
@@ -858,34 +932,43 @@ impl SchedulerState {
     }
 
     fn cancel_task(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get_mut(id) else { return };
+        let Some(node) = self.tasks.get_mut(id) else {
+            return;
+        };
         if node.status.is_terminal() {
             return;
         }
         let was = node.status;
         node.status = TaskStatus::Cancelled;
         node.retry_due = false;
-        let (objective, attempt, agent, queued) = (node.objective, node.attempt, node.agent, node.queued.take());
+        let (objective, attempt, agent, queued) =
+            (node.objective, node.attempt, node.agent, node.queued.take());
         if queued.is_some() {
             let capability = node.capability.clone();
             if let Some(q) = self.queues.get_mut(&capability) {
                 q.forget_one();
             }
         }
-        if was == TaskStatus::Running {
-            if let Some(agent) = agent {
-                self.release(agent, id);
-                if let Some(actor) = self.registry.handle(agent) {
-                    let _ = actor.cast(AgentMsg::Cancel { task: id, attempt });
-                }
+        if was == TaskStatus::Running
+            && let Some(agent) = agent
+        {
+            self.release(agent, id);
+            if let Some(actor) = self.registry.handle(agent) {
+                let _ = actor.cast(AgentMsg::Cancel { task: id, attempt });
             }
         }
-        self.journal.record(Event::TaskCancelled { objective, task: id });
+        self.journal.record(Event::TaskCancelled {
+            objective,
+            task: id,
+        });
     }
 
     /// A user cancels an objective.
     pub(crate) fn cancel(&mut self, id: ObjectiveId) -> Result<(), SchedulerError> {
-        let run = self.objectives.get(&id).ok_or(SchedulerError::UnknownObjective(id))?;
+        let run = self
+            .objectives
+            .get(&id)
+            .ok_or(SchedulerError::UnknownObjective(id))?;
         if run.status.is_terminal() {
             return Ok(());
         }
@@ -894,8 +977,15 @@ impl SchedulerState {
     }
 
     /// A person decides on a task in review.
-    pub(crate) fn review(&mut self, id: TaskId, decision: ReviewDecision) -> Result<(), SchedulerError> {
-        let node = self.tasks.get_mut(id).ok_or(SchedulerError::UnknownTask(id))?;
+    pub(crate) fn review(
+        &mut self,
+        id: TaskId,
+        decision: ReviewDecision,
+    ) -> Result<(), SchedulerError> {
+        let node = self
+            .tasks
+            .get_mut(id)
+            .ok_or(SchedulerError::UnknownTask(id))?;
         if node.status != TaskStatus::Review {
             return Err(SchedulerError::NotInReview {
                 task: id,
@@ -909,13 +999,27 @@ impl SchedulerState {
                 node.status = TaskStatus::Succeeded;
                 node.error = None;
                 node.output = Some(output.clone());
-                self.journal.record(Event::TaskApproved { objective, task: id, output });
+                self.journal.record(Event::TaskApproved {
+                    objective,
+                    task: id,
+                    output,
+                });
                 self.stats.tasks_succeeded += 1;
                 self.task_done(id);
             }
             ReviewDecision::Reject { reason } => {
-                self.journal.record(Event::TaskRejected { objective, task: id, reason: reason.clone() });
-                self.fail_task(id, None, FailureKind::Permanent, format!("rejected in review: {reason}"), None);
+                self.journal.record(Event::TaskRejected {
+                    objective,
+                    task: id,
+                    reason: reason.clone(),
+                });
+                self.fail_task(
+                    id,
+                    None,
+                    FailureKind::Permanent,
+                    format!("rejected in review: {reason}"),
+                    None,
+                );
             }
             ReviewDecision::Retry => {
                 node.status = TaskStatus::Ready;
@@ -970,9 +1074,15 @@ impl SchedulerState {
     }
 
     /// Answers now if the objective ended (or is unknown), else when it ends.
-    pub(crate) fn await_end(&mut self, id: ObjectiveId, reply: RpcReplyPort<Option<ObjectiveSummary>>) {
+    pub(crate) fn await_end(
+        &mut self,
+        id: ObjectiveId,
+        reply: RpcReplyPort<Option<ObjectiveSummary>>,
+    ) {
         match self.objectives.get(&id) {
-            Some(run) if !run.status.is_terminal() => self.waiters.entry(id).or_default().push(reply),
+            Some(run) if !run.status.is_terminal() => {
+                self.waiters.entry(id).or_default().push(reply)
+            }
             _ => {
                 let _ = reply.send(self.summary(id));
             }

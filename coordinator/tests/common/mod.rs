@@ -62,18 +62,26 @@ impl Events {
 
 /// A swarm with fast restarts, and its event stream.
 pub async fn start() -> (Swarm, Events) {
-    let mut config = SwarmConfig::default();
-    config.restart = RestartPolicy {
-        max_restarts: 2,
-        window: Duration::from_secs(60),
-        initial_backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(10),
+    let config = SwarmConfig {
+        restart: RestartPolicy {
+            max_restarts: 2,
+            window: Duration::from_secs(60),
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(10),
+        },
+        ..Default::default()
     };
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let swarm = Swarm::start_with_journal(config, Box::new(ChannelJournal::new(tx)))
         .await
         .unwrap();
-    (swarm, Events { rx, seen: Vec::new() })
+    (
+        swarm,
+        Events {
+            rx,
+            seen: Vec::new(),
+        },
+    )
 }
 
 /// Shuts the swarm down cleanly and checks that it was still running (no actor failed it).
