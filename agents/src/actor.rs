@@ -22,8 +22,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use swarm_protocol::{
-    AgentId, AgentMsg, Assignment, AttemptPanic, FailureKind, Report, TaskId,
-    TaskOutcome,
+    AgentId, AgentMsg, Assignment, AttemptPanic, FailureKind, Report, TaskId, TaskOutcome,
 };
 use tokio::task::AbortHandle;
 
@@ -203,12 +202,20 @@ impl AgentState {
         }
     }
 
-    fn attempt_ended(&mut self, result: Result<Report, AttemptPanic>) -> Result<(), ActorProcessingErr> {
+    fn attempt_ended(
+        &mut self,
+        result: Result<Report, AttemptPanic>,
+    ) -> Result<(), ActorProcessingErr> {
         match result {
             Ok(report) => {
                 // An attempt cancelled in the meantime has no slot any more and its outcome is
                 // no longer wanted.
-                if self.running.0.remove(&(report.task, report.attempt)).is_some() {
+                if self
+                    .running
+                    .0
+                    .remove(&(report.task, report.attempt))
+                    .is_some()
+                {
                     self.report(vec![report]);
                 }
                 Ok(())
@@ -335,8 +342,8 @@ mod tests {
     use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus};
     use serde_json::{Value, json};
     use swarm_protocol::{
-        AgentId, AgentMsg, Assignment, Capability, FailureKind, ObjectiveId, Report,
-        SchedulerMsg, Task, TaskId, TaskKey, TaskOutcome,
+        AgentId, AgentMsg, Assignment, Capability, FailureKind, ObjectiveId, Report, SchedulerMsg,
+        Task, TaskId, TaskKey, TaskOutcome,
     };
     use tokio::sync::Semaphore;
     use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};

@@ -31,7 +31,10 @@ pub struct ReportInbox {
 
 /// A new queue: the inbox for the scheduler, and a function that makes the sink once the
 /// scheduler's actor ref exists.
-pub fn report_queue() -> (ReportInbox, impl FnOnce(ActorRef<SchedulerMsg>) -> ReportSink) {
+pub fn report_queue() -> (
+    ReportInbox,
+    impl FnOnce(ActorRef<SchedulerMsg>) -> ReportSink,
+) {
     let (tx, rx) = unbounded_channel();
     let doorbell = Arc::new(AtomicBool::new(false));
     let inbox = ReportInbox {
