@@ -451,21 +451,28 @@ async fn cancelling_stops_allocation_and_running_attempts() {
     events
         .until("a task started", |e| matches!(e, Event::TaskStarted { .. }))
         .await;
+    // Another objective's task queues behind the running attempt that is about to be cancelled.
+    let other = swarm
+        .submit(Objective::with_tasks(
+            "o",
+            vec![TaskSpec::new(key("o"), cap("x"))],
+        ))
+        .await
+        .unwrap();
     swarm.cancel(id).await.unwrap();
     let view = swarm.wait(id, PATIENCE).await.unwrap();
     assert_eq!(view.status, ObjectiveStatus::Cancelled);
     assert!(view.tasks.iter().all(|t| t.status == TaskStatus::Cancelled));
-    // The agent's slot was freed: new work runs even though the cancelled attempt never ended.
+    // The freed slot goes to the queued task at once, though the cancelled attempt never ended.
+    events
+        .until(
+            "the other objective's task started",
+            |e| matches!(e, Event::TaskStarted { objective, .. } if *objective == other),
+        )
+        .await;
     gate.add_permits(100);
-    let next = swarm
-        .submit(Objective::with_tasks(
-            "n",
-            vec![TaskSpec::new(key("n"), cap("x"))],
-        ))
-        .await
-        .unwrap();
     assert_eq!(
-        swarm.wait(next, PATIENCE).await.unwrap().status,
+        swarm.wait(other, PATIENCE).await.unwrap().status,
         ObjectiveStatus::Succeeded
     );
     let stats = swarm.stats().await.unwrap();

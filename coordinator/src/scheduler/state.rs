@@ -18,10 +18,10 @@ use swarm_agents::ReportInbox;
 use swarm_protocol::graph::{self, ExistingTasks, NoTasks};
 use swarm_protocol::task::{check_references, has_references, resolve_input};
 use swarm_protocol::{
-    AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Limits, Objective, ObjectiveId,
-    ObjectiveStatus, ObjectiveSummary, ObjectiveView, Report, RetryPolicy, ReviewDecision,
-    SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskKey, TaskOutcome, TaskSpec,
-    TaskStatus, TaskView, Usage,
+    AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Health, Limits, Objective,
+    ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, Report, RetryPolicy,
+    ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskKey,
+    TaskOutcome, TaskSpec, TaskStatus, TaskView, Usage,
 };
 use swarm_registry::{Lease, Registry};
 
@@ -491,6 +491,9 @@ impl SchedulerState {
                 let ractor::MessagingErr::SendErr(AgentMsg::Run(batch)) = err else {
                     continue;
                 };
+                // Down first, so the requeued tasks cannot be handed to the same dead actor
+                // again (its supervisor brings it back up when it restarts it).
+                let _ = self.registry.set_health(agent, Health::Down);
                 for a in batch {
                     self.requeue_lost(agent, a.task.id, "the agent's actor was gone");
                 }
@@ -750,8 +753,10 @@ impl SchedulerState {
         let Some(node) = self.tasks.get_mut(id) else {
             return;
         };
+        // Attempts lost to crashing agents are not the task's failures: they do not count here.
+        let failed_attempts = node.attempt.saturating_sub(node.lost);
         let retry = kind.is_retryable()
-            && node.attempt
+            && failed_attempts
                 < node
                     .retry
                     .max_attempts
@@ -910,8 +915,14 @@ impl SchedulerState {
         run.status = status;
         run.failure = reason.clone();
         let tasks = run.tasks.clone();
-        for task in tasks {
-            self.cancel_task(task);
+        // Slots freed by cancelled attempts go to other objectives' queued tasks, once every
+        // task of this one is marked (so none of its own is handed out again).
+        let freed: Vec<AgentId> = tasks
+            .into_iter()
+            .filter_map(|t| self.cancel_task(t))
+            .collect();
+        for agent in freed {
+            self.pull_for(agent);
         }
         self.journal.record(match status {
             ObjectiveStatus::Succeeded => Event::ObjectiveSucceeded { objective: id },
@@ -931,12 +942,11 @@ impl SchedulerState {
         }
     }
 
-    fn cancel_task(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get_mut(id) else {
-            return;
-        };
+    /// Marks a task cancelled; returns the agent whose slot its running attempt freed.
+    fn cancel_task(&mut self, id: TaskId) -> Option<AgentId> {
+        let node = self.tasks.get_mut(id)?;
         if node.status.is_terminal() {
-            return;
+            return None;
         }
         let was = node.status;
         node.status = TaskStatus::Cancelled;
@@ -949,6 +959,7 @@ impl SchedulerState {
                 q.forget_one();
             }
         }
+        let mut freed = None;
         if was == TaskStatus::Running
             && let Some(agent) = agent
         {
@@ -956,11 +967,13 @@ impl SchedulerState {
             if let Some(actor) = self.registry.handle(agent) {
                 let _ = actor.cast(AgentMsg::Cancel { task: id, attempt });
             }
+            freed = Some(agent);
         }
         self.journal.record(Event::TaskCancelled {
             objective,
             task: id,
         });
+        freed
     }
 
     /// A user cancels an objective.
@@ -1024,6 +1037,10 @@ impl SchedulerState {
             ReviewDecision::Retry => {
                 node.status = TaskStatus::Ready;
                 node.ready_at = Instant::now();
+                self.journal.record(Event::TaskReady {
+                    objective,
+                    task: id,
+                });
                 self.enqueue_or_dispatch(id);
             }
         }
