@@ -323,37 +323,41 @@ impl SchedulerState {
         let Some(node) = self.tasks.get(id) else {
             return;
         };
-        let resolved = if node.deps.is_empty() {
+        // Dependency outputs are only gathered here when the input refers to them; the agent's
+        // `upstream` map is built at dispatch.
+        let resolved = if node.deps.is_empty() || !has_references(&node.declared_input) {
             Ok(None)
         } else {
-            let upstream = self.upstream(node);
-            if has_references(&node.declared_input) {
-                resolve_input(&node.declared_input, &upstream).map(|v| Some(Arc::new(v)))
-            } else {
-                Ok(None)
-            }
+            resolve_input(&node.declared_input, &self.upstream(node)).map(|v| Some(Arc::new(v)))
         };
         let objective = node.objective;
         match resolved {
             Ok(input) => {
-                if let Some(node) = self.tasks.get_mut(id) {
-                    if let Some(input) = input {
-                        node.input = input;
-                    }
-                    node.status = TaskStatus::Ready;
-                    node.ready_at = Instant::now();
+                if let Some(input) = input
+                    && let Some(node) = self.tasks.get_mut(id)
+                {
+                    node.input = input;
                 }
-                self.journal.record(Event::TaskReady {
-                    objective,
-                    task: id,
-                });
-                self.enqueue_or_dispatch(id);
+                self.mark_ready(objective, id);
             }
             Err(err) => {
                 let message = format!("input could not be built: {err}");
                 self.fail_task(id, None, FailureKind::Permanent, message, None);
             }
         }
+    }
+
+    /// The task is ready from now on: record it and queue or dispatch it.
+    fn mark_ready(&mut self, objective: ObjectiveId, id: TaskId) {
+        if let Some(node) = self.tasks.get_mut(id) {
+            node.status = TaskStatus::Ready;
+            node.ready_at = Instant::now();
+        }
+        self.journal.record(Event::TaskReady {
+            objective,
+            task: id,
+        });
+        self.enqueue_or_dispatch(id);
     }
 
     fn upstream(&self, node: &TaskNode) -> BTreeMap<TaskKey, Value> {
@@ -1034,15 +1038,7 @@ impl SchedulerState {
                     None,
                 );
             }
-            ReviewDecision::Retry => {
-                node.status = TaskStatus::Ready;
-                node.ready_at = Instant::now();
-                self.journal.record(Event::TaskReady {
-                    objective,
-                    task: id,
-                });
-                self.enqueue_or_dispatch(id);
-            }
+            ReviewDecision::Retry => self.mark_ready(objective, id),
         }
         Ok(())
     }
