@@ -26,6 +26,11 @@ pub struct SchedulerConfig {
     pub max_lost_attempts: u32,
     /// The most objectives that may be unfinished at once; a submit past it is refused.
     pub max_objectives_running: usize,
+    /// When many tasks of one capability become ready at once, the least-loaded agent chosen
+    /// for the first takes up to `capacity / burst_divisor` of them (at least one) in the same
+    /// message before the registry chooses again. `1` hands a whole burst to one agent up to
+    /// its capacity; a value above every capacity gives strict one-task-per-choice balance.
+    pub burst_divisor: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -33,6 +38,7 @@ impl Default for SchedulerConfig {
         Self {
             max_lost_attempts: 5,
             max_objectives_running: 100_000,
+            burst_divisor: 8,
         }
     }
 }

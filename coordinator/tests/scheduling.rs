@@ -479,3 +479,68 @@ async fn cancelling_stops_allocation_and_running_attempts() {
     assert_eq!(stats.tasks_running, 0);
     finish(swarm).await;
 }
+
+#[tokio::test]
+async fn a_burst_spreads_over_small_agents_and_batches_on_large_ones() {
+    let (swarm, mut events) = start().await;
+    let mut small = Vec::new();
+    for i in 0..4 {
+        let d = swarm
+            .register_agent(
+                reg(&format!("small-{i}"), &["small"], 2),
+                AgentFactory::shared(EchoAgent),
+            )
+            .await
+            .unwrap();
+        small.push(d.id);
+    }
+    for i in 0..2 {
+        swarm
+            .register_agent(
+                reg(&format!("big-{i}"), &["big"], 16),
+                AgentFactory::shared(EchoAgent),
+            )
+            .await
+            .unwrap();
+    }
+    let burst = |cap_name: &str, n: usize| {
+        let tasks = (0..n)
+            .map(|i| TaskSpec::new(key(&format!("{cap_name}{i}")), cap(cap_name)))
+            .collect();
+        Objective::with_tasks("burst", tasks)
+    };
+    let agents_of = |events: &common::Events, objective| {
+        events
+            .seen
+            .iter()
+            .filter_map(|r| match r.event {
+                Event::TaskStarted {
+                    objective: o,
+                    agent,
+                    ..
+                } if o == objective => Some(agent),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // Agents of capacity 2 (as model agents are): least-loaded choice for every task.
+    let id = swarm.submit(burst("small", 4)).await.unwrap();
+    swarm.wait(id, PATIENCE).await.unwrap();
+    events.drain();
+    let mut used = agents_of(&events, id);
+    used.sort();
+    assert_eq!(used, small, "one task per small agent");
+
+    // Agents of capacity 16: the chosen agent takes 16 / 8 = 2 tasks of the burst at once.
+    let id = swarm.submit(burst("big", 2)).await.unwrap();
+    swarm.wait(id, PATIENCE).await.unwrap();
+    events.drain();
+    let used = agents_of(&events, id);
+    assert_eq!(used.len(), 2);
+    assert_eq!(
+        used[0], used[1],
+        "both tasks of the burst went to one large agent"
+    );
+    finish(swarm).await;
+}

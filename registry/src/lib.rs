@@ -86,6 +86,8 @@ pub struct Lease<H> {
     pub agent: AgentId,
     /// The agent's handle at the moment of acquisition.
     pub handle: H,
+    /// The agent's capacity at the moment of acquisition.
+    pub capacity: u32,
 }
 
 /// An agent's registration together with its live health and load.
@@ -256,6 +258,7 @@ impl<H: Clone + Send + Sync + 'static> Registry<H> {
         Some(Lease {
             agent: slot.id(),
             handle: slot.handle(),
+            capacity: slot.capacity(),
         })
     }
 
@@ -265,6 +268,7 @@ impl<H: Clone + Send + Sync + 'static> Registry<H> {
         slot.try_acquire().then(|| Lease {
             agent: id,
             handle: slot.handle(),
+            capacity: slot.capacity(),
         })
     }
 

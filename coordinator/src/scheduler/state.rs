@@ -119,6 +119,8 @@ pub struct SchedulerState {
     agent_caps: FxHashMap<AgentId, Arc<[Capability]>>,
     /// Assignments made while handling the current message, sent as one batch per agent.
     outbox: FxHashMap<AgentId, (ActorRef<AgentMsg>, Vec<Assignment>)>,
+    /// Per capability, the agent taking this turn's burst and how many more it may take.
+    burst: FxHashMap<Capability, (AgentId, u32)>,
     waiters: FxHashMap<ObjectiveId, Vec<RpcReplyPort<Option<ObjectiveSummary>>>>,
     reports: ReportInbox,
     next_task: u64,
@@ -146,6 +148,7 @@ impl SchedulerState {
             in_flight: FxHashMap::default(),
             agent_caps: FxHashMap::default(),
             outbox: FxHashMap::default(),
+            burst: FxHashMap::default(),
             waiters: FxHashMap::default(),
             reports,
             next_task: 1,
@@ -374,15 +377,15 @@ impl SchedulerState {
         let Some(node) = self.tasks.get(id) else {
             return;
         };
+        let (priority, capability) = (node.priority, node.capability.clone());
         let queue_empty = self
             .queues
-            .get(&node.capability)
+            .get(&capability)
             .is_none_or(ReadyQueue::is_empty);
-        if queue_empty && let Some(lease) = self.registry.select(&node.capability) {
+        if queue_empty && let Some(lease) = self.lease_for_burst(&capability) {
             self.assign(id, lease);
             return;
         }
-        let (priority, capability) = (node.priority, node.capability.clone());
         let seq = self.next_seq;
         self.next_seq += 1;
         if let Some(node) = self.tasks.get_mut(id) {
@@ -393,6 +396,33 @@ impl SchedulerState {
             seq,
             task: id,
         });
+    }
+
+    /// A slot for a newly ready task. Within one handler turn, the least-loaded agent the
+    /// registry chose for a capability keeps taking that capability's new tasks until it has
+    /// taken `capacity / burst_divisor` of them (at least one), so a burst reaches it in one
+    /// message; then the registry chooses again. Agents of small capacity, as model agents are,
+    /// therefore get one task per choice.
+    fn lease_for_burst(&mut self, capability: &Capability) -> Option<Lease<ActorRef<AgentMsg>>> {
+        if let Some((agent, left)) = self.burst.get_mut(capability)
+            && *left > 0
+        {
+            if let Some(lease) = self.registry.try_acquire(*agent) {
+                *left -= 1;
+                return Some(lease);
+            }
+            *left = 0;
+        }
+        let lease = self.registry.select(capability)?;
+        let share = (lease.capacity / self.config.burst_divisor.max(1)).max(1);
+        match self.burst.get_mut(capability) {
+            Some(entry) => *entry = (lease.agent, share - 1),
+            None => {
+                self.burst
+                    .insert(capability.clone(), (lease.agent, share - 1));
+            }
+        }
+        Some(lease)
     }
 
     /// Starts the task's next attempt on the leased agent (sent when the handler ends).
@@ -486,6 +516,7 @@ impl SchedulerState {
     /// Sends the assignments made while handling one message, one batch per agent. An agent
     /// whose actor is gone gets its batch taken back at once.
     pub(crate) fn flush(&mut self) {
+        self.burst.clear();
         if self.outbox.is_empty() {
             return;
         }
