@@ -66,3 +66,86 @@ where
         (self.0)(task, ctx)
     }
 }
+
+/// Simulated work, for the demo, the crash test and load runs: it waits `input.ms`
+/// milliseconds (default 0), then outputs `{"sum": n + Σ upstream sums}` where `n` is
+/// `input.n` (default 1), so a graph's final outputs depend on every task having run once with
+/// its dependencies' real outputs. With `input.spawn = k` it also spawns `k` follow-up tasks
+/// (`<key>-s0` … with `n` = 1 … k), which depend on it.
+///
+/// With an execution log, every attempt it begins is appended to that file as one line,
+/// `<objective> <task> <attempt> <key>`, written with one `write` call on a file opened for
+/// appending, so lines from concurrent attempts never interleave and a killed process loses
+/// none that were written: an audit, outside the event log, of what actually ran.
+#[derive(Debug, Clone, Default)]
+pub struct WorkAgent {
+    exec_log: Option<std::sync::Arc<std::fs::File>>,
+}
+
+impl WorkAgent {
+    /// An agent that keeps no execution log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An agent that appends every attempt it begins to `file` (opened for appending).
+    pub fn with_exec_log(file: std::sync::Arc<std::fs::File>) -> Self {
+        Self {
+            exec_log: Some(file),
+        }
+    }
+}
+
+impl Agent for WorkAgent {
+    async fn run(&self, task: Task, ctx: TaskContext) -> TaskOutcome {
+        use std::io::Write as _;
+        if let Some(log) = &self.exec_log {
+            let line = format!(
+                "{} {} {} {}\n",
+                task.objective, task.id.0, task.attempt, task.key
+            );
+            if let Err(err) = (&**log).write_all(line.as_bytes()) {
+                return TaskOutcome::failure(
+                    swarm_protocol::FailureKind::Transient,
+                    format!("execution log not written: {err}"),
+                );
+            }
+        }
+        let ms = task.input.get("ms").and_then(Value::as_u64).unwrap_or(0);
+        if ms > 0 {
+            ctx.heartbeat();
+            tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+        }
+        let n = task.input.get("n").and_then(Value::as_u64).unwrap_or(1);
+        let sum = task
+            .upstream
+            .values()
+            .filter_map(|v| v.get("sum").and_then(Value::as_u64))
+            .fold(n, u64::wrapping_add);
+        let output = json!({ "sum": sum });
+        let spawn = task.input.get("spawn").and_then(Value::as_u64).unwrap_or(0);
+        if spawn == 0 {
+            return TaskOutcome::success(output);
+        }
+        let mut tasks = Vec::new();
+        for i in 0..spawn.min(100) {
+            let key = match swarm_protocol::TaskKey::new(format!("{}-s{i}", task.key)) {
+                Ok(key) => key,
+                Err(err) => {
+                    return TaskOutcome::failure(
+                        swarm_protocol::FailureKind::Permanent,
+                        err.to_string(),
+                    );
+                }
+            };
+            let mut spec = swarm_protocol::TaskSpec::new(key, task.capability.clone());
+            spec.input = json!({ "n": i + 1, "ms": ms });
+            tasks.push(spec);
+        }
+        TaskOutcome::Spawned {
+            output,
+            tasks,
+            usage: None,
+        }
+    }
+}

@@ -23,6 +23,6 @@ pub mod sink;
 
 pub use actor::{AgentActor, AgentArgs};
 pub use agent::{Agent, AgentFactory, AgentFuture, DynAgent};
-pub use builtin::{EchoAgent, FnAgent, NoopAgent};
+pub use builtin::{EchoAgent, FnAgent, NoopAgent, WorkAgent};
 pub use context::TaskContext;
 pub use sink::{ReportInbox, ReportSink, report_queue};

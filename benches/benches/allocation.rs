@@ -25,10 +25,11 @@ fn allocation(c: &mut Criterion) {
             tasks: TASKS,
             objective_size: 1_000,
             concurrency: 64,
+            data_dir: None,
         };
         group.bench_with_input(BenchmarkId::from_parameter(agents), &config, |b, config| {
             b.to_async(&runtime).iter(|| async {
-                match run(*config).await {
+                match run(config.clone()).await {
                     Ok(report) => report.tasks_per_s,
                     Err(err) => panic!("bench run failed: {err}"),
                 }

@@ -2,7 +2,10 @@
 //! actors, in-process, with agents that do nothing but note how long each task waited between
 //! becoming ready and reaching them.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::{StreamExt as _, TryStreamExt as _};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -10,13 +13,16 @@ use serde::Serialize;
 use serde_json::Value;
 use swarm_agents::{Agent, AgentFactory, TaskContext};
 use swarm_protocol::{
-    Capability, Objective, ObjectiveStatus, Task, TaskKey, TaskOutcome, TaskSpec,
+    Capability, Objective, ObjectiveId, ObjectiveStatus, Task, TaskKey, TaskOutcome, TaskSpec,
 };
 
-use crate::{Error, Registration, Swarm, SwarmConfig};
+use swarm_store::{EventStore, SqliteOptions, SqliteStore};
+
+use crate::replay::{Replay, fold_after};
+use crate::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
 
 /// What to measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BenchConfig {
     /// Agents to register.
     pub agents: usize,
@@ -28,6 +34,9 @@ pub struct BenchConfig {
     pub objective_size: usize,
     /// Each agent's concurrency limit.
     pub concurrency: u32,
+    /// With a data directory, every state change is committed to the event log there before
+    /// it is acted on (`swarm bench --durable`).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for BenchConfig {
@@ -38,8 +47,24 @@ impl Default for BenchConfig {
             tasks: 1_000_000,
             objective_size: 1_000,
             concurrency: 64,
+            data_dir: None,
         }
     }
+}
+
+/// What the durable run measured about the log.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DurableReport {
+    /// Events in the log after the run.
+    pub events: u64,
+    /// The snapshot a restart starts from.
+    pub snapshot_seq: u64,
+    /// Events a restart reads after that snapshot.
+    pub tail_events: u64,
+    /// Time to open the log and rebuild the state, as a restart does.
+    pub restart_ms: f64,
+    /// Time to fold the whole log from the first event, ignoring snapshots.
+    pub full_replay_ms: f64,
 }
 
 /// What was measured.
@@ -61,6 +86,8 @@ pub struct BenchReport {
     pub alloc_p99_us: f64,
     /// Peak resident memory of the process, in bytes (0 where unknown).
     pub peak_rss_bytes: u64,
+    /// The event log figures, for a durable run.
+    pub durable: Option<DurableReport>,
 }
 
 /// A no-op agent that notes each task's allocation latency in its own list (one per agent, so
@@ -99,7 +126,10 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
         },
         ..Default::default()
     };
-    let swarm = Swarm::start(swarm_config).await?;
+    let swarm = match &config.data_dir {
+        Some(dir) => Swarm::open(swarm_config, StoreConfig::new(dir)).await?,
+        None => Swarm::start(swarm_config).await?,
+    };
 
     let mut probes = Vec::with_capacity(config.agents);
     for i in 0..config.agents {
@@ -132,7 +162,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     };
 
     let started = Instant::now();
-    let mut ids = Vec::with_capacity(objectives as usize);
+    let mut objectives_specs = Vec::with_capacity(objectives as usize);
     let mut remaining = config.tasks;
     for o in 0..objectives {
         let n = remaining.min(size);
@@ -145,8 +175,15 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
             .collect();
         let mut objective = Objective::with_tasks("bench", tasks);
         objective.limits = limits;
-        ids.push(swarm.submit(objective).await?);
+        objectives_specs.push(objective);
     }
+    // Clients submit concurrently (a durable submit returns after its commit).
+    let swarm_ref = &swarm;
+    let ids: Vec<ObjectiveId> = futures::stream::iter(objectives_specs)
+        .map(|objective| async move { swarm_ref.submit(objective).await })
+        .buffered(64)
+        .try_collect()
+        .await?;
     for id in ids {
         let view = swarm.wait_summary(id, Duration::from_secs(3600)).await?;
         if view.status != ObjectiveStatus::Succeeded {
@@ -158,6 +195,10 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     }
     let elapsed = started.elapsed();
     swarm.shutdown().await?;
+    let durable = match &config.data_dir {
+        Some(dir) => Some(measure_restart(dir).await?),
+        None => None,
+    };
 
     let mut merged = new_histogram()?;
     for probe in probes {
@@ -175,6 +216,27 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
         alloc_p50_us: us(0.50),
         alloc_p99_us: us(0.99),
         peak_rss_bytes: peak_rss_bytes(),
+        durable,
+    })
+}
+
+/// Opens the log as a restart would, then folds all of it from the first event.
+async fn measure_restart(dir: &Path) -> Result<DurableReport, Error> {
+    let started = Instant::now();
+    let recovered = Swarm::inspect(dir).await?;
+    let restart = started.elapsed();
+    let store = SqliteStore::open(SqliteOptions::new(dir)).await?;
+    let events = store.info().await?.events;
+    let started = Instant::now();
+    let mut full = Replay::default();
+    fold_after(&store, &mut full, u64::MAX).await?;
+    let full_replay = started.elapsed();
+    Ok(DurableReport {
+        events,
+        snapshot_seq: recovered.snapshot_seq,
+        tail_events: recovered.events_read,
+        restart_ms: restart.as_secs_f64() * 1000.0,
+        full_replay_ms: full_replay.as_secs_f64() * 1000.0,
     })
 }
 

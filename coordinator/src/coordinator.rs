@@ -1,5 +1,10 @@
-//! The root of the supervision tree: it starts the scheduler and the agent supervisor linked
-//! to itself, and stops them in order (agents first) when it stops.
+//! The root of the supervision tree: it starts the store writer (with a durable log), the
+//! scheduler and the agent supervisor linked to itself, and stops them in order (agents, then
+//! the scheduler, then the writer, so every turn the scheduler made becomes durable) when it
+//! stops. A child that fails stops the whole tree, and the reason is published to the
+//! [`crate::Swarm`] handle.
+
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -7,9 +12,14 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use swarm_agents::report_queue;
 use swarm_protocol::SchedulerMsg;
 
+use swarm_store::EventStore;
+use tokio::sync::watch;
+
 use crate::journal::Journal;
+use crate::replay::Recovered;
 use crate::scheduler::{AgentRegistry, Scheduler, SchedulerArgs, SchedulerConfig};
 use crate::supervisor::{AgentSupervisor, RestartPolicy, SupervisorArgs, SupervisorMsg};
+use crate::writer::{StoreWriter, WriterConfig, WriterMsg, durable_pair};
 
 /// Messages to the root.
 #[derive(Debug)]
@@ -27,17 +37,36 @@ pub struct CoordinatorArgs {
     /// The discovery registry.
     pub registry: AgentRegistry,
     /// Where events go.
-    pub journal: Box<dyn Journal>,
+    pub journal: JournalSetup,
     /// Scheduler limits.
     pub scheduler: SchedulerConfig,
     /// Agent restart budget.
     pub restart: RestartPolicy,
+    /// Where the reason goes when a child fails and the tree stops.
+    pub fatal: watch::Sender<Option<String>>,
 }
 
-/// The root's state: its two children.
+/// Where the scheduler's events go.
+pub enum JournalSetup {
+    /// A journal that keeps nothing durable.
+    InMemory(Box<dyn Journal>),
+    /// The durable log, and what was recovered from it.
+    Durable {
+        /// The store.
+        store: Arc<dyn EventStore>,
+        /// The fold of the log as it was found.
+        recovered: Box<Recovered>,
+        /// The writer's settings.
+        config: WriterConfig,
+    },
+}
+
+/// The root's state: its children.
 pub struct CoordinatorState {
     scheduler: ActorRef<SchedulerMsg>,
     supervisor: ActorRef<SupervisorMsg>,
+    writer: Option<ActorRef<WriterMsg>>,
+    fatal: watch::Sender<Option<String>>,
 }
 
 impl Actor for Coordinator {
@@ -51,11 +80,30 @@ impl Actor for Coordinator {
         args: CoordinatorArgs,
     ) -> Result<CoordinatorState, ActorProcessingErr> {
         let (inbox, make_sink) = report_queue();
+        let (journal, restore, writer): (Box<dyn Journal>, _, _) = match args.journal {
+            JournalSetup::InMemory(journal) => (journal, None, None),
+            JournalSetup::Durable {
+                store,
+                recovered,
+                config,
+            } => {
+                let (writer_args, make_journal) =
+                    durable_pair(store, config, recovered.last_seq, recovered.snapshot_seq);
+                let (writer, _) =
+                    Actor::spawn_linked(None, StoreWriter, writer_args, myself.get_cell()).await?;
+                (
+                    Box::new(make_journal(writer.clone())),
+                    Some(recovered),
+                    Some(writer),
+                )
+            }
+        };
         let scheduler_args = SchedulerArgs {
             registry: args.registry.clone(),
-            journal: args.journal,
+            journal,
             config: args.scheduler,
             reports: inbox,
+            restore,
         };
         let (scheduler, _) =
             Actor::spawn_linked(None, Scheduler, scheduler_args, myself.get_cell()).await?;
@@ -70,6 +118,8 @@ impl Actor for Coordinator {
         Ok(CoordinatorState {
             scheduler,
             supervisor,
+            writer,
+            fatal: args.fatal,
         })
     }
 
@@ -82,6 +132,9 @@ impl Actor for Coordinator {
         let grace = Some(Duration::from_secs(10));
         let _ = state.supervisor.stop_and_wait(None, grace).await;
         let _ = state.scheduler.stop_and_wait(None, grace).await;
+        if let Some(writer) = &state.writer {
+            let _ = writer.stop_and_wait(None, grace).await;
+        }
         Ok(())
     }
 
@@ -103,12 +156,14 @@ impl Actor for Coordinator {
         &self,
         myself: ActorRef<CoordinatorMsg>,
         event: SupervisionEvent,
-        _state: &mut CoordinatorState,
+        state: &mut CoordinatorState,
     ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, err) = &event {
-            // The scheduler's state is rebuilt from the durable log; without one, a failed
-            // scheduler or supervisor ends the coordinator rather than run on half a tree.
+            // A failed child ends the coordinator rather than run on half a tree: a scheduler
+            // or writer that failed may hold state the log does not, and a restart rebuilds
+            // everything accepted from the log.
             tracing::error!(actor = %cell.get_id(), %err, "coordinator child failed; stopping");
+            let _ = state.fatal.send(Some(err.to_string()));
             myself.stop(Some(format!("child failed: {err}")));
         }
         Ok(())

@@ -17,6 +17,18 @@ pub enum Error {
     /// An actor could not be started or did not answer.
     #[error("actor error: {0}")]
     Actor(String),
+    /// The event log failed (the message names the file and the cause).
+    #[error("event log: {0}")]
+    Store(#[from] swarm_store::StoreError),
+    /// Input from a file or the command line is not valid (the message names it).
+    #[error("{0}")]
+    Input(String),
+    /// The request needs the durable event log, and this swarm runs without one.
+    #[error("this swarm keeps no event log (start it with a data directory)")]
+    NoStore,
+    /// The coordinator stopped because a part of it failed.
+    #[error("the coordinator stopped: {0}")]
+    Stopped(String),
 }
 
 impl<T> From<ractor::RactorErr<T>> for Error {

@@ -6,7 +6,10 @@
 //! - [`coordinator`]: the root of the supervision tree.
 //! - [`scheduler`]: objectives, task graphs, ready queues and allocation.
 //! - [`supervisor`]: agent actors and their restart policy.
-//! - [`journal`]: where the scheduler's events go.
+//! - [`journal`]: where the scheduler's events go, and what waits for them to be durable.
+//! - [`writer`]: the durable journal and the `StoreWriter` actor (group commit, snapshots,
+//!   pruning) over a [`swarm_store::EventStore`].
+//! - [`replay`]: rebuilding objectives from the log (recovery, snapshots, `swarm replay`).
 //! - [`bench`]: the in-process allocation benchmark behind `swarm bench`.
 //! - [`demo`]: the small in-process run behind `swarm demo`.
 //!
@@ -14,31 +17,40 @@
 //! Only this crate wires the registry to the agents; the `registry` and `agents` crates never
 //! import each other. Slow work never runs inside the scheduler's handler.
 
+pub mod batch;
 pub mod bench;
 pub mod coordinator;
 pub mod demo;
 pub mod error;
 pub mod journal;
+pub mod replay;
 pub mod scheduler;
 pub mod supervisor;
+pub mod writer;
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorRef, call_t};
 use swarm_agents::AgentFactory;
 use swarm_protocol::{
-    AgentDescriptor, AgentId, Event, Health, Objective, ObjectiveId, ObjectiveSummary,
-    ObjectiveView, ReviewDecision, SchedulerMsg, SchedulerStats, TaskId,
+    AgentDescriptor, AgentId, Event, EventRecord, Health, Objective, ObjectiveId, ObjectiveSummary,
+    ObjectiveView, ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats, TaskId,
 };
 pub use swarm_registry::Registration;
+use swarm_store::{EventStore, SqliteOptions, SqliteStore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg};
+use crate::coordinator::{Coordinator, CoordinatorArgs, CoordinatorMsg, JournalSetup};
 pub use crate::error::Error;
 use crate::journal::{Journal, NullJournal};
+use crate::replay::{Recovered, recover, replay_objective};
 pub use crate::scheduler::{AgentRegistry, SchedulerConfig};
 pub use crate::supervisor::RestartPolicy;
 use crate::supervisor::SupervisorMsg;
+pub use crate::writer::WriterConfig;
 
 /// How a swarm is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +73,47 @@ impl Default for SwarmConfig {
     }
 }
 
+/// Where and how the durable event log is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The data directory (the log is `events.db` in it).
+    pub data_dir: PathBuf,
+    /// `true` (the default): every commit is fsynced, so an acknowledged change survives a
+    /// power loss as well as a crash. `false`: it survives a crash of the process.
+    pub fsync: bool,
+    /// Group commit, snapshot and retention settings.
+    pub writer: WriterConfig,
+    /// Test hook: the most pages the database may have (to simulate a full disk).
+    pub max_page_count: Option<u64>,
+}
+
+impl StoreConfig {
+    /// The defaults, in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            fsync: true,
+            writer: WriterConfig::default(),
+            max_page_count: None,
+        }
+    }
+}
+
+/// What a durable start found in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Unfinished objectives rebuilt.
+    pub objectives: usize,
+    /// The last sequence number in the log.
+    pub last_seq: u64,
+    /// The snapshot recovery started from (0 for none).
+    pub snapshot_seq: u64,
+    /// Events read after it.
+    pub events_read: u64,
+    /// Time spent opening the log and folding it.
+    pub took: Duration,
+}
+
 /// A running coordinator: the supervision tree and the registry, behind one handle.
 pub struct Swarm {
     root: ActorRef<CoordinatorMsg>,
@@ -69,6 +122,10 @@ pub struct Swarm {
     supervisor: ActorRef<SupervisorMsg>,
     registry: AgentRegistry,
     call_timeout: Duration,
+    store: Option<Arc<dyn EventStore>>,
+    fatal: watch::Receiver<Option<String>>,
+    recovery: Option<RecoveryReport>,
+    resumed: Vec<ObjectiveId>,
 }
 
 impl Swarm {
@@ -77,17 +134,83 @@ impl Swarm {
         Self::start_with_journal(config, Box::new(NullJournal)).await
     }
 
-    /// Starts a swarm whose events go to `journal`.
+    /// Starts a swarm whose events go to `journal` (nothing is durable).
     pub async fn start_with_journal(
         config: SwarmConfig,
         journal: Box<dyn Journal>,
     ) -> Result<Self, Error> {
+        Self::start_tree(config, JournalSetup::InMemory(journal), None, None).await
+    }
+
+    /// Opens (or creates) the durable log in `store.data_dir`, rebuilds every unfinished
+    /// objective from it, and starts a swarm that commits every state change there before
+    /// acting on it. Register agents next: recovered tasks wait in their queues until an agent
+    /// with their capability registers.
+    ///
+    /// A log that cannot be used (unwritable directory, corrupt or foreign file, a newer
+    /// schema) is an error naming the file and the cause.
+    pub async fn open(config: SwarmConfig, store: StoreConfig) -> Result<Self, Error> {
+        let started = Instant::now();
+        let sqlite = SqliteStore::open(SqliteOptions {
+            data_dir: store.data_dir.clone(),
+            synchronous_full: store.fsync,
+            max_page_count: store.max_page_count,
+        })
+        .await?;
+        let log: Arc<dyn EventStore> = Arc::new(sqlite);
+        let recovered = recover(&*log).await?;
+        let resumed = recovered.replay.unfinished().iter().map(|m| m.id).collect();
+        let report = RecoveryReport {
+            objectives: recovered.replay.unfinished().len(),
+            last_seq: recovered.last_seq,
+            snapshot_seq: recovered.snapshot_seq,
+            events_read: recovered.events_read,
+            took: started.elapsed(),
+        };
+        tracing::info!(
+            dir = %store.data_dir.display(),
+            objectives = report.objectives,
+            last_seq = report.last_seq,
+            snapshot_seq = report.snapshot_seq,
+            events_read = report.events_read,
+            ms = report.took.as_millis() as u64,
+            "event log opened"
+        );
+        let setup = JournalSetup::Durable {
+            store: log.clone(),
+            recovered: Box::new(recovered),
+            config: store.writer,
+        };
+        let mut swarm = Self::start_tree(config, setup, Some(log), Some(report)).await?;
+        swarm.resumed = resumed;
+        Ok(swarm)
+    }
+
+    /// Reads the log in `data_dir` as a restart would, without starting anything.
+    pub async fn inspect(data_dir: impl Into<PathBuf>) -> Result<Recovered, Error> {
+        let store = SqliteStore::open(SqliteOptions {
+            data_dir: data_dir.into(),
+            synchronous_full: true,
+            max_page_count: None,
+        })
+        .await?;
+        Ok(recover(&store).await?)
+    }
+
+    async fn start_tree(
+        config: SwarmConfig,
+        journal: JournalSetup,
+        store: Option<Arc<dyn EventStore>>,
+        recovery: Option<RecoveryReport>,
+    ) -> Result<Self, Error> {
         let registry = AgentRegistry::new();
+        let (fatal_tx, fatal) = watch::channel(None);
         let args = CoordinatorArgs {
             registry: registry.clone(),
             journal,
             scheduler: config.scheduler,
             restart: config.restart,
+            fatal: fatal_tx,
         };
         let (root, root_handle) = Actor::spawn(None, Coordinator, args)
             .await
@@ -101,7 +224,69 @@ impl Swarm {
             supervisor,
             registry,
             call_timeout: config.call_timeout,
+            store,
+            fatal,
+            recovery,
+            resumed: Vec::new(),
         })
+    }
+
+    /// The unfinished objectives recovered from the log when the swarm opened, oldest first.
+    pub fn resumed(&self) -> &[ObjectiveId] {
+        &self.resumed
+    }
+
+    /// What the durable start found in the log (`None` without a log).
+    pub fn recovery(&self) -> Option<RecoveryReport> {
+        self.recovery
+    }
+
+    /// The event log, when the swarm keeps one.
+    pub fn store(&self) -> Option<&Arc<dyn EventStore>> {
+        self.store.as_ref()
+    }
+
+    /// An objective's chain of work: every event of it, in order, from the durable log.
+    pub async fn chain(&self, objective: ObjectiveId) -> Result<Vec<EventRecord>, Error> {
+        let store = self.store.as_ref().ok_or(Error::NoStore)?;
+        let events = store.read_objective(objective).await?;
+        if events.is_empty() {
+            return Err(SchedulerError::UnknownObjective(objective).into());
+        }
+        Ok(events)
+    }
+
+    /// Resolves when the coordinator stopped because a part of it failed, with the reason
+    /// (for example, the event log could not be written).
+    pub async fn failed(&self) -> String {
+        let mut fatal = self.fatal.clone();
+        match fatal.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "the coordinator stopped".into(),
+        }
+    }
+
+    /// The reason the coordinator stopped, if a part of it failed.
+    pub fn failure(&self) -> Option<String> {
+        self.fatal.borrow().clone()
+    }
+
+    /// Turns an actor error into the coordinator's failure reason when it has one.
+    fn explain(&self, err: Error) -> Error {
+        match (&err, self.failure()) {
+            (Error::Actor(_), Some(reason)) => Error::Stopped(reason),
+            _ => err,
+        }
+    }
+
+    /// An objective the scheduler no longer holds (it ended before a restart), from the log.
+    async fn view_from_log(&self, objective: ObjectiveId) -> Result<Option<ObjectiveView>, Error> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        Ok(replay_objective(&**store, objective)
+            .await?
+            .map(|(model, _)| model.view()))
     }
 
     /// Registers an agent and starts its actor; it can take work when this returns.
@@ -130,13 +315,29 @@ impl Swarm {
         )?
     }
 
-    /// Submits an objective.
+    /// Submits an objective; it returns once the objective is accepted (and, with a durable
+    /// store, recorded).
     pub async fn submit(&self, objective: Objective) -> Result<ObjectiveId, Error> {
+        self.submit_with_key(objective, None).await
+    }
+
+    /// Submits an objective under a client's idempotency key: a submit with a key used before
+    /// returns the objective first submitted with it, and creates nothing.
+    pub async fn submit_with_key(
+        &self,
+        objective: Objective,
+        idempotency_key: Option<String>,
+    ) -> Result<ObjectiveId, Error> {
         Ok(call_t!(
             self.scheduler,
-            |reply| SchedulerMsg::Submit { objective, reply },
+            |reply| SchedulerMsg::Submit {
+                objective,
+                idempotency_key,
+                reply
+            },
             self.ms()
-        )??)
+        )
+        .map_err(|e| self.explain(e.into()))??)
     }
 
     /// Waits, up to `timeout`, for an objective to end and returns its final state.
@@ -155,22 +356,42 @@ impl Swarm {
         objective: ObjectiveId,
         timeout: Duration,
     ) -> Result<ObjectiveSummary, Error> {
-        call_t!(
+        let summary = call_t!(
             self.scheduler,
             |reply| SchedulerMsg::AwaitEnd { objective, reply },
             millis(timeout)
-        )?
-        .ok_or_else(|| swarm_protocol::SchedulerError::UnknownObjective(objective).into())
+        )
+        .map_err(|e| self.explain(e.into()))?;
+        if let Some(summary) = summary {
+            return Ok(summary);
+        }
+        match self.view_from_log(objective).await? {
+            Some(view) if view.status.is_terminal() => Ok(ObjectiveSummary {
+                id: view.id,
+                status: view.status,
+                failure: view.failure,
+                tasks: view.tasks.len() as u64,
+            }),
+            _ => Err(SchedulerError::UnknownObjective(objective).into()),
+        }
     }
 
-    /// The current state of an objective.
+    /// The current state of an objective (from the log, for one that ended before the
+    /// coordinator last started).
     pub async fn objective(&self, objective: ObjectiveId) -> Result<ObjectiveView, Error> {
-        call_t!(
+        let view = call_t!(
             self.scheduler,
             |reply| SchedulerMsg::Get { objective, reply },
             self.ms()
-        )?
-        .ok_or_else(|| swarm_protocol::SchedulerError::UnknownObjective(objective).into())
+        )
+        .map_err(|e| self.explain(e.into()))?;
+        match view {
+            Some(view) => Ok(view),
+            None => self
+                .view_from_log(objective)
+                .await?
+                .ok_or_else(|| SchedulerError::UnknownObjective(objective).into()),
+        }
     }
 
     /// Cancels an objective.

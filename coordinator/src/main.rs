@@ -1,10 +1,14 @@
 //! The `swarm` command: parses the command line and calls into the library.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use swarm_coordinator::batch::{self, BatchConfig};
 use swarm_coordinator::bench::{self, BenchConfig};
+use swarm_coordinator::{StoreConfig, replay};
+use swarm_protocol::ObjectiveId;
 
 #[derive(Parser)]
 #[command(
@@ -36,12 +40,92 @@ enum Command {
         /// Each agent's concurrency limit.
         #[arg(long, default_value_t = 64)]
         concurrency: u32,
+        /// Commit every state change to an event log (SQLite in a temporary directory, or in
+        /// --data-dir) before acting on it, and measure restart time afterwards.
+        #[arg(long)]
+        durable: bool,
+        /// With --durable: where the log goes (it must not hold one yet).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Run a small objective on in-process agents and print its chain of work.
     Demo,
+    /// Run a batch of objectives durably: resume what the log left unfinished, submit the
+    /// file's objectives under their idempotency keys, and wait until all have ended.
+    Run {
+        /// The data directory holding the event log.
+        #[arg(long, env = "SWARM_DATA_DIR", default_value = "swarm-data")]
+        data_dir: PathBuf,
+        /// Objectives, one JSON per line: an objective, or {"idempotency_key", "objective"}.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Built-in `work` agents to register (and as many `echo` agents).
+        #[arg(long, default_value_t = 4)]
+        agents: usize,
+        /// Each agent's concurrency limit.
+        #[arg(long, default_value_t = 8)]
+        concurrency: u32,
+        /// Append every attempt a `work` agent begins to this file (an execution audit kept
+        /// outside the event log).
+        #[arg(long)]
+        exec_log: Option<PathBuf>,
+        /// Commit without fsync: an acknowledged change survives a crash of the process but
+        /// not a power loss.
+        #[arg(long)]
+        no_fsync: bool,
+    },
+    /// Rebuild one objective from the event log alone and print its chain of work.
+    Replay {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The data directory holding the event log.
+        #[arg(long, env = "SWARM_DATA_DIR", default_value = "swarm-data")]
+        data_dir: PathBuf,
+        /// Print {"objective": <final state>, "events": [...]} as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn print_replay(objective: ObjectiveId, data_dir: PathBuf, json: bool) -> anyhow::Result<()> {
+    let store = swarm_store::SqliteStore::open(swarm_store::SqliteOptions::new(data_dir)).await?;
+    let Some((model, events)) = replay::replay_objective(&store, objective).await? else {
+        anyhow::bail!("objective {objective} is not in the event log (never submitted, or pruned)");
+    };
+    let view = model.view();
+    if json {
+        let out = serde_json::json!({ "objective": view, "events": events });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("objective {} ({:?}): {:?}", view.id, view.goal, view.status);
+    if let Some(failure) = &view.failure {
+        println!("  failure: {failure}");
+    }
+    println!("\nchain of work ({} events):", events.len());
+    print!("{}", replay::timeline(&events));
+    println!("\nfinal state:");
+    for t in &view.tasks {
+        let output = t
+            .output
+            .as_ref()
+            .map(|o| o.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "  {:<6} {:<16} {:<10} attempts={} agent={} run_time={} output={}",
+            t.id.to_string(),
+            t.key.as_str(),
+            format!("{:?}", t.status).to_lowercase(),
+            t.attempts,
+            t.agent.map_or("-".to_string(), |a| a.to_string()),
+            replay::short(t.run_time),
+            output
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -79,36 +163,95 @@ fn run() -> anyhow::Result<()> {
             tasks,
             objective_size,
             concurrency,
+            durable,
+            data_dir,
             json,
         } => {
+            let temp;
+            let data_dir = match (durable, data_dir) {
+                (false, _) => None,
+                (true, Some(dir)) => Some(dir),
+                (true, None) => {
+                    temp = tempfile::tempdir().context("making a temporary data directory")?;
+                    Some(temp.path().to_path_buf())
+                }
+            };
             let config = BenchConfig {
                 agents,
                 capabilities,
                 tasks,
                 objective_size,
                 concurrency,
+                data_dir,
             };
             let report = runtime.block_on(bench::run(config))?;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!(
-                    "agents={} capabilities={} tasks={} elapsed={:.3}s\n\
+                    "agents={} capabilities={} tasks={} durable={} elapsed={:.3}s\n\
                      tasks/s (allocated and completed): {:.0}\n\
                      allocation latency (ready -> agent): p50 {:.1} us, p99 {:.1} us\n\
                      peak RSS: {:.1} MiB",
                     report.agents,
                     report.capabilities,
                     report.tasks,
+                    report.durable.is_some(),
                     report.elapsed_s,
                     report.tasks_per_s,
                     report.alloc_p50_us,
                     report.alloc_p99_us,
                     report.peak_rss_bytes as f64 / (1024.0 * 1024.0)
                 );
+                if let Some(d) = report.durable {
+                    println!(
+                        "event log: {} events, {:.0} events/s committed\n\
+                         restart (snapshot at {} + {} events): {:.0} ms\n\
+                         restart from the full log ({} events, no snapshot): {:.0} ms",
+                        d.events,
+                        d.events as f64 / report.elapsed_s,
+                        d.snapshot_seq,
+                        d.tail_events,
+                        d.restart_ms,
+                        d.events,
+                        d.full_replay_ms
+                    );
+                }
             }
         }
         Command::Demo => runtime.block_on(swarm_coordinator::demo::run())?,
+        Command::Run {
+            data_dir,
+            file,
+            agents,
+            concurrency,
+            exec_log,
+            no_fsync,
+        } => {
+            let mut store = StoreConfig::new(data_dir);
+            store.fsync = !no_fsync;
+            let config = BatchConfig {
+                store,
+                file,
+                agents,
+                concurrency,
+                exec_log,
+                parallel_submits: 64,
+            };
+            let outcome = runtime.block_on(batch::run(config))?;
+            eprintln!(
+                "{} objectives succeeded, {} failed or cancelled",
+                outcome.succeeded, outcome.failed
+            );
+            if outcome.failed > 0 {
+                anyhow::bail!("{} objectives did not succeed", outcome.failed);
+            }
+        }
+        Command::Replay {
+            objective,
+            data_dir,
+            json,
+        } => runtime.block_on(print_replay(objective, data_dir, json))?,
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ use swarm_protocol::SchedulerMsg;
 pub use state::{AgentRegistry, SchedulerState};
 
 use crate::journal::Journal;
+use crate::replay::Recovered;
 
 /// Limits of the scheduler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct SchedulerArgs {
     pub config: SchedulerConfig,
     /// Where agents' reports arrive.
     pub reports: ReportInbox,
+    /// What to rebuild from the durable log, if anything.
+    pub restore: Option<Box<Recovered>>,
 }
 
 impl Actor for Scheduler {
@@ -69,13 +72,18 @@ impl Actor for Scheduler {
         myself: ActorRef<SchedulerMsg>,
         args: SchedulerArgs,
     ) -> Result<SchedulerState, ActorProcessingErr> {
-        Ok(SchedulerState::new(
+        let mut state = SchedulerState::new(
             args.registry,
             myself,
             args.journal,
             args.config,
             args.reports,
-        ))
+        );
+        if let Some(recovered) = args.restore {
+            state.restore(*recovered);
+        }
+        state.flush();
+        Ok(state)
     }
 
     async fn handle(
@@ -93,22 +101,29 @@ impl Actor for Scheduler {
                 state.rearm_reports();
                 state.drain_reports();
             }
-            SchedulerMsg::Submit { objective, reply } => {
-                let _ = reply.send(state.submit(objective));
+            SchedulerMsg::Submit {
+                objective,
+                idempotency_key,
+                reply,
+            } => {
+                let result = state.submit(objective, idempotency_key);
+                state.reply_after_commit(reply, result);
             }
             SchedulerMsg::Reports { agent, reports } => state.on_reports(agent, reports),
             SchedulerMsg::RetryDue { task, attempt } => state.on_retry_due(task, attempt),
             SchedulerMsg::AgentAvailable { agent } => state.on_agent_available(agent),
             SchedulerMsg::AgentLost { agent, reason } => state.on_agent_lost(agent, &reason),
             SchedulerMsg::Cancel { objective, reply } => {
-                let _ = reply.send(state.cancel(objective));
+                let result = state.cancel(objective);
+                state.reply_after_commit(reply, result);
             }
             SchedulerMsg::Review {
                 task,
                 decision,
                 reply,
             } => {
-                let _ = reply.send(state.review(task, decision));
+                let result = state.review(task, decision);
+                state.reply_after_commit(reply, result);
             }
             SchedulerMsg::Get { objective, reply } => {
                 let _ = reply.send(state.view(objective));

@@ -41,6 +41,10 @@ pub enum Event {
         spec: Objective,
         /// The id of `spec.tasks[0]`.
         first_task: TaskId,
+        /// The client's idempotency key, if it gave one: a later submit with the same key
+        /// returns this objective.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
     },
     /// A task's dependencies all succeeded; it waits for an agent.
     TaskReady {
@@ -100,6 +104,13 @@ pub enum Event {
         /// Tokens spent, where known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         usage: Option<Usage>,
+        /// How long the attempt ran, when it reached an agent.
+        #[serde(
+            default,
+            with = "humantime_serde",
+            skip_serializing_if = "Option::is_none"
+        )]
+        duration: Option<Duration>,
         /// The delay before the next attempt; `None` when the task failed for good.
         #[serde(
             default,
@@ -107,6 +118,22 @@ pub enum Event {
             skip_serializing_if = "Option::is_none"
         )]
         retry_in: Option<Duration>,
+    },
+    /// An attempt was lost without an outcome: its agent crashed or went away, or the
+    /// coordinator stopped while it ran. The task runs again with the next attempt; lost
+    /// attempts do not use up its retry policy.
+    AttemptLost {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+        /// The attempt that was lost.
+        attempt: u32,
+        /// The agent that had it, if known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<AgentId>,
+        /// What happened.
+        reason: String,
     },
     /// A task's output awaits a person's decision.
     TaskInReview {
@@ -116,10 +143,21 @@ pub enum Event {
         task: TaskId,
         /// The attempt whose output is reviewed.
         attempt: u32,
-        /// The output in question.
-        output: Value,
+        /// The output in question, if the attempt produced any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
         /// Why it needs review.
         reason: String,
+        /// Tokens spent, where known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+        /// How long the attempt ran.
+        #[serde(
+            default,
+            with = "humantime_serde",
+            skip_serializing_if = "Option::is_none"
+        )]
+        duration: Option<Duration>,
     },
     /// A person approved a task in review; dependents use `output`.
     TaskApproved {
@@ -213,6 +251,7 @@ impl Event {
             | Self::TaskStarted { objective, .. }
             | Self::TaskSucceeded { objective, .. }
             | Self::TaskFailed { objective, .. }
+            | Self::AttemptLost { objective, .. }
             | Self::TaskInReview { objective, .. }
             | Self::TaskApproved { objective, .. }
             | Self::TaskRejected { objective, .. }
@@ -246,6 +285,7 @@ mod tests {
                 objective,
                 spec: Objective::with_tasks("g", vec![spec.clone()]),
                 first_task: task,
+                idempotency_key: Some("k-1".into()),
             },
             Event::TaskReady { objective, task },
             Event::TaskStarted {
@@ -275,14 +315,24 @@ mod tests {
                 message: "503".into(),
                 partial_output: Some(json!("par")),
                 usage: None,
+                duration: Some(Duration::from_millis(40)),
                 retry_in: Some(Duration::from_millis(250)),
+            },
+            Event::AttemptLost {
+                objective,
+                task,
+                attempt: 3,
+                agent: Some(AgentId(2)),
+                reason: "agent A2 crashed".into(),
             },
             Event::TaskInReview {
                 objective,
                 task,
                 attempt: 1,
-                output: json!(1),
+                output: Some(json!(1)),
                 reason: "schema".into(),
+                usage: None,
+                duration: Some(Duration::from_millis(7)),
             },
             Event::TaskApproved {
                 objective,
@@ -350,6 +400,6 @@ mod tests {
     fn events_name_their_objective() {
         let events = every_kind();
         let with = events.iter().filter(|e| e.objective().is_some()).count();
-        assert_eq!(with, 13);
+        assert_eq!(with, 14);
     }
 }

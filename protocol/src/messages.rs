@@ -133,6 +133,20 @@ pub enum SchedulerError {
     /// The scheduler holds as many unfinished objectives as it may.
     #[error("the scheduler is at its limit of {0} unfinished objectives; try again later")]
     Overloaded(usize),
+    /// The idempotency key was used before, for a different objective.
+    #[error("idempotency key `{key}` was already used for a different objective ({existing})")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+        /// The objective it was first used for.
+        existing: ObjectiveId,
+    },
+    /// The idempotency key is not acceptable.
+    #[error("idempotency key: {0}")]
+    BadIdempotencyKey(String),
+    /// The change could not be made durable; it was not accepted.
+    #[error("the event log could not record the change: {0}")]
+    Storage(String),
 }
 
 /// Messages to the scheduler.
@@ -142,6 +156,9 @@ pub enum SchedulerMsg {
     Submit {
         /// The objective.
         objective: Objective,
+        /// The client's idempotency key: a submit with a key already used returns the
+        /// objective first submitted with it.
+        idempotency_key: Option<String>,
         /// Answered with its id once accepted.
         reply: RpcReplyPort<Result<ObjectiveId, SchedulerError>>,
     },

@@ -43,6 +43,38 @@ impl Objective {
             limits: Limits::default(),
         }
     }
+
+    /// A fingerprint of the whole objective, the same in every process and version that
+    /// serializes it the same way: a repeated submit under one idempotency key must carry the
+    /// same objective.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::Hasher;
+        let mut hasher = rustc_hash::FxHasher::default();
+        // Serializing plain data to a Vec cannot fail; an empty encoding would still compare
+        // equal only to another objective that also failed to encode.
+        hasher.write(&serde_json::to_vec(self).unwrap_or_default());
+        hasher.finish()
+    }
+}
+
+/// The longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// Checks a client's idempotency key: 1 to 255 printable ASCII characters.
+pub fn check_idempotency_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(format!(
+            "is {} bytes long; the limit is {MAX_IDEMPOTENCY_KEY_LEN}",
+            key.len()
+        ));
+    }
+    if let Some(c) = key.chars().find(|c| !c.is_ascii_graphic() && *c != ' ') {
+        return Err(format!("contains {c:?}; only printable ASCII is allowed"));
+    }
+    Ok(())
 }
 
 /// Bounds on an objective's graph, checked on submit and whenever tasks are spawned.

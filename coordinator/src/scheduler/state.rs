@@ -18,20 +18,28 @@ use swarm_agents::ReportInbox;
 use swarm_protocol::graph::{self, ExistingTasks, NoTasks};
 use swarm_protocol::task::{check_references, has_references, resolve_input};
 use swarm_protocol::{
-    AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Health, Limits, Objective,
-    ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, Report, RetryPolicy,
-    ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskKey,
-    TaskOutcome, TaskSpec, TaskStatus, TaskView, Usage,
+    AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Limits, Objective, ObjectiveId,
+    ObjectiveStatus, ObjectiveSummary, ObjectiveView, Report, RetryPolicy, ReviewDecision,
+    SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskKey, TaskOutcome, TaskSpec,
+    TaskStatus, TaskView, Usage, objective::check_idempotency_key,
 };
 use swarm_registry::{Lease, Registry};
 
 use super::SchedulerConfig;
 use super::queue::{Entry, ReadyQueue};
 use super::slab::Slab;
-use crate::journal::Journal;
+use crate::journal::{Delivery, Effects, Journal, now_ms};
+use crate::replay::{ObjectiveModel, Recovered};
 
 /// The registry as the coordinator uses it: agents are reached through their actor refs.
 pub type AgentRegistry = Registry<ActorRef<AgentMsg>>;
+
+/// What an attempt cost, carried into its event.
+#[derive(Debug, Clone, Copy, Default)]
+struct Spent {
+    usage: Option<Usage>,
+    duration: Option<Duration>,
+}
 
 /// One task of an objective.
 struct TaskNode {
@@ -112,6 +120,11 @@ pub struct SchedulerState {
     myself: ActorRef<SchedulerMsg>,
     config: SchedulerConfig,
     journal: Box<dyn Journal>,
+    delivery: Arc<Delivery>,
+    /// What the current turn does once its events are durable.
+    effects: Effects,
+    /// Idempotency keys of submitted objectives: the objective and its fingerprint.
+    idempotency: FxHashMap<String, (ObjectiveId, u64)>,
     objectives: FxHashMap<ObjectiveId, ObjectiveRun>,
     tasks: Slab<TaskNode>,
     queues: FxHashMap<Capability, ReadyQueue>,
@@ -119,6 +132,8 @@ pub struct SchedulerState {
     agent_caps: FxHashMap<AgentId, Arc<[Capability]>>,
     /// Assignments made while handling the current message, sent as one batch per agent.
     outbox: FxHashMap<AgentId, (ActorRef<AgentMsg>, Vec<Assignment>)>,
+    /// Cancellations made while handling the current message, sent after its assignments.
+    cancels: Vec<(AgentId, ActorRef<AgentMsg>, AgentMsg)>,
     /// Per capability, the agent taking this turn's burst and how many more it may take.
     burst: FxHashMap<Capability, (AgentId, u32)>,
     waiters: FxHashMap<ObjectiveId, Vec<RpcReplyPort<Option<ObjectiveSummary>>>>,
@@ -137,17 +152,22 @@ impl SchedulerState {
         config: SchedulerConfig,
         reports: ReportInbox,
     ) -> Self {
+        let delivery = Arc::new(Delivery::new(registry.clone(), myself.clone()));
         Self {
             registry,
             myself,
             config,
             journal,
+            effects: Effects::new(delivery.clone()),
+            delivery,
+            idempotency: FxHashMap::default(),
             objectives: FxHashMap::default(),
             tasks: Slab::default(),
             queues: FxHashMap::default(),
             in_flight: FxHashMap::default(),
             agent_caps: FxHashMap::default(),
             outbox: FxHashMap::default(),
+            cancels: Vec::new(),
             burst: FxHashMap::default(),
             waiters: FxHashMap::default(),
             reports,
@@ -160,11 +180,33 @@ impl SchedulerState {
 
     // ---- Submission -------------------------------------------------------------------------
 
-    /// Validates and accepts an objective; its tasks without dependencies become ready.
+    /// Validates and accepts an objective; its tasks without dependencies become ready. A key
+    /// used before returns the objective first submitted with it (if the objective is the
+    /// same).
     pub(crate) fn submit(
         &mut self,
         mut objective: Objective,
+        idempotency_key: Option<String>,
     ) -> Result<ObjectiveId, SchedulerError> {
+        objective.limits.max_tasks = objective.limits.max_tasks.min(Limits::MAX_TASKS_CEILING);
+        let fingerprint = match &idempotency_key {
+            Some(key) => {
+                check_idempotency_key(key).map_err(SchedulerError::BadIdempotencyKey)?;
+                let fingerprint = objective.fingerprint();
+                if let Some(&(existing, first)) = self.idempotency.get(key) {
+                    return if first == fingerprint {
+                        Ok(existing)
+                    } else {
+                        Err(SchedulerError::IdempotencyConflict {
+                            key: key.clone(),
+                            existing,
+                        })
+                    };
+                }
+                fingerprint
+            }
+            None => 0,
+        };
         if self.stats.objectives_running as usize >= self.config.max_objectives_running {
             return Err(SchedulerError::Overloaded(
                 self.config.max_objectives_running,
@@ -173,7 +215,6 @@ impl SchedulerState {
         if objective.tasks.is_empty() {
             return Err(SchedulerError::NoPlanner);
         }
-        objective.limits.max_tasks = objective.limits.max_tasks.min(Limits::MAX_TASKS_CEILING);
         let depths = graph::validate(&objective.tasks, &NoTasks, &objective.limits)?;
         self.check_tasks(&objective.tasks)?;
 
@@ -192,10 +233,14 @@ impl SchedulerState {
         let new_ids = self.add_tasks(id, &mut run, &objective.tasks, &depths, None);
         self.objectives.insert(id, run);
         self.stats.objectives_running += 1;
+        if let Some(key) = &idempotency_key {
+            self.idempotency.insert(key.clone(), (id, fingerprint));
+        }
         self.journal.record(Event::ObjectiveSubmitted {
             objective: id,
             spec: objective,
             first_task: first,
+            idempotency_key,
         });
         for task in new_ids {
             if self.tasks.get(task).is_some_and(|n| n.waiting_on == 0) {
@@ -319,13 +364,183 @@ impl SchedulerState {
         ids
     }
 
+    // ---- Recovery ---------------------------------------------------------------------------
+
+    /// Rebuilds every unfinished objective from the log. Tasks recorded as succeeded keep their
+    /// output and never run again; an attempt that was running when the coordinator stopped is
+    /// recorded as lost and the task runs again with the next attempt (and so the next
+    /// idempotency key); a pending retry waits out the rest of its backoff.
+    pub(crate) fn restore(&mut self, recovered: Recovered) {
+        for (key, id, fingerprint) in recovered.keys {
+            self.idempotency.insert(key, (id, fingerprint));
+        }
+        let now = now_ms();
+        for model in recovered.replay.unfinished() {
+            self.restore_objective(model, now);
+        }
+        self.next_task = self.next_task.max(recovered.next_task);
+    }
+
+    fn restore_objective(&mut self, model: &ObjectiveModel, now: u64) {
+        let id = model.id;
+        let mut run = ObjectiveRun {
+            goal: model.goal.clone(),
+            priority: model.priority,
+            limits: model.limits,
+            status: ObjectiveStatus::Running,
+            failure: None,
+            tasks: Vec::with_capacity(model.tasks.len()),
+            keys: FxHashMap::default(),
+            unfinished: 0,
+        };
+        for batch in &model.batches {
+            let mut specs = batch.specs.clone();
+            if let Some(parent) = batch.parent.and_then(|p| model.task(p)) {
+                for spec in &mut specs {
+                    if !spec.depends_on.contains(&parent.key) {
+                        spec.depends_on.push(parent.key.clone());
+                    }
+                }
+            }
+            let depths = {
+                let existing = Existing {
+                    run: &run,
+                    tasks: &self.tasks,
+                };
+                // Accepted once, so valid; depths only bound later spawns.
+                graph::validate(&specs, &existing, &run.limits)
+                    .unwrap_or_else(|_| vec![1; specs.len()])
+            };
+            self.next_task = batch.first_task.0;
+            self.add_tasks(id, &mut run, &specs, &depths, batch.parent);
+        }
+        self.objectives.insert(id, run);
+        self.stats.objectives_running += 1;
+        // Outcomes first, so dependents count only unfinished dependencies.
+        for t in &model.tasks {
+            let Some(node) = self.tasks.get_mut(t.id) else {
+                continue;
+            };
+            node.attempt = t.attempt;
+            node.lost = t.lost;
+            node.agent = t.agent;
+            node.output = t.output.clone();
+            node.error = t.error.clone();
+            node.partial = t.partial.clone();
+            node.usage = t.usage;
+            node.run_time = t.run_time;
+            match t.status {
+                TaskStatus::Succeeded => {
+                    node.status = TaskStatus::Succeeded;
+                    let dependents = node.dependents.clone();
+                    for d in dependents {
+                        if let Some(dep) = self.tasks.get_mut(d) {
+                            dep.waiting_on = dep.waiting_on.saturating_sub(1);
+                        }
+                    }
+                    if let Some(run) = self.objectives.get_mut(&id) {
+                        run.unfinished = run.unfinished.saturating_sub(1);
+                    }
+                }
+                TaskStatus::Review => node.status = TaskStatus::Review,
+                _ => {}
+            }
+        }
+        for t in &model.tasks {
+            match t.status {
+                TaskStatus::Running => {
+                    let reason = "the coordinator stopped while the attempt ran";
+                    self.journal.record(Event::AttemptLost {
+                        objective: id,
+                        task: t.id,
+                        attempt: t.attempt,
+                        agent: t.agent,
+                        reason: reason.into(),
+                    });
+                    let lost = self.tasks.get_mut(t.id).map_or(0, |n| {
+                        n.lost += 1;
+                        n.error = Some(reason.into());
+                        n.lost
+                    });
+                    if lost > self.config.max_lost_attempts {
+                        let message =
+                            format!("{reason} (the task's attempts were lost {lost} times)");
+                        self.fail_task(
+                            t.id,
+                            t.agent,
+                            FailureKind::Transient,
+                            message,
+                            None,
+                            Spent::default(),
+                        );
+                    } else {
+                        self.restore_ready(t.id, None, now);
+                    }
+                }
+                TaskStatus::Ready => self.restore_ready(t.id, t.retry_at_ms, now),
+                TaskStatus::Backlog
+                    if self
+                        .tasks
+                        .get(t.id)
+                        .is_some_and(|n| n.status == TaskStatus::Backlog && n.waiting_on == 0) =>
+                {
+                    self.make_ready(t.id);
+                }
+                _ => {}
+            }
+            if self
+                .objectives
+                .get(&id)
+                .is_none_or(|run| run.status.is_terminal())
+            {
+                return;
+            }
+        }
+        if self
+            .objectives
+            .get(&id)
+            .is_some_and(|run| run.unfinished == 0)
+        {
+            self.end_objective(id, ObjectiveStatus::Succeeded, None);
+        }
+    }
+
+    /// A recovered task that was ready: queue it now, or when its retry backoff ends.
+    fn restore_ready(&mut self, id: TaskId, retry_at_ms: Option<u64>, now: u64) {
+        if self.resolve(id).is_none() {
+            return;
+        }
+        let Some(node) = self.tasks.get_mut(id) else {
+            return;
+        };
+        node.status = TaskStatus::Ready;
+        node.ready_at = Instant::now();
+        match retry_at_ms {
+            Some(at) if at > now => {
+                node.retry_due = true;
+                let attempt = node.attempt;
+                self.myself
+                    .send_after(Duration::from_millis(at - now), move || {
+                        SchedulerMsg::RetryDue { task: id, attempt }
+                    });
+            }
+            _ => self.enqueue_or_dispatch(id),
+        }
+    }
+
     // ---- Readiness and allocation ----------------------------------------------------------
 
     /// All dependencies succeeded: resolve the input and queue or dispatch the task.
     fn make_ready(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get(id) else {
-            return;
-        };
+        if let Some(objective) = self.resolve(id) {
+            self.mark_ready(objective, id);
+        }
+    }
+
+    /// Builds the task's input from its dependencies' outputs; a task whose input cannot be
+    /// built fails. Returns the objective when the input is ready.
+    fn resolve(&mut self, id: TaskId) -> Option<ObjectiveId> {
+        let node = self.tasks.get(id)?;
         // Dependency outputs are only gathered here when the input refers to them; the agent's
         // `upstream` map is built at dispatch.
         let resolved = if node.deps.is_empty() || !has_references(&node.declared_input) {
@@ -341,11 +556,19 @@ impl SchedulerState {
                 {
                     node.input = input;
                 }
-                self.mark_ready(objective, id);
+                Some(objective)
             }
             Err(err) => {
                 let message = format!("input could not be built: {err}");
-                self.fail_task(id, None, FailureKind::Permanent, message, None);
+                self.fail_task(
+                    id,
+                    None,
+                    FailureKind::Permanent,
+                    message,
+                    None,
+                    Spent::default(),
+                );
+                None
             }
         }
     }
@@ -513,30 +736,43 @@ impl SchedulerState {
         }
     }
 
-    /// Sends the assignments made while handling one message, one batch per agent. An agent
-    /// whose actor is gone gets its batch taken back at once.
+    /// Ends a handler turn: the assignments made while handling the message (one batch per
+    /// agent), then its cancellations and answers, go to the journal, which carries them out
+    /// once the turn's events are durable. An agent whose actor turns out to be gone is marked
+    /// down and its attempts are taken back (`AgentLost`).
     pub(crate) fn flush(&mut self) {
         self.burst.clear();
-        if self.outbox.is_empty() {
+        if self.outbox.is_empty() && self.cancels.is_empty() && self.effects.is_empty() {
+            self.journal.commit(Effects::new(self.delivery.clone()));
             return;
         }
-        let outbox = std::mem::take(&mut self.outbox);
-        for (agent, (actor, batch)) in outbox {
-            if let Err(err) = actor.cast(AgentMsg::Run(batch)) {
-                let ractor::MessagingErr::SendErr(AgentMsg::Run(batch)) = err else {
-                    continue;
-                };
-                // Down first, so the requeued tasks cannot be handed to the same dead actor
-                // again (its supervisor brings it back up when it restarts it).
-                let _ = self.registry.set_health(agent, Health::Down);
-                for a in batch {
-                    self.requeue_lost(agent, a.task.id, "the agent's actor was gone");
-                }
+        let mut effects = std::mem::replace(&mut self.effects, Effects::new(self.delivery.clone()));
+        effects
+            .sends
+            .reserve(self.outbox.len() + self.cancels.len());
+        for (agent, (actor, batch)) in self.outbox.drain() {
+            if !batch.is_empty() {
+                effects.sends.push((agent, actor, AgentMsg::Run(batch)));
             }
         }
-        // Requeued tasks may have been assigned again (to a live agent).
-        if !self.outbox.is_empty() {
-            self.flush();
+        effects.sends.append(&mut self.cancels);
+        self.journal.commit(effects);
+    }
+
+    /// Answers a request once the current turn is durable (or at once when it failed and so
+    /// changed nothing).
+    pub(crate) fn reply_after_commit<T: Send + 'static>(
+        &mut self,
+        reply: RpcReplyPort<Result<T, SchedulerError>>,
+        result: Result<T, SchedulerError>,
+    ) {
+        match result {
+            Ok(value) => self.effects.replies.push(Box::new(move |durable| {
+                let _ = reply.send(durable.map(|()| value).map_err(SchedulerError::Storage));
+            })),
+            Err(err) => {
+                let _ = reply.send(Err(err));
+            }
         }
     }
 
@@ -593,16 +829,27 @@ impl SchedulerState {
                 kind: FailureKind::InvalidOutput,
                 message,
                 partial_output,
+                usage,
                 ..
-            } => self.send_to_review(report.task, partial_output, message),
+            } => {
+                let spent = Spent {
+                    usage,
+                    duration: Some(report.duration),
+                };
+                self.send_to_review(report.task, partial_output, message, spent);
+            }
             TaskOutcome::Failed {
                 kind,
                 message,
                 partial_output,
                 retry_after,
-                ..
+                usage,
             } => {
                 let retry_after = retry_after.unwrap_or(Duration::ZERO);
+                let spent = Spent {
+                    usage,
+                    duration: Some(report.duration),
+                };
                 self.attempt_failed(
                     report.task,
                     Some(agent),
@@ -610,6 +857,7 @@ impl SchedulerState {
                     message,
                     partial_output,
                     retry_after,
+                    spent,
                 );
             }
         }
@@ -747,18 +995,23 @@ impl SchedulerState {
             Err(err) => {
                 self.objectives.insert(objective, run);
                 let message = format!("spawned tasks refused: {err}");
+                let spent = Spent {
+                    usage,
+                    duration: Some(duration),
+                };
                 self.fail_task(
                     id,
                     Some(agent),
                     FailureKind::Permanent,
                     message,
                     Some(output),
+                    spent,
                 );
             }
         }
     }
 
-    fn send_to_review(&mut self, id: TaskId, output: Option<Value>, reason: String) {
+    fn send_to_review(&mut self, id: TaskId, output: Option<Value>, reason: String, spent: Spent) {
         let Some(node) = self.tasks.get_mut(id) else {
             return;
         };
@@ -769,12 +1022,18 @@ impl SchedulerState {
             objective: node.objective,
             task: id,
             attempt: node.attempt,
-            output: output.unwrap_or(Value::Null),
+            output,
             reason,
+            usage: spent.usage,
+            duration: spent.duration,
         });
     }
 
     /// An attempt failed: retry it after a backoff, or fail the task for good.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one field of the failure's event"
+    )]
     fn attempt_failed(
         &mut self,
         id: TaskId,
@@ -783,6 +1042,7 @@ impl SchedulerState {
         message: String,
         partial: Option<Value>,
         retry_after: Duration,
+        spent: Spent,
     ) {
         self.stats.attempts_failed += 1;
         let Some(node) = self.tasks.get_mut(id) else {
@@ -797,7 +1057,7 @@ impl SchedulerState {
                     .max_attempts
                     .min(RetryPolicy::MAX_ATTEMPTS_CEILING);
         if !retry {
-            self.fail_task(id, agent, kind, message, partial);
+            self.fail_task(id, agent, kind, message, partial, spent);
             return;
         }
         let ceiling = node.retry.backoff_ceiling(node.attempt + 1);
@@ -821,7 +1081,8 @@ impl SchedulerState {
             kind,
             message,
             partial_output: partial,
-            usage: None,
+            usage: spent.usage,
+            duration: spent.duration,
             retry_in: Some(delay),
         });
         // The timer's message carries the attempt it is for, so a stale timer does nothing.
@@ -852,6 +1113,7 @@ impl SchedulerState {
         kind: FailureKind,
         message: String,
         partial: Option<Value>,
+        spent: Spent,
     ) {
         let Some(node) = self.tasks.get_mut(id) else {
             return;
@@ -871,7 +1133,8 @@ impl SchedulerState {
             kind,
             message: message.clone(),
             partial_output: partial,
-            usage: None,
+            usage: spent.usage,
+            duration: spent.duration,
             retry_in: None,
         });
         if let Some(run) = self.objectives.get_mut(&objective) {
@@ -915,19 +1178,22 @@ impl SchedulerState {
         let message = format!("agent {agent} lost the attempt: {reason}");
         if lost > self.config.max_lost_attempts {
             let message = format!("{message} (the task was lost by crashing agents {lost} times)");
-            self.fail_task(id, Some(agent), FailureKind::Transient, message, None);
+            self.fail_task(
+                id,
+                Some(agent),
+                FailureKind::Transient,
+                message,
+                None,
+                Spent::default(),
+            );
             return;
         }
-        self.journal.record(Event::TaskFailed {
+        self.journal.record(Event::AttemptLost {
             objective,
             task: id,
             attempt,
             agent: Some(agent),
-            kind: FailureKind::Transient,
-            message: message.clone(),
-            partial_output: None,
-            usage: None,
-            retry_in: Some(Duration::ZERO),
+            reason: message.clone(),
         });
         if let Some(node) = self.tasks.get_mut(id) {
             node.status = TaskStatus::Ready;
@@ -972,7 +1238,10 @@ impl SchedulerState {
         if let Some(waiters) = self.waiters.remove(&id) {
             let summary = self.summary(id);
             for reply in waiters {
-                let _ = reply.send(summary.clone());
+                let summary = summary.clone();
+                self.effects.replies.push(Box::new(move |_durable| {
+                    let _ = reply.send(summary);
+                }));
             }
         }
     }
@@ -999,8 +1268,15 @@ impl SchedulerState {
             && let Some(agent) = agent
         {
             self.release(agent, id);
-            if let Some(actor) = self.registry.handle(agent) {
-                let _ = actor.cast(AgentMsg::Cancel { task: id, attempt });
+            // An attempt assigned in this same turn is simply not sent.
+            let unsent = self.outbox.get_mut(&agent).is_some_and(|(_, batch)| {
+                let before = batch.len();
+                batch.retain(|a| a.task.id != id);
+                batch.len() != before
+            });
+            if !unsent && let Some(actor) = self.registry.handle(agent) {
+                self.cancels
+                    .push((agent, actor, AgentMsg::Cancel { task: id, attempt }));
             }
             freed = Some(agent);
         }
@@ -1067,6 +1343,7 @@ impl SchedulerState {
                     FailureKind::Permanent,
                     format!("rejected in review: {reason}"),
                     None,
+                    Spent::default(),
                 );
             }
             ReviewDecision::Retry => self.mark_ready(objective, id),
@@ -1128,7 +1405,11 @@ impl SchedulerState {
                 self.waiters.entry(id).or_default().push(reply)
             }
             _ => {
-                let _ = reply.send(self.summary(id));
+                // The end may have been recorded in a turn not yet durable.
+                let summary = self.summary(id);
+                self.effects.replies.push(Box::new(move |_durable| {
+                    let _ = reply.send(summary);
+                }));
             }
         }
     }

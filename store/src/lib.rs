@@ -1,0 +1,162 @@
+//! The durable event log of swarm.
+//!
+//! [`EventStore`] is what the coordinator needs of a log: append a committed batch, read events
+//! back in order (all after a sequence number, or one objective's), keep snapshots of the
+//! recovery state, list idempotency keys, and prune finished objectives. [`SqliteStore`] is the
+//! embedded default; the schema and queries are plain SQL so a PostgreSQL store is another
+//! implementation of this trait, not a rewrite.
+
+mod sqlite;
+
+use std::path::PathBuf;
+
+use futures::future::BoxFuture;
+use swarm_protocol::{EventRecord, ObjectiveId, ObjectiveStatus};
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+/// What went wrong with the store. Every variant names the file and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory or database file could not be created, opened, read or written.
+    #[error("{path}: {cause}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the operating system or SQLite said.
+        cause: String,
+    },
+    /// The file exists but is not a swarm event log (another program's database, or not a
+    /// database at all, or damaged).
+    #[error("{path} is not a swarm event log: {cause}")]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// What was found.
+        cause: String,
+    },
+    /// The log was written by a newer swarm whose schema this binary does not know.
+    #[error(
+        "{path} has schema version {found}, newer than this binary knows ({known}); \
+         run a newer swarm or use another data directory"
+    )]
+    NewerSchema {
+        /// The file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: i64,
+        /// The newest version this binary knows.
+        known: i64,
+    },
+    /// The device is full (or the database reached its size limit); nothing of the failed
+    /// batch was written.
+    #[error("{path}: the disk is full ({cause}); nothing of the last batch was recorded")]
+    Full {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        cause: String,
+    },
+    /// A stored event or snapshot could not be decoded.
+    #[error("{path}: stored record {what} could not be decoded: {cause}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Which record (e.g. `event 42`, `snapshot at 1000`).
+        what: String,
+        /// The decoding error.
+        cause: String,
+    },
+}
+
+/// One objective as the store indexes it (for idempotency keys, pruning and listing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObjective {
+    /// The objective.
+    pub id: ObjectiveId,
+    /// The client's idempotency key, if it gave one.
+    pub idempotency_key: Option<String>,
+    /// [`swarm_protocol::Objective::fingerprint`] of the submitted objective.
+    pub fingerprint: u64,
+    /// Where it stands, as of the last committed event.
+    pub status: ObjectiveStatus,
+    /// When it was submitted (ms since the Unix epoch).
+    pub submitted_at_ms: u64,
+    /// When it ended, if it did.
+    pub ended_at_ms: Option<u64>,
+}
+
+/// A snapshot of the recovery state as of event `seq` (the body is opaque to the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The last event the snapshot includes.
+    pub seq: u64,
+    /// When it was taken (ms since the Unix epoch).
+    pub at_ms: u64,
+    /// The encoded state.
+    pub body: Vec<u8>,
+}
+
+/// Counters kept by the store, updated in the same transaction as each append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreInfo {
+    /// The last sequence number committed (0 for an empty log).
+    pub last_seq: u64,
+    /// One past the highest task id any committed event allocated (1 for an empty log).
+    pub next_task: u64,
+    /// Events currently in the log (after pruning).
+    pub events: u64,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Pruned {
+    /// Objectives removed.
+    pub objectives: u64,
+    /// Events removed.
+    pub events: u64,
+}
+
+/// A durable, ordered event log.
+pub trait EventStore: Send + Sync + 'static {
+    /// Counters as of the last commit.
+    fn info(&self) -> BoxFuture<'_, Result<StoreInfo, StoreError>>;
+
+    /// Appends `records` (consecutive sequence numbers following the last committed one) in one
+    /// transaction, maintaining the objective index and counters in the same transaction.
+    /// When this returns `Ok`, the records are durable; on `Err`, none of them is.
+    fn append<'a>(&'a self, records: &'a [EventRecord]) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Up to `limit` events with `seq > after`, in order.
+    fn read_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>>;
+
+    /// Every event of one objective, in order (empty if unknown or pruned).
+    fn read_objective(
+        &self,
+        objective: ObjectiveId,
+    ) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>>;
+
+    /// One objective from the index.
+    fn objective(
+        &self,
+        objective: ObjectiveId,
+    ) -> BoxFuture<'_, Result<Option<StoredObjective>, StoreError>>;
+
+    /// Every indexed objective that has an idempotency key.
+    fn keyed_objectives(&self) -> BoxFuture<'_, Result<Vec<StoredObjective>, StoreError>>;
+
+    /// Saves a snapshot; older snapshots but the previous one are dropped.
+    fn save_snapshot<'a>(&'a self, snapshot: &'a Snapshot)
+    -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The newest snapshot, if any.
+    fn latest_snapshot(&self) -> BoxFuture<'_, Result<Option<Snapshot>, StoreError>>;
+
+    /// Removes objectives that ended before `ended_before_ms` (never an unfinished one) with
+    /// all their events, and agent events (those of no objective) older than that.
+    fn prune(&self, ended_before_ms: u64) -> BoxFuture<'_, Result<Pruned, StoreError>>;
+}
