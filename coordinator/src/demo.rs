@@ -1,20 +1,21 @@
-//! `swarm demo`: a small objective run on in-process agents, printed as its chain of work.
+//! `swarm demo`: a small objective run on in-process agents over the durable event log (SQLite
+//! in the data directory), then printed as its chain of work read back from that log.
 //!
 //! It shows fan-out and fan-in with outputs flowing along the edges, an agent that crashes and
 //! is restarted by its supervisor while its task is retried, and a task that spawns a
 //! follow-up task while the objective runs.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
 use swarm_agents::{AgentFactory, FnAgent};
-use swarm_protocol::{Capability, Event, Objective, TaskKey, TaskOutcome, TaskSpec};
-use tokio::sync::mpsc;
+use swarm_protocol::{Capability, Objective, TaskKey, TaskOutcome, TaskSpec};
 
-use crate::journal::ChannelJournal;
-use crate::{Error, Registration, Swarm, SwarmConfig};
+use crate::replay::{short, timeline};
+use crate::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
 
 fn cap(name: &str) -> Result<Capability, Error> {
     Capability::new(name).map_err(|e| Error::Actor(e.to_string()))
@@ -34,17 +35,17 @@ fn registration(name: &str, capability: &Capability) -> Registration {
     }
 }
 
-/// Runs the demo and prints what happens.
-pub async fn run() -> Result<(), Error> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let swarm =
-        Swarm::start_with_journal(SwarmConfig::default(), Box::new(ChannelJournal::new(tx)))
-            .await?;
-    let printer = tokio::spawn(async move {
-        while let Some(record) = rx.recv().await {
-            println!("  #{:<3} {}", record.seq, describe(&record.event));
-        }
-    });
+/// Runs the demo with its event log in `data_dir` and prints what happened.
+pub async fn run(data_dir: &Path) -> Result<(), Error> {
+    let swarm = Swarm::open(SwarmConfig::default(), StoreConfig::new(data_dir)).await?;
+    if let Some(recovery) = swarm.recovery() {
+        println!(
+            "event log {}: {} events, {} unfinished objectives resumed",
+            data_dir.join("events.db").display(),
+            recovery.last_seq,
+            recovery.objectives
+        );
+    }
 
     let (research, write, review) = (cap("research")?, cap("write")?, cap("review")?);
     let researcher = FnAgent::new(|task, ctx| async move {
@@ -110,18 +111,28 @@ pub async fn run() -> Result<(), Error> {
     println!("submitting: {}", objective.goal);
     let id = swarm.submit(objective).await?;
     let view = swarm.wait(id, Duration::from_secs(60)).await?;
+    let chain = swarm.chain(id).await?;
     swarm.shutdown().await?;
-    let _ = printer.await;
+    println!(
+        "\nchain of work, read back from the event log ({} events):",
+        chain.len()
+    );
+    print!("{}", timeline(&chain));
     println!("\nobjective {id} {:?}", view.status);
     for t in &view.tasks {
         println!(
-            "  {:<16} {:<10} attempts={} output={}",
+            "  {:<16} {:<10} attempts={} run_time={} output={}",
             t.key.as_str(),
             format!("{:?}", t.status).to_lowercase(),
             t.attempts,
+            short(t.run_time),
             t.output.as_ref().map(|o| o.to_string()).unwrap_or_default()
         );
     }
+    println!(
+        "\nrebuild it from the log alone: swarm replay {id} --data-dir {}",
+        data_dir.display()
+    );
     if view.status != swarm_protocol::ObjectiveStatus::Succeeded {
         return Err(Error::Actor(format!(
             "the demo objective ended {:?}",
@@ -129,58 +140,4 @@ pub async fn run() -> Result<(), Error> {
         )));
     }
     Ok(())
-}
-
-fn describe(event: &Event) -> String {
-    match event {
-        Event::ObjectiveSubmitted {
-            objective, spec, ..
-        } => format!(
-            "objective {} submitted with {} tasks",
-            objective.short(),
-            spec.tasks.len()
-        ),
-        Event::TaskReady { task, .. } => format!("{task} ready"),
-        Event::TaskStarted {
-            task,
-            attempt,
-            agent,
-            ..
-        } => format!("{task} attempt {attempt} started on {agent}"),
-        Event::TaskSucceeded {
-            task,
-            output,
-            duration,
-            ..
-        } => format!("{task} succeeded in {duration:?}: {output}"),
-        Event::TaskFailed {
-            task,
-            message,
-            retry_in,
-            ..
-        } => match retry_in {
-            Some(d) => format!("{task} failed ({message}); retry in {d:?}"),
-            None => format!("{task} failed for good: {message}"),
-        },
-        Event::TasksSpawned { parent, tasks, .. } => {
-            format!("{parent} spawned {} task(s)", tasks.len())
-        }
-        Event::ObjectiveSucceeded { objective } => {
-            format!("objective {} succeeded", objective.short())
-        }
-        Event::ObjectiveFailed { objective, reason } => {
-            format!("objective {} failed: {reason}", objective.short())
-        }
-        Event::AgentRegistered { descriptor } => format!(
-            "agent {} ({}) registered for {:?}",
-            descriptor.id, descriptor.name, descriptor.capabilities
-        ),
-        Event::AgentHealthChanged {
-            agent,
-            health,
-            reason,
-        } => format!("agent {agent} is {health:?}: {reason}"),
-        Event::AgentRestarted { agent, .. } => format!("agent {agent} restarted"),
-        other => format!("{other:?}"),
-    }
 }

@@ -23,6 +23,12 @@ pub trait Journal: Send + 'static {
 
     /// Ends a handler turn: `effects` happen once every event recorded so far is durable.
     fn commit(&mut self, effects: Effects);
+
+    /// True when events can be read back later (so finished objectives need not stay in
+    /// memory).
+    fn is_durable(&self) -> bool {
+        false
+    }
 }
 
 /// An answer to a caller, given whether the turn became durable (`Err` names why not).

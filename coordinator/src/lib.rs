@@ -155,6 +155,7 @@ impl Swarm {
             data_dir: store.data_dir.clone(),
             synchronous_full: store.fsync,
             max_page_count: store.max_page_count,
+            lock: true,
         })
         .await?;
         let log: Arc<dyn EventStore> = Arc::new(sqlite);
@@ -188,12 +189,7 @@ impl Swarm {
 
     /// Reads the log in `data_dir` as a restart would, without starting anything.
     pub async fn inspect(data_dir: impl Into<PathBuf>) -> Result<Recovered, Error> {
-        let store = SqliteStore::open(SqliteOptions {
-            data_dir: data_dir.into(),
-            synchronous_full: true,
-            max_page_count: None,
-        })
-        .await?;
+        let store = SqliteStore::open(SqliteOptions::new(data_dir)).await?;
         Ok(recover(&store).await?)
     }
 

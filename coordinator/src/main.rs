@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -51,8 +52,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Run a small objective on in-process agents and print its chain of work.
-    Demo,
+    /// Run a small objective on in-process agents, durably, and print its chain of work as
+    /// read back from the event log.
+    Demo {
+        /// The data directory holding the event log.
+        #[arg(long, env = "SWARM_DATA_DIR", default_value = "swarm-data")]
+        data_dir: PathBuf,
+    },
     /// Run a batch of objectives durably: resume what the log left unfinished, submit the
     /// file's objectives under their idempotency keys, and wait until all have ended.
     Run {
@@ -76,6 +82,14 @@ enum Command {
         /// not a power loss.
         #[arg(long)]
         no_fsync: bool,
+        /// Prune objectives that ended longer ago than this (e.g. `30d`); unfinished ones are
+        /// never pruned. Without it the log keeps everything.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        retention: Option<Duration>,
+        /// Snapshot the recovery state after this many events, so a restart reads the latest
+        /// snapshot and the events after it rather than the whole log.
+        #[arg(long, default_value_t = 200_000)]
+        snapshot_every: u64,
     },
     /// Rebuild one objective from the event log alone and print its chain of work.
     Replay {
@@ -91,7 +105,10 @@ enum Command {
 }
 
 async fn print_replay(objective: ObjectiveId, data_dir: PathBuf, json: bool) -> anyhow::Result<()> {
-    let store = swarm_store::SqliteStore::open(swarm_store::SqliteOptions::new(data_dir)).await?;
+    // Reading only: a running coordinator may hold the data directory's lock.
+    let mut options = swarm_store::SqliteOptions::new(data_dir);
+    options.lock = false;
+    let store = swarm_store::SqliteStore::open(options).await?;
     let Some((model, events)) = replay::replay_objective(&store, objective).await? else {
         anyhow::bail!("objective {objective} is not in the event log (never submitted, or pruned)");
     };
@@ -219,7 +236,7 @@ fn run() -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Demo => runtime.block_on(swarm_coordinator::demo::run())?,
+        Command::Demo { data_dir } => runtime.block_on(swarm_coordinator::demo::run(&data_dir))?,
         Command::Run {
             data_dir,
             file,
@@ -227,9 +244,13 @@ fn run() -> anyhow::Result<()> {
             concurrency,
             exec_log,
             no_fsync,
+            retention,
+            snapshot_every,
         } => {
             let mut store = StoreConfig::new(data_dir);
             store.fsync = !no_fsync;
+            store.writer.retention = retention;
+            store.writer.snapshot_every = snapshot_every.max(1);
             let config = BatchConfig {
                 store,
                 file,

@@ -633,3 +633,764 @@ pub fn timeline(events: &[EventRecord]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+    use swarm_protocol::{
+        AgentDescriptor, AgentId, Capability, Event, EventRecord, FailureKind, Health, Objective,
+        ObjectiveId, ObjectiveStatus, TaskId, TaskKey, TaskSpec, TaskStatus, Usage,
+    };
+
+    use super::{Replay, TaskBatch, TaskModel};
+
+    fn spec(key: &str, capability: &str) -> TaskSpec {
+        TaskSpec::new(
+            TaskKey::new(key).unwrap(),
+            Capability::new(capability).unwrap(),
+        )
+    }
+
+    fn usage(input_tokens: u64, output_tokens: u64) -> Option<Usage> {
+        Some(Usage {
+            input_tokens,
+            output_tokens,
+        })
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A task as just submitted: what each expectation below starts from.
+    fn fresh(id: u64, key: &str, capability: &str, spawned_by: Option<TaskId>) -> TaskModel {
+        TaskModel {
+            id: TaskId(id),
+            key: TaskKey::new(key).unwrap(),
+            capability: Capability::new(capability).unwrap(),
+            status: TaskStatus::Backlog,
+            attempt: 0,
+            lost: 0,
+            agent: None,
+            output: None,
+            error: None,
+            partial: None,
+            usage: Usage::default(),
+            run_time: Duration::ZERO,
+            spawned_by,
+            retry_at_ms: None,
+        }
+    }
+
+    /// The objectives of the hand-written log.
+    struct Ids {
+        /// Fails: a retried task, a lost attempt, a review approved and one rejected, a spawn,
+        /// cancelled leftovers.
+        failed: ObjectiveId,
+        /// Cancelled by its user while a task ran.
+        cancelled: ObjectiveId,
+        /// Succeeds.
+        succeeded: ObjectiveId,
+        /// Still running at the end of the log, with a retry pending.
+        open: ObjectiveId,
+    }
+
+    /// Numbers and timestamps events as a log would.
+    #[derive(Default)]
+    struct Log(Vec<EventRecord>);
+
+    impl Log {
+        fn at(&mut self, at_ms: u64, event: Event) {
+            let seq = self.0.len() as u64 + 1;
+            self.0.push(EventRecord { seq, at_ms, event });
+        }
+    }
+
+    /// A log with every kind of event, four objectives interleaved, and agent events between
+    /// them. Task ids: `failed` has T10..T13 and spawns T20, T21; `cancelled` T30; `succeeded`
+    /// T40; `open` T50, T51.
+    fn story() -> (Ids, Vec<EventRecord>) {
+        let ids = Ids {
+            failed: ObjectiveId::new(),
+            cancelled: ObjectiveId::new(),
+            succeeded: ObjectiveId::new(),
+            open: ObjectiveId::new(),
+        };
+        let o = ids.failed;
+        let (a, b, c, d) = (TaskId(10), TaskId(11), TaskId(12), TaskId(13));
+        let (s1, s2) = (TaskId(20), TaskId(21));
+        let mut log = Log::default();
+        let mut objective = Objective::with_tasks(
+            "every kind",
+            vec![
+                spec("a", "work"),
+                spec("b", "review"),
+                spec("c", "work"),
+                spec("d", "work"),
+            ],
+        );
+        objective.priority = 3;
+        log.at(
+            1_000,
+            Event::ObjectiveSubmitted {
+                objective: o,
+                spec: objective,
+                first_task: a,
+                idempotency_key: Some("key-1".into()),
+            },
+        );
+        log.at(
+            1_001,
+            Event::AgentRegistered {
+                descriptor: AgentDescriptor {
+                    id: AgentId(1),
+                    name: "one".into(),
+                    capabilities: vec![Capability::new("work").unwrap()],
+                    max_concurrency: 4,
+                    labels: Default::default(),
+                    cost_hint: None,
+                },
+            },
+        );
+        // `a`: fails transiently (with partial output), is retried, and succeeds.
+        log.at(
+            1_002,
+            Event::TaskReady {
+                objective: o,
+                task: a,
+            },
+        );
+        log.at(
+            1_003,
+            Event::TaskStarted {
+                objective: o,
+                task: a,
+                attempt: 1,
+                agent: AgentId(1),
+            },
+        );
+        log.at(
+            2_000,
+            Event::TaskFailed {
+                objective: o,
+                task: a,
+                attempt: 1,
+                agent: Some(AgentId(1)),
+                kind: FailureKind::Transient,
+                message: "503".into(),
+                partial_output: Some(json!("half")),
+                usage: usage(1, 2),
+                duration: Some(ms(40)),
+                retry_in: Some(ms(250)),
+            },
+        );
+        log.at(
+            2_300,
+            Event::TaskStarted {
+                objective: o,
+                task: a,
+                attempt: 2,
+                agent: AgentId(2),
+            },
+        );
+        // The other objectives start meanwhile.
+        log.at(
+            2_301,
+            Event::ObjectiveSubmitted {
+                objective: ids.cancelled,
+                spec: Objective::with_tasks("cancel me", vec![spec("x", "work")]),
+                first_task: TaskId(30),
+                idempotency_key: None,
+            },
+        );
+        log.at(
+            2_302,
+            Event::TaskReady {
+                objective: ids.cancelled,
+                task: TaskId(30),
+            },
+        );
+        log.at(
+            2_303,
+            Event::TaskStarted {
+                objective: ids.cancelled,
+                task: TaskId(30),
+                attempt: 1,
+                agent: AgentId(1),
+            },
+        );
+        log.at(
+            2_400,
+            Event::TaskSucceeded {
+                objective: o,
+                task: a,
+                attempt: 2,
+                agent: AgentId(2),
+                output: json!({"sum": 1}),
+                usage: usage(3, 4),
+                duration: ms(60),
+            },
+        );
+        // `b`: its agent crashes; the next attempt goes to review and is approved, edited.
+        log.at(
+            2_401,
+            Event::TaskReady {
+                objective: o,
+                task: b,
+            },
+        );
+        log.at(
+            2_402,
+            Event::TaskStarted {
+                objective: o,
+                task: b,
+                attempt: 1,
+                agent: AgentId(1),
+            },
+        );
+        log.at(
+            2_500,
+            Event::AgentHealthChanged {
+                agent: AgentId(1),
+                health: Health::Down,
+                reason: "failed: panic".into(),
+            },
+        );
+        log.at(
+            2_501,
+            Event::AttemptLost {
+                objective: o,
+                task: b,
+                attempt: 1,
+                agent: Some(AgentId(1)),
+                reason: "agent A1 crashed".into(),
+            },
+        );
+        log.at(
+            2_502,
+            Event::AgentRestarted {
+                agent: AgentId(1),
+                restarts: 1,
+                reason: "restarted by its supervisor".into(),
+            },
+        );
+        log.at(
+            2_503,
+            Event::TaskStarted {
+                objective: o,
+                task: b,
+                attempt: 2,
+                agent: AgentId(1),
+            },
+        );
+        log.at(
+            2_600,
+            Event::TaskInReview {
+                objective: o,
+                task: b,
+                attempt: 2,
+                output: Some(json!({"draft": 1})),
+                reason: "schema".into(),
+                usage: usage(5, 5),
+                duration: Some(ms(10)),
+            },
+        );
+        log.at(
+            3_000,
+            Event::TaskApproved {
+                objective: o,
+                task: b,
+                output: json!({"final": 1}),
+            },
+        );
+        // `c` spawns `s1` and `s2`.
+        log.at(
+            3_001,
+            Event::TaskReady {
+                objective: o,
+                task: c,
+            },
+        );
+        log.at(
+            3_002,
+            Event::TaskStarted {
+                objective: o,
+                task: c,
+                attempt: 1,
+                agent: AgentId(2),
+            },
+        );
+        log.at(
+            3_100,
+            Event::TasksSpawned {
+                objective: o,
+                parent: c,
+                first_task: s1,
+                tasks: vec![spec("s1", "review"), spec("s2", "work")],
+            },
+        );
+        log.at(
+            3_100,
+            Event::TaskSucceeded {
+                objective: o,
+                task: c,
+                attempt: 1,
+                agent: AgentId(2),
+                output: json!({"sum": 3}),
+                usage: None,
+                duration: ms(5),
+            },
+        );
+        log.at(
+            3_200,
+            Event::ObjectiveSubmitted {
+                objective: ids.succeeded,
+                spec: Objective::with_tasks("fine", vec![spec("y", "work")]),
+                first_task: TaskId(40),
+                idempotency_key: None,
+            },
+        );
+        log.at(
+            3_201,
+            Event::TaskReady {
+                objective: ids.succeeded,
+                task: TaskId(40),
+            },
+        );
+        // `s1` goes to review without output and is rejected, so the objective fails.
+        log.at(
+            3_300,
+            Event::TaskReady {
+                objective: o,
+                task: s1,
+            },
+        );
+        log.at(
+            3_301,
+            Event::TaskStarted {
+                objective: o,
+                task: s1,
+                attempt: 1,
+                agent: AgentId(1),
+            },
+        );
+        log.at(
+            3_400,
+            Event::TaskInReview {
+                objective: o,
+                task: s1,
+                attempt: 1,
+                output: None,
+                reason: "no output".into(),
+                usage: None,
+                duration: None,
+            },
+        );
+        log.at(
+            3_500,
+            Event::TaskRejected {
+                objective: o,
+                task: s1,
+                reason: "no".into(),
+            },
+        );
+        log.at(
+            3_500,
+            Event::TaskFailed {
+                objective: o,
+                task: s1,
+                attempt: 1,
+                agent: None,
+                kind: FailureKind::Permanent,
+                message: "rejected in review: no".into(),
+                partial_output: None,
+                usage: None,
+                duration: None,
+                retry_in: None,
+            },
+        );
+        log.at(
+            3_500,
+            Event::TaskCancelled {
+                objective: o,
+                task: d,
+            },
+        );
+        log.at(
+            3_500,
+            Event::TaskCancelled {
+                objective: o,
+                task: s2,
+            },
+        );
+        log.at(
+            3_500,
+            Event::ObjectiveFailed {
+                objective: o,
+                reason: "task `s1` (T20) failed: rejected in review: no".into(),
+            },
+        );
+        // An event of an objective the log no longer holds (pruned) creates nothing.
+        log.at(
+            3_502,
+            Event::TaskReady {
+                objective: ObjectiveId::new(),
+                task: TaskId(99),
+            },
+        );
+        log.at(
+            3_600,
+            Event::TaskStarted {
+                objective: ids.succeeded,
+                task: TaskId(40),
+                attempt: 1,
+                agent: AgentId(2),
+            },
+        );
+        log.at(
+            3_700,
+            Event::TaskSucceeded {
+                objective: ids.succeeded,
+                task: TaskId(40),
+                attempt: 1,
+                agent: AgentId(2),
+                output: json!("y"),
+                usage: None,
+                duration: ms(100),
+            },
+        );
+        log.at(
+            3_700,
+            Event::ObjectiveSucceeded {
+                objective: ids.succeeded,
+            },
+        );
+        log.at(
+            4_000,
+            Event::TaskCancelled {
+                objective: ids.cancelled,
+                task: TaskId(30),
+            },
+        );
+        log.at(
+            4_000,
+            Event::ObjectiveCancelled {
+                objective: ids.cancelled,
+            },
+        );
+        log.at(
+            4_100,
+            Event::ObjectiveSubmitted {
+                objective: ids.open,
+                spec: Objective::with_tasks(
+                    "still open",
+                    vec![spec("z", "work"), spec("w", "work")],
+                ),
+                first_task: TaskId(50),
+                idempotency_key: Some("key-2".into()),
+            },
+        );
+        log.at(
+            4_101,
+            Event::TaskReady {
+                objective: ids.open,
+                task: TaskId(50),
+            },
+        );
+        log.at(
+            4_102,
+            Event::TaskStarted {
+                objective: ids.open,
+                task: TaskId(50),
+                attempt: 1,
+                agent: AgentId(1),
+            },
+        );
+        log.at(
+            5_000,
+            Event::TaskFailed {
+                objective: ids.open,
+                task: TaskId(50),
+                attempt: 1,
+                agent: Some(AgentId(1)),
+                kind: FailureKind::Timeout,
+                message: "stalled".into(),
+                partial_output: None,
+                usage: None,
+                duration: Some(ms(900)),
+                retry_in: Some(Duration::from_secs(1)),
+            },
+        );
+        log.at(5_001, Event::AgentDeregistered { agent: AgentId(2) });
+        (ids, log.0)
+    }
+
+    /// Folds `records` into a fold that keeps finished objectives.
+    fn fold_all(records: &[EventRecord]) -> Replay {
+        let mut replay = Replay::keeping_finished();
+        for record in records {
+            replay.apply(record.clone());
+        }
+        replay
+    }
+
+    /// The fold up to and including the first event matching `pred`.
+    fn fold_through(records: &[EventRecord], pred: impl Fn(&Event) -> bool) -> Replay {
+        let end = records.iter().position(|r| pred(&r.event)).unwrap();
+        fold_all(&records[..=end])
+    }
+
+    #[test]
+    fn replay_of_every_event_kind_gives_the_model_of_each_objective() {
+        let (ids, records) = story();
+        let o = ids.failed;
+
+        // Mid-way states that the end state no longer shows.
+        let after_failure = fold_through(&records, |e| {
+            matches!(
+                e,
+                Event::TaskFailed {
+                    task: TaskId(10),
+                    ..
+                }
+            )
+        });
+        let a = after_failure.objectives[&o].task(TaskId(10)).unwrap();
+        assert_eq!(a.status, TaskStatus::Ready, "a retry is pending");
+        assert_eq!(a.retry_at_ms, Some(2_250), "at_ms + retry_in");
+        assert_eq!(a.error.as_deref(), Some("503"));
+        let restarted = fold_through(&records, |e| {
+            matches!(
+                e,
+                Event::TaskStarted {
+                    task: TaskId(10),
+                    attempt: 2,
+                    ..
+                }
+            )
+        });
+        let a = restarted.objectives[&o].task(TaskId(10)).unwrap();
+        assert_eq!(
+            (a.status, a.attempt, a.retry_at_ms),
+            (TaskStatus::Running, 2, None)
+        );
+        let lost = fold_through(&records, |e| matches!(e, Event::AttemptLost { .. }));
+        let b = lost.objectives[&o].task(TaskId(11)).unwrap();
+        assert_eq!((b.status, b.lost), (TaskStatus::Ready, 1));
+        assert_eq!(b.error.as_deref(), Some("agent A1 crashed"));
+        let in_review = fold_through(&records, |e| {
+            matches!(
+                e,
+                Event::TaskInReview {
+                    task: TaskId(11),
+                    ..
+                }
+            )
+        });
+        let b = in_review.objectives[&o].task(TaskId(11)).unwrap();
+        assert_eq!(b.status, TaskStatus::Review);
+        assert_eq!(b.output, Some(json!({"draft": 1})));
+        assert_eq!(b.error.as_deref(), Some("schema"));
+
+        let all = fold_all(&records);
+        assert_eq!(all.seq, records.len() as u64);
+        assert_eq!(
+            all.next_task, 52,
+            "one past the highest task id of any batch"
+        );
+        assert_eq!(
+            all.objectives.len(),
+            4,
+            "the pruned objective's event created nothing"
+        );
+
+        let failed = &all.objectives[&o];
+        assert_eq!(failed.goal, "every kind");
+        assert_eq!(failed.priority, 3);
+        assert_eq!(failed.idempotency_key.as_deref(), Some("key-1"));
+        assert_eq!(failed.status, ObjectiveStatus::Failed);
+        assert_eq!(
+            failed.failure.as_deref(),
+            Some("task `s1` (T20) failed: rejected in review: no")
+        );
+        assert_eq!(
+            (failed.submitted_at_ms, failed.ended_at_ms),
+            (1_000, Some(3_500))
+        );
+        assert_eq!(
+            failed.batches,
+            vec![
+                TaskBatch {
+                    first_task: TaskId(10),
+                    parent: None,
+                    specs: vec![
+                        spec("a", "work"),
+                        spec("b", "review"),
+                        spec("c", "work"),
+                        spec("d", "work"),
+                    ],
+                },
+                TaskBatch {
+                    first_task: TaskId(20),
+                    parent: Some(TaskId(12)),
+                    specs: vec![spec("s1", "review"), spec("s2", "work")],
+                },
+            ]
+        );
+        let expected = vec![
+            TaskModel {
+                status: TaskStatus::Succeeded,
+                attempt: 2,
+                agent: Some(AgentId(2)),
+                output: Some(json!({"sum": 1})),
+                partial: Some(json!("half")),
+                usage: Usage {
+                    input_tokens: 4,
+                    output_tokens: 6,
+                },
+                run_time: ms(100),
+                ..fresh(10, "a", "work", None)
+            },
+            TaskModel {
+                status: TaskStatus::Succeeded,
+                attempt: 2,
+                lost: 1,
+                agent: Some(AgentId(1)),
+                output: Some(json!({"final": 1})),
+                usage: Usage {
+                    input_tokens: 5,
+                    output_tokens: 5,
+                },
+                run_time: ms(10),
+                ..fresh(11, "b", "review", None)
+            },
+            TaskModel {
+                status: TaskStatus::Succeeded,
+                attempt: 1,
+                agent: Some(AgentId(2)),
+                output: Some(json!({"sum": 3})),
+                run_time: ms(5),
+                ..fresh(12, "c", "work", None)
+            },
+            TaskModel {
+                status: TaskStatus::Cancelled,
+                ..fresh(13, "d", "work", None)
+            },
+            TaskModel {
+                status: TaskStatus::Failed,
+                attempt: 1,
+                agent: Some(AgentId(1)),
+                error: Some("rejected in review: no".into()),
+                ..fresh(20, "s1", "review", Some(TaskId(12)))
+            },
+            TaskModel {
+                status: TaskStatus::Cancelled,
+                ..fresh(21, "s2", "work", Some(TaskId(12)))
+            },
+        ];
+        assert_eq!(failed.tasks, expected);
+
+        let view = failed.view();
+        assert_eq!((view.id, view.status), (o, ObjectiveStatus::Failed));
+        assert_eq!(view.failure, failed.failure);
+        let a = view.task("a").unwrap();
+        assert_eq!(a.attempts, 2);
+        assert_eq!(a.partial_output, Some(json!("half")));
+        assert_eq!(a.run_time, ms(100));
+        assert_eq!(view.task("s2").unwrap().spawned_by, Some(TaskId(12)));
+        let keys: Vec<&str> = view.tasks.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b", "c", "d", "s1", "s2"]);
+
+        let cancelled = &all.objectives[&ids.cancelled];
+        assert_eq!(cancelled.status, ObjectiveStatus::Cancelled);
+        assert_eq!(cancelled.failure, None);
+        assert_eq!(cancelled.ended_at_ms, Some(4_000));
+        assert_eq!(cancelled.tasks[0].status, TaskStatus::Cancelled);
+        assert_eq!(cancelled.tasks[0].agent, Some(AgentId(1)));
+        let succeeded = &all.objectives[&ids.succeeded];
+        assert_eq!(succeeded.status, ObjectiveStatus::Succeeded);
+        assert_eq!(succeeded.tasks[0].output, Some(json!("y")));
+        assert_eq!(succeeded.tasks[0].run_time, ms(100));
+
+        let open = &all.objectives[&ids.open];
+        assert_eq!(open.status, ObjectiveStatus::Running);
+        assert_eq!(open.ended_at_ms, None);
+        assert_eq!(open.idempotency_key.as_deref(), Some("key-2"));
+        let z = &open.tasks[0];
+        assert_eq!(z.status, TaskStatus::Ready);
+        assert_eq!(z.retry_at_ms, Some(6_000));
+        assert_eq!(z.run_time, ms(900));
+        assert_eq!(open.tasks[1].status, TaskStatus::Backlog);
+        let unfinished: Vec<ObjectiveId> = all.unfinished().iter().map(|m| m.id).collect();
+        assert_eq!(unfinished, [ids.open]);
+
+        // The default fold drops each objective as it ends and keeps the rest exactly alike.
+        let mut plain = Replay::default();
+        for record in &records {
+            plain.apply(record.clone());
+        }
+        assert_eq!(plain.seq, all.seq);
+        assert_eq!(plain.next_task, all.next_task);
+        assert_eq!(plain.objectives.len(), 1);
+        assert_eq!(plain.objectives[&ids.open], *open);
+    }
+
+    #[test]
+    fn agent_events_change_no_objective() {
+        let (_, records) = story();
+        let mut replay = Replay::keeping_finished();
+        let mut agent_events = 0;
+        for record in records {
+            let before = replay.clone();
+            let is_agent_event = record.event.objective().is_none();
+            let seq = record.seq;
+            replay.apply(record);
+            assert_eq!(replay.seq, seq);
+            if is_agent_event {
+                agent_events += 1;
+                assert_eq!(replay.objectives, before.objectives);
+                assert_eq!(replay.next_task, before.next_task);
+            }
+        }
+        assert_eq!(
+            agent_events, 4,
+            "the story has each of the four kinds of agent event"
+        );
+    }
+
+    #[test]
+    fn a_fold_resumed_from_its_json_snapshot_equals_one_fold_of_the_whole_log() {
+        let (_, records) = story();
+        let mut whole = Replay::default();
+        for record in &records {
+            whole.apply(record.clone());
+        }
+        // Snapshot after every prefix, so each kind of event is the first one folded after a
+        // snapshot once.
+        for cut in 0..=records.len() {
+            let mut head = Replay::default();
+            for record in &records[..cut] {
+                head.apply(record.clone());
+            }
+            let body = serde_json::to_vec(&head).unwrap();
+            let mut resumed: Replay = serde_json::from_slice(&body).unwrap();
+            assert_eq!(resumed, head, "the snapshot after {cut} events round-trips");
+            let as_value: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(
+                as_value["seq"],
+                json!(cut),
+                "a snapshot names its last event"
+            );
+            for record in &records[cut..] {
+                resumed.apply(record.clone());
+            }
+            assert_eq!(
+                resumed, whole,
+                "resumed from the snapshot after {cut} events"
+            );
+        }
+    }
+}

@@ -32,6 +32,9 @@ pub struct SchedulerConfig {
     /// message before the registry chooses again. `1` hands a whole burst to one agent up to
     /// its capacity; a value above every capacity gives strict one-task-per-choice balance.
     pub burst_divisor: u32,
+    /// With a durable log, the most finished objectives kept in memory; older ones are
+    /// dropped and read back from the log when asked for. Without a log all are kept.
+    pub keep_finished: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -40,6 +43,7 @@ impl Default for SchedulerConfig {
             max_lost_attempts: 5,
             max_objectives_running: 100_000,
             burst_divisor: 8,
+            keep_finished: 10_000,
         }
     }
 }

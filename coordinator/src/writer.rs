@@ -112,6 +112,9 @@ impl Journal for DurableJournal {
                 .run(Err("the event log writer has stopped".into())),
         }
     }
+    fn is_durable(&self) -> bool {
+        true
+    }
 }
 
 /// The writer actor. Behaviour only.
@@ -131,7 +134,8 @@ pub struct WriterArgs {
 /// The writer's state.
 pub struct WriterState {
     args: WriterArgs,
-    snapshotting: bool,
+    /// The background snapshot in progress, if any.
+    snapshotting: Option<tokio::task::JoinHandle<()>>,
     commits: u64,
     events: u64,
 }
@@ -184,7 +188,7 @@ impl Actor for StoreWriter {
         }
         Ok(WriterState {
             args,
-            snapshotting: false,
+            snapshotting: None,
             commits: 0,
             events: 0,
         })
@@ -203,7 +207,7 @@ impl Actor for StoreWriter {
                 state.maybe_snapshot(&myself);
             }
             WriterMsg::SnapshotTaken(result) => {
-                state.snapshotting = false;
+                state.snapshotting = None;
                 match result {
                     Ok(Some(snapshot)) => {
                         // A failed snapshot costs restart time, not data: the log still holds
@@ -246,6 +250,10 @@ impl Actor for StoreWriter {
         _myself: ActorRef<WriterMsg>,
         state: &mut WriterState,
     ) -> Result<(), ActorProcessingErr> {
+        // A snapshot in progress is only an optimisation; the log has every event.
+        if let Some(task) = state.snapshotting.take() {
+            task.abort();
+        }
         // Turns queued before the stop still become durable (the scheduler stops first).
         state.drain().await?;
         tracing::debug!(
@@ -303,17 +311,16 @@ impl WriterState {
     fn maybe_snapshot(&mut self, myself: &ActorRef<WriterMsg>) {
         let due = self.args.last_seq.saturating_sub(self.args.last_snapshot)
             >= self.args.config.snapshot_every;
-        if !due || self.snapshotting {
+        if !due || self.snapshotting.is_some() {
             return;
         }
-        self.snapshotting = true;
         let store = self.args.store.clone();
         let upto = self.args.last_seq;
         let myself = myself.clone();
-        tokio::spawn(async move {
+        self.snapshotting = Some(tokio::spawn(async move {
             let result = take_snapshot(&*store, upto).await;
             let _ = myself.cast(WriterMsg::SnapshotTaken(result));
-        });
+        }));
     }
 }
 

@@ -18,10 +18,6 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let events: u64 = args.next().map_or(Ok(200_000), |a| a.parse())?;
     let batch: u64 = args.next().map_or(Ok(1_000), |a| a.parse())?;
     let log = life_of_objectives(events)?;
-    let t = Instant::now();
-    let mut bytes = 0;
-    for r in &log { bytes += serde_json::to_string(r)?.len() + r.event.objective().map_or(0, |o| o.to_string().len()); }
-    println!("encode: {:.2?} ({bytes} bytes)", t.elapsed());
     for synchronous_full in [true, false] {
         let dir = tempfile::tempdir()?;
         let mut options = SqliteOptions::new(dir.path());

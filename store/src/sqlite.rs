@@ -33,7 +33,7 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, SqlStr};
 use swarm_protocol::{Event, EventRecord, ObjectiveId, ObjectiveStatus};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::{EventStore, Pruned, Snapshot, StoreError, StoreInfo, StoredObjective};
 
@@ -42,6 +42,8 @@ const APPLICATION_ID: i64 = 0x5357_524D;
 
 /// The database file inside the data directory.
 const DB_FILE: &str = "events.db";
+/// The data directory's lock file.
+const LOCK_FILE: &str = "LOCK";
 
 /// How long a connection waits for a lock another connection holds before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,6 +94,35 @@ pub struct SqliteOptions {
     /// Caps the file at this many pages (`PRAGMA max_page_count`; a page is 4 KiB) so tests can
     /// fill the "disk". `None`, the default, leaves SQLite's own limit.
     pub max_page_count: Option<u64>,
+    /// Take the data directory's lock (`LOCK`, an advisory file lock the OS releases when the
+    /// process dies), so that no two processes write one log. The default; readers that only
+    /// look (`swarm replay`) leave it off.
+    pub lock: bool,
+}
+
+/// Takes the data directory's lock, or says which process-wide condition prevents it.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Io {
+            path: path.clone(),
+            cause: format!("cannot open the lock file: {e}"),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Io {
+            path,
+            cause: "another swarm process is using this data directory".into(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Io {
+            path,
+            cause: format!("cannot lock the data directory: {e}"),
+        }),
+    }
 }
 
 impl SqliteOptions {
@@ -101,6 +132,7 @@ impl SqliteOptions {
             data_dir: data_dir.into(),
             synchronous_full: true,
             max_page_count: None,
+            lock: true,
         }
     }
 }
@@ -113,6 +145,8 @@ pub struct SqliteStore {
     readers: SqlitePool,
     writer: Mutex<Writer>,
     sql: Statements,
+    /// The data directory's lock, held while the store is open.
+    _lock: Option<std::fs::File>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -131,6 +165,11 @@ impl SqliteStore {
             path: options.data_dir.clone(),
             cause: format!("cannot create the data directory: {e}"),
         })?;
+        let lock = if options.lock {
+            Some(lock_dir(&options.data_dir)?)
+        } else {
+            None
+        };
         let path = options.data_dir.join(DB_FILE);
         let known = migrations().iter().map(|m| m.version).max().unwrap_or(0);
         let base = SqliteConnectOptions::new()
@@ -176,7 +215,7 @@ impl SqliteStore {
             // A local file does not go stale between uses; skip the ping on every acquire.
             .test_before_acquire(false)
             .connect_lazy_with(base.read_only(true));
-        info!(path = %path.display(), schema = known, "event log open");
+        debug!(path = %path.display(), schema = known, "event log open");
         Ok(Self {
             path,
             readers,
@@ -186,6 +225,7 @@ impl SqliteStore {
                 settled: true,
             }),
             sql: Statements::new(),
+            _lock: lock,
         })
     }
 
@@ -317,7 +357,7 @@ impl SqliteStore {
         tx.commit().await.map_err(|e| db_error(path, e))?;
         writer.settled = true;
         if objectives > 0 || events > 0 {
-            info!(objectives, events, ended_before_ms, "event log pruned");
+            debug!(objectives, events, ended_before_ms, "event log pruned");
         }
         Ok(Pruned { objectives, events })
     }

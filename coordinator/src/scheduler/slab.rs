@@ -8,9 +8,16 @@ use swarm_protocol::TaskId;
 
 const CHUNK: usize = 4096;
 
-/// Nodes by dense id.
+/// A chunk of slots and how many hold a node.
+struct Chunk<T> {
+    live: usize,
+    slots: Vec<Option<T>>,
+}
+
+/// Nodes by dense id. A chunk is allocated when its first node arrives and freed when its last
+/// node is removed, so memory follows the live tasks, not the highest id ever handed out.
 pub(crate) struct Slab<T> {
-    chunks: Vec<Vec<Option<T>>>,
+    chunks: Vec<Option<Chunk<T>>>,
 }
 
 impl<T> Default for Slab<T> {
@@ -25,27 +32,61 @@ impl<T> Slab<T> {
         Some((index / CHUNK, index % CHUNK))
     }
 
-    /// Stores a node. Ids must be inserted in increasing order (gaps are allowed).
+    /// Stores a node (replacing any with the same id).
     pub(crate) fn insert(&mut self, id: TaskId, value: T) {
         let Some((chunk, offset)) = Self::position(id) else {
             return;
         };
-        while self.chunks.len() <= chunk {
-            let mut fresh = Vec::with_capacity(CHUNK);
-            fresh.resize_with(CHUNK, || None);
-            self.chunks.push(fresh);
+        if self.chunks.len() <= chunk {
+            self.chunks.resize_with(chunk + 1, || None);
         }
-        self.chunks[chunk][offset] = Some(value);
+        let chunk = self.chunks[chunk].get_or_insert_with(|| {
+            let mut slots = Vec::with_capacity(CHUNK);
+            slots.resize_with(CHUNK, || None);
+            Chunk { live: 0, slots }
+        });
+        if chunk.slots[offset].replace(value).is_none() {
+            chunk.live += 1;
+        }
+    }
+
+    /// Removes a node, freeing its chunk when it was the chunk's last.
+    pub(crate) fn remove(&mut self, id: TaskId) -> Option<T> {
+        let (index, offset) = Self::position(id)?;
+        let slot = self.chunks.get_mut(index)?;
+        let chunk = slot.as_mut()?;
+        let value = chunk.slots.get_mut(offset)?.take()?;
+        chunk.live -= 1;
+        if chunk.live == 0 {
+            *slot = None;
+        }
+        Some(value)
     }
 
     pub(crate) fn get(&self, id: TaskId) -> Option<&T> {
         let (chunk, offset) = Self::position(id)?;
-        self.chunks.get(chunk)?.get(offset)?.as_ref()
+        self.chunks
+            .get(chunk)?
+            .as_ref()?
+            .slots
+            .get(offset)?
+            .as_ref()
     }
 
     pub(crate) fn get_mut(&mut self, id: TaskId) -> Option<&mut T> {
         let (chunk, offset) = Self::position(id)?;
-        self.chunks.get_mut(chunk)?.get_mut(offset)?.as_mut()
+        self.chunks
+            .get_mut(chunk)?
+            .as_mut()?
+            .slots
+            .get_mut(offset)?
+            .as_mut()
+    }
+
+    /// Chunks currently allocated.
+    #[cfg(test)]
+    fn allocated(&self) -> usize {
+        self.chunks.iter().filter(|c| c.is_some()).count()
     }
 }
 
@@ -67,5 +108,27 @@ mod tests {
             *v = 1;
         }
         assert_eq!(slab.get(TaskId(5)), Some(&1));
+    }
+
+    #[test]
+    fn removing_the_last_node_of_a_chunk_frees_it() {
+        let mut slab = Slab::default();
+        let far = TaskId(10 * CHUNK as u64 + 5);
+        slab.insert(TaskId(1), 1);
+        slab.insert(TaskId(2), 2);
+        slab.insert(far, 3);
+        assert_eq!(
+            slab.allocated(),
+            2,
+            "only chunks that hold nodes are allocated"
+        );
+        assert_eq!(slab.remove(TaskId(1)), Some(1));
+        assert_eq!(slab.allocated(), 2);
+        assert_eq!(slab.remove(TaskId(2)), Some(2));
+        assert_eq!(slab.allocated(), 1);
+        assert_eq!(slab.remove(TaskId(2)), None);
+        assert_eq!(slab.get(far), Some(&3));
+        assert_eq!(slab.remove(far), Some(3));
+        assert_eq!(slab.allocated(), 0);
     }
 }

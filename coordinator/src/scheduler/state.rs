@@ -7,7 +7,7 @@
 //! task never waits while a capable agent has room, and a newly ready task only asks the
 //! registry to select an agent when its queue is empty.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,9 @@ pub struct SchedulerState {
     /// Idempotency keys of submitted objectives: the objective and its fingerprint.
     idempotency: FxHashMap<String, (ObjectiveId, u64)>,
     objectives: FxHashMap<ObjectiveId, ObjectiveRun>,
+    /// Finished objectives still in memory, oldest first (only kept track of with a durable
+    /// log, which holds them once they are dropped).
+    finished: VecDeque<ObjectiveId>,
     tasks: Slab<TaskNode>,
     queues: FxHashMap<Capability, ReadyQueue>,
     in_flight: FxHashMap<AgentId, FxHashSet<TaskId>>,
@@ -162,6 +165,7 @@ impl SchedulerState {
             delivery,
             idempotency: FxHashMap::default(),
             objectives: FxHashMap::default(),
+            finished: VecDeque::new(),
             tasks: Slab::default(),
             queues: FxHashMap::default(),
             in_flight: FxHashMap::default(),
@@ -1243,6 +1247,24 @@ impl SchedulerState {
                     let _ = reply.send(summary);
                 }));
             }
+        }
+        if self.journal.is_durable() {
+            self.finished.push_back(id);
+            while self.finished.len() > self.config.keep_finished {
+                if let Some(old) = self.finished.pop_front() {
+                    self.forget(old);
+                }
+            }
+        }
+    }
+
+    /// Drops a finished objective and its tasks from memory (the log still has them).
+    fn forget(&mut self, id: ObjectiveId) {
+        let Some(run) = self.objectives.remove(&id) else {
+            return;
+        };
+        for task in run.tasks {
+            self.tasks.remove(task);
         }
     }
 
