@@ -419,23 +419,13 @@ pub struct Recovered {
 /// How many events recovery reads per query.
 const PAGE: usize = 20_000;
 
-/// Reads the newest snapshot and every event after it, and folds them.
+/// Reads the log as a restart does and folds it: every objective the index holds as
+/// unfinished, from the newest snapshot's model of it plus its events after the snapshot (or
+/// from all its events when the snapshot does not have it). Finished objectives are not read
+/// at all, so restart time follows the unfinished work, not the length of the history.
 pub async fn recover(store: &dyn EventStore) -> Result<Recovered, StoreError> {
     let info = store.info().await?;
-    let (mut replay, snapshot_seq) = match store.latest_snapshot().await? {
-        Some(snapshot) => {
-            let replay: Replay =
-                serde_json::from_slice(&snapshot.body).map_err(|e| StoreError::Corrupt {
-                    path: "snapshot".into(),
-                    what: format!("snapshot at {}", snapshot.seq),
-                    cause: e.to_string(),
-                })?;
-            (replay, snapshot.seq)
-        }
-        None => (Replay::default(), 0),
-    };
-    replay.seq = replay.seq.max(snapshot_seq);
-    let (events_read, _) = fold_after(store, &mut replay, info.last_seq).await?;
+    let (replay, snapshot_seq, events_read) = fold_running(store, info.last_seq).await?;
     let keys = store
         .keyed_objectives()
         .await?
@@ -444,12 +434,58 @@ pub async fn recover(store: &dyn EventStore) -> Result<Recovered, StoreError> {
         .collect();
     Ok(Recovered {
         next_task: info.next_task.max(replay.next_task).max(1),
-        last_seq: info.last_seq.max(replay.seq),
+        last_seq: info.last_seq,
         replay,
         keys,
         events_read,
         snapshot_seq,
     })
+}
+
+/// The newest snapshot, decoded (an empty fold at 0 when there is none).
+async fn latest(store: &dyn EventStore) -> Result<(Replay, u64), StoreError> {
+    match store.latest_snapshot().await? {
+        Some(snapshot) => {
+            let replay: Replay =
+                serde_json::from_slice(&snapshot.body).map_err(|e| StoreError::Corrupt {
+                    path: "snapshot".into(),
+                    what: format!("snapshot at {}", snapshot.seq),
+                    cause: e.to_string(),
+                })?;
+            Ok((replay, snapshot.seq))
+        }
+        None => Ok((Replay::default(), 0)),
+    }
+}
+
+/// The fold, as of event `upto`, of every objective the index holds as unfinished; returns it
+/// with the snapshot it started from and the number of events read. Every event at or below
+/// `upto` must be committed.
+pub async fn fold_running(
+    store: &dyn EventStore,
+    upto: u64,
+) -> Result<(Replay, u64, u64), StoreError> {
+    let (mut snapshot, snapshot_seq) = latest(store).await?;
+    let mut replay = Replay {
+        next_task: snapshot.next_task,
+        ..Replay::default()
+    };
+    let mut read = 0;
+    for id in store.running_objectives().await? {
+        let after = match snapshot.objectives.remove(&id) {
+            Some(model) => {
+                replay.objectives.insert(id, model);
+                snapshot_seq
+            }
+            None => 0,
+        };
+        for record in store.read_objective_range(id, after, upto).await? {
+            read += 1;
+            replay.apply(record);
+        }
+    }
+    replay.seq = upto;
+    Ok((replay, snapshot_seq, read))
 }
 
 /// Folds every event after `replay.seq` up to `until` into `replay`; returns how many were

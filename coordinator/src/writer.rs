@@ -25,7 +25,7 @@ use swarm_store::{EventStore, Snapshot, StoreError};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::journal::{Effects, Journal, now_ms};
-use crate::replay::{Replay, fold_after};
+use crate::replay::fold_running;
 
 /// How the writer commits, snapshots and prunes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,45 +324,32 @@ impl WriterState {
     }
 }
 
-/// Folds the log from the newest snapshot up to `upto` into a new snapshot (`None` if there is
-/// nothing new).
+/// Folds the unfinished objectives as of event `upto` (from the newest snapshot and the events
+/// after it) into a new snapshot (`None` if there is nothing new).
 pub async fn take_snapshot(
     store: &dyn EventStore,
     upto: u64,
 ) -> Result<Option<Snapshot>, StoreError> {
     let started = Instant::now();
-    let mut replay = match store.latest_snapshot().await? {
-        Some(s) => {
-            let mut r: Replay =
-                serde_json::from_slice(&s.body).map_err(|e| StoreError::Corrupt {
-                    path: "snapshot".into(),
-                    what: format!("snapshot at {}", s.seq),
-                    cause: e.to_string(),
-                })?;
-            r.seq = r.seq.max(s.seq);
-            r
-        }
-        None => Replay::default(),
-    };
-    let from = replay.seq;
+    let (replay, from, read) = fold_running(store, upto).await?;
     if from >= upto {
         return Ok(None);
     }
-    let (read, _) = fold_after(store, &mut replay, upto).await?;
     let body = serde_json::to_vec(&replay).map_err(|e| StoreError::Corrupt {
         path: "snapshot".into(),
-        what: format!("snapshot at {}", replay.seq),
+        what: format!("snapshot at {upto}"),
         cause: e.to_string(),
     })?;
     tracing::debug!(
-        seq = replay.seq,
+        seq = upto,
         read,
         objectives = replay.objectives.len(),
+        bytes = body.len(),
         ms = started.elapsed().as_millis() as u64,
         "snapshot taken"
     );
     Ok(Some(Snapshot {
-        seq: replay.seq,
+        seq: upto,
         at_ms: now_ms(),
         body,
     }))

@@ -135,15 +135,13 @@ fn reporting_work(started: UnboundedSender<Task>) -> AgentFactory {
     }))
 }
 
-fn work(name: &str, n: u64) -> TaskSpec {
-    TaskSpec::new(key(name), cap("work")).with_input(json!({ "n": n }))
+/// A task whose input is `{"n": n}` (what `WorkAgent` adds to its upstream sums).
+fn task(name: &str, capability: &str, n: u64) -> TaskSpec {
+    TaskSpec::new(key(name), cap(capability)).with_input(json!({ "n": n }))
 }
 
-fn task_of(spec: TaskSpec, capability: &str) -> TaskSpec {
-    TaskSpec {
-        capability: cap(capability),
-        ..spec
-    }
+fn work(name: &str, n: u64) -> TaskSpec {
+    task(name, "work", n)
 }
 
 fn after(spec: TaskSpec, deps: &[&str]) -> TaskSpec {
@@ -274,7 +272,7 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(1),
     };
-    let mut flaky_task = task_of(TaskSpec::new(key("f"), cap("work")), "flaky");
+    let mut flaky_task = TaskSpec::new(key("f"), cap("flaky"));
     flaky_task.retry = fast_retry;
     let succeeded = swarm
         .submit(Objective::with_tasks(
@@ -282,8 +280,8 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
             vec![
                 TaskSpec::new(key("w"), cap("work")).with_input(json!({"n": 2, "spawn": 2})),
                 flaky_task,
-                task_of(TaskSpec::new(key("u"), cap("work")), "tokens"),
-                task_of(TaskSpec::new(key("k"), cap("work")), "crash"),
+                TaskSpec::new(key("u"), cap("tokens")),
+                TaskSpec::new(key("k"), cap("crash")),
                 after(work("j", 1), &["w", "f", "u", "k"]),
             ],
         ))
@@ -293,8 +291,8 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
         .submit(Objective::with_tasks(
             "a permanent failure",
             vec![
-                task_of(TaskSpec::new(key("p"), cap("work")), "permanent"),
-                task_of(TaskSpec::new(key("b"), cap("work")), "block"),
+                TaskSpec::new(key("p"), cap("permanent")),
+                TaskSpec::new(key("b"), cap("block")),
                 after(work("x", 1), &["p"]),
             ],
         ))
@@ -304,7 +302,7 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
         .submit(Objective::with_tasks(
             "a review",
             vec![
-                task_of(TaskSpec::new(key("r"), cap("work")), "review"),
+                TaskSpec::new(key("r"), cap("review")),
                 after(work("d", 1), &["r"]),
             ],
         ))
@@ -314,7 +312,7 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
         .submit(Objective::with_tasks(
             "cancelled by its user",
             vec![
-                task_of(TaskSpec::new(key("c1"), cap("work")), "block"),
+                TaskSpec::new(key("c1"), cap("block")),
                 after(work("c2", 1), &["c1"]),
             ],
         ))
@@ -543,7 +541,7 @@ async fn an_attempt_running_at_shutdown_runs_again_as_the_next_attempt_and_nothi
             vec![
                 work("s1", 1),
                 work("s2", 2),
-                after(task_of(work("slow", 10), "slow"), &["s1", "s2"]),
+                after(task("slow", "slow", 10), &["s1", "s2"]),
                 after(work("fin", 100), &["slow"]),
             ],
         ))
@@ -751,7 +749,7 @@ async fn pruning_removes_finished_objectives_and_keeps_unfinished_ones() {
             "unfinished",
             vec![
                 work("a", 1),
-                after(task_of(work("h", 10), "hang"), &["a"]),
+                after(task("h", "hang", 10), &["a"]),
                 after(work("z", 1), &["h"]),
             ],
         ))
@@ -826,18 +824,35 @@ async fn a_restart_reads_the_snapshot_and_only_the_events_after_it() {
         .register_agent(reg("hang", &["hang"], 1), hanging(hang_tx))
         .await
         .unwrap();
+    let (review_tx, mut in_review) = unbounded_channel();
+    let drafts = FnAgent::new(move |task: Task, _ctx| {
+        let _ = review_tx.send(task.key.to_string());
+        async { TaskOutcome::failure(FailureKind::InvalidOutput, "needs a person") }
+    });
+    let reviewer = swarm
+        .register_agent(reg("review", &["review"], 2), AgentFactory::shared(drafts))
+        .await
+        .unwrap();
+    // `a` succeeds and `h` hangs before the snapshot; `r1` is approved after it, `r2` only
+    // after the restart.
     let spanning = swarm
         .submit(Objective::with_tasks(
             "spans the snapshot",
             vec![
                 work("a", 1),
-                after(task_of(work("h", 10), "hang"), &["a"]),
-                after(work("z", 1), &["h"]),
+                after(task("h", "hang", 10), &["a"]),
+                TaskSpec::new(key("r1"), cap("review")),
+                TaskSpec::new(key("r2"), cap("review")),
+                after(work("z", 1), &["h", "r1", "r2"]),
             ],
         ))
         .await
         .unwrap();
     let first = next(&mut hang_started, "the hanging attempt").await;
+    for _ in 0..2 {
+        next(&mut in_review, "a draft").await;
+    }
+    settle(&swarm, reviewer.id).await;
     let chain_of_three = |i: usize| {
         Objective::with_tasks(
             format!("filler-{i}"),
@@ -848,10 +863,12 @@ async fn a_restart_reads_the_snapshot_and_only_the_events_after_it() {
             ],
         )
     };
-    for i in 0..10 {
+    for i in 0..15 {
         let id = swarm.submit(chain_of_three(i)).await.unwrap();
         swarm.wait_summary(id, PATIENCE).await.unwrap();
     }
+    let before = swarm.objective(spanning).await.unwrap();
+    assert_eq!(before.task("r1").unwrap().status, TaskStatus::Review);
     // The writer snapshots in the background and nothing tells when a snapshot is saved, so
     // the test takes one itself, the way the writer does (from the writer's newest, if any).
     let store = log_of(&swarm);
@@ -861,14 +878,24 @@ async fn a_restart_reads_the_snapshot_and_only_the_events_after_it() {
     }
     let snapshot_seq = store.latest_snapshot().await.unwrap().unwrap().seq;
     assert!(snapshot_seq >= upto);
-    for i in 10..20 {
+    drop(store);
+    swarm
+        .review(
+            before.task("r1").unwrap().id,
+            ReviewDecision::Approve {
+                output: Some(json!({"sum": 5})),
+            },
+        )
+        .await
+        .unwrap();
+    for i in 15..20 {
         let id = swarm.submit(chain_of_three(i)).await.unwrap();
         swarm.wait_summary(id, PATIENCE).await.unwrap();
     }
-    drop(store);
     finish(swarm).await;
 
-    // What a restart rebuilds from the snapshot and the tail equals the fold of the whole log.
+    // What a restart rebuilds from the snapshot and what followed it equals the fold of the
+    // whole log.
     let found = Swarm::inspect(dir.path()).await.unwrap();
     let direct = SqliteStore::open(SqliteOptions::new(dir.path()))
         .await
@@ -879,16 +906,27 @@ async fn a_restart_reads_the_snapshot_and_only_the_events_after_it() {
         .await
         .unwrap();
     direct.close().await.unwrap();
-    assert_eq!(found.replay, whole);
+    assert_eq!(found.replay.objectives, whole.objectives);
+    assert!(found.next_task >= whole.next_task);
     assert!(found.snapshot_seq >= snapshot_seq);
+    let model = &found.replay.objectives[&spanning];
+    let r1 = model.task(before.task("r1").unwrap().id).unwrap();
+    assert_eq!(
+        r1.status,
+        TaskStatus::Succeeded,
+        "approved after the snapshot"
+    );
 
     let swarm = open_with(frequent()).await;
     let report = swarm.recovery().unwrap();
     assert!(report.snapshot_seq >= snapshot_seq, "{report:?}");
     assert_eq!(report.last_seq, info.last_seq);
-    assert_eq!(report.events_read, report.last_seq - report.snapshot_seq);
     assert!(
-        report.events_read < info.events / 2,
+        report.events_read <= report.last_seq - report.snapshot_seq,
+        "{report:?}"
+    );
+    assert!(
+        report.events_read < info.events,
         "read {} of {} events",
         report.events_read,
         info.events
@@ -905,9 +943,19 @@ async fn a_restart_reads_the_snapshot_and_only_the_events_after_it() {
         .unwrap();
     let second = next(&mut hang_started, "the retried attempt").await;
     assert_eq!((second.id, second.attempt), (first.id, 2));
+    // `r2` is still in review after the restart.
+    swarm
+        .review(
+            before.task("r2").unwrap().id,
+            ReviewDecision::Approve {
+                output: Some(json!({"sum": 7})),
+            },
+        )
+        .await
+        .unwrap();
     let view = swarm.wait(spanning, PATIENCE).await.unwrap();
     assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
-    assert_eq!(sum(&view, "z"), json!(12));
+    assert_eq!(sum(&view, "z"), json!(24), "1 + h's 11 + r1's 5 + r2's 7");
     assert_eq!(
         runs.of("a"),
         1,

@@ -140,6 +140,17 @@ pub trait EventStore: Send + Sync + 'static {
         objective: ObjectiveId,
     ) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>>;
 
+    /// The events of one objective with `after < seq <= upto`, in order.
+    fn read_objective_range(
+        &self,
+        objective: ObjectiveId,
+        after: u64,
+        upto: u64,
+    ) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>>;
+
+    /// The objectives the index holds as running (unfinished), oldest first.
+    fn running_objectives(&self) -> BoxFuture<'_, Result<Vec<ObjectiveId>, StoreError>>;
+
     /// One objective from the index.
     fn objective(
         &self,

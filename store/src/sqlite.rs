@@ -413,6 +413,50 @@ impl EventStore for SqliteStore {
         })
     }
 
+    fn read_objective_range(
+        &self,
+        objective: ObjectiveId,
+        after: u64,
+        upto: u64,
+    ) -> BoxFuture<'_, Result<Vec<EventRecord>, StoreError>> {
+        Box::pin(async move {
+            let Ok(after) = i64::try_from(after) else {
+                return Ok(Vec::new());
+            };
+            let upto = i64::try_from(upto).unwrap_or(i64::MAX);
+            self.read_events(
+                sqlx::query_as(
+                    "SELECT seq, body FROM events WHERE objective = ? AND seq > ? AND seq <= ? \
+                     ORDER BY seq",
+                )
+                .bind(objective.to_string())
+                .bind(after)
+                .bind(upto),
+            )
+            .await
+        })
+    }
+
+    fn running_objectives(&self) -> BoxFuture<'_, Result<Vec<ObjectiveId>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT id FROM objectives WHERE status = 'running' ORDER BY submitted_at_ms, id",
+            )
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_error(&self.path, e))?;
+            rows.into_iter()
+                .map(|(id,)| {
+                    id.parse().map_err(|e| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        what: format!("objective id {id:?}"),
+                        cause: format!("{e}"),
+                    })
+                })
+                .collect()
+        })
+    }
+
     fn objective(
         &self,
         objective: ObjectiveId,
