@@ -90,16 +90,17 @@ pub struct BenchReport {
     pub durable: Option<DurableReport>,
 }
 
-/// A no-op agent that notes each task's allocation latency in its own list (one per agent, so
-/// agents never contend on it; four bytes a task, merged into one histogram at the end).
+/// A no-op agent that notes each task's allocation latency, in microseconds, in its own list
+/// (one per agent, so agents never contend on it; four bytes a task, merged into one histogram
+/// at the end).
 struct LatencyProbe {
-    waits_ns: Arc<Mutex<Vec<u32>>>,
+    waits_us: Arc<Mutex<Vec<u32>>>,
 }
 
 impl Agent for LatencyProbe {
     async fn run(&self, _task: Task, ctx: TaskContext) -> TaskOutcome {
-        let waited = u32::try_from(ctx.ready_at().elapsed().as_nanos()).unwrap_or(u32::MAX);
-        self.waits_ns
+        let waited = u32::try_from(ctx.ready_at().elapsed().as_micros()).unwrap_or(u32::MAX);
+        self.waits_us
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(waited);
@@ -133,8 +134,8 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
 
     let mut probes = Vec::with_capacity(config.agents);
     for i in 0..config.agents {
-        let waits_ns = Arc::new(Mutex::new(Vec::new()));
-        probes.push(waits_ns.clone());
+        let waits_us = Arc::new(Mutex::new(Vec::new()));
+        probes.push(waits_us.clone());
         let registration = Registration {
             name: format!("bench-{i}"),
             capabilities: vec![capabilities[i % capabilities.len()].clone()],
@@ -143,7 +144,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
             cost_hint: None,
         };
         let factory = AgentFactory::new(move || LatencyProbe {
-            waits_ns: waits_ns.clone(),
+            waits_us: waits_us.clone(),
         });
         swarm.register_agent(registration, factory).await?;
     }
@@ -203,7 +204,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     let mut merged = new_histogram()?;
     for probe in probes {
         for &waited in probe.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-            merged.saturating_record(u64::from(waited).max(1));
+            merged.saturating_record((u64::from(waited) * 1_000).max(1));
         }
     }
     let us = |q: f64| merged.value_at_quantile(q) as f64 / 1_000.0;

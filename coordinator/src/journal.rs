@@ -24,10 +24,11 @@ pub trait Journal: Send + 'static {
     /// Ends a handler turn: `effects` happen once every event recorded so far is durable.
     fn commit(&mut self, effects: Effects);
 
-    /// True when events can be read back later (so finished objectives need not stay in
-    /// memory).
-    fn is_durable(&self) -> bool {
-        false
+    /// For a journal whose events can be read back later (so finished objectives need not
+    /// stay in memory): the sequence number of the last event recorded, and of the last one
+    /// durable. `None` for a journal that keeps nothing.
+    fn progress(&self) -> Option<(u64, u64)> {
+        None
     }
 }
 

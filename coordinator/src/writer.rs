@@ -16,7 +16,7 @@
 //! retention.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -75,6 +75,8 @@ pub struct DurableJournal {
     events: Vec<EventRecord>,
     tx: UnboundedSender<Turn>,
     armed: Arc<AtomicBool>,
+    /// The last sequence number the writer committed.
+    committed: Arc<AtomicU64>,
     writer: ActorRef<WriterMsg>,
 }
 
@@ -112,8 +114,8 @@ impl Journal for DurableJournal {
                 .run(Err("the event log writer has stopped".into())),
         }
     }
-    fn is_durable(&self) -> bool {
-        true
+    fn progress(&self) -> Option<(u64, u64)> {
+        Some((self.next_seq, self.committed.load(Ordering::Acquire)))
     }
 }
 
@@ -126,6 +128,7 @@ pub struct WriterArgs {
     store: Arc<dyn EventStore>,
     rx: UnboundedReceiver<Turn>,
     armed: Arc<AtomicBool>,
+    committed: Arc<AtomicU64>,
     config: WriterConfig,
     last_seq: u64,
     last_snapshot: u64,
@@ -153,10 +156,12 @@ pub fn durable_pair(
 ) {
     let (tx, rx) = unbounded_channel();
     let armed = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(last_seq));
     let args = WriterArgs {
         store,
         rx,
         armed: armed.clone(),
+        committed: committed.clone(),
         config,
         last_seq,
         last_snapshot,
@@ -167,6 +172,7 @@ pub fn durable_pair(
         events: Vec::new(),
         tx,
         armed,
+        committed,
         writer,
     };
     (args, journal)
@@ -253,6 +259,8 @@ impl Actor for StoreWriter {
         // A snapshot in progress is only an optimisation; the log has every event.
         if let Some(task) = state.snapshotting.take() {
             task.abort();
+            // Wait for it to go, so the store (and the data directory's lock) is released.
+            let _ = task.await;
         }
         // Turns queued before the stop still become durable (the scheduler stops first).
         state.drain().await?;
@@ -298,6 +306,9 @@ impl WriterState {
                     return Err(err);
                 }
                 self.args.last_seq = records.last().map_or(self.args.last_seq, |r| r.seq);
+                self.args
+                    .committed
+                    .store(self.args.last_seq, Ordering::Release);
                 self.commits += 1;
                 self.events += records.len() as u64;
                 records.clear();

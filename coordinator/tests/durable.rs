@@ -21,7 +21,8 @@ use swarm_coordinator::writer::take_snapshot;
 use swarm_coordinator::{Error, RestartPolicy, StoreConfig, Swarm, SwarmConfig, WriterConfig};
 use swarm_protocol::{
     AgentId, AgentMsg, Event, EventRecord, FailureKind, Objective, ObjectiveId, ObjectiveStatus,
-    RetryPolicy, ReviewDecision, SchedulerError, Task, TaskOutcome, TaskSpec, TaskStatus, Usage,
+    ObjectiveView, RetryPolicy, ReviewDecision, SchedulerError, Task, TaskOutcome, TaskSpec,
+    TaskStatus, Usage,
 };
 use swarm_store::{EventStore, SqliteOptions, SqliteStore};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -148,7 +149,7 @@ fn after(spec: TaskSpec, deps: &[&str]) -> TaskSpec {
     spec.after(deps.iter().map(|d| key(d)))
 }
 
-fn sum(view: &swarm_protocol::ObjectiveView, task: &str) -> Value {
+fn sum(view: &ObjectiveView, task: &str) -> Value {
     view.task(task)
         .unwrap()
         .output
@@ -158,7 +159,7 @@ fn sum(view: &swarm_protocol::ObjectiveView, task: &str) -> Value {
 }
 
 /// The objective rebuilt from its own events in the log, as the scheduler would show it.
-async fn replayed(store: &dyn EventStore, id: ObjectiveId) -> swarm_protocol::ObjectiveView {
+async fn replayed(store: &dyn EventStore, id: ObjectiveId) -> ObjectiveView {
     replay_objective(store, id).await.unwrap().unwrap().0.view()
 }
 
@@ -167,7 +168,13 @@ async fn replayed(store: &dyn EventStore, id: ObjectiveId) -> swarm_protocol::Ob
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_finished_objective_replays_to_exactly_its_live_view() {
     let dir = tempfile::tempdir().unwrap();
-    let swarm = open(dir.path()).await;
+    // Finished objectives stay in the scheduler's memory, so `objective` answers from the live
+    // state rather than from the log.
+    let mut keep_all = config();
+    keep_all.scheduler.keep_finished = 100;
+    let swarm = Swarm::open(keep_all, StoreConfig::new(dir.path()))
+        .await
+        .unwrap();
     let runs = Runs::default();
     swarm
         .register_agent(reg("work", &["work"], 8), counted_work(&runs))
@@ -364,6 +371,9 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
     assert_eq!(ok.task("w-s1").unwrap().spawned_by, Some(w));
     assert_eq!(sum(&ok, "w-s1"), json!(4), "its own 2 + its parent w's 2");
     assert_eq!(sum(&ok, "j"), json!(3), "1 + w's 2");
+    for follow_up in ["w-s0", "w-s1"] {
+        assert_eq!(runs.of(follow_up), 1, "`{follow_up}` ran once");
+    }
     let bad = swarm.wait(failed, PATIENCE).await.unwrap();
     assert_eq!(bad.status, ObjectiveStatus::Failed);
     assert!(bad.failure.as_deref().unwrap().contains("401"), "{bad:#?}");
@@ -435,15 +445,13 @@ async fn a_repeated_submit_under_one_key_creates_one_objective_also_after_a_rest
     let other = Objective::with_tasks("something else", vec![work("t", 2)]);
     let order = || Some("order-42".to_owned());
 
-    let first = swarm
-        .submit_with_key(objective.clone(), order())
-        .await
-        .unwrap();
-    let again = swarm
-        .submit_with_key(objective.clone(), order())
-        .await
-        .unwrap();
-    assert_eq!(again, first);
+    // Two clients racing with one key get one objective.
+    let (first, racing) = tokio::join!(
+        swarm.submit_with_key(objective.clone(), order()),
+        swarm.submit_with_key(objective.clone(), order()),
+    );
+    let first = first.unwrap();
+    assert_eq!(racing.unwrap(), first);
     let view = swarm.wait(first, PATIENCE).await.unwrap();
     assert_eq!(view.status, ObjectiveStatus::Succeeded);
     let after_end = swarm
@@ -962,5 +970,60 @@ async fn a_restart_reads_the_snapshot_and_only_the_events_after_it() {
         "`a` succeeded before the snapshot and did not run again"
     );
     assert_eq!(replayed(&*log_of(&swarm), spanning).await, view);
+    // New work gets task ids past every id in the log, finished objectives' included.
+    let highest = whole_log(&*log_of(&swarm))
+        .await
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::ObjectiveSubmitted {
+                spec, first_task, ..
+            } => Some(first_task.0 + spec.tasks.len() as u64 - 1),
+            _ => None,
+        })
+        .max()
+        .unwrap();
+    let fresh = swarm.submit(chain_of_three(20)).await.unwrap();
+    let fresh = swarm.wait(fresh, PATIENCE).await.unwrap();
+    assert_eq!(fresh.status, ObjectiveStatus::Succeeded);
+    assert!(
+        fresh.tasks.iter().all(|t| t.id.0 > highest),
+        "{:?} reuse ids up to T{highest}",
+        fresh.tasks
+    );
+    finish(swarm).await;
+}
+
+// ---- Finished objectives read back from the log ------------------------------------------------
+
+#[tokio::test]
+async fn an_objective_read_right_after_it_ended_is_never_shown_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut forget_at_once = config();
+    forget_at_once.scheduler.keep_finished = 0;
+    let swarm = Swarm::open(forget_at_once, StoreConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let agent = swarm
+        .register_agent(
+            reg("work", &["work"], 4),
+            AgentFactory::shared(WorkAgent::new()),
+        )
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let id = swarm
+            .submit(Objective::with_tasks(format!("o{i}"), vec![work("x", 1)]))
+            .await
+            .unwrap();
+        // The task's report is queued; the scheduler handles it, and so ends the objective,
+        // before it answers the read.
+        settle(&swarm, agent.id).await;
+        let view = swarm.objective(id).await.unwrap();
+        assert_eq!(
+            view.status,
+            ObjectiveStatus::Succeeded,
+            "round {i}: the scheduler had ended it, the answer shows {view:#?}"
+        );
+    }
     finish(swarm).await;
 }

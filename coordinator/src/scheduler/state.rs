@@ -126,9 +126,10 @@ pub struct SchedulerState {
     /// Idempotency keys of submitted objectives: the objective and its fingerprint.
     idempotency: FxHashMap<String, (ObjectiveId, u64)>,
     objectives: FxHashMap<ObjectiveId, ObjectiveRun>,
-    /// Finished objectives still in memory, oldest first (only kept track of with a durable
-    /// log, which holds them once they are dropped).
-    finished: VecDeque<ObjectiveId>,
+    /// Finished objectives still in memory, oldest first, with the sequence number of the
+    /// event that ended them (only kept track of with a durable log, which holds them once
+    /// they are dropped).
+    finished: VecDeque<(ObjectiveId, u64)>,
     tasks: Slab<TaskNode>,
     queues: FxHashMap<Capability, ReadyQueue>,
     in_flight: FxHashMap<AgentId, FxHashSet<TaskId>>,
@@ -1248,10 +1249,17 @@ impl SchedulerState {
                 }));
             }
         }
-        if self.journal.is_durable() {
-            self.finished.push_back(id);
-            while self.finished.len() > self.config.keep_finished {
-                if let Some(old) = self.finished.pop_front() {
+        if let Some((recorded, durable)) = self.journal.progress() {
+            self.finished.push_back((id, recorded));
+            // Only an objective whose end is durable may be dropped: until then the log would
+            // still show it running.
+            while self.finished.len() > self.config.keep_finished
+                && self
+                    .finished
+                    .front()
+                    .is_some_and(|&(_, end)| end <= durable)
+            {
+                if let Some((old, _)) = self.finished.pop_front() {
                     self.forget(old);
                 }
             }
