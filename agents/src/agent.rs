@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use swarm_protocol::{Task, TaskOutcome};
+use swarm_protocol::{Health, Task, TaskOutcome};
 
 use crate::context::TaskContext;
 
@@ -31,7 +31,27 @@ use crate::context::TaskContext;
 pub trait Agent: Send + Sync + 'static {
     /// Runs one attempt.
     fn run(&self, task: Task, ctx: TaskContext) -> impl Future<Output = TaskOutcome> + Send;
+
+    /// Where the agent reports its own health (a model agent's circuit breaker opening, or a
+    /// rejected API key): the coordinator marks the agent in the registry accordingly, so work
+    /// goes to other agents with the capability. `None` (the default): the agent has no health
+    /// of its own beyond crashing.
+    fn health(&self) -> Option<HealthFeed> {
+        None
+    }
 }
+
+/// An agent's health as the agent itself sees it, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthReport {
+    /// The health.
+    pub health: Health,
+    /// Why (e.g. `circuit open: ... answered 500`).
+    pub reason: String,
+}
+
+/// The latest [`HealthReport`] of an agent, and every change.
+pub type HealthFeed = tokio::sync::watch::Receiver<HealthReport>;
 
 /// The future of one attempt, boxed so agents of every kind fit one actor type.
 pub type AgentFuture = Pin<Box<dyn Future<Output = TaskOutcome> + Send + 'static>>;
@@ -41,11 +61,18 @@ pub type AgentFuture = Pin<Box<dyn Future<Output = TaskOutcome> + Send + 'static
 pub trait DynAgent: Send + Sync + 'static {
     /// Starts one attempt.
     fn start(self: Arc<Self>, task: Task, ctx: TaskContext) -> AgentFuture;
+
+    /// See [`Agent::health`].
+    fn health_feed(&self) -> Option<HealthFeed>;
 }
 
 impl<A: Agent> DynAgent for A {
     fn start(self: Arc<Self>, task: Task, ctx: TaskContext) -> AgentFuture {
         Box::pin(async move { self.run(task, ctx).await })
+    }
+
+    fn health_feed(&self) -> Option<HealthFeed> {
+        self.health()
     }
 }
 

@@ -10,6 +10,9 @@
 //! - [`sink`]: the queue agent actors put reports in, with one doorbell message to the
 //!   scheduler per batch.
 //! - [`builtin`]: agents that ship with swarm ([`NoopAgent`], [`EchoAgent`], [`FnAgent`]).
+//! - [`sim`]: a simulated model server speaking the OpenAI and Anthropic wire formats over
+//!   real HTTP, with scripted latency, errors, 429s and stalls, for the demo, tests and load
+//!   runs.
 //!
 //! # Invariants
 //! This crate does not know the registry or the scheduler's internals: it talks to the
@@ -19,10 +22,11 @@ pub mod actor;
 pub mod agent;
 pub mod builtin;
 pub mod context;
+pub mod sim;
 pub mod sink;
 
 pub use actor::{AgentActor, AgentArgs};
-pub use agent::{Agent, AgentFactory, AgentFuture, DynAgent};
+pub use agent::{Agent, AgentFactory, AgentFuture, DynAgent, HealthFeed, HealthReport};
 pub use builtin::{EchoAgent, FnAgent, NoopAgent, WorkAgent};
 pub use context::TaskContext;
 pub use sink::{ReportInbox, ReportSink, report_queue};

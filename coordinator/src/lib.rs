@@ -139,13 +139,15 @@ impl Swarm {
         config: SwarmConfig,
         journal: Box<dyn Journal>,
     ) -> Result<Self, Error> {
-        Self::start_tree(config, JournalSetup::InMemory(journal), None, None).await
+        let journal = JournalSetup::InMemory(journal);
+        Self::start_tree(config, journal, AgentId(1), None, None).await
     }
 
     /// Opens (or creates) the durable log in `store.data_dir`, rebuilds every unfinished
     /// objective from it, and starts a swarm that commits every state change there before
     /// acting on it. Register agents next: recovered tasks wait in their queues until an agent
-    /// with their capability registers.
+    /// with their capability registers. Agents get ids above every id the log names, so an id
+    /// means one agent across restarts.
     ///
     /// A log that cannot be used (unwritable directory, corrupt or foreign file, a newer
     /// schema) is an error naming the file and the cause.
@@ -177,12 +179,15 @@ impl Swarm {
             ms = report.took.as_millis() as u64,
             "event log opened"
         );
+        // Agents registered from now on get ids no event in the log names.
+        let first_agent = AgentId(recovered.next_agent);
         let setup = JournalSetup::Durable {
             store: log.clone(),
             recovered: Box::new(recovered),
             config: store.writer,
         };
-        let mut swarm = Self::start_tree(config, setup, Some(log), Some(report)).await?;
+        let mut swarm =
+            Self::start_tree(config, setup, first_agent, Some(log), Some(report)).await?;
         swarm.resumed = resumed;
         Ok(swarm)
     }
@@ -193,13 +198,15 @@ impl Swarm {
         Ok(recover(&store).await?)
     }
 
+    /// Starts the supervision tree; the registry hands out agent ids from `first_agent`.
     async fn start_tree(
         config: SwarmConfig,
         journal: JournalSetup,
+        first_agent: AgentId,
         store: Option<Arc<dyn EventStore>>,
         recovery: Option<RecoveryReport>,
     ) -> Result<Self, Error> {
-        let registry = AgentRegistry::new();
+        let registry = AgentRegistry::starting_at(first_agent);
         let (fatal_tx, fatal) = watch::channel(None);
         let args = CoordinatorArgs {
             registry: registry.clone(),

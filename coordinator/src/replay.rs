@@ -408,6 +408,9 @@ pub struct Recovered {
     pub last_seq: u64,
     /// The next task id to hand out.
     pub next_task: u64,
+    /// The next agent id to hand out: past every agent the log registered, so an id names one
+    /// agent across restarts.
+    pub next_agent: u64,
     /// Idempotency keys of every objective still in the log: key, objective, fingerprint.
     pub keys: Vec<(String, ObjectiveId, u64)>,
     /// Events read after the snapshot.
@@ -434,6 +437,7 @@ pub async fn recover(store: &dyn EventStore) -> Result<Recovered, StoreError> {
         .collect();
     Ok(Recovered {
         next_task: info.next_task.max(replay.next_task).max(1),
+        next_agent: info.next_agent.max(1),
         last_seq: info.last_seq,
         replay,
         keys,

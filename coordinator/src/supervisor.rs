@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rustc_hash::FxHashMap;
-use swarm_agents::{AgentActor, AgentArgs, AgentFactory, ReportSink};
+use swarm_agents::{AgentActor, AgentArgs, AgentFactory, HealthFeed, ReportSink};
 use swarm_protocol::{AgentDescriptor, AgentId, AgentMsg, Event, Health, SchedulerMsg};
 use swarm_registry::Registration;
 use tokio::time::Instant;
@@ -89,6 +89,10 @@ struct Supervised {
     factory: AgentFactory,
     max_concurrency: u32,
     actor: Option<ActorRef<AgentMsg>>,
+    /// The agent's own health reports (a model agent's breaker), if it makes any.
+    feed: Option<HealthFeed>,
+    /// Forwards `feed` to the registry and the log.
+    forwarder: Option<tokio::task::JoinHandle<()>>,
     /// Restart times within the current window.
     restarts: VecDeque<Instant>,
 }
@@ -200,18 +204,22 @@ impl SupervisorState {
             }
         };
         self.by_actor.insert(actor.get_id(), id);
+        let feed = factory.make().health_feed();
+        self.record(Event::AgentRegistered {
+            descriptor: descriptor.clone(),
+        });
+        let forwarder = feed.clone().map(|feed| self.forward_health(id, feed));
         self.agents.insert(
             id,
             Supervised {
                 factory,
                 max_concurrency,
                 actor: Some(actor),
+                feed,
+                forwarder,
                 restarts: VecDeque::new(),
             },
         );
-        self.record(Event::AgentRegistered {
-            descriptor: descriptor.clone(),
-        });
         self.tell(SchedulerMsg::AgentAvailable { agent: id });
         Ok(descriptor)
     }
@@ -223,6 +231,9 @@ impl SupervisorState {
             .ok_or(crate::Error::UnknownAgent(agent))?;
         // Out of the registry first, so nothing new is allocated to it.
         let _ = self.registry.deregister(agent);
+        if let Some(forwarder) = &supervised.forwarder {
+            forwarder.abort();
+        }
         if let Some(actor) = supervised.actor {
             self.by_actor.remove(&actor.get_id());
             actor.stop(Some("deregistered".to_owned()));
@@ -302,7 +313,13 @@ impl SupervisorState {
                 if let Some(s) = self.agents.get_mut(&agent) {
                     s.actor = Some(actor);
                 }
-                let _ = self.registry.set_health(agent, Health::Up);
+                // Back to what the agent itself reports (an open breaker stays open).
+                let health = self
+                    .agents
+                    .get(&agent)
+                    .and_then(|s| s.feed.as_ref())
+                    .map_or(Health::Up, |feed| feed.borrow().health);
+                let _ = self.registry.set_health(agent, health);
                 self.record(Event::AgentRestarted {
                     agent,
                     restarts,
@@ -314,6 +331,34 @@ impl SupervisorState {
                 tracing::error!(agent_id = %agent, %err, "agent could not be restarted; it stays down");
             }
         }
+    }
+
+    /// Follows an agent's own health reports: each change marks it in the registry and is
+    /// recorded (a report that arrives while the actor is down for a restart is overridden
+    /// by the restart, which reapplies the latest report); one that lets it take work again wakes the
+    /// scheduler for it.
+    fn forward_health(&self, agent: AgentId, mut feed: HealthFeed) -> tokio::task::JoinHandle<()> {
+        let registry = self.registry.clone();
+        let scheduler = self.scheduler.clone();
+        tokio::spawn(async move {
+            while feed.changed().await.is_ok() {
+                let report = feed.borrow_and_update().clone();
+                let Ok(previous) = registry.set_health(agent, report.health) else {
+                    break; // deregistered
+                };
+                if previous == report.health {
+                    continue;
+                }
+                let _ = scheduler.cast(SchedulerMsg::Record(Event::AgentHealthChanged {
+                    agent,
+                    health: report.health,
+                    reason: report.reason,
+                }));
+                if report.health.accepts_work() {
+                    let _ = scheduler.cast(SchedulerMsg::AgentAvailable { agent });
+                }
+            }
+        })
     }
 
     fn record(&self, event: Event) {

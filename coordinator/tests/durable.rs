@@ -1027,3 +1027,50 @@ async fn an_objective_read_right_after_it_ended_is_never_shown_running() {
     }
     finish(swarm).await;
 }
+
+// ---- Agent ids --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn agent_ids_stay_unique_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = || AgentFactory::shared(WorkAgent::new());
+    let swarm = open(dir.path()).await;
+    let a = swarm
+        .register_agent(reg("a", &["work"], 1), work())
+        .await
+        .unwrap();
+    let b = swarm
+        .register_agent(reg("b", &["work"], 1), work())
+        .await
+        .unwrap();
+    finish(swarm).await;
+
+    // The same agent registering again after a restart is a new agent in the log.
+    let swarm = open(dir.path()).await;
+    let again = swarm
+        .register_agent(reg("a", &["work"], 1), work())
+        .await
+        .unwrap();
+    assert!(
+        again.id > a.id && again.id > b.id,
+        "{} after {} and {}",
+        again.id,
+        a.id,
+        b.id
+    );
+    finish(swarm).await;
+
+    // Every turn still queued was committed at shutdown, so the reopened log has all three.
+    let swarm = open(dir.path()).await;
+    let registered: Vec<AgentId> = whole_log(&*log_of(&swarm))
+        .await
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::AgentRegistered { descriptor } => Some(descriptor.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(registered, [a.id, b.id, again.id]);
+    assert_eq!(registered.iter().collect::<BTreeSet<_>>().len(), 3);
+    finish(swarm).await;
+}

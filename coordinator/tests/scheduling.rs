@@ -544,3 +544,65 @@ async fn a_burst_spreads_over_small_agents_and_batches_on_large_ones() {
     );
     finish(swarm).await;
 }
+
+#[tokio::test]
+async fn a_permanent_failure_fails_over_to_another_agent_or_fails_the_task() {
+    let (swarm, _events) = start().await;
+    let refused = Arc::new(AtomicU32::new(0));
+    let counter = refused.clone();
+    let refusing = FnAgent::new(move |_task, _ctx| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { TaskOutcome::failure(FailureKind::Permanent, "401 invalid api key") }
+    });
+    let refuser = swarm
+        .register_agent(reg("refuses", &["x"], 4), AgentFactory::shared(refusing))
+        .await
+        .unwrap();
+    // Alone, the refusing agent fails the task at once, with its message.
+    let lone = swarm
+        .submit(Objective::with_tasks(
+            "alone",
+            vec![TaskSpec::new(key("a"), cap("x"))],
+        ))
+        .await
+        .unwrap();
+    let view = swarm.wait(lone, PATIENCE).await.unwrap();
+    assert_eq!(view.status, ObjectiveStatus::Failed);
+    let task = view.task("a").unwrap();
+    assert_eq!(task.attempts, 1, "no retry on the agent that refused");
+    assert!(
+        task.error
+            .as_deref()
+            .unwrap()
+            .contains("401 invalid api key")
+    );
+
+    // With a fallback agent, tasks the first one refuses move to it.
+    swarm
+        .register_agent(reg("works", &["x"], 4), AgentFactory::shared(EchoAgent))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| TaskSpec::new(key(&format!("t{i}")), cap("x")))
+        .collect();
+    let before = refused.load(Ordering::SeqCst);
+    let id = swarm
+        .submit(Objective::with_tasks("fallback", tasks))
+        .await
+        .unwrap();
+    let view = swarm.wait(id, PATIENCE).await.unwrap();
+    assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
+    assert!(
+        refused.load(Ordering::SeqCst) > before,
+        "the refusing agent got some tasks"
+    );
+    for t in &view.tasks {
+        assert_ne!(
+            t.agent,
+            Some(refuser.id),
+            "{} finished on the refusing agent",
+            t.key
+        );
+    }
+    finish(swarm).await;
+}

@@ -110,7 +110,7 @@ struct Inner<H> {
     known: DashSet<Capability>,
     /// Ids drawn by `reserve_id` and not yet registered.
     reserved: DashSet<AgentId>,
-    /// The number of the next agent id; starts at 1.
+    /// The number of the next agent id; starts at 1 unless given by `starting_at`.
     next_id: AtomicU64,
 }
 
@@ -155,8 +155,15 @@ impl<H: Clone + Send + Sync + 'static> Default for Registry<H> {
 }
 
 impl<H: Clone + Send + Sync + 'static> Registry<H> {
-    /// An empty registry.
+    /// An empty registry that hands out ids from `A1`.
     pub fn new() -> Self {
+        Self::starting_at(AgentId(1))
+    }
+
+    /// An empty registry whose first id is `first_id` (`A1` if given `A0`); later ids count up
+    /// from there. A coordinator that restarts on a durable log starts past every id the log
+    /// names, so that an id means one agent across the whole log, not only within one run.
+    pub fn starting_at(first_id: AgentId) -> Self {
         Self {
             inner: Arc::new(Inner {
                 agents: DashMap::new(),
@@ -164,14 +171,15 @@ impl<H: Clone + Send + Sync + 'static> Registry<H> {
                 names: DashMap::new(),
                 known: DashSet::new(),
                 reserved: DashSet::new(),
-                next_id: AtomicU64::new(1),
+                next_id: AtomicU64::new(first_id.0.max(1)),
             }),
         }
     }
 
-    /// Adds an agent under the next id (`A1`, `A2`, ...), `Up` with nothing in flight, and
-    /// returns its descriptor. Refuses an empty capability list, a `max_concurrency` of 0 and
-    /// a name already in use, in that order; a refused registration uses up no id.
+    /// Adds an agent under the next id (`A1`, `A2`, ..., or on from the first id given to
+    /// [`Registry::starting_at`]), `Up` with nothing in flight, and returns its descriptor.
+    /// Refuses an empty capability list, a `max_concurrency` of 0 and a name already in use, in
+    /// that order; a refused registration uses up no id.
     pub fn register(&self, reg: Registration, handle: H) -> Result<AgentDescriptor, Error> {
         self.insert(reg, handle, IdSource::Next)
     }
@@ -262,6 +270,18 @@ impl<H: Clone + Send + Sync + 'static> Registry<H> {
         })
     }
 
+    /// Like [`Registry::select`], never choosing `except`: where a task goes after that agent
+    /// refused it for good. Scans the capability's pool; for failure paths, not the hot path.
+    pub fn select_other(&self, capability: &Capability, except: AgentId) -> Option<Lease<H>> {
+        let pool = self.inner.pools.get(capability)?;
+        let slot = pool.acquire_other(except)?;
+        Some(Lease {
+            agent: slot.id(),
+            handle: slot.handle(),
+            capacity: slot.capacity(),
+        })
+    }
+
     /// Takes a slot on this agent if it accepts work and has room.
     pub fn try_acquire(&self, id: AgentId) -> Option<Lease<H>> {
         let slot = self.inner.agents.get(&id)?;
@@ -278,6 +298,16 @@ impl<H: Clone + Send + Sync + 'static> Registry<H> {
         if let Some(slot) = self.inner.agents.get(&id) {
             slot.release();
         }
+    }
+
+    /// True if an agent other than `except` has the capability and accepts work now (it may
+    /// be full): where a task that `except` refused for good can go instead. Linear in the
+    /// capability's pool; for failure paths, not for selection.
+    pub fn has_other_available(&self, capability: &Capability, except: AgentId) -> bool {
+        self.inner
+            .pools
+            .get(capability)
+            .is_some_and(|pool| pool.has_other_accepting(except))
     }
 
     /// True if any agent ever declared this capability, even if none is registered now; a
@@ -512,6 +542,45 @@ mod tests {
             registry.capabilities(AgentId(1)),
             Some(vec![cap("x"), cap("y")])
         );
+    }
+
+    #[test]
+    fn a_registry_starting_at_an_id_hands_out_ids_from_there() {
+        let registry = Registry::<()>::starting_at(AgentId(8));
+        assert_eq!(register(&registry, "a", &["x"], 1, ()), AgentId(8));
+        assert_eq!(registry.reserve_id(), AgentId(9));
+        assert_eq!(register(&registry, "b", &["x"], 1, ()), AgentId(10));
+        // There is no A0: ids start at 1 whatever the caller asks.
+        let registry = Registry::<()>::starting_at(AgentId(0));
+        assert_eq!(register(&registry, "a", &["x"], 1, ()), AgentId(1));
+    }
+
+    #[test]
+    fn another_available_agent_is_found_only_if_it_accepts_work() {
+        let registry = Registry::<()>::new();
+        let a = register(&registry, "a", &["x"], 1, ());
+        assert!(!registry.has_other_available(&cap("x"), a), "alone");
+        let b = register(&registry, "b", &["x"], 1, ());
+        assert!(registry.has_other_available(&cap("x"), a));
+        // Full still counts (the task waits for it); down does not.
+        let lease = registry.try_acquire(b);
+        assert!(lease.is_some());
+        assert!(registry.has_other_available(&cap("x"), a));
+        registry.release(b);
+        assert_eq!(
+            registry.select_other(&cap("x"), a).map(|l| l.agent),
+            Some(b)
+        );
+        assert_eq!(
+            registry.select_other(&cap("x"), b).map(|l| l.agent),
+            Some(a)
+        );
+        registry
+            .set_health(b, Health::Down)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!registry.has_other_available(&cap("x"), a));
+        assert!(registry.select_other(&cap("x"), a).is_none());
+        assert!(!registry.has_other_available(&cap("nope"), a));
     }
 
     #[test]

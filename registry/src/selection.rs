@@ -54,6 +54,13 @@ impl<H> Pool<H> {
         self.members.is_empty()
     }
 
+    /// True if a member other than `except` accepts work (full or not).
+    pub(crate) fn has_other_accepting(&self, except: AgentId) -> bool {
+        self.members
+            .iter()
+            .any(|slot| slot.id() != except && slot.health().accepts_work() && !slot.is_retired())
+    }
+
     /// Chooses a member and takes one of its slots; `None` when no member accepts work and has
     /// room (or, under heavy contention, when every try lost its race; see
     /// [`Pool::acquire_by_scan`]).
@@ -78,6 +85,18 @@ impl<H> Pool<H> {
         let tries = self.members.len().saturating_mul(2).max(1);
         for _ in 0..tries {
             let (slot, _) = best(self.members.iter())?;
+            if slot.try_acquire() {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// Like a scan, leaving out `except` (for a task that agent refused for good).
+    pub(crate) fn acquire_other(&self, except: AgentId) -> Option<&Arc<Slot<H>>> {
+        let tries = self.members.len().saturating_mul(2).max(1);
+        for _ in 0..tries {
+            let (slot, _) = best(self.members.iter().filter(|s| s.id() != except))?;
             if slot.try_acquire() {
                 return Some(slot);
             }

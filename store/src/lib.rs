@@ -104,6 +104,9 @@ pub struct StoreInfo {
     pub last_seq: u64,
     /// One past the highest task id any committed event allocated (1 for an empty log).
     pub next_task: u64,
+    /// One past the highest agent id any committed event registered (1 for an empty log), so
+    /// a restarted coordinator hands out ids no event in the log names.
+    pub next_agent: u64,
     /// Events currently in the log (after pruning).
     pub events: u64,
 }

@@ -15,7 +15,7 @@
 //! [`StoreError::Foreign`] and never changed. The schema is versioned with sqlx migrations
 //! (`store/migrations/`); a file that has applied a version this binary does not know is refused
 //! as [`StoreError::NewerSchema`]. The SQL is kept to what PostgreSQL also accepts, except the
-//! `PRAGMA`s and `INTEGER PRIMARY KEY`/`BLOB` in the migrations.
+//! `PRAGMA`s, `INTEGER PRIMARY KEY`/`BLOB` and the `json_extract` backfill in the migrations.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -77,6 +77,13 @@ fn migrations() -> Vec<Migration> {
             "snapshots, indexes for reading and pruning, event counter".into(),
             MigrationType::Simple,
             SqlStr::from_static(include_str!("../migrations/0002_snapshots.sql")),
+            false,
+        ),
+        Migration::new(
+            3,
+            "next agent id counter".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../migrations/0003_next_agent.sql")),
             false,
         ),
     ]
@@ -370,6 +377,7 @@ impl EventStore for SqliteStore {
             Ok(StoreInfo {
                 last_seq: counters.last_seq,
                 next_task: counters.next_task,
+                next_agent: counters.next_agent,
                 events: counters.events,
             })
         })
@@ -658,6 +666,7 @@ impl Writer {
 struct Counters {
     last_seq: u64,
     next_task: u64,
+    next_agent: u64,
     events: u64,
 }
 
@@ -665,11 +674,13 @@ impl Counters {
     fn from_rows(path: &Path, rows: Vec<(String, i64)>) -> Result<Self, StoreError> {
         let mut last_seq = None;
         let mut next_task = None;
+        let mut next_agent = None;
         let mut events = None;
         for (key, value) in rows {
             let slot = match key.as_str() {
                 "last_seq" => &mut last_seq,
                 "next_task" => &mut next_task,
+                "next_agent" => &mut next_agent,
                 "events" => &mut events,
                 _ => continue,
             };
@@ -683,6 +694,7 @@ impl Counters {
         Ok(Self {
             last_seq: last_seq.ok_or_else(|| missing("last_seq"))?,
             next_task: next_task.ok_or_else(|| missing("next_task"))?,
+            next_agent: next_agent.ok_or_else(|| missing("next_agent"))?,
             events: events.ok_or_else(|| missing("events"))?,
         })
     }
@@ -697,6 +709,8 @@ struct Batch {
     ended: Vec<EndRow>,
     /// One past the highest task id the batch allocates (0 if it allocates none).
     next_task: u64,
+    /// One past the highest agent id the batch registers (0 if it registers none).
+    next_agent: u64,
 }
 
 struct EventRow {
@@ -733,6 +747,7 @@ impl Batch {
         let mut submitted_at: HashMap<ObjectiveId, usize> = HashMap::new();
         let mut ended_at: HashMap<ObjectiveId, usize> = HashMap::new();
         let mut next_task = 0_u64;
+        let mut next_agent = 0_u64;
         let mut previous: Option<u64> = None;
         for record in records {
             if let Some(previous) = previous
@@ -774,6 +789,10 @@ impl Batch {
                     first_task, tasks, ..
                 } => {
                     next_task = next_task.max(first_task.0.saturating_add(tasks.len() as u64));
+                    None
+                }
+                Event::AgentRegistered { descriptor } => {
+                    next_agent = next_agent.max(descriptor.id.0.saturating_add(1));
                     None
                 }
                 Event::ObjectiveSucceeded { objective } => {
@@ -822,6 +841,7 @@ impl Batch {
             submitted,
             ended,
             next_task,
+            next_agent,
         })
     }
 }
@@ -893,14 +913,20 @@ async fn append_in(
 
     sqlx::query(
         "UPDATE meta SET value = CASE key \
-         WHEN 'last_seq' THEN ? WHEN 'next_task' THEN ? ELSE value + ? END \
-         WHERE key IN ('last_seq', 'next_task', 'events')",
+         WHEN 'last_seq' THEN ? WHEN 'next_task' THEN ? WHEN 'next_agent' THEN ? \
+         ELSE value + ? END \
+         WHERE key IN ('last_seq', 'next_task', 'next_agent', 'events')",
     )
     .bind(to_i64(path, "seq", batch.last_seq)?)
     .bind(to_i64(
         path,
         "task id",
         counters.next_task.max(batch.next_task),
+    )?)
+    .bind(to_i64(
+        path,
+        "agent id",
+        counters.next_agent.max(batch.next_agent),
     )?)
     .bind(to_i64(path, "event count", count as u64)?)
     .execute(&mut *tx)

@@ -76,6 +76,8 @@ struct TaskNode {
     queued: Option<u64>,
     /// True while the task waits for a retry backoff to pass.
     retry_due: bool,
+    /// An agent that refused the task for good; it is not given the task again.
+    avoid: Option<AgentId>,
     ready_at: Instant,
 }
 
@@ -345,6 +347,7 @@ impl SchedulerState {
                     spawned_by: parent,
                     queued: None,
                     retry_due: false,
+                    avoid: None,
                     ready_at: Instant::now(),
                 },
             );
@@ -605,14 +608,20 @@ impl SchedulerState {
         let Some(node) = self.tasks.get(id) else {
             return;
         };
-        let (priority, capability) = (node.priority, node.capability.clone());
+        let (priority, capability, avoid) = (node.priority, node.capability.clone(), node.avoid);
         let queue_empty = self
             .queues
             .get(&capability)
             .is_none_or(ReadyQueue::is_empty);
-        if queue_empty && let Some(lease) = self.lease_for_burst(&capability) {
-            self.assign(id, lease);
-            return;
+        if queue_empty {
+            let lease = match avoid {
+                None => self.lease_for_burst(&capability),
+                Some(agent) => self.registry.select_other(&capability, agent),
+            };
+            if let Some(lease) = lease {
+                self.assign(id, lease);
+                return;
+            }
         }
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -724,7 +733,11 @@ impl SchedulerState {
                 let tasks = &self.tasks;
                 let head =
                     queue.peek(|e| tasks.get(e.task).is_some_and(|n| n.queued == Some(e.seq)));
+                // A head this agent refused for good waits for another agent.
+                let refused =
+                    head.is_some_and(|h| tasks.get(h.task).is_some_and(|n| n.avoid == Some(agent)));
                 if let Some(head) = head
+                    && !refused
                     && best.is_none_or(|(b, _)| head > b)
                 {
                     best = Some((head, i));
@@ -1055,22 +1068,32 @@ impl SchedulerState {
         };
         // Attempts lost to crashing agents are not the task's failures: they do not count here.
         let failed_attempts = node.attempt.saturating_sub(node.lost);
-        let retry = kind.is_retryable()
-            && failed_attempts
-                < node
-                    .retry
-                    .max_attempts
-                    .min(RetryPolicy::MAX_ATTEMPTS_CEILING);
+        let budget_left = failed_attempts
+            < node
+                .retry
+                .max_attempts
+                .min(RetryPolicy::MAX_ATTEMPTS_CEILING);
+        // A permanent failure is permanent on that agent (a rejected key, an unknown model, a
+        // request that model refuses): the task fails over to another agent with the
+        // capability if one can take work now, and fails otherwise.
+        let fail_over = kind == FailureKind::Permanent
+            && agent.is_some_and(|a| self.registry.has_other_available(&node.capability, a));
+        let retry = (kind.is_retryable() || fail_over) && budget_left;
         if !retry {
             self.fail_task(id, agent, kind, message, partial, spent);
             return;
         }
-        let ceiling = node.retry.backoff_ceiling(node.attempt + 1);
-        let jitter = Duration::from_nanos(
-            self.rng
-                .u64(0..=u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX)),
-        );
-        let delay = jitter.max(retry_after);
+        let delay = if fail_over {
+            node.avoid = agent;
+            Duration::ZERO
+        } else {
+            let ceiling = node.retry.backoff_ceiling(node.attempt + 1);
+            let jitter = Duration::from_nanos(
+                self.rng
+                    .u64(0..=u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX)),
+            );
+            jitter.max(retry_after)
+        };
         node.status = TaskStatus::Ready;
         node.retry_due = true;
         node.error = Some(message.clone());

@@ -147,6 +147,19 @@ fn submitted(objective: ObjectiveId, first_task: u64, key: Option<&str>) -> Even
     }
 }
 
+fn registered(agent: u64) -> Event {
+    Event::AgentRegistered {
+        descriptor: AgentDescriptor {
+            id: AgentId(agent),
+            name: format!("agent-{agent}"),
+            capabilities: vec![Capability::new("echo").unwrap()],
+            max_concurrency: 1,
+            labels: Default::default(),
+            cost_hint: None,
+        },
+    }
+}
+
 fn agent_event(agent: u64) -> Event {
     Event::AgentHealthChanged {
         agent: AgentId(agent),
@@ -172,6 +185,7 @@ async fn every_kind_round_trips() {
         StoreInfo {
             last_seq: 0,
             next_task: 1,
+            next_agent: 1,
             events: 0
         }
     );
@@ -183,12 +197,13 @@ async fn every_kind_round_trips() {
     assert_eq!(store.read_after(5, 3).await.unwrap(), batch[5..8]);
     assert!(store.read_after(18, 10).await.unwrap().is_empty());
     assert!(store.read_after(u64::MAX, 10).await.unwrap().is_empty());
-    // The submit allocates T3 (one task); the spawn T9 and T10.
+    // The submit allocates T3 (one task); the spawn T9 and T10; the registration A1.
     assert_eq!(
         store.info().await.unwrap(),
         StoreInfo {
             last_seq: 18,
             next_task: 11,
+            next_agent: 2,
             events: 18
         }
     );
@@ -436,12 +451,13 @@ async fn a_schema_1_log_is_migrated() {
     }
 
     let store = open(dir.path()).await;
-    // Migration 2 backfilled the event counter.
+    // Migration 2 backfilled the event counter; migration 3 found no agent.
     assert_eq!(
         store.info().await.unwrap(),
         StoreInfo {
             last_seq: 1,
             next_task: 3,
+            next_agent: 1,
             events: 1
         }
     );
@@ -468,7 +484,122 @@ async fn a_schema_1_log_is_migrated() {
             .fetch_all(&store.readers)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_schema_2_log_is_migrated_with_the_next_agent_backfilled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let objective = ObjectiveId::new();
+    let old = vec![
+        registered(3),
+        registered(5),
+        agent_event(5),
+        submitted(objective, 1, None),
+        // A7's registration was pruned; the running objective still names it.
+        Event::TaskStarted {
+            objective,
+            task: TaskId(1),
+            attempt: 1,
+            agent: AgentId(7),
+        },
+    ];
+    let old = records(1, 1000, old);
+    {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "PRAGMA application_id = {APPLICATION_ID}"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let first_two = migrations().into_iter().take(2).collect();
+        Migrator::with_migrations(first_two)
+            .run(&mut conn)
+            .await
+            .unwrap();
+        // Rows as schema 2 wrote them (the objective index is not needed here).
+        for record in &old {
+            sqlx::query(
+                "INSERT INTO events (seq, at_ms, objective, kind, body) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(record.seq as i64)
+            .bind(record.at_ms as i64)
+            .bind(record.event.objective().map(|o| o.to_string()))
+            .bind(kind(&record.event))
+            .bind(serde_json::to_string(record).unwrap())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "UPDATE meta SET value = CASE key WHEN 'next_task' THEN 3 ELSE 5 END \
+             WHERE key IN ('last_seq', 'next_task', 'events')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+
+    let store = open(dir.path()).await;
+    assert_eq!(
+        store.info().await.unwrap(),
+        StoreInfo {
+            last_seq: 5,
+            next_task: 3,
+            next_agent: 8,
+            events: 5
+        }
+    );
+    assert_eq!(store.read_after(0, 10).await.unwrap(), old);
+    // A lower registration leaves the counter; a higher one raises it.
+    store
+        .append(&records(6, 2000, vec![registered(2)]))
+        .await
+        .unwrap();
+    assert_eq!(store.info().await.unwrap().next_agent, 8);
+    store
+        .append(&records(7, 2000, vec![registered(10)]))
+        .await
+        .unwrap();
+    assert_eq!(store.info().await.unwrap().next_agent, 11);
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&store.readers)
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn next_agent_follows_the_highest_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store
+        .append(&records(1, 1, vec![registered(4), registered(2)]))
+        .await
+        .unwrap();
+    assert_eq!(store.info().await.unwrap().next_agent, 5);
+    store
+        .append(&records(3, 2, vec![registered(3), agent_event(4)]))
+        .await
+        .unwrap();
+    assert_eq!(store.info().await.unwrap().next_agent, 5);
+    store.close().await.unwrap();
+
+    // The counter survives a reopen, and a prune of the registrations.
+    let store = open(dir.path()).await;
+    assert_eq!(store.prune(u64::MAX).await.unwrap().events, 4);
+    let info = store.info().await.unwrap();
+    assert_eq!((info.events, info.next_agent), (0, 5));
 }
 
 #[tokio::test]
@@ -498,7 +629,7 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::NewerSchema {
                 found: 999,
-                known: 2,
+                known: 3,
                 ..
             }
         ),

@@ -1,0 +1,66 @@
+//! Counters of the requests a simulated model server received, so a test can assert how many
+//! reached it (none while a breaker was open, say).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+
+use super::state::SimState;
+
+/// A model endpoint of the simulated server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    /// OpenAI-compatible `POST /v1/chat/completions`.
+    ChatCompletions,
+    /// Anthropic `POST /v1/messages`.
+    Messages,
+}
+
+/// The requests received per endpoint and status, counted on arrival with the status the
+/// server decided for them (a streamed or stalled answer counts as 200).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimStats {
+    /// Request counts by endpoint, then by status.
+    pub requests: BTreeMap<Endpoint, BTreeMap<u16, u64>>,
+}
+
+impl SimStats {
+    /// Requests to every model endpoint.
+    pub fn total(&self) -> u64 {
+        self.requests.values().flat_map(BTreeMap::values).sum()
+    }
+
+    /// Requests to `endpoint`, whatever their status.
+    pub fn count(&self, endpoint: Endpoint) -> u64 {
+        self.requests
+            .get(&endpoint)
+            .map_or(0, |by_status| by_status.values().sum())
+    }
+
+    /// Requests to `endpoint` answered `status`.
+    pub fn count_status(&self, endpoint: Endpoint, status: u16) -> u64 {
+        self.requests
+            .get(&endpoint)
+            .and_then(|by_status| by_status.get(&status))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub(super) fn record(&mut self, endpoint: Endpoint, status: u16) {
+        *self
+            .requests
+            .entry(endpoint)
+            .or_default()
+            .entry(status)
+            .or_default() += 1;
+    }
+}
+
+/// `GET /sim/stats`.
+pub(super) async fn stats_json(State(state): State<Arc<SimState>>) -> Json<SimStats> {
+    Json(state.stats())
+}
