@@ -195,7 +195,8 @@ impl SimHandle {
     }
 
     /// Stops the server: no new connection is accepted, open streams (stalled ones too) end,
-    /// and this returns once every connection has closed or [`SHUTDOWN_TIMEOUT`] has passed.
+    /// and this returns once every connection has closed or five seconds have passed
+    /// (then it aborts the server task).
     pub async fn shutdown(mut self) -> Result<(), Error> {
         self.shutdown.send_replace(true);
         let Some(mut task) = self.task.take() else {

@@ -91,6 +91,28 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         snapshot_every: u64,
     },
+    /// Serve a simulated model API (OpenAI-compatible and Anthropic wire formats) on
+    /// 127.0.0.1, for demos and tests without an API key.
+    SimModel {
+        /// The port.
+        #[arg(long, default_value_t = 8089)]
+        port: u16,
+        /// Seed of the generated answers.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Fraction of requests answered with an error (0 to 1).
+        #[arg(long, default_value_t = 0.0)]
+        error_rate: f64,
+        /// Requests per minute before answering 429 with Retry-After.
+        #[arg(long)]
+        rate_limit: Option<u32>,
+        /// Milliseconds before the first token, and between tokens.
+        #[arg(long, num_args = 2, value_names = ["FIRST", "EACH"])]
+        latency_ms: Option<Vec<u64>>,
+        /// A JSON file with the full simulation settings (overrides the flags above).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Rebuild one objective from the event log alone and print its chain of work.
     Replay {
         /// The objective.
@@ -273,6 +295,37 @@ fn run() -> anyhow::Result<()> {
             data_dir,
             json,
         } => runtime.block_on(print_replay(objective, data_dir, json))?,
+        Command::SimModel {
+            port,
+            seed,
+            error_rate,
+            rate_limit,
+            latency_ms,
+            config,
+        } => {
+            let config = match config {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not a simulation config", path.display()))?
+                }
+                None => {
+                    let mut config = swarm_agents::sim::SimConfig {
+                        seed,
+                        error_rate,
+                        rate_limit,
+                        ..Default::default()
+                    };
+                    if let Some([first, each]) = latency_ms.as_deref() {
+                        config.latency = swarm_agents::sim::Latency::fixed(*first, *each);
+                    }
+                    config
+                }
+            };
+            eprintln!("simulated model API on http://127.0.0.1:{port}/v1 (Ctrl-C stops it)");
+            runtime.block_on(swarm_agents::sim::serve(config, port))?;
+        }
     }
     Ok(())
 }
