@@ -22,6 +22,7 @@ pub mod actor;
 pub mod agent;
 pub mod builtin;
 pub mod context;
+pub mod model;
 pub mod sim;
 pub mod sink;
 

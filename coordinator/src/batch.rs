@@ -52,6 +52,8 @@ pub struct BatchConfig {
     pub exec_log: Option<PathBuf>,
     /// Submissions in flight at once.
     pub parallel_submits: usize,
+    /// Model agents to register too (`swarm.toml`).
+    pub config: Option<crate::config::Config>,
 }
 
 /// How a batch run ended.
@@ -135,6 +137,13 @@ pub async fn run(config: BatchConfig) -> Result<BatchOutcome, Error> {
                 AgentFactory::shared(EchoAgent),
             )
             .await?;
+    }
+
+    if let Some(config) = &config.config {
+        for agent in &config.agents {
+            let (registration, factory, _) = agent.build()?;
+            swarm.register_agent(registration, factory).await?;
+        }
     }
 
     let swarm = Arc::new(swarm);

@@ -19,6 +19,7 @@
 
 pub mod batch;
 pub mod bench;
+pub mod config;
 pub mod coordinator;
 pub mod demo;
 pub mod error;

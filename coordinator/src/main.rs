@@ -71,6 +71,9 @@ enum Command {
         /// Built-in `work` agents to register (and as many `echo` agents).
         #[arg(long, default_value_t = 4)]
         agents: usize,
+        /// A `swarm.toml` whose model agents are registered too.
+        #[arg(long, env = "SWARM_CONFIG")]
+        config: Option<PathBuf>,
         /// Each agent's concurrency limit.
         #[arg(long, default_value_t = 8)]
         concurrency: u32,
@@ -268,7 +271,11 @@ fn run() -> anyhow::Result<()> {
             no_fsync,
             retention,
             snapshot_every,
+            config,
         } => {
+            let config = config
+                .map(|path| swarm_coordinator::config::Config::load(&path))
+                .transpose()?;
             let mut store = StoreConfig::new(data_dir);
             store.fsync = !no_fsync;
             store.writer.retention = retention;
@@ -280,6 +287,7 @@ fn run() -> anyhow::Result<()> {
                 concurrency,
                 exec_log,
                 parallel_submits: 64,
+                config,
             };
             let outcome = runtime.block_on(batch::run(config))?;
             eprintln!(

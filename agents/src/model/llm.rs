@@ -1,0 +1,534 @@
+//! The model agent itself.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use eventsource_stream::Eventsource as _;
+use futures::StreamExt as _;
+use serde_json::Value;
+use swarm_protocol::{FailureKind, Health, Task, TaskOutcome};
+use tokio::sync::watch;
+
+use super::breaker::{self, Admission, Breaker, BreakerState, CallOutcome};
+use super::limiter::RateLimiter;
+use super::provider::{self, Message, Prompt, Provider, StreamState, StreamStep};
+use crate::actor::watch as watch_attempt;
+use crate::agent::{Agent, HealthFeed, HealthReport};
+use crate::context::TaskContext;
+
+/// An API key, read from the environment. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    /// The key in environment variable `var`; the error names the variable, never a value.
+    pub fn from_env(var: &str) -> Result<Self, String> {
+        match std::env::var(var) {
+            Ok(value) if !value.trim().is_empty() => Ok(Self(value.trim().to_owned())),
+            Ok(_) => Err(format!(
+                "environment variable `{var}` (the API key) is empty"
+            )),
+            Err(_) => Err(format!(
+                "environment variable `{var}` (the API key) is not set"
+            )),
+        }
+    }
+
+    /// A key given directly (tests).
+    pub fn new(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// What a model agent calls, and how.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// The API.
+    pub provider: Provider,
+    /// The API's base URL, e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8080/v1`.
+    pub base_url: String,
+    /// The model name.
+    pub model: String,
+    /// The key, if the API needs one.
+    pub api_key: Option<ApiKey>,
+    /// A system prompt for every task (a task's input may carry its own `system`).
+    pub system_prompt: Option<String>,
+    /// The most tokens to generate (a task's input may carry `max_tokens`).
+    pub max_tokens: u32,
+    /// Sampling temperature.
+    pub temperature: Option<f32>,
+    /// Stream answers (so idle timeouts see progress and partial output is kept).
+    pub stream: bool,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// The idle timeout (no streamed token for this long) of tasks that set none.
+    pub idle_timeout: Option<Duration>,
+    /// The hard timeout of tasks that set none.
+    pub hard_timeout: Option<Duration>,
+}
+
+impl ModelSpec {
+    /// A spec with defaults: no key, no system prompt, 1024 tokens, streaming.
+    pub fn new(provider: Provider, base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            provider,
+            base_url: base_url.into(),
+            model: model.into(),
+            api_key: None,
+            system_prompt: None,
+            max_tokens: 1024,
+            temperature: None,
+            stream: true,
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+            hard_timeout: None,
+        }
+    }
+}
+
+/// An agent that calls a model API. Clones share the breaker and the limiter, so register it
+/// with `AgentFactory::shared`: a restarted actor keeps the agent's breaker state and quota.
+#[derive(Clone)]
+pub struct LlmAgent {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    spec: ModelSpec,
+    client: reqwest::Client,
+    breaker: Arc<dyn Breaker>,
+    limiter: RateLimiter,
+    health: watch::Sender<HealthReport>,
+}
+
+impl fmt::Debug for LlmAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmAgent")
+            .field("spec", &self.inner.spec)
+            .field("breaker", &self.inner.breaker.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LlmAgent {
+    /// An agent for `spec` behind `breaker` and `limiter`.
+    pub fn new(
+        spec: ModelSpec,
+        breaker: Arc<dyn Breaker>,
+        limiter: RateLimiter,
+    ) -> Result<Self, String> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(spec.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| format!("HTTP client for {}: {e}", spec.base_url))?;
+        let (health, _) = watch::channel(HealthReport {
+            health: Health::Up,
+            reason: "circuit closed".into(),
+        });
+        Ok(Self {
+            inner: Arc::new(Inner {
+                spec,
+                client,
+                breaker,
+                limiter,
+                health,
+            }),
+        })
+    }
+
+    /// The agent's circuit breaker.
+    pub fn breaker(&self) -> &dyn Breaker {
+        &*self.inner.breaker
+    }
+
+    /// The agent's rate limiter.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+
+    /// The agent's spec.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.inner.spec
+    }
+
+    /// Publishes the breaker's state as the agent's health (open: down, half-open: degraded,
+    /// closed: up). When it opens, a timer publishes again when the cool-down ends, so the
+    /// registry lets a probe through.
+    fn publish_breaker(&self, why: &str) {
+        let (health, reason) = match self.inner.breaker.state() {
+            BreakerState::Closed => (Health::Up, "circuit closed".to_owned()),
+            BreakerState::HalfOpen => (Health::Degraded, "circuit half-open: probing".to_owned()),
+            BreakerState::Open { until } => {
+                let agent = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(until).await;
+                    agent.publish_breaker("cool-down over");
+                });
+                (Health::Down, format!("circuit open: {why}"))
+            }
+        };
+        self.report(health, reason);
+    }
+
+    fn report(&self, health: Health, reason: String) {
+        self.inner.health.send_if_modified(|current| {
+            if current.health == health {
+                return false;
+            }
+            *current = HealthReport { health, reason };
+            true
+        });
+    }
+
+    async fn admit(&self, ctx: &TaskContext) -> breaker::Permit {
+        loop {
+            match self.inner.breaker.admit() {
+                Admission::Go(permit) => return permit,
+                Admission::Wait(wait) => {
+                    // Waiting for the cool-down is not a stall.
+                    ctx.heartbeat();
+                    tokio::time::sleep(
+                        wait.clamp(Duration::from_millis(10), Duration::from_secs(1)),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn call(&self, task: &Task, prompt: &Prompt, ctx: &TaskContext) -> TaskOutcome {
+        let spec = &self.inner.spec;
+        let url = spec.provider.url(&spec.base_url);
+        let body = provider::body(spec.provider, &spec.model, prompt);
+        let mut request = self
+            .inner
+            .client
+            .post(&url)
+            .header("idempotency-key", task.idempotency_key())
+            .json(&body);
+        match spec.provider {
+            Provider::Openai => {
+                if let Some(key) = &spec.api_key {
+                    request = request.bearer_auth(key.expose());
+                }
+            }
+            Provider::Anthropic => {
+                request = request.header("anthropic-version", "2023-06-01");
+                if let Some(key) = &spec.api_key {
+                    request = request.header("x-api-key", key.expose());
+                }
+            }
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(err) => {
+                return failure(
+                    FailureKind::Transient,
+                    format!(
+                        "{} request to {url} failed: {}",
+                        spec.model,
+                        without_url(&err)
+                    ),
+                    None,
+                    None,
+                );
+            }
+        };
+        let status = response.status();
+        let pause =
+            self.inner
+                .limiter
+                .observe(status.as_u16(), response.headers(), SystemTime::now());
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let message = format!(
+                "{} answered {status}: {}",
+                spec.model,
+                provider::error_message(&text)
+            );
+            return match status.as_u16() {
+                408 | 429 | 500..=599 => failure(FailureKind::Transient, message, None, pause),
+                401 | 403 | 404 => {
+                    self.report(Health::Down, format!("misconfigured: {message}"));
+                    failure(FailureKind::Permanent, message, None, None)
+                }
+                _ => failure(FailureKind::Permanent, message, None, None),
+            };
+        }
+        if prompt.stream {
+            self.read_stream(response, ctx, prompt.json).await
+        } else {
+            match response.json::<Value>().await {
+                Ok(value) => match provider::parse_completion(spec.provider, &value) {
+                    Ok(completion) => finish(completion, prompt.json),
+                    Err(err) => failure(
+                        FailureKind::Transient,
+                        format!("{} answer not understood: {err}", spec.model),
+                        None,
+                        None,
+                    ),
+                },
+                Err(err) => failure(
+                    FailureKind::Transient,
+                    format!("{} answer unreadable: {}", spec.model, without_url(&err)),
+                    None,
+                    None,
+                ),
+            }
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        response: reqwest::Response,
+        ctx: &TaskContext,
+        json: bool,
+    ) -> TaskOutcome {
+        let provider = self.inner.spec.provider;
+        let mut state = StreamState::default();
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(err) => {
+                    let partial = Some(Value::String(state.completion.text.clone()));
+                    return failure(
+                        FailureKind::Transient,
+                        format!("the answer's stream broke: {err}"),
+                        partial,
+                        None,
+                    );
+                }
+            };
+            match state.step(provider, &event.event, &event.data) {
+                Ok(StreamStep::Text(text)) => ctx.append_text(&text),
+                Ok(StreamStep::Nothing) => ctx.heartbeat(),
+                Ok(StreamStep::Done) => break,
+                Err(message) => {
+                    let partial = Some(Value::String(state.completion.text.clone()));
+                    return failure(
+                        FailureKind::Transient,
+                        format!("the provider sent an error mid-stream: {message}"),
+                        partial,
+                        None,
+                    );
+                }
+            }
+        }
+        if !state.is_done() {
+            let partial = Some(Value::String(state.completion.text.clone()));
+            return failure(
+                FailureKind::Transient,
+                "the answer's stream ended before the answer was complete".into(),
+                partial,
+                None,
+            );
+        }
+        finish(state.completion, json)
+    }
+}
+
+/// A reqwest error's text without the URL's query (which could carry a key in some setups).
+fn without_url(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    if let Some(url) = err.url() {
+        let shown = format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or(""),
+            url.path()
+        );
+        text = text.replace(url.as_str(), &shown);
+    }
+    text
+}
+
+fn failure(
+    kind: FailureKind,
+    message: String,
+    partial_output: Option<Value>,
+    retry_after: Option<Duration>,
+) -> TaskOutcome {
+    TaskOutcome::Failed {
+        kind,
+        message,
+        partial_output,
+        usage: None,
+        retry_after,
+    }
+}
+
+/// The outcome of a complete answer: its text, or the JSON object it was asked to be.
+fn finish(completion: provider::Completion, json: bool) -> TaskOutcome {
+    if !json {
+        return TaskOutcome::Succeeded {
+            output: Value::String(completion.text),
+            usage: completion.usage,
+        };
+    }
+    match serde_json::from_str::<Value>(completion.text.trim()) {
+        Ok(value) => TaskOutcome::Succeeded {
+            output: value,
+            usage: completion.usage,
+        },
+        Err(err) => TaskOutcome::Failed {
+            kind: FailureKind::InvalidOutput,
+            message: format!("asked for JSON, the model answered something else: {err}"),
+            partial_output: Some(Value::String(completion.text)),
+            usage: completion.usage,
+            retry_after: None,
+        },
+    }
+}
+
+/// Renders a task into a prompt. The input may be a string (the user message), or an object
+/// with `prompt` (a string) or `messages` (`[{role, content}]`), and optionally `system`,
+/// `max_tokens` and `json: true`; any other input is sent as JSON text. Outputs of the task's
+/// dependencies are appended to the last user message.
+pub fn render(spec: &ModelSpec, task: &Task) -> Result<Prompt, String> {
+    let input = &*task.input;
+    let mut system = spec.system_prompt.clone();
+    let mut max_tokens = spec.max_tokens;
+    let mut json = false;
+    let mut messages = match input {
+        Value::String(text) => vec![user(text.clone())],
+        Value::Object(map) => {
+            if let Some(s) = map.get("system") {
+                system = Some(
+                    s.as_str()
+                        .ok_or("input field `system` must be a string")?
+                        .to_owned(),
+                );
+            }
+            if let Some(m) = map.get("max_tokens") {
+                max_tokens = m
+                    .as_u64()
+                    .and_then(|m| u32::try_from(m).ok())
+                    .filter(|m| *m > 0)
+                    .ok_or("input field `max_tokens` must be a positive integer")?;
+            }
+            if let Some(j) = map.get("json") {
+                json = j
+                    .as_bool()
+                    .ok_or("input field `json` must be true or false")?;
+            }
+            if let Some(list) = map.get("messages") {
+                serde_json::from_value::<Vec<Message>>(list.clone()).map_err(|e| {
+                    format!("input field `messages` must be [{{\"role\", \"content\"}}]: {e}")
+                })?
+            } else if let Some(p) = map.get("prompt") {
+                vec![user(
+                    p.as_str()
+                        .ok_or("input field `prompt` must be a string")?
+                        .to_owned(),
+                )]
+            } else {
+                vec![user(input.to_string())]
+            }
+        }
+        Value::Null => vec![user(format!("Task `{}`.", task.key))],
+        other => vec![user(other.to_string())],
+    };
+    if !task.upstream.is_empty() {
+        let mut context = String::from("\n\nResults of the tasks this one depends on:");
+        for (key, output) in &task.upstream {
+            let text = match output {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            context.push_str(&format!("\n- {key}: {text}"));
+        }
+        match messages.iter_mut().rev().find(|m| m.role == "user") {
+            Some(last) => last.content.push_str(&context),
+            None => messages.push(user(context.trim_start().to_owned())),
+        }
+    }
+    if messages.is_empty() {
+        return Err("input field `messages` is empty".into());
+    }
+    Ok(Prompt {
+        system,
+        messages,
+        max_tokens,
+        temperature: spec.temperature,
+        json,
+        stream: spec.stream,
+    })
+}
+
+fn user(content: String) -> Message {
+    Message {
+        role: "user".into(),
+        content,
+    }
+}
+
+impl Agent for LlmAgent {
+    async fn run(&self, task: Task, ctx: TaskContext) -> TaskOutcome {
+        let prompt = match render(&self.inner.spec, &task) {
+            Ok(prompt) => prompt,
+            Err(message) => return failure(FailureKind::Permanent, message, None, None),
+        };
+        let permit = self.admit(&ctx).await;
+        let tokens = prompt.estimated_tokens().saturating_add(prompt.max_tokens);
+        {
+            // Waiting for quota is not a stall either.
+            let acquire = self.inner.limiter.acquire(tokens);
+            tokio::pin!(acquire);
+            loop {
+                tokio::select! {
+                    _ = &mut acquire => break,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => ctx.heartbeat(),
+                }
+            }
+        }
+        ctx.heartbeat();
+        // The task's timeouts run inside the breaker's permit, so a stalled or slow call counts
+        // as the failure it is (the agent actor's own watch has the same deadlines and is the
+        // safety net).
+        let outcome = watch_attempt(
+            self.call(&task, &prompt, &ctx),
+            &ctx,
+            task.idle_timeout.or(self.inner.spec.idle_timeout),
+            task.hard_timeout.or(self.inner.spec.hard_timeout),
+        )
+        .await;
+        let counted = match &outcome {
+            TaskOutcome::Failed {
+                kind: FailureKind::Transient | FailureKind::Timeout,
+                ..
+            } => CallOutcome::Failure,
+            TaskOutcome::Failed {
+                kind: FailureKind::Permanent,
+                ..
+            } => CallOutcome::Neutral,
+            _ => CallOutcome::Success,
+        };
+        self.inner.breaker.record(permit, counted);
+        // A neutral result changes no breaker state (and must not undo a "misconfigured" down).
+        if counted != CallOutcome::Neutral {
+            let why = match &outcome {
+                TaskOutcome::Failed { message, .. } => message.as_str(),
+                _ => "",
+            };
+            self.publish_breaker(why);
+        }
+        outcome
+    }
+
+    fn health(&self) -> Option<HealthFeed> {
+        Some(self.inner.health.subscribe())
+    }
+}

@@ -1,0 +1,377 @@
+//! `swarm.toml`: the store and the model agents.
+//!
+//! ```toml
+//! [store]
+//! data_dir = "swarm-data"
+//! retention = "30d"
+//!
+//! [[agents]]
+//! name = "fast"
+//! provider = "openai"                 # or "anthropic"
+//! base_url = "https://api.openai.com/v1"
+//! model = "gpt-4o-mini"
+//! api_key_env = "OPENAI_API_KEY"      # the variable's name; the key never goes in the file
+//! capabilities = ["summarize", "write"]
+//! concurrency = 8
+//! rpm = 500                           # requests per minute
+//! tpm = 200000                        # tokens per minute (prompt estimate + max tokens)
+//! max_tokens = 1024
+//! system_prompt = "You are terse."
+//! idle_timeout = "30s"                # for tasks that set none
+//! hard_timeout = "5m"
+//! breaker = { consecutive_failures = 5, cool_down = "30s" }
+//! ```
+//!
+//! A file that does not parse, or a key with a wrong value, is an error naming the key and the
+//! line; an API key variable that is not set is reported when the agents are built, naming the
+//! variable and never a value.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use swarm_agents::AgentFactory;
+use swarm_agents::model::breaker::{BreakerConfig, ConsecutiveBreaker, FailureRate};
+use swarm_agents::model::clock::TokioClock;
+use swarm_agents::model::limiter::{RateLimiter, RateLimits};
+use swarm_agents::model::provider::Provider;
+use swarm_agents::model::{ApiKey, LlmAgent, ModelSpec};
+use swarm_protocol::Capability;
+
+use crate::{Error, Registration};
+
+/// The whole file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The event log.
+    #[serde(default)]
+    pub store: StoreSection,
+    /// Model agents.
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// fsync every commit.
+    pub fsync: bool,
+    /// Prune objectives that ended longer ago than this.
+    #[serde(with = "humantime_serde")]
+    pub retention: Option<Duration>,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("swarm-data"),
+            fsync: true,
+            retention: None,
+        }
+    }
+}
+
+/// `[[agents]]`: one model agent.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Unique name.
+    pub name: String,
+    /// The API it speaks.
+    pub provider: Provider,
+    /// The API's base URL.
+    pub base_url: String,
+    /// The model.
+    pub model: String,
+    /// The environment variable holding the API key (none: the API takes no key).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// What it can do.
+    pub capabilities: Vec<Capability>,
+    /// Attempts at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: NonZeroU32,
+    /// Requests per minute.
+    #[serde(default)]
+    pub rpm: Option<NonZeroU32>,
+    /// Tokens per minute.
+    #[serde(default)]
+    pub tpm: Option<NonZeroU32>,
+    /// The most tokens to generate.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    /// Sampling temperature.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Stream answers.
+    #[serde(default = "default_true")]
+    pub stream: bool,
+    /// A system prompt for every task.
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// Idle timeout for tasks that set none.
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// Hard timeout for tasks that set none.
+    #[serde(default, with = "humantime_serde")]
+    pub hard_timeout: Option<Duration>,
+    /// Circuit breaker thresholds.
+    #[serde(default)]
+    pub breaker: BreakerSection,
+}
+
+/// `breaker = { ... }` of an agent.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerSection {
+    /// Consecutive counted failures that open it.
+    pub consecutive_failures: u32,
+    /// A failure fraction (0 to 1) that opens it, over `window`, once `min_calls` were made.
+    pub failure_rate: Option<f64>,
+    /// Calls needed in the window before the rate counts.
+    pub min_calls: u32,
+    /// The window of the failure rate.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// How long it stays open before one probe.
+    #[serde(with = "humantime_serde")]
+    pub cool_down: Duration,
+}
+
+impl Default for BreakerSection {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_rate: None,
+            min_calls: 20,
+            window: Duration::from_secs(60),
+            cool_down: Duration::from_secs(30),
+        }
+    }
+}
+
+fn default_concurrency() -> NonZeroU32 {
+    NonZeroU32::MIN.saturating_add(7)
+}
+
+fn default_max_tokens() -> u32 {
+    1024
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Config {
+    /// Reads and checks a file.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and checks a file's text; the error names the key and the line.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        for (i, agent) in self.agents.iter().enumerate() {
+            let at = format!("agents[{i}] (`{}`)", agent.name);
+            if agent.name.trim().is_empty() {
+                return Err(format!("agents[{i}].name: must not be empty"));
+            }
+            if !names.insert(agent.name.as_str()) {
+                return Err(format!("{at}.name: another agent has this name"));
+            }
+            if agent.capabilities.is_empty() {
+                return Err(format!("{at}.capabilities: list at least one"));
+            }
+            if !(agent.base_url.starts_with("http://") || agent.base_url.starts_with("https://")) {
+                return Err(format!(
+                    "{at}.base_url: `{}` is not an http(s) URL",
+                    agent.base_url
+                ));
+            }
+            if agent.max_tokens == 0 {
+                return Err(format!("{at}.max_tokens: must be at least 1"));
+            }
+            if let Some(rate) = agent.breaker.failure_rate
+                && !(rate > 0.0 && rate <= 1.0)
+            {
+                return Err(format!(
+                    "{at}.breaker.failure_rate: {rate} is not in (0, 1]"
+                ));
+            }
+            if agent.breaker.consecutive_failures == 0 && agent.breaker.failure_rate.is_none() {
+                return Err(format!(
+                    "{at}.breaker.consecutive_failures: must be at least 1 (or set failure_rate)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AgentConfig {
+    /// Builds the agent: its API key from the environment (an error names the variable, never
+    /// a value), its breaker, its limiter, and the registration. The factory hands out one
+    /// shared instance, so breaker state and quota survive restarts of its actor.
+    pub fn build(&self) -> Result<(Registration, AgentFactory, LlmAgent), Error> {
+        let api_key = match &self.api_key_env {
+            Some(var) => Some(
+                ApiKey::from_env(var)
+                    .map_err(|e| Error::Input(format!("agent `{}`: {e}", self.name)))?,
+            ),
+            None => None,
+        };
+        let mut spec = ModelSpec::new(self.provider, self.base_url.clone(), self.model.clone());
+        spec.api_key = api_key;
+        spec.system_prompt = self.system_prompt.clone();
+        spec.max_tokens = self.max_tokens;
+        spec.temperature = self.temperature;
+        spec.stream = self.stream;
+        spec.idle_timeout = self.idle_timeout;
+        spec.hard_timeout = self.hard_timeout;
+        let clock = TokioClock::new();
+        let breaker = ConsecutiveBreaker::new(
+            BreakerConfig {
+                consecutive_failures: self.breaker.consecutive_failures,
+                failure_rate: self.breaker.failure_rate.map(|threshold| FailureRate {
+                    threshold,
+                    min_calls: self.breaker.min_calls,
+                    window: self.breaker.window,
+                }),
+                cool_down: self.breaker.cool_down,
+                ..BreakerConfig::default()
+            },
+            clock,
+        );
+        let limiter = RateLimiter::new(
+            RateLimits {
+                requests_per_minute: self.rpm,
+                tokens_per_minute: self.tpm,
+            },
+            clock,
+        );
+        let agent = LlmAgent::new(spec, Arc::new(breaker), limiter)
+            .map_err(|e| Error::Input(format!("agent `{}`: {e}", self.name)))?;
+        let registration = Registration::new(
+            self.name.clone(),
+            self.capabilities.clone(),
+            self.concurrency.get(),
+        );
+        Ok((registration, AgentFactory::shared(agent.clone()), agent))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[store]
+data_dir = "d"
+retention = "7d"
+
+[[agents]]
+name = "a"
+provider = "openai"
+base_url = "http://127.0.0.1:1/v1"
+model = "m"
+api_key_env = "SWARM_TEST_KEY"
+capabilities = ["write"]
+rpm = 60
+breaker = { consecutive_failures = 3, cool_down = "10s" }
+
+[[agents]]
+name = "b"
+provider = "anthropic"
+base_url = "https://api.anthropic.com/v1"
+model = "claude"
+capabilities = ["write", "review"]
+"#;
+
+    #[test]
+    fn a_good_file_parses_with_defaults_filled_in() {
+        let config = Config::parse(GOOD).unwrap();
+        assert_eq!(
+            config.store.retention,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(config.agents.len(), 2);
+        let a = &config.agents[0];
+        assert_eq!(a.rpm.map(NonZeroU32::get), Some(60));
+        assert_eq!(a.breaker.consecutive_failures, 3);
+        assert_eq!(a.breaker.cool_down, Duration::from_secs(10));
+        assert_eq!(a.concurrency.get(), 8);
+        assert_eq!(config.agents[1].provider, Provider::Anthropic);
+        assert!(config.agents[1].stream);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let bad = GOOD.replace("rpm = 60", "rpm = 0");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(err.contains("line 13") && err.contains("rpm"), "{err}");
+
+        let bad = GOOD.replace("model = \"m\"", "model = \"m\"\nmodle = \"x\"");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(err.contains("modle") && err.contains("line 11"), "{err}");
+
+        let bad = GOOD.replace(
+            "capabilities = [\"write\"]",
+            "capabilities = [\"no spaces\"]",
+        );
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(
+            err.contains("capabilities") && err.contains("line"),
+            "{err}"
+        );
+
+        let bad = GOOD.replace("provider = \"openai\"", "provider = \"gemini\"");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(err.contains("provider") && err.contains("gemini"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_api_key_variable_is_named_and_no_value_is_shown() {
+        let config = Config::parse(GOOD).unwrap();
+        let text = GOOD.replace("SWARM_TEST_KEY", "SWARM_TEST_KEY_THAT_IS_NOT_SET");
+        let unset = Config::parse(&text).unwrap();
+        let err = unset.agents[0].build().map(|_| ()).unwrap_err().to_string();
+        assert!(
+            err.contains("SWARM_TEST_KEY_THAT_IS_NOT_SET") && err.contains("not set"),
+            "{err}"
+        );
+        // An agent without a key variable builds; its spec carries no key.
+        let (registration, _factory, agent) = config.agents[1].build().unwrap();
+        assert_eq!(registration.name, "b");
+        assert!(agent.spec().api_key.is_none());
+        assert!(!format!("{agent:?}").contains("SWARM_TEST_KEY"));
+    }
+
+    #[test]
+    fn checks_beyond_types_name_the_agent_and_key() {
+        let bad = GOOD.replace("name = \"b\"", "name = \"a\"");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(err.contains("agents[1]") && err.contains("name"), "{err}");
+        let bad = GOOD.replace("http://127.0.0.1:1/v1", "ftp://x");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(
+            err.contains("agents[0]") && err.contains("base_url"),
+            "{err}"
+        );
+    }
+}
