@@ -1,6 +1,10 @@
-//! `swarm demo`: a small objective run on in-process agents over the durable event log (SQLite
-//! in the data directory), then printed as its chain of work read back from that log.
+//! `swarm demo`: a small objective run over the durable event log (SQLite in the data
+//! directory) with model agents calling the simulated model server over real HTTP, then
+//! printed as its chain of work read back from that log.
 //!
+//! Two model agents research (one speaks the OpenAI format and fails every call, so its
+//! circuit breaker opens and its work moves to the other, which speaks Anthropic's); a writer
+//! crashes once and is restarted by its supervisor;
 //! It shows fan-out and fan-in with outputs flowing along the edges, an agent that crashes and
 //! is restarted by its supervisor while its task is retried, and a task that spawns a
 //! follow-up task while the objective runs.
@@ -14,6 +18,10 @@ use serde_json::json;
 use swarm_agents::{AgentFactory, FnAgent};
 use swarm_protocol::{Capability, Objective, TaskKey, TaskOutcome, TaskSpec};
 
+use swarm_agents::model::breaker::BreakerState;
+use swarm_agents::sim::{Endpoint, Latency, SimConfig, SimServer};
+
+use crate::config::Config;
 use crate::replay::{short, timeline};
 use crate::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
 
@@ -48,17 +56,50 @@ pub async fn run(data_dir: &Path) -> Result<(), Error> {
     }
 
     let (research, write, review) = (cap("research")?, cap("write")?, cap("review")?);
-    let researcher = FnAgent::new(|task, ctx| async move {
-        ctx.heartbeat();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        TaskOutcome::success(json!({ "fact": format!("a fact about {}", task.input) }))
-    });
-    swarm
-        .register_agent(
-            registration("researcher", &research),
-            AgentFactory::shared(researcher),
-        )
-        .await?;
+    let sim = SimServer::start(SimConfig {
+        seed: 7,
+        tokens: (8, 16),
+        latency: Latency {
+            first_token_ms: (5, 15),
+            per_token_ms: (1, 3),
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .map_err(|e| Error::Actor(format!("simulated model server: {e}")))?;
+    println!("simulated model server on {}", sim.openai_base_url());
+    // The same declarations a swarm.toml holds.
+    let agents = Config::parse(&format!(
+        r#"
+[[agents]]
+name = "researcher-flaky"
+provider = "openai"
+base_url = "{openai}"
+model = "sim:fail=503"
+capabilities = ["research"]
+concurrency = 2
+breaker = {{ consecutive_failures = 2, cool_down = "30s" }}
+
+[[agents]]
+name = "researcher"
+provider = "anthropic"
+base_url = "{anthropic}"
+model = "sim"
+capabilities = ["research"]
+concurrency = 2
+rpm = 600
+system_prompt = "You are a careful researcher."
+"#,
+        openai = sim.openai_base_url(),
+        anthropic = sim.openai_base_url(),
+    ))
+    .map_err(Error::Input)?;
+    let mut models = Vec::new();
+    for agent in &agents.agents {
+        let (registration, factory, model) = agent.build()?;
+        swarm.register_agent(registration, factory).await?;
+        models.push((agent.name.clone(), model));
+    }
     // Crashes on its first task, once: its supervisor restarts it and the task is retried.
     let crashed = Arc::new(AtomicBool::new(false));
     let writer = FnAgent::new(move |task, _ctx| {
@@ -97,11 +138,12 @@ pub async fn run(data_dir: &Path) -> Result<(), Error> {
         .await?;
 
     let mut tasks = Vec::new();
-    for topic in ["rust", "actors", "llms"] {
-        tasks.push(
-            TaskSpec::new(key(&format!("research-{topic}"))?, research.clone())
-                .with_input(json!(topic)),
-        );
+    for topic in ["rust", "actors", "llms", "queues", "breakers", "logs"] {
+        let mut spec = TaskSpec::new(key(&format!("research-{topic}"))?, research.clone())
+            .with_input(json!(format!("One fact about {topic}, please.")));
+        spec.retry.max_attempts = 5;
+        spec.retry.initial_backoff = Duration::from_millis(20);
+        tasks.push(spec);
     }
     let research_keys: Vec<TaskKey> = tasks.iter().map(|t| t.id.clone()).collect();
     tasks.push(TaskSpec::new(key("write")?, write.clone()).after(research_keys));
@@ -113,6 +155,8 @@ pub async fn run(data_dir: &Path) -> Result<(), Error> {
     let view = swarm.wait(id, Duration::from_secs(60)).await?;
     let chain = swarm.chain(id).await?;
     swarm.shutdown().await?;
+    let stats = sim.stats();
+    let _ = sim.shutdown().await;
     println!(
         "\nchain of work, read back from the event log ({} events):",
         chain.len()
@@ -129,6 +173,24 @@ pub async fn run(data_dir: &Path) -> Result<(), Error> {
             t.output.as_ref().map(|o| o.to_string()).unwrap_or_default()
         );
     }
+    println!("\nmodel agents:");
+    for (name, model) in &models {
+        let limiter = model.limiter().stats();
+        let breaker = match model.breaker().state() {
+            BreakerState::Closed => "closed",
+            BreakerState::HalfOpen => "half-open",
+            BreakerState::Open { .. } => "open",
+        };
+        println!(
+            "  {name:<18} breaker {breaker}, {} requests granted by its limiter",
+            limiter.requests_granted
+        );
+    }
+    println!(
+        "  simulated server answered {} requests ({} with 503)",
+        stats.total(),
+        stats.count_status(Endpoint::ChatCompletions, 503)
+    );
     println!(
         "\nrebuild it from the log alone: swarm replay {id} --data-dir {}",
         data_dir.display()

@@ -95,6 +95,10 @@ pub enum FailureKind {
     Timeout,
     /// The output is not what the task's schema asks for; a person reviews it.
     InvalidOutput,
+    /// The agent did not attempt the task because it cannot take work now (its circuit
+    /// breaker is open). Nothing ran: the task goes back to the queue for another agent (or
+    /// this one once it recovers), and the retry policy is not used up.
+    Declined,
 }
 
 impl FailureKind {

@@ -192,12 +192,29 @@ impl LlmAgent {
         });
     }
 
-    async fn admit(&self, ctx: &TaskContext) -> breaker::Permit {
+    /// A permit for one call. While the breaker is open the attempt is declined at once (the
+    /// agent is reported down, so the task goes to another agent or waits in the queue until
+    /// this one recovers); while a half-open probe is in flight it waits for the probe's
+    /// result.
+    async fn admit(&self, ctx: &TaskContext) -> Result<breaker::Permit, TaskOutcome> {
         loop {
             match self.inner.breaker.admit() {
-                Admission::Go(permit) => return permit,
+                Admission::Go(permit) => return Ok(permit),
                 Admission::Wait(wait) => {
-                    // Waiting for the cool-down is not a stall.
+                    if let BreakerState::Open { .. } = self.inner.breaker.state() {
+                        self.publish_breaker("calls are failing");
+                        return Err(failure(
+                            FailureKind::Declined,
+                            format!(
+                                "{}: circuit open for another {:.1}s",
+                                self.inner.spec.model,
+                                wait.as_secs_f64()
+                            ),
+                            None,
+                            None,
+                        ));
+                    }
+                    // Waiting for the probe is not a stall.
                     ctx.heartbeat();
                     tokio::time::sleep(
                         wait.clamp(Duration::from_millis(10), Duration::from_secs(1)),
@@ -253,11 +270,16 @@ impl LlmAgent {
                 .observe(status.as_u16(), response.headers(), SystemTime::now());
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
-            let message = format!(
+            let mut message = format!(
                 "{} answered {status}: {}",
                 spec.model,
                 provider::error_message(&text)
             );
+            // Some providers quote the key they refused; it must reach neither logs nor the
+            // event log.
+            if let Some(key) = &spec.api_key {
+                message = message.replace(key.expose(), "<redacted>");
+            }
             return match status.as_u16() {
                 408 | 429 | 500..=599 => failure(FailureKind::Transient, message, None, pause),
                 401 | 403 | 404 => {
@@ -481,7 +503,10 @@ impl Agent for LlmAgent {
             Ok(prompt) => prompt,
             Err(message) => return failure(FailureKind::Permanent, message, None, None),
         };
-        let permit = self.admit(&ctx).await;
+        let permit = match self.admit(&ctx).await {
+            Ok(permit) => permit,
+            Err(declined) => return declined,
+        };
         let tokens = prompt.estimated_tokens().saturating_add(prompt.max_tokens);
         {
             // Waiting for quota is not a stall either.

@@ -3,8 +3,8 @@
 //!
 //! One attempt goes: render the task into a prompt; wait for the breaker to admit a call
 //! (while it is open the agent is reported down, so the scheduler sends work to other agents
-//! with the capability; an attempt that was already here waits for the cool-down rather than
-//! fail); wait for the rate limiter (requests and estimated tokens per minute, and any pause a
+//! with the capability; an attempt that reaches it anyway is declined, and goes back to the
+//! queue without using up its retries; while a half-open probe is in flight, it waits); wait for the rate limiter (requests and estimated tokens per minute, and any pause a
 //! server asked for); send the request with the attempt's idempotency key; stream the answer
 //! into the task's partial output under the task's idle and hard timeouts; record the result
 //! with the breaker and the limiter; and classify it:

@@ -192,6 +192,9 @@ pub fn error_message(body: &str) -> String {
             .or_else(|| v.get("error").and_then(Value::as_str))
     });
     let text = message.unwrap_or(body).trim();
+    if text.is_empty() {
+        return "(no error message in the body)".to_owned();
+    }
     if text.len() > 500 {
         let mut end = 500;
         while !text.is_char_boundary(end) {

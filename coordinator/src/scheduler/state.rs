@@ -828,6 +828,17 @@ impl SchedulerState {
         {
             return;
         }
+        if let TaskOutcome::Failed {
+            kind: FailureKind::Declined,
+            message,
+            ..
+        } = &report.outcome
+        {
+            // Nothing ran: back to the queue, as an attempt the agent lost.
+            let reason = format!("declined: {message}");
+            self.requeue_lost(agent, report.task, &reason);
+            return;
+        }
         node.run_time += report.duration;
         if let Some(u) = report.outcome.usage() {
             node.usage.input_tokens += u.input_tokens;
