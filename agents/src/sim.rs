@@ -84,6 +84,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -143,6 +144,11 @@ impl SimServer {
         let state = Arc::new(SimState::new(config, stopped.clone()));
         let app = router(state.clone());
         let task = tokio::spawn(async move {
+            // Streamed tokens are small writes: without TCP_NODELAY, Nagle's algorithm and the
+            // client's delayed ACK hold every other answer on a reused connection ~40 ms.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(state::stopped(stopped))
                 .await
@@ -178,15 +184,21 @@ pub struct SimHandle {
 }
 
 impl SimHandle {
-    /// `http://<addr>`: the base URL of an Anthropic client (which appends `/v1/messages`).
+    /// `http://<addr>/v1`: the `base_url` of a model agent of either provider (which appends
+    /// `/chat/completions` or `/messages`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}/v1", self.addr)
     }
 
-    /// `http://<addr>/v1`: the base URL of an OpenAI-compatible client (which appends
-    /// `/chat/completions`).
+    /// The same as [`SimHandle::base_url`] (kept for OpenAI-compatible clients' wording).
     pub fn openai_base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
+        self.base_url()
+    }
+
+    /// `http://<addr>`: the server's root (`/healthz`, `/sim/stats`; the Anthropic SDK's own
+    /// base URL, to which it appends `/v1/messages`).
+    pub fn root_url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// The requests received so far, per endpoint and status.

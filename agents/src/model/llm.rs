@@ -201,8 +201,8 @@ impl LlmAgent {
             match self.inner.breaker.admit() {
                 Admission::Go(permit) => return Ok(permit),
                 Admission::Wait(wait) => {
+                    // (The opening was published by the call that opened it.)
                     if let BreakerState::Open { .. } = self.inner.breaker.state() {
-                        self.publish_breaker("calls are failing");
                         return Err(failure(
                             FailureKind::Declined,
                             format!(
@@ -222,6 +222,15 @@ impl LlmAgent {
                     .await;
                 }
             }
+        }
+    }
+
+    /// Takes the API key out of a message: some providers quote the key they refused, and it
+    /// must reach neither logs nor the event log.
+    fn redact(&self, message: String) -> String {
+        match &self.inner.spec.api_key {
+            Some(key) if !key.expose().is_empty() => message.replace(key.expose(), "<redacted>"),
+            _ => message,
         }
     }
 
@@ -270,16 +279,12 @@ impl LlmAgent {
                 .observe(status.as_u16(), response.headers(), SystemTime::now());
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
-            let mut message = format!(
+            let message = format!(
                 "{} answered {status}: {}",
                 spec.model,
                 provider::error_message(&text)
             );
-            // Some providers quote the key they refused; it must reach neither logs nor the
-            // event log.
-            if let Some(key) = &spec.api_key {
-                message = message.replace(key.expose(), "<redacted>");
-            }
+            let message = self.redact(message);
             return match status.as_u16() {
                 408 | 429 | 500..=599 => failure(FailureKind::Transient, message, None, pause),
                 401 | 403 | 404 => {
@@ -342,7 +347,7 @@ impl LlmAgent {
                     let partial = Some(Value::String(state.completion.text.clone()));
                     return failure(
                         FailureKind::Transient,
-                        format!("the provider sent an error mid-stream: {message}"),
+                        self.redact(format!("the provider sent an error mid-stream: {message}")),
                         partial,
                         None,
                     );

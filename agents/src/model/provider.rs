@@ -65,6 +65,9 @@ impl Prompt {
     }
 }
 
+/// What a model without a JSON mode is told when a task asks for JSON.
+pub const JSON_INSTRUCTION: &str = "Answer with a single JSON object and nothing else.";
+
 /// The JSON body of a request.
 pub fn body(provider: Provider, model: &str, prompt: &Prompt) -> Value {
     match provider {
@@ -103,7 +106,13 @@ pub fn body(provider: Provider, model: &str, prompt: &Prompt) -> Value {
                 "messages": prompt.messages,
                 "stream": prompt.stream,
             });
-            if let Some(system) = &prompt.system {
+            // Messages has no JSON mode: the instruction goes in the system prompt.
+            let system = match (&prompt.system, prompt.json) {
+                (Some(system), true) => Some(format!("{system}\n\n{JSON_INSTRUCTION}")),
+                (None, true) => Some(JSON_INSTRUCTION.to_owned()),
+                (system, false) => system.clone(),
+            };
+            if let Some(system) = system {
                 body["system"] = json!(system);
             }
             if let Some(t) = prompt.temperature {
@@ -363,7 +372,8 @@ mod tests {
     #[test]
     fn anthropic_body_keeps_the_system_prompt_apart() {
         let body = body(Provider::Anthropic, "m", &prompt(false));
-        assert_eq!(body["system"], "be brief");
+        assert!(body["system"].as_str().unwrap().starts_with("be brief"));
+        assert!(body["system"].as_str().unwrap().contains(JSON_INSTRUCTION));
         assert_eq!(body["messages"][0]["role"], "user");
         assert_eq!(body["max_tokens"], 64);
     }

@@ -41,7 +41,7 @@ async fn post_openai(sim: &SimHandle, body: &Value) -> reqwest::Response {
 
 async fn post_anthropic(sim: &SimHandle, body: &Value) -> reqwest::Response {
     reqwest::Client::new()
-        .post(format!("{}/v1/messages", sim.base_url()))
+        .post(format!("{}/messages", sim.base_url()))
         .header("anthropic-version", "2023-06-01")
         .json(body)
         .send()
@@ -412,7 +412,7 @@ async fn the_api_key_is_checked_when_configured() {
         .unwrap();
     assert_eq!(response.status(), 200);
 
-    let url = format!("{}/v1/messages", sim.base_url());
+    let url = format!("{}/messages", sim.base_url());
     let body = messages("sim", "hi");
     let response = post_anthropic(&sim, &body).await;
     assert_eq!(response.status(), 401);
@@ -701,7 +701,7 @@ async fn stats_and_health_are_served() {
     let sim = start(SimConfig::default()).await;
     let client = reqwest::Client::new();
     let health = client
-        .get(format!("{}/healthz", sim.base_url()))
+        .get(format!("{}/healthz", sim.root_url()))
         .send()
         .await
         .unwrap();
@@ -719,7 +719,7 @@ async fn stats_and_health_are_served() {
     assert_eq!(stats.count_status(Endpoint::Messages, 500), 0);
 
     let served: SimStats = client
-        .get(format!("{}/sim/stats", sim.base_url()))
+        .get(format!("{}/sim/stats", sim.root_url()))
         .send()
         .await
         .unwrap()

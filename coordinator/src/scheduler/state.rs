@@ -1216,7 +1216,10 @@ impl SchedulerState {
         self.release(agent, id);
         let message = format!("agent {agent} lost the attempt: {reason}");
         if lost > self.config.max_lost_attempts {
-            let message = format!("{message} (the task was lost by crashing agents {lost} times)");
+            let message = format!(
+                "{message} (the task's attempts were lost {lost} times, to crashing, gone or \
+                 declining agents)"
+            );
             self.fail_task(
                 id,
                 Some(agent),
