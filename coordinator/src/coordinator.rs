@@ -54,6 +54,8 @@ pub enum JournalSetup {
     Durable {
         /// The store.
         store: Arc<dyn EventStore>,
+        /// Where committed events go for live readers.
+        feed: crate::writer::EventFeed,
         /// The fold of the log as it was found.
         recovered: Box<Recovered>,
         /// The writer's settings.
@@ -84,11 +86,17 @@ impl Actor for Coordinator {
             JournalSetup::InMemory(journal) => (journal, None, None),
             JournalSetup::Durable {
                 store,
+                feed,
                 recovered,
                 config,
             } => {
-                let (writer_args, make_journal) =
-                    durable_pair(store, config, recovered.last_seq, recovered.snapshot_seq);
+                let (writer_args, make_journal) = durable_pair(
+                    store,
+                    feed,
+                    config,
+                    recovered.last_seq,
+                    recovered.snapshot_seq,
+                );
                 let (writer, _) =
                     Actor::spawn_linked(None, StoreWriter, writer_args, myself.get_cell()).await?;
                 (

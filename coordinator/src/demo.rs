@@ -67,7 +67,7 @@ pub async fn run(data_dir: &Path) -> Result<(), Error> {
     })
     .await
     .map_err(|e| Error::Actor(format!("simulated model server: {e}")))?;
-    println!("simulated model server on {}", sim.openai_base_url());
+    println!("simulated model server on {}", sim.base_url());
     // The same declarations a swarm.toml holds.
     let agents = Config::parse(&format!(
         r#"
@@ -90,8 +90,8 @@ concurrency = 2
 rpm = 600
 system_prompt = "You are a careful researcher."
 "#,
-        openai = sim.openai_base_url(),
-        anthropic = sim.openai_base_url(),
+        openai = sim.base_url(),
+        anthropic = sim.base_url(),
     ))
     .map_err(Error::Input)?;
     let mut models = Vec::new();

@@ -127,6 +127,7 @@ pub struct Swarm {
     fatal: watch::Receiver<Option<String>>,
     recovery: Option<RecoveryReport>,
     resumed: Vec<ObjectiveId>,
+    feed: Option<crate::writer::EventFeed>,
 }
 
 impl Swarm {
@@ -182,14 +183,17 @@ impl Swarm {
         );
         // Agents registered from now on get ids no event in the log names.
         let first_agent = AgentId(recovered.next_agent);
+        let (feed, _) = tokio::sync::broadcast::channel(crate::writer::FEED_CAPACITY);
         let setup = JournalSetup::Durable {
             store: log.clone(),
+            feed: feed.clone(),
             recovered: Box::new(recovered),
             config: store.writer,
         };
         let mut swarm =
             Self::start_tree(config, setup, first_agent, Some(log), Some(report)).await?;
         swarm.resumed = resumed;
+        swarm.feed = Some(feed);
         Ok(swarm)
     }
 
@@ -232,7 +236,17 @@ impl Swarm {
             fatal,
             recovery,
             resumed: Vec::new(),
+            feed: None,
         })
+    }
+
+    /// Every event from now on, as soon as it is committed, in log order (`None` without a
+    /// durable log). A reader that falls behind by more than the feed holds gets
+    /// `RecvError::Lagged` and reads the gap from [`Swarm::store`].
+    pub fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Arc<EventRecord>>> {
+        self.feed
+            .as_ref()
+            .map(tokio::sync::broadcast::Sender::subscribe)
     }
 
     /// The unfinished objectives recovered from the log when the swarm opened, oldest first.

@@ -27,6 +27,13 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use crate::journal::{Effects, Journal, now_ms};
 use crate::replay::fold_running;
 
+/// Committed events, in order, for live readers. A reader that falls more than the channel's
+/// capacity behind gets `Lagged` and reads the gap back from the store.
+pub type EventFeed = tokio::sync::broadcast::Sender<Arc<EventRecord>>;
+
+/// How many committed events the feed holds for a slow reader.
+pub const FEED_CAPACITY: usize = 16_384;
+
 /// How the writer commits, snapshots and prunes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriterConfig {
@@ -126,6 +133,7 @@ pub struct StoreWriter;
 /// What the writer starts with.
 pub struct WriterArgs {
     store: Arc<dyn EventStore>,
+    feed: EventFeed,
     rx: UnboundedReceiver<Turn>,
     armed: Arc<AtomicBool>,
     committed: Arc<AtomicU64>,
@@ -147,6 +155,7 @@ pub struct WriterState {
 /// once the writer (started with the args) runs.
 pub fn durable_pair(
     store: Arc<dyn EventStore>,
+    feed: EventFeed,
     config: WriterConfig,
     last_seq: u64,
     last_snapshot: u64,
@@ -159,6 +168,7 @@ pub fn durable_pair(
     let committed = Arc::new(AtomicU64::new(last_seq));
     let args = WriterArgs {
         store,
+        feed,
         rx,
         armed: armed.clone(),
         committed: committed.clone(),
@@ -311,6 +321,12 @@ impl WriterState {
                     .store(self.args.last_seq, Ordering::Release);
                 self.commits += 1;
                 self.events += records.len() as u64;
+                // Committed events to live readers (SSE), only when someone listens.
+                if self.args.feed.receiver_count() > 0 {
+                    for record in records.drain(..) {
+                        let _ = self.args.feed.send(Arc::new(record));
+                    }
+                }
                 records.clear();
             }
             for e in effects.drain(..) {

@@ -1074,3 +1074,50 @@ async fn agent_ids_stay_unique_across_restarts() {
     assert_eq!(registered.iter().collect::<BTreeSet<_>>().len(), 3);
     finish(swarm).await;
 }
+
+// ---- The live feed of committed events ---------------------------------------------------------
+
+#[tokio::test]
+async fn subscribers_see_every_committed_event_of_an_objective_in_log_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let swarm = open(dir.path()).await;
+    let mut feed = swarm.subscribe().unwrap();
+    swarm
+        .register_agent(
+            reg("w", &["work"], 4),
+            AgentFactory::shared(WorkAgent::new()),
+        )
+        .await
+        .unwrap();
+    let tasks = vec![
+        TaskSpec::new(key("a"), cap("work")),
+        TaskSpec::new(key("b"), cap("work")).after([key("a")]),
+    ];
+    let id = swarm
+        .submit(Objective::with_tasks("fed", tasks))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        let record = tokio::time::timeout(PATIENCE, feed.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        let ended =
+            matches!(record.event, Event::ObjectiveSucceeded { objective } if objective == id);
+        seen.push((*record).clone());
+        if ended {
+            break;
+        }
+    }
+    // In order and without gaps, and the objective's part is exactly its chain of work.
+    for pair in seen.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq + 1, "{pair:?}");
+    }
+    let mine: Vec<EventRecord> = seen
+        .into_iter()
+        .filter(|r| r.event.objective() == Some(id))
+        .collect();
+    assert_eq!(mine, swarm.chain(id).await.unwrap());
+    finish(swarm).await;
+}
