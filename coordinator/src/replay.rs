@@ -95,6 +95,9 @@ pub struct ObjectiveModel {
     pub batches: Vec<TaskBatch>,
     /// Its tasks, by increasing id.
     pub tasks: Vec<TaskModel>,
+    /// Events folded into this model.
+    #[serde(default)]
+    pub events: u64,
 }
 
 impl ObjectiveModel {
@@ -225,6 +228,7 @@ impl Replay {
                 ended_at_ms: None,
                 batches: Vec::with_capacity(1),
                 tasks: Vec::new(),
+                events: 1,
             };
             model.add_batch(first_task, None, spec.tasks);
             self.objectives.insert(objective, model);
@@ -241,6 +245,7 @@ impl Replay {
             // keep it, because it had ended).
             return;
         };
+        model.events += 1;
         let ended = apply_to(model, record.event, at);
         if ended && !self.keep_finished {
             self.objectives.remove(&id);

@@ -41,6 +41,10 @@ pub struct WriterConfig {
     pub max_batch: usize,
     /// A snapshot is taken once this many events were committed since the last one.
     pub snapshot_every: u64,
+    /// Only objectives with at least this many events go into a snapshot: a shorter history
+    /// is read back from the log about as fast as a model from a snapshot, and keeping them
+    /// out keeps snapshots (and the memory taking one needs) small.
+    pub snapshot_min_events: u64,
     /// Finished objectives older than this are pruned (never an unfinished one); `None` keeps
     /// everything.
     pub retention: Option<Duration>,
@@ -53,6 +57,7 @@ impl Default for WriterConfig {
         Self {
             max_batch: 16_384,
             snapshot_every: 200_000,
+            snapshot_min_events: 10_000,
             retention: None,
             prune_every: Duration::from_secs(3600),
         }
@@ -343,25 +348,31 @@ impl WriterState {
         }
         let store = self.args.store.clone();
         let upto = self.args.last_seq;
+        let min_events = self.args.config.snapshot_min_events;
         let myself = myself.clone();
         self.snapshotting = Some(tokio::spawn(async move {
-            let result = take_snapshot(&*store, upto).await;
+            let result = take_snapshot(&*store, upto, min_events).await;
             let _ = myself.cast(WriterMsg::SnapshotTaken(result));
         }));
     }
 }
 
 /// Folds the unfinished objectives as of event `upto` (from the newest snapshot and the events
-/// after it) into a new snapshot (`None` if there is nothing new).
+/// after it) into a new snapshot of those with at least `min_events` events (`None` if there
+/// is nothing new). Recovery reads the others from their events.
 pub async fn take_snapshot(
     store: &dyn EventStore,
     upto: u64,
+    min_events: u64,
 ) -> Result<Option<Snapshot>, StoreError> {
     let started = Instant::now();
-    let (replay, from, read) = fold_running(store, upto).await?;
+    let (mut replay, from, read) = fold_running(store, upto).await?;
     if from >= upto {
         return Ok(None);
     }
+    replay
+        .objectives
+        .retain(|_, model| model.events >= min_events);
     let body = serde_json::to_vec(&replay).map_err(|e| StoreError::Corrupt {
         path: "snapshot".into(),
         what: format!("snapshot at {upto}"),

@@ -881,7 +881,7 @@ async fn a_restart_reads_the_snapshot_and_only_the_events_after_it() {
     // the test takes one itself, the way the writer does (from the writer's newest, if any).
     let store = log_of(&swarm);
     let upto = store.info().await.unwrap().last_seq;
-    if let Some(snapshot) = take_snapshot(&*store, upto).await.unwrap() {
+    if let Some(snapshot) = take_snapshot(&*store, upto, 0).await.unwrap() {
         store.save_snapshot(&snapshot).await.unwrap();
     }
     let snapshot_seq = store.latest_snapshot().await.unwrap().unwrap().seq;
