@@ -123,6 +123,17 @@ pub fn body(provider: Provider, model: &str, prompt: &Prompt) -> Value {
     }
 }
 
+/// OpenAI's `usage` object.
+fn openai_usage(u: &Value) -> Usage {
+    Usage {
+        input_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
+        output_tokens: u
+            .get("completion_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+    }
+}
+
 /// A finished answer.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Completion {
@@ -146,13 +157,7 @@ pub fn parse_completion(provider: Provider, body: &Value) -> Result<Completion, 
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let usage = body.get("usage").map(|u| Usage {
-                input_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
-                output_tokens: u
-                    .get("completion_tokens")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0),
-            });
+            let usage = body.get("usage").map(openai_usage);
             let finish = choice
                 .get("finish_reason")
                 .and_then(Value::as_str)
@@ -259,13 +264,7 @@ impl StreamState {
                     return Err(error_message(data));
                 }
                 if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
-                    self.completion.usage = Some(Usage {
-                        input_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
-                        output_tokens: u
-                            .get("completion_tokens")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(0),
-                    });
+                    self.completion.usage = Some(openai_usage(u));
                 }
                 if let Some(reason) = chunk
                     .pointer("/choices/0/finish_reason")

@@ -79,7 +79,7 @@ fn decide(state: &SimState, headers: &HeaderMap, body: &[u8]) -> Result<(Plan, b
             Some("messages"),
         ));
     }
-    let system = text_of(&request.system);
+    let system = super::output::text_of(&request.system);
     let messages = (!system.is_empty())
         .then(|| Message {
             role: "system".into(),
@@ -88,7 +88,7 @@ fn decide(state: &SimState, headers: &HeaderMap, body: &[u8]) -> Result<(Plan, b
         .into_iter()
         .chain(request.messages.iter().map(|message| Message {
             role: message.role.clone(),
-            text: text_of(&message.content),
+            text: super::output::text_of(&message.content),
         }))
         .collect();
     let plan = state.decide(SimRequest {
@@ -123,28 +123,8 @@ fn check_key(state: &SimState, headers: &HeaderMap) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// The text of a content value: a string, or the `text` of each text block, joined.
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::Null => String::new(),
-        Value::String(text) => text.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|block| block.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        other => other.to_string(),
-    }
-}
-
 async fn complete(state: &SimState, plan: &Plan) -> Response {
-    let delivered = if plan.stalls() {
-        state.until_stopped().await;
-        false
-    } else {
-        state.wait(plan.total_delay()).await
-    };
-    if !delivered {
+    if !state.delivered(plan).await {
         return error_response(&Refusal {
             message: "the sim model server is stopping".into(),
             ..Refusal::status(503)

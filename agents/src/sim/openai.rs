@@ -116,7 +116,7 @@ fn decide(state: &SimState, headers: &HeaderMap, body: &[u8]) -> Result<(Plan, D
         .iter()
         .map(|message| Message {
             role: message.role.clone(),
-            text: text_of(&message.content),
+            text: super::output::text_of(&message.content),
         })
         .collect();
     let plan = state.decide(SimRequest {
@@ -151,28 +151,8 @@ fn check_key(state: &SimState, headers: &HeaderMap) -> Result<(), Refusal> {
     }
 }
 
-/// The text of a message's content: a string, or the `text` of each part, joined.
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::Null => String::new(),
-        Value::String(text) => text.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        other => other.to_string(),
-    }
-}
-
 async fn complete(state: &SimState, plan: &Plan) -> Response {
-    let delivered = if plan.stalls() {
-        state.until_stopped().await;
-        false
-    } else {
-        state.wait(plan.total_delay()).await
-    };
-    if !delivered {
+    if !state.delivered(plan).await {
         return error_response(&Refusal {
             message: "the sim model server is stopping".into(),
             ..Refusal::status(503)

@@ -273,6 +273,20 @@ fn word(rng: &mut Rng) -> &'static str {
     VOCABULARY[rng.usize(..VOCABULARY.len())]
 }
 
+/// The text of a message's content: a string, or the `text` of each part (block), joined.
+pub(super) fn text_of(content: &Value) -> String {
+    match content {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|part| part.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

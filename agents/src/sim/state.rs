@@ -285,6 +285,17 @@ impl SimState {
         stopped(self.stopped.clone()).await;
     }
 
+    /// Waits as long as a whole (non-streamed) answer takes; a stalled plan never answers.
+    /// False if the server began to stop first.
+    pub(super) async fn delivered(&self, plan: &Plan) -> bool {
+        if plan.stalls() {
+            self.until_stopped().await;
+            false
+        } else {
+            self.wait(plan.total_delay()).await
+        }
+    }
+
     /// Sends `steps`, each after its delay; then, if `stall`, nothing more, never ending. The
     /// stream ends early when the server begins to stop.
     pub(super) fn event_stream(&self, steps: Vec<Step>, stall: bool) -> EventStream {
