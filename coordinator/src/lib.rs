@@ -19,10 +19,12 @@
 
 pub mod batch;
 pub mod bench;
+pub mod client;
 pub mod config;
 pub mod coordinator;
 pub mod demo;
 pub mod error;
+pub mod http;
 pub mod journal;
 pub mod replay;
 pub mod scheduler;

@@ -116,6 +116,29 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Serve the HTTP API (routes under /v1) over a durable swarm until Ctrl-C or SIGTERM.
+    /// With SWARM_API_TOKEN set, every route but /healthz and /readyz needs
+    /// `Authorization: Bearer <token>`.
+    Serve {
+        /// The data directory holding the event log (default: swarm.toml's, else swarm-data).
+        #[arg(long, env = "SWARM_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// A `swarm.toml` whose model agents are registered.
+        #[arg(long, env = "SWARM_CONFIG")]
+        config: Option<PathBuf>,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: std::net::SocketAddr,
+        /// Built-in `work` agents to register (and as many `echo` agents).
+        #[arg(long, default_value_t = 0)]
+        builtin_agents: usize,
+        /// The built-in agents' concurrency limit.
+        #[arg(long, default_value_t = 8)]
+        concurrency: u32,
+        /// The largest request body accepted, in bytes.
+        #[arg(long, default_value_t = 1024 * 1024)]
+        body_limit: usize,
+    },
     /// Rebuild one objective from the event log alone and print its chain of work.
     Replay {
         /// The objective.
@@ -297,6 +320,46 @@ fn run() -> anyhow::Result<()> {
             if outcome.failed > 0 {
                 anyhow::bail!("{} objectives did not succeed", outcome.failed);
             }
+        }
+        Command::Serve {
+            data_dir,
+            config,
+            addr,
+            builtin_agents,
+            concurrency,
+            body_limit,
+        } => {
+            let config = config
+                .map(|path| swarm_coordinator::config::Config::load(&path))
+                .transpose()?;
+            let section = config.as_ref().map(|c| c.store.clone()).unwrap_or_default();
+            let mut store = StoreConfig::new(data_dir.unwrap_or(section.data_dir));
+            store.fsync = section.fsync;
+            store.writer.retention = section.retention;
+            // Read once; never logged.
+            let token = match std::env::var("SWARM_API_TOKEN") {
+                Ok(token) if token.trim().is_empty() => {
+                    anyhow::bail!("SWARM_API_TOKEN is set but empty")
+                }
+                Ok(token) => Some(token),
+                Err(_) => None,
+            };
+            let serve = swarm_coordinator::http::ServeConfig {
+                store,
+                config,
+                builtin_agents,
+                concurrency,
+                addr,
+                api: swarm_coordinator::http::ApiConfig {
+                    token,
+                    body_limit_bytes: body_limit,
+                    ..Default::default()
+                },
+            };
+            runtime.block_on(swarm_coordinator::http::run(
+                serve,
+                swarm_coordinator::http::shutdown_signal(),
+            ))?;
         }
         Command::Replay {
             objective,

@@ -1,0 +1,354 @@
+//! The command-line client: `swarm submit`, `status`, `agents`, `tasks`, `approve`, `reject`
+//! talk to a running `swarm serve` over HTTP (`--server`, `SWARM_SERVER`; the bearer token
+//! from `SWARM_API_TOKEN`, never printed).
+//!
+//! `submit --watch` follows the objective's server-sent events with a live progress view (tasks
+//! done of total, running, in review, per-agent activity) until it ends, then prints the
+//! result.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use eventsource_stream::Eventsource as _;
+use futures::StreamExt as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use swarm_protocol::{Event, EventRecord, Objective, ObjectiveId};
+
+use crate::Error;
+
+/// A client of one server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| Error::Input(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends a request and reads a JSON answer; a problem+json answer becomes an error with its
+    /// title and detail.
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, Error> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::Input(format!("cannot reach the server at {}: {e}", self.base)))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| Error::Input(format!("reading the server's answer: {e}")))?;
+        if status.is_success() {
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_str(&text)
+                .map_err(|e| Error::Input(format!("the server's answer is not JSON: {e}")));
+        }
+        Err(Error::Input(problem_text(status, &text)))
+    }
+
+    /// Submits an objective; returns its id.
+    pub async fn submit(
+        &self,
+        objective: &Objective,
+        idempotency_key: Option<&str>,
+    ) -> Result<ObjectiveId, Error> {
+        let mut request = self.request(Method::POST, "/v1/objectives").json(objective);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let answer = self.call(request).await?;
+        answer
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| {
+                Error::Input(format!("the server's answer has no objective id: {answer}"))
+            })
+    }
+
+    /// An objective's state.
+    pub async fn objective(&self, id: ObjectiveId) -> Result<Value, Error> {
+        self.call(self.request(Method::GET, &format!("/v1/objectives/{id}")))
+            .await
+    }
+
+    /// The agents.
+    pub async fn agents(&self) -> Result<Value, Error> {
+        self.call(self.request(Method::GET, "/v1/agents")).await
+    }
+
+    /// Tasks in review.
+    pub async fn review_queue(&self) -> Result<Value, Error> {
+        self.call(self.request(Method::GET, "/v1/tasks?status=review"))
+            .await
+    }
+
+    /// Approves a task in review (optionally with edited output).
+    pub async fn approve(&self, task: &str, output: Option<Value>) -> Result<Value, Error> {
+        let body = match output {
+            Some(output) => json!({ "output": output }),
+            None => json!({}),
+        };
+        self.call(
+            self.request(Method::POST, &format!("/v1/tasks/{task}/approve"))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Rejects a task in review.
+    pub async fn reject(&self, task: &str, reason: &str) -> Result<Value, Error> {
+        self.call(
+            self.request(Method::POST, &format!("/v1/tasks/{task}/reject"))
+                .json(&json!({ "reason": reason })),
+        )
+        .await
+    }
+
+    /// Follows an objective's events until it ends, showing progress; returns its final state.
+    pub async fn watch(&self, id: ObjectiveId, show: bool) -> Result<Value, Error> {
+        let response = self
+            .request(Method::GET, &format!("/v1/objectives/{id}/events"))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| Error::Input(format!("cannot reach the server at {}: {e}", self.base)))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(Error::Input(problem_text(status, &text)));
+        }
+        let bar = if show {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let mut progress = Progress::default();
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| Error::Input(format!("the event stream broke: {e}")))?;
+            let Ok(record) = serde_json::from_str::<EventRecord>(&event.data) else {
+                continue;
+            };
+            let ended = progress.apply(&record.event);
+            bar.set_length(progress.total as u64);
+            bar.set_position(progress.done as u64);
+            bar.set_message(progress.line());
+            if ended {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        self.objective(id).await
+    }
+}
+
+/// What the progress view counts.
+#[derive(Debug, Default)]
+struct Progress {
+    total: usize,
+    done: usize,
+    running: BTreeSet<u64>,
+    review: BTreeSet<u64>,
+    by_agent: BTreeMap<String, usize>,
+    running_on: BTreeMap<u64, String>,
+}
+
+impl Progress {
+    /// Folds one event in; true when the objective ended.
+    fn apply(&mut self, event: &Event) -> bool {
+        match event {
+            Event::ObjectiveSubmitted { spec, .. } => self.total += spec.tasks.len(),
+            Event::TasksSpawned { tasks, .. } => self.total += tasks.len(),
+            Event::TaskStarted { task, agent, .. } => {
+                self.running.insert(task.0);
+                self.running_on.insert(task.0, agent.to_string());
+                *self.by_agent.entry(agent.to_string()).or_default() += 1;
+            }
+            Event::TaskSucceeded { task, .. } | Event::TaskApproved { task, .. } => {
+                self.settle(task.0);
+                self.review.remove(&task.0);
+                self.done += 1;
+            }
+            Event::TaskFailed { task, .. }
+            | Event::AttemptLost { task, .. }
+            | Event::TaskCancelled { task, .. } => self.settle(task.0),
+            Event::TaskInReview { task, .. } => {
+                self.settle(task.0);
+                self.review.insert(task.0);
+            }
+            Event::ObjectiveSucceeded { .. }
+            | Event::ObjectiveFailed { .. }
+            | Event::ObjectiveCancelled { .. } => return true,
+            _ => {}
+        }
+        false
+    }
+
+    fn settle(&mut self, task: u64) {
+        self.running.remove(&task);
+        if let Some(agent) = self.running_on.remove(&task)
+            && let Some(n) = self.by_agent.get_mut(&agent)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn line(&self) -> String {
+        let agents: Vec<String> = self
+            .by_agent
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(agent, n)| format!("{agent}×{n}"))
+            .collect();
+        format!(
+            "| {} running, {} in review | {}",
+            self.running.len(),
+            self.review.len(),
+            agents.join(" ")
+        )
+    }
+}
+
+/// `title: detail` of a problem+json answer, or the status and body.
+fn problem_text(status: StatusCode, body: &str) -> String {
+    match serde_json::from_str::<Value>(body) {
+        Ok(problem) if problem.get("title").is_some() => {
+            let title = problem.get("title").and_then(Value::as_str).unwrap_or("");
+            match problem.get("detail").and_then(Value::as_str) {
+                Some(detail) => format!("{status}: {title}: {detail}"),
+                None => format!("{status}: {title}"),
+            }
+        }
+        _ => format!("{status}: {}", body.trim()),
+    }
+}
+
+/// The objective `swarm submit` sends: the goal, and the graph file's tasks (the file holds an
+/// objective, or a list of tasks).
+pub fn objective_from(goal: &str, graph: Option<&str>) -> Result<Objective, Error> {
+    let Some(text) = graph else {
+        return Ok(Objective::with_tasks(goal, Vec::new()));
+    };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Error::Input(format!("graph file: {e}")))?;
+    if value.is_array() {
+        let tasks = serde_json::from_value(value)
+            .map_err(|e| Error::Input(format!("graph file (a list of tasks): {e}")))?;
+        return Ok(Objective::with_tasks(goal, tasks));
+    }
+    let mut objective: Objective = serde_json::from_value(value)
+        .map_err(|e| Error::Input(format!("graph file (an objective): {e}")))?;
+    if !goal.is_empty() {
+        objective.goal = goal.to_owned();
+    }
+    Ok(objective)
+}
+
+/// The final state as lines of text.
+pub fn render(objective: &Value) -> String {
+    let mut out = format!(
+        "objective {} {}\n",
+        objective.get("id").and_then(Value::as_str).unwrap_or("?"),
+        objective
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+    );
+    if let Some(failure) = objective.get("failure").and_then(Value::as_str) {
+        out.push_str(&format!("  failure: {failure}\n"));
+    }
+    for task in objective
+        .get("tasks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let text = |k: &str| {
+            task.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let output = task
+            .get("output")
+            .map(|o| match o {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "  {:<20} {:<10} attempts={} {}\n",
+            text("key"),
+            text("status"),
+            task.get("attempts").and_then(Value::as_u64).unwrap_or(0),
+            output
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_files_hold_an_objective_or_a_task_list() {
+        let list = r#"[{"id": "a", "capability": "x"}]"#;
+        let o = objective_from("g", Some(list)).unwrap();
+        assert_eq!((o.goal.as_str(), o.tasks.len()), ("g", 1));
+        let whole =
+            r#"{"goal": "inner", "tasks": [{"id": "a", "capability": "x"}], "priority": 3}"#;
+        let o = objective_from("", Some(whole)).unwrap();
+        assert_eq!((o.goal.as_str(), o.priority), ("inner", 3));
+        let err = objective_from("g", Some(r#"[{"id": "a"}]"#))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("capability"), "{err}");
+    }
+
+    #[test]
+    fn problems_read_as_title_and_detail() {
+        let text = problem_text(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            r#"{"type": "about:blank", "title": "graph rejected", "status": 422, "detail": "cycle: a, b"}"#,
+        );
+        assert_eq!(
+            text,
+            "422 Unprocessable Entity: graph rejected: cycle: a, b"
+        );
+    }
+}

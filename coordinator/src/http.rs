@@ -1,0 +1,460 @@
+//! The HTTP API behind `swarm serve`: routes under `/v1` over a running [`Swarm`].
+//!
+//! # Layout
+//! - [`ROUTES`]: every route the router declares, in one list; the router is built from it
+//!   and the auth test walks it, so a route cannot be added without being covered.
+//! - `objectives`, `events` (Server-Sent Events), `tasks`, `agents`: the handlers.
+//! - [`problem`]: every error answer as `application/problem+json`, and the JSON body
+//!   extractor that names the field at fault.
+//! - `auth`: the bearer token check.
+//!
+//! # Guarantees
+//! - `POST /v1/objectives` answers 202 only once the objective is durable (`Swarm::submit`
+//!   returns after its `ObjectiveSubmitted` is committed). A repeat under the same
+//!   `Idempotency-Key` with the same body gets the same answer (202, same id); with another
+//!   body, 409.
+//! - With a token configured, every route but `/healthz` and `/readyz` needs
+//!   `Authorization: Bearer <token>`, compared in constant time. The token is never logged.
+//! - No panic escapes a handler: it is caught and answered as a 500 problem.
+//! - Request bodies are limited (1 MiB by default, 413 past it) and so is the time to a
+//!   response (30 s by default; the body of an event stream is not limited).
+
+mod agents;
+mod auth;
+mod events;
+mod objectives;
+pub mod problem;
+mod tasks;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, on};
+use swarm_agents::{AgentFactory, EchoAgent, WorkAgent};
+use swarm_protocol::Capability;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::http::problem::{PROBLEM_JSON, Problem};
+use crate::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
+
+/// How long [`Api::serve`] waits, after the last connection closed, for requests to let go
+/// of the swarm.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a route does; [`Endpoint::handler`] maps each to its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /readyz`.
+    Readyz,
+    /// `POST /v1/objectives`.
+    SubmitObjective,
+    /// `GET /v1/objectives/{id}`.
+    GetObjective,
+    /// `GET /v1/objectives/{id}/chain`.
+    Chain,
+    /// `GET /v1/objectives/{id}/events`.
+    Events,
+    /// `POST /v1/objectives/{id}/cancel`.
+    Cancel,
+    /// `POST /v1/tasks/{id}/approve`.
+    Approve,
+    /// `POST /v1/tasks/{id}/reject`.
+    Reject,
+    /// `GET /v1/agents`.
+    Agents,
+}
+
+/// One route of the API.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path, with parameters written `{name}`.
+    pub path: &'static str,
+    /// What it does.
+    pub endpoint: Endpoint,
+}
+
+impl Route {
+    /// True for the routes answered without a token (probes).
+    pub fn is_public(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Healthz | Endpoint::Readyz)
+    }
+}
+
+const fn route(method: Method, path: &'static str, endpoint: Endpoint) -> Route {
+    Route {
+        method,
+        path,
+        endpoint,
+    }
+}
+
+/// Every route of the API. The router is built from this list and nothing else.
+pub const ROUTES: &[Route] = &[
+    route(Method::GET, "/healthz", Endpoint::Healthz),
+    route(Method::GET, "/readyz", Endpoint::Readyz),
+    route(Method::POST, "/v1/objectives", Endpoint::SubmitObjective),
+    route(Method::GET, "/v1/objectives/{id}", Endpoint::GetObjective),
+    route(Method::GET, "/v1/objectives/{id}/chain", Endpoint::Chain),
+    route(Method::GET, "/v1/objectives/{id}/events", Endpoint::Events),
+    route(Method::POST, "/v1/objectives/{id}/cancel", Endpoint::Cancel),
+    route(Method::POST, "/v1/tasks/{id}/approve", Endpoint::Approve),
+    route(Method::POST, "/v1/tasks/{id}/reject", Endpoint::Reject),
+    route(Method::GET, "/v1/agents", Endpoint::Agents),
+];
+
+impl Endpoint {
+    fn handler(self, method: Method) -> MethodRouter<AppState> {
+        // Every method in `ROUTES` is a standard one, which always converts; the auth test
+        // calls each route with its method, so a mistake here would fail it.
+        let filter = axum::routing::MethodFilter::try_from(method)
+            .unwrap_or(axum::routing::MethodFilter::GET);
+        match self {
+            Self::Healthz => on(filter, healthz),
+            Self::Readyz => on(filter, readyz),
+            Self::SubmitObjective => on(filter, objectives::submit),
+            Self::GetObjective => on(filter, objectives::get),
+            Self::Chain => on(filter, objectives::chain),
+            Self::Events => on(filter, events::stream),
+            Self::Cancel => on(filter, objectives::cancel),
+            Self::Approve => on(filter, tasks::approve),
+            Self::Reject => on(filter, tasks::reject),
+            Self::Agents => on(filter, agents::list),
+        }
+    }
+}
+
+/// How the API behaves.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// The bearer token every non-probe route requires (none: no auth).
+    pub token: Option<String>,
+    /// The largest request body accepted.
+    pub body_limit_bytes: usize,
+    /// The longest a request may take until its response starts.
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            body_limit_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token never appears in logs or panics.
+        f.debug_struct("ApiConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+/// What every handler sees.
+#[derive(Clone)]
+pub struct AppState {
+    swarm: Arc<Swarm>,
+    config: Arc<ApiConfig>,
+    /// Turns `true` when the server shuts down, which ends every event stream.
+    shutdown: watch::Receiver<bool>,
+    /// Never sent on: it closes when the last clone of the state is dropped, which
+    /// [`Api::serve`] waits for, so that its caller holds the only `Arc<Swarm>` again.
+    _in_use: mpsc::Sender<()>,
+}
+
+/// The API over one swarm.
+pub struct Api {
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+    released: mpsc::Receiver<()>,
+}
+
+impl Api {
+    /// The API over `swarm`.
+    pub fn new(swarm: Arc<Swarm>, config: ApiConfig) -> Self {
+        let (shutdown, receiver) = watch::channel(false);
+        let (in_use, released) = mpsc::channel(1);
+        Self {
+            state: AppState {
+                swarm,
+                config: Arc::new(config),
+                shutdown: receiver,
+                _in_use: in_use,
+            },
+            shutdown,
+            released,
+        }
+    }
+
+    /// The router, with its middleware (request ids, tracing, panics, timeouts, body limit,
+    /// auth, problem answers for bodiless errors).
+    pub fn router(&self) -> Router {
+        let state = self.state.clone();
+        let config = &state.config;
+        let mut router = Router::new();
+        for route in ROUTES {
+            router = router.route(route.path, route.endpoint.handler(route.method.clone()));
+        }
+        router
+            .fallback(no_route)
+            .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+            .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_token,
+            ))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                config.request_timeout,
+            ))
+            .layer(CatchPanicLayer::custom(panic_problem))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                bodiless_errors,
+            ))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(TraceLayer::new_for_http())
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .with_state(state)
+    }
+
+    /// Serves the API on `listener` until `shutdown` resolves, then stops accepting, ends the
+    /// event streams and waits for the requests in progress. When it returns, the server
+    /// holds no handle to the swarm any more (so the caller can shut it down).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        let Self {
+            state,
+            shutdown: stop,
+            mut released,
+        } = self;
+        drop(state);
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stop.send_replace(true);
+            })
+            .await;
+        // Connection tasks drop their clone of the router just after the graceful shutdown
+        // sees them close; wait for that (bounded, in case a handler is stuck).
+        if tokio::time::timeout(RELEASE_TIMEOUT, released.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a request still holds the swarm after the server stopped");
+        }
+        served
+    }
+}
+
+/// Serves `swarm`'s API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    swarm: Arc<Swarm>,
+    listener: TcpListener,
+    config: ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    Api::new(swarm, config).serve(listener, shutdown).await
+}
+
+async fn healthz() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.swarm.is_running() {
+        StatusCode::OK.into_response()
+    } else {
+        let detail = match state.swarm.failure() {
+            Some(reason) => format!("the coordinator stopped: {reason}"),
+            None => "the coordinator is not running".to_string(),
+        };
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", detail).into_response()
+    }
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> Problem {
+    Problem::for_status(StatusCode::NOT_FOUND, method.as_str(), uri.path(), 0)
+}
+
+fn panic_problem(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic hook has logged the message; the client learns nothing about the server.
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server failed while handling the request",
+    )
+    .into_response()
+}
+
+/// Gives a problem body to error answers that a layer made without one (405, 413 from the
+/// body limit, a timeout).
+async fn bodiless_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let problem = Problem::for_status(
+        status,
+        method.as_str(),
+        &path,
+        state.config.body_limit_bytes,
+    );
+    let mut answer = problem.into_response();
+    // Keep what the layer said (such as `Allow` on a 405), with the problem's body headers.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in answer.headers() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    *answer.headers_mut() = parts.headers;
+    answer
+}
+
+/// What `swarm serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The event log.
+    pub store: StoreConfig,
+    /// Model agents to register (`swarm.toml`).
+    pub config: Option<crate::config::Config>,
+    /// Built-in `work` agents to register, and as many `echo` agents.
+    pub builtin_agents: usize,
+    /// The built-in agents' concurrency limit.
+    pub concurrency: u32,
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// The API's settings.
+    pub api: ApiConfig,
+}
+
+/// `swarm serve`: opens the durable swarm, registers the agents, serves the API until
+/// `shutdown` resolves, then shuts the swarm down (draining the event log).
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let swarm = Swarm::open(SwarmConfig::default(), config.store.clone()).await?;
+    register_agents(&swarm, &config).await?;
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|e| Error::Input(format!("cannot listen on {}: {e}", config.addr)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::Input(format!("listening socket: {e}")))?;
+    if config.api.token.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(%local, "serving beyond loopback without SWARM_API_TOKEN: anyone who can reach it can submit");
+    }
+    eprintln!(
+        "swarm API on http://{local}/v1 ({} agents, auth {})",
+        swarm.registry().len(),
+        if config.api.token.is_some() {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    let swarm = Arc::new(swarm);
+    let served = serve(swarm.clone(), listener, config.api, shutdown).await;
+    // `serve` returns once no request holds the swarm, so this is the last handle (unless a
+    // request was stuck past `RELEASE_TIMEOUT`; then the log is closed when the process ends,
+    // and what was unfinished resumes on the next start).
+    match Arc::try_unwrap(swarm) {
+        Ok(swarm) => swarm.shutdown().await?,
+        Err(_) => tracing::warn!("the swarm is still in use; exiting without draining it"),
+    }
+    served.map_err(|e| Error::Input(format!("serving on {local}: {e}")))
+}
+
+async fn register_agents(swarm: &Swarm, config: &ServeConfig) -> Result<(), Error> {
+    let work = Capability::new("work").map_err(|e| Error::Input(e.to_string()))?;
+    let echo = Capability::new("echo").map_err(|e| Error::Input(e.to_string()))?;
+    let concurrency = config.concurrency.max(1);
+    for i in 0..config.builtin_agents {
+        for (name, capability, factory) in [
+            (
+                format!("work-{i}"),
+                &work,
+                AgentFactory::shared(WorkAgent::new()),
+            ),
+            (format!("echo-{i}"), &echo, AgentFactory::shared(EchoAgent)),
+        ] {
+            let registration = Registration {
+                name,
+                capabilities: vec![capability.clone()],
+                max_concurrency: concurrency,
+                labels: Default::default(),
+                cost_hint: None,
+            };
+            swarm.register_agent(registration, factory).await?;
+        }
+    }
+    if let Some(file) = &config.config {
+        for agent in &file.agents {
+            let (registration, factory, _) = agent.build()?;
+            swarm.register_agent(registration, factory).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,252 @@
+//! `GET /v1/objectives/{id}/events`: an objective's events as Server-Sent Events.
+//!
+//! The stream sends the objective's history from the log, then its events as they are
+//! committed, and ends after the objective's terminal event (at once, if that was sent
+//! before). Each event has `id: <seq>`, `event: <type>` and the JSON `EventRecord` as data;
+//! a client reconnecting with `Last-Event-ID` gets only the events after that sequence number.
+//!
+//! Nothing is missed between history and live events: the stream subscribes to the feed of
+//! committed events before it reads the log, drops live events it already sent (by `seq`),
+//! and when it falls behind the feed (`Lagged`) it reads the gap from the log.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::Stream;
+use swarm_protocol::{Event, EventRecord, ObjectiveId, SchedulerError};
+use swarm_store::EventStore;
+use tokio::sync::{broadcast, watch};
+
+use crate::Error;
+use crate::http::AppState;
+use crate::http::objectives::objective_id;
+use crate::http::problem::Problem;
+
+pub(super) async fn stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
+    let objective = objective_id(&id)?;
+    let after = match headers.get("last-event-id") {
+        None => 0,
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-header",
+                    "header `Last-Event-ID`: expected the sequence number of an event",
+                )
+                .field("Last-Event-ID")
+            })?,
+    };
+    let (Some(store), Some(live)) = (state.swarm.store().cloned(), state.swarm.subscribe()) else {
+        return Err(Error::NoStore.into());
+    };
+    // Subscribed first: whatever commits from here on is in `live`, and everything committed
+    // before is in the log read below.
+    let Some(indexed) = store.objective(objective).await.map_err(Error::from)? else {
+        return Err(Error::from(SchedulerError::UnknownObjective(objective)).into());
+    };
+    let history = store
+        .read_objective_range(objective, after, u64::MAX)
+        .await
+        .map_err(Error::from)?;
+    // The index was read before the history, so if it says the objective ended, its terminal
+    // event is in `history` or was sent before `after`.
+    let ended_before = indexed.status.is_terminal();
+    let follow = Follow {
+        objective,
+        store,
+        live,
+        pending: history.into_iter().map(Arc::new).collect(),
+        last_seq: after,
+        ended: false,
+        ended_before,
+        shutdown: state.shutdown.clone(),
+    };
+    let events = futures::stream::unfold(follow, |mut follow| async move {
+        let record = follow.next().await?;
+        Some((Ok(sse_event(&record)), follow))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// The state of one stream.
+struct Follow {
+    objective: ObjectiveId,
+    store: Arc<dyn EventStore>,
+    live: broadcast::Receiver<Arc<EventRecord>>,
+    /// Read from the log, not sent yet, in order.
+    pending: VecDeque<Arc<EventRecord>>,
+    /// The last sequence number sent (or the client's `Last-Event-ID`).
+    last_seq: u64,
+    /// The terminal event was sent.
+    ended: bool,
+    /// The objective had ended when the stream started.
+    ended_before: bool,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Follow {
+    /// The next event to send, or `None` once the objective ended (or the server stops).
+    async fn next(&mut self) -> Option<Arc<EventRecord>> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            if let Some(record) = self.pending.pop_front() {
+                if let Some(record) = self.accept(record) {
+                    return Some(record);
+                }
+                continue;
+            }
+            if self.ended_before {
+                return None;
+            }
+            let received = tokio::select! {
+                biased;
+                _ = self.shutdown.wait_for(|stopping| *stopping) => return None,
+                received = self.live.recv() => received,
+            };
+            match received {
+                Ok(record) => {
+                    if record.event.objective() == Some(self.objective)
+                        && let Some(record) = self.accept(record)
+                    {
+                        return Some(record);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(objective = %self.objective, missed, "event stream lagged; reading the gap from the log");
+                    match self
+                        .store
+                        .read_objective_range(self.objective, self.last_seq, u64::MAX)
+                        .await
+                    {
+                        Ok(gap) => self.pending.extend(gap.into_iter().map(Arc::new)),
+                        Err(err) => {
+                            tracing::warn!(%err, objective = %self.objective, "event stream ends: the log could not be read");
+                            return None;
+                        }
+                    }
+                }
+                // The swarm is gone: nothing more will be committed.
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// `record` if it comes after everything sent so far.
+    fn accept(&mut self, record: Arc<EventRecord>) -> Option<Arc<EventRecord>> {
+        if record.seq <= self.last_seq {
+            return None;
+        }
+        self.last_seq = record.seq;
+        self.ended = is_terminal(&record.event);
+        Some(record)
+    }
+}
+
+fn is_terminal(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::ObjectiveSucceeded { .. }
+            | Event::ObjectiveFailed { .. }
+            | Event::ObjectiveCancelled { .. }
+    )
+}
+
+fn sse_event(record: &EventRecord) -> SseEvent {
+    // An event is plain data; serializing it cannot fail.
+    let value = serde_json::to_value(record).unwrap_or_default();
+    let kind = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("event")
+        .to_string();
+    SseEvent::default()
+        .id(record.seq.to_string())
+        .event(kind)
+        .data(value.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use swarm_protocol::{Capability, Objective, TaskId, TaskKey, TaskSpec};
+    use swarm_store::{SqliteOptions, SqliteStore};
+
+    fn submitted(seq: u64, objective: ObjectiveId) -> EventRecord {
+        let spec = TaskSpec::new(TaskKey::new("a").unwrap(), Capability::new("c").unwrap());
+        record(
+            seq,
+            Event::ObjectiveSubmitted {
+                objective,
+                spec: Objective::with_tasks("g", vec![spec]),
+                first_task: TaskId(seq),
+                idempotency_key: None,
+            },
+        )
+    }
+
+    fn record(seq: u64, event: Event) -> EventRecord {
+        EventRecord {
+            seq,
+            at_ms: seq,
+            event,
+        }
+    }
+
+    /// A stream that falls behind the feed reads what it missed from the log: nothing is lost,
+    /// nothing is sent twice, and other objectives' events are left out.
+    #[tokio::test]
+    async fn a_lagging_stream_reads_the_gap_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn EventStore> = Arc::new(
+            SqliteStore::open(SqliteOptions::new(dir.path()))
+                .await
+                .unwrap(),
+        );
+        let (mine, other) = (ObjectiveId::new(), ObjectiveId::new());
+        let mut records = vec![submitted(1, mine), submitted(2, other)];
+        for seq in 3..=10 {
+            let objective = if seq % 2 == 0 { other } else { mine };
+            let task = TaskId(seq);
+            records.push(record(seq, Event::TaskReady { objective, task }));
+        }
+        records.push(record(11, Event::ObjectiveCancelled { objective: mine }));
+        store.append(&records).await.unwrap();
+
+        let (feed, live) = broadcast::channel(2);
+        // The first event was read as history; everything after it comes over a feed that
+        // holds only the last two.
+        for record in &records {
+            feed.send(Arc::new(record.clone())).unwrap();
+        }
+        let (_stop, shutdown) = watch::channel(false);
+        let mut follow = Follow {
+            objective: mine,
+            store,
+            live,
+            pending: VecDeque::from([Arc::new(records[0].clone())]),
+            last_seq: 0,
+            ended: false,
+            ended_before: false,
+            shutdown,
+        };
+        let mut sent = Vec::new();
+        while let Some(record) = follow.next().await {
+            sent.push(record.seq);
+        }
+        assert_eq!(sent, [1, 3, 5, 7, 9, 11]);
+    }
+}

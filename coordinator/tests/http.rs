@@ -1,0 +1,719 @@
+//! The HTTP API over real loopback HTTP: a durable swarm in a temporary directory, the server
+//! on an ephemeral port, a reqwest client. Tests wait on the event stream's end, never on
+//! sleeps.
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{PATIENCE, reg};
+use eventsource_stream::Eventsource as _;
+use futures::{Stream, StreamExt as _};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use swarm_agents::{AgentFactory, EchoAgent, FnAgent, WorkAgent};
+use swarm_coordinator::http::{ApiConfig, ROUTES};
+use swarm_coordinator::{StoreConfig, Swarm, SwarmConfig};
+use swarm_protocol::{FailureKind, TaskOutcome};
+use tokio::sync::{Semaphore, oneshot};
+use tokio::task::JoinHandle;
+
+const TOKEN: &str = "s3cret-token";
+
+/// A server on 127.0.0.1:0 over a durable swarm with agents of capability `work`, `echo`,
+/// `judge` (its output always needs review), `gate` (waits for a permit of `gate`) and `hold`
+/// (never finishes).
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    token: Option<String>,
+    swarm: Arc<Swarm>,
+    gate: Arc<Semaphore>,
+    stop: oneshot::Sender<()>,
+    served: JoinHandle<std::io::Result<()>>,
+    dir: tempfile::TempDir,
+}
+
+async fn start(token: Option<&str>) -> Server {
+    start_with(ApiConfig {
+        token: token.map(str::to_owned),
+        ..ApiConfig::default()
+    })
+    .await
+}
+
+async fn start_with(config: ApiConfig) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let swarm = Swarm::open(SwarmConfig::default(), StoreConfig::new(dir.path()))
+        .await
+        .unwrap();
+    swarm
+        .register_agent(
+            reg("work-0", &["work"], 8),
+            AgentFactory::shared(WorkAgent::new()),
+        )
+        .await
+        .unwrap();
+    swarm
+        .register_agent(reg("echo-0", &["echo"], 8), AgentFactory::shared(EchoAgent))
+        .await
+        .unwrap();
+    let judge = FnAgent::new(|_task, _ctx| async {
+        TaskOutcome::failure(FailureKind::InvalidOutput, "the answer does not parse")
+    });
+    swarm
+        .register_agent(reg("judge-0", &["judge"], 8), AgentFactory::shared(judge))
+        .await
+        .unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let permits = gate.clone();
+    let gated = FnAgent::new(move |_task, _ctx| {
+        let permits = permits.clone();
+        async move {
+            permits.acquire().await.unwrap().forget();
+            TaskOutcome::success(json!("through"))
+        }
+    });
+    swarm
+        .register_agent(reg("gate-0", &["gate"], 8), AgentFactory::shared(gated))
+        .await
+        .unwrap();
+    let hold = FnAgent::new(|_task, _ctx| std::future::pending::<TaskOutcome>());
+    swarm
+        .register_agent(reg("hold-0", &["hold"], 8), AgentFactory::shared(hold))
+        .await
+        .unwrap();
+
+    let swarm = Arc::new(swarm);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let token = config.token.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = tokio::spawn(swarm_coordinator::http::serve(
+        swarm.clone(),
+        listener,
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Server {
+        base,
+        client: reqwest::Client::new(),
+        token,
+        swarm,
+        gate,
+        stop,
+        served,
+        dir,
+    }
+}
+
+impl Server {
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    async fn submit(&self, objective: &Value, key: Option<&str>) -> reqwest::Response {
+        let mut request = self.request(Method::POST, "/v1/objectives").json(objective);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn submit_ok(&self, objective: &Value) -> String {
+        let response = self.submit(objective, None).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let response = self.request(Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.unwrap()
+    }
+
+    /// The objective's event stream, from after `last_event_id`.
+    async fn events(
+        &self,
+        id: &str,
+        last_event_id: Option<u64>,
+    ) -> impl Stream<Item = Sse> + Unpin + use<> {
+        let mut request = self.request(Method::GET, &format!("/v1/objectives/{id}/events"));
+        if let Some(last) = last_event_id {
+            request = request.header("Last-Event-ID", last.to_string());
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Box::pin(response.bytes_stream().eventsource().map(|event| {
+            let event = event.unwrap();
+            Sse {
+                seq: event.id.parse().unwrap(),
+                kind: event.event,
+                data: serde_json::from_str(&event.data).unwrap(),
+            }
+        }))
+    }
+
+    /// Every event of the stream, until it ends (after the objective's terminal event).
+    async fn all_events(&self, id: &str, last_event_id: Option<u64>) -> Vec<Sse> {
+        let stream = self.events(id, last_event_id).await;
+        tokio::time::timeout(PATIENCE, stream.collect::<Vec<_>>())
+            .await
+            .expect("the event stream did not end")
+    }
+
+    /// Stops the server and the swarm, cleanly.
+    async fn finish(self) -> tempfile::TempDir {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(PATIENCE, self.served)
+            .await
+            .expect("the server did not stop")
+            .unwrap()
+            .unwrap();
+        let swarm = Arc::try_unwrap(self.swarm)
+            .ok()
+            .expect("the server still holds the swarm");
+        assert!(swarm.failure().is_none());
+        swarm.shutdown().await.unwrap();
+        self.dir
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, PartialEq)]
+struct Sse {
+    seq: u64,
+    kind: String,
+    data: Value,
+}
+
+/// Waits for the next event of `kind`, returning every event up to it.
+async fn until(stream: &mut (impl Stream<Item = Sse> + Unpin), kind: &str) -> Vec<Sse> {
+    let mut seen = Vec::new();
+    loop {
+        let event = tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {kind}; saw {seen:#?}"))
+            .unwrap_or_else(|| panic!("the stream ended before {kind}; saw {seen:#?}"));
+        let found = event.kind == kind;
+        seen.push(event);
+        if found {
+            return seen;
+        }
+    }
+}
+
+async fn problem(response: reqwest::Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status.as_u16());
+    assert!(
+        body["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:swarm:problem:")
+    );
+    assert!(body["title"].is_string());
+    assert!(!body["detail"].as_str().unwrap().is_empty());
+    body
+}
+
+fn two_step() -> Value {
+    json!({
+        "goal": "add up",
+        "tasks": [
+            { "id": "a", "capability": "work", "input": { "n": 2 } },
+            { "id": "b", "capability": "work", "input": { "n": 3 }, "depends_on": ["a"] }
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_answers_202_once_durable_and_is_idempotent() {
+    let server = start(None).await;
+    let response = server.submit(&two_step(), Some("order-1")).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let body: Value = response.json().await.unwrap();
+    let id = body["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/objectives/{id}"));
+    assert_eq!(body["links"]["self"], location);
+    assert_eq!(body["links"]["events"], format!("{location}/events"));
+    assert_eq!(body["links"]["chain"], format!("{location}/chain"));
+
+    // Durable when acknowledged: the log already holds the submission.
+    let chain = server.swarm.chain(id.parse().unwrap()).await.unwrap();
+    assert!(matches!(
+        chain[0].event,
+        swarm_protocol::Event::ObjectiveSubmitted { .. }
+    ));
+
+    // The same key and body: the same answer.
+    let again = server.submit(&two_step(), Some("order-1")).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, body);
+
+    // The same key, another body: a conflict naming the header.
+    let mut other = two_step();
+    other["goal"] = json!("something else");
+    let conflict = problem(
+        server.submit(&other, Some("order-1")).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(conflict["field"], "Idempotency-Key");
+    assert!(conflict["detail"].as_str().unwrap().contains("order-1"));
+
+    // Run to the end (the stream ends with the objective), then read it.
+    let events = server.all_events(&id, None).await;
+    assert_eq!(events.last().unwrap().kind, "objective_succeeded");
+    let view = server.get_json(&format!("/v1/objectives/{id}")).await;
+    assert_eq!(view["status"], "succeeded");
+    assert_eq!(view["tasks"][1]["output"], json!({ "sum": 5 }));
+    let chain = server.get_json(&format!("/v1/objectives/{id}/chain")).await;
+    assert_eq!(chain.as_array().unwrap().len(), events.len());
+
+    // After a restart the objective is still there under its id.
+    let dir = server.finish().await;
+    let mut options = swarm_store::SqliteOptions::new(dir.path());
+    options.lock = false;
+    let store = swarm_store::SqliteStore::open(options).await.unwrap();
+    use swarm_store::EventStore as _;
+    let logged = store.read_objective(id.parse().unwrap()).await.unwrap();
+    assert_eq!(logged.len(), events.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_history_then_live_in_order_and_resume_after_last_event_id() {
+    let server = start(None).await;
+    let id = server
+        .submit_ok(&json!({
+            "goal": "wait for the gate",
+            "tasks": [
+                { "id": "gate", "capability": "gate" },
+                { "id": "after", "capability": "echo", "input": "x", "depends_on": ["gate"] }
+            ]
+        }))
+        .await;
+    // History (submitted, ready, started) and then live events: the gate opens only once the
+    // stream has shown the start, so what follows can only come from the live feed.
+    let mut stream = server.events(&id, None).await;
+    let mut seen = until(&mut stream, "task_started").await;
+    server.gate.add_permits(1);
+    while let Some(event) = tokio::time::timeout(PATIENCE, stream.next()).await.unwrap() {
+        seen.push(event);
+    }
+    assert_eq!(seen.first().unwrap().kind, "objective_submitted");
+    assert_eq!(seen.last().unwrap().kind, "objective_succeeded");
+    for pair in seen.windows(2) {
+        assert!(pair[0].seq < pair[1].seq, "out of order: {pair:#?}");
+    }
+    // Complete: exactly the objective's chain, each event's data is its record.
+    let chain = server.get_json(&format!("/v1/objectives/{id}/chain")).await;
+    let chain = chain.as_array().unwrap();
+    assert_eq!(chain.len(), seen.len());
+    for (event, record) in seen.iter().zip(chain) {
+        assert_eq!(&event.data, record);
+        assert_eq!(event.seq, record["seq"].as_u64().unwrap());
+        assert_eq!(event.kind, record["type"].as_str().unwrap());
+    }
+
+    // A reconnect gets only what follows its Last-Event-ID, and ends.
+    let cut = seen[2].seq;
+    let rest = server.all_events(&id, Some(cut)).await;
+    assert_eq!(rest, seen[3..].to_vec());
+    // After the terminal event there is nothing more, and the stream ends at once.
+    let nothing = server.all_events(&id, Some(seen.last().unwrap().seq)).await;
+    assert!(nothing.is_empty());
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_ends_the_objective_and_its_stream() {
+    let server = start(None).await;
+    let id = server
+        .submit_ok(&json!({ "goal": "never", "tasks": [{ "id": "h", "capability": "hold" }] }))
+        .await;
+    let mut stream = server.events(&id, None).await;
+    until(&mut stream, "task_started").await;
+    let response = server
+        .request(Method::POST, &format!("/v1/objectives/{id}/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let view: Value = response.json().await.unwrap();
+    assert_eq!(view["status"], "cancelled");
+    let rest = until(&mut stream, "objective_cancelled").await;
+    assert!(rest.iter().any(|e| e.kind == "task_cancelled"));
+    assert!(
+        tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_approve_and_reject_round_trip() {
+    let server = start(None).await;
+    let judged = json!({
+        "goal": "judge",
+        "tasks": [
+            { "id": "j", "capability": "judge" },
+            { "id": "e", "capability": "echo", "input": { "$from": "j" }, "depends_on": ["j"] }
+        ]
+    });
+
+    // Approve with an edited output: the dependent gets it and the objective succeeds.
+    let id = server.submit_ok(&judged).await;
+    let mut stream = server.events(&id, None).await;
+    let review = until(&mut stream, "task_in_review").await;
+    let task = review.last().unwrap().data["task"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = server
+        .request(Method::POST, &format!("/v1/tasks/{task}/approve"))
+        .json(&json!({ "output": "edited" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    until(&mut stream, "objective_succeeded").await;
+    let view = server.get_json(&format!("/v1/objectives/{id}")).await;
+    assert_eq!(view["tasks"][0]["output"], "edited");
+    assert_eq!(view["tasks"][1]["status"], "succeeded");
+
+    // The task is no longer in review: a second decision conflicts.
+    let again = server
+        .request(Method::POST, &format!("/v1/tasks/{task}/approve"))
+        .send()
+        .await
+        .unwrap();
+    let again = problem(again, StatusCode::CONFLICT).await;
+    assert!(again["detail"].as_str().unwrap().contains("not in review"));
+
+    // Reject: the task and the objective fail with the reason.
+    let id = server.submit_ok(&judged).await;
+    let mut stream = server.events(&id, None).await;
+    let review = until(&mut stream, "task_in_review").await;
+    let task = review.last().unwrap().data["task"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let missing_reason = server
+        .request(Method::POST, &format!("/v1/tasks/{task}/reject"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    let missing_reason = problem(missing_reason, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(
+        missing_reason["detail"]
+            .as_str()
+            .unwrap()
+            .contains("reason")
+    );
+    let response = server
+        .request(Method::POST, &format!("/v1/tasks/{task}/reject"))
+        .json(&json!({ "reason": "wrong answer" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    until(&mut stream, "objective_failed").await;
+    let view = server.get_json(&format!("/v1/objectives/{id}")).await;
+    assert_eq!(view["status"], "failed");
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_problems_naming_the_field() {
+    let server = start(None).await;
+    let post = |body: &'static str| {
+        server
+            .request(Method::POST, "/v1/objectives")
+            .header("content-type", "application/json")
+            .body(body)
+    };
+
+    let malformed = post(r#"{"goal": "x", "tasks": ["#).send().await.unwrap();
+    let malformed = problem(malformed, StatusCode::BAD_REQUEST).await;
+    assert!(malformed["detail"].as_str().unwrap().contains("line 1"));
+
+    let wrong_type = post(r#"{"goal": "x", "priority": "high"}"#)
+        .send()
+        .await
+        .unwrap();
+    let wrong_type = problem(wrong_type, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(wrong_type["field"], "priority");
+
+    let unknown =
+        post(r#"{"goal": "x", "tasks": [{"id": "a", "capability": "work", "colour": 1}]}"#)
+            .send()
+            .await
+            .unwrap();
+    let unknown = problem(unknown, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(
+        unknown["detail"].as_str().unwrap().contains("colour"),
+        "{unknown}"
+    );
+    assert!(
+        unknown["field"].as_str().unwrap().starts_with("tasks[0]"),
+        "{unknown}"
+    );
+
+    let missing = post(r#"{"tasks": []}"#).send().await.unwrap();
+    let missing = problem(missing, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(missing["detail"].as_str().unwrap().contains("goal"));
+
+    let no_type = server
+        .request(Method::POST, "/v1/objectives")
+        .body(two_step().to_string())
+        .send()
+        .await
+        .unwrap();
+    let no_type = problem(no_type, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_eq!(no_type["field"], "Content-Type");
+
+    let unknown_capability = server
+        .submit(
+            &json!({ "goal": "x", "tasks": [
+                { "id": "a", "capability": "work" },
+                { "id": "b", "capability": "teleport" }
+            ] }),
+            None,
+        )
+        .await;
+    let unknown_capability = problem(unknown_capability, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(unknown_capability["field"], "tasks[1].capability");
+    assert!(
+        unknown_capability["detail"]
+            .as_str()
+            .unwrap()
+            .contains("teleport")
+    );
+
+    let cycle = server
+        .submit(
+            &json!({ "goal": "x", "tasks": [
+                { "id": "a", "capability": "work", "depends_on": ["b"] },
+                { "id": "b", "capability": "work", "depends_on": ["a"] }
+            ] }),
+            None,
+        )
+        .await;
+    let cycle = problem(cycle, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(cycle["detail"].as_str().unwrap().contains("cycle"));
+    assert!(cycle["field"].as_str().unwrap().ends_with("depends_on"));
+
+    let bad_key = server.submit(&two_step(), Some(&"k".repeat(300))).await;
+    let bad_key = problem(bad_key, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(bad_key["field"], "Idempotency-Key");
+
+    for path in [
+        "/v1/objectives/not-a-uuid",
+        "/v1/objectives/not-a-uuid/chain",
+        "/v1/objectives/not-a-uuid/events",
+    ] {
+        let response = server.request(Method::GET, path).send().await.unwrap();
+        let body = problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(body["field"], "id");
+        assert!(body["detail"].as_str().unwrap().contains("`id`"));
+    }
+    let bad_task = server
+        .request(Method::POST, "/v1/tasks/xyz/approve")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(bad_task, StatusCode::BAD_REQUEST).await["field"],
+        "id"
+    );
+
+    let nobody = swarm_protocol::ObjectiveId::new();
+    for (method, path) in [
+        (Method::GET, format!("/v1/objectives/{nobody}")),
+        (Method::GET, format!("/v1/objectives/{nobody}/chain")),
+        (Method::GET, format!("/v1/objectives/{nobody}/events")),
+        (Method::POST, format!("/v1/objectives/{nobody}/cancel")),
+        (Method::POST, "/v1/tasks/T999999/approve".to_owned()),
+    ] {
+        let response = server.request(method, &path).send().await.unwrap();
+        let body = problem(response, StatusCode::NOT_FOUND).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("not found"),
+            "{path}: {body}"
+        );
+    }
+    let bad_last = server
+        .request(Method::GET, &format!("/v1/objectives/{nobody}/events"))
+        .header("Last-Event-ID", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        problem(bad_last, StatusCode::BAD_REQUEST).await["field"],
+        "Last-Event-ID"
+    );
+
+    let no_route = server
+        .request(Method::GET, "/v1/nothing")
+        .send()
+        .await
+        .unwrap();
+    problem(no_route, StatusCode::NOT_FOUND).await;
+    let wrong_method = server
+        .request(Method::DELETE, "/v1/objectives")
+        .send()
+        .await
+        .unwrap();
+    problem(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_413() {
+    let server = start_with(ApiConfig {
+        body_limit_bytes: 4096,
+        ..ApiConfig::default()
+    })
+    .await;
+    let big = json!({ "goal": "x".repeat(8192), "tasks": [{ "id": "a", "capability": "work" }] });
+    let response = server.submit(&big, None).await;
+    let body = problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert!(body["detail"].as_str().unwrap().contains("4096"));
+
+    // The default is 1 MiB.
+    assert_eq!(ApiConfig::default().body_limit_bytes, 1024 * 1024);
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_but_the_probes_needs_the_token() {
+    let server = start(Some(TOKEN)).await;
+    let id = server.submit_ok(&two_step()).await;
+    let anonymous = reqwest::Client::new();
+    let mut checked = 0;
+    for route in ROUTES {
+        let path = route.path.replace(
+            "{id}",
+            if route.path.starts_with("/v1/tasks") {
+                "T1"
+            } else {
+                &id
+            },
+        );
+        let url = format!("{}{path}", server.base);
+        let method = Method::from_bytes(route.method.as_str().as_bytes()).unwrap();
+        if route.is_public() {
+            let response = anonymous.request(method, &url).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            continue;
+        }
+        for token in [None, Some("wrong"), Some("s3cret-token-but-longer")] {
+            let mut request = anonymous.request(method.clone(), &url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(
+                response
+                    .headers()
+                    .get("www-authenticate")
+                    .map(|v| v.to_str().unwrap()),
+                Some("Bearer"),
+                "{} {path}",
+                route.method
+            );
+            let body = problem(response, StatusCode::UNAUTHORIZED).await;
+            assert_eq!(body["field"], "Authorization");
+        }
+        // With the token the route is reached (whatever it then answers).
+        let response = server
+            .request(method.clone(), &path)
+            .json(&json!({ "reason": "r" }))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+        if method == Method::GET && !path.ends_with("/events") {
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, ROUTES.iter().filter(|r| !r.is_public()).count());
+    assert!(checked >= 8);
+    // Paths the router does not declare are refused before anything else.
+    let unknown = anonymous
+        .get(format!("{}/v1/secret", server.base))
+        .send()
+        .await
+        .unwrap();
+    problem(unknown, StatusCode::UNAUTHORIZED).await;
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_and_agents() {
+    let server = start(None).await;
+    let health = server
+        .request(Method::GET, "/healthz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let ready = server.request(Method::GET, "/readyz").send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert!(ready.headers().contains_key("x-request-id"));
+
+    let agents = server.get_json("/v1/agents").await;
+    let names: Vec<&str> = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["work-0", "echo-0", "judge-0", "gate-0", "hold-0"]);
+    assert_eq!(agents[0]["health"], "up");
+    assert_eq!(agents[0]["in_flight"], 0);
+    assert_eq!(agents[0]["capabilities"], json!(["work"]));
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_event_streams() {
+    let server = start(None).await;
+    let id = server
+        .submit_ok(&json!({ "goal": "never", "tasks": [{ "id": "h", "capability": "hold" }] }))
+        .await;
+    let mut stream = server.events(&id, None).await;
+    until(&mut stream, "task_started").await;
+    // The stream is open on a running objective; stopping the server must not wait for it.
+    server.finish().await;
+    assert!(
+        tokio::time::timeout(PATIENCE, stream.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
