@@ -455,6 +455,12 @@ impl Swarm {
         Ok(())
     }
 
+    /// Every task waiting for a person's decision, oldest objective first.
+    pub async fn review_queue(&self) -> Result<Vec<swarm_protocol::ReviewItem>, Error> {
+        call_t!(self.scheduler, SchedulerMsg::ReviewQueue, self.ms())
+            .map_err(|e| self.explain(e.into()))
+    }
+
     /// Scheduler counters.
     pub async fn stats(&self) -> Result<SchedulerStats, Error> {
         Ok(call_t!(self.scheduler, SchedulerMsg::Stats, self.ms())?)

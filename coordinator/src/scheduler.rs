@@ -136,6 +136,9 @@ impl Actor for Scheduler {
             SchedulerMsg::Stats(reply) => {
                 let _ = reply.send(state.stats());
             }
+            SchedulerMsg::ReviewQueue(reply) => {
+                let _ = reply.send(state.review_queue());
+            }
             SchedulerMsg::Record(event) => state.record(event),
         }
         state.flush();

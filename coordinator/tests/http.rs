@@ -391,6 +391,22 @@ async fn review_approve_and_reject_round_trip() {
         .as_str()
         .unwrap()
         .to_owned();
+    // It is in the review queue, with its objective.
+    let queue = server.get_json("/v1/tasks?status=review").await;
+    let queue = queue.as_array().unwrap();
+    assert_eq!(queue.len(), 1, "{queue:?}");
+    assert_eq!(queue[0]["objective"], id.as_str());
+    assert_eq!(queue[0]["task"]["id"], task.as_str());
+    assert_eq!(queue[0]["task"]["status"], "review");
+    for bad in [
+        "/v1/tasks",
+        "/v1/tasks?status=done",
+        "/v1/tasks?status=review&x=1",
+    ] {
+        let response = server.request(Method::GET, bad).send().await.unwrap();
+        let body = problem(response, StatusCode::BAD_REQUEST).await;
+        assert!(body["field"].is_string(), "{bad}: {body}");
+    }
     let response = server
         .request(Method::POST, &format!("/v1/tasks/{task}/approve"))
         .json(&json!({ "output": "edited" }))
@@ -402,6 +418,8 @@ async fn review_approve_and_reject_round_trip() {
     let view = server.get_json(&format!("/v1/objectives/{id}")).await;
     assert_eq!(view["tasks"][0]["output"], "edited");
     assert_eq!(view["tasks"][1]["status"], "succeeded");
+    let queue = server.get_json("/v1/tasks?status=review").await;
+    assert_eq!(queue, json!([]), "approved tasks leave the queue");
 
     // The task is no longer in review: a second decision conflicts.
     let again = server
@@ -623,6 +641,12 @@ async fn every_route_but_the_probes_needs_the_token() {
                 &id
             },
         );
+        // A listing route is called with the query it needs.
+        let path = if route.path == "/v1/tasks" {
+            format!("{path}?status=review")
+        } else {
+            path
+        };
         let url = format!("{}{path}", server.base);
         let method = Method::from_bytes(route.method.as_str().as_bytes()).unwrap();
         if route.is_public() {

@@ -39,4 +39,4 @@ pub use messages::{
 pub use objective::{Limits, Objective, ObjectiveStatus};
 pub use outcome::{FailureKind, TaskOutcome, Usage};
 pub use task::{RetryPolicy, Task, TaskSpec, TaskStatus};
-pub use view::{ObjectiveSummary, ObjectiveView, SchedulerStats, TaskView};
+pub use view::{ObjectiveSummary, ObjectiveView, ReviewItem, SchedulerStats, TaskView};

@@ -222,6 +222,8 @@ pub enum SchedulerMsg {
     },
     /// Counters.
     Stats(RpcReplyPort<SchedulerStats>),
+    /// Every task in review, oldest objective first.
+    ReviewQueue(RpcReplyPort<Vec<crate::view::ReviewItem>>),
     /// Record an event that happened outside the scheduler (agent lifecycle), so the log keeps
     /// one order.
     Record(Event),

@@ -83,6 +83,17 @@ pub struct TaskView {
     pub run_time: Duration,
 }
 
+/// A task waiting for a person's decision, with its objective.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewItem {
+    /// The objective.
+    pub objective: ObjectiveId,
+    /// Its goal.
+    pub goal: String,
+    /// The task, with the output in question and why it needs review (`error`).
+    pub task: TaskView,
+}
+
 /// Scheduler counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchedulerStats {

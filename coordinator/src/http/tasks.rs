@@ -1,10 +1,11 @@
-//! `/v1/tasks`: a person's decision on a task in review.
+//! `/v1/tasks`: the review queue, and a person's decision on a task in review.
 
-use axum::extract::{Path, State};
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
-use swarm_protocol::{ReviewDecision, TaskId};
+use swarm_protocol::{ReviewDecision, ReviewItem, TaskId};
 
 use crate::http::AppState;
 use crate::http::problem::{JsonBody, OptionalJsonBody, Problem};
@@ -22,6 +23,48 @@ pub(super) struct Approval {
 #[serde(deny_unknown_fields)]
 pub(super) struct Rejection {
     reason: String,
+}
+
+/// `GET /v1/tasks?status=review`: every task waiting for a person, oldest objective first.
+pub(super) async fn review_queue(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<ReviewItem>>, Problem> {
+    let mut status = None;
+    for pair in query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "status" => status = Some(value.to_owned()),
+            other => {
+                return Err(query_problem(
+                    other,
+                    "is not a parameter of this route; use status=review",
+                ));
+            }
+        }
+    }
+    match status.as_deref() {
+        Some("review") => Ok(Json(state.swarm.review_queue().await?)),
+        Some(other) => Err(query_problem(
+            "status",
+            &format!("`{other}` is not supported; only status=review lists tasks"),
+        )),
+        None => Err(query_problem("status", "is required: status=review")),
+    }
+}
+
+fn query_problem(name: &str, problem: &str) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-parameter",
+        format!("query parameter `{name}` {problem}"),
+    )
+    .field(name)
 }
 
 fn task_id(raw: &str) -> Result<TaskId, Problem> {

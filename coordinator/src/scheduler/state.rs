@@ -30,6 +30,7 @@ use super::queue::{Entry, ReadyQueue};
 use super::slab::Slab;
 use crate::journal::{Delivery, Effects, Journal, now_ms};
 use crate::replay::{ObjectiveModel, Recovered};
+use swarm_protocol::ReviewItem;
 
 /// The registry as the coordinator uses it: agents are reached through their actor refs.
 pub type AgentRegistry = Registry<ActorRef<AgentMsg>>;
@@ -113,6 +114,23 @@ impl ExistingTasks for Existing<'_> {
             .get(key)
             .and_then(|id| self.tasks.get(*id))
             .map_or(0, |n| n.dependents.len())
+    }
+}
+
+fn task_view(id: TaskId, n: &TaskNode) -> TaskView {
+    TaskView {
+        id,
+        key: n.key.clone(),
+        capability: n.capability.clone(),
+        status: n.status,
+        attempts: n.attempt,
+        agent: n.agent,
+        output: n.output.clone(),
+        error: n.error.clone(),
+        partial_output: n.partial.clone(),
+        spawned_by: n.spawned_by,
+        usage: n.usage,
+        run_time: n.run_time,
     }
 }
 
@@ -1426,21 +1444,7 @@ impl SchedulerState {
         let tasks = run
             .tasks
             .iter()
-            .filter_map(|t| self.tasks.get(*t).map(|n| (t, n)))
-            .map(|(&t, n)| TaskView {
-                id: t,
-                key: n.key.clone(),
-                capability: n.capability.clone(),
-                status: n.status,
-                attempts: n.attempt,
-                agent: n.agent,
-                output: n.output.clone(),
-                error: n.error.clone(),
-                partial_output: n.partial.clone(),
-                spawned_by: n.spawned_by,
-                usage: n.usage,
-                run_time: n.run_time,
-            })
+            .filter_map(|t| self.tasks.get(*t).map(|n| task_view(*t, n)))
             .collect();
         Some(ObjectiveView {
             id,
@@ -1449,6 +1453,28 @@ impl SchedulerState {
             failure: run.failure.clone(),
             tasks,
         })
+    }
+
+    /// Every task in review (only unfinished objectives hold any), oldest objective first.
+    /// Linear in the unfinished tasks: for people looking, not for the hot path.
+    pub(crate) fn review_queue(&self) -> Vec<ReviewItem> {
+        let mut items: Vec<ReviewItem> = self
+            .objectives
+            .iter()
+            .filter(|(_, run)| run.status == ObjectiveStatus::Running)
+            .flat_map(|(&objective, run)| {
+                run.tasks.iter().filter_map(move |&t| {
+                    let node = self.tasks.get(t)?;
+                    (node.status == TaskStatus::Review).then(|| ReviewItem {
+                        objective,
+                        goal: run.goal.clone(),
+                        task: task_view(t, node),
+                    })
+                })
+            })
+            .collect();
+        items.sort_by_key(|item| (item.objective, item.task.id));
+        items
     }
 
     /// How an objective stands, without its tasks.
