@@ -1,5 +1,6 @@
 //! The `swarm` command: parses the command line and calls into the library.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use swarm_coordinator::batch::{self, BatchConfig};
 use swarm_coordinator::bench::{self, BenchConfig};
+use swarm_coordinator::client::Client;
 use swarm_coordinator::{StoreConfig, replay};
 use swarm_protocol::ObjectiveId;
 
@@ -139,6 +141,62 @@ enum Command {
         #[arg(long, default_value_t = 1024 * 1024)]
         body_limit: usize,
     },
+    /// Submit an objective to a running `swarm serve`.
+    Submit {
+        /// The goal.
+        goal: String,
+        /// A JSON file with the task graph: an objective, or a list of tasks.
+        #[arg(long)]
+        graph: Option<PathBuf>,
+        /// Follow it with a live progress view until it ends, then print the result.
+        #[arg(long)]
+        watch: bool,
+        /// An idempotency key: submitting again with it returns the same objective.
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show an objective's state.
+    Status {
+        /// The objective.
+        objective: ObjectiveId,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List the agents, their health and load.
+    Agents {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List tasks waiting for review.
+    Tasks {
+        /// Only tasks in review (the one listing there is).
+        #[arg(long, default_value_t = true)]
+        review: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Approve a task in review, optionally replacing its output (JSON).
+    Approve {
+        /// The task (`T42`).
+        task: String,
+        /// The output dependents receive instead.
+        #[arg(long)]
+        output: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Reject a task in review: it and its objective fail.
+    Reject {
+        /// The task (`T42`).
+        task: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Rebuild one objective from the event log alone and print its chain of work.
     Replay {
         /// The objective.
@@ -193,6 +251,121 @@ async fn print_replay(objective: ObjectiveId, data_dir: PathBuf, json: bool) -> 
     Ok(())
 }
 
+/// Where the client commands find the server.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The server's address.
+    #[arg(long, env = "SWARM_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: String,
+}
+
+impl ServerArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        // The token comes from the environment only, so it never shows in `ps` or history.
+        let token = std::env::var("SWARM_API_TOKEN").ok();
+        Ok(Client::new(&self.server, token)?)
+    }
+}
+
+async fn client_command(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Submit {
+            goal,
+            graph,
+            watch,
+            key,
+            server,
+        } => {
+            let client = server.client()?;
+            let graph = graph
+                .map(|path| {
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))
+                })
+                .transpose()?;
+            let objective = swarm_coordinator::client::objective_from(&goal, graph.as_deref())?;
+            let id = client.submit(&objective, key.as_deref()).await?;
+            if !watch {
+                println!("{id}");
+                return Ok(());
+            }
+            eprintln!("submitted {id}");
+            let view = client.watch(id, std::io::stderr().is_terminal()).await?;
+            print!("{}", swarm_coordinator::client::render(&view));
+            if view.get("status").and_then(serde_json::Value::as_str) != Some("succeeded") {
+                anyhow::bail!("objective {id} did not succeed");
+            }
+        }
+        Command::Status { objective, server } => {
+            let view = server.client()?.objective(objective).await?;
+            print!("{}", swarm_coordinator::client::render(&view));
+        }
+        Command::Agents { server } => {
+            let agents = server.client()?.agents().await?;
+            for agent in agents.as_array().into_iter().flatten() {
+                let text = |k: &str| {
+                    agent.get(k).map(|v| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                };
+                println!(
+                    "{:<6} {:<20} {:<9} in_flight={} capabilities={}",
+                    text("id").unwrap_or_default(),
+                    text("name").unwrap_or_default(),
+                    text("health").unwrap_or_default(),
+                    text("in_flight").unwrap_or_default(),
+                    text("capabilities").unwrap_or_default()
+                );
+            }
+        }
+        Command::Tasks { review: _, server } => {
+            let queue = server.client()?.review_queue().await?;
+            let items = queue.as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                println!("no task is waiting for review");
+            }
+            for item in items {
+                let task = &item["task"];
+                println!(
+                    "{} `{}` of {} ({}): {}\n    output: {}",
+                    task["id"].as_str().unwrap_or("?"),
+                    task["key"].as_str().unwrap_or("?"),
+                    item["objective"].as_str().unwrap_or("?"),
+                    item["goal"].as_str().unwrap_or(""),
+                    task["error"].as_str().unwrap_or(""),
+                    task.get("output")
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                );
+            }
+        }
+        Command::Approve {
+            task,
+            output,
+            server,
+        } => {
+            let output = output
+                .map(|text| {
+                    serde_json::from_str(&text).context("--output must be JSON (quote a string)")
+                })
+                .transpose()?;
+            server.client()?.approve(&task, output).await?;
+            println!("{task} approved");
+        }
+        Command::Reject {
+            task,
+            reason,
+            server,
+        } => {
+            server.client()?.reject(&task, &reason).await?;
+            println!("{task} rejected");
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -222,6 +395,12 @@ fn run() -> anyhow::Result<()> {
         .build()
         .context("starting the tokio runtime")?;
     match cli.command {
+        command @ (Command::Submit { .. }
+        | Command::Status { .. }
+        | Command::Agents { .. }
+        | Command::Tasks { .. }
+        | Command::Approve { .. }
+        | Command::Reject { .. }) => runtime.block_on(client_command(command))?,
         Command::Bench {
             agents,
             capabilities,

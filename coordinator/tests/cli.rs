@@ -1,0 +1,172 @@
+//! The `swarm` binary end to end: `swarm serve` in a child process, and the client commands
+//! (`submit --watch`, `status`, `agents`, `tasks`) talking to it over HTTP.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_swarm");
+
+/// A `swarm serve` child on an ephemeral port; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data_dir: &std::path::Path, token: Option<&str>) -> Server {
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--builtin-agents",
+            "2",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env("RUST_LOG", "error")
+        .env_remove("SWARM_API_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(token) = token {
+        command.env("SWARM_API_TOKEN", token);
+    }
+    let mut child = command.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    // The server says where it listens once it does.
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("swarm serve did not start");
+        if let Some(rest) = line.strip_prefix("swarm API on ") {
+            let url = rest.split_whitespace().next().unwrap();
+            break url.trim_end_matches("/v1").to_owned();
+        }
+    };
+    Server { child, url }
+}
+
+fn swarm(server: &Server, token: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env("SWARM_SERVER", &server.url)
+        .env_remove("SWARM_API_TOKEN")
+        .env("RUST_LOG", "error");
+    if let Some(token) = token {
+        command.env("SWARM_API_TOKEN", token);
+    }
+    command.output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn submit_watch_follows_an_objective_to_its_end_and_the_other_commands_read_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), Some("cli-token"));
+    let graph = dir.path().join("graph.json");
+    std::fs::write(
+        &graph,
+        r#"[{"id": "a", "capability": "work", "input": {"n": 2, "ms": 5}},
+            {"id": "b", "capability": "work", "depends_on": ["a"], "input": {"n": 3}},
+            {"id": "c", "capability": "echo", "depends_on": ["b"]}]"#,
+    )
+    .unwrap();
+    let graph = graph.to_str().unwrap();
+
+    let out = swarm(
+        &server,
+        Some("cli-token"),
+        &[
+            "submit",
+            "a small graph",
+            "--graph",
+            graph,
+            "--watch",
+            "--key",
+            "k-1",
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{}", stdout, text(&out.stderr));
+    assert!(stdout.contains("succeeded"), "{stdout}");
+    // b's output is a's sum (2) plus its own n (3).
+    assert!(stdout.contains(r#"{"sum":5}"#), "{stdout}");
+    let id = stdout.split_whitespace().nth(1).unwrap().to_owned();
+
+    // The same key again returns the same objective, without --watch just its id.
+    let again = swarm(
+        &server,
+        Some("cli-token"),
+        &["submit", "a small graph", "--graph", graph, "--key", "k-1"],
+    );
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stdout).trim(), id);
+
+    let status = swarm(&server, Some("cli-token"), &["status", &id]);
+    assert!(status.status.success(), "{}", text(&status.stderr));
+    let status = text(&status.stdout);
+    assert!(
+        status.contains("succeeded") && status.contains(" c "),
+        "{status}"
+    );
+
+    let agents = swarm(&server, Some("cli-token"), &["agents"]);
+    let agents = text(&agents.stdout);
+    assert!(
+        agents.contains("work-0") && agents.contains("echo-1"),
+        "{agents}"
+    );
+
+    let tasks = swarm(&server, Some("cli-token"), &["tasks", "--review"]);
+    assert!(
+        text(&tasks.stdout).contains("no task is waiting"),
+        "{}",
+        text(&tasks.stdout)
+    );
+
+    // Without the token the server refuses, and the client says why.
+    let refused = swarm(&server, None, &["status", &id]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("401"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    // A graph the server refuses is reported with the problem's detail.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"[{"id": "a", "capability": "telepathy"}]"#).unwrap();
+    let out = swarm(
+        &server,
+        Some("cli-token"),
+        &["submit", "g", "--graph", bad.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("telepathy"),
+        "{}",
+        text(&out.stderr)
+    );
+}
