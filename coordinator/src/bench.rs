@@ -253,3 +253,128 @@ pub fn peak_rss_bytes() -> u64 {
         })
         .map_or(0, |kb| kb * 1024)
 }
+
+/// What the HTTP submit benchmark measured.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SubmitReport {
+    /// Objectives submitted (and acknowledged as durable).
+    pub submits: u64,
+    /// Client connections (each keeps alive and has one request in flight at a time).
+    pub connections: usize,
+    /// Wall time.
+    pub elapsed_s: f64,
+    /// Acknowledged submits per second.
+    pub submits_per_s: f64,
+    /// Median request latency, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+}
+
+/// `swarm bench --http-submits N`: a durable swarm behind the HTTP API on loopback, and
+/// `connections` keep-alive clients posting one-task objectives as fast as they are answered
+/// (each 202 only once the objective is committed to the event log). Client and server share
+/// the machine.
+pub async fn http_submits(
+    data_dir: &Path,
+    submits: u64,
+    connections: usize,
+) -> Result<SubmitReport, Error> {
+    let config = SwarmConfig {
+        call_timeout: Duration::from_secs(120),
+        scheduler: crate::SchedulerConfig {
+            max_objectives_running: usize::MAX,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let swarm = Swarm::open(config, StoreConfig::new(data_dir)).await?;
+    let cap = Capability::new("noop").map_err(|e| Error::Input(e.to_string()))?;
+    for i in 0..4 {
+        swarm
+            .register_agent(
+                Registration::new(format!("noop-{i}"), vec![cap.clone()], 1024),
+                AgentFactory::shared(swarm_agents::NoopAgent),
+            )
+            .await?;
+    }
+    let swarm = Arc::new(swarm);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::Input(format!("binding a port: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Input(format!("binding a port: {e}")))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::http::serve(
+        swarm.clone(),
+        listener,
+        crate::http::ApiConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let body = serde_json::to_vec(&serde_json::json!({
+        "goal": "bench",
+        "tasks": [{"id": "t", "capability": "noop"}],
+    }))
+    .map_err(|e| Error::Input(e.to_string()))?;
+    let url = format!("http://{addr}/v1/objectives");
+    let connections = connections.max(1);
+    let per_connection = submits.div_ceil(connections as u64);
+    let started = Instant::now();
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let (url, body) = (url.clone(), body.clone());
+        clients.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(1)
+                .build()
+                .map_err(|e| e.to_string())?;
+            let mut latencies = Vec::with_capacity(per_connection as usize);
+            for _ in 0..per_connection {
+                let sent = Instant::now();
+                let response = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if response.status() != reqwest::StatusCode::ACCEPTED {
+                    return Err(format!("submit answered {}", response.status()));
+                }
+                let _ = response.bytes().await;
+                latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut merged = new_histogram()?;
+    let mut done = 0u64;
+    for client in clients {
+        let latencies = client
+            .await
+            .map_err(|e| Error::Actor(format!("client task: {e}")))?
+            .map_err(Error::Input)?;
+        done += latencies.len() as u64;
+        for us in latencies {
+            merged.saturating_record((u64::from(us) * 1_000).max(1));
+        }
+    }
+    let elapsed = started.elapsed();
+    let _ = stop.send(());
+    let _ = server.await;
+    if let Ok(swarm) = Arc::try_unwrap(swarm) {
+        swarm.shutdown().await?;
+    }
+    let us = |q: f64| merged.value_at_quantile(q) as f64 / 1_000.0;
+    Ok(SubmitReport {
+        submits: done,
+        connections,
+        elapsed_s: elapsed.as_secs_f64(),
+        submits_per_s: done as f64 / elapsed.as_secs_f64(),
+        p50_us: us(0.50),
+        p99_us: us(0.99),
+    })
+}

@@ -50,6 +50,13 @@ enum Command {
         /// With --durable: where the log goes (it must not hold one yet).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Instead: post this many one-task objectives to the HTTP API on loopback (a durable
+        /// swarm in a temporary directory) and report submits/s and latency.
+        #[arg(long)]
+        http_submits: Option<u64>,
+        /// With --http-submits: client connections (keep-alive, one request in flight each).
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -409,8 +416,31 @@ fn run() -> anyhow::Result<()> {
             concurrency,
             durable,
             data_dir,
+            http_submits,
+            connections,
             json,
         } => {
+            if let Some(submits) = http_submits {
+                let temp = tempfile::tempdir().context("making a temporary data directory")?;
+                let report =
+                    runtime.block_on(bench::http_submits(temp.path(), submits, connections))?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!(
+                        "HTTP submits: {} over {} keep-alive connections in {:.3}s\n\
+                         durable submits/s: {:.0}\n\
+                         latency: p50 {:.0} us, p99 {:.0} us",
+                        report.submits,
+                        report.connections,
+                        report.elapsed_s,
+                        report.submits_per_s,
+                        report.p50_us,
+                        report.p99_us
+                    );
+                }
+                return Ok(());
+            }
             let temp;
             let data_dir = match (durable, data_dir) {
                 (false, _) => None,
