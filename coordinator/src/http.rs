@@ -4,6 +4,7 @@
 //! - [`ROUTES`]: every route the router declares, in one list; the router is built from it
 //!   and the auth test walks it, so a route cannot be added without being covered.
 //! - `objectives`, `events` (Server-Sent Events), `tasks`, `agents`: the handlers.
+//! - `metrics`: `GET /metrics`, gathered from the scheduler and registry at scrape time.
 //! - [`problem`]: every error answer as `application/problem+json`, and the JSON body
 //!   extractor that names the field at fault.
 //! - `auth`: the bearer token check.
@@ -22,6 +23,7 @@
 mod agents;
 mod auth;
 mod events;
+mod metrics;
 mod objectives;
 pub mod problem;
 mod tasks;
@@ -61,8 +63,12 @@ pub enum Endpoint {
     Healthz,
     /// `GET /readyz`.
     Readyz,
+    /// `GET /metrics` (Prometheus text).
+    Metrics,
     /// `POST /v1/objectives`.
     SubmitObjective,
+    /// `GET /v1/objectives?status=&limit=&after=`.
+    ListObjectives,
     /// `GET /v1/objectives/{id}`.
     GetObjective,
     /// `GET /v1/objectives/{id}/chain`.
@@ -79,6 +85,10 @@ pub enum Endpoint {
     Reject,
     /// `GET /v1/agents`.
     Agents,
+    /// `POST /v1/agents`.
+    RegisterAgent,
+    /// `DELETE /v1/agents/{id}`.
+    DeregisterAgent,
 }
 
 /// One route of the API.
@@ -111,7 +121,9 @@ const fn route(method: Method, path: &'static str, endpoint: Endpoint) -> Route 
 pub const ROUTES: &[Route] = &[
     route(Method::GET, "/healthz", Endpoint::Healthz),
     route(Method::GET, "/readyz", Endpoint::Readyz),
+    route(Method::GET, "/metrics", Endpoint::Metrics),
     route(Method::POST, "/v1/objectives", Endpoint::SubmitObjective),
+    route(Method::GET, "/v1/objectives", Endpoint::ListObjectives),
     route(Method::GET, "/v1/objectives/{id}", Endpoint::GetObjective),
     route(Method::GET, "/v1/objectives/{id}/chain", Endpoint::Chain),
     route(Method::GET, "/v1/objectives/{id}/events", Endpoint::Events),
@@ -120,6 +132,8 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/v1/tasks/{id}/approve", Endpoint::Approve),
     route(Method::POST, "/v1/tasks/{id}/reject", Endpoint::Reject),
     route(Method::GET, "/v1/agents", Endpoint::Agents),
+    route(Method::POST, "/v1/agents", Endpoint::RegisterAgent),
+    route(Method::DELETE, "/v1/agents/{id}", Endpoint::DeregisterAgent),
 ];
 
 impl Endpoint {
@@ -131,7 +145,9 @@ impl Endpoint {
         match self {
             Self::Healthz => on(filter, healthz),
             Self::Readyz => on(filter, readyz),
+            Self::Metrics => on(filter, metrics::scrape),
             Self::SubmitObjective => on(filter, objectives::submit),
+            Self::ListObjectives => on(filter, objectives::list),
             Self::GetObjective => on(filter, objectives::get),
             Self::Chain => on(filter, objectives::chain),
             Self::Events => on(filter, events::stream),
@@ -140,6 +156,8 @@ impl Endpoint {
             Self::Approve => on(filter, tasks::approve),
             Self::Reject => on(filter, tasks::reject),
             Self::Agents => on(filter, agents::list),
+            Self::RegisterAgent => on(filter, agents::register),
+            Self::DeregisterAgent => on(filter, agents::deregister),
         }
     }
 }

@@ -38,11 +38,12 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorRef, call_t};
 use swarm_agents::AgentFactory;
 use swarm_protocol::{
-    AgentDescriptor, AgentId, Event, EventRecord, Health, Objective, ObjectiveId, ObjectiveSummary,
-    ObjectiveView, ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats, TaskId,
+    AgentDescriptor, AgentId, Capability, Event, EventRecord, Health, Objective, ObjectiveId,
+    ObjectiveStatus, ObjectiveSummary, ObjectiveView, ReviewDecision, SchedulerError, SchedulerMsg,
+    SchedulerStats, TaskId,
 };
 pub use swarm_registry::Registration;
-use swarm_store::{EventStore, SqliteOptions, SqliteStore};
+use swarm_store::{EventStore, SqliteOptions, SqliteStore, StoredObjective};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -266,6 +267,19 @@ impl Swarm {
         self.store.as_ref()
     }
 
+    /// Up to `limit` objectives from the durable log's index with an id after `after`, of
+    /// `status` only when given, oldest first (ids are UUIDv7s, so id order is submission
+    /// order and the last id of a page is the cursor of the next).
+    pub async fn list_objectives(
+        &self,
+        status: Option<ObjectiveStatus>,
+        after: Option<ObjectiveId>,
+        limit: usize,
+    ) -> Result<Vec<StoredObjective>, Error> {
+        let store = self.store.as_ref().ok_or(Error::NoStore)?;
+        Ok(store.list_objectives(status, after, limit).await?)
+    }
+
     /// An objective's chain of work: every event of it, in order, from the durable log.
     pub async fn chain(&self, objective: ObjectiveId) -> Result<Vec<EventRecord>, Error> {
         let store = self.store.as_ref().ok_or(Error::NoStore)?;
@@ -464,6 +478,13 @@ impl Swarm {
     /// Scheduler counters.
     pub async fn stats(&self) -> Result<SchedulerStats, Error> {
         Ok(call_t!(self.scheduler, SchedulerMsg::Stats, self.ms())?)
+    }
+
+    /// Tasks waiting for an agent, per capability (every capability that has had a queue),
+    /// ordered by capability.
+    pub async fn queue_depths(&self) -> Result<Vec<(Capability, u64)>, Error> {
+        call_t!(self.scheduler, SchedulerMsg::QueueDepths, self.ms())
+            .map_err(|e| self.explain(e.into()))
     }
 
     /// The discovery registry.

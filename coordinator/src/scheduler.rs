@@ -136,6 +136,9 @@ impl Actor for Scheduler {
             SchedulerMsg::Stats(reply) => {
                 let _ = reply.send(state.stats());
             }
+            SchedulerMsg::QueueDepths(reply) => {
+                let _ = reply.send(state.queue_depths());
+            }
             SchedulerMsg::ReviewQueue(reply) => {
                 let _ = reply.send(state.review_queue());
             }

@@ -12,6 +12,7 @@ use eventsource_stream::Eventsource as _;
 use futures::{Stream, StreamExt as _};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use swarm_agents::sim::{SimConfig, SimServer};
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent, WorkAgent};
 use swarm_coordinator::http::{ApiConfig, ROUTES};
 use swarm_coordinator::{StoreConfig, Swarm, SwarmConfig};
@@ -346,6 +347,83 @@ async fn events_stream_history_then_live_in_order_and_resume_after_last_event_id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_objectives_filters_by_status_and_pages_with_a_cursor() {
+    let server = start(None).await;
+    let echo = |n: u32| json!({ "goal": format!("echo {n}"), "tasks": [{ "id": "e", "capability": "echo", "input": n }] });
+    let mut done = Vec::new();
+    for n in 0..3 {
+        let response = server.submit(&echo(n), (n == 0).then_some("first")).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let body: Value = response.json().await.unwrap();
+        done.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let held = server
+        .submit_ok(&json!({ "goal": "never", "tasks": [{ "id": "h", "capability": "hold" }] }))
+        .await;
+    for id in &done {
+        server
+            .swarm
+            .wait(id.parse().unwrap(), PATIENCE)
+            .await
+            .unwrap();
+    }
+
+    let all = server.get_json("/v1/objectives").await;
+    assert_eq!(all["next"], Value::Null);
+    let listed = all["objectives"].as_array().unwrap();
+    let ids: Vec<&str> = listed.iter().map(|o| o["id"].as_str().unwrap()).collect();
+    let mut expected: Vec<&str> = done.iter().chain([&held]).map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected);
+    let first = listed.iter().find(|o| o["id"] == done[0].as_str()).unwrap();
+    assert_eq!(first["status"], "succeeded");
+    assert_eq!(first["idempotency_key"], "first");
+    assert!(first["submitted_at_ms"].as_u64().unwrap() > 0);
+    assert!(first["ended_at_ms"].as_u64().unwrap() >= first["submitted_at_ms"].as_u64().unwrap());
+    let hold = listed.iter().find(|o| o["id"] == held.as_str()).unwrap();
+    assert_eq!(hold["status"], "running");
+    assert_eq!(hold["ended_at_ms"], Value::Null);
+    assert_eq!(hold["idempotency_key"], Value::Null);
+
+    let running = server.get_json("/v1/objectives?status=running").await;
+    assert_eq!(running["objectives"].as_array().unwrap().len(), 1);
+    assert_eq!(running["objectives"][0]["id"], held.as_str());
+    let succeeded = server
+        .get_json("/v1/objectives?status=succeeded&limit=500")
+        .await;
+    assert_eq!(succeeded["objectives"].as_array().unwrap().len(), 3);
+
+    // Pages of three: `next` is the cursor, absent on the last page.
+    let page = server.get_json("/v1/objectives?limit=3").await;
+    assert_eq!(page["objectives"].as_array().unwrap().len(), 3);
+    let next = page["next"].as_str().unwrap();
+    assert_eq!(next, expected[2]);
+    let rest = server
+        .get_json(&format!("/v1/objectives?limit=3&after={next}"))
+        .await;
+    assert_eq!(rest["objectives"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["objectives"][0]["id"], expected[3]);
+    assert_eq!(rest["next"], Value::Null);
+
+    for (query, field) in [
+        ("status=review", "status"),
+        ("limit=0", "limit"),
+        ("limit=501", "limit"),
+        ("after=nope", "after"),
+        ("sort=id", "sort"),
+    ] {
+        let response = server
+            .request(Method::GET, &format!("/v1/objectives?{query}"))
+            .send()
+            .await
+            .unwrap();
+        let body = problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(body["field"], field, "{query}");
+    }
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_ends_the_objective_and_its_stream() {
     let server = start(None).await;
     let id = server
@@ -637,6 +715,8 @@ async fn every_route_but_the_probes_needs_the_token() {
             "{id}",
             if route.path.starts_with("/v1/tasks") {
                 "T1"
+            } else if route.path.starts_with("/v1/agents") {
+                "A999"
             } else {
                 &id
             },
@@ -722,6 +802,259 @@ async fn probes_and_agents() {
     assert_eq!(agents[0]["in_flight"], 0);
     assert_eq!(agents[0]["capabilities"], json!(["work"]));
     server.finish().await;
+}
+
+/// The samples of a Prometheus text exposition, keyed `name{labels}`; panics on a line that is
+/// not a comment, blank, or `name{labels} value`.
+fn prometheus_samples(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (series, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("not a sample: {line}"));
+            let name = series.split('{').next().unwrap();
+            assert!(
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+                "bad metric name in {line}"
+            );
+            if series.contains('{') {
+                assert!(series.ends_with('}'), "bad labels in {line}");
+            }
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line}"));
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_prometheus_text_and_follow_the_scheduler() {
+    let server = start(Some(TOKEN)).await;
+    let before = server
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(before.status(), StatusCode::OK);
+    assert!(
+        before.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let before = prometheus_samples(&before.text().await.unwrap());
+    assert_eq!(before["swarm_tasks_succeeded_total"], 0.0);
+    assert_eq!(before["swarm_agents"], 5.0);
+
+    let id = server.submit_ok(&two_step()).await;
+    let held = server
+        .submit_ok(&json!({ "goal": "never", "tasks": [{ "id": "h", "capability": "hold" }, { "id": "q", "capability": "gate" }] }))
+        .await;
+    server
+        .swarm
+        .wait(id.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    let mut stream = server.events(&held, None).await;
+    until(&mut stream, "task_started").await;
+    until(&mut stream, "task_started").await;
+
+    let response = server
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let after = prometheus_samples(&text);
+    assert_eq!(after["swarm_tasks_succeeded_total"], 2.0, "{text}");
+    assert!(after["swarm_allocations_total"] >= 4.0, "{text}");
+    assert_eq!(after["swarm_objectives_ended_total"], 1.0, "{text}");
+    assert_eq!(after["swarm_objectives_running"], 1.0, "{text}");
+    assert_eq!(after["swarm_tasks_running"], 2.0, "{text}");
+    let hold = server
+        .swarm
+        .registry()
+        .snapshots()
+        .into_iter()
+        .find(|a| a.descriptor.name == "hold-0")
+        .unwrap()
+        .descriptor
+        .id;
+    assert_eq!(
+        after[&format!("swarm_agent_in_flight{{agent=\"{hold}\",name=\"hold-0\"}}")],
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        after[&format!("swarm_agent_health{{agent=\"{hold}\",name=\"hold-0\",health=\"up\"}}")],
+        1.0,
+        "{text}"
+    );
+    server.gate.add_permits(1);
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_agents_are_registered_and_removed_while_serving() {
+    let server = start(None).await;
+    let sim = SimServer::start(SimConfig::default()).await.unwrap();
+    let model = json!({
+        "name": "model-1",
+        "provider": "openai",
+        "base_url": sim.base_url(),
+        "model": "m",
+        "capabilities": ["write"],
+        "concurrency": 2,
+        "breaker": { "consecutive_failures": 3, "cool_down": "10s" }
+    });
+    let response = server
+        .request(Method::POST, "/v1/agents")
+        .json(&model)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let descriptor: Value = response.json().await.unwrap();
+    let id = descriptor["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/agents/{id}"));
+    assert_eq!(descriptor["name"], "model-1");
+    assert_eq!(descriptor["capabilities"], json!(["write"]));
+    assert_eq!(descriptor["max_concurrency"], 2);
+    let agents = server.get_json("/v1/agents").await;
+    assert!(
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == id.as_str())
+    );
+
+    // It takes work at once.
+    let objective = server
+        .submit_ok(&json!({ "goal": "write", "tasks": [{ "id": "w", "capability": "write", "input": "a haiku" }] }))
+        .await;
+    let view = server
+        .swarm
+        .wait(objective.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_value(view.status).unwrap(),
+        "succeeded",
+        "{view:#?}"
+    );
+
+    // A second agent of the same name, a missing key variable, an unknown field.
+    let again = server
+        .request(Method::POST, "/v1/agents")
+        .json(&model)
+        .send()
+        .await
+        .unwrap();
+    problem(again, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let mut keyed = model.clone();
+    keyed["name"] = json!("model-2");
+    keyed["api_key_env"] = json!("SWARM_HTTP_TEST_KEY_NEVER_SET");
+    let response = server
+        .request(Method::POST, "/v1/agents")
+        .json(&keyed)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(body["field"], "api_key_env");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("SWARM_HTTP_TEST_KEY_NEVER_SET")
+    );
+    let mut unknown = model.clone();
+    unknown["name"] = json!("model-3");
+    unknown["api_key"] = json!("sk-inline");
+    let response = server
+        .request(Method::POST, "/v1/agents")
+        .json(&unknown)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(!body.to_string().contains("sk-inline"));
+    assert_eq!(
+        server
+            .get_json("/v1/agents")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+
+    // Removed: gone from the list, and a second removal is a 404.
+    let delete = |id: String| {
+        server
+            .request(Method::DELETE, &format!("/v1/agents/{id}"))
+            .send()
+    };
+    assert_eq!(
+        delete(id.clone()).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let agents = server.get_json("/v1/agents").await;
+    assert!(
+        !agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == id.as_str())
+    );
+    let body = problem(delete(id).await.unwrap(), StatusCode::NOT_FOUND).await;
+    assert_eq!(body["field"], "id");
+    let body = problem(
+        delete("nope".into()).await.unwrap(),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(body["field"], "id");
+
+    // Removing an agent with an attempt in flight puts the task back in its queue.
+    let held = server
+        .submit_ok(&json!({ "goal": "never", "tasks": [{ "id": "h", "capability": "hold" }] }))
+        .await;
+    let mut stream = server.events(&held, None).await;
+    until(&mut stream, "task_started").await;
+    let hold = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "hold-0")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(delete(hold).await.unwrap().status(), StatusCode::NO_CONTENT);
+    until(&mut stream, "attempt_lost").await;
+    let metrics = server
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap();
+    let text = metrics.text().await.unwrap();
+    let samples = prometheus_samples(&text);
+    assert_eq!(
+        samples["swarm_tasks_queued_by_capability{capability=\"hold\"}"], 1.0,
+        "{text}"
+    );
+    assert_eq!(samples["swarm_tasks_running"], 0.0, "{text}");
+
+    server.finish().await;
+    sim.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

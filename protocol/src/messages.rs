@@ -222,6 +222,9 @@ pub enum SchedulerMsg {
     },
     /// Counters.
     Stats(RpcReplyPort<SchedulerStats>),
+    /// Tasks waiting for an agent, per capability (every capability that ever had a queue),
+    /// ordered by capability.
+    QueueDepths(RpcReplyPort<Vec<(Capability, u64)>>),
     /// Every task in review, oldest objective first.
     ReviewQueue(RpcReplyPort<Vec<crate::view::ReviewItem>>),
     /// Record an event that happened outside the scheduler (agent lifecycle), so the log keeps

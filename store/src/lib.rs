@@ -163,6 +163,16 @@ pub trait EventStore: Send + Sync + 'static {
     /// Every indexed objective that has an idempotency key.
     fn keyed_objectives(&self) -> BoxFuture<'_, Result<Vec<StoredObjective>, StoreError>>;
 
+    /// Up to `limit` indexed objectives with `id > after` (all when `after` is `None`), of
+    /// `status` only when given, ordered by id: a UUIDv7, so oldest submission first, and the
+    /// last id of one page is the cursor of the next.
+    fn list_objectives(
+        &self,
+        status: Option<ObjectiveStatus>,
+        after: Option<ObjectiveId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredObjective>, StoreError>>;
+
     /// Saves a snapshot; older snapshots but the previous one are dropped.
     fn save_snapshot<'a>(&'a self, snapshot: &'a Snapshot)
     -> BoxFuture<'a, Result<(), StoreError>>;

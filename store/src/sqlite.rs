@@ -497,6 +497,36 @@ impl EventStore for SqliteStore {
         })
     }
 
+    fn list_objectives(
+        &self,
+        status: Option<ObjectiveStatus>,
+        after: Option<ObjectiveId>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<StoredObjective>, StoreError>> {
+        Box::pin(async move {
+            // Ids are stored as lowercase hyphenated UUIDs, whose text order is the UUID's
+            // order, so the primary key serves both the cursor and the ordering. The empty
+            // string sorts before every id.
+            let after = after.map(|id| id.to_string()).unwrap_or_default();
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows: Vec<ObjectiveColumns> = sqlx::query_as(
+                "SELECT id, idempotency_key, fingerprint, status, submitted_at_ms, ended_at_ms \
+                 FROM objectives WHERE id > ? AND (? IS NULL OR status = ?) \
+                 ORDER BY id LIMIT ?",
+            )
+            .bind(after)
+            .bind(status.map(status_name))
+            .bind(status.map(status_name))
+            .bind(limit)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_error(&self.path, e))?;
+            rows.into_iter()
+                .map(|row| decode_objective(&self.path, row))
+                .collect()
+        })
+    }
+
     fn save_snapshot<'a>(
         &'a self,
         snapshot: &'a Snapshot,

@@ -1,17 +1,24 @@
-//! `/v1/objectives`: submit, read, the chain of work, cancel.
+//! `/v1/objectives`: submit, list, read, the chain of work, cancel.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use swarm_protocol::{EventRecord, Objective, ObjectiveId, ObjectiveView};
+use swarm_protocol::{EventRecord, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView};
+use swarm_store::StoredObjective;
 
 use crate::http::AppState;
 use crate::http::problem::{JsonBody, Problem};
 
 /// The header that makes a submit idempotent.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// Objectives in a page of the listing when the client does not say.
+const LIST_LIMIT_DEFAULT: usize = 50;
+
+/// The most objectives one page of the listing holds.
+pub(super) const LIST_LIMIT_MAX: usize = 500;
 
 /// The answer to a submit.
 #[derive(Debug, Serialize)]
@@ -76,6 +83,124 @@ pub(super) async fn submit(
     Ok(response)
 }
 
+/// One page of `GET /v1/objectives`.
+#[derive(Debug, Serialize)]
+pub(super) struct Listing {
+    objectives: Vec<ListedObjective>,
+    /// The `after` of the next page; `None` on the last one.
+    next: Option<ObjectiveId>,
+}
+
+/// One objective of the listing, as the event log's index holds it.
+#[derive(Debug, Serialize)]
+struct ListedObjective {
+    id: ObjectiveId,
+    status: ObjectiveStatus,
+    submitted_at_ms: u64,
+    ended_at_ms: Option<u64>,
+    idempotency_key: Option<String>,
+}
+
+impl From<StoredObjective> for ListedObjective {
+    fn from(stored: StoredObjective) -> Self {
+        Self {
+            id: stored.id,
+            status: stored.status,
+            submitted_at_ms: stored.submitted_at_ms,
+            ended_at_ms: stored.ended_at_ms,
+            idempotency_key: stored.idempotency_key,
+        }
+    }
+}
+
+/// What `GET /v1/objectives` was asked for.
+#[derive(Debug, PartialEq)]
+struct ListQuery {
+    status: Option<ObjectiveStatus>,
+    after: Option<ObjectiveId>,
+    limit: usize,
+}
+
+impl ListQuery {
+    fn parse(query: Option<&str>) -> Result<Self, Problem> {
+        let mut list = Self {
+            status: None,
+            after: None,
+            limit: LIST_LIMIT_DEFAULT,
+        };
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "status" => {
+                    list.status = Some(match value {
+                        "running" => ObjectiveStatus::Running,
+                        "succeeded" => ObjectiveStatus::Succeeded,
+                        "failed" => ObjectiveStatus::Failed,
+                        "cancelled" => ObjectiveStatus::Cancelled,
+                        other => {
+                            return Err(Problem::bad_query(
+                                "status",
+                                &format!(
+                                    "`{other}` is not a status; use running, succeeded, \
+                                     failed or cancelled"
+                                ),
+                            ));
+                        }
+                    });
+                }
+                "limit" => {
+                    list.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=LIST_LIMIT_MAX).contains(n))
+                        .ok_or_else(|| {
+                            Problem::bad_query(
+                                "limit",
+                                &format!("`{value}` is not a number from 1 to {LIST_LIMIT_MAX}"),
+                            )
+                        })?;
+                }
+                "after" => {
+                    list.after = Some(value.parse().map_err(|e| {
+                        Problem::bad_query("after", &format!("is not an objective id: {e}"))
+                    })?);
+                }
+                other => {
+                    return Err(Problem::bad_query(
+                        other,
+                        "is not a parameter of this route; use status, limit or after",
+                    ));
+                }
+            }
+        }
+        Ok(list)
+    }
+}
+
+/// `GET /v1/objectives?status=&limit=&after=`: the objectives of the event log, oldest first,
+/// a page at a time.
+pub(super) async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Listing>, Problem> {
+    let query = ListQuery::parse(query.as_deref())?;
+    // One more than the page tells whether there is a next page.
+    let mut objectives = state
+        .swarm
+        .list_objectives(query.status, query.after, query.limit + 1)
+        .await?;
+    let next = if objectives.len() > query.limit {
+        objectives.truncate(query.limit);
+        objectives.last().map(|o| o.id)
+    } else {
+        None
+    };
+    Ok(Json(Listing {
+        objectives: objectives.into_iter().map(Into::into).collect(),
+        next,
+    }))
+}
+
 pub(super) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -99,4 +224,48 @@ pub(super) async fn cancel(
     let id = objective_id(&id)?;
     state.swarm.cancel(id).await?;
     Ok(Json(state.swarm.objective(id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_query_defaults_and_parses_each_parameter() {
+        let none = ListQuery::parse(None).unwrap();
+        assert_eq!(
+            none,
+            ListQuery {
+                status: None,
+                after: None,
+                limit: LIST_LIMIT_DEFAULT
+            }
+        );
+        let id = ObjectiveId::new();
+        let all = ListQuery::parse(Some(&format!("status=failed&limit=500&after={id}"))).unwrap();
+        assert_eq!(
+            all,
+            ListQuery {
+                status: Some(ObjectiveStatus::Failed),
+                after: Some(id),
+                limit: 500
+            }
+        );
+    }
+
+    #[test]
+    fn bad_list_parameters_are_named() {
+        for (query, field) in [
+            ("status=review", "status"),
+            ("limit=0", "limit"),
+            ("limit=501", "limit"),
+            ("limit=x", "limit"),
+            ("after=O-1", "after"),
+            ("page=2", "page"),
+        ] {
+            let problem = ListQuery::parse(Some(query)).unwrap_err();
+            assert_eq!(problem.status, 400, "{query}");
+            assert_eq!(problem.field.as_deref(), Some(field), "{query}");
+        }
+    }
 }

@@ -77,6 +77,17 @@ impl Problem {
         .field(name)
     }
 
+    /// A query parameter that is unknown or does not parse; `problem` completes the sentence
+    /// "query parameter `name` ...".
+    pub fn bad_query(name: &str, problem: &str) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            format!("query parameter `{name}` {problem}"),
+        )
+        .field(name)
+    }
+
     /// A generic answer for a status that some layer produced without a body (no route, wrong
     /// method, a body over the limit, a timeout).
     pub fn for_status(status: StatusCode, method: &str, path: &str, body_limit: usize) -> Self {

@@ -41,7 +41,7 @@ pub(super) async fn review_queue(
         match name {
             "status" => status = Some(value.to_owned()),
             other => {
-                return Err(query_problem(
+                return Err(Problem::bad_query(
                     other,
                     "is not a parameter of this route; use status=review",
                 ));
@@ -50,21 +50,12 @@ pub(super) async fn review_queue(
     }
     match status.as_deref() {
         Some("review") => Ok(Json(state.swarm.review_queue().await?)),
-        Some(other) => Err(query_problem(
+        Some(other) => Err(Problem::bad_query(
             "status",
             &format!("`{other}` is not supported; only status=review lists tasks"),
         )),
-        None => Err(query_problem("status", "is required: status=review")),
+        None => Err(Problem::bad_query("status", "is required: status=review")),
     }
-}
-
-fn query_problem(name: &str, problem: &str) -> Problem {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-parameter",
-        format!("query parameter `{name}` {problem}"),
-    )
-    .field(name)
 }
 
 fn task_id(raw: &str) -> Result<TaskId, Problem> {

@@ -1518,4 +1518,15 @@ impl SchedulerState {
         stats.tasks_queued = self.queues.values().map(|q| q.len() as u64).sum();
         stats
     }
+
+    /// Tasks waiting for an agent, per capability, ordered by capability.
+    pub(crate) fn queue_depths(&self) -> Vec<(Capability, u64)> {
+        let mut depths: Vec<_> = self
+            .queues
+            .iter()
+            .map(|(capability, queue)| (capability.clone(), queue.len() as u64))
+            .collect();
+        depths.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        depths
+    }
 }

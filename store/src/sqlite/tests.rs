@@ -352,6 +352,77 @@ async fn the_objective_index_follows_status_and_keys() {
 }
 
 #[tokio::test]
+async fn list_objectives_pages_by_id_and_filters_by_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mut ids: Vec<ObjectiveId> = (0..5).map(|_| ObjectiveId::new()).collect();
+    // Appended out of id order: the listing follows the ids, not the log.
+    ids.reverse();
+    let mut events: Vec<Event> = ids
+        .iter()
+        .zip(1..)
+        .map(|(id, i)| submitted(*id, i * 2, (i == 1).then_some("key")))
+        .collect();
+    events.push(Event::ObjectiveSucceeded { objective: ids[1] });
+    events.push(Event::ObjectiveCancelled { objective: ids[3] });
+    store.append(&records(1, 100, events)).await.unwrap();
+    ids.sort_by_key(ToString::to_string);
+
+    let all = store.list_objectives(None, None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|o| o.id).collect::<Vec<_>>(), ids);
+    assert_eq!(
+        all.iter().filter(|o| o.idempotency_key.is_some()).count(),
+        1
+    );
+    assert_eq!(all[0], store.objective(all[0].id).await.unwrap().unwrap());
+
+    // Pages of two: the last id of a page is the cursor of the next.
+    let first = store.list_objectives(None, None, 2).await.unwrap();
+    let second = store
+        .list_objectives(None, Some(first[1].id), 2)
+        .await
+        .unwrap();
+    let third = store
+        .list_objectives(None, Some(second[1].id), 2)
+        .await
+        .unwrap();
+    let paged: Vec<_> = [first, second, third].concat();
+    assert_eq!(paged, all);
+    assert!(
+        store
+            .list_objectives(None, Some(ids[4]), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let running = store
+        .list_objectives(Some(ObjectiveStatus::Running), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 3);
+    assert!(running.iter().all(|o| o.status == ObjectiveStatus::Running));
+    let cancelled = store
+        .list_objectives(Some(ObjectiveStatus::Cancelled), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].ended_at_ms, Some(100));
+    let failed = store
+        .list_objectives(Some(ObjectiveStatus::Failed), None, 10)
+        .await
+        .unwrap();
+    assert!(failed.is_empty());
+    assert!(
+        store
+            .list_objectives(None, None, 0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
 async fn append_refuses_gaps_and_duplicates_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
