@@ -21,6 +21,9 @@ use swarm_protocol::{Capability, Objective, TaskKey, TaskOutcome, TaskSpec};
 use swarm_agents::model::breaker::BreakerState;
 use swarm_agents::sim::{Endpoint, Latency, SimConfig, SimServer};
 
+use std::io::IsTerminal as _;
+
+use crate::client::Client;
 use crate::config::Config;
 use crate::replay::{short, timeline};
 use crate::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
@@ -150,11 +153,42 @@ system_prompt = "You are a careful researcher."
     tasks.push(TaskSpec::new(key("review")?, review.clone()).after([key("write")?]));
     let objective = Objective::with_tasks("write a short note on agent swarms", tasks);
 
-    println!("submitting: {}", objective.goal);
-    let id = swarm.submit(objective).await?;
-    let view = swarm.wait(id, Duration::from_secs(60)).await?;
+    // Through the HTTP API, as a user would: submit, then follow its event stream live.
+    let swarm = Arc::new(swarm);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::Input(format!("binding the API's port: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::Input(format!("binding the API's port: {e}")))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::http::serve(
+        swarm.clone(),
+        listener,
+        crate::http::ApiConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    println!("swarm API on http://{addr}/v1");
+    println!("submitting (POST /v1/objectives): {}", objective.goal);
+    let client = Client::new(&format!("http://{addr}"), None)?;
+    let id = client.submit(&objective, None).await?;
+    println!("accepted {id}; following GET /v1/objectives/{id}/events");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        client.watch(id, std::io::stderr().is_terminal()),
+    )
+    .await
+    .map_err(|_| Error::Input(format!("objective {id} did not end within 60 s")))??;
+    let view = swarm.objective(id).await?;
     let chain = swarm.chain(id).await?;
-    swarm.shutdown().await?;
+    let _ = stop.send(());
+    let _ = server.await;
+    match Arc::try_unwrap(swarm) {
+        Ok(swarm) => swarm.shutdown().await?,
+        Err(_) => return Err(Error::Actor("the API still held the swarm".into())),
+    }
     let stats = sim.stats();
     let _ = sim.shutdown().await;
     println!(

@@ -475,6 +475,25 @@ impl Swarm {
             .map_err(|e| self.explain(e.into()))
     }
 
+    /// Stops allocating (every agent is marked `Draining`) and waits, up to `grace`, for the
+    /// attempts already running to end; returns how many still run. Used before a graceful
+    /// shutdown: what finishes is recorded, what does not is retried on the next start.
+    pub async fn drain(&self, grace: Duration) -> Result<u64, Error> {
+        for agent in self.registry.snapshots() {
+            // Recorded like any health change; an agent deregistered meanwhile is skipped.
+            let _ = self.set_health(agent.descriptor.id, Health::Draining).await;
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            let running = self.stats().await?.tasks_running;
+            if running == 0 || tokio::time::Instant::now() >= deadline {
+                return Ok(running);
+            }
+            // Attempts end on the agents' own time; look again shortly.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Scheduler counters.
     pub async fn stats(&self) -> Result<SchedulerStats, Error> {
         Ok(call_t!(self.scheduler, SchedulerMsg::Stats, self.ms())?)

@@ -606,3 +606,60 @@ async fn a_permanent_failure_fails_over_to_another_agent_or_fails_the_task() {
     }
     finish(swarm).await;
 }
+
+#[tokio::test]
+async fn draining_lets_running_attempts_finish_and_starts_nothing_new() {
+    let (swarm, mut events) = start().await;
+    let gate = Arc::new(Semaphore::new(0));
+    let permits = gate.clone();
+    let gated = FnAgent::new(move |_task, _ctx| {
+        let permits = permits.clone();
+        async move {
+            let _permit = permits.acquire().await;
+            TaskOutcome::success(json!("done"))
+        }
+    });
+    swarm
+        .register_agent(reg("gated", &["x"], 1), AgentFactory::shared(gated))
+        .await
+        .unwrap();
+    let id = swarm
+        .submit(Objective::with_tasks(
+            "two",
+            vec![
+                TaskSpec::new(key("first"), cap("x")),
+                TaskSpec::new(key("second"), cap("x")),
+            ],
+        ))
+        .await
+        .unwrap();
+    events
+        .until("the first attempt", |e| {
+            matches!(e, Event::TaskStarted { .. })
+        })
+        .await;
+    let draining = {
+        let swarm = &swarm;
+        async move { swarm.drain(PATIENCE).await.unwrap() }
+    };
+    let open = async {
+        // The gate opens only once the agent is marked draining.
+        events
+            .until("draining", |e| {
+                matches!(e, Event::AgentHealthChanged { .. })
+            })
+            .await;
+        gate.add_permits(1);
+    };
+    let (still_running, ()) = tokio::join!(draining, open);
+    assert_eq!(still_running, 0);
+    let view = swarm.objective(id).await.unwrap();
+    let started: Vec<_> = view.tasks.iter().filter(|t| t.attempts > 0).collect();
+    assert_eq!(
+        started.len(),
+        1,
+        "a draining agent took new work: {view:#?}"
+    );
+    assert_eq!(started[0].status, TaskStatus::Succeeded);
+    finish(swarm).await;
+}
