@@ -78,13 +78,14 @@ impl Default for StoreSection {
     }
 }
 
-/// `[[agents]]`: one model agent.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// `[[agents]]`: one model agent. Also the body of `POST /v1/agents`.
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// Unique name.
     pub name: String,
     /// The API it speaks.
+    #[schema(value_type = ProviderSchema)]
     pub provider: Provider,
     /// The API's base URL.
     pub base_url: String,
@@ -97,30 +98,37 @@ pub struct AgentConfig {
     pub capabilities: Vec<Capability>,
     /// Attempts at once.
     #[serde(default = "default_concurrency")]
+    #[schema(value_type = u32, minimum = 1, default = default_concurrency)]
     pub concurrency: NonZeroU32,
     /// Requests per minute.
     #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub rpm: Option<NonZeroU32>,
     /// Tokens per minute.
     #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1)]
     pub tpm: Option<NonZeroU32>,
     /// The most tokens to generate.
     #[serde(default = "default_max_tokens")]
+    #[schema(minimum = 1, default = default_max_tokens)]
     pub max_tokens: u32,
     /// Sampling temperature.
     #[serde(default)]
     pub temperature: Option<f32>,
     /// Stream answers.
     #[serde(default = "default_true")]
+    #[schema(default = default_true)]
     pub stream: bool,
     /// A system prompt for every task.
     #[serde(default)]
     pub system_prompt: Option<String>,
     /// Idle timeout for tasks that set none.
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>, example = "30s")]
     pub idle_timeout: Option<Duration>,
     /// Hard timeout for tasks that set none.
     #[serde(default, with = "humantime_serde")]
+    #[schema(value_type = Option<String>, example = "5m")]
     pub hard_timeout: Option<Duration>,
     /// Circuit breaker thresholds.
     #[serde(default)]
@@ -128,7 +136,7 @@ pub struct AgentConfig {
 }
 
 /// `breaker = { ... }` of an agent.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerSection {
     /// Consecutive counted failures that open it.
@@ -139,10 +147,48 @@ pub struct BreakerSection {
     pub min_calls: u32,
     /// The window of the failure rate.
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, default = BreakerSection::default_window_text)]
     pub window: Duration,
     /// How long it stays open before one probe.
     #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, default = BreakerSection::default_cool_down_text)]
     pub cool_down: Duration,
+}
+
+impl BreakerSection {
+    // The schema's defaults of the durations in their wire form (humantime text): the derive
+    // would serialize `Duration`'s own `{secs, nanos}`.
+    fn default_window_text() -> String {
+        humantime::format_duration(Self::default().window).to_string()
+    }
+
+    fn default_cool_down_text() -> String {
+        humantime::format_duration(Self::default().cool_down).to_string()
+    }
+}
+
+/// The schema of `provider` in the OpenAPI document: [`Provider`] lives in `swarm_agents`,
+/// which knows nothing of OpenAPI. Never constructed.
+pub(crate) enum ProviderSchema {}
+
+impl utoipa::PartialSchema for ProviderSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["openai", "anthropic"]))
+            .description(Some(
+                "The API a model agent speaks: `openai` (`POST {base_url}/chat/completions`, \
+                 also any OpenAI-compatible server) or `anthropic` (`POST {base_url}/messages`).",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ProviderSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Provider".into()
+    }
 }
 
 impl Default for BreakerSection {
@@ -279,6 +325,18 @@ impl AgentConfig {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The document's `Provider` lists exactly what the agents crate accepts.
+    #[test]
+    fn provider_schema_names_the_providers() {
+        use utoipa::PartialSchema as _;
+        let schema = serde_json::to_value(ProviderSchema::schema()).unwrap();
+        let names = schema["enum"].as_array().unwrap();
+        assert_eq!(names.len(), 2);
+        for name in names {
+            serde_json::from_value::<Provider>(name.clone()).unwrap();
+        }
+    }
 
     const GOOD: &str = r#"
 [store]

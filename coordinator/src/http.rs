@@ -5,6 +5,9 @@
 //!   and the auth test walks it, so a route cannot be added without being covered.
 //! - `objectives`, `events` (Server-Sent Events), `tasks`, `agents`: the handlers.
 //! - `metrics`: `GET /metrics`, gathered from the scheduler and registry at scrape time.
+//! - `openapi`: `GET /openapi.json`, the OpenAPI 3.1 document generated from the handlers'
+//!   `#[utoipa::path]` annotations and the body types' schemas; a test checks that it
+//!   documents every route of [`ROUTES`].
 //! - [`problem`]: every error answer as `application/problem+json`, and the JSON body
 //!   extractor that names the field at fault.
 //! - `auth`: the bearer token check.
@@ -25,6 +28,7 @@ mod auth;
 mod events;
 mod metrics;
 mod objectives;
+mod openapi;
 pub mod problem;
 mod tasks;
 
@@ -65,6 +69,8 @@ pub enum Endpoint {
     Readyz,
     /// `GET /metrics` (Prometheus text).
     Metrics,
+    /// `GET /openapi.json`: the API's OpenAPI document.
+    OpenApi,
     /// `POST /v1/objectives`.
     SubmitObjective,
     /// `GET /v1/objectives?status=&limit=&after=`.
@@ -122,6 +128,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/healthz", Endpoint::Healthz),
     route(Method::GET, "/readyz", Endpoint::Readyz),
     route(Method::GET, "/metrics", Endpoint::Metrics),
+    route(Method::GET, "/openapi.json", Endpoint::OpenApi),
     route(Method::POST, "/v1/objectives", Endpoint::SubmitObjective),
     route(Method::GET, "/v1/objectives", Endpoint::ListObjectives),
     route(Method::GET, "/v1/objectives/{id}", Endpoint::GetObjective),
@@ -146,6 +153,7 @@ impl Endpoint {
             Self::Healthz => on(filter, healthz),
             Self::Readyz => on(filter, readyz),
             Self::Metrics => on(filter, metrics::scrape),
+            Self::OpenApi => on(filter, openapi::document),
             Self::SubmitObjective => on(filter, objectives::submit),
             Self::ListObjectives => on(filter, objectives::list),
             Self::GetObjective => on(filter, objectives::get),
@@ -305,10 +313,30 @@ pub async fn serve(
     Api::new(swarm, config).serve(listener, shutdown).await
 }
 
+/// Liveness: answers 200 while the process serves.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "probes",
+    operation_id = "healthz",
+    responses((status = 200, description = "The server is up.")),
+)]
 async fn healthz() -> StatusCode {
     StatusCode::OK
 }
 
+/// Readiness: 200 while the coordinator runs, 503 with the reason once it stopped.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "probes",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "The coordinator runs."),
+        (status = 503, description = "The coordinator stopped; `detail` says why.",
+         body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.swarm.is_running() {
         StatusCode::OK.into_response()

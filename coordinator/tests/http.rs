@@ -777,6 +777,106 @@ async fn every_route_but_the_probes_needs_the_token() {
     server.finish().await;
 }
 
+/// `GET /openapi.json` is an OpenAPI 3.1 document that documents every route of `ROUTES` with
+/// its method (and no other), so a route added without documentation fails here; its
+/// references all resolve and its operation ids are unique.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_covers_every_route() {
+    let server = start(Some(TOKEN)).await;
+    let response = server
+        .request(Method::GET, "/openapi.json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    let doc: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    let version = doc["openapi"].as_str().unwrap();
+    assert!(version.starts_with("3.1."), "openapi: {version}");
+
+    let paths = doc["paths"].as_object().unwrap();
+    for route in ROUTES {
+        let method = route.method.as_str().to_ascii_lowercase();
+        let operation = paths
+            .get(route.path)
+            .and_then(|item| item.get(&method))
+            .unwrap_or_else(|| panic!("{} {} is not in the document", route.method, route.path));
+        let responses = operation["responses"].as_object().unwrap();
+        assert!(
+            responses.keys().any(|status| status.starts_with('2')),
+            "{} {}: no success answer",
+            route.method,
+            route.path
+        );
+        if route.is_public() {
+            assert_eq!(operation["security"], json!([]), "{}", route.path);
+        } else {
+            let unauthorized = &responses["401"]["content"]["application/problem+json"];
+            assert_eq!(
+                unauthorized["schema"]["$ref"], "#/components/schemas/Problem",
+                "{} {}",
+                route.method, route.path
+            );
+        }
+    }
+    const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+    let operations: Vec<&Value> = paths
+        .values()
+        .flat_map(|item| METHODS.iter().filter_map(|method| item.get(*method)))
+        .collect();
+    assert_eq!(
+        operations.len(),
+        ROUTES.len(),
+        "documented routes the router lacks"
+    );
+    let mut ids: Vec<&str> = operations
+        .iter()
+        .map(|op| op["operationId"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), ROUTES.len(), "operation ids are not unique");
+
+    // Every reference points at a schema of the document.
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(target)) = map.get("$ref") {
+                    out.push(target);
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut targets = Vec::new();
+    refs(&doc, &mut targets);
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for target in targets {
+        let name = target.strip_prefix("#/components/schemas/").unwrap();
+        assert!(
+            schemas.contains_key(name),
+            "{target} is not in the document"
+        );
+    }
+    // The request bodies are described field by field, not as any object.
+    let submit = &paths["/v1/objectives"]["post"]["requestBody"]["content"]["application/json"];
+    assert_eq!(submit["schema"]["$ref"], "#/components/schemas/Objective");
+    assert_eq!(schemas["Objective"]["required"], json!(["goal"]));
+    assert_eq!(schemas["Objective"]["additionalProperties"], false);
+    assert_eq!(schemas["TaskSpec"]["required"], json!(["id", "capability"]));
+    // Durations are the humantime text the wire carries.
+    assert_eq!(
+        schemas["RetryPolicy"]["properties"]["initial_backoff"]["default"],
+        "200ms"
+    );
+    server.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_and_agents() {
     let server = start(None).await;

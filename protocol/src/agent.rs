@@ -8,6 +8,7 @@ use crate::ids::{AgentId, Capability};
 
 /// What the registry knows about an agent: who it is, what it can do and how much at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AgentDescriptor {
     /// Given by the registry on registration.
@@ -28,6 +29,7 @@ pub struct AgentDescriptor {
 
 /// Whether an agent may be given work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[repr(u8)]
 pub enum Health {

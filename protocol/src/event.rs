@@ -18,6 +18,7 @@ use crate::task::TaskSpec;
 
 /// An event with its place in the log and the time it happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventRecord {
     /// Position in the log, from 1, without gaps.
     pub seq: u64,
@@ -30,6 +31,7 @@ pub struct EventRecord {
 
 /// One state change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// An objective was accepted. Its tasks got consecutive ids from `first_task`, in the order
@@ -81,6 +83,7 @@ pub enum Event {
         usage: Option<Usage>,
         /// How long the attempt ran.
         #[serde(with = "humantime_serde")]
+        #[cfg_attr(feature = "openapi", schema(value_type = String, example = "1s 500ms"))]
         duration: Duration,
     },
     /// An attempt failed. `retry_in` says whether another attempt follows.
@@ -110,6 +113,7 @@ pub enum Event {
             with = "humantime_serde",
             skip_serializing_if = "Option::is_none"
         )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "1s 500ms"))]
         duration: Option<Duration>,
         /// The delay before the next attempt; `None` when the task failed for good.
         #[serde(
@@ -117,6 +121,7 @@ pub enum Event {
             with = "humantime_serde",
             skip_serializing_if = "Option::is_none"
         )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "1s 500ms"))]
         retry_in: Option<Duration>,
     },
     /// An attempt was lost without an outcome: its agent crashed or went away, or the
@@ -157,6 +162,7 @@ pub enum Event {
             with = "humantime_serde",
             skip_serializing_if = "Option::is_none"
         )]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "1s 500ms"))]
         duration: Option<Duration>,
     },
     /// A person approved a task in review; dependents use `output`.

@@ -81,6 +81,23 @@ impl fmt::Debug for ObjectiveId {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for ObjectiveId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::Custom("uuid".to_owned())))
+            .description(Some(
+                "The id of an objective: a UUIDv7, so ids sort by creation time.",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for ObjectiveId {}
+
 impl FromStr for ObjectiveId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -138,6 +155,24 @@ macro_rules! numeric_id {
                 text.parse().map_err(serde::de::Error::custom)
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                use utoipa::openapi::schema::{ObjectBuilder, Type};
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(concat!("^", $prefix, "[0-9]+$")))
+                    .description(Some(concat!(
+                        "A ", $what, ": `", $prefix, "` followed by a number."
+                    )))
+                    .examples([concat!($prefix, "42")])
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -235,6 +270,25 @@ macro_rules! name_type {
                 Self::new(&*text).map_err(serde::de::Error::custom)
             }
         }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                use utoipa::openapi::schema::{ObjectBuilder, Type};
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some($max))
+                    .pattern(Some("^[A-Za-z0-9_.:/-]+$"))
+                    .description(Some(concat!(
+                        "A ", $what, ": letters, digits and `_ - . : /`."
+                    )))
+                    .into()
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
     };
 }
 

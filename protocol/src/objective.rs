@@ -14,6 +14,7 @@ use crate::task::TaskSpec;
 ///   "priority": 5 }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Objective {
     /// What the user wants, in plain language.
@@ -79,6 +80,7 @@ pub fn check_idempotency_key(key: &str) -> Result<(), String> {
 
 /// Bounds on an objective's graph, checked on submit and whenever tasks are spawned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// The most tasks the graph may hold, spawned ones included.
@@ -106,6 +108,7 @@ impl Default for Limits {
 
 /// Where an objective is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ObjectiveStatus {
     /// Accepted; some tasks have not finished.

@@ -85,6 +85,7 @@ impl TaskOutcome {
 
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// Might work if tried again (rate limit, 5xx, connection reset, agent crash).
@@ -110,6 +111,7 @@ impl FailureKind {
 
 /// Model tokens spent by an attempt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Usage {
     /// Tokens sent to the model.

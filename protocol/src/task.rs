@@ -18,6 +18,7 @@ use crate::ids::{Capability, ObjectiveId, TaskId, TaskKey};
 ///   "depends_on": ["fetch"], "hard_timeout": "2m", "retry": { "max_attempts": 5 } }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     /// The task's name in its graph; dependencies refer to it.
@@ -40,6 +41,7 @@ pub struct TaskSpec {
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2m"))]
     pub idle_timeout: Option<Duration>,
     /// An attempt that runs longer than this is cancelled.
     #[serde(
@@ -47,6 +49,7 @@ pub struct TaskSpec {
         with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2m"))]
     pub hard_timeout: Option<Duration>,
     /// A JSON Schema the output must satisfy; output that does not goes to review.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,15 +86,24 @@ impl TaskSpec {
 
 /// How a task's failed attempts are retried: exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included. `1` means no retry.
     pub max_attempts: u32,
     /// The backoff ceiling before the first retry; it doubles each retry.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, default = openapi::default_initial_backoff)
+    )]
     pub initial_backoff: Duration,
     /// The backoff never grows past this.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = String, default = openapi::default_max_backoff)
+    )]
     pub max_backoff: Duration,
 }
 
@@ -108,6 +120,21 @@ impl RetryPolicy {
     }
 }
 
+/// The defaults of the duration fields in their JSON form: the schema derive would otherwise
+/// serialize `Duration`'s own `{secs, nanos}`, not the humantime text the wire carries.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use humantime_serde::re::humantime::format_duration;
+
+    pub(super) fn default_initial_backoff() -> String {
+        format_duration(super::RetryPolicy::default().initial_backoff).to_string()
+    }
+
+    pub(super) fn default_max_backoff() -> String {
+        format_duration(super::RetryPolicy::default().max_backoff).to_string()
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -120,6 +147,7 @@ impl Default for RetryPolicy {
 
 /// A task's place on the kanban board.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     /// Waiting for its dependencies.

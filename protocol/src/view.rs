@@ -12,6 +12,7 @@ use crate::task::TaskStatus;
 
 /// An objective and all its tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ObjectiveView {
     /// The objective.
     pub id: ObjectiveId,
@@ -49,6 +50,7 @@ pub struct ObjectiveSummary {
 
 /// One task of an objective.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskView {
     /// Its id.
     pub id: TaskId,
@@ -80,11 +82,13 @@ pub struct TaskView {
     pub usage: Usage,
     /// Time spent running over all attempts.
     #[serde(with = "humantime_serde")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, example = "1s 500ms"))]
     pub run_time: Duration,
 }
 
 /// A task waiting for a person's decision, with its objective.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReviewItem {
     /// The objective.
     pub objective: ObjectiveId,

@@ -16,17 +16,28 @@ use swarm_protocol::{AgentDescriptor, AgentId, Health};
 use crate::Error;
 use crate::config::AgentConfig;
 use crate::http::AppState;
-use crate::http::problem::{JsonBody, Problem};
+use crate::http::problem::{JsonBody, PROBLEM_JSON, Problem};
 
 /// One agent: its registration, health and load.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct AgentView {
+    /// Its registration.
     #[serde(flatten)]
     descriptor: AgentDescriptor,
+    /// Whether it may be given work.
     health: Health,
+    /// Attempts running on it.
     in_flight: u32,
 }
 
+/// Every agent of the registry, with its health and load.
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    tag = "agents",
+    operation_id = "list_agents",
+    responses((status = 200, description = "The agents.", body = Vec<AgentView>)),
+)]
 pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<AgentView>> {
     let agents = state
         .swarm
@@ -42,8 +53,33 @@ pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<AgentView>> 
     Json(agents)
 }
 
-/// `POST /v1/agents`: registers a model agent from the fields of a `[[agents]]` entry; 201
-/// with its descriptor once it can take work.
+/// Registers a model agent from the fields of a `swarm.toml` `[[agents]]` entry; 201 with its
+/// descriptor once it can take work.
+///
+/// Its API key is read from the server's environment variable `api_key_env`; the key itself
+/// never travels over the API.
+#[utoipa::path(
+    post,
+    path = "/v1/agents",
+    tag = "agents",
+    operation_id = "register_agent",
+    request_body(content = AgentConfig, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Registered.", body = AgentDescriptor,
+         headers(("Location" = String, description = "The agent's route."))),
+        (status = 400, description = "The body is not JSON.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is over the limit.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not `application/json`.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 422, description = "A field is not valid, the agent cannot be built, or \
+         the variable `api_key_env` names is unset or empty; `field` names the field.",
+         body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The coordinator is not available.", body = Problem,
+         content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn register(
     State(state): State<AppState>,
     JsonBody(config): JsonBody<AgentConfig>,
@@ -70,8 +106,23 @@ pub(super) async fn register(
     Ok(response)
 }
 
-/// `DELETE /v1/agents/{id}`: stops the agent and removes it; its attempts in flight go back to
-/// the queue.
+/// Stops an agent and removes it; its attempts in flight go back to the queue.
+#[utoipa::path(
+    delete,
+    path = "/v1/agents/{id}",
+    tag = "agents",
+    operation_id = "deregister_agent",
+    params(("id" = AgentId, Path, description = "The agent.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "`id` is not an agent id.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 404, description = "No such agent.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 503, description = "The coordinator is not available.", body = Problem,
+         content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn deregister(
     State(state): State<AppState>,
     Path(id): Path<String>,

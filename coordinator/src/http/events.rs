@@ -24,8 +24,33 @@ use tokio::sync::{broadcast, watch};
 use crate::Error;
 use crate::http::AppState;
 use crate::http::objectives::objective_id;
-use crate::http::problem::Problem;
+use crate::http::problem::{PROBLEM_JSON, Problem};
 
+/// The objective's events as Server-Sent Events: its history, then live events, ending after
+/// its terminal event.
+///
+/// Each event has `id: <seq>`, `event: <type>` and one JSON `EventRecord` as `data`.
+#[utoipa::path(
+    get,
+    path = "/v1/objectives/{id}/events",
+    tag = "objectives",
+    operation_id = "objective_events",
+    params(
+        ("id" = ObjectiveId, Path, description = "The objective."),
+        ("Last-Event-ID" = Option<u64>, Header,
+         description = "Only events after this sequence number (a reconnecting client's last)."),
+    ),
+    responses(
+        (status = 200, description = "The event stream; each `data` is an `EventRecord`.",
+         body = String, content_type = "text/event-stream"),
+        (status = 400, description = "`id` is not an objective id, or `Last-Event-ID` is not \
+         a sequence number.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such objective.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 503, description = "The event log is not available.", body = Problem,
+         content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn stream(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -15,13 +15,26 @@ use swarm_protocol::{Capability, Health, SchedulerStats};
 use swarm_registry::AgentSnapshot;
 
 use crate::http::AppState;
-use crate::http::problem::Problem;
+use crate::http::problem::{PROBLEM_JSON, Problem};
 
 /// The media type of the Prometheus text format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const HEALTHS: [Health; 4] = [Health::Up, Health::Degraded, Health::Down, Health::Draining];
 
+/// The swarm's state in the Prometheus text format, gathered at scrape time.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "probes",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "Prometheus text exposition.", body = String,
+         content_type = "text/plain; version=0.0.4"),
+        (status = 503, description = "The coordinator is not available.", body = Problem,
+         content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn scrape(State(state): State<AppState>) -> Result<Response, Problem> {
     let stats = state.swarm.stats().await?;
     let depths = state.swarm.queue_depths().await?;

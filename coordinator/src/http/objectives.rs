@@ -9,7 +9,7 @@ use swarm_protocol::{EventRecord, Objective, ObjectiveId, ObjectiveStatus, Objec
 use swarm_store::StoredObjective;
 
 use crate::http::AppState;
-use crate::http::problem::{JsonBody, Problem};
+use crate::http::problem::{JsonBody, PROBLEM_JSON, Problem};
 
 /// The header that makes a submit idempotent.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -21,17 +21,23 @@ const LIST_LIMIT_DEFAULT: usize = 50;
 pub(super) const LIST_LIMIT_MAX: usize = 500;
 
 /// The answer to a submit.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct Submitted {
+    /// The new objective (or, for a repeat under the same idempotency key, the first one).
     id: ObjectiveId,
+    /// Where to follow it.
     links: Links,
 }
 
-#[derive(Debug, Serialize)]
+/// The objective's routes.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Links {
+    /// `GET`: its live view.
     #[serde(rename = "self")]
     this: String,
+    /// `GET`: its events as Server-Sent Events.
     events: String,
+    /// `GET`: its chain of work (every event so far).
     chain: String,
 }
 
@@ -40,6 +46,39 @@ pub(super) fn objective_id(raw: &str) -> Result<ObjectiveId, Problem> {
     raw.parse().map_err(|e| Problem::bad_param("id", e))
 }
 
+/// Submits an objective; answers once it is durable.
+///
+/// A repeat under the same `Idempotency-Key` with the same body gets the same answer (the
+/// first objective's id); with another body, 409.
+#[utoipa::path(
+    post,
+    path = "/v1/objectives",
+    tag = "objectives",
+    operation_id = "submit_objective",
+    params(
+        ("Idempotency-Key" = Option<String>, Header,
+         description = "Makes the submit idempotent: 1 to 255 printable ASCII characters."),
+    ),
+    request_body(content = Objective, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Accepted and durable.", body = Submitted,
+         headers(("Location" = String, description = "The objective's route."))),
+        (status = 400, description = "The body is not JSON.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 409, description = "The idempotency key was used with another body.",
+         body = Problem, content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is over the limit.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not `application/json`.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 422, description = "A field, the task graph, a capability, an input \
+         reference or the idempotency key is not valid; `field` names it.",
+         body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "Overloaded, or the event log or coordinator is not \
+         available; try again after `Retry-After`.", body = Problem,
+         content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -84,20 +123,26 @@ pub(super) async fn submit(
 }
 
 /// One page of `GET /v1/objectives`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct Listing {
+    /// The objectives of the page, oldest first.
     objectives: Vec<ListedObjective>,
     /// The `after` of the next page; `None` on the last one.
     next: Option<ObjectiveId>,
 }
 
 /// One objective of the listing, as the event log's index holds it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ListedObjective {
+    /// The objective.
     id: ObjectiveId,
+    /// Its status.
     status: ObjectiveStatus,
+    /// When it was submitted, milliseconds since the Unix epoch.
     submitted_at_ms: u64,
+    /// When it ended, if it did.
     ended_at_ms: Option<u64>,
+    /// The client's idempotency key, if it gave one.
     idempotency_key: Option<String>,
 }
 
@@ -177,8 +222,30 @@ impl ListQuery {
     }
 }
 
-/// `GET /v1/objectives?status=&limit=&after=`: the objectives of the event log, oldest first,
-/// a page at a time.
+/// Lists the objectives of the event log, oldest first, a page at a time.
+///
+/// Ids are UUIDv7 and sort by time, so the last id of a page (`next`) is the `after` of the
+/// next one.
+#[utoipa::path(
+    get,
+    path = "/v1/objectives",
+    tag = "objectives",
+    operation_id = "list_objectives",
+    params(
+        ("status" = Option<ObjectiveStatus>, Query, description = "Only objectives in this status."),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500,
+         description = "Objectives in the page (default 50)."),
+        ("after" = Option<ObjectiveId>, Query,
+         description = "Only objectives after this one: the `next` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "One page.", body = Listing),
+        (status = 400, description = "A query parameter is unknown or does not parse; \
+         `field` names it.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The event log is not available.", body = Problem,
+         content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -201,6 +268,24 @@ pub(super) async fn list(
     }))
 }
 
+/// Reads an objective with its tasks: the live view, or rebuilt from the event log once it
+/// ended.
+#[utoipa::path(
+    get,
+    path = "/v1/objectives/{id}",
+    tag = "objectives",
+    operation_id = "get_objective",
+    params(("id" = ObjectiveId, Path, description = "The objective.")),
+    responses(
+        (status = 200, description = "The objective.", body = ObjectiveView),
+        (status = 400, description = "`id` is not an objective id.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 404, description = "No such objective.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 503, description = "The event log or coordinator is not available.",
+         body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -209,6 +294,23 @@ pub(super) async fn get(
     Ok(Json(state.swarm.objective(id).await?))
 }
 
+/// The objective's chain of work: every event recorded for it so far, in order.
+#[utoipa::path(
+    get,
+    path = "/v1/objectives/{id}/chain",
+    tag = "objectives",
+    operation_id = "objective_chain",
+    params(("id" = ObjectiveId, Path, description = "The objective.")),
+    responses(
+        (status = 200, description = "Its events, in order.", body = Vec<EventRecord>),
+        (status = 400, description = "`id` is not an objective id.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 404, description = "No such objective.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 503, description = "The event log or coordinator is not available.",
+         body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn chain(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -217,6 +319,23 @@ pub(super) async fn chain(
     Ok(Json(state.swarm.chain(id).await?))
 }
 
+/// Cancels an objective: its tasks that have not finished will not run.
+#[utoipa::path(
+    post,
+    path = "/v1/objectives/{id}/cancel",
+    tag = "objectives",
+    operation_id = "cancel_objective",
+    params(("id" = ObjectiveId, Path, description = "The objective.")),
+    responses(
+        (status = 200, description = "The objective after the cancel.", body = ObjectiveView),
+        (status = 400, description = "`id` is not an objective id.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 404, description = "No such objective.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 503, description = "The event log or coordinator is not available.",
+         body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,

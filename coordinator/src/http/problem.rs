@@ -23,7 +23,14 @@ use crate::http::AppState;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One error answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "type": "urn:swarm:problem:invalid-field",
+    "title": "Unprocessable Entity",
+    "status": 422,
+    "detail": "`tasks[1].capability`: invalid type: integer `3`, expected a string",
+    "field": "tasks[1].capability"
+}))]
 pub struct Problem {
     /// A URI naming the kind of problem (`urn:swarm:problem:<slug>`).
     #[serde(rename = "type")]

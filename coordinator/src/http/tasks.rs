@@ -8,24 +8,43 @@ use serde_json::Value;
 use swarm_protocol::{ReviewDecision, ReviewItem, TaskId};
 
 use crate::http::AppState;
-use crate::http::problem::{JsonBody, OptionalJsonBody, Problem};
+use crate::http::problem::{JsonBody, OptionalJsonBody, PROBLEM_JSON, Problem};
 
 /// The body of an approval: the reviewed output is kept unless `output` replaces it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Approval {
+    /// Replaces the reviewed output; dependents receive this.
     #[serde(default)]
     output: Option<Value>,
 }
 
 /// The body of a rejection.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Rejection {
+    /// Why; the task fails with it.
     reason: String,
 }
 
-/// `GET /v1/tasks?status=review`: every task waiting for a person, oldest objective first.
+/// The review queue: every task waiting for a person, oldest objective first.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    tag = "tasks",
+    operation_id = "review_queue",
+    params(
+        ("status" = String, Query, example = "review",
+         description = "Required; only `review` is supported."),
+    ),
+    responses(
+        (status = 200, description = "The tasks in review.", body = Vec<ReviewItem>),
+        (status = 400, description = "`status` is missing or not `review`, or a parameter \
+         is unknown; `field` names it.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The coordinator is not available.", body = Problem,
+         content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn review_queue(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -62,6 +81,33 @@ fn task_id(raw: &str) -> Result<TaskId, Problem> {
     raw.parse().map_err(|e| Problem::bad_param("id", e))
 }
 
+/// Approves a task in review: its dependents run with its output (or the one given).
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/approve",
+    tag = "tasks",
+    operation_id = "approve_task",
+    params(("id" = TaskId, Path, description = "The task in review.")),
+    request_body(content = Option<Approval>, content_type = "application/json",
+                 description = "Optional: an empty body keeps the reviewed output."),
+    responses(
+        (status = 204, description = "Decided."),
+        (status = 400, description = "`id` is not a task id, or the body is not JSON.",
+         body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such task.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 409, description = "The task is not in review.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is over the limit.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not `application/json`.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 422, description = "A field of the body is not valid; `field` names it.",
+         body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The event log or coordinator is not available.",
+         body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn approve(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -75,6 +121,32 @@ pub(super) async fn approve(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Rejects a task in review: it fails with the reason.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/reject",
+    tag = "tasks",
+    operation_id = "reject_task",
+    params(("id" = TaskId, Path, description = "The task in review.")),
+    request_body(content = Rejection, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Decided."),
+        (status = 400, description = "`id` is not a task id, or the body is not JSON.",
+         body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such task.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 409, description = "The task is not in review.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is over the limit.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not `application/json`.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 422, description = "A field of the body is not valid; `field` names it.",
+         body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The event log or coordinator is not available.",
+         body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
 pub(super) async fn reject(
     State(state): State<AppState>,
     Path(id): Path<String>,
