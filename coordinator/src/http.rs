@@ -407,12 +407,16 @@ pub struct ServeConfig {
     pub concurrency: u32,
     /// Where to listen.
     pub addr: SocketAddr,
+    /// At shutdown, how long running attempts may go on finishing.
+    pub grace: Duration,
     /// The API's settings.
     pub api: ApiConfig,
 }
 
 /// `swarm serve`: opens the durable swarm, registers the agents, serves the API until
-/// `shutdown` resolves, then shuts the swarm down (draining the event log).
+/// `shutdown` resolves, then stops accepting requests, lets running attempts finish within
+/// `grace` (nothing new starts), and shuts the swarm down (the event log commits what is
+/// queued). Attempts still running then resume on the next start.
 pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -443,7 +447,16 @@ pub async fn run(
     // request was stuck past `RELEASE_TIMEOUT`; then the log is closed when the process ends,
     // and what was unfinished resumes on the next start).
     match Arc::try_unwrap(swarm) {
-        Ok(swarm) => swarm.shutdown().await?,
+        Ok(swarm) => {
+            let unfinished = swarm.drain(config.grace).await.unwrap_or(0);
+            if unfinished > 0 {
+                eprintln!(
+                    "{unfinished} attempts still running after {:?}; they resume on the next start",
+                    config.grace
+                );
+            }
+            swarm.shutdown().await?;
+        }
         Err(_) => tracing::warn!("the swarm is still in use; exiting without draining it"),
     }
     served.map_err(|e| Error::Input(format!("serving on {local}: {e}")))

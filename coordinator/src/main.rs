@@ -147,6 +147,10 @@ enum Command {
         /// The largest request body accepted, in bytes.
         #[arg(long, default_value_t = 1024 * 1024)]
         body_limit: usize,
+        /// At SIGINT/SIGTERM, how long running attempts may go on finishing (nothing new
+        /// starts); what does not finish resumes on the next start.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+        grace: Duration,
     },
     /// Submit an objective to a running `swarm serve`.
     Submit {
@@ -537,6 +541,7 @@ fn run() -> anyhow::Result<()> {
             builtin_agents,
             concurrency,
             body_limit,
+            grace,
         } => {
             let config = config
                 .map(|path| swarm_coordinator::config::Config::load(&path))
@@ -559,6 +564,7 @@ fn run() -> anyhow::Result<()> {
                 builtin_agents,
                 concurrency,
                 addr,
+                grace,
                 api: swarm_coordinator::http::ApiConfig {
                     token,
                     body_limit_bytes: body_limit,

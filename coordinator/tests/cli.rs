@@ -170,3 +170,71 @@ fn submit_watch_follows_an_objective_to_its_end_and_the_other_commands_read_it()
         text(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_attempt_finish_and_records_it() {
+    use eventsource_stream::Eventsource as _;
+    use futures::StreamExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), None);
+    let client = reqwest::Client::new();
+    let answer: serde_json::Value = client
+        .post(format!("{}/v1/objectives", server.url))
+        .json(&serde_json::json!({
+            "goal": "slow",
+            "tasks": [{"id": "slow", "capability": "work", "input": {"n": 4, "ms": 400}}]
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = answer["id"].as_str().unwrap().to_owned();
+    // Wait until the attempt runs.
+    let mut events = client
+        .get(format!("{}/v1/objectives/{id}/events", server.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes_stream()
+        .eventsource();
+    while let Some(event) = events.next().await {
+        if event.unwrap().event == "task_started" {
+            break;
+        }
+    }
+    let pid = server.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    // The stream ends (the server stops accepting and closes it), the process exits cleanly.
+    while events.next().await.is_some() {}
+    let mut server = server;
+    let exit = tokio::task::spawn_blocking(move || {
+        let exit = server.child.wait().unwrap();
+        (exit, server)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert!(exit.success(), "swarm serve exited with {exit}");
+    // The attempt finished within the grace period and its success is in the log.
+    let recovered = swarm_coordinator::Swarm::inspect(dir.path()).await.unwrap();
+    assert!(
+        recovered.replay.unfinished().is_empty(),
+        "the objective was left unfinished"
+    );
+    let store = swarm_store::SqliteStore::open(swarm_store::SqliteOptions::new(dir.path()))
+        .await
+        .unwrap();
+    let (model, _) = swarm_coordinator::replay::replay_objective(&store, id.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(model.status, swarm_protocol::ObjectiveStatus::Succeeded);
+    assert_eq!(
+        model.tasks[0].attempt, 1,
+        "the attempt was not cut off and retried"
+    );
+}
