@@ -299,21 +299,8 @@ pub async fn http_submits(
             .await?;
     }
     let swarm = Arc::new(swarm);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| Error::Input(format!("binding a port: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Input(format!("binding a port: {e}")))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::http::serve(
-        swarm.clone(),
-        listener,
-        crate::http::ApiConfig::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let api = crate::http::LocalApi::start(swarm.clone()).await?;
+    let addr = api.addr;
     let body = serde_json::to_vec(&serde_json::json!({
         "goal": "bench",
         "tasks": [{"id": "t", "capability": "noop"}],
@@ -363,8 +350,7 @@ pub async fn http_submits(
         }
     }
     let elapsed = started.elapsed();
-    let _ = stop.send(());
-    let _ = server.await;
+    api.stop().await;
     if let Ok(swarm) = Arc::try_unwrap(swarm) {
         swarm.shutdown().await?;
     }

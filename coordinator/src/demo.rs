@@ -155,21 +155,8 @@ system_prompt = "You are a careful researcher."
 
     // Through the HTTP API, as a user would: submit, then follow its event stream live.
     let swarm = Arc::new(swarm);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| Error::Input(format!("binding the API's port: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::Input(format!("binding the API's port: {e}")))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::http::serve(
-        swarm.clone(),
-        listener,
-        crate::http::ApiConfig::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let api = crate::http::LocalApi::start(swarm.clone()).await?;
+    let addr = api.addr;
     println!("swarm API on http://{addr}/v1");
     println!("submitting (POST /v1/objectives): {}", objective.goal);
     let client = Client::new(&format!("http://{addr}"), None)?;
@@ -183,8 +170,7 @@ system_prompt = "You are a careful researcher."
     .map_err(|_| Error::Input(format!("objective {id} did not end within 60 s")))??;
     let view = swarm.objective(id).await?;
     let chain = swarm.chain(id).await?;
-    let _ = stop.send(());
-    let _ = server.await;
+    api.stop().await;
     match Arc::try_unwrap(swarm) {
         Ok(swarm) => swarm.shutdown().await?,
         Err(_) => return Err(Error::Actor("the API still held the swarm".into())),

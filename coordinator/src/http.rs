@@ -413,6 +413,38 @@ pub struct ServeConfig {
     pub api: ApiConfig,
 }
 
+/// The API on an ephemeral loopback port in this process, without auth (the demo and the
+/// HTTP benchmark drive it as a client would).
+pub struct LocalApi {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl LocalApi {
+    /// Serves `swarm` on 127.0.0.1 at a free port.
+    pub async fn start(swarm: Arc<Swarm>) -> Result<Self, Error> {
+        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .await
+            .map_err(|e| Error::Input(format!("binding a loopback port: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Input(format!("binding a loopback port: {e}")))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(swarm, listener, ApiConfig::default(), async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self { addr, stop, task })
+    }
+
+    /// Stops it and waits until it let go of the swarm.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 /// `swarm serve`: opens the durable swarm, registers the agents, serves the API until
 /// `shutdown` resolves, then stops accepting requests, lets running attempts finish within
 /// `grace` (nothing new starts), and shuts the swarm down (the event log commits what is
