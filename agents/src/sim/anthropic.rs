@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -236,12 +236,7 @@ fn error_response(refusal: &Refusal) -> Response {
         "type": "error",
         "error": {"type": kind, "message": refusal.message},
     });
-    let mut headers = rate_headers(refusal.rate);
-    if let Some(secs) = refusal.retry_after_secs {
-        headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, headers, axum::Json(body)).into_response()
+    super::state::refusal_response(refusal, rate_headers(refusal.rate), body)
 }
 
 fn rate_headers(rate: Option<RateInfo>) -> HeaderMap {

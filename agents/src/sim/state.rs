@@ -409,3 +409,22 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // half-updated, so a poisoned lock's data is still good.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// A refusal's answer in either format: its status, the format's rate-limit `headers`, a
+/// `Retry-After` when it has one, and the format's error `body`.
+pub(super) fn refusal_response(
+    refusal: &Refusal,
+    mut headers: axum::http::HeaderMap,
+    body: serde_json::Value,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    if let Some(secs) = refusal.retry_after_secs {
+        headers.insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(secs),
+        );
+    }
+    let status = axum::http::StatusCode::from_u16(refusal.status)
+        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    (status, headers, axum::Json(body)).into_response()
+}
