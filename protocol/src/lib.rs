@@ -26,6 +26,8 @@ pub mod ids;
 pub mod messages;
 pub mod objective;
 pub mod outcome;
+#[cfg(any(test, feature = "test-support"))]
+pub mod samples;
 pub mod task;
 pub mod view;
 
