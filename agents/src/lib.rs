@@ -9,7 +9,10 @@
 //!   off its mailbox, enforcing idle and hard timeouts, and reports outcomes to the scheduler.
 //! - [`sink`]: the queue agent actors put reports in, with one doorbell message to the
 //!   scheduler per batch.
-//! - [`builtin`]: agents that ship with swarm ([`NoopAgent`], [`EchoAgent`], [`FnAgent`]).
+//! - [`builtin`]: agents that ship with swarm ([`NoopAgent`], [`EchoAgent`], [`FnAgent`],
+//!   [`WorkAgent`]).
+//! - [`model`]: [`model::LlmAgent`], which calls OpenAI-compatible or Anthropic APIs behind its
+//!   own circuit breaker and rate limiter.
 //! - [`sim`]: a simulated model server speaking the OpenAI and Anthropic wire formats over
 //!   real HTTP, with scripted latency, errors, 429s and stalls, for the demo, tests and load
 //!   runs.

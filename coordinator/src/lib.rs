@@ -10,8 +10,11 @@
 //! - [`writer`]: the durable journal and the `StoreWriter` actor (group commit, snapshots,
 //!   pruning) over a [`swarm_store::EventStore`].
 //! - [`replay`]: rebuilding objectives from the log (recovery, snapshots, `swarm replay`).
-//! - [`bench`]: the in-process allocation benchmark behind `swarm bench`.
-//! - [`demo`]: the small in-process run behind `swarm demo`.
+//! - [`http`]: the HTTP API behind `swarm serve`; [`client`]: the client behind `swarm submit`,
+//!   `status`, `agents`, `tasks`, `approve` and `reject`.
+//! - [`config`]: `swarm.toml` (the store and model agents).
+//! - [`bench`]: the benchmarks behind `swarm bench` (allocation, durable, HTTP submits).
+//! - [`demo`]: the run behind `swarm demo`; [`batch`]: the durable batch run behind `swarm run`.
 //!
 //! # Invariants
 //! Only this crate wires the registry to the agents; the `registry` and `agents` crates never
