@@ -60,7 +60,7 @@ use crate::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
 /// of the swarm.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What a route does; [`Endpoint::handler`] maps each to its handler.
+/// What a route does; each maps to its handler in the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
     /// `GET /healthz`.

@@ -13,7 +13,7 @@
 //! - [`http`]: the HTTP API behind `swarm serve`; [`client`]: the client behind `swarm submit`,
 //!   `status`, `agents`, `tasks`, `approve` and `reject`.
 //! - [`config`]: `swarm.toml` (the store and model agents).
-//! - [`bench`]: the benchmarks behind `swarm bench` (allocation, durable, HTTP submits).
+//! - [`bench`](mod@bench): the benchmarks behind `swarm bench` (allocation, durable, HTTP submits).
 //! - [`demo`]: the run behind `swarm demo`; [`batch`]: the durable batch run behind `swarm run`.
 //!
 //! # Invariants

@@ -215,7 +215,7 @@ enum Command {
         /// The data directory holding the event log.
         #[arg(long, env = "SWARM_DATA_DIR", default_value = "swarm-data")]
         data_dir: PathBuf,
-        /// Print {"objective": <final state>, "events": [...]} as JSON instead of text.
+        /// Print `{"objective": <final state>, "events": [...]}` as JSON instead of text.
         #[arg(long)]
         json: bool,
     },
