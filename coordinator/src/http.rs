@@ -38,8 +38,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::serve::ListenerExt as _;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, on};
@@ -49,7 +50,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -202,16 +205,56 @@ impl std::fmt::Debug for ApiConfig {
     }
 }
 
-/// What every handler sees.
+/// What every handler sees: one `Arc`, because axum clones the state for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state behind [`AppState`].
+pub struct Shared {
     swarm: Arc<Swarm>,
-    config: Arc<ApiConfig>,
+    config: ApiConfig,
     /// Turns `true` when the server shuts down, which ends every event stream.
     shutdown: watch::Receiver<bool>,
     /// Never sent on: it closes when the last clone of the state is dropped, which
     /// [`Api::serve`] waits for, so that its caller holds the only `Arc<Swarm>` again.
     _in_use: mpsc::Sender<()>,
+}
+
+/// Request ids for requests that bring none: a random prefix drawn once per server and a
+/// counter (`3f9c2a71e04b5d18-42`). Unique like a UUID per request, without a call into the
+/// OS's random source on every request.
+#[derive(Clone)]
+struct RequestIds {
+    prefix: Arc<str>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        Self {
+            prefix: format!("{:016x}", fastrand::u64(..)).into(),
+            next: Arc::default(),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
 }
 
 /// The API over one swarm.
@@ -227,12 +270,12 @@ impl Api {
         let (shutdown, receiver) = watch::channel(false);
         let (in_use, released) = mpsc::channel(1);
         Self {
-            state: AppState {
+            state: AppState(Arc::new(Shared {
                 swarm,
-                config: Arc::new(config),
+                config,
                 shutdown: receiver,
                 _in_use: in_use,
-            },
+            })),
             shutdown,
             released,
         }
@@ -266,7 +309,7 @@ impl Api {
             ))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(TraceLayer::new_for_http())
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
             .with_state(state)
     }
 
@@ -285,6 +328,12 @@ impl Api {
             mut released,
         } = self;
         drop(state);
+        // Answers are small and written whole; don't let Nagle hold them back.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(%err, "TCP_NODELAY not set");
+            }
+        });
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
