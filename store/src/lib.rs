@@ -76,7 +76,8 @@ pub struct StoredObjective {
     pub id: ObjectiveId,
     /// The client's idempotency key, if it gave one.
     pub idempotency_key: Option<String>,
-    /// [`swarm_protocol::Objective::fingerprint`] of the submitted objective.
+    /// [`swarm_protocol::Objective::fingerprint`] of the submitted objective when it was
+    /// submitted under an idempotency key; 0 otherwise.
     pub fingerprint: u64,
     /// Where it stands, as of the last committed event.
     pub status: ObjectiveStatus,

@@ -807,8 +807,13 @@ impl Batch {
                     submitted.push(ObjectiveRow {
                         id: objective.to_string(),
                         idempotency_key: idempotency_key.clone(),
-                        // Stored bit for bit: SQL has no unsigned 64-bit integer.
-                        fingerprint: spec.fingerprint() as i64,
+                        // Stored bit for bit: SQL has no unsigned 64-bit integer. Only a keyed
+                        // submit is ever compared with it (it costs a serialization).
+                        fingerprint: if idempotency_key.is_some() {
+                            spec.fingerprint() as i64
+                        } else {
+                            0
+                        },
                         status: status_name(ObjectiveStatus::Running),
                         submitted_at_ms: at_ms,
                         ended_at_ms: None,
