@@ -915,6 +915,7 @@ mod tests {
             },
         );
         log.at(
+                    description: None,
             2_502,
             Event::AgentRestarted {
                 agent: AgentId(1),

@@ -122,3 +122,4 @@ pub fn every_event_kind() -> Vec<Event> {
         Event::AgentDeregistered { agent: AgentId(1) },
     ]
 }
+                description: Some("writes".into()),

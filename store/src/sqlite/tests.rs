@@ -52,6 +52,7 @@ fn registered(agent: u64) -> Event {
             max_concurrency: 1,
             labels: Default::default(),
             cost_hint: None,
+            description: None,
         },
     }
 }
