@@ -19,9 +19,17 @@
 //!
 //! JSON mode (OpenAI `response_format` `json_object` or `json_schema`, or the `json` directive
 //! below) answers a JSON object as a string, streamed in pieces of four characters:
-//! - if the last user message contains an object with a `"$sim_reply"` key, its value is the
-//!   answer verbatim (a string value is answered as plain text, in text mode too), so a test
-//!   can make the model say exactly what it needs;
+//! - if the last user message contains an object with a `"$sim_replies"` key whose value is a
+//!   non-empty array, the answer is one of its members, in order: the first answered request
+//!   of the scenario (see below) carrying that same array gets the first member, the next one
+//!   the second, and every request past the end the last (a string member is answered as
+//!   plain text, in text mode too). Each distinct array keeps its own count within a scenario,
+//!   and refused requests (faults, rate limit) take no member. A test scripts a conversation
+//!   this way, e.g. a planner that answers an invalid plan, then a repaired one:
+//!   `{"$sim_replies": [{"tasks": "oops"}, {"tasks": [...]}]}`;
+//! - else, if the last user message contains an object with a `"$sim_reply"` key, its value is
+//!   the answer verbatim (a string value is answered as plain text, in text mode too), so a
+//!   test can make the model say exactly what it needs;
 //! - else, with a `json_schema` response format, an object filling its schema (see below);
 //! - else, if the last user message contains an object with a `"$sim_schema"` key, an object
 //!   filling that schema (in text mode too);

@@ -219,5 +219,6 @@ fn registration(name: String, capability: &Capability, concurrency: u32) -> Regi
         max_concurrency: concurrency.max(1),
         labels: Default::default(),
         cost_hint: None,
+        description: None,
     }
 }

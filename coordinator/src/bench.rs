@@ -145,6 +145,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
             max_concurrency: config.concurrency,
             labels: Default::default(),
             cost_hint: None,
+            description: None,
         };
         let factory = AgentFactory::new(move || LatencyProbe {
             waits_us: waits_us.clone(),

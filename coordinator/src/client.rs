@@ -192,6 +192,8 @@ impl Progress {
         match event {
             Event::ObjectiveSubmitted { spec, .. } => self.total += spec.tasks.len(),
             Event::TasksSpawned { tasks, .. } => self.total += tasks.len(),
+            Event::PlanRequested { .. } => self.total += 1,
+            Event::PlanRejected { task, .. } => self.settle(task.0),
             Event::TaskStarted { task, agent, .. } => {
                 self.running.insert(task.0);
                 self.running_on.insert(task.0, agent.to_string());

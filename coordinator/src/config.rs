@@ -12,6 +12,7 @@
 //! model = "gpt-4o-mini"
 //! api_key_env = "OPENAI_API_KEY"      # the variable's name; the key never goes in the file
 //! capabilities = ["summarize", "write"]
+//! description = "Summarizes and writes short texts."   # shown to the planner
 //! concurrency = 8
 //! rpm = 500                           # requests per minute
 //! tpm = 200000                        # tokens per minute (prompt estimate + max tokens)
@@ -96,6 +97,10 @@ pub struct AgentConfig {
     pub api_key_env: Option<String>,
     /// What it can do.
     pub capabilities: Vec<Capability>,
+    /// What it is good at, in a sentence: the planner's prompt lists each capability with the
+    /// descriptions of the agents that offer it.
+    #[serde(default)]
+    pub description: Option<String>,
     /// Attempts at once.
     #[serde(default = "default_concurrency")]
     #[schema(value_type = u32, minimum = 1, default = default_concurrency)]
@@ -312,11 +317,12 @@ impl AgentConfig {
         );
         let agent = LlmAgent::new(spec, Arc::new(breaker), limiter)
             .map_err(|e| Error::Input(format!("agent `{}`: {e}", self.name)))?;
-        let registration = Registration::new(
+        let mut registration = Registration::new(
             self.name.clone(),
             self.capabilities.clone(),
             self.concurrency.get(),
         );
+        registration.description = self.description.clone();
         Ok((registration, AgentFactory::shared(agent.clone()), agent))
     }
 }
@@ -359,6 +365,7 @@ provider = "anthropic"
 base_url = "https://api.anthropic.com/v1"
 model = "claude"
 capabilities = ["write", "review"]
+description = "Writes and reviews."
 "#;
 
     #[test]
@@ -416,6 +423,10 @@ capabilities = ["write", "review"]
         // An agent without a key variable builds; its spec carries no key.
         let (registration, _factory, agent) = config.agents[1].build().unwrap();
         assert_eq!(registration.name, "b");
+        assert_eq!(
+            registration.description.as_deref(),
+            Some("Writes and reviews.")
+        );
         assert!(agent.spec().api_key.is_none());
         assert!(!format!("{agent:?}").contains("SWARM_TEST_KEY"));
     }

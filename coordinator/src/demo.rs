@@ -43,6 +43,7 @@ fn registration(name: &str, capability: &Capability) -> Registration {
         max_concurrency: 4,
         labels: Default::default(),
         cost_hint: None,
+        description: None,
     }
 }
 

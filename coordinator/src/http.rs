@@ -38,12 +38,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::serve::ListenerExt as _;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, on};
+use axum::serve::ListenerExt as _;
 use swarm_agents::{AgentFactory, EchoAgent, WorkAgent};
 use swarm_protocol::Capability;
 use tokio::net::TcpListener;
@@ -248,9 +248,7 @@ impl RequestIds {
 
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
-        let n = self
-            .next
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         HeaderValue::from_str(&format!("{}-{n}", self.prefix))
             .ok()
             .map(RequestId::new)
@@ -548,13 +546,20 @@ async fn register_agents(swarm: &Swarm, config: &ServeConfig) -> Result<(), Erro
     let echo = Capability::new("echo").map_err(|e| Error::Input(e.to_string()))?;
     let concurrency = config.concurrency.max(1);
     for i in 0..config.builtin_agents {
-        for (name, capability, factory) in [
+        for (name, capability, factory, description) in [
             (
                 format!("work-{i}"),
                 &work,
                 AgentFactory::shared(WorkAgent::new()),
+                "simulated work: waits `input.ms` milliseconds, outputs `{\"sum\": input.n + \
+                 the sums of its dependencies}`",
             ),
-            (format!("echo-{i}"), &echo, AgentFactory::shared(EchoAgent)),
+            (
+                format!("echo-{i}"),
+                &echo,
+                AgentFactory::shared(EchoAgent),
+                "answers with its input and its dependencies' outputs",
+            ),
         ] {
             let registration = Registration {
                 name,
@@ -562,6 +567,7 @@ async fn register_agents(swarm: &Swarm, config: &ServeConfig) -> Result<(), Erro
                 max_concurrency: concurrency,
                 labels: Default::default(),
                 cost_hint: None,
+                description: Some(description.to_owned()),
             };
             swarm.register_agent(registration, factory).await?;
         }

@@ -161,7 +161,8 @@ enum Command {
     Submit {
         /// The goal.
         goal: String,
-        /// A JSON file with the task graph: an objective, or a list of tasks.
+        /// A JSON file with the task graph: an objective, or a list of tasks. Without it, a
+        /// planner agent (capability `plan`) decomposes the goal.
         #[arg(long)]
         graph: Option<PathBuf>,
         /// Follow it with a live progress view until it ends, then print the result.

@@ -68,6 +68,34 @@ pub struct TaskModel {
     pub spawned_by: Option<TaskId>,
     /// When a pending retry is due (ms since the Unix epoch).
     pub retry_at_ms: Option<u64>,
+    /// Set on planning tasks (`plan`, `replan-N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planning: Option<PlanningModel>,
+}
+
+/// What the log tells of a planning task beyond a task's fields.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanningModel {
+    /// 0 for `plan`, N for `replan-N`.
+    pub replan: u32,
+    /// The task whose failure asked for the re-plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<TaskId>,
+    /// Plans rejected so far.
+    #[serde(default)]
+    pub rejections: u32,
+    /// The latest rejected plan and why (its repair prompt quotes them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<RejectedPlan>,
+}
+
+/// A plan the scheduler refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectedPlan {
+    /// As the planner gave it.
+    pub plan: Value,
+    /// What was wrong with it.
+    pub errors: Vec<String>,
 }
 
 /// One objective as the log tells it.
@@ -91,7 +119,13 @@ pub struct ObjectiveModel {
     pub submitted_at_ms: u64,
     /// When it ended.
     pub ended_at_ms: Option<u64>,
-    /// Its task batches, in the order they were added.
+    /// Submitted without tasks, for the planner to decompose.
+    #[serde(default)]
+    pub planned: bool,
+    /// Re-plans asked for so far.
+    #[serde(default)]
+    pub replans: u32,
+    /// Its task batches, in the order they were added (a planning task is a batch of one).
     pub batches: Vec<TaskBatch>,
     /// Its tasks, by increasing id.
     pub tasks: Vec<TaskModel>,
@@ -117,6 +151,9 @@ impl ObjectiveModel {
     }
 
     fn add_batch(&mut self, first_task: TaskId, parent: Option<TaskId>, specs: Vec<TaskSpec>) {
+        if specs.is_empty() {
+            return;
+        }
         self.tasks.reserve(specs.len());
         for (i, spec) in specs.iter().enumerate() {
             self.tasks.push(TaskModel {
@@ -134,6 +171,7 @@ impl ObjectiveModel {
                 run_time: Duration::ZERO,
                 spawned_by: parent,
                 retry_at_ms: None,
+                planning: None,
             });
         }
         self.batches.push(TaskBatch {
@@ -226,6 +264,8 @@ impl Replay {
                 failure: None,
                 submitted_at_ms: at,
                 ended_at_ms: None,
+                planned: spec.tasks.is_empty(),
+                replans: 0,
                 batches: Vec::with_capacity(1),
                 tasks: Vec::new(),
                 events: 1,
@@ -234,11 +274,12 @@ impl Replay {
             self.objectives.insert(objective, model);
             return;
         }
-        if let Event::TasksSpawned {
-            first_task, tasks, ..
-        } = &record.event
-        {
-            self.next_task = self.next_task.max(first_task.0 + tasks.len() as u64);
+        match &record.event {
+            Event::TasksSpawned {
+                first_task, tasks, ..
+            } => self.next_task = self.next_task.max(first_task.0 + tasks.len() as u64),
+            Event::PlanRequested { task, .. } => self.next_task = self.next_task.max(task.0 + 1),
+            _ => {}
         }
         let Some(model) = self.objectives.get_mut(&id) else {
             // An objective whose submission was pruned (or lies before a snapshot that did not
@@ -274,6 +315,46 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
             tasks,
             ..
         } => model.add_batch(first_task, Some(parent), tasks),
+        Event::PlanRequested {
+            task,
+            spec,
+            replan,
+            failed,
+            ..
+        } => {
+            model.add_batch(task, None, vec![spec]);
+            model.replans = model.replans.max(replan);
+            if let Some(t) = model.task_mut(task) {
+                t.planning = Some(PlanningModel {
+                    replan,
+                    failed,
+                    ..PlanningModel::default()
+                });
+            }
+        }
+        Event::PlanRejected {
+            task,
+            plan,
+            errors,
+            repair,
+            usage,
+            duration,
+            ..
+        } => {
+            if let Some(t) = model.task_mut(task) {
+                add(&mut t.usage, usage);
+                t.run_time += duration;
+                t.error = Some(format!("plan rejected: {}", errors.join("; ")));
+                t.partial = Some(plan.clone());
+                if repair {
+                    t.status = TaskStatus::Ready;
+                    t.retry_at_ms = None;
+                }
+                let planning = t.planning.get_or_insert_with(PlanningModel::default);
+                planning.rejections += 1;
+                planning.rejected = Some(RejectedPlan { plan, errors });
+            }
+        }
         Event::TaskReady { task, .. } => {
             if let Some(t) = model.task_mut(task) {
                 t.status = TaskStatus::Ready;
@@ -575,11 +656,10 @@ pub fn timeline(events: &[EventRecord]) -> String {
                     .as_ref()
                     .map(|k| format!(" (idempotency key `{k}`)"))
                     .unwrap_or_default();
-                format!(
-                    "objective submitted: {:?} with {} tasks{key}",
-                    spec.goal,
-                    spec.tasks.len()
-                )
+                match spec.tasks.len() {
+                    0 => format!("objective submitted: {:?}, to be planned{key}", spec.goal),
+                    n => format!("objective submitted: {:?} with {n} tasks{key}", spec.goal),
+                }
             }
             Event::TasksSpawned {
                 parent,
@@ -594,16 +674,52 @@ pub fn timeline(events: &[EventRecord]) -> String {
                 let list: Vec<&str> = tasks.iter().map(|s| s.id.as_str()).collect();
                 format!("{parent} spawned {}: {}", tasks.len(), list.join(", "))
             }
+            Event::PlanRequested {
+                task, spec, failed, ..
+            } => {
+                names.insert(*task, spec.id.clone());
+                match failed {
+                    Some(failed) => format!(
+                        "{} asks the planner for a new plan after {} failed",
+                        name(&names, *task),
+                        name(&names, *failed)
+                    ),
+                    None => format!("{} asks the planner for a plan", name(&names, *task)),
+                }
+            }
+            Event::PlanRejected {
+                task,
+                attempt,
+                errors,
+                repair,
+                ..
+            } => format!(
+                "{} attempt {attempt}: plan rejected: {}; {}",
+                name(&names, *task),
+                errors.join("; "),
+                if *repair {
+                    "the planner is asked to repair it"
+                } else {
+                    "no repair left"
+                }
+            ),
             Event::TaskReady { task, .. } => format!("{} ready", name(&names, *task)),
             Event::TaskStarted {
                 task,
                 attempt,
                 agent,
+                input,
                 ..
-            } => format!(
-                "{} attempt {attempt} started on {agent}",
-                name(&names, *task)
-            ),
+            } => {
+                let built = match input {
+                    Some(_) => " (input built by the scheduler)",
+                    None => "",
+                };
+                format!(
+                    "{} attempt {attempt} started on {agent}{built}",
+                    name(&names, *task)
+                )
+            }
             Event::TaskSucceeded {
                 task,
                 attempt,
@@ -690,7 +806,7 @@ mod tests {
         ObjectiveId, ObjectiveStatus, TaskId, TaskKey, TaskSpec, TaskStatus, Usage,
     };
 
-    use super::{Replay, TaskBatch, TaskModel};
+    use super::{PlanningModel, RejectedPlan, Replay, TaskBatch, TaskModel};
 
     fn spec(key: &str, capability: &str) -> TaskSpec {
         TaskSpec::new(
@@ -727,6 +843,7 @@ mod tests {
             run_time: Duration::ZERO,
             spawned_by,
             retry_at_ms: None,
+            planning: None,
         }
     }
 
@@ -797,6 +914,7 @@ mod tests {
                     max_concurrency: 4,
                     labels: Default::default(),
                     cost_hint: None,
+                    description: None,
                 },
             },
         );
@@ -815,6 +933,7 @@ mod tests {
                 task: a,
                 attempt: 1,
                 agent: AgentId(1),
+                input: None,
             },
         );
         log.at(
@@ -839,6 +958,7 @@ mod tests {
                 task: a,
                 attempt: 2,
                 agent: AgentId(2),
+                input: None,
             },
         );
         // The other objectives start meanwhile.
@@ -865,6 +985,7 @@ mod tests {
                 task: TaskId(30),
                 attempt: 1,
                 agent: AgentId(1),
+                input: None,
             },
         );
         log.at(
@@ -894,6 +1015,7 @@ mod tests {
                 task: b,
                 attempt: 1,
                 agent: AgentId(1),
+                input: None,
             },
         );
         log.at(
@@ -929,6 +1051,7 @@ mod tests {
                 task: b,
                 attempt: 2,
                 agent: AgentId(1),
+                input: None,
             },
         );
         log.at(
@@ -966,6 +1089,7 @@ mod tests {
                 task: c,
                 attempt: 1,
                 agent: AgentId(2),
+                input: None,
             },
         );
         log.at(
@@ -1020,6 +1144,7 @@ mod tests {
                 task: s1,
                 attempt: 1,
                 agent: AgentId(1),
+                input: None,
             },
         );
         log.at(
@@ -1093,6 +1218,7 @@ mod tests {
                 task: TaskId(40),
                 attempt: 1,
                 agent: AgentId(2),
+                input: None,
             },
         );
         log.at(
@@ -1152,6 +1278,7 @@ mod tests {
                 task: TaskId(50),
                 attempt: 1,
                 agent: AgentId(1),
+                input: None,
             },
         );
         log.at(
@@ -1429,6 +1556,244 @@ mod tests {
                 json!(cut),
                 "a snapshot names its last event"
             );
+            for record in &records[cut..] {
+                resumed.apply(record.clone());
+            }
+            assert_eq!(
+                resumed, whole,
+                "resumed from the snapshot after {cut} events"
+            );
+        }
+    }
+
+    /// A planned objective: its planning task rejected once and repaired, its plan's first
+    /// task failing for good, the dependent dropped, and a re-plan requested. Task ids: the
+    /// plan T60, its tasks T61 and T62, the re-plan T63.
+    fn planning_story() -> (ObjectiveId, Vec<EventRecord>) {
+        let o = ObjectiveId::new();
+        let mut log = Log::default();
+        log.at(
+            100,
+            Event::ObjectiveSubmitted {
+                objective: o,
+                spec: Objective::with_tasks("plan it", vec![]),
+                first_task: TaskId(60),
+                idempotency_key: None,
+            },
+        );
+        log.at(
+            100,
+            Event::PlanRequested {
+                objective: o,
+                task: TaskId(60),
+                spec: spec("plan", "plan"),
+                replan: 0,
+                failed: None,
+            },
+        );
+        log.at(
+            100,
+            Event::TaskReady {
+                objective: o,
+                task: TaskId(60),
+            },
+        );
+        for attempt in [1, 2] {
+            log.at(
+                110,
+                Event::TaskStarted {
+                    objective: o,
+                    task: TaskId(60),
+                    attempt,
+                    agent: AgentId(1),
+                    input: Some(json!({"prompt": format!("attempt {attempt}")})),
+                },
+            );
+            if attempt == 1 {
+                log.at(
+                    120,
+                    Event::PlanRejected {
+                        objective: o,
+                        task: TaskId(60),
+                        attempt,
+                        agent: AgentId(1),
+                        plan: json!("nonsense"),
+                        errors: vec!["no JSON".into(), "no tasks".into()],
+                        repair: true,
+                        usage: Some(Usage {
+                            input_tokens: 7,
+                            output_tokens: 1,
+                        }),
+                        duration: ms(10),
+                    },
+                );
+                log.at(
+                    120,
+                    Event::TaskReady {
+                        objective: o,
+                        task: TaskId(60),
+                    },
+                );
+            }
+        }
+        log.at(
+            130,
+            Event::TasksSpawned {
+                objective: o,
+                parent: TaskId(60),
+                first_task: TaskId(61),
+                tasks: vec![
+                    spec("a", "work"),
+                    spec("b", "work").after([TaskKey::new("a").unwrap()]),
+                ],
+            },
+        );
+        log.at(
+            130,
+            Event::TaskSucceeded {
+                objective: o,
+                task: TaskId(60),
+                attempt: 2,
+                agent: AgentId(1),
+                output: json!("{\"tasks\": [...]}"),
+                usage: None,
+                duration: ms(20),
+            },
+        );
+        log.at(
+            140,
+            Event::TaskStarted {
+                objective: o,
+                task: TaskId(61),
+                attempt: 1,
+                agent: AgentId(2),
+                input: None,
+            },
+        );
+        log.at(
+            150,
+            Event::TaskFailed {
+                objective: o,
+                task: TaskId(61),
+                attempt: 1,
+                agent: Some(AgentId(2)),
+                kind: FailureKind::Permanent,
+                message: "400".into(),
+                partial_output: None,
+                usage: None,
+                duration: Some(ms(5)),
+                retry_in: None,
+            },
+        );
+        log.at(
+            150,
+            Event::TaskCancelled {
+                objective: o,
+                task: TaskId(62),
+            },
+        );
+        log.at(
+            150,
+            Event::PlanRequested {
+                objective: o,
+                task: TaskId(63),
+                spec: spec("replan-1", "plan"),
+                replan: 1,
+                failed: Some(TaskId(61)),
+            },
+        );
+        (o, log.0)
+    }
+
+    #[test]
+    fn planning_events_replay_into_planning_tasks() {
+        let (o, records) = planning_story();
+        let rejected = fold_through(&records, |e| matches!(e, Event::PlanRejected { .. }));
+        let plan = rejected.objectives[&o].task(TaskId(60)).unwrap();
+        assert_eq!(
+            (plan.status, plan.attempt),
+            (TaskStatus::Ready, 1),
+            "a repair attempt follows"
+        );
+        assert_eq!(
+            plan.error.as_deref(),
+            Some("plan rejected: no JSON; no tasks")
+        );
+        assert_eq!(plan.partial, Some(json!("nonsense")));
+
+        let all = fold_all(&records);
+        assert_eq!(all.next_task, 64, "one past the re-planning task");
+        let model = &all.objectives[&o];
+        assert!(model.planned);
+        assert_eq!(model.replans, 1);
+        assert_eq!(model.status, ObjectiveStatus::Running);
+        let firsts: Vec<(TaskId, Option<TaskId>, usize)> = model
+            .batches
+            .iter()
+            .map(|b| (b.first_task, b.parent, b.specs.len()))
+            .collect();
+        assert_eq!(
+            firsts,
+            [
+                (TaskId(60), None, 1),
+                (TaskId(61), Some(TaskId(60)), 2),
+                (TaskId(63), None, 1)
+            ],
+            "the planning tasks are batches of their own; the submission added none"
+        );
+        let expected_plan = TaskModel {
+            status: TaskStatus::Succeeded,
+            attempt: 2,
+            agent: Some(AgentId(1)),
+            output: Some(json!("{\"tasks\": [...]}")),
+            partial: Some(json!("nonsense")),
+            usage: Usage {
+                input_tokens: 7,
+                output_tokens: 1,
+            },
+            run_time: ms(30),
+            planning: Some(PlanningModel {
+                replan: 0,
+                failed: None,
+                rejections: 1,
+                rejected: Some(RejectedPlan {
+                    plan: json!("nonsense"),
+                    errors: vec!["no JSON".into(), "no tasks".into()],
+                }),
+            }),
+            ..fresh(60, "plan", "plan", None)
+        };
+        assert_eq!(model.task(TaskId(60)), Some(&expected_plan));
+        assert_eq!(model.task(TaskId(61)).unwrap().status, TaskStatus::Failed);
+        assert_eq!(
+            model.task(TaskId(62)).unwrap().status,
+            TaskStatus::Cancelled
+        );
+        let replan = model.task(TaskId(63)).unwrap();
+        assert_eq!(replan.key.as_str(), "replan-1");
+        assert_eq!(replan.status, TaskStatus::Backlog);
+        assert_eq!(
+            replan.planning,
+            Some(PlanningModel {
+                replan: 1,
+                failed: Some(TaskId(61)),
+                ..PlanningModel::default()
+            })
+        );
+        assert_eq!(all.unfinished().len(), 1);
+
+        // Snapshots taken anywhere in the story resume to the same fold.
+        let mut whole = Replay::default();
+        for record in &records {
+            whole.apply(record.clone());
+        }
+        for cut in 0..=records.len() {
+            let mut head = Replay::default();
+            for record in &records[..cut] {
+                head.apply(record.clone());
+            }
+            let mut resumed: Replay =
+                serde_json::from_slice(&serde_json::to_vec(&head).unwrap()).unwrap();
             for record in &records[cut..] {
                 resumed.apply(record.clone());
             }

@@ -5,8 +5,10 @@
 //! backoffs are timers that send a message back. Assignments made while handling one message go
 //! out as one batch per agent when the handler ends.
 
+mod planner;
 mod queue;
 mod slab;
+mod spawn;
 mod state;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};

@@ -622,6 +622,15 @@ async fn bad_requests_are_problems_naming_the_field() {
     assert!(cycle["detail"].as_str().unwrap().contains("cycle"));
     assert!(cycle["field"].as_str().unwrap().ends_with("depends_on"));
 
+    // A goal alone needs a planner (an agent with capability `plan`); none has registered.
+    let no_planner = server.submit(&json!({ "goal": "plan it" }), None).await;
+    let no_planner = problem(no_planner, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(no_planner["field"], "tasks");
+    assert!(
+        no_planner["detail"].as_str().unwrap().contains("planner"),
+        "{no_planner}"
+    );
+
     let bad_key = server.submit(&two_step(), Some(&"k".repeat(300))).await;
     let bad_key = problem(bad_key, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(bad_key["field"], "Idempotency-Key");

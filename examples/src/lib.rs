@@ -76,6 +76,7 @@ fn registration(name: &str, capability: &str) -> anyhow::Result<Registration> {
         max_concurrency: 4,
         labels: Default::default(),
         cost_hint: None,
+        description: None,
     })
 }
 

@@ -25,6 +25,10 @@ pub struct AgentDescriptor {
     /// Relative cost of one task on this agent (e.g. dollars per 1k tokens); informational.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost_hint: Option<f64>,
+    /// What the agent is good at, in a sentence, for people and for the planner (whose prompt
+    /// lists every capability with the descriptions of the agents that offer it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// Whether an agent may be given work.

@@ -35,13 +35,14 @@ pub struct EventRecord {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// An objective was accepted. Its tasks got consecutive ids from `first_task`, in the order
-    /// of `spec.tasks`.
+    /// of `spec.tasks`; an objective without tasks is planned, and `first_task` is the id of
+    /// its planning task (added by the `PlanRequested` that follows).
     ObjectiveSubmitted {
         /// The objective.
         objective: ObjectiveId,
         /// As submitted.
         spec: Objective,
-        /// The id of `spec.tasks[0]`.
+        /// The id of `spec.tasks[0]` (or of the planning task).
         first_task: TaskId,
         /// The client's idempotency key, if it gave one: a later submit with the same key
         /// returns this objective.
@@ -65,6 +66,11 @@ pub enum Event {
         attempt: u32,
         /// The agent running it.
         agent: AgentId,
+        /// The input, when the scheduler built it for this attempt rather than taking it from
+        /// the graph: a planning task's prompt, which lists the capabilities registered at the
+        /// moment it starts. Absent for every other task (their input is in the graph).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<Value>,
     },
     /// An attempt succeeded.
     TaskSucceeded {
@@ -194,6 +200,48 @@ pub enum Event {
         /// The new tasks; each depends on `parent` in addition to its own dependencies.
         tasks: Vec<TaskSpec>,
     },
+    /// A planning task joined the graph: `plan` when an objective without tasks was accepted
+    /// (right after its `ObjectiveSubmitted`), or `replan-N` after a task failed for good. Its
+    /// input is built when it starts (`TaskStarted::input`); the tasks of the plan it returns
+    /// join the graph as its `TasksSpawned`.
+    PlanRequested {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The planning task's id.
+        task: TaskId,
+        /// The planning task (capability `plan`).
+        spec: TaskSpec,
+        /// 0 for the first plan, N for the N-th re-plan.
+        replan: u32,
+        /// The task whose failure asked for the re-plan.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed: Option<TaskId>,
+    },
+    /// A planning task's output was not a valid plan. With `repair`, the planner is asked once
+    /// more, with `errors` and the rejected plan in its prompt; without, the task fails.
+    PlanRejected {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The planning task.
+        task: TaskId,
+        /// The attempt whose plan was rejected.
+        attempt: u32,
+        /// The agent that produced it.
+        agent: AgentId,
+        /// The plan as the planner gave it.
+        plan: Value,
+        /// What is wrong with it, each naming the field or task at fault.
+        errors: Vec<String>,
+        /// True when a repair attempt follows.
+        repair: bool,
+        /// Tokens spent, where known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        usage: Option<Usage>,
+        /// How long the attempt ran.
+        #[serde(with = "humantime_serde")]
+        #[cfg_attr(feature = "openapi", schema(value_type = String, example = "1s 500ms"))]
+        duration: Duration,
+    },
     /// A task will not run.
     TaskCancelled {
         /// The objective.
@@ -262,6 +310,8 @@ impl Event {
             | Self::TaskApproved { objective, .. }
             | Self::TaskRejected { objective, .. }
             | Self::TasksSpawned { objective, .. }
+            | Self::PlanRequested { objective, .. }
+            | Self::PlanRejected { objective, .. }
             | Self::TaskCancelled { objective, .. }
             | Self::ObjectiveSucceeded { objective }
             | Self::ObjectiveFailed { objective, .. }
@@ -301,6 +351,6 @@ mod tests {
     fn events_name_their_objective() {
         let events = every_kind();
         let with = events.iter().filter(|e| e.objective().is_some()).count();
-        assert_eq!(with, 14);
+        assert_eq!(with, 16);
     }
 }

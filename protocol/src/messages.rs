@@ -113,8 +113,12 @@ pub enum SchedulerError {
         /// What is wrong.
         reason: String,
     },
-    /// The objective has no tasks, and planning from the goal alone is not available.
-    #[error("the objective has no tasks and no planner agent (capability `plan`) is registered")]
+    /// The objective has no tasks, and no agent with capability `plan` has ever registered to
+    /// decompose its goal.
+    #[error(
+        "the objective has no `tasks`, and no planner (an agent with capability `plan`) has \
+         registered to decompose its goal: give `tasks`, or register a planner"
+    )]
     NoPlanner,
     /// No objective has that id.
     #[error("objective {0} not found")]

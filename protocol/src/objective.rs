@@ -19,7 +19,9 @@ use crate::task::TaskSpec;
 pub struct Objective {
     /// What the user wants, in plain language.
     pub goal: String,
-    /// An explicit task graph. When empty, a planner decomposes the goal.
+    /// An explicit task graph. When empty, the planner decomposes the goal: a task with key
+    /// `plan` and capability `plan` runs on a planner agent, and the tasks of its plan join the
+    /// graph.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks: Vec<TaskSpec>,
     /// Higher runs first among ready tasks that compete for the same agents.
@@ -89,11 +91,27 @@ pub struct Limits {
     pub max_depth: u32,
     /// The most tasks that may depend directly on one task, or that one task may spawn at once.
     pub max_fanout: u32,
+    /// How many times the planner may be asked to re-plan after a task failed for good, before
+    /// the objective fails. `0` turns re-planning off. When absent: 1 for an objective the
+    /// planner decomposed (submitted without tasks), 0 for one with an explicit graph. Nothing
+    /// is re-planned while no agent with capability `plan` has registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replans: Option<u32>,
 }
 
 impl Limits {
     /// The hard ceiling on `max_tasks` that no objective may raise.
     pub const MAX_TASKS_CEILING: u32 = 10_000_000;
+    /// The hard ceiling on `max_replans` that no objective may raise.
+    pub const MAX_REPLANS_CEILING: u32 = 10;
+
+    /// The re-plans allowed: `max_replans`, or its default for an objective that was
+    /// `planned` (1) or came with its own graph (0); never above the ceiling.
+    pub fn replans(&self, planned: bool) -> u32 {
+        self.max_replans
+            .unwrap_or(u32::from(planned))
+            .min(Self::MAX_REPLANS_CEILING)
+    }
 }
 
 impl Default for Limits {
@@ -102,6 +120,7 @@ impl Default for Limits {
             max_tasks: 10_000,
             max_depth: 64,
             max_fanout: 10_000,
+            max_replans: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::outcome::{FailureKind, Usage};
 use crate::task::TaskSpec;
 
 /// One event of every kind, all of one new objective (task `T3`, a spawn of two tasks from
-/// `T9`), in an order a log could hold them.
+/// `T9`, a re-plan `T11`), in an order a log could hold them.
 pub fn every_event_kind() -> Vec<Event> {
     let objective = ObjectiveId::new();
     let task = TaskId(3);
@@ -35,6 +35,7 @@ pub fn every_event_kind() -> Vec<Event> {
             task,
             attempt: 1,
             agent: AgentId(1),
+            input: Some(json!({"system": "s", "prompt": "p"})),
         },
         Event::TaskSucceeded {
             objective,
@@ -92,6 +93,27 @@ pub fn every_event_kind() -> Vec<Event> {
             first_task: TaskId(9),
             tasks: vec![spec.clone(), spec],
         },
+        Event::PlanRequested {
+            objective,
+            task: TaskId(11),
+            spec: TaskSpec::new(
+                TaskKey::new("replan-1").unwrap_or_else(|e| panic!("{e}")),
+                Capability::new("plan").unwrap_or_else(|e| panic!("{e}")),
+            ),
+            replan: 1,
+            failed: Some(task),
+        },
+        Event::PlanRejected {
+            objective,
+            task: TaskId(11),
+            attempt: 1,
+            agent: AgentId(1),
+            plan: json!("no plan here"),
+            errors: vec!["the planner's answer holds no JSON object".into()],
+            repair: true,
+            usage: None,
+            duration: Duration::from_millis(30),
+        },
         Event::TaskCancelled { objective, task },
         Event::ObjectiveSucceeded { objective },
         Event::ObjectiveFailed {
@@ -107,6 +129,7 @@ pub fn every_event_kind() -> Vec<Event> {
                 max_concurrency: 4,
                 labels: Default::default(),
                 cost_hint: Some(0.5),
+                description: Some("writes".into()),
             },
         },
         Event::AgentHealthChanged {

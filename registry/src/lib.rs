@@ -76,6 +76,8 @@ pub struct Registration {
     pub labels: BTreeMap<String, String>,
     /// Relative cost of one task on this agent; informational.
     pub cost_hint: Option<f64>,
+    /// What the agent is good at, in a sentence (the planner's prompt shows it).
+    pub description: Option<String>,
 }
 
 /// One slot acquired on an agent: its `in_flight` has already been incremented, and the
@@ -127,7 +129,14 @@ impl Registration {
             max_concurrency,
             labels: BTreeMap::new(),
             cost_hint: None,
+            description: None,
         }
+    }
+
+    /// The same registration with a description.
+    pub fn with_description(mut self, description: impl Into<String>) -> Self {
+        self.description = Some(description.into());
+        self
     }
 }
 
@@ -365,6 +374,7 @@ impl<H: Clone + Send + Sync + 'static> Registry<H> {
             max_concurrency,
             labels,
             cost_hint,
+            description,
         } = reg;
         let capabilities = dedup(capabilities);
         if capabilities.is_empty() {
@@ -400,6 +410,7 @@ impl<H: Clone + Send + Sync + 'static> Registry<H> {
             max_concurrency,
             labels,
             cost_hint,
+            description,
         };
         let slot = Arc::new(Slot::new(descriptor.clone(), handle));
         // The id index first, so that a lease handed out by a pool can always be released.

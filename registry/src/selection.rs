@@ -174,6 +174,7 @@ mod tests {
                 max_concurrency: capacity,
                 labels: BTreeMap::new(),
                 cost_hint: None,
+                description: None,
             };
             pool.push(Arc::new(Slot::new(descriptor, ())));
         }

@@ -209,6 +209,7 @@ mod tests {
             max_concurrency: capacity,
             labels: BTreeMap::new(),
             cost_hint: None,
+            description: None,
         };
         Slot::new(descriptor, ())
     }

@@ -74,6 +74,7 @@ fn life_of_objectives(events: u64) -> Result<Vec<EventRecord>, Box<dyn Error>> {
                 task: t,
                 attempt: 1,
                 agent: AgentId(task % 64),
+                input: None,
             },
             Event::TaskSucceeded {
                 objective,

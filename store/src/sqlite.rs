@@ -826,6 +826,10 @@ impl Batch {
                     next_task = next_task.max(first_task.0.saturating_add(tasks.len() as u64));
                     None
                 }
+                Event::PlanRequested { task, .. } => {
+                    next_task = next_task.max(task.0.saturating_add(1));
+                    None
+                }
                 Event::AgentRegistered { descriptor } => {
                     next_agent = next_agent.max(descriptor.id.0.saturating_add(1));
                     None
@@ -1074,6 +1078,8 @@ fn kind(event: &Event) -> &'static str {
         Event::TaskApproved { .. } => "task_approved",
         Event::TaskRejected { .. } => "task_rejected",
         Event::TasksSpawned { .. } => "tasks_spawned",
+        Event::PlanRequested { .. } => "plan_requested",
+        Event::PlanRejected { .. } => "plan_rejected",
         Event::TaskCancelled { .. } => "task_cancelled",
         Event::ObjectiveSucceeded { .. } => "objective_succeeded",
         Event::ObjectiveFailed { .. } => "objective_failed",

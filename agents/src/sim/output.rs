@@ -1,5 +1,5 @@
-//! Deterministic answers: the content hash, generated words, the `$sim_reply` and
-//! `$sim_schema` markers, and filling a JSON schema.
+//! Deterministic answers: the content hash, generated words, the `$sim_reply`,
+//! `$sim_replies` and `$sim_schema` markers, and filling a JSON schema.
 
 use fastrand::Rng;
 use serde_json::{Map, Value, json};
@@ -70,19 +70,42 @@ pub(super) fn prompt_tokens(messages: &[Message]) -> u32 {
     u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX)
 }
 
-/// The answer's pieces, before any `max_tokens` cut.
+fn last_user(messages: &[Message]) -> &str {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map_or("", |m| m.text.as_str())
+}
+
+/// A `"$sim_replies": [first, second, ...]` script in the last user message: the replies,
+/// and a hash of them that tells one script from another (so each keeps its own count).
+pub(super) fn replies(messages: &[Message]) -> Option<(Vec<Value>, u64)> {
+    match marker(last_user(messages), "$sim_replies")? {
+        Value::Array(replies) if !replies.is_empty() => {
+            let text = Value::Array(replies.clone()).to_string();
+            let mut hash = FNV_OFFSET;
+            for byte in text.as_bytes() {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(FNV_PRIME);
+            }
+            Some((replies, hash))
+        }
+        _ => None,
+    }
+}
+
+/// The answer's pieces, before any `max_tokens` cut. `scripted` is the reply a
+/// `$sim_replies` script chose for this request.
 pub(super) fn pieces(
     rng: &mut Rng,
     tokens: (u32, u32),
     shape: &Shape,
     messages: &[Message],
+    scripted: Option<Value>,
 ) -> Vec<String> {
-    let last_user = messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map_or("", |m| m.text.as_str());
-    if let Some(reply) = marker(last_user, "$sim_reply") {
+    let last_user = last_user(messages);
+    if let Some(reply) = scripted.or_else(|| marker(last_user, "$sim_reply")) {
         return match reply {
             Value::String(text) => text
                 .split_inclusive(char::is_whitespace)
@@ -300,7 +323,13 @@ mod tests {
 
     #[test]
     fn text_is_words_within_the_range() {
-        let pieces = pieces(&mut Rng::with_seed(1), (5, 5), &Shape::Text, &user("hi"));
+        let pieces = pieces(
+            &mut Rng::with_seed(1),
+            (5, 5),
+            &Shape::Text,
+            &user("hi"),
+            None,
+        );
         assert_eq!(pieces.len(), 5);
         assert!(pieces[0].chars().next().unwrap().is_uppercase());
         assert!(pieces[1].starts_with(' '));
@@ -319,14 +348,53 @@ mod tests {
     #[test]
     fn a_reply_marker_is_answered_verbatim() {
         let messages = user(r#"Plan this: { "$sim_reply": {"tasks": [1, 2]} } thanks"#);
-        let text: String = pieces(&mut Rng::with_seed(1), (1, 1), &Shape::Text, &messages).concat();
+        let text: String = pieces(
+            &mut Rng::with_seed(1),
+            (1, 1),
+            &Shape::Text,
+            &messages,
+            None,
+        )
+        .concat();
         assert_eq!(
             serde_json::from_str::<Value>(&text).unwrap(),
             json!({"tasks": [1, 2]})
         );
         let messages = user(r#"{"$sim_reply": "hello there world"}"#);
-        let pieces = pieces(&mut Rng::with_seed(1), (1, 1), &Shape::Text, &messages);
+        let pieces = pieces(
+            &mut Rng::with_seed(1),
+            (1, 1),
+            &Shape::Text,
+            &messages,
+            None,
+        );
         assert_eq!(pieces, vec!["hello ", "there ", "world"]);
+    }
+
+    #[test]
+    fn a_replies_script_is_found_with_its_hash() {
+        let first = user(r#"Plan: {"$sim_replies": ["one", {"n": 2}]} please"#);
+        let (list, hash) = replies(&first).unwrap();
+        assert_eq!(list, vec![json!("one"), json!({"n": 2})]);
+        let again = user(r#"Repair: {"$sim_replies": ["one", {"n": 2}]} (you said "one")"#);
+        assert_eq!(
+            replies(&again).unwrap().1,
+            hash,
+            "the same script, however asked"
+        );
+        let other = user(r#"{"$sim_replies": ["two"]}"#);
+        assert_ne!(replies(&other).unwrap().1, hash);
+        assert!(replies(&user(r#"{"$sim_replies": []}"#)).is_none());
+        assert!(replies(&user("no script")).is_none());
+        let text = pieces(
+            &mut Rng::with_seed(1),
+            (1, 1),
+            &Shape::Text,
+            &first,
+            Some(json!({"n": 2})),
+        )
+        .concat();
+        assert_eq!(text, r#"{"n":2}"#);
     }
 
     #[test]
@@ -357,7 +425,14 @@ mod tests {
     fn a_schema_marker_shapes_the_answer() {
         let messages =
             user(r#"{"$sim_schema": {"type": "object", "properties": {"n": {"const": 4}}}}"#);
-        let text = pieces(&mut Rng::with_seed(1), (1, 1), &Shape::Text, &messages).concat();
+        let text = pieces(
+            &mut Rng::with_seed(1),
+            (1, 1),
+            &Shape::Text,
+            &messages,
+            None,
+        )
+        .concat();
         assert_eq!(
             serde_json::from_str::<Value>(&text).unwrap(),
             json!({"n": 4})

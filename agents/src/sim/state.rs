@@ -20,8 +20,9 @@ use super::directive::{self, FaultKind};
 use super::output::{self, Message, Shape};
 use super::stats::{Endpoint, SimStats};
 
-/// The most scenarios with a counted fault script one server tracks; a request naming a new
-/// one beyond that is refused, rather than the map growing without bound.
+/// The most scenarios with a counted fault script (or a `$sim_replies` script) one server
+/// tracks; a request naming a new one beyond that is refused, rather than the map growing
+/// without bound.
 const SCENARIOS_MAX: usize = 4096;
 /// The rate limit's window.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
@@ -36,7 +37,8 @@ pub(super) struct SimState {
     /// Draws for `error_rate`: server-wide rather than per request, so a retry of a failed
     /// request can succeed, yet still a fixed sequence for a given seed.
     errors: Mutex<Rng>,
-    /// Requests seen per scenario with a counted fault script.
+    /// Requests seen per scenario with a counted fault script, and answers given per scenario
+    /// and `$sim_replies` script.
     scenarios: Mutex<HashMap<String, u64>>,
     window: Mutex<Option<Window>>,
     stats: Mutex<SimStats>,
@@ -140,12 +142,14 @@ impl SimState {
                 Some("max_tokens"),
             ));
         }
-        let index = if directives.is_counted() {
-            let scenario = match header(request.headers, "x-sim-scenario")? {
+        let scenario = || -> Result<String, Refusal> {
+            Ok(match header(request.headers, "x-sim-scenario")? {
                 Some(scenario) => scenario.to_owned(),
                 None => format!("{}|{}", request.model, sim_header.unwrap_or("")),
-            };
-            self.next_index(scenario)?
+            })
+        };
+        let index = if directives.is_counted() {
+            self.next_index(scenario()?)?
         } else {
             0
         };
@@ -171,8 +175,24 @@ impl SimState {
             shape => shape,
         };
         let tokens = directives.tokens.unwrap_or(self.config.tokens);
-        let mut pieces =
-            output::pieces(&mut Rng::with_seed(hash), tokens, &shape, &request.messages);
+        // Counted only for a request that is answered, so a refused one takes no reply.
+        let scripted = match output::replies(&request.messages) {
+            Some((replies, script)) => {
+                let index =
+                    self.next_index(format!("{}|$sim_replies|{script:016x}", scenario()?))?;
+                let last = replies.len().saturating_sub(1);
+                let at = usize::try_from(index).map_or(last, |i| i.min(last));
+                replies.into_iter().nth(at)
+            }
+            None => None,
+        };
+        let mut pieces = output::pieces(
+            &mut Rng::with_seed(hash),
+            tokens,
+            &shape,
+            &request.messages,
+            scripted,
+        );
         let max = request.max_tokens.map_or(usize::MAX, |max| max as usize);
         let truncated = pieces.len() > max;
         pieces.truncate(max);

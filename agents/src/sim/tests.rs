@@ -697,6 +697,46 @@ async fn json_mode_answers_objects() {
 }
 
 #[tokio::test]
+async fn a_replies_script_is_answered_in_order_per_scenario() {
+    let sim = start(SimConfig::default()).await;
+    let script = json!({"$sim_replies": ["first answer", {"second": 2}]});
+    // The prompt around the script may change between requests (a repair prompt quotes the
+    // first answer); the script is what counts.
+    let ask = |extra: &str| chat("sim", &format!("Plan. {script} {extra}"));
+    assert_eq!(openai_content(&sim, &ask("")).await, "first answer");
+    let second = openai_content(&sim, &ask("you said: first answer")).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&second).unwrap(),
+        json!({"second": 2})
+    );
+    assert_eq!(
+        openai_content(&sim, &ask("again")).await,
+        second,
+        "past the end, the last reply"
+    );
+    // Another scenario (here another model name) starts from the first reply; so does the
+    // other wire format's first request in a scenario of its own.
+    assert_eq!(
+        openai_content(&sim, &chat("sim-2", &format!("{script}"))).await,
+        "first answer"
+    );
+    let answer: Value = post_anthropic(&sim, &messages("sim-3", &format!("{script}")))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["content"][0]["text"], "first answer");
+    // A refused request takes no reply.
+    let refused = post_openai(&sim, &chat("sim-4:fail=503x1", &format!("{script}"))).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        openai_content(&sim, &chat("sim-4:fail=503x1", &format!("{script}"))).await,
+        "first answer"
+    );
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn stats_and_health_are_served() {
     let sim = start(SimConfig::default()).await;
     let client = reqwest::Client::new();

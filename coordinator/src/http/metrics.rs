@@ -188,6 +188,7 @@ mod tests {
                 max_concurrency: 8,
                 labels: Default::default(),
                 cost_hint: None,
+                description: None,
             },
             health: Health::Degraded,
             in_flight: 1,

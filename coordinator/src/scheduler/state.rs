@@ -15,7 +15,7 @@ use ractor::{ActorRef, RpcReplyPort};
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 use swarm_agents::ReportInbox;
-use swarm_protocol::graph::{self, ExistingTasks, NoTasks};
+use swarm_protocol::graph::{self, ExistingTasks, GraphError, NoTasks};
 use swarm_protocol::task::{check_references, has_references, resolve_input};
 use swarm_protocol::{
     AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Limits, Objective, ObjectiveId,
@@ -26,10 +26,12 @@ use swarm_protocol::{
 use swarm_registry::{Lease, Registry};
 
 use super::SchedulerConfig;
+use super::planner::{self, PLAN_CAPABILITY, PLAN_KEY};
 use super::queue::{Entry, ReadyQueue};
 use super::slab::Slab;
+use super::spawn;
 use crate::journal::{Delivery, Effects, Journal, now_ms};
-use crate::replay::{ObjectiveModel, Recovered};
+use crate::replay::{ObjectiveModel, PlanningModel, Recovered};
 use swarm_protocol::ReviewItem;
 
 /// The registry as the coordinator uses it: agents are reached through their actor refs.
@@ -40,6 +42,24 @@ pub type AgentRegistry = Registry<ActorRef<AgentMsg>>;
 struct Spent {
     usage: Option<Usage>,
     duration: Option<Duration>,
+}
+
+/// A plan that passed every check.
+struct CheckedPlan {
+    /// Its tasks as the planner declared them (as `TasksSpawned` records them).
+    specs: Vec<TaskSpec>,
+    /// The same, each also depending on the planning task, as validated.
+    with_parent: Vec<TaskSpec>,
+    /// The depth of each.
+    depths: Vec<u32>,
+}
+
+/// A successful attempt's result, on its way into the graph.
+struct Answer {
+    agent: AgentId,
+    output: Value,
+    usage: Option<Usage>,
+    duration: Duration,
 }
 
 /// One task of an objective.
@@ -80,7 +100,40 @@ struct TaskNode {
     /// An agent that refused the task for good; it is not given the task again.
     avoid: Option<AgentId>,
     ready_at: Instant,
+    /// Set on planning tasks (`plan`, `replan-N`): their input is built when they start and
+    /// their output is read as a plan.
+    planning: Option<Box<Planning>>,
 }
+
+/// What a planning task carries besides a task's fields.
+#[derive(Debug, Clone, Default)]
+struct Planning {
+    /// 0 for `plan`, N for `replan-N`.
+    replan: u32,
+    /// The task whose failure asked for this re-plan.
+    failed: Option<TaskId>,
+    /// Plans of this task rejected so far; only the first is sent back for repair.
+    rejections: u32,
+    /// The latest rejected plan and what was wrong with it, for the repair prompt.
+    rejected: Option<(Value, Vec<String>)>,
+}
+
+impl Planning {
+    fn from_model(model: &PlanningModel) -> Self {
+        Self {
+            replan: model.replan,
+            failed: model.failed,
+            rejections: model.rejections,
+            rejected: model
+                .rejected
+                .as_ref()
+                .map(|r| (r.plan.clone(), r.errors.clone())),
+        }
+    }
+}
+
+/// Output-less stand-in for a succeeded task's missing output in a re-planning prompt.
+static NULL: Value = Value::Null;
 
 /// One objective.
 struct ObjectiveRun {
@@ -92,6 +145,10 @@ struct ObjectiveRun {
     tasks: Vec<TaskId>,
     keys: FxHashMap<TaskKey, TaskId>,
     unfinished: usize,
+    /// Submitted without tasks: the planner decomposed it.
+    planned: bool,
+    /// Re-plans asked for so far.
+    replans: u32,
 }
 
 /// Lets graph validation see an objective's existing tasks (for spawned tasks).
@@ -237,11 +294,21 @@ impl SchedulerState {
                 self.config.max_objectives_running,
             ));
         }
-        if objective.tasks.is_empty() {
-            return Err(SchedulerError::NoPlanner);
-        }
-        let depths = graph::validate(&objective.tasks, &NoTasks, &objective.limits)?;
-        self.check_tasks(&objective.tasks)?;
+        let planned = objective.tasks.is_empty();
+        let depths = if planned {
+            // The goal alone: a planning task decomposes it, on an agent with capability `plan`.
+            let plan = Self::planning_spec(PLAN_KEY).ok_or(SchedulerError::NoPlanner)?;
+            if !self.registry.knows_capability(&plan.capability) {
+                return Err(SchedulerError::NoPlanner);
+            }
+            // The planning task counts against the limits like any task.
+            graph::validate(std::slice::from_ref(&plan), &NoTasks, &objective.limits)?;
+            Vec::new()
+        } else {
+            let depths = graph::validate(&objective.tasks, &NoTasks, &objective.limits)?;
+            self.check_tasks(&objective.tasks)?;
+            depths
+        };
 
         let id = ObjectiveId::new();
         let first = TaskId(self.next_task);
@@ -251,9 +318,11 @@ impl SchedulerState {
             limits: objective.limits,
             status: ObjectiveStatus::Running,
             failure: None,
-            tasks: Vec::with_capacity(objective.tasks.len()),
+            tasks: Vec::with_capacity(objective.tasks.len().max(1)),
             keys: FxHashMap::default(),
             unfinished: 0,
+            planned,
+            replans: 0,
         };
         let new_ids = self.add_tasks(id, &mut run, &objective.tasks, &depths, None);
         self.objectives.insert(id, run);
@@ -267,12 +336,92 @@ impl SchedulerState {
             first_task: first,
             idempotency_key,
         });
+        if planned {
+            if self.request_plan(id, 0, None).is_none() {
+                // Validated above, so this does not happen; but an objective must not be left
+                // running with nothing to run.
+                let reason = "the planning task could not be added".to_owned();
+                self.end_objective(id, ObjectiveStatus::Failed, Some(reason));
+            }
+            return Ok(id);
+        }
         for task in new_ids {
             if self.tasks.get(task).is_some_and(|n| n.waiting_on == 0) {
                 self.make_ready(task);
             }
         }
         Ok(id)
+    }
+
+    /// A planning task's declaration: capability `plan`, no input (it is built when the task
+    /// starts).
+    fn planning_spec(key: &str) -> Option<TaskSpec> {
+        let key = TaskKey::new(key).ok()?;
+        let capability = Capability::new(PLAN_CAPABILITY).ok()?;
+        Some(TaskSpec::new(key, capability))
+    }
+
+    /// Adds a planning task to a running objective (`plan`, or `replan-N` after `failed`
+    /// failed for good) and makes it ready. `None` when the objective's limits leave no room.
+    fn request_plan(
+        &mut self,
+        objective: ObjectiveId,
+        replan: u32,
+        failed: Option<TaskId>,
+    ) -> Option<TaskId> {
+        let mut run = self.objectives.remove(&objective)?;
+        let base = if replan == 0 {
+            PLAN_KEY.to_owned()
+        } else {
+            format!("replan-{replan}")
+        };
+        // A user's graph may already use the name.
+        let spec = (1..=100u32)
+            .map(|n| match n {
+                1 => base.clone(),
+                n => format!("{base}-{n}"),
+            })
+            .filter_map(|key| Self::planning_spec(&key))
+            .find(|spec| !run.keys.contains_key(&spec.id));
+        let checked = spec.and_then(|spec| {
+            let existing = Existing {
+                run: &run,
+                tasks: &self.tasks,
+            };
+            graph::validate(std::slice::from_ref(&spec), &existing, &run.limits)
+                .ok()
+                .map(|depths| (spec, depths))
+        });
+        let Some((spec, depths)) = checked else {
+            self.objectives.insert(objective, run);
+            return None;
+        };
+        let ids = self.add_tasks(
+            objective,
+            &mut run,
+            std::slice::from_ref(&spec),
+            &depths,
+            None,
+        );
+        run.replans = run.replans.max(replan);
+        self.objectives.insert(objective, run);
+        let task = *ids.first()?;
+        if let Some(node) = self.tasks.get_mut(task) {
+            node.planning = Some(Box::new(Planning {
+                replan,
+                failed,
+                ..Planning::default()
+            }));
+        }
+        self.journal.record(Event::PlanRequested {
+            objective,
+            task,
+            spec,
+            replan,
+            failed,
+        });
+        self.make_ready(task);
+        Some(task)
     }
 
     /// Checks what graph validation cannot: capabilities and `$from` references.
@@ -367,6 +516,7 @@ impl SchedulerState {
                     retry_due: false,
                     avoid: None,
                     ready_at: Instant::now(),
+                    planning: None,
                 },
             );
         }
@@ -418,6 +568,8 @@ impl SchedulerState {
             tasks: Vec::with_capacity(model.tasks.len()),
             keys: FxHashMap::default(),
             unfinished: 0,
+            planned: model.planned,
+            replans: model.replans,
         };
         for batch in &model.batches {
             let mut specs = batch.specs.clone();
@@ -455,6 +607,10 @@ impl SchedulerState {
             node.partial = t.partial.clone();
             node.usage = t.usage;
             node.run_time = t.run_time;
+            node.planning = t
+                .planning
+                .as_ref()
+                .map(|p| Box::new(Planning::from_model(p)));
             match t.status {
                 TaskStatus::Succeeded => {
                     node.status = TaskStatus::Succeeded;
@@ -612,10 +768,13 @@ impl SchedulerState {
         self.enqueue_or_dispatch(id);
     }
 
+    /// The outputs of a task's dependencies, by name. A planning task's output (the plan its
+    /// tasks came from) is not one of them: the edge only orders the plan's tasks after it.
     fn upstream(&self, node: &TaskNode) -> BTreeMap<TaskKey, Value> {
         node.deps
             .iter()
             .filter_map(|d| self.tasks.get(*d))
+            .filter(|d| d.planning.is_none())
             .map(|d| (d.key.clone(), d.output.clone().unwrap_or(Value::Null)))
             .collect()
     }
@@ -682,10 +841,15 @@ impl SchedulerState {
 
     /// Starts the task's next attempt on the leased agent (sent when the handler ends).
     fn assign(&mut self, id: TaskId, lease: Lease<ActorRef<AgentMsg>>) {
+        // A planning task's prompt is built now, from the agents registered now.
+        let built = self.plan_input(id);
         let Some(node) = self.tasks.get_mut(id) else {
             self.registry.release(lease.agent);
             return;
         };
+        if let Some(input) = &built {
+            node.input = Arc::new(input.clone());
+        }
         node.attempt += 1;
         node.status = TaskStatus::Running;
         node.agent = Some(lease.agent);
@@ -718,6 +882,7 @@ impl SchedulerState {
             task: id,
             attempt: node.attempt,
             agent: lease.agent,
+            input: built,
         });
         self.in_flight.entry(lease.agent).or_default().insert(id);
         self.outbox
@@ -727,6 +892,60 @@ impl SchedulerState {
             .push(Assignment { task, ready_at });
         self.stats.allocations += 1;
         self.stats.tasks_running += 1;
+    }
+
+    /// A planning task's input: the goal, the capabilities registered now with their agents'
+    /// descriptions, the room the limits leave, for a re-plan the work so far, and after a
+    /// rejection the rejected plan and why. `None` for any other task.
+    fn plan_input(&self, id: TaskId) -> Option<Value> {
+        let node = self.tasks.get(id)?;
+        let planning = node.planning.as_deref()?;
+        let run = self.objectives.get(&node.objective)?;
+        let capabilities = planner::capabilities(&self.registry.snapshots());
+        let room = planner::Room {
+            tasks: u64::from(run.limits.max_tasks).saturating_sub(run.tasks.len() as u64),
+            depth: run.limits.max_depth.saturating_sub(node.depth),
+            fanout: run.limits.max_fanout,
+        };
+        let progress = (planning.replan > 0).then(|| self.progress(run, planning.failed));
+        Some(planner::input(&planner::Request {
+            goal: &run.goal,
+            capabilities: &capabilities,
+            room,
+            progress,
+            rejected: planning
+                .rejected
+                .as_ref()
+                .map(|(plan, errors)| (plan, errors.as_slice())),
+        }))
+    }
+
+    /// Where an objective's work stands, for a re-planning prompt (planning tasks left out).
+    fn progress<'a>(
+        &'a self,
+        run: &'a ObjectiveRun,
+        failed_task: Option<TaskId>,
+    ) -> planner::Progress<'a> {
+        let mut progress = planner::Progress {
+            failed_task: failed_task.and_then(|t| self.tasks.get(t)).map(|n| &n.key),
+            ..planner::Progress::default()
+        };
+        for node in run.tasks.iter().filter_map(|t| self.tasks.get(*t)) {
+            if node.planning.is_some() {
+                continue;
+            }
+            match node.status {
+                TaskStatus::Succeeded => progress
+                    .succeeded
+                    .push((&node.key, node.output.as_ref().unwrap_or(&NULL))),
+                TaskStatus::Failed => progress
+                    .failed
+                    .push((&node.key, node.error.as_deref().unwrap_or("failed"))),
+                TaskStatus::Cancelled => progress.dropped.push(&node.key),
+                status => progress.pending.push((&node.key, status)),
+            }
+        }
+        progress
     }
 
     /// The agent has room: give it queued tasks of its capabilities, best first.
@@ -862,16 +1081,68 @@ impl SchedulerState {
             node.usage.input_tokens += u.input_tokens;
             node.usage.output_tokens += u.output_tokens;
         }
+        let planning = node.planning.is_some();
         self.release(agent, report.task);
+        let duration = report.duration;
+        let spent = |usage| Spent {
+            usage,
+            duration: Some(duration),
+        };
+        let answer = |output, usage| Answer {
+            agent,
+            output,
+            usage,
+            duration,
+        };
         match report.outcome {
-            TaskOutcome::Succeeded { output, usage } => {
-                self.succeed(report.task, agent, output, usage, report.duration);
+            // A planning task's answer is a plan, whatever form it came in: text, JSON, the
+            // text of a JSON answer that did not parse, or tasks spawned directly.
+            TaskOutcome::Succeeded { output, usage } if planning => {
+                self.plan_answered(report.task, answer(output, usage), None);
             }
             TaskOutcome::Spawned {
                 output,
                 tasks,
                 usage,
-            } => self.spawn(report.task, agent, output, tasks, usage, report.duration),
+            } if planning => {
+                self.plan_answered(report.task, answer(output, usage), Some(tasks));
+            }
+            TaskOutcome::Failed {
+                kind: FailureKind::InvalidOutput,
+                partial_output,
+                usage,
+                ..
+            } if planning => {
+                let output = partial_output.unwrap_or(Value::Null);
+                self.plan_answered(report.task, answer(output, usage), None);
+            }
+            TaskOutcome::Succeeded { output, usage } => match spawn::split(output) {
+                Ok(spawn::Split {
+                    output,
+                    spawn: None,
+                }) => {
+                    self.succeed(report.task, agent, output, usage, report.duration);
+                }
+                Ok(spawn::Split {
+                    output,
+                    spawn: Some(tasks),
+                }) => {
+                    self.spawn(report.task, answer(output, usage), tasks);
+                }
+                Err(spawn::Malformed { message, output }) => self.fail_task(
+                    report.task,
+                    Some(agent),
+                    FailureKind::Permanent,
+                    message,
+                    Some(output),
+                    spent(usage),
+                ),
+            },
+            TaskOutcome::Spawned {
+                output,
+                tasks,
+                usage,
+            } => self.spawn(report.task, answer(output, usage), tasks),
             TaskOutcome::Failed {
                 kind: FailureKind::InvalidOutput,
                 message,
@@ -973,89 +1244,318 @@ impl SchedulerState {
         }
     }
 
-    fn spawn(
-        &mut self,
-        id: TaskId,
-        agent: AgentId,
-        output: Value,
-        specs: Vec<TaskSpec>,
-        usage: Option<Usage>,
-        duration: Duration,
-    ) {
+    /// `specs`, each also depending on `parent` (follow-ups and a plan's tasks run after the
+    /// task that produced them).
+    fn with_parent(&self, parent: TaskId, specs: &[TaskSpec]) -> Vec<TaskSpec> {
+        let parent_key = self.tasks.get(parent).map(|n| n.key.clone());
+        specs
+            .iter()
+            .map(|s| {
+                let mut s = s.clone();
+                if let Some(k) = &parent_key
+                    && !s.depends_on.contains(k)
+                {
+                    s.depends_on.push(k.clone());
+                }
+                s
+            })
+            .collect()
+    }
+
+    /// A task succeeded and asks for follow-up tasks: they are checked as a submitted graph
+    /// is, then join the graph; if refused, the task fails (a breached limit fails the
+    /// objective outright: re-planning would only grow it again).
+    fn spawn(&mut self, id: TaskId, answer: Answer, specs: Vec<TaskSpec>) {
         let Some(objective) = self.tasks.get(id).map(|n| n.objective) else {
+            return;
+        };
+        let with_parent = self.with_parent(id, &specs);
+        let checked = {
+            let Some(run) = self.objectives.get(&objective) else {
+                return;
+            };
+            let existing = Existing {
+                run,
+                tasks: &self.tasks,
+            };
+            graph::validate(&with_parent, &existing, &run.limits)
+                .map_err(SchedulerError::from)
+                .and_then(|depths| self.check_tasks(&with_parent).map(|()| depths))
+        };
+        match checked {
+            Ok(depths) => self.grow(id, answer, specs, &with_parent, &depths),
+            Err(err) => {
+                let limit = matches!(
+                    err,
+                    SchedulerError::Graph(
+                        GraphError::TooManyTasks { .. }
+                            | GraphError::TooDeep { .. }
+                            | GraphError::TooWide { .. }
+                    )
+                );
+                let message = format!("spawned tasks refused: {err}");
+                let spent = Spent {
+                    usage: answer.usage,
+                    duration: Some(answer.duration),
+                };
+                self.fail_task_with(
+                    id,
+                    Some(answer.agent),
+                    FailureKind::Permanent,
+                    message,
+                    Some(answer.output),
+                    spent,
+                    !limit,
+                );
+            }
+        }
+    }
+
+    /// Adds checked tasks (`specs` as declared, `with_parent` as validated, at `depths`) as
+    /// children of `parent`, which succeeds with its answer; those with nothing left to wait
+    /// for become ready.
+    fn grow(
+        &mut self,
+        parent: TaskId,
+        answer: Answer,
+        specs: Vec<TaskSpec>,
+        with_parent: &[TaskSpec],
+        depths: &[u32],
+    ) {
+        let Some(objective) = self.tasks.get(parent).map(|n| n.objective) else {
             return;
         };
         let Some(mut run) = self.objectives.remove(&objective) else {
             return;
         };
-        let checked = {
-            // Follow-ups depend on their parent implicitly; validate them with that edge.
-            let parent_key = self.tasks.get(id).map(|n| n.key.clone());
-            let specs_with_parent: Vec<TaskSpec> = specs
-                .iter()
-                .map(|s| {
-                    let mut s = s.clone();
-                    if let Some(k) = &parent_key
-                        && !s.depends_on.contains(k)
-                    {
-                        s.depends_on.push(k.clone());
-                    }
-                    s
-                })
-                .collect();
-            let existing = Existing {
-                run: &run,
-                tasks: &self.tasks,
-            };
-            graph::validate(&specs_with_parent, &existing, &run.limits)
-                .map_err(SchedulerError::from)
-                .and_then(|depths| {
-                    self.check_tasks(&specs_with_parent)
-                        .map(|()| (depths, specs_with_parent))
-                })
+        let first = TaskId(self.next_task);
+        let new_ids = self.add_tasks(objective, &mut run, with_parent, depths, Some(parent));
+        self.objectives.insert(objective, run);
+        if !specs.is_empty() {
+            self.journal.record(Event::TasksSpawned {
+                objective,
+                parent,
+                first_task: first,
+                tasks: specs,
+            });
+        }
+        self.succeed(
+            parent,
+            answer.agent,
+            answer.output,
+            answer.usage,
+            answer.duration,
+        );
+        // Follow-ups that depend only on the parent became ready in `succeed`; any whose
+        // other dependencies had already succeeded are ready too.
+        for t in new_ids {
+            if self
+                .tasks
+                .get(t)
+                .is_some_and(|n| n.status == TaskStatus::Backlog && n.waiting_on == 0)
+            {
+                self.make_ready(t);
+            }
+        }
+    }
+
+    // ---- Planning ---------------------------------------------------------------------------
+
+    /// A planning task answered: a valid plan's tasks join the graph as its children; an
+    /// invalid one goes back to the planner once, with what is wrong with it.
+    fn plan_answered(&mut self, id: TaskId, answer: Answer, given: Option<Vec<TaskSpec>>) {
+        let specs = match given {
+            Some(tasks) => Ok(tasks),
+            None => planner::parse_plan(&answer.output).map_err(|e| vec![e]),
         };
-        match checked {
-            Ok((depths, specs_with_parent)) => {
-                let first = TaskId(self.next_task);
-                let new_ids =
-                    self.add_tasks(objective, &mut run, &specs_with_parent, &depths, Some(id));
-                self.objectives.insert(objective, run);
-                self.journal.record(Event::TasksSpawned {
-                    objective,
-                    parent: id,
-                    first_task: first,
-                    tasks: specs,
-                });
-                self.succeed(id, agent, output, usage, duration);
-                // Follow-ups that depend only on the parent became ready in `succeed`; any whose
-                // other dependencies had already succeeded are ready too.
-                for t in new_ids {
-                    if self
-                        .tasks
-                        .get(t)
-                        .is_some_and(|n| n.status == TaskStatus::Backlog && n.waiting_on == 0)
-                    {
-                        self.make_ready(t);
+        match specs.and_then(|specs| self.check_plan(id, specs)) {
+            Ok(plan) => self.grow(id, answer, plan.specs, &plan.with_parent, &plan.depths),
+            Err(errors) => self.reject_plan(id, answer, errors),
+        }
+    }
+
+    /// Checks a plan as a submitted graph is checked (the graph first, then each task's
+    /// capability, `$from` references, and dependencies on tasks that failed or were
+    /// dropped), collecting every error.
+    fn check_plan(&self, id: TaskId, specs: Vec<TaskSpec>) -> Result<CheckedPlan, Vec<String>> {
+        let node = self
+            .tasks
+            .get(id)
+            .ok_or_else(|| vec!["the task is gone".to_owned()])?;
+        let run = self
+            .objectives
+            .get(&node.objective)
+            .ok_or_else(|| vec!["the objective is gone".to_owned()])?;
+        let replan = node.planning.as_ref().map_or(0, |p| p.replan);
+        let mut errors = Vec::new();
+        if specs.is_empty() && replan == 0 {
+            errors.push("the plan has no tasks: list at least one in `tasks`".to_owned());
+        }
+        let mut known: Option<&Capability> = None;
+        for (i, spec) in specs.iter().enumerate() {
+            if spec.capability.as_str() == PLAN_CAPABILITY {
+                errors.push(format!(
+                    "tasks[{i}] (`{}`): capability `{PLAN_CAPABILITY}` is the planner's own; \
+                     use one of the capabilities listed",
+                    spec.id
+                ));
+            } else if known != Some(&spec.capability) {
+                if self.registry.knows_capability(&spec.capability) {
+                    known = Some(&spec.capability);
+                } else {
+                    let err = SchedulerError::UnknownCapability {
+                        task: spec.id.clone(),
+                        capability: spec.capability.clone(),
+                    };
+                    errors.push(err.to_string());
+                }
+            }
+            // Against the plan's own dependencies: the planning task's output is no input.
+            let references = if spec.depends_on.contains(&node.key) {
+                let mut own = spec.clone();
+                own.depends_on.retain(|d| *d != node.key);
+                check_references(&own)
+            } else {
+                check_references(spec)
+            };
+            if let Err(err) = references {
+                errors.push(format!("task `{}`: {err}", spec.id));
+            }
+            for dep in &spec.depends_on {
+                // (Naming the planning task itself only repeats the implicit edge.)
+                let existing = run.keys.get(dep).filter(|t| **t != id);
+                let Some(existing) = existing.and_then(|t| self.tasks.get(*t)) else {
+                    continue;
+                };
+                let why = match existing.status {
+                    _ if existing.planning.is_some() => "is a planning task (its plan is no input)",
+                    TaskStatus::Failed => "failed and will never succeed",
+                    TaskStatus::Cancelled => "was dropped and will never run",
+                    _ => continue,
+                };
+                errors.push(format!(
+                    "task `{}` depends on `{dep}`, which {why}",
+                    spec.id
+                ));
+            }
+        }
+        let with_parent = self.with_parent(id, &specs);
+        let existing = Existing {
+            run,
+            tasks: &self.tasks,
+        };
+        match graph::validate(&with_parent, &existing, &run.limits) {
+            Ok(depths) if errors.is_empty() => Ok(CheckedPlan {
+                specs,
+                with_parent,
+                depths,
+            }),
+            Ok(_) => Err(errors),
+            Err(err) => {
+                errors.insert(0, err.to_string());
+                Err(errors)
+            }
+        }
+    }
+
+    /// A plan was invalid. The first time, the planning task runs again at once (a repair
+    /// attempt, its prompt holding the errors and the rejected plan); the second time it
+    /// fails, and with it the objective, naming the errors.
+    fn reject_plan(&mut self, id: TaskId, answer: Answer, errors: Vec<String>) {
+        let Some(node) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let Some(planning) = node.planning.as_deref_mut() else {
+            return;
+        };
+        let repair = planning.rejections == 0;
+        planning.rejections += 1;
+        planning.rejected = Some((answer.output.clone(), errors.clone()));
+        let summary = errors.join("; ");
+        node.error = Some(format!("plan rejected: {summary}"));
+        node.partial = Some(answer.output.clone());
+        let (objective, attempt) = (node.objective, node.attempt);
+        self.journal.record(Event::PlanRejected {
+            objective,
+            task: id,
+            attempt,
+            agent: answer.agent,
+            plan: answer.output,
+            errors,
+            repair,
+            usage: answer.usage,
+            duration: answer.duration,
+        });
+        self.stats.attempts_failed += 1;
+        if repair {
+            self.mark_ready(objective, id);
+        } else {
+            self.fail_task_with(
+                id,
+                Some(answer.agent),
+                FailureKind::Permanent,
+                format!("its plan was rejected again: {summary}"),
+                None,
+                Spent::default(),
+                false,
+            );
+        }
+    }
+
+    /// A task of the objective failed for good: if re-planning is allowed and left, the tasks
+    /// that depended on it (which can never run) are dropped and a `replan-N` task asks the
+    /// planner for the rest of the work. False when the objective must fail instead.
+    fn replan(&mut self, objective: ObjectiveId, failed: TaskId) -> bool {
+        if self.tasks.get(failed).is_none_or(|n| n.planning.is_some()) {
+            return false;
+        }
+        let Some(run) = self.objectives.get(&objective) else {
+            return false;
+        };
+        let allowed = run.limits.replans(run.planned);
+        let room = (run.tasks.len() as u64) < u64::from(run.limits.max_tasks);
+        let planner_known = Self::planning_spec(PLAN_KEY)
+            .is_some_and(|spec| self.registry.knows_capability(&spec.capability));
+        if run.status.is_terminal() || run.replans >= allowed || !room || !planner_known {
+            return false;
+        }
+        let replan = run.replans + 1;
+        let mut freed = Vec::new();
+        for task in self.dependents_of(failed) {
+            if self
+                .tasks
+                .get(task)
+                .is_some_and(|n| !n.status.is_terminal())
+            {
+                freed.extend(self.cancel_task(task));
+                if let Some(run) = self.objectives.get_mut(&objective) {
+                    run.unfinished = run.unfinished.saturating_sub(1);
+                }
+            }
+        }
+        let requested = self.request_plan(objective, replan, Some(failed)).is_some();
+        for agent in freed {
+            self.pull_for(agent);
+        }
+        requested
+    }
+
+    /// Every task that depends on `id`, directly or not, by increasing id.
+    fn dependents_of(&self, id: TaskId) -> Vec<TaskId> {
+        let mut seen = FxHashSet::default();
+        let mut stack = vec![id];
+        while let Some(t) = stack.pop() {
+            if let Some(node) = self.tasks.get(t) {
+                for &d in &node.dependents {
+                    if seen.insert(d) {
+                        stack.push(d);
                     }
                 }
             }
-            Err(err) => {
-                self.objectives.insert(objective, run);
-                let message = format!("spawned tasks refused: {err}");
-                let spent = Spent {
-                    usage,
-                    duration: Some(duration),
-                };
-                self.fail_task(
-                    id,
-                    Some(agent),
-                    FailureKind::Permanent,
-                    message,
-                    Some(output),
-                    spent,
-                );
-            }
         }
+        let mut all: Vec<TaskId> = seen.into_iter().collect();
+        all.sort_unstable();
+        all
     }
 
     fn send_to_review(&mut self, id: TaskId, output: Option<Value>, reason: String, spent: Spent) {
@@ -1095,8 +1595,13 @@ impl SchedulerState {
         let Some(node) = self.tasks.get_mut(id) else {
             return;
         };
-        // Attempts lost to crashing agents are not the task's failures: they do not count here.
-        let failed_attempts = node.attempt.saturating_sub(node.lost);
+        // Attempts lost to crashing agents are not the task's failures, nor are a planner's
+        // repair attempts: they do not count here.
+        let repairs = node.planning.as_ref().map_or(0, |p| p.rejections);
+        let failed_attempts = node
+            .attempt
+            .saturating_sub(node.lost)
+            .saturating_sub(repairs);
         let budget_left = failed_attempts
             < node
                 .retry
@@ -1162,7 +1667,8 @@ impl SchedulerState {
         }
     }
 
-    /// A task failed for good: its objective fails and the rest of it is cancelled.
+    /// A task failed for good: the planner is asked to re-plan if the objective allows it,
+    /// else its objective fails and the rest of it is cancelled.
     fn fail_task(
         &mut self,
         id: TaskId,
@@ -1171,6 +1677,24 @@ impl SchedulerState {
         message: String,
         partial: Option<Value>,
         spent: Spent,
+    ) {
+        self.fail_task_with(id, agent, kind, message, partial, spent, true);
+    }
+
+    /// [`Self::fail_task`], re-planning only when `may_replan`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is one field of the failure's event, plus whether to re-plan"
+    )]
+    fn fail_task_with(
+        &mut self,
+        id: TaskId,
+        agent: Option<AgentId>,
+        kind: FailureKind,
+        message: String,
+        partial: Option<Value>,
+        spent: Spent,
+        may_replan: bool,
     ) {
         let Some(node) = self.tasks.get_mut(id) else {
             return;
@@ -1196,6 +1720,9 @@ impl SchedulerState {
         });
         if let Some(run) = self.objectives.get_mut(&objective) {
             run.unfinished = run.unfinished.saturating_sub(1);
+        }
+        if may_replan && self.replan(objective, id) {
+            return;
         }
         let reason = format!("task `{key}` ({id}) failed: {message}");
         self.end_objective(objective, ObjectiveStatus::Failed, Some(reason));

@@ -26,6 +26,7 @@ pub fn reg(name: &str, caps: &[&str], max_concurrency: u32) -> Registration {
         max_concurrency,
         labels: Default::default(),
         cost_hint: None,
+        description: None,
     }
 }
 

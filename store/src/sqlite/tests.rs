@@ -52,6 +52,7 @@ fn registered(agent: u64) -> Event {
             max_concurrency: 1,
             labels: Default::default(),
             cost_hint: None,
+            description: None,
         },
     }
 }
@@ -91,16 +92,18 @@ async fn every_kind_round_trips() {
     store.append(&batch).await.unwrap();
     assert_eq!(store.read_after(0, 100).await.unwrap(), batch);
     assert_eq!(store.read_after(5, 3).await.unwrap(), batch[5..8]);
-    assert!(store.read_after(18, 10).await.unwrap().is_empty());
+    let count = batch.len() as u64;
+    assert!(store.read_after(count, 10).await.unwrap().is_empty());
     assert!(store.read_after(u64::MAX, 10).await.unwrap().is_empty());
-    // The submit allocates T3 (one task); the spawn T9 and T10; the registration A1.
+    // The submit allocates T3 (one task); the spawn T9 and T10; the re-plan T11; the
+    // registration A1.
     assert_eq!(
         store.info().await.unwrap(),
         StoreInfo {
-            last_seq: 18,
-            next_task: 11,
+            last_seq: count,
+            next_task: 12,
             next_agent: 2,
-            events: 18
+            events: count
         }
     );
     store.close().await.unwrap();
@@ -470,6 +473,7 @@ async fn a_schema_2_log_is_migrated_with_the_next_agent_backfilled() {
             task: TaskId(1),
             attempt: 1,
             agent: AgentId(7),
+            input: None,
         },
     ];
     let old = records(1, 1000, old);
@@ -893,13 +897,14 @@ async fn appends_survive_a_reopen() {
 
     let store = open(dir.path()).await;
     assert_eq!(store.read_after(0, 100).await.unwrap(), first);
-    let second = records(19, 2, vec![agent_event(1)]);
+    let after = first.len() as u64;
+    let second = records(after + 1, 2, vec![agent_event(1)]);
     store.append(&second).await.unwrap();
     store.close().await.unwrap();
 
     let store = open(dir.path()).await;
-    assert_eq!(store.info().await.unwrap().last_seq, 19);
-    assert_eq!(store.read_after(18, 100).await.unwrap(), second);
+    assert_eq!(store.info().await.unwrap().last_seq, after + 1);
+    assert_eq!(store.read_after(after, 100).await.unwrap(), second);
 }
 
 #[tokio::test]
