@@ -30,6 +30,8 @@
 //! - else, if the last user message contains an object with a `"$sim_reply"` key, its value is
 //!   the answer verbatim (a string value is answered as plain text, in text mode too), so a
 //!   test can make the model say exactly what it needs;
+//! - else, if [`SimConfig::replies`] holds a fixed answer for the model's name (directives
+//!   left out), that answer, the same way (the demo's planner always answers its plan);
 //! - else, with a `json_schema` response format, an object filling its schema (see below);
 //! - else, if the last user message contains an object with a `"$sim_schema"` key, an object
 //!   filling that schema (in text mode too);

@@ -37,6 +37,10 @@ pub struct SimConfig {
     /// `x-api-key` and an `anthropic-version` header for Anthropic), or get 401 (400 for a
     /// missing `anthropic-version`).
     pub api_key: Option<String>,
+    /// Models that always give one answer, by model name (without directives): a string is
+    /// answered as text, anything else as JSON, as if the request carried `$sim_reply`. A
+    /// `$sim_reply` or `$sim_replies` in the request wins. The demo's planner is one.
+    pub replies: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 impl Default for SimConfig {
@@ -51,6 +55,7 @@ impl Default for SimConfig {
             stall_after: None,
             fail_with: None,
             api_key: None,
+            replies: std::collections::BTreeMap::new(),
         }
     }
 }

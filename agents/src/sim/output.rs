@@ -96,16 +96,21 @@ pub(super) fn replies(messages: &[Message]) -> Option<(Vec<Value>, u64)> {
 }
 
 /// The answer's pieces, before any `max_tokens` cut. `scripted` is the reply a
-/// `$sim_replies` script chose for this request.
+/// `$sim_replies` script chose for this request; `canned` the model's fixed answer
+/// ([`SimConfig::replies`](super::SimConfig::replies)), if it has one.
 pub(super) fn pieces(
     rng: &mut Rng,
     tokens: (u32, u32),
     shape: &Shape,
     messages: &[Message],
     scripted: Option<Value>,
+    canned: Option<&Value>,
 ) -> Vec<String> {
     let last_user = last_user(messages);
-    if let Some(reply) = scripted.or_else(|| marker(last_user, "$sim_reply")) {
+    if let Some(reply) = scripted
+        .or_else(|| marker(last_user, "$sim_reply"))
+        .or_else(|| canned.cloned())
+    {
         return match reply {
             Value::String(text) => text
                 .split_inclusive(char::is_whitespace)
@@ -329,6 +334,7 @@ mod tests {
             &Shape::Text,
             &user("hi"),
             None,
+            None,
         );
         assert_eq!(pieces.len(), 5);
         assert!(pieces[0].chars().next().unwrap().is_uppercase());
@@ -346,6 +352,24 @@ mod tests {
     }
 
     #[test]
+    fn a_canned_reply_answers_unless_the_request_scripts_one() {
+        let canned = json!({"tasks": []});
+        let answer = |messages: &[Message]| {
+            pieces(
+                &mut Rng::with_seed(1),
+                (1, 1),
+                &Shape::Text,
+                messages,
+                None,
+                Some(&canned),
+            )
+            .concat()
+        };
+        assert_eq!(answer(&user("plan it")), r#"{"tasks":[]}"#);
+        assert_eq!(answer(&user(r#"{"$sim_reply": "mine"}"#)), "mine");
+    }
+
+    #[test]
     fn a_reply_marker_is_answered_verbatim() {
         let messages = user(r#"Plan this: { "$sim_reply": {"tasks": [1, 2]} } thanks"#);
         let text: String = pieces(
@@ -353,6 +377,7 @@ mod tests {
             (1, 1),
             &Shape::Text,
             &messages,
+            None,
             None,
         )
         .concat();
@@ -366,6 +391,7 @@ mod tests {
             (1, 1),
             &Shape::Text,
             &messages,
+            None,
             None,
         );
         assert_eq!(pieces, vec!["hello ", "there ", "world"]);
@@ -392,6 +418,7 @@ mod tests {
             &Shape::Text,
             &first,
             Some(json!({"n": 2})),
+            None,
         )
         .concat();
         assert_eq!(text, r#"{"n":2}"#);
@@ -430,6 +457,7 @@ mod tests {
             (1, 1),
             &Shape::Text,
             &messages,
+            None,
             None,
         )
         .concat();

@@ -192,6 +192,7 @@ impl SimState {
             &shape,
             &request.messages,
             scripted,
+            self.config.replies.get(name),
         );
         let max = request.max_tokens.map_or(usize::MAX, |max| max as usize);
         let truncated = pieces.len() > max;
