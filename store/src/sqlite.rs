@@ -821,6 +821,15 @@ impl Batch {
                     next_task = next_task.max(first_task.0.saturating_add(tasks.len() as u64));
                     None
                 }
+                Event::CompensationStarted {
+                    first_task,
+                    compensates,
+                    ..
+                } => {
+                    next_task =
+                        next_task.max(first_task.0.saturating_add(compensates.len() as u64));
+                    None
+                }
                 Event::AgentRegistered { descriptor } => {
                     next_agent = next_agent.max(descriptor.id.0.saturating_add(1));
                     None
@@ -1069,6 +1078,7 @@ fn kind(event: &Event) -> &'static str {
         Event::TaskApproved { .. } => "task_approved",
         Event::TaskRejected { .. } => "task_rejected",
         Event::TasksSpawned { .. } => "tasks_spawned",
+        Event::CompensationStarted { .. } => "compensation_started",
         Event::TaskCancelled { .. } => "task_cancelled",
         Event::ObjectiveSucceeded { .. } => "objective_succeeded",
         Event::ObjectiveFailed { .. } => "objective_failed",
@@ -1084,6 +1094,8 @@ fn kind(event: &Event) -> &'static str {
 fn status_name(status: ObjectiveStatus) -> &'static str {
     match status {
         ObjectiveStatus::Running => "running",
+        // Never stored: the index keeps a compensating objective as running until it ends.
+        ObjectiveStatus::Compensating => "compensating",
         ObjectiveStatus::Succeeded => "succeeded",
         ObjectiveStatus::Failed => "failed",
         ObjectiveStatus::Cancelled => "cancelled",

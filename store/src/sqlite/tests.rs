@@ -91,16 +91,17 @@ async fn every_kind_round_trips() {
     store.append(&batch).await.unwrap();
     assert_eq!(store.read_after(0, 100).await.unwrap(), batch);
     assert_eq!(store.read_after(5, 3).await.unwrap(), batch[5..8]);
-    assert!(store.read_after(18, 10).await.unwrap().is_empty());
+    assert!(store.read_after(19, 10).await.unwrap().is_empty());
     assert!(store.read_after(u64::MAX, 10).await.unwrap().is_empty());
-    // The submit allocates T3 (one task); the spawn T9 and T10; the registration A1.
+    // The submit allocates T3 (one task); the spawn T9 and T10; the compensations T11 and
+    // T12; the registration A1.
     assert_eq!(
         store.info().await.unwrap(),
         StoreInfo {
-            last_seq: 18,
-            next_task: 11,
+            last_seq: 19,
+            next_task: 13,
             next_agent: 2,
-            events: 18
+            events: 19
         }
     );
     store.close().await.unwrap();
@@ -893,13 +894,13 @@ async fn appends_survive_a_reopen() {
 
     let store = open(dir.path()).await;
     assert_eq!(store.read_after(0, 100).await.unwrap(), first);
-    let second = records(19, 2, vec![agent_event(1)]);
+    let second = records(20, 2, vec![agent_event(1)]);
     store.append(&second).await.unwrap();
     store.close().await.unwrap();
 
     let store = open(dir.path()).await;
-    assert_eq!(store.info().await.unwrap().last_seq, 19);
-    assert_eq!(store.read_after(18, 100).await.unwrap(), second);
+    assert_eq!(store.info().await.unwrap().last_seq, 20);
+    assert_eq!(store.read_after(19, 100).await.unwrap(), second);
 }
 
 #[tokio::test]
