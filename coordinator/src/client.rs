@@ -192,6 +192,7 @@ impl Progress {
         match event {
             Event::ObjectiveSubmitted { spec, .. } => self.total += spec.tasks.len(),
             Event::TasksSpawned { tasks, .. } => self.total += tasks.len(),
+            Event::CompensationStarted { compensates, .. } => self.total += compensates.len(),
             Event::TaskStarted { task, agent, .. } => {
                 self.running.insert(task.0);
                 self.running_on.insert(task.0, agent.to_string());
