@@ -194,6 +194,7 @@ pub async fn run(config: BatchConfig) -> Result<BatchOutcome, Error> {
                 "cancelled"
             }
             ObjectiveStatus::Running => "running",
+            ObjectiveStatus::Compensating => "compensating",
         };
         say(&format!("finished {id} {status}"));
     }

@@ -194,6 +194,7 @@ impl Progress {
             Event::TasksSpawned { tasks, .. } => self.total += tasks.len(),
             Event::PlanRequested { .. } => self.total += 1,
             Event::PlanRejected { task, .. } => self.settle(task.0),
+            Event::CompensationStarted { compensates, .. } => self.total += compensates.len(),
             Event::TaskStarted { task, agent, .. } => {
                 self.running.insert(task.0);
                 self.running_on.insert(task.0, agent.to_string());
@@ -279,6 +280,41 @@ pub fn objective_from(goal: &str, graph: Option<&str>) -> Result<Objective, Erro
     Ok(objective)
 }
 
+/// One task of the review queue as lines of text: the task, why it is in review, its output,
+/// and where the output does not match its schema (one line per error, with its path).
+pub fn render_review_item(item: &Value) -> String {
+    let task = &item["task"];
+    let mut out = format!(
+        "{} `{}` of {} ({}): {}\n    output: {}\n",
+        task["id"].as_str().unwrap_or("?"),
+        task["key"].as_str().unwrap_or("?"),
+        item["objective"].as_str().unwrap_or("?"),
+        item["goal"].as_str().unwrap_or(""),
+        task["error"].as_str().unwrap_or(""),
+        task.get("output")
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    for error in item
+        .get("errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let path = error.get("path").and_then(Value::as_str).unwrap_or("");
+        out.push_str(&format!(
+            "    at {}: {}\n",
+            if path.is_empty() {
+                "(the whole output)"
+            } else {
+                path
+            },
+            error.get("message").and_then(Value::as_str).unwrap_or("")
+        ));
+    }
+    out
+}
+
 /// The final state as lines of text.
 pub fn render(objective: &Value) -> String {
     let mut out = format!(
@@ -340,6 +376,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("capability"), "{err}");
+    }
+
+    #[test]
+    fn review_items_list_each_schema_error_with_its_path() {
+        let item = json!({
+            "objective": "0190",
+            "goal": "g",
+            "task": {"id": "T3", "key": "a", "error": "the output does not match", "output": {"n": "x"}},
+            "errors": [
+                {"path": "/n", "message": "\"x\" is not of type \"integer\""},
+                {"path": "", "message": "\"m\" is a required property"}
+            ]
+        });
+        let text = render_review_item(&item);
+        assert!(
+            text.starts_with("T3 `a` of 0190 (g): the output does not match\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    at /n: \"x\" is not of type \"integer\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    at (the whole output): \"m\" is a required"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -343,18 +343,7 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
                 println!("no task is waiting for review");
             }
             for item in items {
-                let task = &item["task"];
-                println!(
-                    "{} `{}` of {} ({}): {}\n    output: {}",
-                    task["id"].as_str().unwrap_or("?"),
-                    task["key"].as_str().unwrap_or("?"),
-                    item["objective"].as_str().unwrap_or("?"),
-                    item["goal"].as_str().unwrap_or(""),
-                    task["error"].as_str().unwrap_or(""),
-                    task.get("output")
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                );
+                print!("{}", swarm_coordinator::client::render_review_item(&item));
             }
         }
         Command::Approve {

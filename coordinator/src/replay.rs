@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use swarm_protocol::{
     AgentId, Capability, Event, EventRecord, Limits, ObjectiveId, ObjectiveStatus, ObjectiveView,
-    TaskId, TaskKey, TaskSpec, TaskStatus, TaskView, Usage,
+    OutputError, TaskId, TaskKey, TaskSpec, TaskStatus, TaskView, Usage,
 };
 use swarm_store::{EventStore, StoreError};
 
@@ -68,6 +68,12 @@ pub struct TaskModel {
     pub spawned_by: Option<TaskId>,
     /// When a pending retry is due (ms since the Unix epoch).
     pub retry_at_ms: Option<u64>,
+    /// For a compensation: the task it compensates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensates: Option<TaskId>,
+    /// While in review for not matching its schema: where.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub review_errors: Vec<OutputError>,
     /// Set on planning tasks (`plan`, `replan-N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planning: Option<PlanningModel>,
@@ -129,6 +135,10 @@ pub struct ObjectiveModel {
     pub batches: Vec<TaskBatch>,
     /// Its tasks, by increasing id.
     pub tasks: Vec<TaskModel>,
+    /// Succeeded tasks that have a compensation, in the order they succeeded (the reverse of
+    /// the order their compensations run in).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compensable: Vec<TaskId>,
     /// Events folded into this model.
     #[serde(default)]
     pub events: u64,
@@ -148,6 +158,14 @@ impl ObjectiveModel {
             .binary_search_by_key(&id, |t| t.id)
             .ok()
             .and_then(|i| self.tasks.get_mut(i))
+    }
+
+    /// The spec of a task of one of its batches (not of a compensation).
+    pub fn spec(&self, id: TaskId) -> Option<&TaskSpec> {
+        let i = self.batches.partition_point(|b| b.first_task <= id);
+        let batch = self.batches.get(i.checked_sub(1)?)?;
+        let offset = usize::try_from(id.0.checked_sub(batch.first_task.0)?).ok()?;
+        batch.specs.get(offset)
     }
 
     fn add_batch(&mut self, first_task: TaskId, parent: Option<TaskId>, specs: Vec<TaskSpec>) {
@@ -172,6 +190,8 @@ impl ObjectiveModel {
                 spawned_by: parent,
                 retry_at_ms: None,
                 planning: None,
+                compensates: None,
+                review_errors: Vec::new(),
             });
         }
         self.batches.push(TaskBatch {
@@ -202,6 +222,7 @@ impl ObjectiveModel {
                     error: t.error.clone(),
                     partial_output: t.partial.clone(),
                     spawned_by: t.spawned_by,
+                    compensates: t.compensates,
                     usage: t.usage,
                     run_time: t.run_time,
                 })
@@ -268,6 +289,7 @@ impl Replay {
                 replans: 0,
                 batches: Vec::with_capacity(1),
                 tasks: Vec::new(),
+                compensable: Vec::new(),
                 events: 1,
             };
             model.add_batch(first_task, None, spec.tasks);
@@ -279,6 +301,11 @@ impl Replay {
                 first_task, tasks, ..
             } => self.next_task = self.next_task.max(first_task.0 + tasks.len() as u64),
             Event::PlanRequested { task, .. } => self.next_task = self.next_task.max(task.0 + 1),
+            Event::CompensationStarted {
+                first_task,
+                compensates,
+                ..
+            } => self.next_task = self.next_task.max(first_task.0 + compensates.len() as u64),
             _ => {}
         }
         let Some(model) = self.objectives.get_mut(&id) else {
@@ -355,10 +382,48 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
                 planning.rejected = Some(RejectedPlan { plan, errors });
             }
         }
+        Event::CompensationStarted {
+            reason,
+            first_task,
+            compensates,
+            ..
+        } => {
+            model.status = ObjectiveStatus::Compensating;
+            model.failure = Some(reason);
+            for (i, original) in compensates.into_iter().enumerate() {
+                let Some((key, compensation)) = model
+                    .spec(original)
+                    .and_then(|s| Some((s.id.clone(), s.compensation.as_ref()?)))
+                else {
+                    continue;
+                };
+                let task = TaskModel {
+                    id: TaskId(first_task.0 + i as u64),
+                    key,
+                    capability: compensation.capability.clone(),
+                    status: TaskStatus::Backlog,
+                    attempt: 0,
+                    lost: 0,
+                    agent: None,
+                    output: None,
+                    error: None,
+                    partial: None,
+                    usage: Usage::default(),
+                    run_time: Duration::ZERO,
+                    spawned_by: None,
+                    retry_at_ms: None,
+                    compensates: Some(original),
+                    review_errors: Vec::new(),
+                    planning: None,
+                };
+                model.tasks.push(task);
+            }
+        }
         Event::TaskReady { task, .. } => {
             if let Some(t) = model.task_mut(task) {
                 t.status = TaskStatus::Ready;
                 t.retry_at_ms = None;
+                t.review_errors.clear();
             }
         }
         Event::TaskStarted {
@@ -388,6 +453,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
                 add(&mut t.usage, usage);
                 t.run_time += duration;
             }
+            note_success(model, task);
         }
         Event::TaskFailed {
             task,
@@ -402,6 +468,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
                 add(&mut t.usage, usage);
                 t.run_time += duration.unwrap_or_default();
                 t.error = Some(message);
+                t.review_errors.clear();
                 if partial_output.is_some() {
                     t.partial = partial_output;
                 }
@@ -430,6 +497,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
             task,
             output,
             reason,
+            errors,
             usage,
             duration,
             ..
@@ -438,6 +506,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
                 t.status = TaskStatus::Review;
                 t.output = output;
                 t.error = Some(reason);
+                t.review_errors = errors;
                 add(&mut t.usage, usage);
                 t.run_time += duration.unwrap_or_default();
             }
@@ -447,13 +516,16 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
                 t.status = TaskStatus::Succeeded;
                 t.error = None;
                 t.output = Some(output);
+                t.review_errors.clear();
             }
+            note_success(model, task);
         }
         // The rejection is followed by the task's final `TaskFailed`.
         Event::TaskRejected { .. } => {}
         Event::TaskCancelled { task, .. } => {
             if let Some(t) = model.task_mut(task) {
                 t.status = TaskStatus::Cancelled;
+                t.review_errors.clear();
             }
         }
         Event::ObjectiveSucceeded { .. } => {
@@ -471,6 +543,15 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         | Event::AgentDeregistered { .. } => {}
     }
     false
+}
+
+/// Keeps the order in which tasks with a compensation succeeded.
+fn note_success(model: &mut ObjectiveModel, task: TaskId) {
+    let compensable = model.task(task).is_some_and(|t| t.compensates.is_none())
+        && model.spec(task).is_some_and(|s| s.compensation.is_some());
+    if compensable {
+        model.compensable.push(task);
+    }
 }
 
 fn end(
@@ -633,13 +714,13 @@ pub fn short(d: Duration) -> String {
 /// The chain of work as lines of text: one line per event, with the time since submission, the
 /// task's name, and what happened.
 pub fn timeline(events: &[EventRecord]) -> String {
-    let mut names: BTreeMap<TaskId, TaskKey> = BTreeMap::new();
+    let mut names: BTreeMap<TaskId, String> = BTreeMap::new();
     let start = events.first().map_or(0, |e| e.at_ms);
     let mut out = String::new();
     for record in events {
         let t = record.at_ms.saturating_sub(start);
-        let name = |names: &BTreeMap<TaskId, TaskKey>, id: TaskId| match names.get(&id) {
-            Some(key) => format!("{id} `{key}`"),
+        let name = |names: &BTreeMap<TaskId, String>, id: TaskId| match names.get(&id) {
+            Some(key) => format!("{id} {key}"),
             None => id.to_string(),
         };
         let line = match &record.event {
@@ -650,7 +731,7 @@ pub fn timeline(events: &[EventRecord]) -> String {
                 ..
             } => {
                 for (i, s) in spec.tasks.iter().enumerate() {
-                    names.insert(TaskId(first_task.0 + i as u64), s.id.clone());
+                    names.insert(TaskId(first_task.0 + i as u64), format!("`{}`", s.id));
                 }
                 let key = idempotency_key
                     .as_ref()
@@ -669,7 +750,7 @@ pub fn timeline(events: &[EventRecord]) -> String {
             } => {
                 let parent = name(&names, *parent);
                 for (i, s) in tasks.iter().enumerate() {
-                    names.insert(TaskId(first_task.0 + i as u64), s.id.clone());
+                    names.insert(TaskId(first_task.0 + i as u64), format!("`{}`", s.id));
                 }
                 let list: Vec<&str> = tasks.iter().map(|s| s.id.as_str()).collect();
                 format!("{parent} spawned {}: {}", tasks.len(), list.join(", "))
@@ -677,7 +758,7 @@ pub fn timeline(events: &[EventRecord]) -> String {
             Event::PlanRequested {
                 task, spec, failed, ..
             } => {
-                names.insert(*task, spec.id.clone());
+                names.insert(*task, format!("`{}`", spec.id));
                 match failed {
                     Some(failed) => format!(
                         "{} asks the planner for a new plan after {} failed",
@@ -703,6 +784,22 @@ pub fn timeline(events: &[EventRecord]) -> String {
                     "no repair left"
                 }
             ),
+            Event::CompensationStarted {
+                reason,
+                first_task,
+                compensates,
+                ..
+            } => {
+                let list: Vec<String> = compensates.iter().map(|t| name(&names, *t)).collect();
+                for (i, original) in compensates.iter().enumerate() {
+                    let label = format!("(compensating {})", name(&names, *original));
+                    names.insert(TaskId(first_task.0 + i as u64), label);
+                }
+                format!(
+                    "objective failing ({reason}); compensating, in this order: {}",
+                    list.join(", ")
+                )
+            }
             Event::TaskReady { task, .. } => format!("{} ready", name(&names, *task)),
             Event::TaskStarted {
                 task,
@@ -802,8 +899,9 @@ mod tests {
 
     use serde_json::{Value, json};
     use swarm_protocol::{
-        AgentDescriptor, AgentId, Capability, Event, EventRecord, FailureKind, Health, Objective,
-        ObjectiveId, ObjectiveStatus, TaskId, TaskKey, TaskSpec, TaskStatus, Usage,
+        AgentDescriptor, AgentId, Capability, Compensation, Event, EventRecord, FailureKind,
+        Health, Objective, ObjectiveId, ObjectiveStatus, OutputError, TaskId, TaskKey, TaskSpec,
+        TaskStatus, Usage,
     };
 
     use super::{PlanningModel, RejectedPlan, Replay, TaskBatch, TaskModel};
@@ -844,6 +942,8 @@ mod tests {
             spawned_by,
             retry_at_ms: None,
             planning: None,
+            compensates: None,
+            review_errors: Vec::new(),
         }
     }
 
@@ -1062,6 +1162,10 @@ mod tests {
                 attempt: 2,
                 output: Some(json!({"draft": 1})),
                 reason: "schema".into(),
+                errors: vec![OutputError {
+                    path: "/draft".into(),
+                    message: "1 is not of type \"string\"".into(),
+                }],
                 usage: usage(5, 5),
                 duration: Some(ms(10)),
             },
@@ -1155,6 +1259,7 @@ mod tests {
                 attempt: 1,
                 output: None,
                 reason: "no output".into(),
+                errors: Vec::new(),
                 usage: None,
                 duration: None,
             },
@@ -1366,6 +1471,8 @@ mod tests {
         assert_eq!(b.status, TaskStatus::Review);
         assert_eq!(b.output, Some(json!({"draft": 1})));
         assert_eq!(b.error.as_deref(), Some("schema"));
+        assert_eq!(b.review_errors.len(), 1);
+        assert_eq!(b.review_errors[0].path, "/draft");
 
         let all = fold_all(&records);
         assert_eq!(all.seq, records.len() as u64);
@@ -1705,6 +1812,134 @@ mod tests {
         (o, log.0)
     }
 
+    /// A saga: `a` and `b` (both with a compensation) succeed, `b` by approval; `c` fails, so
+    /// the compensations of `b` then `a` run (T4, T5); `b`'s fails, `a`'s succeeds.
+    fn saga() -> (ObjectiveId, Vec<EventRecord>) {
+        let o = ObjectiveId::new();
+        let undo = |capability: &str| {
+            Compensation::new(
+                Capability::new(capability).unwrap(),
+                json!({"undo": {"$from": "x"}}),
+            )
+        };
+        let mut a = spec("a", "work");
+        a.compensation = Some(undo("revert"));
+        let mut b = spec("b", "work");
+        b.compensation = Some(undo("revert"));
+        let mut log = Log(Vec::new());
+        log.at(
+            1,
+            Event::ObjectiveSubmitted {
+                objective: o,
+                spec: Objective::with_tasks("saga", vec![a, b, spec("c", "work")]),
+                first_task: TaskId(1),
+                idempotency_key: None,
+            },
+        );
+        let started = |task, attempt| Event::TaskStarted {
+            objective: o,
+            task: TaskId(task),
+            attempt,
+            agent: AgentId(1),
+            input: None,
+        };
+        log.at(2, started(2, 1));
+        log.at(
+            3,
+            Event::TaskInReview {
+                objective: o,
+                task: TaskId(2),
+                attempt: 1,
+                output: Some(json!(2)),
+                reason: "schema".into(),
+                errors: Vec::new(),
+                usage: None,
+                duration: None,
+            },
+        );
+        log.at(4, started(1, 1));
+        log.at(
+            5,
+            Event::TaskSucceeded {
+                objective: o,
+                task: TaskId(1),
+                attempt: 1,
+                agent: AgentId(1),
+                output: json!(1),
+                usage: None,
+                duration: ms(1),
+            },
+        );
+        log.at(
+            6,
+            Event::TaskApproved {
+                objective: o,
+                task: TaskId(2),
+                output: json!(2),
+            },
+        );
+        log.at(7, started(3, 1));
+        let failed = |task, message: &str| Event::TaskFailed {
+            objective: o,
+            task: TaskId(task),
+            attempt: 1,
+            agent: Some(AgentId(1)),
+            kind: FailureKind::Permanent,
+            message: message.into(),
+            partial_output: None,
+            usage: None,
+            duration: None,
+            retry_in: None,
+        };
+        log.at(8, failed(3, "401"));
+        log.at(
+            8,
+            Event::CompensationStarted {
+                objective: o,
+                reason: "task `c` (T3) failed: 401".into(),
+                first_task: TaskId(4),
+                compensates: vec![TaskId(2), TaskId(1)],
+            },
+        );
+        log.at(
+            8,
+            Event::TaskReady {
+                objective: o,
+                task: TaskId(4),
+            },
+        );
+        log.at(9, started(4, 1));
+        log.at(10, failed(4, "cannot undo"));
+        log.at(
+            10,
+            Event::TaskReady {
+                objective: o,
+                task: TaskId(5),
+            },
+        );
+        log.at(11, started(5, 1));
+        log.at(
+            12,
+            Event::TaskSucceeded {
+                objective: o,
+                task: TaskId(5),
+                attempt: 1,
+                agent: AgentId(1),
+                output: json!("undone"),
+                usage: None,
+                duration: ms(1),
+            },
+        );
+        log.at(
+            12,
+            Event::ObjectiveFailed {
+                objective: o,
+                reason: "task `c` (T3) failed: 401".into(),
+            },
+        );
+        (o, log.0)
+    }
+
     #[test]
     fn planning_events_replay_into_planning_tasks() {
         let (o, records) = planning_story();
@@ -1802,5 +2037,65 @@ mod tests {
                 "resumed from the snapshot after {cut} events"
             );
         }
+    }
+
+    #[test]
+    fn a_saga_replays_with_its_compensations_as_tasks() {
+        let (o, records) = saga();
+        let mid = fold_through(&records, |e| matches!(e, Event::CompensationStarted { .. }));
+        let model = &mid.objectives[&o];
+        assert_eq!(model.status, ObjectiveStatus::Compensating);
+        assert_eq!(
+            model.compensable,
+            [TaskId(1), TaskId(2)],
+            "in the order they succeeded"
+        );
+        assert_eq!(mid.next_task, 6);
+        let undo_b = model.task(TaskId(4)).unwrap();
+        assert_eq!(
+            (
+                undo_b.key.as_str(),
+                undo_b.capability.as_str(),
+                undo_b.compensates
+            ),
+            ("b", "revert", Some(TaskId(2)))
+        );
+        assert_eq!(model.task(TaskId(5)).unwrap().compensates, Some(TaskId(1)));
+        // A compensating objective is unfinished: recovery resumes it.
+        assert_eq!(mid.unfinished().len(), 1);
+        let mut plain = Replay::default();
+        for record in records.iter().take_while(|r| r.at_ms <= 11) {
+            plain.apply(record.clone());
+        }
+        let resumed = &plain.objectives[&o];
+        assert_eq!(resumed.task(TaskId(4)).unwrap().status, TaskStatus::Failed);
+        assert_eq!(resumed.task(TaskId(5)).unwrap().status, TaskStatus::Running);
+
+        let all = fold_all(&records);
+        let model = &all.objectives[&o];
+        assert_eq!(model.status, ObjectiveStatus::Failed);
+        assert_eq!(model.failure.as_deref(), Some("task `c` (T3) failed: 401"));
+        let view = model.view();
+        let undo: Vec<_> = view
+            .tasks
+            .iter()
+            .filter_map(|t| Some((t.compensates?, t.status)))
+            .collect();
+        assert_eq!(
+            undo,
+            [
+                (TaskId(2), TaskStatus::Failed),
+                (TaskId(1), TaskStatus::Succeeded)
+            ]
+        );
+        let text = super::timeline(&records);
+        assert!(
+            text.contains("compensating, in this order: T2 `b`, T1 `a`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("T5 (compensating T1 `a`) attempt 1 succeeded"),
+            "{text}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 
 mod planner;
 mod queue;
+mod schema;
 mod slab;
 mod spawn;
 mod state;
@@ -117,6 +118,7 @@ impl Actor for Scheduler {
             }
             SchedulerMsg::Reports { agent, reports } => state.on_reports(agent, reports),
             SchedulerMsg::RetryDue { task, attempt } => state.on_retry_due(task, attempt),
+            SchedulerMsg::DeadlinePassed { objective } => state.on_deadline(objective),
             SchedulerMsg::AgentAvailable { agent } => state.on_agent_available(agent),
             SchedulerMsg::AgentLost { agent, reason } => state.on_agent_lost(agent, &reason),
             SchedulerMsg::Cancel { objective, reply } => {

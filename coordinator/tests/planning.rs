@@ -633,7 +633,7 @@ async fn the_planner_prompt_lists_the_registered_capabilities_with_their_descrip
                 max_tasks: 20,
                 max_depth: 5,
                 max_fanout: 4,
-                max_replans: None,
+                ..Limits::default()
             },
         )
         .await;

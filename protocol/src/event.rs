@@ -14,7 +14,7 @@ use crate::agent::{AgentDescriptor, Health};
 use crate::ids::{AgentId, ObjectiveId, TaskId};
 use crate::objective::Objective;
 use crate::outcome::{FailureKind, Usage};
-use crate::task::TaskSpec;
+use crate::task::{OutputError, TaskSpec};
 
 /// An event with its place in the log and the time it happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,6 +159,9 @@ pub enum Event {
         output: Option<Value>,
         /// Why it needs review.
         reason: String,
+        /// Where the output does not match the task's `output_schema`, when that is why.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<OutputError>,
         /// Tokens spent, where known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         usage: Option<Usage>,
@@ -242,6 +245,21 @@ pub enum Event {
         #[cfg_attr(feature = "openapi", schema(value_type = String, example = "1s 500ms"))]
         duration: Duration,
     },
+    /// The objective failed (`reason`) after some of its tasks with a compensation had
+    /// succeeded: their compensations run now, one after another, in the order of
+    /// `compensates` (newest success first). The compensation of `compensates[i]` is task
+    /// `first_task + i`, built from that task's `TaskSpec::compensation`, and goes through the
+    /// task events like any task. `ObjectiveFailed` follows once every compensation ended.
+    CompensationStarted {
+        /// The objective.
+        objective: ObjectiveId,
+        /// Why the objective failed.
+        reason: String,
+        /// The id of the first compensation task; the others follow consecutively.
+        first_task: TaskId,
+        /// The succeeded tasks to compensate, in the order their compensations run.
+        compensates: Vec<TaskId>,
+    },
     /// A task will not run.
     TaskCancelled {
         /// The objective.
@@ -312,6 +330,7 @@ impl Event {
             | Self::TasksSpawned { objective, .. }
             | Self::PlanRequested { objective, .. }
             | Self::PlanRejected { objective, .. }
+            | Self::CompensationStarted { objective, .. }
             | Self::TaskCancelled { objective, .. }
             | Self::ObjectiveSucceeded { objective }
             | Self::ObjectiveFailed { objective, .. }
@@ -351,6 +370,6 @@ mod tests {
     fn events_name_their_objective() {
         let events = every_kind();
         let with = events.iter().filter(|e| e.objective().is_some()).count();
-        assert_eq!(with, 16);
+        assert_eq!(with, 17);
     }
 }

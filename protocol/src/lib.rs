@@ -40,5 +40,5 @@ pub use messages::{
 };
 pub use objective::{Limits, Objective, ObjectiveStatus};
 pub use outcome::{FailureKind, TaskOutcome, Usage};
-pub use task::{RetryPolicy, Task, TaskSpec, TaskStatus};
+pub use task::{Compensation, OutputError, RetryPolicy, Task, TaskSpec, TaskStatus};
 pub use view::{ObjectiveSummary, ObjectiveView, ReviewItem, SchedulerStats, TaskView};

@@ -15,7 +15,7 @@ use crate::graph::GraphError;
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
 use crate::objective::Objective;
 use crate::outcome::TaskOutcome;
-use crate::task::Task;
+use crate::task::{OutputError, Task};
 use crate::view::{ObjectiveSummary, ObjectiveView, SchedulerStats};
 
 /// One attempt handed to an agent.
@@ -113,6 +113,35 @@ pub enum SchedulerError {
         /// What is wrong.
         reason: String,
     },
+    /// A task's `output_schema` is not a JSON Schema that can be used: it is not valid, or it
+    /// refers to a document elsewhere (remote references are never fetched).
+    #[error("task `{task}`: `output_schema` is not usable: {reason}")]
+    BadSchema {
+        /// The task.
+        task: TaskKey,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A task's `compensation` is not valid (an unknown capability, a bad `$from`).
+    #[error("task `{task}`: `compensation.{field}`: {reason}")]
+    BadCompensation {
+        /// The task.
+        task: TaskKey,
+        /// The field of the compensation at fault (`capability`, `input`).
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An approval's edited output does not match the task's `output_schema`; the task stays
+    /// in review.
+    #[error("task {task}: the edited output does not match the task's `output_schema`: {}",
+            list(.errors))]
+    InvalidOutput {
+        /// The task.
+        task: TaskId,
+        /// Where it does not match.
+        errors: Vec<OutputError>,
+    },
     /// The objective has no tasks, and no agent with capability `plan` has ever registered to
     /// decompose its goal.
     #[error(
@@ -153,6 +182,11 @@ pub enum SchedulerError {
     Storage(String),
 }
 
+fn list(errors: &[OutputError]) -> String {
+    let parts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    parts.join("; ")
+}
+
 /// Messages to the scheduler.
 #[derive(Debug)]
 pub enum SchedulerMsg {
@@ -175,6 +209,11 @@ pub enum SchedulerMsg {
     },
     /// Reports wait in the report queue (a doorbell: one per batch, however many reports).
     ReportsReady,
+    /// An objective's `Limits::deadline` passed (a timer set at submission).
+    DeadlinePassed {
+        /// The objective.
+        objective: ObjectiveId,
+    },
     /// A task's retry backoff is over.
     RetryDue {
         /// The task.

@@ -1,5 +1,8 @@
 //! What a user submits: a goal and, optionally, an explicit task graph.
 
+use std::num::NonZeroU32;
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::task::TaskSpec;
@@ -80,7 +83,15 @@ pub fn check_idempotency_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Bounds on an objective's graph, checked on submit and whenever tasks are spawned.
+/// Bounds on an objective: how far its graph may grow (checked on submit and whenever tasks
+/// are spawned), how many of its attempts may run at once, and what it may spend.
+///
+/// ```json
+/// { "max_tasks": 500, "max_concurrency": 4, "token_budget": 200000, "deadline": "15m" }
+/// ```
+///
+/// The optional limits are left out of the JSON when unset, so an objective written before
+/// they existed reads (and fingerprints) as it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
@@ -97,6 +108,26 @@ pub struct Limits {
     /// is re-planned while no agent with capability `plan` has registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_replans: Option<u32>,
+    /// The most attempts of this objective that may run at once, over all agents (at least 1;
+    /// unset: no cap). A ready task of an objective at its cap keeps its place in the queue
+    /// and is taken when one of the objective's attempts ends, so one large objective cannot
+    /// hold every agent slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>, minimum = 1))]
+    pub max_concurrency: Option<NonZeroU32>,
+    /// The most model tokens (input plus output, over every attempt of every task) the
+    /// objective may spend; past it the objective fails naming `token_budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_budget: Option<u64>,
+    /// How long after submission the objective may run (a humantime duration such as `15m`);
+    /// past it the objective fails naming `deadline`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "15m"))]
+    pub deadline: Option<Duration>,
 }
 
 impl Limits {
@@ -121,6 +152,9 @@ impl Default for Limits {
             max_depth: 64,
             max_fanout: 10_000,
             max_replans: None,
+            max_concurrency: None,
+            token_budget: None,
+            deadline: None,
         }
     }
 }
@@ -132,6 +166,9 @@ impl Default for Limits {
 pub enum ObjectiveStatus {
     /// Accepted; some tasks have not finished.
     Running,
+    /// A task failed for good (or a limit was passed) and the compensations of the tasks that
+    /// had succeeded run, newest success first; the objective then ends `Failed`.
+    Compensating,
     /// Every task succeeded.
     Succeeded,
     /// A task failed for good; the rest were cancelled.
@@ -143,6 +180,54 @@ pub enum ObjectiveStatus {
 impl ObjectiveStatus {
     /// True once the objective will change no more.
     pub fn is_terminal(self) -> bool {
-        !matches!(self, Self::Running)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn unset_limits_leave_the_json_and_the_fingerprint_as_they_were() {
+        let objective = Objective::with_tasks("g", Vec::new());
+        let text = serde_json::to_value(&objective).unwrap_or_default();
+        assert_eq!(
+            text["limits"],
+            json!({"max_tasks": 10_000, "max_depth": 64, "max_fanout": 10_000})
+        );
+        // A log written before these limits existed reads with them unset.
+        let old: Limits =
+            serde_json::from_value(json!({"max_tasks": 5})).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old.max_concurrency, None);
+        assert_eq!(old.token_budget, None);
+        assert_eq!(old.deadline, None);
+    }
+
+    #[test]
+    fn limits_read_from_json_with_a_humantime_deadline() {
+        let limits: Limits = serde_json::from_value(json!({
+            "max_concurrency": 4, "token_budget": 200_000, "deadline": "15m"
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(limits.max_concurrency, NonZeroU32::new(4));
+        assert_eq!(limits.token_budget, Some(200_000));
+        assert_eq!(limits.deadline, Some(Duration::from_secs(900)));
+        let back: Limits = serde_json::from_value(serde_json::to_value(limits).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, limits);
+        let zero = serde_json::from_value::<Limits>(json!({"max_concurrency": 0}))
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        assert!(zero.is_err_and(|e| e.contains("nonzero")));
+    }
+
+    #[test]
+    fn compensating_is_not_an_end() {
+        assert!(!ObjectiveStatus::Compensating.is_terminal());
+        assert!(!ObjectiveStatus::Running.is_terminal());
+        assert!(ObjectiveStatus::Failed.is_terminal());
     }
 }

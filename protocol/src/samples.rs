@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use serde_json::json;
@@ -12,7 +13,7 @@ use crate::event::Event;
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
 use crate::objective::Objective;
 use crate::outcome::{FailureKind, Usage};
-use crate::task::TaskSpec;
+use crate::task::{Compensation, OutputError, TaskSpec};
 
 /// One event of every kind, all of one new objective (task `T3`, a spawn of two tasks from
 /// `T9`, a re-plan `T11`), in an order a log could hold them.
@@ -21,11 +22,20 @@ pub fn every_event_kind() -> Vec<Event> {
     let task = TaskId(3);
     let key = TaskKey::new("a").unwrap_or_else(|e| panic!("{e}"));
     let cap = Capability::new("echo").unwrap_or_else(|e| panic!("{e}"));
-    let spec = TaskSpec::new(key, cap.clone());
+    let mut spec = TaskSpec::new(key, cap.clone());
+    spec.output_schema = Some(json!({"type": "object"}));
+    spec.compensation = Some(Compensation::new(
+        cap.clone(),
+        json!({"undo": {"$from": "a"}}),
+    ));
+    let mut submitted = Objective::with_tasks("g", vec![spec.clone()]);
+    submitted.limits.max_concurrency = NonZeroU32::new(2);
+    submitted.limits.token_budget = Some(1_000);
+    submitted.limits.deadline = Some(Duration::from_secs(90));
     vec![
         Event::ObjectiveSubmitted {
             objective,
-            spec: Objective::with_tasks("g", vec![spec.clone()]),
+            spec: submitted,
             first_task: task,
             idempotency_key: Some("k-1".into()),
         },
@@ -74,6 +84,10 @@ pub fn every_event_kind() -> Vec<Event> {
             attempt: 1,
             output: Some(json!(1)),
             reason: "schema".into(),
+            errors: vec![OutputError {
+                path: "/name".into(),
+                message: "5 is not of type \"string\"".into(),
+            }],
             usage: None,
             duration: Some(Duration::from_millis(7)),
         },
@@ -113,6 +127,12 @@ pub fn every_event_kind() -> Vec<Event> {
             repair: true,
             usage: None,
             duration: Duration::from_millis(30),
+        },
+        Event::CompensationStarted {
+            objective,
+            reason: "task `b` (T10) failed: 401".into(),
+            first_task: TaskId(11),
+            compensates: vec![TaskId(9), task],
         },
         Event::TaskCancelled { objective, task },
         Event::ObjectiveSucceeded { objective },

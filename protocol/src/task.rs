@@ -15,7 +15,8 @@ use crate::ids::{Capability, ObjectiveId, TaskId, TaskKey};
 /// ```json
 /// { "id": "sum", "capability": "summarize",
 ///   "input": { "text": { "$from": "fetch", "pointer": "/body" } },
-///   "depends_on": ["fetch"], "hard_timeout": "2m", "retry": { "max_attempts": 5 } }
+///   "depends_on": ["fetch"], "hard_timeout": "2m", "retry": { "max_attempts": 5 },
+///   "output_schema": { "type": "object", "required": ["summary"] } }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -51,9 +52,102 @@ pub struct TaskSpec {
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2m"))]
     pub hard_timeout: Option<Duration>,
-    /// A JSON Schema the output must satisfy; output that does not goes to review.
+    /// A JSON Schema the output must satisfy; output that does not goes to review. It is
+    /// compiled when the task is added (an invalid schema, or one that refers to a document
+    /// elsewhere with a remote `$ref`, is refused); nothing is ever fetched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub output_schema: Option<Value>,
+    /// What undoes this task's effect if its objective fails after it succeeded (a saga's
+    /// compensating action). See [`Compensation`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensation: Option<Compensation>,
+}
+
+/// The compensating action of a task: a small task run, on an agent with `capability`, when
+/// the task's objective fails after the task succeeded. The compensations of an objective's
+/// succeeded tasks run one after another, newest success first; each is a task of the
+/// objective in its own right (its own id, attempts and events), and one that fails is
+/// recorded and the next one still runs.
+///
+/// `input` may refer to the compensated task's output with `{"$from": "<the task's id>"}`
+/// (optionally with a `"pointer"`), and the agent also receives that output in `upstream`:
+///
+/// ```json
+/// { "id": "book", "capability": "booking", "input": { "room": 12 },
+///   "compensation": { "capability": "booking",
+///                     "input": { "cancel": { "$from": "book", "pointer": "/reservation" } },
+///                     "retry": { "max_attempts": 5 } } }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Compensation {
+    /// What the agent that runs it must be able to do.
+    pub capability: Capability,
+    /// Its input; `$from` may name only the compensated task.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub input: Value,
+    /// How its failures are retried.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    /// An attempt that runs longer than this is cancelled.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2m"))]
+    pub hard_timeout: Option<Duration>,
+}
+
+impl Compensation {
+    /// A compensation on `capability` with this input and the default retry policy.
+    pub fn new(capability: Capability, input: Value) -> Self {
+        Self {
+            capability,
+            input,
+            retry: RetryPolicy::default(),
+            hard_timeout: None,
+        }
+    }
+
+    /// The compensation as the task an agent runs: named after the task it compensates and
+    /// depending on it, so `$from` resolves against that task's output.
+    pub fn task_spec(&self, compensated: &TaskKey) -> TaskSpec {
+        TaskSpec {
+            id: compensated.clone(),
+            capability: self.capability.clone(),
+            input: self.input.clone(),
+            depends_on: vec![compensated.clone()],
+            retry: self.retry,
+            idle_timeout: None,
+            hard_timeout: self.hard_timeout,
+            output_schema: None,
+            compensation: None,
+        }
+    }
+}
+
+/// One way in which a task's output does not match its `output_schema`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct OutputError {
+    /// Where in the output, as a JSON Pointer (`""` is the whole output, `/items/0/name` a
+    /// field inside it).
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+impl std::fmt::Display for OutputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "(the whole output): {}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
 }
 
 impl TaskSpec {
@@ -68,6 +162,7 @@ impl TaskSpec {
             idle_timeout: None,
             hard_timeout: None,
             output_schema: None,
+            compensation: None,
         }
     }
 
@@ -308,6 +403,15 @@ pub fn check_references(spec: &TaskSpec) -> Result<(), InputError> {
     walk(&spec.input, &spec.depends_on)
 }
 
+/// Checks the `$from` references of a task's compensation: the only output it may refer to is
+/// the compensated task's own.
+pub fn check_compensation_references(spec: &TaskSpec) -> Result<(), InputError> {
+    match &spec.compensation {
+        Some(compensation) => check_references(&compensation.task_spec(&spec.id)),
+        None => Ok(()),
+    }
+}
+
 /// True when `input` holds a `$from` reference anywhere (cheap check before resolving).
 pub fn has_references(input: &Value) -> bool {
     match input {
@@ -341,6 +445,46 @@ mod tests {
         let text = serde_json::to_string(&spec).unwrap_or_default();
         let back: TaskSpec = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn a_compensation_reads_from_json_and_may_refer_only_to_its_task() {
+        let spec: TaskSpec = serde_json::from_value(json!({
+            "id": "book", "capability": "booking", "input": {"room": 12},
+            "compensation": {
+                "capability": "booking",
+                "input": {"cancel": {"$from": "book", "pointer": "/reservation"}},
+                "retry": {"max_attempts": 5}, "hard_timeout": "30s"
+            }
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let compensation = spec.compensation.clone().unwrap();
+        assert_eq!(compensation.retry.max_attempts, 5);
+        assert_eq!(compensation.hard_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(check_compensation_references(&spec), Ok(()));
+        let as_task = compensation.task_spec(&spec.id);
+        assert_eq!(as_task.depends_on, vec![key("book")]);
+        let mut up = BTreeMap::new();
+        up.insert(key("book"), json!({"reservation": "R-7"}));
+        assert_eq!(
+            resolve_input(&as_task.input, &up),
+            Ok(json!({"cancel": "R-7"}))
+        );
+        let mut other = spec.clone();
+        other.compensation = Some(Compensation::new(
+            Capability::new("booking").unwrap(),
+            json!({"$from": "fetch"}),
+        ));
+        assert_eq!(
+            check_compensation_references(&other),
+            Err(InputError::NotADependency("fetch".into()))
+        );
+        let err = serde_json::from_value::<TaskSpec>(json!({
+            "id": "a", "capability": "x", "compensation": {"capability": "x", "inputs": 1}
+        }))
+        .map(|_| ())
+        .unwrap_err();
+        assert!(err.to_string().contains("inputs"), "{err}");
     }
 
     #[test]

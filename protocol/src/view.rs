@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
 use crate::objective::ObjectiveStatus;
 use crate::outcome::Usage;
-use crate::task::TaskStatus;
+use crate::task::{OutputError, TaskStatus};
 
 /// An objective and all its tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +77,9 @@ pub struct TaskView {
     /// The task that spawned it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spawned_by: Option<TaskId>,
+    /// For a compensation (it carries the name of the task it undoes): that task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensates: Option<TaskId>,
     /// Tokens spent over all attempts.
     #[serde(default)]
     pub usage: Usage,
@@ -96,6 +99,9 @@ pub struct ReviewItem {
     pub goal: String,
     /// The task, with the output in question and why it needs review (`error`).
     pub task: TaskView,
+    /// Where the output does not match the task's `output_schema`, when that is why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<OutputError>,
 }
 
 /// Scheduler counters.

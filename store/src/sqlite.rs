@@ -830,6 +830,15 @@ impl Batch {
                     next_task = next_task.max(task.0.saturating_add(1));
                     None
                 }
+                Event::CompensationStarted {
+                    first_task,
+                    compensates,
+                    ..
+                } => {
+                    next_task =
+                        next_task.max(first_task.0.saturating_add(compensates.len() as u64));
+                    None
+                }
                 Event::AgentRegistered { descriptor } => {
                     next_agent = next_agent.max(descriptor.id.0.saturating_add(1));
                     None
@@ -1080,6 +1089,7 @@ fn kind(event: &Event) -> &'static str {
         Event::TasksSpawned { .. } => "tasks_spawned",
         Event::PlanRequested { .. } => "plan_requested",
         Event::PlanRejected { .. } => "plan_rejected",
+        Event::CompensationStarted { .. } => "compensation_started",
         Event::TaskCancelled { .. } => "task_cancelled",
         Event::ObjectiveSucceeded { .. } => "objective_succeeded",
         Event::ObjectiveFailed { .. } => "objective_failed",
@@ -1095,6 +1105,8 @@ fn kind(event: &Event) -> &'static str {
 fn status_name(status: ObjectiveStatus) -> &'static str {
     match status {
         ObjectiveStatus::Running => "running",
+        // Never stored: the index keeps a compensating objective as running until it ends.
+        ObjectiveStatus::Compensating => "compensating",
         ObjectiveStatus::Succeeded => "succeeded",
         ObjectiveStatus::Failed => "failed",
         ObjectiveStatus::Cancelled => "cancelled",

@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use swarm_protocol::{GraphError, Objective, SchedulerError, TaskKey};
+use swarm_protocol::{GraphError, Objective, OutputError, SchedulerError, TaskKey};
 
 use crate::Error;
 use crate::http::AppState;
@@ -36,7 +36,7 @@ pub struct Problem {
     #[serde(rename = "type")]
     pub kind: String,
     /// A short summary of the kind of problem.
-    pub title: String,
+    pub title: &'static str,
     /// The HTTP status.
     pub status: u16,
     /// What is wrong with this request.
@@ -44,6 +44,12 @@ pub struct Problem {
     /// The part of the request at fault: a JSON path in the body, a path parameter or a header.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Where an output does not match its task's `output_schema` (an approval's edited
+    /// output), each with its JSON Pointer.
+    /// (Boxed: an error type travels in `Result`s and should stay small.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<OutputError>>)]
+    pub errors: Option<Box<Vec<OutputError>>>,
     /// Seconds the client should wait before trying again (sent as `Retry-After`).
     #[serde(skip)]
     pub retry_after_s: Option<u64>,
@@ -54,10 +60,11 @@ impl Problem {
     pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
         Self {
             kind: format!("urn:swarm:problem:{slug}"),
-            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: detail.into(),
             field: None,
+            errors: None,
             retry_after_s: None,
         }
     }
@@ -253,6 +260,24 @@ fn from_scheduler(err: SchedulerError, objective: Option<&Objective>) -> Problem
         SchedulerError::BadInput { task, .. } => {
             Problem::new(unprocessable, "invalid-input", detail)
                 .field(task_field(objective, &task, "input"))
+        }
+        SchedulerError::BadSchema { task, .. } => Problem::new(
+            unprocessable,
+            "invalid-output-schema",
+            detail,
+        )
+        .field(task_field(objective, &task, "output_schema")),
+        SchedulerError::BadCompensation { task, field, .. } => {
+            Problem::new(unprocessable, "invalid-compensation", detail).field(task_field(
+                objective,
+                &task,
+                &format!("compensation.{field}"),
+            ))
+        }
+        SchedulerError::InvalidOutput { errors, .. } => {
+            let mut problem = Problem::new(unprocessable, "invalid-output", detail).field("output");
+            problem.errors = Some(Box::new(errors));
+            problem
         }
         SchedulerError::NoPlanner => {
             Problem::new(unprocessable, "no-planner", detail).field("tasks")

@@ -10,7 +10,9 @@ use swarm_protocol::{ReviewDecision, ReviewItem, TaskId};
 use crate::http::AppState;
 use crate::http::problem::{JsonBody, OptionalJsonBody, PROBLEM_JSON, Problem};
 
-/// The body of an approval: the reviewed output is kept unless `output` replaces it.
+/// The body of an approval: the reviewed output is kept unless `output` replaces it. An edited
+/// output is checked against the task's `output_schema`; one that does not match is refused
+/// (422, with `errors`) and the task stays in review.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Approval {
@@ -38,7 +40,8 @@ pub(super) struct Rejection {
          description = "Required; only `review` is supported."),
     ),
     responses(
-        (status = 200, description = "The tasks in review.", body = Vec<ReviewItem>),
+        (status = 200, description = "The tasks in review, with the schema errors of their \
+         output where that is why.", body = Vec<ReviewItem>),
         (status = 400, description = "`status` is missing or not `review`, or a parameter \
          is unknown; `field` names it.", body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = "The coordinator is not available.", body = Problem,
@@ -102,7 +105,9 @@ fn task_id(raw: &str) -> Result<TaskId, Problem> {
          content_type = PROBLEM_JSON),
         (status = 415, description = "The body is not `application/json`.", body = Problem,
          content_type = PROBLEM_JSON),
-        (status = 422, description = "A field of the body is not valid; `field` names it.",
+        (status = 422, description = "A field of the body is not valid, or the edited \
+         `output` does not match the task's `output_schema` (`errors` lists where, each with \
+         its JSON Pointer); `field` names it. The task stays in review.",
          body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = "The event log or coordinator is not available.",
          body = Problem, content_type = PROBLEM_JSON),

@@ -6,8 +6,19 @@
 //! an agent (a report, a registration, a recovery) pulls from that agent's queues, so a queued
 //! task never waits while a capable agent has room, and a newly ready task only asks the
 //! registry to select an agent when its queue is empty.
+//!
+//! Fairness: queues order tasks by priority, then age. A task of an objective at its
+//! `max_concurrency` is *parked* with its objective (its queue entry, so its place, is kept)
+//! instead of being allocated; when one of the objective's attempts ends, as many parked
+//! entries as there is room go back into their queues, and those queues are offered to their
+//! agents at the end of the turn (`kick`), which keeps the invariant above. Objectives without
+//! a cap pay one flag test per allocation.
+//!
+//! Sagas: when an objective fails, the compensations of its succeeded tasks run one at a time,
+//! newest success first, as tasks of the objective (`start_compensation`,
+//! `next_compensation`); it ends `Failed` after the last.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,18 +27,20 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::Value;
 use swarm_agents::ReportInbox;
 use swarm_protocol::graph::{self, ExistingTasks, GraphError, NoTasks};
-use swarm_protocol::task::{check_references, has_references, resolve_input};
+use swarm_protocol::task::{Compensation, resolve_input};
+use swarm_protocol::task::{check_compensation_references, check_references, has_references};
 use swarm_protocol::{
     AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Limits, Objective, ObjectiveId,
-    ObjectiveStatus, ObjectiveSummary, ObjectiveView, Report, RetryPolicy, ReviewDecision,
-    SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskKey, TaskOutcome, TaskSpec,
-    TaskStatus, TaskView, Usage, objective::check_idempotency_key,
+    ObjectiveStatus, ObjectiveSummary, ObjectiveView, OutputError, Report, RetryPolicy,
+    ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskKey,
+    TaskOutcome, TaskSpec, TaskStatus, TaskView, Usage, objective::check_idempotency_key,
 };
 use swarm_registry::{Lease, Registry};
 
 use super::SchedulerConfig;
 use super::planner::{self, PLAN_CAPABILITY, PLAN_KEY};
 use super::queue::{Entry, ReadyQueue};
+use super::schema::{OutputSchema, review_reason};
 use super::slab::Slab;
 use super::spawn;
 use crate::journal::{Delivery, Effects, Journal, now_ms};
@@ -36,6 +49,9 @@ use swarm_protocol::ReviewItem;
 
 /// The registry as the coordinator uses it: agents are reached through their actor refs.
 pub type AgentRegistry = Registry<ActorRef<AgentMsg>>;
+
+/// Per task of a batch, its [`TaskExtra`]; empty when no task of the batch has one.
+type Extras = Vec<Option<Box<TaskExtra>>>;
 
 /// What an attempt cost, carried into its event.
 #[derive(Debug, Clone, Copy, Default)]
@@ -52,6 +68,8 @@ struct CheckedPlan {
     with_parent: Vec<TaskSpec>,
     /// The depth of each.
     depths: Vec<u32>,
+    /// Their compiled schemas and compensations.
+    extras: Extras,
 }
 
 /// A successful attempt's result, on its way into the graph.
@@ -103,6 +121,53 @@ struct TaskNode {
     /// Set on planning tasks (`plan`, `replan-N`): their input is built when they start and
     /// their output is read as a plan.
     planning: Option<Box<Planning>>,
+    /// True when the objective has a `max_concurrency`: its attempts are counted.
+    capped: bool,
+    /// What only some tasks have (a schema, a compensation), boxed so the common node stays
+    /// small and adding it allocates nothing.
+    extra: Option<Box<TaskExtra>>,
+}
+
+/// The rarer parts of a task.
+#[derive(Debug, Default)]
+struct TaskExtra {
+    /// Its `output_schema`, compiled when the task was added.
+    schema: Option<OutputSchema>,
+    /// What undoes it if its objective fails after it succeeded.
+    compensation: Option<Compensation>,
+    /// For a compensation task: the task it compensates.
+    compensates: Option<TaskId>,
+    /// While in review for not matching its schema: where.
+    review_errors: Vec<OutputError>,
+}
+
+impl TaskNode {
+    fn schema(&self) -> Option<&OutputSchema> {
+        self.extra.as_ref()?.schema.as_ref()
+    }
+
+    fn compensates(&self) -> Option<TaskId> {
+        self.extra.as_ref()?.compensates
+    }
+
+    fn has_compensation(&self) -> bool {
+        self.extra
+            .as_ref()
+            .is_some_and(|e| e.compensation.is_some())
+    }
+
+    fn set_review_errors(&mut self, errors: Vec<OutputError>) {
+        match &mut self.extra {
+            Some(extra) => extra.review_errors = errors,
+            None if errors.is_empty() => {}
+            None => {
+                self.extra = Some(Box::new(TaskExtra {
+                    review_errors: errors,
+                    ..TaskExtra::default()
+                }));
+            }
+        }
+    }
 }
 
 /// What a planning task carries besides a task's fields.
@@ -149,6 +214,60 @@ struct ObjectiveRun {
     planned: bool,
     /// Re-plans asked for so far.
     replans: u32,
+    /// Succeeded tasks that have a compensation, in the order they succeeded.
+    compensable: Vec<TaskId>,
+    /// While compensating: the compensations still to run, and why the objective failed.
+    saga: Option<Saga>,
+    /// Attempts running now (counted only with a `max_concurrency`).
+    running: u32,
+    /// Ready tasks held back while the objective is at its `max_concurrency`, best first;
+    /// each keeps the queue entry (so the place) it had.
+    parked: BinaryHeap<Entry>,
+    /// Model tokens (input and output) spent by every attempt so far.
+    tokens: u64,
+}
+
+/// An objective's compensations in progress.
+struct Saga {
+    /// Why the objective failed; its `ObjectiveFailed` says so once the saga is over.
+    reason: String,
+    /// Compensation tasks not yet started, in the order they run.
+    pending: VecDeque<TaskId>,
+}
+
+impl ObjectiveRun {
+    fn new(goal: String, priority: i32, limits: Limits, tasks: usize) -> Self {
+        Self {
+            goal,
+            priority,
+            limits,
+            status: ObjectiveStatus::Running,
+            failure: None,
+            tasks: Vec::with_capacity(tasks),
+            keys: FxHashMap::default(),
+            unfinished: 0,
+            planned: false,
+            replans: 0,
+            compensable: Vec::new(),
+            saga: None,
+            running: 0,
+            parked: BinaryHeap::new(),
+            tokens: 0,
+        }
+    }
+
+    /// True when a capped objective may not start another attempt now.
+    fn at_cap(&self) -> bool {
+        self.limits
+            .max_concurrency
+            .is_some_and(|cap| self.running >= cap.get())
+    }
+
+    fn over_budget(&self) -> bool {
+        self.limits
+            .token_budget
+            .is_some_and(|budget| self.tokens > budget)
+    }
 }
 
 /// Lets graph validation see an objective's existing tasks (for spawned tasks).
@@ -186,6 +305,7 @@ fn task_view(id: TaskId, n: &TaskNode) -> TaskView {
         error: n.error.clone(),
         partial_output: n.partial.clone(),
         spawned_by: n.spawned_by,
+        compensates: n.compensates(),
         usage: n.usage,
         run_time: n.run_time,
     }
@@ -217,6 +337,11 @@ pub struct SchedulerState {
     cancels: Vec<(AgentId, ActorRef<AgentMsg>, AgentMsg)>,
     /// Per capability, the agent taking this turn's burst and how many more it may take.
     burst: FxHashMap<Capability, (AgentId, u32)>,
+    /// Capabilities whose queues got parked tasks back this turn: offered to their agents
+    /// when the turn ends.
+    kicks: Vec<Capability>,
+    /// Tasks parked by objectives at their `max_concurrency`, over all objectives.
+    parked: u64,
     waiters: FxHashMap<ObjectiveId, Vec<RpcReplyPort<Option<ObjectiveSummary>>>>,
     reports: ReportInbox,
     next_task: u64,
@@ -251,6 +376,8 @@ impl SchedulerState {
             outbox: FxHashMap::default(),
             cancels: Vec::new(),
             burst: FxHashMap::default(),
+            kicks: Vec::new(),
+            parked: 0,
             waiters: FxHashMap::default(),
             reports,
             next_task: 1,
@@ -295,7 +422,7 @@ impl SchedulerState {
             ));
         }
         let planned = objective.tasks.is_empty();
-        let depths = if planned {
+        let (depths, extras) = if planned {
             // The goal alone: a planning task decomposes it, on an agent with capability `plan`.
             let plan = Self::planning_spec(PLAN_KEY).ok_or(SchedulerError::NoPlanner)?;
             if !self.registry.knows_capability(&plan.capability) {
@@ -303,29 +430,25 @@ impl SchedulerState {
             }
             // The planning task counts against the limits like any task.
             graph::validate(std::slice::from_ref(&plan), &NoTasks, &objective.limits)?;
-            Vec::new()
+            (Vec::new(), Extras::new())
         } else {
             let depths = graph::validate(&objective.tasks, &NoTasks, &objective.limits)?;
-            self.check_tasks(&objective.tasks)?;
-            depths
+            let extras = self.check_tasks(&objective.tasks)?;
+            (depths, extras)
         };
 
         let id = ObjectiveId::new();
         let first = TaskId(self.next_task);
-        let mut run = ObjectiveRun {
-            goal: objective.goal.clone(),
-            priority: objective.priority,
-            limits: objective.limits,
-            status: ObjectiveStatus::Running,
-            failure: None,
-            tasks: Vec::with_capacity(objective.tasks.len().max(1)),
-            keys: FxHashMap::default(),
-            unfinished: 0,
-            planned,
-            replans: 0,
-        };
-        let new_ids = self.add_tasks(id, &mut run, &objective.tasks, &depths, None);
+        let mut run = ObjectiveRun::new(
+            objective.goal.clone(),
+            objective.priority,
+            objective.limits,
+            objective.tasks.len().max(1),
+        );
+        run.planned = planned;
+        let new_ids = self.add_tasks(id, &mut run, &objective.tasks, &depths, None, extras);
         self.objectives.insert(id, run);
+        self.arm_deadline(id, objective.limits.deadline);
         self.stats.objectives_running += 1;
         if let Some(key) = &idempotency_key {
             self.idempotency.insert(key.clone(), (id, fingerprint));
@@ -402,6 +525,7 @@ impl SchedulerState {
             std::slice::from_ref(&spec),
             &depths,
             None,
+            Extras::new(),
         );
         run.replans = run.replans.max(replan);
         self.objectives.insert(objective, run);
@@ -424,10 +548,13 @@ impl SchedulerState {
         Some(task)
     }
 
-    /// Checks what graph validation cannot: capabilities and `$from` references.
-    fn check_tasks(&self, specs: &[TaskSpec]) -> Result<(), SchedulerError> {
+    /// Checks what graph validation cannot: capabilities, `$from` references, output schemas
+    /// and compensations. Returns each task's [`TaskExtra`] (schemas compiled here, once), or
+    /// an empty list when no task has one.
+    fn check_tasks(&self, specs: &[TaskSpec]) -> Result<Extras, SchedulerError> {
         let mut known: Option<&Capability> = None;
-        for spec in specs {
+        let mut extras = Extras::new();
+        for (i, spec) in specs.iter().enumerate() {
             if known != Some(&spec.capability) {
                 if !self.registry.knows_capability(&spec.capability) {
                     return Err(SchedulerError::UnknownCapability {
@@ -441,11 +568,87 @@ impl SchedulerState {
                 task: spec.id.clone(),
                 reason: e.to_string(),
             })?;
+            if spec.output_schema.is_none() && spec.compensation.is_none() {
+                continue;
+            }
+            if let Some(compensation) = &spec.compensation {
+                if !self.registry.knows_capability(&compensation.capability) {
+                    return Err(SchedulerError::BadCompensation {
+                        task: spec.id.clone(),
+                        field: "capability",
+                        reason: format!(
+                            "no registered agent has capability `{}`",
+                            compensation.capability
+                        ),
+                    });
+                }
+                check_compensation_references(spec).map_err(|e| {
+                    SchedulerError::BadCompensation {
+                        task: spec.id.clone(),
+                        field: "input",
+                        reason: e.to_string(),
+                    }
+                })?;
+            }
+            let schema = match &spec.output_schema {
+                Some(schema) => Some(OutputSchema::compile(schema).map_err(|reason| {
+                    SchedulerError::BadSchema {
+                        task: spec.id.clone(),
+                        reason,
+                    }
+                })?),
+                None => None,
+            };
+            if extras.is_empty() {
+                extras.resize_with(specs.len(), || None);
+            }
+            extras[i] = Some(Box::new(TaskExtra {
+                schema,
+                compensation: spec.compensation.clone(),
+                ..TaskExtra::default()
+            }));
         }
-        Ok(())
+        Ok(extras)
+    }
+
+    /// The extras of tasks accepted before a restart: they were checked then, so a schema that
+    /// no longer compiles (a newer validator) is dropped with a warning rather than losing the
+    /// objective.
+    fn restored_extras(specs: &[TaskSpec]) -> Extras {
+        let mut extras = Extras::new();
+        for (i, spec) in specs.iter().enumerate() {
+            if spec.output_schema.is_none() && spec.compensation.is_none() {
+                continue;
+            }
+            let schema = spec.output_schema.as_ref().and_then(|schema| {
+                OutputSchema::compile(schema)
+                    .map_err(|err| {
+                        tracing::warn!(task = %spec.id, %err, "output_schema no longer compiles");
+                    })
+                    .ok()
+            });
+            if extras.is_empty() {
+                extras.resize_with(specs.len(), || None);
+            }
+            extras[i] = Some(Box::new(TaskExtra {
+                schema,
+                compensation: spec.compensation.clone(),
+                ..TaskExtra::default()
+            }));
+        }
+        extras
+    }
+
+    /// Sets the timer of an objective's deadline.
+    fn arm_deadline(&self, objective: ObjectiveId, deadline: Option<Duration>) {
+        if let Some(deadline) = deadline {
+            self.myself
+                .send_after(deadline, move || SchedulerMsg::DeadlinePassed { objective });
+        }
     }
 
     /// Adds validated tasks to an objective and returns their ids (consecutive, in order).
+    /// `extras` is what `check_tasks` returned for them.
     fn add_tasks(
         &mut self,
         objective: ObjectiveId,
@@ -453,7 +656,9 @@ impl SchedulerState {
         specs: &[TaskSpec],
         depths: &[u32],
         parent: Option<TaskId>,
+        mut extras: Extras,
     ) -> Vec<TaskId> {
+        let capped = run.limits.max_concurrency.is_some();
         let first = self.next_task;
         self.next_task += specs.len() as u64;
         let ids: Vec<TaskId> = (0..specs.len() as u64).map(|i| TaskId(first + i)).collect();
@@ -461,7 +666,7 @@ impl SchedulerState {
         for (spec, &id) in specs.iter().zip(&ids) {
             run.keys.insert(spec.id.clone(), id);
         }
-        for ((spec, &id), &depth) in specs.iter().zip(&ids).zip(depths) {
+        for (i, ((spec, &id), &depth)) in specs.iter().zip(&ids).zip(depths).enumerate() {
             let mut deps: Vec<TaskId> = spec
                 .depends_on
                 .iter()
@@ -517,6 +722,8 @@ impl SchedulerState {
                     avoid: None,
                     ready_at: Instant::now(),
                     planning: None,
+                    capped,
+                    extra: extras.get_mut(i).and_then(Option::take),
                 },
             );
         }
@@ -559,18 +766,14 @@ impl SchedulerState {
 
     fn restore_objective(&mut self, model: &ObjectiveModel, now: u64) {
         let id = model.id;
-        let mut run = ObjectiveRun {
-            goal: model.goal.clone(),
-            priority: model.priority,
-            limits: model.limits,
-            status: ObjectiveStatus::Running,
-            failure: None,
-            tasks: Vec::with_capacity(model.tasks.len()),
-            keys: FxHashMap::default(),
-            unfinished: 0,
-            planned: model.planned,
-            replans: model.replans,
-        };
+        let mut run = ObjectiveRun::new(
+            model.goal.clone(),
+            model.priority,
+            model.limits,
+            model.tasks.len(),
+        );
+        run.planned = model.planned;
+        run.replans = model.replans;
         for batch in &model.batches {
             let mut specs = batch.specs.clone();
             if let Some(parent) = batch.parent.and_then(|p| model.task(p)) {
@@ -590,10 +793,33 @@ impl SchedulerState {
                     .unwrap_or_else(|_| vec![1; specs.len()])
             };
             self.next_task = batch.first_task.0;
-            self.add_tasks(id, &mut run, &specs, &depths, batch.parent);
+            let extras = Self::restored_extras(&specs);
+            self.add_tasks(id, &mut run, &specs, &depths, batch.parent, extras);
+        }
+        run.compensable = model.compensable.clone();
+        run.tokens = model
+            .tasks
+            .iter()
+            .map(|t| t.usage.input_tokens + t.usage.output_tokens)
+            .sum();
+        let compensating = model.status == ObjectiveStatus::Compensating;
+        if compensating {
+            run.status = ObjectiveStatus::Compensating;
+            run.failure = model.failure.clone();
+            run.saga = Some(Saga {
+                reason: model.failure.clone().unwrap_or_default(),
+                pending: VecDeque::new(),
+            });
         }
         self.objectives.insert(id, run);
         self.stats.objectives_running += 1;
+        // Compensation tasks are not in any batch: they are built again from the specs of the
+        // tasks they compensate.
+        for t in &model.tasks {
+            if let Some(original) = t.compensates {
+                self.add_compensation(id, original, t.id);
+            }
+        }
         // Outcomes first, so dependents count only unfinished dependencies.
         for t in &model.tasks {
             let Some(node) = self.tasks.get_mut(t.id) else {
@@ -614,6 +840,9 @@ impl SchedulerState {
             match t.status {
                 TaskStatus::Succeeded => {
                     node.status = TaskStatus::Succeeded;
+                    if t.compensates.is_some() {
+                        continue;
+                    }
                     let dependents = node.dependents.clone();
                     for d in dependents {
                         if let Some(dep) = self.tasks.get_mut(d) {
@@ -624,41 +853,22 @@ impl SchedulerState {
                         run.unfinished = run.unfinished.saturating_sub(1);
                     }
                 }
-                TaskStatus::Review => node.status = TaskStatus::Review,
+                TaskStatus::Review => {
+                    node.status = TaskStatus::Review;
+                    node.set_review_errors(t.review_errors.clone());
+                }
+                // Only a compensation ends so while its objective is unfinished.
+                TaskStatus::Failed | TaskStatus::Cancelled => node.status = t.status,
                 _ => {}
             }
         }
+        if compensating {
+            self.resume_saga(model, now);
+            return;
+        }
         for t in &model.tasks {
             match t.status {
-                TaskStatus::Running => {
-                    let reason = "the coordinator stopped while the attempt ran";
-                    self.journal.record(Event::AttemptLost {
-                        objective: id,
-                        task: t.id,
-                        attempt: t.attempt,
-                        agent: t.agent,
-                        reason: reason.into(),
-                    });
-                    let lost = self.tasks.get_mut(t.id).map_or(0, |n| {
-                        n.lost += 1;
-                        n.error = Some(reason.into());
-                        n.lost
-                    });
-                    if lost > self.config.max_lost_attempts {
-                        let message =
-                            format!("{reason} (the task's attempts were lost {lost} times)");
-                        self.fail_task(
-                            t.id,
-                            t.agent,
-                            FailureKind::Transient,
-                            message,
-                            None,
-                            Spent::default(),
-                        );
-                    } else {
-                        self.restore_ready(t.id, None, now);
-                    }
-                }
+                TaskStatus::Running => self.restore_running(id, t.id, t.attempt, t.agent, now),
                 TaskStatus::Ready => self.restore_ready(t.id, t.retry_at_ms, now),
                 TaskStatus::Backlog
                     if self
@@ -673,7 +883,7 @@ impl SchedulerState {
             if self
                 .objectives
                 .get(&id)
-                .is_none_or(|run| run.status.is_terminal())
+                .is_none_or(|run| run.status != ObjectiveStatus::Running)
             {
                 return;
             }
@@ -684,6 +894,80 @@ impl SchedulerState {
             .is_some_and(|run| run.unfinished == 0)
         {
             self.end_objective(id, ObjectiveStatus::Succeeded, None);
+            return;
+        }
+        if let Some(deadline) = model.limits.deadline {
+            let due = model
+                .submitted_at_ms
+                .saturating_add(u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX));
+            if due <= now {
+                self.on_deadline(id);
+            } else {
+                self.arm_deadline(id, Some(Duration::from_millis(due - now)));
+            }
+        }
+    }
+
+    /// An attempt that was running when the coordinator stopped: recorded as lost, and the
+    /// task runs again (or fails, past `max_lost_attempts`).
+    fn restore_running(
+        &mut self,
+        objective: ObjectiveId,
+        id: TaskId,
+        attempt: u32,
+        agent: Option<AgentId>,
+        now: u64,
+    ) {
+        let reason = "the coordinator stopped while the attempt ran";
+        self.journal.record(Event::AttemptLost {
+            objective,
+            task: id,
+            attempt,
+            agent,
+            reason: reason.into(),
+        });
+        let lost = self.tasks.get_mut(id).map_or(0, |n| {
+            n.lost += 1;
+            n.error = Some(reason.into());
+            n.lost
+        });
+        if lost > self.config.max_lost_attempts {
+            let message = format!("{reason} (the task's attempts were lost {lost} times)");
+            self.fail_task(
+                id,
+                agent,
+                FailureKind::Transient,
+                message,
+                None,
+                Spent::default(),
+            );
+        } else {
+            self.restore_ready(id, None, now);
+        }
+    }
+
+    /// A recovered objective that was compensating: the compensation that had started goes
+    /// on (a running attempt is lost and runs again), the rest follow.
+    fn resume_saga(&mut self, model: &ObjectiveModel, now: u64) {
+        let id = model.id;
+        let mut current = None;
+        let mut pending = VecDeque::new();
+        for t in model.tasks.iter().filter(|t| t.compensates.is_some()) {
+            match t.status {
+                TaskStatus::Running | TaskStatus::Ready if current.is_none() => current = Some(t),
+                TaskStatus::Backlog => pending.push_back(t.id),
+                _ => {}
+            }
+        }
+        if let Some(saga) = self.objectives.get_mut(&id).and_then(|r| r.saga.as_mut()) {
+            saga.pending = pending;
+        }
+        match current {
+            Some(t) if t.status == TaskStatus::Running => {
+                self.restore_running(id, t.id, t.attempt, t.agent, now);
+            }
+            Some(t) => self.restore_ready(t.id, t.retry_at_ms, now),
+            None => self.next_compensation(id),
         }
     }
 
@@ -722,26 +1006,9 @@ impl SchedulerState {
     /// Builds the task's input from its dependencies' outputs; a task whose input cannot be
     /// built fails. Returns the objective when the input is ready.
     fn resolve(&mut self, id: TaskId) -> Option<ObjectiveId> {
-        let node = self.tasks.get(id)?;
-        // Dependency outputs are only gathered here when the input refers to them; the agent's
-        // `upstream` map is built at dispatch.
-        let resolved = if node.deps.is_empty() || !has_references(&node.declared_input) {
-            Ok(None)
-        } else {
-            resolve_input(&node.declared_input, &self.upstream(node)).map(|v| Some(Arc::new(v)))
-        };
-        let objective = node.objective;
-        match resolved {
-            Ok(input) => {
-                if let Some(input) = input
-                    && let Some(node) = self.tasks.get_mut(id)
-                {
-                    node.input = input;
-                }
-                Some(objective)
-            }
-            Err(err) => {
-                let message = format!("input could not be built: {err}");
+        match self.build_input(id)? {
+            Ok(objective) => Some(objective),
+            Err(message) => {
                 self.fail_task(
                     id,
                     None,
@@ -753,6 +1020,30 @@ impl SchedulerState {
                 None
             }
         }
+    }
+
+    /// Sets the task's input from its dependencies' outputs; `Err` says why it cannot be built.
+    fn build_input(&mut self, id: TaskId) -> Option<Result<ObjectiveId, String>> {
+        let node = self.tasks.get(id)?;
+        // Dependency outputs are only gathered here when the input refers to them; the agent's
+        // `upstream` map is built at dispatch.
+        let resolved = if node.deps.is_empty() || !has_references(&node.declared_input) {
+            Ok(None)
+        } else {
+            resolve_input(&node.declared_input, &self.upstream(node)).map(|v| Some(Arc::new(v)))
+        };
+        let objective = node.objective;
+        Some(match resolved {
+            Ok(input) => {
+                if let Some(input) = input
+                    && let Some(node) = self.tasks.get_mut(id)
+                {
+                    node.input = input;
+                }
+                Ok(objective)
+            }
+            Err(err) => Err(format!("input could not be built: {err}")),
+        })
     }
 
     /// The task is ready from now on: record it and queue or dispatch it.
@@ -785,6 +1076,22 @@ impl SchedulerState {
         let Some(node) = self.tasks.get(id) else {
             return;
         };
+        if node.capped
+            && self
+                .objectives
+                .get(&node.objective)
+                .is_some_and(ObjectiveRun::at_cap)
+        {
+            let objective = node.objective;
+            let entry = Entry {
+                priority: node.priority,
+                seq: self.next_seq,
+                task: id,
+            };
+            self.next_seq += 1;
+            self.park(objective, entry);
+            return;
+        }
         let (priority, capability, avoid) = (node.priority, node.capability.clone(), node.avoid);
         let queue_empty = self
             .queues
@@ -854,6 +1161,11 @@ impl SchedulerState {
         node.status = TaskStatus::Running;
         node.agent = Some(lease.agent);
         node.queued = None;
+        if node.capped
+            && let Some(run) = self.objectives.get_mut(&node.objective)
+        {
+            run.running += 1;
+        }
         let upstream = if node.deps.is_empty() {
             BTreeMap::new()
         } else {
@@ -964,19 +1276,11 @@ impl SchedulerState {
         loop {
             let mut best: Option<(Entry, usize)> = None;
             for (i, cap) in caps.iter().enumerate() {
-                let Some(queue) = self.queues.get_mut(cap) else {
+                let Some((head, avoid)) = self.head(cap) else {
                     continue;
                 };
-                let tasks = &self.tasks;
-                let head =
-                    queue.peek(|e| tasks.get(e.task).is_some_and(|n| n.queued == Some(e.seq)));
                 // A head this agent refused for good waits for another agent.
-                let refused =
-                    head.is_some_and(|h| tasks.get(h.task).is_some_and(|n| n.avoid == Some(agent)));
-                if let Some(head) = head
-                    && !refused
-                    && best.is_none_or(|(b, _)| head > b)
-                {
+                if avoid != Some(agent) && best.is_none_or(|(b, _)| head > b) {
                     best = Some((head, i));
                 }
             }
@@ -991,11 +1295,108 @@ impl SchedulerState {
         }
     }
 
+    /// The first live entry of a capability's queue that may run now, with the agent it
+    /// avoids. Entries of objectives at their `max_concurrency` met on the way are parked with
+    /// their objective (they keep their entry, so their place).
+    fn head(&mut self, capability: &Capability) -> Option<(Entry, Option<AgentId>)> {
+        let queue = self.queues.get_mut(capability)?;
+        loop {
+            let tasks = &self.tasks;
+            let head =
+                queue.peek(|e| tasks.get(e.task).is_some_and(|n| n.queued == Some(e.seq)))?;
+            let node = tasks.get(head.task)?;
+            if !node.capped {
+                return Some((head, node.avoid));
+            }
+            let objective = node.objective;
+            let Some(run) = self.objectives.get_mut(&objective) else {
+                return Some((head, node.avoid));
+            };
+            if !run.at_cap() {
+                return Some((head, node.avoid));
+            }
+            queue.pop();
+            run.parked.push(head);
+            self.parked += 1;
+            if let Some(node) = self.tasks.get_mut(head.task) {
+                node.queued = None;
+            }
+        }
+    }
+
+    /// Holds a ready task back while its objective is at its `max_concurrency`.
+    fn park(&mut self, objective: ObjectiveId, entry: Entry) {
+        if let Some(run) = self.objectives.get_mut(&objective) {
+            run.parked.push(entry);
+            self.parked += 1;
+        }
+    }
+
+    /// An attempt of a capped objective ended: as many parked tasks as there is room for go
+    /// back to their queues, at the place their entries had, and those queues are offered to
+    /// their agents when the turn ends.
+    fn capped_attempt_ended(&mut self, objective: ObjectiveId) {
+        let Some(run) = self.objectives.get_mut(&objective) else {
+            return;
+        };
+        run.running = run.running.saturating_sub(1);
+        if run.status != ObjectiveStatus::Running {
+            return;
+        }
+        let cap = run.limits.max_concurrency.map_or(u32::MAX, |c| c.get());
+        let mut room = cap.saturating_sub(run.running);
+        while room > 0 {
+            let Some(entry) = run.parked.pop() else {
+                break;
+            };
+            self.parked = self.parked.saturating_sub(1);
+            let Some(node) = self.tasks.get_mut(entry.task) else {
+                continue;
+            };
+            if node.status != TaskStatus::Ready || node.queued.is_some() || node.retry_due {
+                continue;
+            }
+            node.queued = Some(entry.seq);
+            let capability = node.capability.clone();
+            self.queues
+                .entry(capability.clone())
+                .or_default()
+                .push(entry);
+            if !self.kicks.contains(&capability) {
+                self.kicks.push(capability);
+            }
+            room -= 1;
+        }
+    }
+
+    /// Offers the queues that got parked tasks back to their agents, until each is empty or
+    /// no agent of its capability has room (which keeps the allocation invariant).
+    fn kick(&mut self) {
+        while let Some(capability) = self.kicks.pop() {
+            while let Some((head, avoid)) = self.head(&capability) {
+                let lease = match avoid {
+                    None => self.registry.select(&capability),
+                    Some(agent) => self.registry.select_other(&capability, agent),
+                };
+                let Some(lease) = lease else {
+                    break;
+                };
+                if let Some(queue) = self.queues.get_mut(&capability) {
+                    queue.pop();
+                }
+                self.assign(head.task, lease);
+            }
+        }
+    }
+
     /// Ends a handler turn: the assignments made while handling the message (one batch per
     /// agent), then its cancellations and answers, go to the journal, which carries them out
     /// once the turn's events are durable. An agent whose actor turns out to be gone is marked
     /// down and its attempts are taken back (`AgentLost`).
     pub(crate) fn flush(&mut self) {
+        if !self.kicks.is_empty() {
+            self.kick();
+        }
         self.burst.clear();
         if self.outbox.is_empty() && self.cancels.is_empty() && self.effects.is_empty() {
             self.journal.commit(Effects::new(self.delivery.clone()));
@@ -1077,11 +1478,17 @@ impl SchedulerState {
             return;
         }
         node.run_time += report.duration;
+        let mut tokens = 0;
         if let Some(u) = report.outcome.usage() {
             node.usage.input_tokens += u.input_tokens;
             node.usage.output_tokens += u.output_tokens;
+            tokens = u.input_tokens.saturating_add(u.output_tokens);
         }
         let planning = node.planning.is_some();
+        let (objective, compensation) = (node.objective, node.compensates().is_some());
+        // The attempt's tokens count before its outcome is applied, so a success that goes
+        // over the budget wakes no dependent (`task_done`).
+        let over_budget = tokens > 0 && self.charge(objective, tokens);
         self.release(agent, report.task);
         let duration = report.duration;
         let spent = |usage| Spent {
@@ -1099,6 +1506,14 @@ impl SchedulerState {
             // text of a JSON answer that did not parse, or tasks spawned directly.
             TaskOutcome::Succeeded { output, usage } if planning => {
                 self.plan_answered(report.task, answer(output, usage), None);
+            }
+            // A compensation's output is neither checked nor read for follow-ups: its objective
+            // has failed.
+            TaskOutcome::Succeeded { output, usage } if compensation => {
+                self.succeed(report.task, agent, output, usage, report.duration);
+            }
+            TaskOutcome::Spawned { output, usage, .. } if compensation => {
+                self.succeed(report.task, agent, output, usage, report.duration);
             }
             TaskOutcome::Spawned {
                 output,
@@ -1121,7 +1536,7 @@ impl SchedulerState {
                     output,
                     spawn: None,
                 }) => {
-                    self.succeed(report.task, agent, output, usage, report.duration);
+                    self.on_output(report.task, agent, output, usage, report.duration);
                 }
                 Ok(spawn::Split {
                     output,
@@ -1154,7 +1569,19 @@ impl SchedulerState {
                     usage,
                     duration: Some(report.duration),
                 };
-                self.send_to_review(report.task, partial_output, message, spent);
+                if compensation {
+                    // Nobody reviews a failed objective's compensations: it failed.
+                    self.fail_task(
+                        report.task,
+                        Some(agent),
+                        FailureKind::InvalidOutput,
+                        message,
+                        partial_output,
+                        spent,
+                    );
+                } else {
+                    self.send_to_review(report.task, partial_output, message, Vec::new(), spent);
+                }
             }
             TaskOutcome::Failed {
                 kind,
@@ -1179,6 +1606,42 @@ impl SchedulerState {
                 );
             }
         }
+        if over_budget {
+            let reason = self.objectives.get(&objective).map(|run| {
+                format!(
+                    "the objective spent {} model tokens, over its `token_budget` of {}",
+                    run.tokens,
+                    run.limits.token_budget.unwrap_or_default()
+                )
+            });
+            self.end_objective(objective, ObjectiveStatus::Failed, reason);
+        }
+    }
+
+    /// Adds an attempt's tokens to its objective; true when that takes a running objective
+    /// over its `token_budget`.
+    fn charge(&mut self, objective: ObjectiveId, tokens: u64) -> bool {
+        let Some(run) = self.objectives.get_mut(&objective) else {
+            return false;
+        };
+        run.tokens = run.tokens.saturating_add(tokens);
+        run.status == ObjectiveStatus::Running && run.over_budget()
+    }
+
+    /// An objective's deadline passed: a running objective fails.
+    pub(crate) fn on_deadline(&mut self, objective: ObjectiveId) {
+        let Some(run) = self.objectives.get(&objective) else {
+            return;
+        };
+        if run.status != ObjectiveStatus::Running {
+            return;
+        }
+        let deadline = run.limits.deadline.unwrap_or_default();
+        let reason = format!(
+            "the objective passed its `deadline` of {} after submission",
+            humantime::format_duration(deadline)
+        );
+        self.end_objective(objective, ObjectiveStatus::Failed, Some(reason));
     }
 
     fn release(&mut self, agent: AgentId, task: TaskId) {
@@ -1187,6 +1650,38 @@ impl SchedulerState {
             set.remove(&task);
         }
         self.stats.tasks_running = self.stats.tasks_running.saturating_sub(1);
+        if let Some(node) = self.tasks.get(task)
+            && node.capped
+        {
+            self.capped_attempt_ended(node.objective);
+        }
+    }
+
+    /// A successful attempt's output: checked against the task's `output_schema`; output
+    /// that does not match goes to review with the errors, the rest succeeds.
+    fn on_output(
+        &mut self,
+        id: TaskId,
+        agent: AgentId,
+        output: Value,
+        usage: Option<Usage>,
+        duration: Duration,
+    ) {
+        let checked = match self.tasks.get(id).and_then(TaskNode::schema) {
+            Some(schema) => schema.check(&output),
+            None => Ok(()),
+        };
+        match checked {
+            Ok(()) => self.succeed(id, agent, output, usage, duration),
+            Err(errors) => {
+                let spent = Spent {
+                    usage,
+                    duration: Some(duration),
+                };
+                let reason = review_reason(&errors);
+                self.send_to_review(id, Some(output), reason, errors, spent);
+            }
+        }
     }
 
     fn succeed(
@@ -1213,16 +1708,46 @@ impl SchedulerState {
             duration,
         });
         node.output = Some(output);
+        if node.has_compensation()
+            && let Some(run) = self.objectives.get_mut(&objective)
+        {
+            run.compensable.push(id);
+        }
         self.stats.tasks_succeeded += 1;
         self.task_done(id);
     }
 
-    /// A task reached a terminal success: wake its dependents and maybe end the objective.
+    /// A task reached a terminal success: wake its dependents and maybe end the objective
+    /// (unless the objective went over its token budget: it is about to fail). A finished
+    /// compensation lets the next one start.
     fn task_done(&mut self, id: TaskId) {
         let Some(node) = self.tasks.get(id) else {
             return;
         };
         let objective = node.objective;
+        if node.compensates().is_some() {
+            self.next_compensation(objective);
+            return;
+        }
+        let (halted, done) = match self.objectives.get_mut(&objective) {
+            Some(run) => {
+                run.unfinished = run.unfinished.saturating_sub(1);
+                let halted = run.status != ObjectiveStatus::Running || run.over_budget();
+                (halted, !halted && run.unfinished == 0)
+            }
+            None => (true, false),
+        };
+        if done {
+            // Every task finished: no dependent is waiting.
+            self.end_objective(objective, ObjectiveStatus::Succeeded, None);
+            return;
+        }
+        if halted {
+            return;
+        }
+        let Some(node) = self.tasks.get(id) else {
+            return;
+        };
         let dependents = node.dependents.clone();
         for dep in dependents {
             let ready = match self.tasks.get_mut(dep) {
@@ -1234,12 +1759,6 @@ impl SchedulerState {
             };
             if ready {
                 self.make_ready(dep);
-            }
-        }
-        if let Some(run) = self.objectives.get_mut(&objective) {
-            run.unfinished = run.unfinished.saturating_sub(1);
-            if run.unfinished == 0 && run.status == ObjectiveStatus::Running {
-                self.end_objective(objective, ObjectiveStatus::Succeeded, None);
             }
         }
     }
@@ -1280,10 +1799,13 @@ impl SchedulerState {
             };
             graph::validate(&with_parent, &existing, &run.limits)
                 .map_err(SchedulerError::from)
-                .and_then(|depths| self.check_tasks(&with_parent).map(|()| depths))
+                .and_then(|depths| {
+                    self.check_tasks(&with_parent)
+                        .map(|extras| (depths, extras))
+                })
         };
         match checked {
-            Ok(depths) => self.grow(id, answer, specs, &with_parent, &depths),
+            Ok((depths, extras)) => self.grow(id, answer, specs, &with_parent, &depths, extras),
             Err(err) => {
                 let limit = matches!(
                     err,
@@ -1321,6 +1843,7 @@ impl SchedulerState {
         specs: Vec<TaskSpec>,
         with_parent: &[TaskSpec],
         depths: &[u32],
+        extras: Extras,
     ) {
         let Some(objective) = self.tasks.get(parent).map(|n| n.objective) else {
             return;
@@ -1329,7 +1852,14 @@ impl SchedulerState {
             return;
         };
         let first = TaskId(self.next_task);
-        let new_ids = self.add_tasks(objective, &mut run, with_parent, depths, Some(parent));
+        let new_ids = self.add_tasks(
+            objective,
+            &mut run,
+            with_parent,
+            depths,
+            Some(parent),
+            extras,
+        );
         self.objectives.insert(objective, run);
         if !specs.is_empty() {
             self.journal.record(Event::TasksSpawned {
@@ -1369,7 +1899,14 @@ impl SchedulerState {
             None => planner::parse_plan(&answer.output).map_err(|e| vec![e]),
         };
         match specs.and_then(|specs| self.check_plan(id, specs)) {
-            Ok(plan) => self.grow(id, answer, plan.specs, &plan.with_parent, &plan.depths),
+            Ok(plan) => self.grow(
+                id,
+                answer,
+                plan.specs,
+                &plan.with_parent,
+                &plan.depths,
+                plan.extras,
+            ),
             Err(errors) => self.reject_plan(id, answer, errors),
         }
     }
@@ -1445,11 +1982,16 @@ impl SchedulerState {
             tasks: &self.tasks,
         };
         match graph::validate(&with_parent, &existing, &run.limits) {
-            Ok(depths) if errors.is_empty() => Ok(CheckedPlan {
-                specs,
-                with_parent,
-                depths,
-            }),
+            // Schemas and compensations last: the plan is otherwise sound.
+            Ok(depths) if errors.is_empty() => match self.check_tasks(&with_parent) {
+                Ok(extras) => Ok(CheckedPlan {
+                    specs,
+                    with_parent,
+                    depths,
+                    extras,
+                }),
+                Err(err) => Err(vec![err.to_string()]),
+            },
             Ok(_) => Err(errors),
             Err(err) => {
                 errors.insert(0, err.to_string());
@@ -1558,19 +2100,30 @@ impl SchedulerState {
         all
     }
 
-    fn send_to_review(&mut self, id: TaskId, output: Option<Value>, reason: String, spent: Spent) {
+    /// The task waits for a person; `errors` says where its output does not match its
+    /// schema, when that is why.
+    fn send_to_review(
+        &mut self,
+        id: TaskId,
+        output: Option<Value>,
+        reason: String,
+        errors: Vec<OutputError>,
+        spent: Spent,
+    ) {
         let Some(node) = self.tasks.get_mut(id) else {
             return;
         };
         node.status = TaskStatus::Review;
         node.output = output.clone();
         node.error = Some(reason.clone());
+        node.set_review_errors(errors.clone());
         self.journal.record(Event::TaskInReview {
             objective: node.objective,
             task: id,
             attempt: node.attempt,
             output,
             reason,
+            errors,
             usage: spent.usage,
             duration: spent.duration,
         });
@@ -1668,7 +2221,8 @@ impl SchedulerState {
     }
 
     /// A task failed for good: the planner is asked to re-plan if the objective allows it,
-    /// else its objective fails and the rest of it is cancelled.
+    /// else its objective fails and the rest of it is cancelled (a failed compensation is
+    /// recorded, and the next compensation runs).
     fn fail_task(
         &mut self,
         id: TaskId,
@@ -1696,12 +2250,43 @@ impl SchedulerState {
         spent: Spent,
         may_replan: bool,
     ) {
-        let Some(node) = self.tasks.get_mut(id) else {
+        let Some((objective, key)) = self.record_failure(id, agent, kind, &message, partial, spent)
+        else {
             return;
         };
+        if self
+            .tasks
+            .get(id)
+            .is_some_and(|n| n.compensates().is_some())
+        {
+            self.next_compensation(objective);
+            return;
+        }
+        if let Some(run) = self.objectives.get_mut(&objective) {
+            run.unfinished = run.unfinished.saturating_sub(1);
+        }
+        if may_replan && self.replan(objective, id) {
+            return;
+        }
+        let reason = format!("task `{key}` ({id}) failed: {message}");
+        self.end_objective(objective, ObjectiveStatus::Failed, Some(reason));
+    }
+
+    /// Marks a task failed for good and records it; returns its objective and name.
+    fn record_failure(
+        &mut self,
+        id: TaskId,
+        agent: Option<AgentId>,
+        kind: FailureKind,
+        message: &str,
+        partial: Option<Value>,
+        spent: Spent,
+    ) -> Option<(ObjectiveId, TaskKey)> {
+        let node = self.tasks.get_mut(id)?;
         node.status = TaskStatus::Failed;
         node.retry_due = false;
-        node.error = Some(message.clone());
+        node.error = Some(message.to_owned());
+        node.set_review_errors(Vec::new());
         if partial.is_some() {
             node.partial = partial.clone();
         }
@@ -1712,20 +2297,13 @@ impl SchedulerState {
             attempt,
             agent,
             kind,
-            message: message.clone(),
+            message: message.to_owned(),
             partial_output: partial,
             usage: spent.usage,
             duration: spent.duration,
             retry_in: None,
         });
-        if let Some(run) = self.objectives.get_mut(&objective) {
-            run.unfinished = run.unfinished.saturating_sub(1);
-        }
-        if may_replan && self.replan(objective, id) {
-            return;
-        }
-        let reason = format!("task `{key}` ({id}) failed: {message}");
-        self.end_objective(objective, ObjectiveStatus::Failed, Some(reason));
+        Some((objective, key))
     }
 
     // ---- Agents -----------------------------------------------------------------------------
@@ -1793,15 +2371,20 @@ impl SchedulerState {
 
     // ---- Objective end, cancel, review ------------------------------------------------------
 
+    /// Ends a running objective: every unfinished task is cancelled (running attempts too).
+    /// A failure first runs the compensations of the tasks that succeeded, if any have one;
+    /// the objective then ends when the last compensation has (`next_compensation`).
     fn end_objective(&mut self, id: ObjectiveId, status: ObjectiveStatus, reason: Option<String>) {
         let Some(run) = self.objectives.get_mut(&id) else {
             return;
         };
-        if run.status.is_terminal() {
+        if run.status != ObjectiveStatus::Running {
             return;
         }
         run.status = status;
         run.failure = reason.clone();
+        self.parked = self.parked.saturating_sub(run.parked.len() as u64);
+        run.parked.clear();
         let tasks = run.tasks.clone();
         // Slots freed by cancelled attempts go to other objectives' queued tasks, once every
         // task of this one is marked (so none of its own is handed out again).
@@ -1811,6 +2394,27 @@ impl SchedulerState {
             .collect();
         for agent in freed {
             self.pull_for(agent);
+        }
+        if status == ObjectiveStatus::Failed
+            && let Some(reason) = &reason
+            && self.start_compensation(id, reason)
+        {
+            return;
+        }
+        self.finish_objective(id, status, reason);
+    }
+
+    /// Records the end of an objective and answers whoever waits for it.
+    fn finish_objective(
+        &mut self,
+        id: ObjectiveId,
+        status: ObjectiveStatus,
+        reason: Option<String>,
+    ) {
+        if let Some(run) = self.objectives.get_mut(&id) {
+            run.status = status;
+            run.failure = reason.clone();
+            run.saga = None;
         }
         self.journal.record(match status {
             ObjectiveStatus::Succeeded => Event::ObjectiveSucceeded { objective: id },
@@ -1844,6 +2448,148 @@ impl SchedulerState {
                 if let Some((old, _)) = self.finished.pop_front() {
                     self.forget(old);
                 }
+            }
+        }
+    }
+
+    // ---- Compensation ------------------------------------------------------------------------
+
+    /// The objective failed: if tasks with a compensation had succeeded, their compensations
+    /// are added as tasks (newest success first), recorded, and the first one starts; true
+    /// when there is a saga to run.
+    fn start_compensation(&mut self, id: ObjectiveId, reason: &str) -> bool {
+        let Some(run) = self.objectives.get(&id) else {
+            return false;
+        };
+        let tasks = &self.tasks;
+        let compensates: Vec<TaskId> = run
+            .compensable
+            .iter()
+            .rev()
+            .copied()
+            .filter(|t| {
+                tasks
+                    .get(*t)
+                    .is_some_and(|n| n.status == TaskStatus::Succeeded && n.has_compensation())
+            })
+            .collect();
+        if compensates.is_empty() {
+            return false;
+        }
+        let first = TaskId(self.next_task);
+        self.next_task += compensates.len() as u64;
+        let mut pending = VecDeque::with_capacity(compensates.len());
+        for (i, &original) in compensates.iter().enumerate() {
+            let task = TaskId(first.0 + i as u64);
+            self.add_compensation(id, original, task);
+            pending.push_back(task);
+        }
+        if let Some(run) = self.objectives.get_mut(&id) {
+            run.status = ObjectiveStatus::Compensating;
+            run.saga = Some(Saga {
+                reason: reason.to_owned(),
+                pending,
+            });
+        }
+        self.journal.record(Event::CompensationStarted {
+            objective: id,
+            reason: reason.to_owned(),
+            first_task: first,
+            compensates,
+        });
+        self.next_compensation(id);
+        true
+    }
+
+    /// Adds the compensation of `original` to its objective as task `task` (not yet ready).
+    fn add_compensation(&mut self, objective: ObjectiveId, original: TaskId, task: TaskId) {
+        let Some(node) = self.tasks.get(original) else {
+            return;
+        };
+        let Some(compensation) = node.extra.as_ref().and_then(|e| e.compensation.as_ref()) else {
+            return;
+        };
+        let spec = compensation.task_spec(&node.key);
+        let input = Arc::new(spec.input);
+        let compensation_node = TaskNode {
+            objective,
+            key: spec.id,
+            capability: spec.capability,
+            priority: node.priority,
+            retry: spec.retry,
+            idle_timeout: spec.idle_timeout,
+            hard_timeout: spec.hard_timeout,
+            input: input.clone(),
+            declared_input: input,
+            // Its input and `upstream` come from the compensated task's output.
+            deps: vec![original],
+            dependents: Vec::new(),
+            waiting_on: 0,
+            depth: node.depth,
+            status: TaskStatus::Backlog,
+            attempt: 0,
+            lost: 0,
+            agent: None,
+            output: None,
+            error: None,
+            partial: None,
+            usage: Usage::default(),
+            run_time: Duration::ZERO,
+            spawned_by: None,
+            queued: None,
+            retry_due: false,
+            avoid: None,
+            ready_at: Instant::now(),
+            planning: None,
+            // One runs at a time: the cap is not theirs to count against.
+            capped: false,
+            extra: Some(Box::new(TaskExtra {
+                compensates: Some(original),
+                ..TaskExtra::default()
+            })),
+        };
+        self.tasks.insert(task, compensation_node);
+        self.next_task = self.next_task.max(task.0 + 1);
+        if let Some(run) = self.objectives.get_mut(&objective) {
+            run.tasks.push(task);
+        }
+    }
+
+    /// The previous compensation ended (or none ran yet): the next one becomes ready; after
+    /// the last, the objective ends failed. A compensation whose input cannot be built fails
+    /// at once and the next one follows.
+    fn next_compensation(&mut self, objective: ObjectiveId) {
+        loop {
+            let Some(run) = self.objectives.get_mut(&objective) else {
+                return;
+            };
+            if run.status != ObjectiveStatus::Compensating {
+                return;
+            }
+            let Some(saga) = run.saga.as_mut() else {
+                return;
+            };
+            let Some(task) = saga.pending.pop_front() else {
+                let reason = saga.reason.clone();
+                self.finish_objective(objective, ObjectiveStatus::Failed, Some(reason));
+                return;
+            };
+            match self.build_input(task) {
+                Some(Ok(_)) => {
+                    self.mark_ready(objective, task);
+                    return;
+                }
+                Some(Err(message)) => {
+                    self.record_failure(
+                        task,
+                        None,
+                        FailureKind::Permanent,
+                        &message,
+                        None,
+                        Spent::default(),
+                    );
+                }
+                None => {}
             }
         }
     }
@@ -1905,10 +2651,27 @@ impl SchedulerState {
             .objectives
             .get(&id)
             .ok_or(SchedulerError::UnknownObjective(id))?;
-        if run.status.is_terminal() {
-            return Ok(());
+        match run.status {
+            ObjectiveStatus::Running => self.end_objective(id, ObjectiveStatus::Cancelled, None),
+            // It failed already: the compensations left are cancelled, and it ends failed.
+            ObjectiveStatus::Compensating => {
+                let reason = run
+                    .saga
+                    .as_ref()
+                    .map_or_else(String::new, |s| s.reason.clone());
+                let tasks = run.tasks.clone();
+                let freed: Vec<AgentId> = tasks
+                    .into_iter()
+                    .filter_map(|t| self.cancel_task(t))
+                    .collect();
+                for agent in freed {
+                    self.pull_for(agent);
+                }
+                let reason = format!("{reason}; its remaining compensations were cancelled");
+                self.finish_objective(id, ObjectiveStatus::Failed, Some(reason));
+            }
+            _ => {}
         }
-        self.end_objective(id, ObjectiveStatus::Cancelled, None);
         Ok(())
     }
 
@@ -1931,15 +2694,29 @@ impl SchedulerState {
         let objective = node.objective;
         match decision {
             ReviewDecision::Approve { output } => {
+                // An edited output must match the schema; approving the reviewed output as it
+                // is overrides the schema (that is what review is for).
+                if let Some(edited) = &output
+                    && let Some(schema) = node.schema()
+                {
+                    schema
+                        .check(edited)
+                        .map_err(|errors| SchedulerError::InvalidOutput { task: id, errors })?;
+                }
                 let output = output.or_else(|| node.output.take()).unwrap_or(Value::Null);
                 node.status = TaskStatus::Succeeded;
                 node.error = None;
                 node.output = Some(output.clone());
+                node.set_review_errors(Vec::new());
+                let compensable = node.has_compensation();
                 self.journal.record(Event::TaskApproved {
                     objective,
                     task: id,
                     output,
                 });
+                if compensable && let Some(run) = self.objectives.get_mut(&objective) {
+                    run.compensable.push(id);
+                }
                 self.stats.tasks_succeeded += 1;
                 self.task_done(id);
             }
@@ -1958,7 +2735,10 @@ impl SchedulerState {
                     Spent::default(),
                 );
             }
-            ReviewDecision::Retry => self.mark_ready(objective, id),
+            ReviewDecision::Retry => {
+                node.set_review_errors(Vec::new());
+                self.mark_ready(objective, id);
+            }
         }
         Ok(())
     }
@@ -1996,6 +2776,11 @@ impl SchedulerState {
                         objective,
                         goal: run.goal.clone(),
                         task: task_view(t, node),
+                        errors: node
+                            .extra
+                            .as_ref()
+                            .map(|e| e.review_errors.clone())
+                            .unwrap_or_default(),
                     })
                 })
             })
@@ -2042,7 +2827,8 @@ impl SchedulerState {
     /// Counters.
     pub(crate) fn stats(&self) -> SchedulerStats {
         let mut stats = self.stats;
-        stats.tasks_queued = self.queues.values().map(|q| q.len() as u64).sum();
+        stats.tasks_queued =
+            self.queues.values().map(|q| q.len() as u64).sum::<u64>() + self.parked;
         stats
     }
 

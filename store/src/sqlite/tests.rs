@@ -96,12 +96,12 @@ async fn every_kind_round_trips() {
     assert!(store.read_after(count, 10).await.unwrap().is_empty());
     assert!(store.read_after(u64::MAX, 10).await.unwrap().is_empty());
     // The submit allocates T3 (one task); the spawn T9 and T10; the re-plan T11; the
-    // registration A1.
+    // compensations T11 and T12; the registration A1.
     assert_eq!(
         store.info().await.unwrap(),
         StoreInfo {
             last_seq: count,
-            next_task: 12,
+            next_task: 13,
             next_agent: 2,
             events: count
         }
