@@ -178,6 +178,7 @@ mod tests {
             allocations: 9,
             tasks_succeeded: 7,
             attempts_failed: 2,
+            ..SchedulerStats::default()
         };
         let depths = [(Capability::new("work").unwrap(), 3)];
         let agent = AgentSnapshot {
