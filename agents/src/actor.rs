@@ -26,7 +26,7 @@ use swarm_protocol::{
 };
 use tokio::task::AbortHandle;
 
-use crate::agent::{AgentFactory, AgentFuture, DynAgent};
+use crate::agent::{AgentFuture, DynAgent};
 use crate::context::TaskContext;
 use crate::sink::ReportSink;
 
@@ -35,16 +35,27 @@ use crate::sink::ReportSink;
 pub struct AgentActor;
 
 /// What an agent actor starts with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentArgs {
     /// The agent's registry id.
     pub id: AgentId,
-    /// Makes the plug-in instance.
-    pub factory: AgentFactory,
+    /// The plug-in instance this actor runs. Its supervisor makes it (with
+    /// [`crate::AgentFactory::make`], once per start) and keeps a handle on it, so operators can
+    /// read the live instance's status.
+    pub agent: Arc<dyn DynAgent>,
     /// Where outcomes go.
     pub reports: ReportSink,
     /// The most attempts run at once.
     pub max_concurrency: u32,
+}
+
+impl std::fmt::Debug for AgentArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentArgs")
+            .field("id", &self.id)
+            .field("max_concurrency", &self.max_concurrency)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An agent actor's state.
@@ -87,7 +98,7 @@ impl Actor for AgentActor {
     ) -> Result<AgentState, ActorProcessingErr> {
         Ok(AgentState {
             id: args.id,
-            agent: args.factory.make(),
+            agent: args.agent,
             reports: args.reports,
             max_concurrency: args.max_concurrency.max(1) as usize,
             running: Running::default(),
@@ -402,7 +413,7 @@ mod tests {
             let (inbox, make_sink) = report_queue();
             let args = AgentArgs {
                 id: AGENT,
-                factory: AgentFactory::shared(agent),
+                agent: AgentFactory::shared(agent).make(),
                 reports: make_sink(scheduler.clone()),
                 max_concurrency,
             };

@@ -55,8 +55,8 @@ pub use crate::error::Error;
 use crate::journal::{Journal, NullJournal};
 use crate::replay::{Recovered, recover, replay_objective};
 pub use crate::scheduler::{AgentRegistry, SchedulerConfig};
-pub use crate::supervisor::RestartPolicy;
 use crate::supervisor::SupervisorMsg;
+pub use crate::supervisor::{AgentLive, LiveAgents, RestartPolicy};
 pub use crate::writer::WriterConfig;
 
 /// How a swarm is set up.
@@ -128,6 +128,7 @@ pub struct Swarm {
     scheduler: ActorRef<SchedulerMsg>,
     supervisor: ActorRef<SupervisorMsg>,
     registry: AgentRegistry,
+    live: LiveAgents,
     call_timeout: Duration,
     store: Option<Arc<dyn EventStore>>,
     fatal: watch::Receiver<Option<String>>,
@@ -218,6 +219,7 @@ impl Swarm {
         recovery: Option<RecoveryReport>,
     ) -> Result<Self, Error> {
         let registry = AgentRegistry::starting_at(first_agent);
+        let live = LiveAgents::default();
         let (fatal_tx, fatal) = watch::channel(None);
         let args = CoordinatorArgs {
             registry: registry.clone(),
@@ -225,6 +227,7 @@ impl Swarm {
             scheduler: config.scheduler,
             restart: config.restart,
             fatal: fatal_tx,
+            live: live.clone(),
         };
         let (root, root_handle) = Actor::spawn(None, Coordinator, args)
             .await
@@ -237,6 +240,7 @@ impl Swarm {
             scheduler,
             supervisor,
             registry,
+            live,
             call_timeout: config.call_timeout,
             store,
             fatal,
@@ -512,6 +516,11 @@ impl Swarm {
     /// The discovery registry.
     pub fn registry(&self) -> &AgentRegistry {
         &self.registry
+    }
+
+    /// Each agent's live plug-in instance and restart count.
+    pub fn live_agents(&self) -> &LiveAgents {
+        &self.live
     }
 
     /// The scheduler actor.

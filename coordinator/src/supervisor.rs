@@ -8,12 +8,16 @@
 //! `max_restarts` times within `window` stays down until it is registered again.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rustc_hash::FxHashMap;
-use swarm_agents::{AgentActor, AgentArgs, AgentFactory, HealthFeed, ReportSink};
-use swarm_protocol::{AgentDescriptor, AgentId, AgentMsg, Event, Health, SchedulerMsg};
+use swarm_agents::{AgentActor, AgentArgs, AgentFactory, DynAgent, HealthFeed, ReportSink};
+use swarm_protocol::{
+    AgentDescriptor, AgentId, AgentMsg, AgentStatus, Event, Health, SchedulerMsg,
+};
 use swarm_registry::Registration;
 use tokio::time::Instant;
 
@@ -69,6 +73,57 @@ pub enum SupervisorMsg {
     },
 }
 
+/// The plug-in instance each supervised agent's actor runs now, and how often the supervisor
+/// restarted it, for operators (`GET /v1/agents`, `/metrics`). Only the supervisor writes it:
+/// at registration, at each restart (a fresh instance from the agent's factory) and at
+/// removal. Readers take a clone of the entry and ask the instance at the time of asking;
+/// neither the scheduler nor the agent actors touch it, so it adds nothing to their paths.
+#[derive(Clone, Default)]
+pub struct LiveAgents(Arc<DashMap<AgentId, AgentLive>>);
+
+/// One agent in [`LiveAgents`].
+#[derive(Clone)]
+pub struct AgentLive {
+    /// The instance its actor runs.
+    pub instance: Arc<dyn DynAgent>,
+    /// Restarts by the supervisor since the agent was registered (not only within the
+    /// restart window).
+    pub restarts: u32,
+}
+
+impl LiveAgents {
+    /// The agent's entry, if it is supervised.
+    pub fn get(&self, agent: AgentId) -> Option<AgentLive> {
+        self.0.get(&agent).map(|entry| entry.value().clone())
+    }
+
+    /// What the agent's live instance says about itself now (asked outside the map's lock).
+    pub fn status(&self, agent: AgentId) -> Option<AgentStatus> {
+        self.get(agent).map(|live| live.instance.agent_status())
+    }
+
+    fn insert(&self, agent: AgentId, instance: Arc<dyn DynAgent>) {
+        self.0.insert(
+            agent,
+            AgentLive {
+                instance,
+                restarts: 0,
+            },
+        );
+    }
+
+    fn restarted(&self, agent: AgentId, instance: Arc<dyn DynAgent>) {
+        if let Some(mut live) = self.0.get_mut(&agent) {
+            live.instance = instance;
+            live.restarts = live.restarts.saturating_add(1);
+        }
+    }
+
+    fn remove(&self, agent: AgentId) {
+        self.0.remove(&agent);
+    }
+}
+
 /// The agent supervisor actor. Behaviour only.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AgentSupervisor;
@@ -83,6 +138,8 @@ pub struct SupervisorArgs {
     pub reports: ReportSink,
     /// The restart budget.
     pub policy: RestartPolicy,
+    /// Where the live instances are published.
+    pub live: LiveAgents,
 }
 
 struct Supervised {
@@ -103,6 +160,7 @@ pub struct SupervisorState {
     scheduler: ActorRef<SchedulerMsg>,
     reports: ReportSink,
     policy: RestartPolicy,
+    live: LiveAgents,
     agents: FxHashMap<AgentId, Supervised>,
     by_actor: FxHashMap<ActorId, AgentId>,
 }
@@ -122,6 +180,7 @@ impl Actor for AgentSupervisor {
             scheduler: args.scheduler,
             reports: args.reports,
             policy: args.policy,
+            live: args.live,
             agents: FxHashMap::default(),
             by_actor: FxHashMap::default(),
         })
@@ -195,7 +254,9 @@ impl SupervisorState {
     ) -> Result<AgentDescriptor, crate::Error> {
         let max_concurrency = registration.max_concurrency;
         let id = self.registry.reserve_id();
-        let actor = spawn_agent(myself, id, &factory, &self.reports, max_concurrency).await?;
+        let instance = factory.make();
+        let actor =
+            spawn_agent(myself, id, instance.clone(), &self.reports, max_concurrency).await?;
         let descriptor = match self.registry.register_as(id, registration, actor.clone()) {
             Ok(d) => d,
             Err(err) => {
@@ -204,7 +265,8 @@ impl SupervisorState {
             }
         };
         self.by_actor.insert(actor.get_id(), id);
-        let feed = factory.make().health_feed();
+        let feed = instance.health_feed();
+        self.live.insert(id, instance);
         self.record(Event::AgentRegistered {
             descriptor: descriptor.clone(),
         });
@@ -238,6 +300,7 @@ impl SupervisorState {
             self.by_actor.remove(&actor.get_id());
             actor.stop(Some("deregistered".to_owned()));
         }
+        self.live.remove(agent);
         self.tell(SchedulerMsg::AgentLost {
             agent,
             reason: "deregistered".to_owned(),
@@ -304,14 +367,33 @@ impl SupervisorState {
         if supervised.actor.is_some() {
             return;
         }
-        let (factory, max_concurrency) = (supervised.factory.clone(), supervised.max_concurrency);
+        let max_concurrency = supervised.max_concurrency;
         let restarts = supervised.restarts.len() as u32;
-        match spawn_agent(myself, agent, &factory, &self.reports, max_concurrency).await {
+        // A fresh instance, so a panic cannot leave the agent with broken state (unless its
+        // factory shares one instance on purpose, as a model agent's does for its breaker).
+        let instance = supervised.factory.make();
+        match spawn_agent(
+            myself,
+            agent,
+            instance.clone(),
+            &self.reports,
+            max_concurrency,
+        )
+        .await
+        {
             Ok(actor) => {
                 self.by_actor.insert(actor.get_id(), agent);
                 let _ = self.registry.set_handle(agent, actor.clone());
+                let feed = instance.health_feed();
+                self.live.restarted(agent, instance);
+                let forwarder = feed.clone().map(|feed| self.forward_health(agent, feed));
                 if let Some(s) = self.agents.get_mut(&agent) {
                     s.actor = Some(actor);
+                    // Follow the new instance's reports (the old one's feed ended with it).
+                    if let Some(old) = std::mem::replace(&mut s.forwarder, forwarder) {
+                        old.abort();
+                    }
+                    s.feed = feed;
                 }
                 // Back to what the agent itself reports (an open breaker stays open).
                 let health = self
@@ -375,13 +457,13 @@ impl SupervisorState {
 async fn spawn_agent(
     myself: &ActorRef<SupervisorMsg>,
     id: AgentId,
-    factory: &AgentFactory,
+    agent: Arc<dyn DynAgent>,
     reports: &ReportSink,
     max_concurrency: u32,
 ) -> Result<ActorRef<AgentMsg>, crate::Error> {
     let args = AgentArgs {
         id,
-        factory: factory.clone(),
+        agent,
         reports: reports.clone(),
         max_concurrency,
     };

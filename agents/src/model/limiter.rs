@@ -101,8 +101,8 @@ pub struct LimiterStats {
     /// Tokens granted within the last 60 seconds, as the token quota counts them (a weight
     /// above the quota counts as the quota); `None` without a token quota.
     pub tokens_in_window: Option<u64>,
-    /// Granted acquires that waited at all (behind other callers, for a quota, or for a
-    /// server pause).
+    /// Granted acquires that waited at all: queued behind another caller, or slept for a
+    /// quota or a server pause.
     pub waits: u64,
     /// The sum of the granted acquires' waits.
     pub waited_total: Duration,
@@ -154,7 +154,14 @@ impl RateLimiter {
     pub async fn acquire(&self, tokens: u32) -> Waited {
         let started = self.clock.now();
         let _waiting = Queued::enter(&self.waiting);
-        let _head = self.queue.lock().await;
+        // A free queue has nobody waiting for it (tokio hands a released lock straight to the
+        // first waiter), so trying first does not jump the queue; it only tells whether this
+        // call had to queue. Elapsed time alone would count every call as a wait on a real
+        // clock.
+        let (_head, mut waited_at_all) = match self.queue.try_lock() {
+            Ok(head) => (head, false),
+            Err(_) => (self.queue.lock().await, true),
+        };
         let mut server_pause = Duration::ZERO;
         loop {
             let now = self.clock.now();
@@ -175,7 +182,7 @@ impl RateLimiter {
                             };
                             shared.requests_granted += 1;
                             shared.tokens_granted += u64::from(tokens);
-                            if !waited.total.is_zero() {
+                            if waited_at_all {
                                 shared.waits += 1;
                             }
                             shared.waited_total += waited.total;
@@ -184,6 +191,7 @@ impl RateLimiter {
                     }
                 }
             };
+            waited_at_all = true;
             match wake {
                 Wake::PauseOver(until) => {
                     self.clock.sleep_until(until).await;

@@ -11,14 +11,15 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use swarm_agents::model::ApiKey;
-use swarm_protocol::{AgentDescriptor, AgentId, Health};
+use swarm_protocol::{AgentDescriptor, AgentId, AgentStatus, Health};
 
 use crate::Error;
 use crate::config::AgentConfig;
 use crate::http::AppState;
 use crate::http::problem::{JsonBody, PROBLEM_JSON, Problem};
 
-/// One agent: its registration, health and load.
+/// One agent: its registration, health and load, how often it was restarted, and what its
+/// plug-in says about itself (a model agent's breaker and limiter).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct AgentView {
     /// Its registration.
@@ -28,9 +29,15 @@ pub(super) struct AgentView {
     health: Health,
     /// Attempts running on it.
     in_flight: u32,
+    /// Times its supervisor restarted its actor since it was registered.
+    restarts: u32,
+    /// Its breaker and limiter, when it has them.
+    #[serde(flatten)]
+    status: AgentStatus,
 }
 
-/// Every agent of the registry, with its health and load.
+/// Every agent of the registry, with its health and load, restarts, and its breaker and rate
+/// limiter where it has them.
 #[utoipa::path(
     get,
     path = "/v1/agents",
@@ -39,15 +46,25 @@ pub(super) struct AgentView {
     responses((status = 200, description = "The agents.", body = Vec<AgentView>)),
 )]
 pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<AgentView>> {
+    let live = state.swarm.live_agents();
     let agents = state
         .swarm
         .registry()
         .snapshots()
         .into_iter()
-        .map(|snapshot| AgentView {
-            descriptor: snapshot.descriptor,
-            health: snapshot.health,
-            in_flight: snapshot.in_flight,
+        .map(|snapshot| {
+            // An agent registered or removed between the two reads shows no live part.
+            let (restarts, status) = live
+                .get(snapshot.descriptor.id)
+                .map(|live| (live.restarts, live.instance.agent_status()))
+                .unwrap_or_default();
+            AgentView {
+                descriptor: snapshot.descriptor,
+                health: snapshot.health,
+                in_flight: snapshot.in_flight,
+                restarts,
+                status,
+            }
         })
         .collect();
     Json(agents)
