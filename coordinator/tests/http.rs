@@ -6,6 +6,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{PATIENCE, reg};
 use eventsource_stream::Eventsource as _;
@@ -16,7 +17,7 @@ use swarm_agents::sim::{SimConfig, SimServer};
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent, WorkAgent};
 use swarm_coordinator::http::{ApiConfig, ROUTES};
 use swarm_coordinator::{StoreConfig, Swarm, SwarmConfig};
-use swarm_protocol::{FailureKind, TaskOutcome};
+use swarm_protocol::{Event, FailureKind, Health, TaskOutcome};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
@@ -476,6 +477,7 @@ async fn review_approve_and_reject_round_trip() {
     assert_eq!(queue[0]["objective"], id.as_str());
     assert_eq!(queue[0]["task"]["id"], task.as_str());
     assert_eq!(queue[0]["task"]["status"], "review");
+    assert_eq!(server.swarm.stats().await.unwrap().tasks_in_review, 1);
     for bad in [
         "/v1/tasks",
         "/v1/tasks?status=done",
@@ -498,6 +500,7 @@ async fn review_approve_and_reject_round_trip() {
     assert_eq!(view["tasks"][1]["status"], "succeeded");
     let queue = server.get_json("/v1/tasks?status=review").await;
     assert_eq!(queue, json!([]), "approved tasks leave the queue");
+    assert_eq!(server.swarm.stats().await.unwrap().tasks_in_review, 0);
 
     // The task is no longer in review: a second decision conflicts.
     let again = server
@@ -539,6 +542,8 @@ async fn review_approve_and_reject_round_trip() {
     until(&mut stream, "objective_failed").await;
     let view = server.get_json(&format!("/v1/objectives/{id}")).await;
     assert_eq!(view["status"], "failed");
+    let stats = server.swarm.stats().await.unwrap();
+    assert_eq!((stats.tasks_in_review, stats.tasks_failed), (0, 1));
     server.finish().await;
 }
 
@@ -901,7 +906,117 @@ async fn probes_and_agents() {
     assert_eq!(agents[0]["health"], "up");
     assert_eq!(agents[0]["in_flight"], 0);
     assert_eq!(agents[0]["capabilities"], json!(["work"]));
+    assert_eq!(agents[0]["restarts"], 0);
+    // A plug-in without a breaker or a limiter says nothing about them.
+    assert!(agents[0].get("breaker").is_none() && agents[0].get("limiter").is_none());
     server.finish().await;
+}
+
+/// The next committed event matching `pred`, from a subscription taken before it could happen.
+async fn next_event(
+    feed: &mut tokio::sync::broadcast::Receiver<Arc<swarm_protocol::EventRecord>>,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
+    loop {
+        let record = tokio::time::timeout(PATIENCE, feed.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .unwrap();
+        if pred(&record.event) {
+            return record.event.clone();
+        }
+    }
+}
+
+/// The agent of `name` in `GET /v1/agents`.
+async fn agent_named(server: &Server, name: &str) -> Value {
+    let agents = server.get_json("/v1/agents").await;
+    agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no agent {name} in {agents:#}"))
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_show_an_open_breaker_and_their_limiter() {
+    let server = start(None).await;
+    let sim = SimServer::start(SimConfig::default()).await.unwrap();
+    let mut feed = server.swarm.subscribe().unwrap();
+    // Five 500s in a row; the breaker opens at the third and stays open for an hour.
+    let model = json!({
+        "name": "failing",
+        "provider": "openai",
+        "base_url": sim.base_url(),
+        "model": "sim:fail=500x5",
+        "capabilities": ["write"],
+        "concurrency": 1,
+        "rpm": 100,
+        "tpm": 100000,
+        "max_tokens": 50,
+        "breaker": { "consecutive_failures": 3, "cool_down": "1h" }
+    });
+    let response = server
+        .request(Method::POST, "/v1/agents")
+        .json(&model)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id: swarm_protocol::AgentId = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let closed = agent_named(&server, "failing").await;
+    assert_eq!(closed["breaker"], json!({ "state": "closed" }));
+    assert_eq!(
+        closed["limiter"]["requests"],
+        json!({ "per_minute": 100, "used": 0 })
+    );
+
+    server
+        .submit_ok(&json!({ "goal": "write", "tasks": [{
+            "id": "w", "capability": "write", "input": "a haiku",
+            "retry": { "max_attempts": 10, "initial_backoff": "1ms", "max_backoff": "5ms" }
+        }] }))
+        .await;
+    next_event(&mut feed, "the breaker opening", |e| {
+        matches!(e, Event::AgentHealthChanged { agent, health: Health::Down, .. } if *agent == id)
+    })
+    .await;
+
+    let open = agent_named(&server, "failing").await;
+    assert_eq!(open["health"], "down", "{open:#}");
+    assert_eq!(open["breaker"]["state"], "open", "{open:#}");
+    let probe_in_ms = open["breaker"]["probe_in_ms"].as_u64().unwrap();
+    assert!(
+        probe_in_ms > 3_500_000 && probe_in_ms <= 3_600_000,
+        "{open:#}"
+    );
+    // Three calls reached the model, within the last minute; none waited for quota.
+    let limiter = &open["limiter"];
+    assert_eq!(
+        limiter["requests"],
+        json!({ "per_minute": 100, "used": 3 }),
+        "{open:#}"
+    );
+    assert_eq!(limiter["tokens"]["per_minute"], 100000, "{open:#}");
+    assert!(
+        limiter["tokens"]["used"].as_u64().unwrap() >= 3 * 50,
+        "{open:#}"
+    );
+    assert_eq!(limiter["granted"], 3, "{open:#}");
+    assert_eq!(limiter["waits"], 0, "{open:#}");
+    assert_eq!(limiter["waiting"], 0, "{open:#}");
+    assert_eq!(open["restarts"], 0, "{open:#}");
+    assert_eq!(sim.stats().total(), 3);
+
+    server.finish().await;
+    sim.shutdown().await.unwrap();
 }
 
 /// The samples of a Prometheus text exposition, keyed `name{labels}`; panics on a line that is
@@ -950,6 +1065,44 @@ async fn metrics_are_prometheus_text_and_follow_the_scheduler() {
     let before = prometheus_samples(&before.text().await.unwrap());
     assert_eq!(before["swarm_tasks_succeeded_total"], 0.0);
     assert_eq!(before["swarm_agents"], 5.0);
+    assert_eq!(before["swarm_allocation_latency_seconds_count"], 0.0);
+
+    // An agent whose first attempt crashes it: its supervisor restarts it (a fresh instance
+    // from its factory) and the attempt runs again there.
+    let crashed = Arc::new(AtomicBool::new(false));
+    let flag = crashed.clone();
+    let crash = server
+        .swarm
+        .register_agent(
+            reg("crash-0", &["crash"], 1),
+            AgentFactory::new(move || {
+                let flag = flag.clone();
+                FnAgent::new(move |_task, _ctx| {
+                    let first = !flag.swap(true, Ordering::SeqCst);
+                    async move {
+                        assert!(!first, "the first attempt crashes the agent");
+                        TaskOutcome::success(json!("second time"))
+                    }
+                })
+            }),
+        )
+        .await
+        .unwrap();
+    let crashing = server
+        .submit_ok(&json!({ "goal": "crash", "tasks": [{ "id": "c", "capability": "crash" }] }))
+        .await;
+    let view = server
+        .swarm
+        .wait(crashing.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(view.tasks[0].attempts, 2, "{view:#?}");
+    assert!(crashed.load(Ordering::SeqCst));
+    let judged = server
+        .submit_ok(&json!({ "goal": "judge", "tasks": [{ "id": "j", "capability": "judge" }] }))
+        .await;
+    let mut judged = server.events(&judged, None).await;
+    until(&mut judged, "task_in_review").await;
 
     let id = server.submit_ok(&two_step()).await;
     let held = server
@@ -971,11 +1124,55 @@ async fn metrics_are_prometheus_text_and_follow_the_scheduler() {
         .unwrap();
     let text = response.text().await.unwrap();
     let after = prometheus_samples(&text);
-    assert_eq!(after["swarm_tasks_succeeded_total"], 2.0, "{text}");
-    assert!(after["swarm_allocations_total"] >= 4.0, "{text}");
-    assert_eq!(after["swarm_objectives_ended_total"], 1.0, "{text}");
-    assert_eq!(after["swarm_objectives_running"], 1.0, "{text}");
+    // The two steps and the crashing task (on its second attempt).
+    assert_eq!(after["swarm_tasks_succeeded_total"], 3.0, "{text}");
+    // Two attempts of `c`, one of `j`, two steps, `h` and `q`.
+    assert_eq!(after["swarm_allocations_total"], 7.0, "{text}");
+    assert_eq!(after["swarm_objectives_ended_total"], 2.0, "{text}");
+    assert_eq!(after["swarm_objectives_running"], 2.0, "{text}");
     assert_eq!(after["swarm_tasks_running"], 2.0, "{text}");
+    assert_eq!(after["swarm_tasks_in_review"], 1.0, "{text}");
+    assert_eq!(after["swarm_tasks_failed_total"], 0.0, "{text}");
+    // Every allocation is in the latency histogram, whose buckets are cumulative.
+    assert!(text.contains("# TYPE swarm_allocation_latency_seconds histogram"));
+    assert_eq!(
+        after["swarm_allocation_latency_seconds_count"], 7.0,
+        "{text}"
+    );
+    assert_eq!(
+        after["swarm_allocation_latency_seconds_bucket{le=\"+Inf\"}"], 7.0,
+        "{text}"
+    );
+    let mut buckets: Vec<(f64, f64)> = after
+        .iter()
+        .filter_map(|(series, count)| {
+            let le = series
+                .strip_prefix("swarm_allocation_latency_seconds_bucket{le=\"")?
+                .strip_suffix("\"}")?;
+            Some((le.parse().unwrap_or(f64::INFINITY), *count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(buckets.len(), 17, "{text}");
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{text}");
+    assert!(
+        after["swarm_allocation_latency_seconds_sum"] > 0.0,
+        "{text}"
+    );
+    // The restart shows, for the crashing agent only.
+    let crash_labels = format!("agent=\"{}\",name=\"crash-0\"", crash.id);
+    assert_eq!(
+        after[&format!("swarm_agent_restarts_total{{{crash_labels}}}")],
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        after[&format!("swarm_agent_health{{{crash_labels},health=\"up\"}}")],
+        1.0,
+        "{text}"
+    );
+    assert_eq!(agent_named(&server, "crash-0").await["restarts"], 1);
+    assert_eq!(agent_named(&server, "work-0").await["restarts"], 0);
     let hold = server
         .swarm
         .registry()

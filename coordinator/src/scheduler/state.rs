@@ -468,7 +468,10 @@ impl SchedulerState {
                         run.unfinished = run.unfinished.saturating_sub(1);
                     }
                 }
-                TaskStatus::Review => node.status = TaskStatus::Review,
+                TaskStatus::Review => {
+                    node.status = TaskStatus::Review;
+                    self.stats.tasks_in_review += 1;
+                }
                 _ => {}
             }
         }
@@ -778,6 +781,20 @@ impl SchedulerState {
     /// down and its attempts are taken back (`AgentLost`).
     pub(crate) fn flush(&mut self) {
         self.burst.clear();
+        if !self.outbox.is_empty() {
+            // The turn's batches are handed over now, so their allocation latency ends now:
+            // one clock read per turn, not per assignment, into a fixed-bucket histogram (no
+            // lock, no allocation). Assignments cancelled within the turn were never sent and
+            // are not counted.
+            let now = Instant::now();
+            for (_, batch) in self.outbox.values() {
+                for assignment in batch {
+                    self.stats
+                        .allocation_latency
+                        .record(now.saturating_duration_since(assignment.ready_at));
+                }
+            }
+        }
         if self.outbox.is_empty() && self.cancels.is_empty() && self.effects.is_empty() {
             self.journal.commit(Effects::new(self.delivery.clone()));
             return;
@@ -1065,6 +1082,7 @@ impl SchedulerState {
         node.status = TaskStatus::Review;
         node.output = output.clone();
         node.error = Some(reason.clone());
+        self.stats.tasks_in_review += 1;
         self.journal.record(Event::TaskInReview {
             objective: node.objective,
             task: id,
@@ -1178,6 +1196,7 @@ impl SchedulerState {
         node.status = TaskStatus::Failed;
         node.retry_due = false;
         node.error = Some(message.clone());
+        self.stats.tasks_failed += 1;
         if partial.is_some() {
             node.partial = partial.clone();
         }
@@ -1340,6 +1359,9 @@ impl SchedulerState {
         let was = node.status;
         node.status = TaskStatus::Cancelled;
         node.retry_due = false;
+        if was == TaskStatus::Review {
+            self.stats.tasks_in_review = self.stats.tasks_in_review.saturating_sub(1);
+        }
         let (objective, attempt, agent, queued) =
             (node.objective, node.attempt, node.agent, node.queued.take());
         if queued.is_some() {
@@ -1402,6 +1424,8 @@ impl SchedulerState {
             });
         }
         let objective = node.objective;
+        // Every decision takes the task out of review.
+        self.stats.tasks_in_review = self.stats.tasks_in_review.saturating_sub(1);
         match decision {
             ReviewDecision::Approve { output } => {
                 let output = output.or_else(|| node.output.take()).unwrap_or(Value::Null);
