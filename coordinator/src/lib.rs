@@ -347,13 +347,34 @@ impl Swarm {
         )?
     }
 
-    /// Stops an agent and removes it; its in-flight attempts are re-queued.
+    /// Stops an agent and removes it at once; its in-flight attempts are re-queued. See
+    /// [`Swarm::remove_agent`] for the graceful way.
     pub async fn deregister_agent(&self, agent: AgentId) -> Result<(), Error> {
         call_t!(
             self.supervisor,
             |reply| SupervisorMsg::Deregister { agent, reply },
             self.ms()
         )?
+    }
+
+    /// Removes an agent gracefully: from when this returns it is `Draining` (recorded, and
+    /// durable with a durable log) and gets no new work; the attempts it runs may finish for
+    /// up to `grace`, then it is stopped and removed (`AgentDeregistered`), and what still runs
+    /// is re-queued. Returns at once, without waiting for the drain; asking again while it
+    /// drains is harmless.
+    pub async fn remove_agent(&self, agent: AgentId, grace: Duration) -> Result<(), Error> {
+        call_t!(
+            self.supervisor,
+            |reply| SupervisorMsg::Drain {
+                agent,
+                grace,
+                reply
+            },
+            self.ms()
+        )??;
+        // The supervisor recorded the change before it answered; wait until it is durable.
+        Ok(call_t!(self.scheduler, SchedulerMsg::Flush, self.ms())
+            .map_err(|e| self.explain(e.into()))??)
     }
 
     /// Submits an objective; it returns once the objective is accepted (and, with a durable

@@ -6,6 +6,12 @@
 //! no longer pick it and re-queues what it had in flight), then it is started again after a
 //! backoff that doubles with each restart in the window. An agent that fails more than
 //! `max_restarts` times within `window` stays down until it is registered again.
+//!
+//! Removing an agent gracefully (`Drain`) marks it `Draining` in the registry, so the scheduler
+//! gives it nothing new, and returns at once; a task of its own waits, up to the grace period,
+//! for the agent actor to say its running attempts ended (`AgentMsg::Drain`), then the agent
+//! is stopped and removed, and what still ran is re-queued. A draining agent that crashes is
+//! removed, not restarted.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -59,12 +65,34 @@ pub enum SupervisorMsg {
         /// Answered once the agent can take work.
         reply: RpcReplyPort<Result<AgentDescriptor, crate::Error>>,
     },
-    /// Stop an agent and remove it; its in-flight attempts are re-queued.
+    /// Stop an agent and remove it at once; its in-flight attempts are re-queued.
     Deregister {
         /// The agent.
         agent: AgentId,
         /// Answered once removed.
         reply: RpcReplyPort<Result<(), crate::Error>>,
+    },
+    /// Give the agent no new work, let its running attempts finish for up to `grace`, then
+    /// remove it (what still runs then is re-queued). Asking again while it drains changes
+    /// nothing.
+    Drain {
+        /// The agent.
+        agent: AgentId,
+        /// How long its running attempts may take to finish.
+        grace: Duration,
+        /// Answered once it is marked draining (the change is recorded after this message's
+        /// turn; a `SchedulerMsg::Flush` after the answer waits for it to be durable).
+        reply: RpcReplyPort<Result<(), crate::Error>>,
+    },
+    /// A drain ended: the agent is idle (`idle`), or its grace elapsed first, or its actor is
+    /// gone. Sent by the drain's own task.
+    Drained {
+        /// The agent.
+        agent: AgentId,
+        /// True when every attempt it ran finished.
+        idle: bool,
+        /// The grace it was given.
+        grace: Duration,
     },
     /// A restart backoff passed.
     Respawn {
@@ -152,6 +180,8 @@ struct Supervised {
     forwarder: Option<tokio::task::JoinHandle<()>>,
     /// Restart times within the current window.
     restarts: VecDeque<Instant>,
+    /// Set while the agent drains before its removal: the task waiting for it.
+    draining: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The supervisor's state.
@@ -194,6 +224,14 @@ impl Actor for AgentSupervisor {
         // A stopping supervisor would kill its linked children without running their
         // `post_stop`; stop them gracefully first.
         state.by_actor.clear();
+        for supervised in state.agents.values() {
+            for task in [&supervised.forwarder, &supervised.draining]
+                .into_iter()
+                .flatten()
+            {
+                task.abort();
+            }
+        }
         myself
             .stop_children_and_wait(None, Some(Duration::from_secs(5)))
             .await;
@@ -216,7 +254,27 @@ impl Actor for AgentSupervisor {
                 let _ = reply.send(result);
             }
             SupervisorMsg::Deregister { agent, reply } => {
-                let _ = reply.send(state.deregister(agent));
+                let _ = reply.send(state.remove(agent, "deregistered"));
+            }
+            SupervisorMsg::Drain {
+                agent,
+                grace,
+                reply,
+            } => {
+                let result = state.drain(&myself, agent, grace).await;
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Drained { agent, idle, grace } => {
+                let reason = if idle {
+                    "deregistered after draining".to_owned()
+                } else {
+                    format!(
+                        "deregistered: attempts still ran when its grace of {} elapsed",
+                        humantime::format_duration(grace)
+                    )
+                };
+                // Already gone if it crashed while draining.
+                let _ = state.remove(agent, &reason);
             }
             SupervisorMsg::Respawn { agent } => state.respawn(&myself, agent).await,
         }
@@ -280,21 +338,83 @@ impl SupervisorState {
                 feed,
                 forwarder,
                 restarts: VecDeque::new(),
+                draining: None,
             },
         );
         self.tell(SchedulerMsg::AgentAvailable { agent: id });
         Ok(descriptor)
     }
 
-    fn deregister(&mut self, agent: AgentId) -> Result<(), crate::Error> {
+    /// Marks the agent draining and starts the task that waits for it to be idle (see the
+    /// module docs). A second request while it drains is a no-op.
+    async fn drain(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        agent: AgentId,
+        grace: Duration,
+    ) -> Result<(), crate::Error> {
+        let supervised = self
+            .agents
+            .get_mut(&agent)
+            .ok_or(crate::Error::UnknownAgent(agent))?;
+        if supervised.draining.is_some() {
+            return Ok(());
+        }
+        // Its own health reports stop counting: a breaker closing must not make a draining
+        // agent take work again. Awaited, so no report lands after `Draining` below.
+        let forwarder = supervised.forwarder.take();
+        let actor = supervised.actor.clone();
+        if let Some(forwarder) = forwarder {
+            forwarder.abort();
+            let _ = forwarder.await;
+        }
+        let _ = self.registry.set_health(agent, Health::Draining);
+        self.record(Event::AgentHealthChanged {
+            agent,
+            health: Health::Draining,
+            reason: format!(
+                "removal requested: draining for up to {}",
+                humantime::format_duration(grace)
+            ),
+        });
+        let Some(actor) = actor else {
+            // Down between a crash and its restart: nothing runs there.
+            return self.remove(agent, "deregistered while down");
+        };
+        let scheduler = self.scheduler.clone();
+        let myself = myself.clone();
+        let waiter = tokio::spawn(async move {
+            let idle = tokio::time::timeout(grace, async {
+                // Every batch the scheduler gave the agent before it was marked draining is
+                // sent once the turns before this flush are durable: after it, those batches
+                // are in the agent's mailbox ahead of `Drain`.
+                let _ = ractor::call!(scheduler, SchedulerMsg::Flush);
+                ractor::call!(actor, AgentMsg::Drain).is_ok()
+            })
+            .await
+            .unwrap_or(false);
+            let _ = myself.cast(SupervisorMsg::Drained { agent, idle, grace });
+        });
+        if let Some(supervised) = self.agents.get_mut(&agent) {
+            supervised.draining = Some(waiter);
+        }
+        Ok(())
+    }
+
+    /// Stops the agent and removes it from the registry (so nothing new reaches it); the
+    /// scheduler takes back whatever it still had in flight (`AgentLost`, with `reason`).
+    fn remove(&mut self, agent: AgentId, reason: &str) -> Result<(), crate::Error> {
         let supervised = self
             .agents
             .remove(&agent)
             .ok_or(crate::Error::UnknownAgent(agent))?;
         // Out of the registry first, so nothing new is allocated to it.
         let _ = self.registry.deregister(agent);
-        if let Some(forwarder) = &supervised.forwarder {
-            forwarder.abort();
+        for task in [&supervised.forwarder, &supervised.draining]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         if let Some(actor) = supervised.actor {
             self.by_actor.remove(&actor.get_id());
@@ -303,7 +423,7 @@ impl SupervisorState {
         self.live.remove(agent);
         self.tell(SchedulerMsg::AgentLost {
             agent,
-            reason: "deregistered".to_owned(),
+            reason: reason.to_owned(),
         });
         self.record(Event::AgentDeregistered { agent });
         Ok(())
@@ -317,6 +437,12 @@ impl SupervisorState {
             return;
         };
         supervised.actor = None;
+        if supervised.draining.is_some() {
+            // It was leaving anyway: removed, not restarted; what it ran is re-queued.
+            tracing::warn!(agent_id = %agent, %reason, "agent actor failed while draining");
+            let _ = self.remove(agent, &format!("failed while draining: {reason}"));
+            return;
+        }
         // Down before the scheduler hears of it: from here on nothing is allocated to it.
         let _ = self.registry.set_health(agent, Health::Down);
         tracing::warn!(agent_id = %agent, %reason, "agent actor failed");
@@ -364,7 +490,7 @@ impl SupervisorState {
         let Some(supervised) = self.agents.get(&agent) else {
             return; // deregistered in the meantime
         };
-        if supervised.actor.is_some() {
+        if supervised.actor.is_some() || supervised.draining.is_some() {
             return;
         }
         let max_concurrency = supervised.max_concurrency;

@@ -46,7 +46,11 @@ async fn start(token: Option<&str>) -> Server {
 }
 
 async fn start_with(config: ApiConfig) -> Server {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), config).await
+}
+
+/// A server whose event log is in `dir` (a restart when a server used it before).
+async fn start_in(dir: tempfile::TempDir, config: ApiConfig) -> Server {
     let swarm = Swarm::open(SwarmConfig::default(), StoreConfig::new(dir.path()))
         .await
         .unwrap();
@@ -1293,16 +1297,22 @@ async fn model_agents_are_registered_and_removed_while_serving() {
         6
     );
 
-    // Removed: gone from the list, and a second removal is a 404.
+    // Removed: it drains (nothing runs on it) and leaves; then a second removal is a 404.
+    let mut feed = server.swarm.subscribe().unwrap();
     let delete = |id: String| {
         server
             .request(Method::DELETE, &format!("/v1/agents/{id}"))
             .send()
     };
-    assert_eq!(
-        delete(id.clone()).await.unwrap().status(),
-        StatusCode::NO_CONTENT
-    );
+    let response = delete(id.clone()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let agent: swarm_protocol::AgentId = id.parse().unwrap();
+    next_event(
+        &mut feed,
+        "the removal",
+        |e| matches!(e, Event::AgentDeregistered { agent: a } if *a == agent),
+    )
+    .await;
     let agents = server.get_json("/v1/agents").await;
     assert!(
         !agents
@@ -1320,38 +1330,173 @@ async fn model_agents_are_registered_and_removed_while_serving() {
     .await;
     assert_eq!(body["field"], "id");
 
-    // Removing an agent with an attempt in flight puts the task back in its queue.
+    server.finish().await;
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_drains_a_running_attempt_then_removes_the_agent() {
+    let server = start(None).await;
+    let mut feed = server.swarm.subscribe().unwrap();
+    let gate = agent_named(&server, "gate-0").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agent: swarm_protocol::AgentId = gate.parse().unwrap();
+    let id = server
+        .submit_ok(&json!({ "goal": "slow", "tasks": [{ "id": "g", "capability": "gate" }] }))
+        .await;
+    let mut stream = server.events(&id, None).await;
+    until(&mut stream, "task_started").await;
+
+    let delete = |query: &str| {
+        server
+            .request(Method::DELETE, &format!("/v1/agents/{gate}{query}"))
+            .send()
+    };
+    let response = delete("?grace=1m").await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({ "id": gate.as_str(), "health": "draining", "grace": "1m" })
+    );
+    // Recorded (and durable) before the answer.
+    next_event(&mut feed, "draining", |e| {
+        matches!(e, Event::AgentHealthChanged { agent: a, health: Health::Draining, .. } if *a == agent)
+    })
+    .await;
+    // Still there, draining, with its attempt; asking again changes nothing.
+    let draining = agent_named(&server, "gate-0").await;
+    assert_eq!(draining["health"], "draining", "{draining:#}");
+    assert_eq!(draining["in_flight"], 1, "{draining:#}");
+    let again = delete("").await.unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    // Nothing new is given to it: another task of its capability waits in the queue.
+    let waiting = server
+        .submit_ok(&json!({ "goal": "later", "tasks": [{ "id": "w", "capability": "gate" }] }))
+        .await;
+    let text = server
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = prometheus_samples(&text);
+    assert_eq!(
+        samples["swarm_tasks_queued_by_capability{capability=\"gate\"}"], 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        samples[&format!(
+            "swarm_agent_health{{agent=\"{gate}\",name=\"gate-0\",health=\"draining\"}}"
+        )],
+        1.0,
+        "{text}"
+    );
+
+    // The running attempt finishes, as its first and only attempt; then the agent leaves.
+    server.gate.add_permits(1);
+    let view = server
+        .swarm
+        .wait(id.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(serde_json::to_value(view.status).unwrap(), "succeeded");
+    assert_eq!(view.tasks[0].attempts, 1, "{view:#?}");
+    assert_eq!(view.tasks[0].output, Some(json!("through")));
+    next_event(
+        &mut feed,
+        "the removal",
+        |e| matches!(e, Event::AgentDeregistered { agent: a } if *a == agent),
+    )
+    .await;
+    let chain = server.get_json(&format!("/v1/objectives/{id}/chain")).await;
+    assert!(
+        !chain.to_string().contains("attempt_lost"),
+        "the drained attempt was lost: {chain:#}"
+    );
+    let agents = server.get_json("/v1/agents").await;
+    assert!(!agents.to_string().contains("gate-0"), "{agents:#}");
+    let gone = delete("").await.unwrap();
+    assert_eq!(problem(gone, StatusCode::NOT_FOUND).await["field"], "id");
+    let later = server.get_json(&format!("/v1/objectives/{waiting}")).await;
+    assert_eq!(later["tasks"][0]["status"], "ready", "{later:#}");
+    assert_eq!(later["tasks"][0]["attempts"], 0, "{later:#}");
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_requeues_what_still_runs_when_the_grace_elapses() {
+    let server = start(None).await;
+    let mut feed = server.swarm.subscribe().unwrap();
+    let hold = agent_named(&server, "hold-0").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agent: swarm_protocol::AgentId = hold.parse().unwrap();
+    let delete = |query: &str| {
+        server
+            .request(Method::DELETE, &format!("/v1/agents/{hold}{query}"))
+            .send()
+    };
+    // Bad graces are problems naming the parameter, and change nothing.
+    for (query, field) in [
+        ("?grace=soon", "grace"),
+        ("?grace=2h", "grace"),
+        ("?grace=", "grace"),
+        ("?wait=1s", "wait"),
+    ] {
+        let response = delete(query).await.unwrap();
+        let body = problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(body["field"], field, "{query}: {body}");
+    }
+    assert_eq!(agent_named(&server, "hold-0").await["health"], "up");
+    let unknown = server
+        .request(Method::DELETE, "/v1/agents/A999?grace=1s")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(unknown, StatusCode::NOT_FOUND).await["field"], "id");
+
     let held = server
         .submit_ok(&json!({ "goal": "never", "tasks": [{ "id": "h", "capability": "hold" }] }))
         .await;
     let mut stream = server.events(&held, None).await;
     until(&mut stream, "task_started").await;
-    let hold = agents
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "hold-0")
-        .unwrap()["id"]
+    let response = delete("?grace=50ms").await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // The attempt never ends: when the grace elapses the agent leaves and the attempt goes
+    // back to the queue.
+    let lost = until(&mut stream, "attempt_lost").await;
+    let reason = lost.last().unwrap().data["reason"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(delete(hold).await.unwrap().status(), StatusCode::NO_CONTENT);
-    until(&mut stream, "attempt_lost").await;
-    let metrics = server
+    assert!(reason.contains("grace of 50ms elapsed"), "{reason}");
+    next_event(
+        &mut feed,
+        "the removal",
+        |e| matches!(e, Event::AgentDeregistered { agent: a } if *a == agent),
+    )
+    .await;
+    let text = server
         .request(Method::GET, "/metrics")
         .send()
         .await
+        .unwrap()
+        .text()
+        .await
         .unwrap();
-    let text = metrics.text().await.unwrap();
     let samples = prometheus_samples(&text);
     assert_eq!(
         samples["swarm_tasks_queued_by_capability{capability=\"hold\"}"], 1.0,
         "{text}"
     );
     assert_eq!(samples["swarm_tasks_running"], 0.0, "{text}");
-
     server.finish().await;
-    sim.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

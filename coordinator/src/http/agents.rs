@@ -1,13 +1,15 @@
 //! `/v1/agents`: the registry's view of every agent, and registering or removing a model
-//! agent while the server runs.
+//! agent while the server runs (a removal drains the agent first).
 //!
 //! A registration takes the fields of one `[[agents]]` entry of `swarm.toml`
 //! ([`AgentConfig`]). Its API key is named by `api_key_env`, an environment variable of the
 //! server; the key itself never travels over the API, and an error names the variable only.
 
+use std::time::Duration;
+
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use swarm_agents::model::ApiKey;
@@ -123,17 +125,44 @@ pub(super) async fn register(
     Ok(response)
 }
 
-/// Stops an agent and removes it; its attempts in flight go back to the queue.
+/// How long a removed agent's running attempts may take to finish when `grace` is not given.
+const GRACE_DEFAULT: Duration = Duration::from_secs(60);
+
+/// The longest `grace` accepted: a removal must end.
+const GRACE_MAX: Duration = Duration::from_secs(60 * 60);
+
+/// A removal under way.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Removal {
+    /// The agent.
+    id: AgentId,
+    /// `draining`: it gets no new work, and leaves once its running attempts end.
+    health: Health,
+    /// How long its running attempts may take to finish; what still runs then is re-queued.
+    #[schema(value_type = String, example = "1m")]
+    grace: String,
+}
+
+/// Removes an agent gracefully: it is marked `draining` at once (nothing new is allocated to
+/// it, and the change is durable before the answer), the attempts it runs may finish for up to
+/// `grace`, then it is stopped and removed, and whatever still runs goes back to the queue.
+/// Asking again while it drains answers 202 again.
 #[utoipa::path(
     delete,
     path = "/v1/agents/{id}",
     tag = "agents",
     operation_id = "deregister_agent",
-    params(("id" = AgentId, Path, description = "The agent.")),
+    params(
+        ("id" = AgentId, Path, description = "The agent."),
+        ("grace" = Option<String>, Query, example = "30s",
+         description = "How long its running attempts may take to finish (humantime: `500ms`, \
+                        `30s`, `2m`; at most 1h). Default 60s."),
+    ),
     responses(
-        (status = 204, description = "Removed."),
-        (status = 400, description = "`id` is not an agent id.", body = Problem,
-         content_type = PROBLEM_JSON),
+        (status = 202, description = "Draining; it is removed once its running attempts \
+         ended or the grace elapsed.", body = Removal),
+        (status = 400, description = "`id` is not an agent id, or `grace` is not a duration of \
+         at most 1h; `field` names it.", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such agent.", body = Problem,
          content_type = PROBLEM_JSON),
         (status = 503, description = "The coordinator is not available.", body = Problem,
@@ -143,8 +172,51 @@ pub(super) async fn register(
 pub(super) async fn deregister(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<StatusCode, Problem> {
+    uri: Uri,
+) -> Result<Response, Problem> {
     let agent: AgentId = id.parse().map_err(|e| Problem::bad_param("id", e))?;
-    state.swarm.deregister_agent(agent).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let grace = parse_grace(&uri)?;
+    state.swarm.remove_agent(agent, grace).await?;
+    let removal = Removal {
+        id: agent,
+        health: Health::Draining,
+        grace: humantime::format_duration(grace).to_string(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(removal)).into_response())
+}
+
+/// `?grace=<duration>`, or the default.
+fn parse_grace(uri: &Uri) -> Result<Duration, Problem> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            format!("the query string does not parse: {e}"),
+        )
+    })?;
+    let mut grace = GRACE_DEFAULT;
+    for (name, value) in pairs {
+        if name != "grace" {
+            return Err(Problem::bad_query(
+                &name,
+                "is not a parameter of this route; use grace",
+            ));
+        }
+        grace = humantime::parse_duration(&value).map_err(|e| {
+            Problem::bad_query(
+                "grace",
+                &format!("`{value}` is not a duration such as `30s` or `2m`: {e}"),
+            )
+        })?;
+        if grace > GRACE_MAX {
+            return Err(Problem::bad_query(
+                "grace",
+                &format!(
+                    "`{value}` is longer than the most allowed, {}",
+                    humantime::format_duration(GRACE_MAX)
+                ),
+            ));
+        }
+    }
+    Ok(grace)
 }
