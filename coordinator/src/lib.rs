@@ -46,6 +46,7 @@ use swarm_protocol::{
     SchedulerStats, TaskId,
 };
 pub use swarm_registry::Registration;
+pub use swarm_store::DeclaredAgent;
 use swarm_store::{EventStore, SqliteOptions, SqliteStore, StoredObjective};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -341,10 +342,53 @@ impl Swarm {
             |reply| SupervisorMsg::Register {
                 registration,
                 factory,
+                declared: None,
                 reply
             },
             self.ms()
         )?
+    }
+
+    /// Registers an agent as [`Swarm::register_agent`] does, and records `config` with it
+    /// (`AgentDeclared`), so that a restart on the same log can register it again (see
+    /// [`Swarm::declared_agents`]) until it is removed. Returns once that record is durable;
+    /// if it cannot be made durable, the agent is removed again and the error returned.
+    pub async fn register_declared_agent(
+        &self,
+        registration: Registration,
+        factory: AgentFactory,
+        config: serde_json::Value,
+    ) -> Result<AgentDescriptor, Error> {
+        let descriptor = call_t!(
+            self.supervisor,
+            |reply| SupervisorMsg::Register {
+                registration,
+                factory,
+                declared: Some(config),
+                reply
+            },
+            self.ms()
+        )??;
+        let durable = call_t!(self.scheduler, SchedulerMsg::Flush, self.ms())
+            .map_err(|e| self.explain(e.into()))
+            .and_then(|flushed| flushed.map_err(Error::from));
+        match durable {
+            Ok(()) => Ok(descriptor),
+            Err(err) => {
+                let _ = self.deregister_agent(descriptor.id).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// The agents registered through [`Swarm::register_declared_agent`] and not removed since,
+    /// as the durable log holds them, in the order they were first declared (none without a
+    /// log).
+    pub async fn declared_agents(&self) -> Result<Vec<DeclaredAgent>, Error> {
+        match &self.store {
+            Some(store) => Ok(store.declared_agents().await?),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Stops an agent and removes it at once; its in-flight attempts are re-queued. See

@@ -62,6 +62,9 @@ pub enum SupervisorMsg {
         registration: Registration,
         /// Makes its plug-in.
         factory: AgentFactory,
+        /// For an agent registered through the API: its configuration, recorded
+        /// (`AgentDeclared`) so that a restart registers it again.
+        declared: Option<serde_json::Value>,
         /// Answered once the agent can take work.
         reply: RpcReplyPort<Result<AgentDescriptor, crate::Error>>,
     },
@@ -171,6 +174,9 @@ pub struct SupervisorArgs {
 }
 
 struct Supervised {
+    name: String,
+    /// Registered through the API and not yet undeclared (see `Event::AgentDeclared`).
+    declared: bool,
     factory: AgentFactory,
     max_concurrency: u32,
     actor: Option<ActorRef<AgentMsg>>,
@@ -248,9 +254,12 @@ impl Actor for AgentSupervisor {
             SupervisorMsg::Register {
                 registration,
                 factory,
+                declared,
                 reply,
             } => {
-                let result = state.register(&myself, registration, factory).await;
+                let result = state
+                    .register(&myself, registration, factory, declared)
+                    .await;
                 let _ = reply.send(result);
             }
             SupervisorMsg::Deregister { agent, reply } => {
@@ -309,8 +318,10 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         registration: Registration,
         factory: AgentFactory,
+        declared: Option<serde_json::Value>,
     ) -> Result<AgentDescriptor, crate::Error> {
         let max_concurrency = registration.max_concurrency;
+        let name = registration.name.clone();
         let id = self.registry.reserve_id();
         let instance = factory.make();
         let actor =
@@ -328,10 +339,20 @@ impl SupervisorState {
         self.record(Event::AgentRegistered {
             descriptor: descriptor.clone(),
         });
+        let is_declared = declared.is_some();
+        if let Some(config) = declared {
+            self.record(Event::AgentDeclared {
+                agent: id,
+                name: name.clone(),
+                config,
+            });
+        }
         let forwarder = feed.clone().map(|feed| self.forward_health(id, feed));
         self.agents.insert(
             id,
             Supervised {
+                name,
+                declared: is_declared,
                 factory,
                 max_concurrency,
                 actor: Some(actor),
@@ -364,6 +385,9 @@ impl SupervisorState {
         // agent take work again. Awaited, so no report lands after `Draining` below.
         let forwarder = supervised.forwarder.take();
         let actor = supervised.actor.clone();
+        // Forgotten now, not when the drain ends: a restart in between must not bring back an
+        // agent whose removal was asked for.
+        let undeclare = std::mem::take(&mut supervised.declared).then(|| supervised.name.clone());
         if let Some(forwarder) = forwarder {
             forwarder.abort();
             let _ = forwarder.await;
@@ -377,6 +401,9 @@ impl SupervisorState {
                 humantime::format_duration(grace)
             ),
         });
+        if let Some(name) = undeclare {
+            self.record(Event::AgentUndeclared { agent, name });
+        }
         let Some(actor) = actor else {
             // Down between a crash and its restart: nothing runs there.
             return self.remove(agent, "deregistered while down");
@@ -425,6 +452,12 @@ impl SupervisorState {
             agent,
             reason: reason.to_owned(),
         });
+        if supervised.declared {
+            self.record(Event::AgentUndeclared {
+                agent,
+                name: supervised.name,
+            });
+        }
         self.record(Event::AgentDeregistered { agent });
         Ok(())
     }

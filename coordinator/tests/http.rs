@@ -1499,6 +1499,127 @@ async fn delete_requeues_what_still_runs_when_the_grace_elapses() {
     server.finish().await;
 }
 
+/// Registers a model agent through the API; returns its id.
+async fn post_agent(server: &Server, body: &Value) -> String {
+    let response = server
+        .request(Method::POST, "/v1/agents")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn names(agents: &Value) -> Vec<String> {
+    agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_registered_over_http_survive_a_restart_until_removed() {
+    let sim = SimServer::start(SimConfig::default()).await.unwrap();
+    let model = |name: &str| {
+        json!({
+            "name": name,
+            "provider": "openai",
+            "base_url": sim.base_url(),
+            "model": "m",
+            "capabilities": ["write"],
+            "concurrency": 3,
+            "rpm": 600,
+            "breaker": { "consecutive_failures": 4, "cool_down": "7s" }
+        })
+    };
+    let server = start(None).await;
+    post_agent(&server, &model("api-writer")).await;
+    post_agent(&server, &model("clash")).await;
+    // Not a declared agent: registered by the process itself, so not brought back.
+    assert!(server.swarm.declared_agents().await.unwrap().len() == 2);
+    let dir = server.finish().await;
+
+    // Restarted on the same data directory. `clash` is now also the name of an agent the
+    // process registers itself (as one of `swarm.toml` would be): that one wins.
+    let server = start_in(dir, ApiConfig::default()).await;
+    let configured = server
+        .swarm
+        .register_agent(reg("clash", &["other"], 1), AgentFactory::shared(EchoAgent))
+        .await
+        .unwrap();
+    let restored = swarm_coordinator::http::register_declared_agents(&server.swarm)
+        .await
+        .unwrap();
+    let restored: Vec<&str> = restored.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(restored, ["api-writer"]);
+    let writer = agent_named(&server, "api-writer").await;
+    assert_eq!(writer["capabilities"], json!(["write"]), "{writer:#}");
+    assert_eq!(writer["max_concurrency"], 3, "{writer:#}");
+    assert_eq!(
+        writer["limiter"]["requests"]["per_minute"], 600,
+        "{writer:#}"
+    );
+    let clash = agent_named(&server, "clash").await;
+    assert_eq!(clash["id"], configured.id.to_string(), "{clash:#}");
+    // It works: a task of its capability runs on it.
+    let objective = server
+        .submit_ok(&json!({ "goal": "write", "tasks": [{ "id": "w", "capability": "write", "input": "a haiku" }] }))
+        .await;
+    let view = server
+        .swarm
+        .wait(objective.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(serde_json::to_value(view.status).unwrap(), "succeeded");
+    assert_eq!(
+        view.tasks[0].agent.map(|a| a.to_string()),
+        writer["id"].as_str().map(str::to_owned)
+    );
+
+    // Removed: forgotten at once, so the next start does not bring it back.
+    let response = server
+        .request(
+            Method::DELETE,
+            &format!("/v1/agents/{}", writer["id"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let declared: Vec<String> = server
+        .swarm
+        .declared_agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(declared, ["clash"]);
+    let dir = server.finish().await;
+
+    let server = start_in(dir, ApiConfig::default()).await;
+    let restored = swarm_coordinator::http::register_declared_agents(&server.swarm)
+        .await
+        .unwrap();
+    let restored: Vec<&str> = restored.iter().map(|d| d.name.as_str()).collect();
+    // The file's `clash` is gone this time, so the declared one comes back.
+    assert_eq!(restored, ["clash"]);
+    let agents = names(&server.get_json("/v1/agents").await);
+    assert!(!agents.contains(&"api-writer".to_owned()), "{agents:?}");
+    assert_eq!(
+        agent_named(&server, "clash").await["capabilities"],
+        json!(["write"])
+    );
+    server.finish().await;
+    sim.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_open_event_streams() {
     let server = start(None).await;

@@ -4,6 +4,8 @@
 //! A registration takes the fields of one `[[agents]]` entry of `swarm.toml`
 //! ([`AgentConfig`]). Its API key is named by `api_key_env`, an environment variable of the
 //! server; the key itself never travels over the API, and an error names the variable only.
+//! The fields are recorded in the event log (`AgentDeclared`), so `swarm serve` registers the
+//! agent again after a restart; a removal forgets them (`AgentUndeclared`).
 
 use std::time::Duration;
 
@@ -73,10 +75,11 @@ pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<AgentView>> 
 }
 
 /// Registers a model agent from the fields of a `swarm.toml` `[[agents]]` entry; 201 with its
-/// descriptor once it can take work.
+/// descriptor once it can take work and its fields are durable in the event log, so a restart
+/// registers it again (until it is removed).
 ///
 /// Its API key is read from the server's environment variable `api_key_env`; the key itself
-/// never travels over the API.
+/// never travels over the API and is never stored.
 #[utoipa::path(
     post,
     path = "/v1/agents",
@@ -116,7 +119,18 @@ pub(super) async fn register(
         }
         other => Problem::from(other),
     })?;
-    let descriptor = state.swarm.register_agent(registration, factory).await?;
+    // Its own fields, as read: a restart builds it again from them.
+    let declared = serde_json::to_value(&config).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-agent",
+            format!("the agent's fields cannot be recorded: {e}"),
+        )
+    })?;
+    let descriptor = state
+        .swarm
+        .register_declared_agent(registration, factory, declared)
+        .await?;
     let location = format!("/v1/agents/{}", descriptor.id);
     let mut response = (StatusCode::CREATED, Json(descriptor)).into_response();
     if let Ok(location) = HeaderValue::from_str(&location) {
@@ -146,7 +160,8 @@ pub(super) struct Removal {
 /// Removes an agent gracefully: it is marked `draining` at once (nothing new is allocated to
 /// it, and the change is durable before the answer), the attempts it runs may finish for up to
 /// `grace`, then it is stopped and removed, and whatever still runs goes back to the queue.
-/// Asking again while it drains answers 202 again.
+/// Asking again while it drains answers 202 again. An agent registered over the API is
+/// forgotten at once: a restart does not register it again.
 #[utoipa::path(
     delete,
     path = "/v1/agents/{id}",
