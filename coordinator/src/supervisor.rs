@@ -21,9 +21,7 @@ use dashmap::DashMap;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rustc_hash::FxHashMap;
 use swarm_agents::{AgentActor, AgentArgs, AgentFactory, DynAgent, HealthFeed, ReportSink};
-use swarm_protocol::{
-    AgentDescriptor, AgentId, AgentMsg, AgentStatus, Event, Health, SchedulerMsg,
-};
+use swarm_protocol::{AgentDescriptor, AgentId, AgentMsg, Event, Health, SchedulerMsg};
 use swarm_registry::Registration;
 use tokio::time::Instant;
 
@@ -83,17 +81,17 @@ pub enum SupervisorMsg {
         agent: AgentId,
         /// How long its running attempts may take to finish.
         grace: Duration,
-        /// Answered once it is marked draining (the change is recorded after this message's
-        /// turn; a `SchedulerMsg::Flush` after the answer waits for it to be durable).
+        /// Answered once it is marked draining. The change has been sent to the scheduler to
+        /// record by then, so a `SchedulerMsg::Flush` sent after the answer waits until it is
+        /// durable.
         reply: RpcReplyPort<Result<(), crate::Error>>,
     },
-    /// A drain ended: the agent is idle (`idle`), or its grace elapsed first, or its actor is
-    /// gone. Sent by the drain's own task.
+    /// A drain ended; the agent is removed now. Sent by the drain's own task.
     Drained {
         /// The agent.
         agent: AgentId,
-        /// True when every attempt it ran finished.
-        idle: bool,
+        /// How the drain ended.
+        end: DrainEnd,
         /// The grace it was given.
         grace: Duration,
     },
@@ -123,14 +121,10 @@ pub struct AgentLive {
 }
 
 impl LiveAgents {
-    /// The agent's entry, if it is supervised.
+    /// The agent's entry, if it is supervised: a clone, so asking its instance for its status
+    /// holds no lock of the map.
     pub fn get(&self, agent: AgentId) -> Option<AgentLive> {
         self.0.get(&agent).map(|entry| entry.value().clone())
-    }
-
-    /// What the agent's live instance says about itself now (asked outside the map's lock).
-    pub fn status(&self, agent: AgentId) -> Option<AgentStatus> {
-        self.get(agent).map(|live| live.instance.agent_status())
     }
 
     fn insert(&self, agent: AgentId, instance: Arc<dyn DynAgent>) {
@@ -153,6 +147,17 @@ impl LiveAgents {
     fn remove(&self, agent: AgentId) {
         self.0.remove(&agent);
     }
+}
+
+/// How an agent's drain ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainEnd {
+    /// Every attempt it ran finished.
+    Idle,
+    /// Attempts still ran when the grace elapsed.
+    GraceElapsed,
+    /// Its actor stopped before it said it was idle.
+    ActorGone,
 }
 
 /// The agent supervisor actor. Behaviour only.
@@ -273,14 +278,14 @@ impl Actor for AgentSupervisor {
                 let result = state.drain(&myself, agent, grace).await;
                 let _ = reply.send(result);
             }
-            SupervisorMsg::Drained { agent, idle, grace } => {
-                let reason = if idle {
-                    "deregistered after draining".to_owned()
-                } else {
-                    format!(
+            SupervisorMsg::Drained { agent, end, grace } => {
+                let reason = match end {
+                    DrainEnd::Idle => "deregistered after draining".to_owned(),
+                    DrainEnd::GraceElapsed => format!(
                         "deregistered: attempts still ran when its grace of {} elapsed",
                         humantime::format_duration(grace)
-                    )
+                    ),
+                    DrainEnd::ActorGone => "deregistered: its actor stopped while draining".into(),
                 };
                 // Already gone if it crashed while draining.
                 let _ = state.remove(agent, &reason);
@@ -411,16 +416,19 @@ impl SupervisorState {
         let scheduler = self.scheduler.clone();
         let myself = myself.clone();
         let waiter = tokio::spawn(async move {
-            let idle = tokio::time::timeout(grace, async {
+            let end = tokio::time::timeout(grace, async {
                 // Every batch the scheduler gave the agent before it was marked draining is
                 // sent once the turns before this flush are durable: after it, those batches
                 // are in the agent's mailbox ahead of `Drain`.
                 let _ = ractor::call!(scheduler, SchedulerMsg::Flush);
-                ractor::call!(actor, AgentMsg::Drain).is_ok()
+                match ractor::call!(actor, AgentMsg::Drain) {
+                    Ok(()) => DrainEnd::Idle,
+                    Err(_) => DrainEnd::ActorGone,
+                }
             })
             .await
-            .unwrap_or(false);
-            let _ = myself.cast(SupervisorMsg::Drained { agent, idle, grace });
+            .unwrap_or(DrainEnd::GraceElapsed);
+            let _ = myself.cast(SupervisorMsg::Drained { agent, end, grace });
         });
         if let Some(supervised) = self.agents.get_mut(&agent) {
             supervised.draining = Some(waiter);
