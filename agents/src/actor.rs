@@ -10,6 +10,10 @@
 //! A panic in a plug-in fails this actor (its supervisor restarts it and the scheduler re-queues
 //! every attempt that was in flight here). Attempts still running when the actor dies are
 //! aborted, so a crashed agent leaves nothing behind that could report twice.
+//!
+//! `Drain` asks to be told when nothing runs here any more; it is answered right after the last
+//! running attempt's report went to the scheduler, so a supervisor that stops the actor then
+//! loses no outcome.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -20,13 +24,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use futures::FutureExt;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use swarm_protocol::{
     AgentId, AgentMsg, Assignment, AttemptPanic, FailureKind, Report, TaskId, TaskOutcome,
 };
 use tokio::task::AbortHandle;
 
-use crate::agent::{AgentFactory, AgentFuture, DynAgent};
+use crate::agent::{AgentFuture, DynAgent};
 use crate::context::TaskContext;
 use crate::sink::ReportSink;
 
@@ -35,16 +39,27 @@ use crate::sink::ReportSink;
 pub struct AgentActor;
 
 /// What an agent actor starts with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentArgs {
     /// The agent's registry id.
     pub id: AgentId,
-    /// Makes the plug-in instance.
-    pub factory: AgentFactory,
+    /// The plug-in instance this actor runs. Its supervisor makes it (with
+    /// [`crate::AgentFactory::make`], once per start) and keeps a handle on it, so operators can
+    /// read the live instance's status.
+    pub agent: Arc<dyn DynAgent>,
     /// Where outcomes go.
     pub reports: ReportSink,
     /// The most attempts run at once.
     pub max_concurrency: u32,
+}
+
+impl std::fmt::Debug for AgentArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentArgs")
+            .field("id", &self.id)
+            .field("max_concurrency", &self.max_concurrency)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An agent actor's state.
@@ -54,6 +69,8 @@ pub struct AgentState {
     reports: ReportSink,
     max_concurrency: usize,
     running: Running,
+    /// Who waits for `running` to be empty (`AgentMsg::Drain`).
+    drains: Vec<RpcReplyPort<()>>,
 }
 
 /// Attempts running off the mailbox. Dropping it (the actor stopped or died) aborts them.
@@ -87,10 +104,11 @@ impl Actor for AgentActor {
     ) -> Result<AgentState, ActorProcessingErr> {
         Ok(AgentState {
             id: args.id,
-            agent: args.factory.make(),
+            agent: args.agent,
             reports: args.reports,
             max_concurrency: args.max_concurrency.max(1) as usize,
             running: Running::default(),
+            drains: Vec::new(),
         })
     }
 
@@ -104,9 +122,19 @@ impl Actor for AgentActor {
             AgentMsg::Run(batch) => state.run_batch(batch, &myself),
             AgentMsg::Cancel { task, attempt } => {
                 state.cancel(task, attempt);
+                state.answer_drains_if_idle();
                 Ok(())
             }
-            AgentMsg::AttemptEnded(result) => state.attempt_ended(result),
+            AgentMsg::AttemptEnded(result) => {
+                state.attempt_ended(result)?;
+                state.answer_drains_if_idle();
+                Ok(())
+            }
+            AgentMsg::Drain(reply) => {
+                state.drains.push(reply);
+                state.answer_drains_if_idle();
+                Ok(())
+            }
             AgentMsg::InFlight(reply) => {
                 // The asker may have given up waiting; nothing to do then.
                 let _ = reply.send(state.running.0.len());
@@ -223,6 +251,17 @@ impl AgentState {
             Err(p) => {
                 self.running.0.remove(&(p.task, p.attempt));
                 Err(panic_error(self.id, &p))
+            }
+        }
+    }
+
+    /// Tells whoever waits for this agent to be idle, once it is. Reports go out before (each
+    /// attempt's report is sent when it ends), so the answer follows every outcome.
+    fn answer_drains_if_idle(&mut self) {
+        if self.running.0.is_empty() {
+            for reply in self.drains.drain(..) {
+                // A supervisor that gave up waiting (its grace elapsed) needs no answer.
+                let _ = reply.send(());
             }
         }
     }
@@ -402,7 +441,7 @@ mod tests {
             let (inbox, make_sink) = report_queue();
             let args = AgentArgs {
                 id: AGENT,
-                factory: AgentFactory::shared(agent),
+                agent: AgentFactory::shared(agent).make(),
                 reports: make_sink(scheduler.clone()),
                 max_concurrency,
             };
@@ -673,6 +712,44 @@ mod tests {
         assert_eq!(got, [(TaskId(2), TaskOutcome::success(json!(2)))]);
         assert!(harness.inbox.try_next().is_none());
         assert_eq!(harness.in_flight().await, 0);
+    }
+
+    #[tokio::test]
+    async fn drain_is_answered_once_the_last_running_attempt_reported() {
+        let gate = Arc::new(Semaphore::new(0));
+        let agent_gate = gate.clone();
+        let agent = FnAgent::new(move |_task, _ctx| {
+            let gate = agent_gate.clone();
+            async move {
+                // Each permit lets exactly one attempt finish.
+                gate.acquire().await.unwrap().forget();
+                TaskOutcome::success(json!("finished"))
+            }
+        });
+        let harness = Harness::start(agent, 4).await;
+        // Idle: answered at once.
+        ractor::call!(harness.agent, AgentMsg::Drain).unwrap();
+
+        harness.run(vec![assignment(1, Value::Null), assignment(2, Value::Null)]);
+        let (tx, mut drained) = tokio::sync::oneshot::channel();
+        harness.agent.cast(AgentMsg::Drain(tx.into())).unwrap();
+        // The round trip comes after the drain in the mailbox: it was handled, not answered.
+        assert_eq!(harness.in_flight().await, 2);
+        assert!(drained.try_recv().is_err());
+        gate.add_permits(1);
+        // One attempt left: still waiting.
+        let mut harness = harness;
+        let first = harness.next_reports().await;
+        assert_eq!(first.len(), 1);
+        assert_eq!(harness.in_flight().await, 1);
+        assert!(drained.try_recv().is_err());
+        gate.add_permits(1);
+        drained.await.unwrap();
+        // The last report was in the queue before the answer.
+        let (_, last) = harness.inbox.try_next().unwrap();
+        assert_eq!(last.len(), 1);
+        assert_ne!(last[0].task, first[0].task);
+        assert_eq!(last[0].outcome, TaskOutcome::success(json!("finished")));
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use swarm_protocol::{Health, Task, TaskOutcome};
+use swarm_protocol::{AgentStatus, Health, Task, TaskOutcome};
 
 use crate::context::TaskContext;
 
@@ -39,6 +39,13 @@ pub trait Agent: Send + Sync + 'static {
     fn health(&self) -> Option<HealthFeed> {
         None
     }
+
+    /// What the agent can say about itself now beyond its health (a model agent: its breaker
+    /// and its limiter's use), for operators (`GET /v1/agents`, `/metrics`). Called off the
+    /// hot path, at the time of asking; the default says nothing.
+    fn status(&self) -> AgentStatus {
+        AgentStatus::default()
+    }
 }
 
 /// An agent's health as the agent itself sees it, and why.
@@ -64,6 +71,9 @@ pub trait DynAgent: Send + Sync + 'static {
 
     /// See [`Agent::health`].
     fn health_feed(&self) -> Option<HealthFeed>;
+
+    /// See [`Agent::status`].
+    fn agent_status(&self) -> AgentStatus;
 }
 
 impl<A: Agent> DynAgent for A {
@@ -73,6 +83,10 @@ impl<A: Agent> DynAgent for A {
 
     fn health_feed(&self) -> Option<HealthFeed> {
         self.health()
+    }
+
+    fn agent_status(&self) -> AgentStatus {
+        self.status()
     }
 }
 

@@ -43,7 +43,8 @@ use swarm_agents::model::{ApiKey, LlmAgent, ModelSpec};
 use swarm_agents::sim::{Endpoint, SimConfig, SimHandle, SimServer};
 use swarm_agents::{Agent, HealthReport, TaskContext};
 use swarm_protocol::{
-    Capability, FailureKind, Health, ObjectiveId, Task, TaskId, TaskKey, TaskOutcome, Usage,
+    BreakerStatus, Capability, FailureKind, Health, ObjectiveId, QuotaUse, Task, TaskId, TaskKey,
+    TaskOutcome, Usage,
 };
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::task::{JoinHandle, JoinSet};
@@ -390,6 +391,13 @@ async fn breaker_opens_probes_once_and_closes(provider: Provider) {
         );
     };
     assert_eq!(until - opened_at, COOL_DOWN);
+    // The status operators read says the same, with the time to the probe.
+    assert_eq!(
+        agent.status().breaker,
+        Some(BreakerStatus::Open {
+            probe_in_ms: COOL_DOWN.as_millis() as u64
+        })
+    );
     let down = health.next().await;
     assert_eq!(down.health, Health::Down);
     assert!(
@@ -421,6 +429,12 @@ async fn breaker_opens_probes_once_and_closes(provider: Provider) {
             "a request reached the server while open"
         );
         assert_eq!(breaker.state(), BreakerState::Open { until });
+        assert_eq!(
+            agent.status().breaker,
+            Some(BreakerStatus::Open {
+                probe_in_ms: (COOL_DOWN - at).as_millis() as u64
+            })
+        );
         assert_eq!(health.now(), Health::Down);
     }
 
@@ -428,6 +442,7 @@ async fn breaker_opens_probes_once_and_closes(provider: Provider) {
     tokio::time::sleep_until(until).await;
     assert_eq!(health.next().await.health, Health::Degraded);
     assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    assert_eq!(agent.status().breaker, Some(BreakerStatus::HalfOpen));
     assert_eq!(sim.stats().total(), 5);
 
     // Three calls at once: one probe goes out, the other two wait for its result.
@@ -452,6 +467,7 @@ async fn breaker_opens_probes_once_and_closes(provider: Provider) {
         success(call.await.unwrap());
     }
     assert_eq!(breaker.state(), BreakerState::Closed);
+    assert_eq!(agent.status().breaker, Some(BreakerStatus::Closed));
     assert_eq!(sim.stats().count_status(ep, 200), 3);
     assert_eq!(health.next().await.health, Health::Up);
     assert_eq!(
@@ -669,6 +685,27 @@ async fn requests_per_minute_hold_at_the_server(provider: Provider) {
         "the limiter wasted quota: {span:?}"
     );
     assert_eq!(agent.limiter().stats().requests_granted, 200);
+    // Every call after the first 60 waited; the last minute holds the last 20.
+    let limiter = agent.status().limiter.unwrap();
+    assert_eq!(
+        limiter.requests,
+        Some(QuotaUse {
+            per_minute: 60,
+            used: 20
+        })
+    );
+    assert_eq!(limiter.tokens, None);
+    assert_eq!(
+        (limiter.granted, limiter.waits, limiter.waiting),
+        (200, 140, 0)
+    );
+    // 60 calls waited one minute, 60 two, 20 three (and a timer tick each).
+    let waited = Duration::from_millis(limiter.waited_ms);
+    assert!(
+        waited >= Duration::from_secs(60 * 60 + 60 * 120 + 20 * 180)
+            && waited < Duration::from_secs(60 * 60 + 60 * 120 + 20 * 180 + 1),
+        "{waited:?}"
+    );
     sim.shutdown().await.unwrap();
 }
 both_formats!(requests_per_minute_hold_at_the_server);

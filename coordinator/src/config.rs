@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use swarm_agents::AgentFactory;
 use swarm_agents::model::breaker::{BreakerConfig, ConsecutiveBreaker, FailureRate};
 use swarm_agents::model::clock::TokioClock;
@@ -79,8 +79,9 @@ impl Default for StoreSection {
     }
 }
 
-/// `[[agents]]`: one model agent. Also the body of `POST /v1/agents`.
-#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
+/// `[[agents]]`: one model agent. Also the body of `POST /v1/agents`, and what the log keeps of
+/// an agent registered that way (serialized: the key only by its variable's name).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentConfig {
     /// Unique name.
@@ -141,7 +142,7 @@ pub struct AgentConfig {
 }
 
 /// `breaker = { ... }` of an agent.
-#[derive(Debug, Clone, PartialEq, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerSection {
     /// Consecutive counted failures that open it.

@@ -18,7 +18,9 @@ use tokio::sync::watch;
 use crate::journal::Journal;
 use crate::replay::Recovered;
 use crate::scheduler::{AgentRegistry, Scheduler, SchedulerArgs, SchedulerConfig};
-use crate::supervisor::{AgentSupervisor, RestartPolicy, SupervisorArgs, SupervisorMsg};
+use crate::supervisor::{
+    AgentSupervisor, LiveAgents, RestartPolicy, SupervisorArgs, SupervisorMsg,
+};
 use crate::writer::{StoreWriter, WriterConfig, WriterMsg, durable_pair};
 
 /// Messages to the root.
@@ -44,6 +46,8 @@ pub struct CoordinatorArgs {
     pub restart: RestartPolicy,
     /// Where the reason goes when a child fails and the tree stops.
     pub fatal: watch::Sender<Option<String>>,
+    /// Where the supervisor publishes the agents' live instances.
+    pub live: LiveAgents,
 }
 
 /// Where the scheduler's events go.
@@ -120,6 +124,7 @@ impl Actor for Coordinator {
             scheduler: scheduler.clone(),
             reports: make_sink(scheduler.clone()),
             policy: args.restart,
+            live: args.live,
         };
         let (supervisor, _) =
             Actor::spawn_linked(None, AgentSupervisor, supervisor_args, myself.get_cell()).await?;

@@ -32,6 +32,7 @@ mod openapi;
 pub mod problem;
 mod tasks;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,7 +46,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, on};
 use axum::serve::ListenerExt as _;
 use swarm_agents::{AgentFactory, EchoAgent, WorkAgent};
-use swarm_protocol::Capability;
+use swarm_protocol::{AgentDescriptor, Capability};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -56,6 +57,7 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::config::AgentConfig;
 use crate::http::problem::{PROBLEM_JSON, Problem};
 use crate::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
 
@@ -578,7 +580,56 @@ async fn register_agents(swarm: &Swarm, config: &ServeConfig) -> Result<(), Erro
             swarm.register_agent(registration, factory).await?;
         }
     }
+    register_declared_agents(swarm).await?;
     Ok(())
+}
+
+/// Registers again, in the order they were first registered, the agents that were registered
+/// through `POST /v1/agents` and not removed before the last stop (the log's declared agents);
+/// returns the descriptors of those registered. Call it after the agents of `swarm.toml`: an
+/// agent whose name is taken already is skipped with a warning (the file wins; the declaration
+/// stays, so it comes back if the name is freed). One that can no longer be built (its key
+/// variable is unset now, say) is skipped with a warning naming why, and stays declared too.
+pub async fn register_declared_agents(swarm: &Swarm) -> Result<Vec<AgentDescriptor>, Error> {
+    let taken: BTreeSet<String> = swarm
+        .registry()
+        .snapshots()
+        .into_iter()
+        .map(|agent| agent.descriptor.name)
+        .collect();
+    let mut registered = Vec::new();
+    for declared in swarm.declared_agents().await? {
+        let name = &declared.name;
+        if taken.contains(name) {
+            tracing::warn!(
+                agent = %name,
+                "an agent registered through the API has the name of a configured agent; the \
+                 configured one is kept"
+            );
+            continue;
+        }
+        let built = serde_json::from_value::<AgentConfig>(declared.config)
+            .map_err(|e| Error::Input(format!("its recorded fields do not parse: {e}")))
+            .and_then(|config| {
+                let (registration, factory, _) = config.build()?;
+                let fields = serde_json::to_value(&config)
+                    .map_err(|e| Error::Input(format!("its fields cannot be recorded: {e}")))?;
+                Ok((registration, factory, fields))
+            });
+        let (registration, factory, fields) = match built {
+            Ok(built) => built,
+            Err(err) => {
+                tracing::warn!(agent = %name, %err, "an agent registered through the API cannot be registered again; skipped");
+                continue;
+            }
+        };
+        let descriptor = swarm
+            .register_declared_agent(registration, factory, fields)
+            .await?;
+        tracing::info!(agent = %name, agent_id = %descriptor.id, "agent registered through the API registered again");
+        registered.push(descriptor);
+    }
+    Ok(registered)
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -46,6 +46,7 @@ use swarm_protocol::{
     SchedulerStats, TaskId,
 };
 pub use swarm_registry::Registration;
+pub use swarm_store::DeclaredAgent;
 use swarm_store::{EventStore, SqliteOptions, SqliteStore, StoredObjective};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -55,8 +56,8 @@ pub use crate::error::Error;
 use crate::journal::{Journal, NullJournal};
 use crate::replay::{Recovered, recover, replay_objective};
 pub use crate::scheduler::{AgentRegistry, SchedulerConfig};
-pub use crate::supervisor::RestartPolicy;
 use crate::supervisor::SupervisorMsg;
+pub use crate::supervisor::{AgentLive, LiveAgents, RestartPolicy};
 pub use crate::writer::WriterConfig;
 
 /// How a swarm is set up.
@@ -128,6 +129,7 @@ pub struct Swarm {
     scheduler: ActorRef<SchedulerMsg>,
     supervisor: ActorRef<SupervisorMsg>,
     registry: AgentRegistry,
+    live: LiveAgents,
     call_timeout: Duration,
     store: Option<Arc<dyn EventStore>>,
     fatal: watch::Receiver<Option<String>>,
@@ -218,6 +220,7 @@ impl Swarm {
         recovery: Option<RecoveryReport>,
     ) -> Result<Self, Error> {
         let registry = AgentRegistry::starting_at(first_agent);
+        let live = LiveAgents::default();
         let (fatal_tx, fatal) = watch::channel(None);
         let args = CoordinatorArgs {
             registry: registry.clone(),
@@ -225,6 +228,7 @@ impl Swarm {
             scheduler: config.scheduler,
             restart: config.restart,
             fatal: fatal_tx,
+            live: live.clone(),
         };
         let (root, root_handle) = Actor::spawn(None, Coordinator, args)
             .await
@@ -237,6 +241,7 @@ impl Swarm {
             scheduler,
             supervisor,
             registry,
+            live,
             call_timeout: config.call_timeout,
             store,
             fatal,
@@ -337,19 +342,83 @@ impl Swarm {
             |reply| SupervisorMsg::Register {
                 registration,
                 factory,
+                declared: None,
                 reply
             },
             self.ms()
         )?
     }
 
-    /// Stops an agent and removes it; its in-flight attempts are re-queued.
+    /// Registers an agent as [`Swarm::register_agent`] does, and records `config` with it
+    /// (`AgentDeclared`), so that a restart on the same log can register it again (see
+    /// [`Swarm::declared_agents`]) until it is removed. Returns once that record is durable;
+    /// if it cannot be made durable, the agent is removed again and the error returned.
+    pub async fn register_declared_agent(
+        &self,
+        registration: Registration,
+        factory: AgentFactory,
+        config: serde_json::Value,
+    ) -> Result<AgentDescriptor, Error> {
+        let descriptor = call_t!(
+            self.supervisor,
+            |reply| SupervisorMsg::Register {
+                registration,
+                factory,
+                declared: Some(config),
+                reply
+            },
+            self.ms()
+        )??;
+        let durable = call_t!(self.scheduler, SchedulerMsg::Flush, self.ms())
+            .map_err(|e| self.explain(e.into()))
+            .and_then(|flushed| flushed.map_err(Error::from));
+        match durable {
+            Ok(()) => Ok(descriptor),
+            Err(err) => {
+                let _ = self.deregister_agent(descriptor.id).await;
+                Err(err)
+            }
+        }
+    }
+
+    /// The agents registered through [`Swarm::register_declared_agent`] and not removed since,
+    /// as the durable log holds them, in the order they were first declared (none without a
+    /// log).
+    pub async fn declared_agents(&self) -> Result<Vec<DeclaredAgent>, Error> {
+        match &self.store {
+            Some(store) => Ok(store.declared_agents().await?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Stops an agent and removes it at once; its in-flight attempts are re-queued. See
+    /// [`Swarm::remove_agent`] for the graceful way.
     pub async fn deregister_agent(&self, agent: AgentId) -> Result<(), Error> {
         call_t!(
             self.supervisor,
             |reply| SupervisorMsg::Deregister { agent, reply },
             self.ms()
         )?
+    }
+
+    /// Removes an agent gracefully: from when this returns it is `Draining` (recorded, and
+    /// durable with a durable log) and gets no new work; the attempts it runs may finish for
+    /// up to `grace`, then it is stopped and removed (`AgentDeregistered`), and what still runs
+    /// is re-queued. Returns at once, without waiting for the drain; asking again while it
+    /// drains is harmless.
+    pub async fn remove_agent(&self, agent: AgentId, grace: Duration) -> Result<(), Error> {
+        call_t!(
+            self.supervisor,
+            |reply| SupervisorMsg::Drain {
+                agent,
+                grace,
+                reply
+            },
+            self.ms()
+        )??;
+        // The supervisor recorded the change before it answered; wait until it is durable.
+        Ok(call_t!(self.scheduler, SchedulerMsg::Flush, self.ms())
+            .map_err(|e| self.explain(e.into()))??)
     }
 
     /// Submits an objective; it returns once the objective is accepted (and, with a durable
@@ -512,6 +581,11 @@ impl Swarm {
     /// The discovery registry.
     pub fn registry(&self) -> &AgentRegistry {
         &self.registry
+    }
+
+    /// Each agent's live plug-in instance and restart count.
+    pub fn live_agents(&self) -> &LiveAgents {
+        &self.live
     }
 
     /// The scheduler actor.

@@ -326,12 +326,25 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
                         other => other.to_string(),
                     })
                 };
+                // A model agent also shows its breaker (and when it probes next, if open).
+                let breaker = agent.get("breaker").map_or(String::new(), |b| {
+                    let state = b.get("state").and_then(serde_json::Value::as_str);
+                    match (
+                        state,
+                        b.get("probe_in_ms").and_then(serde_json::Value::as_u64),
+                    ) {
+                        (Some(state), Some(ms)) => format!(" breaker={state} probe_in={ms}ms"),
+                        (Some(state), None) => format!(" breaker={state}"),
+                        _ => String::new(),
+                    }
+                });
                 println!(
-                    "{:<6} {:<20} {:<9} in_flight={} capabilities={}",
+                    "{:<6} {:<20} {:<9} in_flight={} restarts={} capabilities={}{breaker}",
                     text("id").unwrap_or_default(),
                     text("name").unwrap_or_default(),
                     text("health").unwrap_or_default(),
                     text("in_flight").unwrap_or_default(),
+                    text("restarts").unwrap_or_default(),
                     text("capabilities").unwrap_or_default()
                 );
             }

@@ -540,7 +540,9 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         Event::AgentRegistered { .. }
         | Event::AgentHealthChanged { .. }
         | Event::AgentRestarted { .. }
-        | Event::AgentDeregistered { .. } => {}
+        | Event::AgentDeregistered { .. }
+        | Event::AgentDeclared { .. }
+        | Event::AgentUndeclared { .. } => {}
     }
     false
 }

@@ -147,6 +147,7 @@ impl Actor for Scheduler {
                 let _ = reply.send(state.review_queue());
             }
             SchedulerMsg::Record(event) => state.record(event),
+            SchedulerMsg::Flush(reply) => state.reply_after_commit(reply, Ok(())),
         }
         state.flush();
         Ok(())

@@ -135,7 +135,7 @@ fn submit_watch_follows_an_objective_to_its_end_and_the_other_commands_read_it()
     let agents = swarm(&server, Some("cli-token"), &["agents"]);
     let agents = text(&agents.stdout);
     assert!(
-        agents.contains("work-0") && agents.contains("echo-1"),
+        agents.contains("work-0") && agents.contains("echo-1") && agents.contains("restarts=0"),
         "{agents}"
     );
 

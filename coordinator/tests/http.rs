@@ -6,6 +6,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{PATIENCE, reg};
 use eventsource_stream::Eventsource as _;
@@ -16,7 +17,7 @@ use swarm_agents::sim::{SimConfig, SimServer};
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent, WorkAgent};
 use swarm_coordinator::http::{ApiConfig, ROUTES};
 use swarm_coordinator::{StoreConfig, Swarm, SwarmConfig};
-use swarm_protocol::{FailureKind, TaskOutcome};
+use swarm_protocol::{Event, FailureKind, Health, TaskOutcome};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
@@ -45,7 +46,11 @@ async fn start(token: Option<&str>) -> Server {
 }
 
 async fn start_with(config: ApiConfig) -> Server {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(tempfile::tempdir().unwrap(), config).await
+}
+
+/// A server whose event log is in `dir` (a restart when a server used it before).
+async fn start_in(dir: tempfile::TempDir, config: ApiConfig) -> Server {
     let swarm = Swarm::open(SwarmConfig::default(), StoreConfig::new(dir.path()))
         .await
         .unwrap();
@@ -476,6 +481,7 @@ async fn review_approve_and_reject_round_trip() {
     assert_eq!(queue[0]["objective"], id.as_str());
     assert_eq!(queue[0]["task"]["id"], task.as_str());
     assert_eq!(queue[0]["task"]["status"], "review");
+    assert_eq!(server.swarm.stats().await.unwrap().tasks_in_review, 1);
     for bad in [
         "/v1/tasks",
         "/v1/tasks?status=done",
@@ -498,6 +504,7 @@ async fn review_approve_and_reject_round_trip() {
     assert_eq!(view["tasks"][1]["status"], "succeeded");
     let queue = server.get_json("/v1/tasks?status=review").await;
     assert_eq!(queue, json!([]), "approved tasks leave the queue");
+    assert_eq!(server.swarm.stats().await.unwrap().tasks_in_review, 0);
 
     // The task is no longer in review: a second decision conflicts.
     let again = server
@@ -539,6 +546,8 @@ async fn review_approve_and_reject_round_trip() {
     until(&mut stream, "objective_failed").await;
     let view = server.get_json(&format!("/v1/objectives/{id}")).await;
     assert_eq!(view["status"], "failed");
+    let stats = server.swarm.stats().await.unwrap();
+    assert_eq!((stats.tasks_in_review, stats.tasks_failed), (0, 1));
     server.finish().await;
 }
 
@@ -910,7 +919,117 @@ async fn probes_and_agents() {
     assert_eq!(agents[0]["health"], "up");
     assert_eq!(agents[0]["in_flight"], 0);
     assert_eq!(agents[0]["capabilities"], json!(["work"]));
+    assert_eq!(agents[0]["restarts"], 0);
+    // A plug-in without a breaker or a limiter says nothing about them.
+    assert!(agents[0].get("breaker").is_none() && agents[0].get("limiter").is_none());
     server.finish().await;
+}
+
+/// The next committed event matching `pred`, from a subscription taken before it could happen.
+async fn next_event(
+    feed: &mut tokio::sync::broadcast::Receiver<Arc<swarm_protocol::EventRecord>>,
+    what: &str,
+    pred: impl Fn(&Event) -> bool,
+) -> Event {
+    loop {
+        let record = tokio::time::timeout(PATIENCE, feed.recv())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .unwrap();
+        if pred(&record.event) {
+            return record.event.clone();
+        }
+    }
+}
+
+/// The agent of `name` in `GET /v1/agents`.
+async fn agent_named(server: &Server, name: &str) -> Value {
+    let agents = server.get_json("/v1/agents").await;
+    agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no agent {name} in {agents:#}"))
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_show_an_open_breaker_and_their_limiter() {
+    let server = start(None).await;
+    let sim = SimServer::start(SimConfig::default()).await.unwrap();
+    let mut feed = server.swarm.subscribe().unwrap();
+    // Five 500s in a row; the breaker opens at the third and stays open for an hour.
+    let model = json!({
+        "name": "failing",
+        "provider": "openai",
+        "base_url": sim.base_url(),
+        "model": "sim:fail=500x5",
+        "capabilities": ["write"],
+        "concurrency": 1,
+        "rpm": 100,
+        "tpm": 100000,
+        "max_tokens": 50,
+        "breaker": { "consecutive_failures": 3, "cool_down": "1h" }
+    });
+    let response = server
+        .request(Method::POST, "/v1/agents")
+        .json(&model)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let id: swarm_protocol::AgentId = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let closed = agent_named(&server, "failing").await;
+    assert_eq!(closed["breaker"], json!({ "state": "closed" }));
+    assert_eq!(
+        closed["limiter"]["requests"],
+        json!({ "per_minute": 100, "used": 0 })
+    );
+
+    server
+        .submit_ok(&json!({ "goal": "write", "tasks": [{
+            "id": "w", "capability": "write", "input": "a haiku",
+            "retry": { "max_attempts": 10, "initial_backoff": "1ms", "max_backoff": "5ms" }
+        }] }))
+        .await;
+    next_event(&mut feed, "the breaker opening", |e| {
+        matches!(e, Event::AgentHealthChanged { agent, health: Health::Down, .. } if *agent == id)
+    })
+    .await;
+
+    let open = agent_named(&server, "failing").await;
+    assert_eq!(open["health"], "down", "{open:#}");
+    assert_eq!(open["breaker"]["state"], "open", "{open:#}");
+    let probe_in_ms = open["breaker"]["probe_in_ms"].as_u64().unwrap();
+    assert!(
+        probe_in_ms > 3_500_000 && probe_in_ms <= 3_600_000,
+        "{open:#}"
+    );
+    // Three calls reached the model, within the last minute; none waited for quota.
+    let limiter = &open["limiter"];
+    assert_eq!(
+        limiter["requests"],
+        json!({ "per_minute": 100, "used": 3 }),
+        "{open:#}"
+    );
+    assert_eq!(limiter["tokens"]["per_minute"], 100000, "{open:#}");
+    assert!(
+        limiter["tokens"]["used"].as_u64().unwrap() >= 3 * 50,
+        "{open:#}"
+    );
+    assert_eq!(limiter["granted"], 3, "{open:#}");
+    assert_eq!(limiter["waits"], 0, "{open:#}");
+    assert_eq!(limiter["waiting"], 0, "{open:#}");
+    assert_eq!(open["restarts"], 0, "{open:#}");
+    assert_eq!(sim.stats().total(), 3);
+
+    server.finish().await;
+    sim.shutdown().await.unwrap();
 }
 
 /// The samples of a Prometheus text exposition, keyed `name{labels}`; panics on a line that is
@@ -959,6 +1078,44 @@ async fn metrics_are_prometheus_text_and_follow_the_scheduler() {
     let before = prometheus_samples(&before.text().await.unwrap());
     assert_eq!(before["swarm_tasks_succeeded_total"], 0.0);
     assert_eq!(before["swarm_agents"], 5.0);
+    assert_eq!(before["swarm_allocation_latency_seconds_count"], 0.0);
+
+    // An agent whose first attempt crashes it: its supervisor restarts it (a fresh instance
+    // from its factory) and the attempt runs again there.
+    let crashed = Arc::new(AtomicBool::new(false));
+    let flag = crashed.clone();
+    let crash = server
+        .swarm
+        .register_agent(
+            reg("crash-0", &["crash"], 1),
+            AgentFactory::new(move || {
+                let flag = flag.clone();
+                FnAgent::new(move |_task, _ctx| {
+                    let first = !flag.swap(true, Ordering::SeqCst);
+                    async move {
+                        assert!(!first, "the first attempt crashes the agent");
+                        TaskOutcome::success(json!("second time"))
+                    }
+                })
+            }),
+        )
+        .await
+        .unwrap();
+    let crashing = server
+        .submit_ok(&json!({ "goal": "crash", "tasks": [{ "id": "c", "capability": "crash" }] }))
+        .await;
+    let view = server
+        .swarm
+        .wait(crashing.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(view.tasks[0].attempts, 2, "{view:#?}");
+    assert!(crashed.load(Ordering::SeqCst));
+    let judged = server
+        .submit_ok(&json!({ "goal": "judge", "tasks": [{ "id": "j", "capability": "judge" }] }))
+        .await;
+    let mut judged = server.events(&judged, None).await;
+    until(&mut judged, "task_in_review").await;
 
     let id = server.submit_ok(&two_step()).await;
     let held = server
@@ -980,11 +1137,55 @@ async fn metrics_are_prometheus_text_and_follow_the_scheduler() {
         .unwrap();
     let text = response.text().await.unwrap();
     let after = prometheus_samples(&text);
-    assert_eq!(after["swarm_tasks_succeeded_total"], 2.0, "{text}");
-    assert!(after["swarm_allocations_total"] >= 4.0, "{text}");
-    assert_eq!(after["swarm_objectives_ended_total"], 1.0, "{text}");
-    assert_eq!(after["swarm_objectives_running"], 1.0, "{text}");
+    // The two steps and the crashing task (on its second attempt).
+    assert_eq!(after["swarm_tasks_succeeded_total"], 3.0, "{text}");
+    // Two attempts of `c`, one of `j`, two steps, `h` and `q`.
+    assert_eq!(after["swarm_allocations_total"], 7.0, "{text}");
+    assert_eq!(after["swarm_objectives_ended_total"], 2.0, "{text}");
+    assert_eq!(after["swarm_objectives_running"], 2.0, "{text}");
     assert_eq!(after["swarm_tasks_running"], 2.0, "{text}");
+    assert_eq!(after["swarm_tasks_in_review"], 1.0, "{text}");
+    assert_eq!(after["swarm_tasks_failed_total"], 0.0, "{text}");
+    // Every allocation is in the latency histogram, whose buckets are cumulative.
+    assert!(text.contains("# TYPE swarm_allocation_latency_seconds histogram"));
+    assert_eq!(
+        after["swarm_allocation_latency_seconds_count"], 7.0,
+        "{text}"
+    );
+    assert_eq!(
+        after["swarm_allocation_latency_seconds_bucket{le=\"+Inf\"}"], 7.0,
+        "{text}"
+    );
+    let mut buckets: Vec<(f64, f64)> = after
+        .iter()
+        .filter_map(|(series, count)| {
+            let le = series
+                .strip_prefix("swarm_allocation_latency_seconds_bucket{le=\"")?
+                .strip_suffix("\"}")?;
+            Some((le.parse().unwrap_or(f64::INFINITY), *count))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert_eq!(buckets.len(), 17, "{text}");
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{text}");
+    assert!(
+        after["swarm_allocation_latency_seconds_sum"] > 0.0,
+        "{text}"
+    );
+    // The restart shows, for the crashing agent only.
+    let crash_labels = format!("agent=\"{}\",name=\"crash-0\"", crash.id);
+    assert_eq!(
+        after[&format!("swarm_agent_restarts_total{{{crash_labels}}}")],
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        after[&format!("swarm_agent_health{{{crash_labels},health=\"up\"}}")],
+        1.0,
+        "{text}"
+    );
+    assert_eq!(agent_named(&server, "crash-0").await["restarts"], 1);
+    assert_eq!(agent_named(&server, "work-0").await["restarts"], 0);
     let hold = server
         .swarm
         .registry()
@@ -1105,16 +1306,22 @@ async fn model_agents_are_registered_and_removed_while_serving() {
         6
     );
 
-    // Removed: gone from the list, and a second removal is a 404.
+    // Removed: it drains (nothing runs on it) and leaves; then a second removal is a 404.
+    let mut feed = server.swarm.subscribe().unwrap();
     let delete = |id: String| {
         server
             .request(Method::DELETE, &format!("/v1/agents/{id}"))
             .send()
     };
-    assert_eq!(
-        delete(id.clone()).await.unwrap().status(),
-        StatusCode::NO_CONTENT
-    );
+    let response = delete(id.clone()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let agent: swarm_protocol::AgentId = id.parse().unwrap();
+    next_event(
+        &mut feed,
+        "the removal",
+        |e| matches!(e, Event::AgentDeregistered { agent: a } if *a == agent),
+    )
+    .await;
     let agents = server.get_json("/v1/agents").await;
     assert!(
         !agents
@@ -1132,36 +1339,292 @@ async fn model_agents_are_registered_and_removed_while_serving() {
     .await;
     assert_eq!(body["field"], "id");
 
-    // Removing an agent with an attempt in flight puts the task back in its queue.
+    server.finish().await;
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_drains_a_running_attempt_then_removes_the_agent() {
+    let server = start(None).await;
+    let mut feed = server.swarm.subscribe().unwrap();
+    let gate = agent_named(&server, "gate-0").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agent: swarm_protocol::AgentId = gate.parse().unwrap();
+    let id = server
+        .submit_ok(&json!({ "goal": "slow", "tasks": [{ "id": "g", "capability": "gate" }] }))
+        .await;
+    let mut stream = server.events(&id, None).await;
+    until(&mut stream, "task_started").await;
+
+    let delete = |query: &str| {
+        server
+            .request(Method::DELETE, &format!("/v1/agents/{gate}{query}"))
+            .send()
+    };
+    let response = delete("?grace=1m").await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({ "id": gate.as_str(), "health": "draining", "grace": "1m" })
+    );
+    // Recorded (and durable) before the answer.
+    next_event(&mut feed, "draining", |e| {
+        matches!(e, Event::AgentHealthChanged { agent: a, health: Health::Draining, .. } if *a == agent)
+    })
+    .await;
+    // Still there, draining, with its attempt; asking again changes nothing.
+    let draining = agent_named(&server, "gate-0").await;
+    assert_eq!(draining["health"], "draining", "{draining:#}");
+    assert_eq!(draining["in_flight"], 1, "{draining:#}");
+    let again = delete("").await.unwrap();
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    // Nothing new is given to it: another task of its capability waits in the queue.
+    let waiting = server
+        .submit_ok(&json!({ "goal": "later", "tasks": [{ "id": "w", "capability": "gate" }] }))
+        .await;
+    let text = server
+        .request(Method::GET, "/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = prometheus_samples(&text);
+    assert_eq!(
+        samples["swarm_tasks_queued_by_capability{capability=\"gate\"}"], 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        samples[&format!(
+            "swarm_agent_health{{agent=\"{gate}\",name=\"gate-0\",health=\"draining\"}}"
+        )],
+        1.0,
+        "{text}"
+    );
+
+    // The running attempt finishes, as its first and only attempt; then the agent leaves.
+    server.gate.add_permits(1);
+    let view = server
+        .swarm
+        .wait(id.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(serde_json::to_value(view.status).unwrap(), "succeeded");
+    assert_eq!(view.tasks[0].attempts, 1, "{view:#?}");
+    assert_eq!(view.tasks[0].output, Some(json!("through")));
+    next_event(
+        &mut feed,
+        "the removal",
+        |e| matches!(e, Event::AgentDeregistered { agent: a } if *a == agent),
+    )
+    .await;
+    let chain = server.get_json(&format!("/v1/objectives/{id}/chain")).await;
+    assert!(
+        !chain.to_string().contains("attempt_lost"),
+        "the drained attempt was lost: {chain:#}"
+    );
+    let agents = server.get_json("/v1/agents").await;
+    assert!(!agents.to_string().contains("gate-0"), "{agents:#}");
+    let gone = delete("").await.unwrap();
+    assert_eq!(problem(gone, StatusCode::NOT_FOUND).await["field"], "id");
+    let later = server.get_json(&format!("/v1/objectives/{waiting}")).await;
+    assert_eq!(later["tasks"][0]["status"], "ready", "{later:#}");
+    assert_eq!(later["tasks"][0]["attempts"], 0, "{later:#}");
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_requeues_what_still_runs_when_the_grace_elapses() {
+    let server = start(None).await;
+    let mut feed = server.swarm.subscribe().unwrap();
+    let hold = agent_named(&server, "hold-0").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let agent: swarm_protocol::AgentId = hold.parse().unwrap();
+    let delete = |query: &str| {
+        server
+            .request(Method::DELETE, &format!("/v1/agents/{hold}{query}"))
+            .send()
+    };
+    // Bad graces are problems naming the parameter, and change nothing.
+    for (query, field) in [
+        ("?grace=soon", "grace"),
+        ("?grace=2h", "grace"),
+        ("?grace=", "grace"),
+        ("?wait=1s", "wait"),
+    ] {
+        let response = delete(query).await.unwrap();
+        let body = problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(body["field"], field, "{query}: {body}");
+    }
+    assert_eq!(agent_named(&server, "hold-0").await["health"], "up");
+    let unknown = server
+        .request(Method::DELETE, "/v1/agents/A999?grace=1s")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(unknown, StatusCode::NOT_FOUND).await["field"], "id");
+
     let held = server
         .submit_ok(&json!({ "goal": "never", "tasks": [{ "id": "h", "capability": "hold" }] }))
         .await;
     let mut stream = server.events(&held, None).await;
     until(&mut stream, "task_started").await;
-    let hold = agents
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "hold-0")
-        .unwrap()["id"]
+    let response = delete("?grace=50ms").await.unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    // The attempt never ends: when the grace elapses the agent leaves and the attempt goes
+    // back to the queue.
+    let lost = until(&mut stream, "attempt_lost").await;
+    let reason = lost.last().unwrap().data["reason"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!(delete(hold).await.unwrap().status(), StatusCode::NO_CONTENT);
-    until(&mut stream, "attempt_lost").await;
-    let metrics = server
+    assert!(reason.contains("grace of 50ms elapsed"), "{reason}");
+    next_event(
+        &mut feed,
+        "the removal",
+        |e| matches!(e, Event::AgentDeregistered { agent: a } if *a == agent),
+    )
+    .await;
+    let text = server
         .request(Method::GET, "/metrics")
         .send()
         .await
+        .unwrap()
+        .text()
+        .await
         .unwrap();
-    let text = metrics.text().await.unwrap();
     let samples = prometheus_samples(&text);
     assert_eq!(
         samples["swarm_tasks_queued_by_capability{capability=\"hold\"}"], 1.0,
         "{text}"
     );
     assert_eq!(samples["swarm_tasks_running"], 0.0, "{text}");
+    server.finish().await;
+}
 
+/// Registers a model agent through the API; returns its id.
+async fn post_agent(server: &Server, body: &Value) -> String {
+    let response = server
+        .request(Method::POST, "/v1/agents")
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn names(agents: &Value) -> Vec<String> {
+    agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_registered_over_http_survive_a_restart_until_removed() {
+    let sim = SimServer::start(SimConfig::default()).await.unwrap();
+    let model = |name: &str| {
+        json!({
+            "name": name,
+            "provider": "openai",
+            "base_url": sim.base_url(),
+            "model": "m",
+            "capabilities": ["write"],
+            "concurrency": 3,
+            "rpm": 600,
+            "breaker": { "consecutive_failures": 4, "cool_down": "7s" }
+        })
+    };
+    let server = start(None).await;
+    post_agent(&server, &model("api-writer")).await;
+    post_agent(&server, &model("clash")).await;
+    // Not a declared agent: registered by the process itself, so not brought back.
+    assert!(server.swarm.declared_agents().await.unwrap().len() == 2);
+    let dir = server.finish().await;
+
+    // Restarted on the same data directory. `clash` is now also the name of an agent the
+    // process registers itself (as one of `swarm.toml` would be): that one wins.
+    let server = start_in(dir, ApiConfig::default()).await;
+    let configured = server
+        .swarm
+        .register_agent(reg("clash", &["other"], 1), AgentFactory::shared(EchoAgent))
+        .await
+        .unwrap();
+    let restored = swarm_coordinator::http::register_declared_agents(&server.swarm)
+        .await
+        .unwrap();
+    let restored: Vec<&str> = restored.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(restored, ["api-writer"]);
+    let writer = agent_named(&server, "api-writer").await;
+    assert_eq!(writer["capabilities"], json!(["write"]), "{writer:#}");
+    assert_eq!(writer["max_concurrency"], 3, "{writer:#}");
+    assert_eq!(
+        writer["limiter"]["requests"]["per_minute"], 600,
+        "{writer:#}"
+    );
+    let clash = agent_named(&server, "clash").await;
+    assert_eq!(clash["id"], configured.id.to_string(), "{clash:#}");
+    // It works: a task of its capability runs on it.
+    let objective = server
+        .submit_ok(&json!({ "goal": "write", "tasks": [{ "id": "w", "capability": "write", "input": "a haiku" }] }))
+        .await;
+    let view = server
+        .swarm
+        .wait(objective.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(serde_json::to_value(view.status).unwrap(), "succeeded");
+    assert_eq!(
+        view.tasks[0].agent.map(|a| a.to_string()),
+        writer["id"].as_str().map(str::to_owned)
+    );
+
+    // Removed: forgotten at once, so the next start does not bring it back.
+    let response = server
+        .request(
+            Method::DELETE,
+            &format!("/v1/agents/{}", writer["id"].as_str().unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let declared: Vec<String> = server
+        .swarm
+        .declared_agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(declared, ["clash"]);
+    let dir = server.finish().await;
+
+    let server = start_in(dir, ApiConfig::default()).await;
+    let restored = swarm_coordinator::http::register_declared_agents(&server.swarm)
+        .await
+        .unwrap();
+    let restored: Vec<&str> = restored.iter().map(|d| d.name.as_str()).collect();
+    // The file's `clash` is gone this time, so the declared one comes back.
+    assert_eq!(restored, ["clash"]);
+    let agents = names(&server.get_json("/v1/agents").await);
+    assert!(!agents.contains(&"api-writer".to_owned()), "{agents:?}");
+    assert_eq!(
+        agent_named(&server, "clash").await["capabilities"],
+        json!(["write"])
+    );
     server.finish().await;
     sim.shutdown().await.unwrap();
 }

@@ -154,6 +154,13 @@ async fn a_thousand_task_dag_fans_out_and_in_with_outputs_along_the_edges() {
             .iter()
             .all(|t| t.status == TaskStatus::Succeeded && t.attempts == 1)
     );
+    // Every attempt handed out is in the allocation latency histogram.
+    let stats = swarm.stats().await.unwrap();
+    assert_eq!(stats.allocations, 1000);
+    assert_eq!(stats.allocation_latency.count, 1000);
+    assert_eq!(stats.allocation_latency.counts.iter().sum::<u64>(), 1000);
+    assert_eq!(stats.tasks_succeeded, 1000);
+    assert_eq!((stats.tasks_failed, stats.tasks_in_review), (0, 0));
     finish(swarm).await;
 }
 
@@ -229,6 +236,11 @@ async fn transient_failures_are_retried_with_backoff_and_permanent_ones_fail_the
         "a permanent failure is not retried"
     );
     assert_eq!(view.task("after").unwrap().status, TaskStatus::Cancelled);
+    // Two failed attempts of `flaky` were retried; `doomed` failed for good.
+    let stats = swarm.stats().await.unwrap();
+    assert_eq!((stats.attempts_failed, stats.tasks_failed), (3, 1));
+    assert_eq!(stats.allocations, 4);
+    assert_eq!(stats.allocation_latency.count, 4);
     finish(swarm).await;
 }
 

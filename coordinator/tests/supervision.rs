@@ -6,11 +6,13 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use common::{PATIENCE, cap, finish, key, reg, start};
 use serde_json::json;
 use swarm_agents::{AgentFactory, FnAgent};
 use swarm_protocol::{Event, Health, Objective, ObjectiveStatus, TaskOutcome, TaskSpec};
+use tokio::sync::Semaphore;
 
 #[tokio::test]
 async fn an_agent_that_panics_is_restarted_and_its_task_completes_on_a_retry() {
@@ -105,5 +107,87 @@ async fn an_agent_that_keeps_panicking_is_marked_down_and_its_task_moves_to_anot
         task.attempts, 4,
         "three lost attempts on the bad agent, then one on the good one"
     );
+    finish(swarm).await;
+}
+
+#[tokio::test]
+async fn an_agent_that_crashes_while_draining_is_removed_not_restarted() {
+    let (swarm, mut events) = start().await;
+    let gate = Arc::new(Semaphore::new(0));
+    let permits = gate.clone();
+    let crashing = FnAgent::new(move |_task, _ctx| {
+        let permits = permits.clone();
+        async move {
+            permits.acquire().await.unwrap().forget();
+            panic!("plug-in bug");
+        }
+    });
+    let agent = swarm
+        .register_agent(reg("crashy", &["x"], 1), AgentFactory::shared(crashing))
+        .await
+        .unwrap();
+    let id = swarm
+        .submit(Objective::with_tasks(
+            "drain",
+            vec![TaskSpec::new(key("t"), cap("x"))],
+        ))
+        .await
+        .unwrap();
+    events
+        .until(
+            "the attempt",
+            |e| matches!(e, Event::TaskStarted { agent: a, .. } if *a == agent.id),
+        )
+        .await;
+    swarm
+        .remove_agent(agent.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    events
+        .until("draining", |e| {
+            matches!(e, Event::AgentHealthChanged { agent: a, health: Health::Draining, .. } if *a == agent.id)
+        })
+        .await;
+    assert_eq!(
+        swarm.registry().snapshot(agent.id).unwrap().health,
+        Health::Draining
+    );
+
+    // The running attempt crashes the agent: it leaves at once, and its attempt is re-queued.
+    gate.add_permits(1);
+    events
+        .until(
+            "the removal",
+            |e| matches!(e, Event::AgentDeregistered { agent: a } if *a == agent.id),
+        )
+        .await;
+    assert!(
+        !events
+            .seen
+            .iter()
+            .any(|r| matches!(r.event, Event::AgentRestarted { .. })),
+        "a draining agent was restarted"
+    );
+    assert!(events.seen.iter().any(|r| matches!(
+        &r.event,
+        Event::AttemptLost { attempt: 1, reason, .. }
+            if reason.contains("failed while draining") && reason.contains("plug-in bug")
+    )));
+    assert!(swarm.registry().snapshot(agent.id).is_none());
+    assert!(swarm.live_agents().get(agent.id).is_none());
+
+    // Another agent with the capability runs it as its second attempt.
+    swarm
+        .register_agent(
+            reg("steady", &["x"], 1),
+            AgentFactory::shared(FnAgent::new(|_t, _c| async {
+                TaskOutcome::success(json!("ok"))
+            })),
+        )
+        .await
+        .unwrap();
+    let view = swarm.wait(id, PATIENCE).await.unwrap();
+    assert_eq!(view.status, ObjectiveStatus::Succeeded);
+    assert_eq!(view.task("t").unwrap().attempts, 2);
     finish(swarm).await;
 }

@@ -312,6 +312,28 @@ pub enum Event {
         /// The agent.
         agent: AgentId,
     },
+    /// An agent was registered through the API (`POST /v1/agents`), so a restart registers it
+    /// again from `config`, until it is undeclared. Recorded, after its `AgentRegistered`,
+    /// each time it is registered: at a restart it gets a new id.
+    AgentDeclared {
+        /// The id it has now.
+        agent: AgentId,
+        /// Its name, unique among registered agents.
+        name: String,
+        /// The fields of its `swarm.toml` `[[agents]]` entry, as the coordinator reads them
+        /// (this crate does not know the model agent's configuration). An API key is only
+        /// named there (`api_key_env`), never stored.
+        config: Value,
+    },
+    /// An agent registered through the API is forgotten: its removal was asked for, so a
+    /// restart does not register it again (even if the coordinator stops before the agent
+    /// finished draining).
+    AgentUndeclared {
+        /// The id it had.
+        agent: AgentId,
+        /// Its name.
+        name: String,
+    },
 }
 
 impl Event {
@@ -338,7 +360,9 @@ impl Event {
             Self::AgentRegistered { .. }
             | Self::AgentHealthChanged { .. }
             | Self::AgentRestarted { .. }
-            | Self::AgentDeregistered { .. } => None,
+            | Self::AgentDeregistered { .. }
+            | Self::AgentDeclared { .. }
+            | Self::AgentUndeclared { .. } => None,
         }
     }
 }

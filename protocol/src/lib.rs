@@ -13,7 +13,8 @@
 //! - [`event`]: the [`Event`] that records every state change: the audit trail and, once the
 //!   store is durable, the recovery source.
 //! - [`messages`]: the message enums of the actors that other crates talk to.
-//! - [`view`]: read models of objectives and tasks, as the scheduler answers queries.
+//! - [`view`]: read models of objectives and tasks, as the scheduler answers queries, and of
+//!   what an agent says about itself ([`AgentStatus`]).
 //!
 //! # Invariants
 //! This crate does no I/O and spawns nothing. Its JSON forms are the HTTP API's wire format, so
@@ -41,4 +42,7 @@ pub use messages::{
 pub use objective::{Limits, Objective, ObjectiveStatus};
 pub use outcome::{FailureKind, TaskOutcome, Usage};
 pub use task::{Compensation, OutputError, RetryPolicy, Task, TaskSpec, TaskStatus};
-pub use view::{ObjectiveSummary, ObjectiveView, ReviewItem, SchedulerStats, TaskView};
+pub use view::{
+    AgentStatus, BreakerStatus, LatencyHistogram, LimiterStatus, ObjectiveSummary, ObjectiveView,
+    QuotaUse, ReviewItem, SchedulerStats, TaskView,
+};

@@ -46,6 +46,11 @@ pub enum AgentMsg {
     AttemptEnded(Result<Report, AttemptPanic>),
     /// How many attempts are running now.
     InFlight(RpcReplyPort<usize>),
+    /// Answer once no attempt runs here any more (at once if none does). Sent by the
+    /// supervisor to an agent the scheduler no longer gives work (it is `Draining`), after a
+    /// [`SchedulerMsg::Flush`], so every batch sent before the agent was marked is already
+    /// in this mailbox: the answer means the agent finished everything it was given.
+    Drain(RpcReplyPort<()>),
 }
 
 /// An attempt whose agent plug-in panicked.
@@ -273,4 +278,8 @@ pub enum SchedulerMsg {
     /// Record an event that happened outside the scheduler (agent lifecycle), so the log keeps
     /// one order.
     Record(Event),
+    /// A barrier: answered once every event recorded before it is durable and the messages of
+    /// earlier turns (assignments, cancellations) have been sent to the agents. A caller that
+    /// sent `Record`s first learns they are in the log.
+    Flush(RpcReplyPort<Result<(), SchedulerError>>),
 }

@@ -162,6 +162,15 @@ pub fn every_event_kind() -> Vec<Event> {
             restarts: 2,
             reason: "panic".into(),
         },
+        Event::AgentDeclared {
+            agent: AgentId(2),
+            name: "model".into(),
+            config: json!({ "name": "model", "provider": "openai", "api_key_env": "KEY_VAR" }),
+        },
+        Event::AgentUndeclared {
+            agent: AgentId(2),
+            name: "model".into(),
+        },
         Event::AgentDeregistered { agent: AgentId(1) },
     ]
 }

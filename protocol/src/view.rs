@@ -121,4 +121,186 @@ pub struct SchedulerStats {
     pub tasks_succeeded: u64,
     /// Attempts that failed since start.
     pub attempts_failed: u64,
+    /// Tasks waiting for a person's decision now.
+    #[serde(default)]
+    pub tasks_in_review: u64,
+    /// Tasks that failed for good since start.
+    #[serde(default)]
+    pub tasks_failed: u64,
+    /// For every attempt handed to an agent since start, how long its task had been ready
+    /// (queued, or waiting for a slot) until then.
+    #[serde(default)]
+    pub allocation_latency: LatencyHistogram,
+}
+
+/// The upper bounds of [`LatencyHistogram`]'s buckets, in nanoseconds: from 10 µs (an idle
+/// agent taking a task in the same turn) to 5 minutes (a task queued behind rate-limited model
+/// agents). Latencies above the last bound fall in one more bucket.
+pub const LATENCY_BUCKET_BOUNDS_NS: [u64; 16] = [
+    10_000,
+    50_000,
+    100_000,
+    500_000,
+    1_000_000,
+    5_000_000,
+    10_000_000,
+    50_000_000,
+    100_000_000,
+    500_000_000,
+    1_000_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
+    300_000_000_000,
+];
+
+/// Latencies counted in fixed buckets: recording one is a search of 16 bounds and three
+/// additions, with no allocation, so the scheduler can record every allocation on its hot path.
+/// The buckets are those a Prometheus histogram exposes (`le` = each bound, then `+Inf`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyHistogram {
+    /// `counts[i]` holds the latencies at most `LATENCY_BUCKET_BOUNDS_NS[i]` (and above the
+    /// bound before it); the last entry holds those above every bound.
+    pub counts: [u64; LATENCY_BUCKET_BOUNDS_NS.len() + 1],
+    /// The sum of every latency recorded, in nanoseconds (saturating).
+    pub sum_ns: u64,
+    /// Latencies recorded.
+    pub count: u64,
+}
+
+impl LatencyHistogram {
+    /// Counts one latency.
+    #[inline]
+    pub fn record(&mut self, latency: Duration) {
+        let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = LATENCY_BUCKET_BOUNDS_NS.partition_point(|&bound| bound < ns);
+        // `bucket` is at most the number of bounds, the last index of `counts`.
+        if let Some(count) = self.counts.get_mut(bucket) {
+            *count += 1;
+        }
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+        self.count += 1;
+    }
+
+    /// Each bucket's upper bound (`None` for the last, unbounded one) with the number of
+    /// latencies at most that bound: the cumulative form a Prometheus histogram exposes.
+    pub fn cumulative(&self) -> impl Iterator<Item = (Option<Duration>, u64)> + '_ {
+        let bounds = LATENCY_BUCKET_BOUNDS_NS
+            .iter()
+            .map(|&ns| Some(Duration::from_nanos(ns)))
+            .chain(std::iter::once(None));
+        bounds.zip(self.counts.iter().scan(0_u64, |total, &count| {
+            *total += count;
+            Some(*total)
+        }))
+    }
+}
+
+/// What an agent says about itself beyond its health: its circuit breaker and rate limiter,
+/// for the agents that have them (model agents). Read at the time of asking.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AgentStatus {
+    /// Its circuit breaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<BreakerStatus>,
+    /// Its rate limiter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limiter: Option<LimiterStatus>,
+}
+
+/// Where an agent's circuit breaker stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum BreakerStatus {
+    /// Calls go through.
+    Closed,
+    /// Calls are refused; one probe is let through after `probe_in_ms` milliseconds.
+    Open {
+        /// Milliseconds until the breaker turns half-open and lets a probe through.
+        probe_in_ms: u64,
+    },
+    /// One probe call at a time is let through.
+    HalfOpen,
+}
+
+/// An agent's rate limiter: its quotas, what it used of them, and how often callers waited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimiterStatus {
+    /// The request quota and its use (absent without a request quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<QuotaUse>,
+    /// The token quota and its use (absent without a token quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<QuotaUse>,
+    /// Calls granted since the agent was built.
+    pub granted: u64,
+    /// Granted calls that had to wait (behind other calls, for a quota, or for a pause the
+    /// server asked for).
+    pub waits: u64,
+    /// The sum of those waits, in milliseconds.
+    pub waited_ms: u64,
+    /// Calls waiting now.
+    pub waiting: u64,
+    /// Milliseconds left of a pause the server asked for, if one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_for_ms: Option<u64>,
+}
+
+/// One quota: its size and what the last 60 seconds used of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QuotaUse {
+    /// The quota, per minute.
+    pub per_minute: u32,
+    /// Granted within the last 60 seconds (never above `per_minute`).
+    pub used: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_latency_falls_in_the_first_bucket_whose_bound_it_does_not_exceed() {
+        let mut histogram = LatencyHistogram::default();
+        // On a bound, just above it, above every bound.
+        histogram.record(Duration::from_micros(10));
+        histogram.record(Duration::from_nanos(10_001));
+        histogram.record(Duration::from_secs(3600));
+        histogram.record(Duration::ZERO);
+        assert_eq!(histogram.counts[0], 2);
+        assert_eq!(histogram.counts[1], 1);
+        assert_eq!(histogram.counts[LATENCY_BUCKET_BOUNDS_NS.len()], 1);
+        assert_eq!(histogram.count, 4);
+        assert_eq!(histogram.sum_ns, 10_000 + 10_001 + 3_600_000_000_000);
+
+        let cumulative: Vec<(Option<Duration>, u64)> = histogram.cumulative().collect();
+        assert_eq!(cumulative.len(), LATENCY_BUCKET_BOUNDS_NS.len() + 1);
+        assert_eq!(cumulative[0], (Some(Duration::from_micros(10)), 2));
+        assert_eq!(cumulative[1], (Some(Duration::from_micros(50)), 3));
+        assert_eq!(cumulative[LATENCY_BUCKET_BOUNDS_NS.len() - 1].1, 3);
+        assert_eq!(cumulative[LATENCY_BUCKET_BOUNDS_NS.len()], (None, 4));
+    }
+
+    #[test]
+    fn bounds_grow() {
+        assert!(LATENCY_BUCKET_BOUNDS_NS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn breaker_status_is_tagged_by_state() {
+        let open = BreakerStatus::Open { probe_in_ms: 1500 };
+        assert_eq!(
+            serde_json::to_value(open).unwrap_or_default(),
+            serde_json::json!({ "state": "open", "probe_in_ms": 1500 })
+        );
+        assert_eq!(
+            serde_json::to_value(BreakerStatus::HalfOpen).unwrap_or_default(),
+            serde_json::json!({ "state": "half_open" })
+        );
+    }
 }

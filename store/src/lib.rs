@@ -2,7 +2,8 @@
 //!
 //! [`EventStore`] is what the coordinator needs of a log: append a committed batch, read events
 //! back in order (all after a sequence number, or one objective's), keep snapshots of the
-//! recovery state, list idempotency keys, and prune finished objectives. [`SqliteStore`] is the
+//! recovery state, list idempotency keys, prune finished objectives, and list the agents
+//! registered through the API. [`SqliteStore`] is the
 //! embedded default; the schema and queries are plain SQL so a PostgreSQL store is another
 //! implementation of this trait, not a rewrite.
 
@@ -11,7 +12,7 @@ mod sqlite;
 use std::path::PathBuf;
 
 use futures::future::BoxFuture;
-use swarm_protocol::{EventRecord, ObjectiveId, ObjectiveStatus};
+use swarm_protocol::{AgentId, EventRecord, ObjectiveId, ObjectiveStatus};
 
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -87,6 +88,18 @@ pub struct StoredObjective {
     pub ended_at_ms: Option<u64>,
 }
 
+/// An agent registered through the API, as the store indexes it from `AgentDeclared` and
+/// `AgentUndeclared` events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredAgent {
+    /// Its name.
+    pub name: String,
+    /// The id it had when last registered.
+    pub agent: AgentId,
+    /// Its configuration, as declared (opaque to the store).
+    pub config: serde_json::Value,
+}
+
 /// A snapshot of the recovery state as of event `seq` (the body is opaque to the store).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
@@ -127,7 +140,8 @@ pub trait EventStore: Send + Sync + 'static {
     fn info(&self) -> BoxFuture<'_, Result<StoreInfo, StoreError>>;
 
     /// Appends `records` (consecutive sequence numbers following the last committed one) in one
-    /// transaction, maintaining the objective index and counters in the same transaction.
+    /// transaction, maintaining the objective index, the declared agents and the counters in
+    /// the same transaction.
     /// When this returns `Ok`, the records are durable; on `Err`, none of them is.
     fn append<'a>(&'a self, records: &'a [EventRecord]) -> BoxFuture<'a, Result<(), StoreError>>;
 
@@ -182,6 +196,10 @@ pub trait EventStore: Send + Sync + 'static {
     fn latest_snapshot(&self) -> BoxFuture<'_, Result<Option<Snapshot>, StoreError>>;
 
     /// Removes objectives that ended before `ended_before_ms` (never an unfinished one) with
-    /// all their events, and agent events (those of no objective) older than that.
+    /// all their events, and agent events (those of no objective) older than that. The
+    /// declared agents are an index of their own and are not pruned.
     fn prune(&self, ended_before_ms: u64) -> BoxFuture<'_, Result<Pruned, StoreError>>;
+
+    /// The agents declared and not undeclared, in the order they were first declared.
+    fn declared_agents(&self) -> BoxFuture<'_, Result<Vec<DeclaredAgent>, StoreError>>;
 }

@@ -31,11 +31,11 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, SqlStr};
-use swarm_protocol::{Event, EventRecord, ObjectiveId, ObjectiveStatus};
+use swarm_protocol::{AgentId, Event, EventRecord, ObjectiveId, ObjectiveStatus};
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
-use crate::{EventStore, Pruned, Snapshot, StoreError, StoreInfo, StoredObjective};
+use crate::{DeclaredAgent, EventStore, Pruned, Snapshot, StoreError, StoreInfo, StoredObjective};
 
 /// Stamped in the header of every swarm event log (`PRAGMA application_id`): "SWRM" in ASCII.
 const APPLICATION_ID: i64 = 0x5357_524D;
@@ -84,6 +84,13 @@ fn migrations() -> Vec<Migration> {
             "next agent id counter".into(),
             MigrationType::Simple,
             SqlStr::from_static(include_str!("../migrations/0003_next_agent.sql")),
+            false,
+        ),
+        Migration::new(
+            4,
+            "agents declared through the API".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../migrations/0004_declared_agents.sql")),
             false,
         ),
     ]
@@ -556,6 +563,34 @@ impl EventStore for SqliteStore {
     fn prune(&self, ended_before_ms: u64) -> BoxFuture<'_, Result<Pruned, StoreError>> {
         Box::pin(self.prune_ended(ended_before_ms))
     }
+
+    fn declared_agents(&self) -> BoxFuture<'_, Result<Vec<DeclaredAgent>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, i64, String)> = sqlx::query_as(
+                "SELECT name, agent, config FROM declared_agents ORDER BY declared_seq",
+            )
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_error(&self.path, e))?;
+            rows.into_iter()
+                .map(|(name, agent, config)| {
+                    let what = || format!("declared agent `{name}`");
+                    let agent = AgentId(to_u64(&self.path, what, agent)?);
+                    let config =
+                        serde_json::from_str(&config).map_err(|e| StoreError::Corrupt {
+                            path: self.path.clone(),
+                            what: what(),
+                            cause: e.to_string(),
+                        })?;
+                    Ok(DeclaredAgent {
+                        name,
+                        agent,
+                        config,
+                    })
+                })
+                .collect()
+        })
+    }
 }
 
 /// What [`identify`] found in the file.
@@ -741,6 +776,21 @@ struct Batch {
     next_task: u64,
     /// One past the highest agent id the batch registers (0 if it registers none).
     next_agent: u64,
+    /// Changes to the declared agents, in log order (rare: one statement each).
+    declared: Vec<Declaration>,
+}
+
+/// A change to the `declared_agents` index.
+enum Declaration {
+    Declare {
+        name: String,
+        agent: i64,
+        config: String,
+        seq: i64,
+    },
+    Undeclare {
+        name: String,
+    },
 }
 
 struct EventRow {
@@ -778,6 +828,7 @@ impl Batch {
         let mut ended_at: HashMap<ObjectiveId, usize> = HashMap::new();
         let mut next_task = 0_u64;
         let mut next_agent = 0_u64;
+        let mut declared = Vec::new();
         let mut previous: Option<u64> = None;
         for record in records {
             if let Some(previous) = previous
@@ -843,6 +894,23 @@ impl Batch {
                     next_agent = next_agent.max(descriptor.id.0.saturating_add(1));
                     None
                 }
+                Event::AgentDeclared {
+                    agent,
+                    name,
+                    config,
+                } => {
+                    declared.push(Declaration::Declare {
+                        name: name.clone(),
+                        agent: to_i64(path, "agent id", agent.0)?,
+                        config: config.to_string(),
+                        seq,
+                    });
+                    None
+                }
+                Event::AgentUndeclared { name, .. } => {
+                    declared.push(Declaration::Undeclare { name: name.clone() });
+                    None
+                }
                 Event::ObjectiveSucceeded { objective } => {
                     Some((*objective, ObjectiveStatus::Succeeded))
                 }
@@ -890,6 +958,7 @@ impl Batch {
             ended,
             next_task,
             next_agent,
+            declared,
         })
     }
 }
@@ -956,6 +1025,30 @@ async fn append_in(
         for row in rows.by_ref().take(1 << shape) {
             query = query.bind(row.id).bind(row.status).bind(row.ended_at_ms);
         }
+        query.execute(&mut *tx).await.map_err(err)?;
+    }
+
+    for declaration in batch.declared {
+        let query = match declaration {
+            // A name declared again (the agent registered anew at a restart) keeps its place.
+            Declaration::Declare {
+                name,
+                agent,
+                config,
+                seq,
+            } => sqlx::query(
+                "INSERT INTO declared_agents (name, agent, config, declared_seq) \
+                 VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET agent = excluded.agent, config = excluded.config",
+            )
+            .bind(name)
+            .bind(agent)
+            .bind(config)
+            .bind(seq),
+            Declaration::Undeclare { name } => {
+                sqlx::query("DELETE FROM declared_agents WHERE name = ?").bind(name)
+            }
+        };
         query.execute(&mut *tx).await.map_err(err)?;
     }
 
@@ -1098,6 +1191,8 @@ fn kind(event: &Event) -> &'static str {
         Event::AgentHealthChanged { .. } => "agent_health_changed",
         Event::AgentRestarted { .. } => "agent_restarted",
         Event::AgentDeregistered { .. } => "agent_deregistered",
+        Event::AgentDeclared { .. } => "agent_declared",
+        Event::AgentUndeclared { .. } => "agent_undeclared",
     }
 }
 

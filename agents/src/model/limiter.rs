@@ -38,6 +38,10 @@
 //! Callers are served in arrival order (a fair tokio mutex is the queue), so a large call is
 //! not starved by small ones behind it. Nothing is charged until an `acquire` returns, so a
 //! cancelled `acquire` costs no quota.
+//!
+//! The logs themselves sit behind a plain mutex held only for the few steps of a check or a
+//! charge, never across a wait, so [`RateLimiter::stats`] can read what the last minute used
+//! while callers wait at the head of the queue.
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -91,6 +95,15 @@ pub struct LimiterStats {
     pub requests_granted: u64,
     /// Tokens asked for by the granted acquires.
     pub tokens_granted: u64,
+    /// Requests granted within the last 60 seconds (`None` without a request quota, whose
+    /// window is not kept).
+    pub requests_in_window: Option<u64>,
+    /// Tokens granted within the last 60 seconds, as the token quota counts them (a weight
+    /// above the quota counts as the quota); `None` without a token quota.
+    pub tokens_in_window: Option<u64>,
+    /// Granted acquires that waited at all: queued behind another caller, or slept for a
+    /// quota or a server pause.
+    pub waits: u64,
     /// The sum of the granted acquires' waits.
     pub waited_total: Duration,
     /// The server-imposed pause, if one is still running.
@@ -104,9 +117,10 @@ pub struct LimiterStats {
 pub struct RateLimiter {
     limits: RateLimits,
     clock: TokioClock,
-    /// The quotas' state. Held by the caller at the head of the queue while it waits, so the
-    /// mutex's fairness is the queue's order.
-    quotas: tokio::sync::Mutex<Quotas>,
+    /// Held by the caller at the head of the queue while it waits, so the mutex's fairness is
+    /// the queue's order.
+    queue: tokio::sync::Mutex<()>,
+    /// The quotas' logs, pauses and counters; never held across a wait.
     shared: Mutex<Shared>,
     waiting: AtomicUsize,
 }
@@ -117,11 +131,19 @@ impl RateLimiter {
         Self {
             limits,
             clock,
-            quotas: tokio::sync::Mutex::new(Quotas {
-                requests: limits.requests_per_minute.map(Window::per_minute),
-                tokens: limits.tokens_per_minute.map(Window::per_minute),
+            queue: tokio::sync::Mutex::new(()),
+            shared: Mutex::new(Shared {
+                quotas: Quotas {
+                    requests: limits.requests_per_minute.map(Window::per_minute),
+                    tokens: limits.tokens_per_minute.map(Window::per_minute),
+                },
+                paused_until: None,
+                throttled_in_a_row: 0,
+                requests_granted: 0,
+                tokens_granted: 0,
+                waits: 0,
+                waited_total: Duration::ZERO,
             }),
-            shared: Mutex::new(Shared::default()),
             waiting: AtomicUsize::new(0),
         }
     }
@@ -132,31 +154,50 @@ impl RateLimiter {
     pub async fn acquire(&self, tokens: u32) -> Waited {
         let started = self.clock.now();
         let _waiting = Queued::enter(&self.waiting);
-        let mut quotas = self.quotas.lock().await;
+        // A free queue has nobody waiting for it (tokio hands a released lock straight to the
+        // first waiter), so trying first does not jump the queue; it only tells whether this
+        // call had to queue. Elapsed time alone would count every call as a wait on a real
+        // clock.
+        let (_head, mut waited_at_all) = match self.queue.try_lock() {
+            Ok(head) => (head, false),
+            Err(_) => (self.queue.lock().await, true),
+        };
         let mut server_pause = Duration::ZERO;
         loop {
             let now = self.clock.now();
-            // Read into a local first: the guard must not live across the sleep.
-            let paused_until = self.lock().paused_until;
-            if let Some(until) = paused_until.filter(|until| *until > now) {
-                self.clock.sleep_until(until).await;
-                server_pause += self.clock.now() - now;
-                continue;
-            }
-            match quotas.ready_at(tokens, now) {
-                Some(at) if at > now => self.clock.sleep_until(at).await,
-                _ => {
-                    quotas.charge(tokens, now);
-                    let waited = Waited {
-                        total: now - started,
-                        server_pause,
-                    };
-                    let mut shared = self.lock();
-                    shared.requests_granted += 1;
-                    shared.tokens_granted += u64::from(tokens);
-                    shared.waited_total += waited.total;
-                    return waited;
+            // Decided under the guard, which ends with this block: it must not live across
+            // the sleep.
+            let wake = {
+                let mut shared = self.lock();
+                if let Some(until) = shared.paused_until.filter(|until| *until > now) {
+                    Wake::PauseOver(until)
+                } else {
+                    match shared.quotas.ready_at(tokens, now) {
+                        Some(at) if at > now => Wake::QuotaFree(at),
+                        _ => {
+                            shared.quotas.charge(tokens, now);
+                            let waited = Waited {
+                                total: now - started,
+                                server_pause,
+                            };
+                            shared.requests_granted += 1;
+                            shared.tokens_granted += u64::from(tokens);
+                            if waited_at_all {
+                                shared.waits += 1;
+                            }
+                            shared.waited_total += waited.total;
+                            return waited;
+                        }
+                    }
                 }
+            };
+            waited_at_all = true;
+            match wake {
+                Wake::PauseOver(until) => {
+                    self.clock.sleep_until(until).await;
+                    server_pause += self.clock.now() - now;
+                }
+                Wake::QuotaFree(at) => self.clock.sleep_until(at).await,
             }
         }
     }
@@ -208,14 +249,25 @@ impl RateLimiter {
         Some(pause)
     }
 
-    /// Counters and the current pause.
+    /// Counters, the last minute's use of each quota, and the current pause.
     pub fn stats(&self) -> LimiterStats {
         let now = self.clock.now();
-        let shared = self.lock();
+        let mut shared = self.lock();
+        let in_window = |window: &mut Option<Window>| {
+            window.as_mut().map(|w| {
+                w.forget(now);
+                w.total
+            })
+        };
+        let requests_in_window = in_window(&mut shared.quotas.requests);
+        let tokens_in_window = in_window(&mut shared.quotas.tokens);
         LimiterStats {
             limits: self.limits,
             requests_granted: shared.requests_granted,
             tokens_granted: shared.tokens_granted,
+            requests_in_window,
+            tokens_in_window,
+            waits: shared.waits,
             waited_total: shared.waited_total,
             paused_until: shared.paused_until.filter(|until| *until > now),
             waiting: self.waiting.load(Ordering::Relaxed),
@@ -435,13 +487,23 @@ impl Window {
     }
 }
 
-#[derive(Debug, Default)]
+/// Why the head of the queue sleeps.
+enum Wake {
+    /// Until the server's pause is over.
+    PauseOver(Instant),
+    /// Until enough grants have left a quota's window.
+    QuotaFree(Instant),
+}
+
+#[derive(Debug)]
 struct Shared {
+    quotas: Quotas,
     paused_until: Option<Instant>,
     /// 429s and 529s in a row, for the pause when they carry no timing headers.
     throttled_in_a_row: u32,
     requests_granted: u64,
     tokens_granted: u64,
+    waits: u64,
     waited_total: Duration,
 }
 
@@ -554,6 +616,43 @@ mod tests {
         let stats = limiter.stats();
         assert_eq!(stats.requests_granted, 200);
         assert_eq!(stats.waiting, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stats_count_waits_and_what_the_last_minute_used() {
+        let limited = limiter(Some(2), Some(1_000));
+        limited.acquire(10).await;
+        limited.acquire(20).await;
+        let stats = limited.stats();
+        assert_eq!(
+            (stats.requests_in_window, stats.tokens_in_window),
+            (Some(2), Some(30))
+        );
+        assert_eq!((stats.waits, stats.waited_total), (0, Duration::ZERO));
+        // The request quota is used up: the third call waits until the first two left.
+        limited.acquire(5).await;
+        let stats = limited.stats();
+        assert_eq!(
+            (stats.requests_in_window, stats.tokens_in_window),
+            (Some(1), Some(5))
+        );
+        assert_eq!((stats.waits, stats.waited_total), (1, MINUTE_AFTER));
+        assert_eq!(stats.requests_granted, 3);
+        tokio::time::advance(MINUTE_AFTER).await;
+        let stats = limited.stats();
+        assert_eq!(
+            (stats.requests_in_window, stats.tokens_in_window),
+            (Some(0), Some(0))
+        );
+        // Without quotas no window is kept, so there is no use to show.
+        let unlimited = limiter(None, None);
+        unlimited.acquire(10).await;
+        let stats = unlimited.stats();
+        assert_eq!(
+            (stats.requests_in_window, stats.tokens_in_window),
+            (None, None)
+        );
+        assert_eq!(stats.waits, 0);
     }
 
     #[tokio::test(start_paused = true)]

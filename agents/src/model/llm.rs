@@ -1,13 +1,16 @@
 //! The model agent itself.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use serde_json::Value;
-use swarm_protocol::{FailureKind, Health, Task, TaskOutcome};
+use swarm_protocol::{
+    AgentStatus, BreakerStatus, FailureKind, Health, LimiterStatus, QuotaUse, Task, TaskOutcome,
+};
 use tokio::sync::watch;
 
 use super::breaker::{self, Admission, Breaker, BreakerState, CallOutcome};
@@ -561,4 +564,40 @@ impl Agent for LlmAgent {
     fn health(&self) -> Option<HealthFeed> {
         Some(self.inner.health.subscribe())
     }
+
+    fn status(&self) -> AgentStatus {
+        let breaker = match self.inner.breaker.state() {
+            BreakerState::Closed => BreakerStatus::Closed,
+            BreakerState::HalfOpen => BreakerStatus::HalfOpen,
+            BreakerState::Open { until } => BreakerStatus::Open {
+                probe_in_ms: millis(until.saturating_duration_since(tokio::time::Instant::now())),
+            },
+        };
+        let stats = self.inner.limiter.stats();
+        let quota = |per_minute: Option<NonZeroU32>, used: Option<u64>| {
+            Some(QuotaUse {
+                per_minute: per_minute?.get(),
+                used: used.unwrap_or(0),
+            })
+        };
+        let limiter = LimiterStatus {
+            requests: quota(stats.limits.requests_per_minute, stats.requests_in_window),
+            tokens: quota(stats.limits.tokens_per_minute, stats.tokens_in_window),
+            granted: stats.requests_granted,
+            waits: stats.waits,
+            waited_ms: millis(stats.waited_total),
+            waiting: stats.waiting as u64,
+            paused_for_ms: stats
+                .paused_until
+                .map(|until| millis(until.saturating_duration_since(tokio::time::Instant::now()))),
+        };
+        AgentStatus {
+            breaker: Some(breaker),
+            limiter: Some(limiter),
+        }
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -1,24 +1,29 @@
 //! `/v1/agents`: the registry's view of every agent, and registering or removing a model
-//! agent while the server runs.
+//! agent while the server runs (a removal drains the agent first).
 //!
 //! A registration takes the fields of one `[[agents]]` entry of `swarm.toml`
 //! ([`AgentConfig`]). Its API key is named by `api_key_env`, an environment variable of the
 //! server; the key itself never travels over the API, and an error names the variable only.
+//! The fields are recorded in the event log (`AgentDeclared`), so `swarm serve` registers the
+//! agent again after a restart; a removal forgets them (`AgentUndeclared`).
+
+use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use swarm_agents::model::ApiKey;
-use swarm_protocol::{AgentDescriptor, AgentId, Health};
+use swarm_protocol::{AgentDescriptor, AgentId, AgentStatus, Health};
 
 use crate::Error;
 use crate::config::AgentConfig;
 use crate::http::AppState;
 use crate::http::problem::{JsonBody, PROBLEM_JSON, Problem};
 
-/// One agent: its registration, health and load.
+/// One agent: its registration, health and load, how often it was restarted, and what its
+/// plug-in says about itself (a model agent's breaker and limiter).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct AgentView {
     /// Its registration.
@@ -28,9 +33,15 @@ pub(super) struct AgentView {
     health: Health,
     /// Attempts running on it.
     in_flight: u32,
+    /// Times its supervisor restarted its actor since it was registered.
+    restarts: u32,
+    /// Its breaker and limiter, when it has them.
+    #[serde(flatten)]
+    status: AgentStatus,
 }
 
-/// Every agent of the registry, with its health and load.
+/// Every agent of the registry, with its health and load, restarts, and its breaker and rate
+/// limiter where it has them.
 #[utoipa::path(
     get,
     path = "/v1/agents",
@@ -39,25 +50,36 @@ pub(super) struct AgentView {
     responses((status = 200, description = "The agents.", body = Vec<AgentView>)),
 )]
 pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<AgentView>> {
+    let live = state.swarm.live_agents();
     let agents = state
         .swarm
         .registry()
         .snapshots()
         .into_iter()
-        .map(|snapshot| AgentView {
-            descriptor: snapshot.descriptor,
-            health: snapshot.health,
-            in_flight: snapshot.in_flight,
+        .map(|snapshot| {
+            // An agent registered or removed between the two reads shows no live part.
+            let (restarts, status) = live
+                .get(snapshot.descriptor.id)
+                .map(|live| (live.restarts, live.instance.agent_status()))
+                .unwrap_or_default();
+            AgentView {
+                descriptor: snapshot.descriptor,
+                health: snapshot.health,
+                in_flight: snapshot.in_flight,
+                restarts,
+                status,
+            }
         })
         .collect();
     Json(agents)
 }
 
 /// Registers a model agent from the fields of a `swarm.toml` `[[agents]]` entry; 201 with its
-/// descriptor once it can take work.
+/// descriptor once it can take work and its fields are durable in the event log, so a restart
+/// registers it again (until it is removed).
 ///
 /// Its API key is read from the server's environment variable `api_key_env`; the key itself
-/// never travels over the API.
+/// never travels over the API and is never stored.
 #[utoipa::path(
     post,
     path = "/v1/agents",
@@ -97,7 +119,18 @@ pub(super) async fn register(
         }
         other => Problem::from(other),
     })?;
-    let descriptor = state.swarm.register_agent(registration, factory).await?;
+    // Its own fields, as read: a restart builds it again from them.
+    let declared = serde_json::to_value(&config).map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-agent",
+            format!("the agent's fields cannot be recorded: {e}"),
+        )
+    })?;
+    let descriptor = state
+        .swarm
+        .register_declared_agent(registration, factory, declared)
+        .await?;
     let location = format!("/v1/agents/{}", descriptor.id);
     let mut response = (StatusCode::CREATED, Json(descriptor)).into_response();
     if let Ok(location) = HeaderValue::from_str(&location) {
@@ -106,17 +139,45 @@ pub(super) async fn register(
     Ok(response)
 }
 
-/// Stops an agent and removes it; its attempts in flight go back to the queue.
+/// How long a removed agent's running attempts may take to finish when `grace` is not given.
+const GRACE_DEFAULT: Duration = Duration::from_secs(60);
+
+/// The longest `grace` accepted: a removal must end.
+const GRACE_MAX: Duration = Duration::from_secs(60 * 60);
+
+/// A removal under way.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Removal {
+    /// The agent.
+    id: AgentId,
+    /// `draining`: it gets no new work, and leaves once its running attempts end.
+    health: Health,
+    /// How long its running attempts may take to finish; what still runs then is re-queued.
+    #[schema(value_type = String, example = "1m")]
+    grace: String,
+}
+
+/// Removes an agent gracefully: it is marked `draining` at once (nothing new is allocated to
+/// it, and the change is durable before the answer), the attempts it runs may finish for up to
+/// `grace`, then it is stopped and removed, and whatever still runs goes back to the queue.
+/// Asking again while it drains answers 202 again. An agent registered over the API is
+/// forgotten at once: a restart does not register it again.
 #[utoipa::path(
     delete,
     path = "/v1/agents/{id}",
     tag = "agents",
     operation_id = "deregister_agent",
-    params(("id" = AgentId, Path, description = "The agent.")),
+    params(
+        ("id" = AgentId, Path, description = "The agent."),
+        ("grace" = Option<String>, Query, example = "30s",
+         description = "How long its running attempts may take to finish (humantime: `500ms`, \
+                        `30s`, `2m`; at most 1h). Default 60s."),
+    ),
     responses(
-        (status = 204, description = "Removed."),
-        (status = 400, description = "`id` is not an agent id.", body = Problem,
-         content_type = PROBLEM_JSON),
+        (status = 202, description = "Draining; it is removed once its running attempts \
+         ended or the grace elapsed.", body = Removal),
+        (status = 400, description = "`id` is not an agent id, or `grace` is not a duration of \
+         at most 1h; `field` names it.", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such agent.", body = Problem,
          content_type = PROBLEM_JSON),
         (status = 503, description = "The coordinator is not available.", body = Problem,
@@ -126,8 +187,51 @@ pub(super) async fn register(
 pub(super) async fn deregister(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<StatusCode, Problem> {
+    uri: Uri,
+) -> Result<Response, Problem> {
     let agent: AgentId = id.parse().map_err(|e| Problem::bad_param("id", e))?;
-    state.swarm.deregister_agent(agent).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let grace = parse_grace(&uri)?;
+    state.swarm.remove_agent(agent, grace).await?;
+    let removal = Removal {
+        id: agent,
+        health: Health::Draining,
+        grace: humantime::format_duration(grace).to_string(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(removal)).into_response())
+}
+
+/// `?grace=<duration>`, or the default.
+fn parse_grace(uri: &Uri) -> Result<Duration, Problem> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri).map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            format!("the query string does not parse: {e}"),
+        )
+    })?;
+    let mut grace = GRACE_DEFAULT;
+    for (name, value) in pairs {
+        if name != "grace" {
+            return Err(Problem::bad_query(
+                &name,
+                "is not a parameter of this route; use grace",
+            ));
+        }
+        grace = humantime::parse_duration(&value).map_err(|e| {
+            Problem::bad_query(
+                "grace",
+                &format!("`{value}` is not a duration such as `30s` or `2m`: {e}"),
+            )
+        })?;
+        if grace > GRACE_MAX {
+            return Err(Problem::bad_query(
+                "grace",
+                &format!(
+                    "`{value}` is longer than the most allowed, {}",
+                    humantime::format_duration(GRACE_MAX)
+                ),
+            ));
+        }
+    }
+    Ok(grace)
 }

@@ -856,6 +856,7 @@ impl SchedulerState {
                 TaskStatus::Review => {
                     node.status = TaskStatus::Review;
                     node.set_review_errors(t.review_errors.clone());
+                    self.stats.tasks_in_review += 1;
                 }
                 // Only a compensation ends so while its objective is unfinished.
                 TaskStatus::Failed | TaskStatus::Cancelled => node.status = t.status,
@@ -1398,6 +1399,20 @@ impl SchedulerState {
             self.kick();
         }
         self.burst.clear();
+        if !self.outbox.is_empty() {
+            // The turn's batches are handed over now, so their allocation latency ends now:
+            // one clock read per turn, not per assignment, into a fixed-bucket histogram (no
+            // lock, no allocation). Assignments cancelled within the turn were never sent and
+            // are not counted.
+            let now = Instant::now();
+            for (_, batch) in self.outbox.values() {
+                for assignment in batch {
+                    self.stats
+                        .allocation_latency
+                        .record(now.saturating_duration_since(assignment.ready_at));
+                }
+            }
+        }
         if self.outbox.is_empty() && self.cancels.is_empty() && self.effects.is_empty() {
             self.journal.commit(Effects::new(self.delivery.clone()));
             return;
@@ -2117,6 +2132,7 @@ impl SchedulerState {
         node.output = output.clone();
         node.error = Some(reason.clone());
         node.set_review_errors(errors.clone());
+        self.stats.tasks_in_review += 1;
         self.journal.record(Event::TaskInReview {
             objective: node.objective,
             task: id,
@@ -2287,6 +2303,7 @@ impl SchedulerState {
         node.retry_due = false;
         node.error = Some(message.to_owned());
         node.set_review_errors(Vec::new());
+        self.stats.tasks_failed += 1;
         if partial.is_some() {
             node.partial = partial.clone();
         }
@@ -2613,6 +2630,9 @@ impl SchedulerState {
         let was = node.status;
         node.status = TaskStatus::Cancelled;
         node.retry_due = false;
+        if was == TaskStatus::Review {
+            self.stats.tasks_in_review = self.stats.tasks_in_review.saturating_sub(1);
+        }
         let (objective, attempt, agent, queued) =
             (node.objective, node.attempt, node.agent, node.queued.take());
         if queued.is_some() {
@@ -2692,6 +2712,8 @@ impl SchedulerState {
             });
         }
         let objective = node.objective;
+        // Every decision takes the task out of review.
+        self.stats.tasks_in_review = self.stats.tasks_in_review.saturating_sub(1);
         match decision {
             ReviewDecision::Approve { output } => {
                 // An edited output must match the schema; approving the reviewed output as it

@@ -454,7 +454,7 @@ async fn a_schema_1_log_is_migrated() {
             .fetch_all(&store.readers)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 }
 
 #[tokio::test]
@@ -547,7 +547,7 @@ async fn a_schema_2_log_is_migrated_with_the_next_agent_backfilled() {
             .fetch_all(&store.readers)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
 }
 
 #[tokio::test]
@@ -571,6 +571,163 @@ async fn next_agent_follows_the_highest_registration() {
     assert_eq!(store.prune(u64::MAX).await.unwrap().events, 4);
     let info = store.info().await.unwrap();
     assert_eq!((info.events, info.next_agent), (0, 5));
+}
+
+fn declared(agent: u64, name: &str) -> Event {
+    Event::AgentDeclared {
+        agent: AgentId(agent),
+        name: name.into(),
+        config: serde_json::json!({ "name": name, "model": format!("m-{agent}") }),
+    }
+}
+
+fn undeclared(agent: u64, name: &str) -> Event {
+    Event::AgentUndeclared {
+        agent: AgentId(agent),
+        name: name.into(),
+    }
+}
+
+/// The declared agents as (name, id, model).
+async fn declarations(store: &SqliteStore) -> Vec<(String, u64, String)> {
+    store
+        .declared_agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            let model = d.config["model"].as_str().unwrap().to_owned();
+            (d.name, d.agent.0, model)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_declared_agents_follow_declarations_in_the_same_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    assert!(store.declared_agents().await.unwrap().is_empty());
+    // Declared, declared and undeclared within one batch, declared.
+    store
+        .append(&records(
+            1,
+            1,
+            vec![
+                declared(1, "a"),
+                declared(2, "b"),
+                undeclared(2, "b"),
+                declared(3, "c"),
+            ],
+        ))
+        .await
+        .unwrap();
+    let expected = |a: u64, ma: &str| {
+        vec![
+            ("a".to_owned(), a, ma.to_owned()),
+            ("c".to_owned(), 3, "m-3".to_owned()),
+        ]
+    };
+    assert_eq!(declarations(&store).await, expected(1, "m-1"));
+    // Declared again under a new id (a restart registered it anew): it keeps its place.
+    store
+        .append(&records(5, 2, vec![declared(7, "a")]))
+        .await
+        .unwrap();
+    assert_eq!(declarations(&store).await, expected(7, "m-7"));
+    // A failed append changes nothing.
+    let gap = store.append(&records(9, 3, vec![undeclared(7, "a")])).await;
+    assert!(gap.is_err());
+    assert_eq!(declarations(&store).await, expected(7, "m-7"));
+    store.close().await.unwrap();
+
+    // The index survives a reopen and a prune of every agent event.
+    let store = open(dir.path()).await;
+    assert_eq!(store.prune(u64::MAX).await.unwrap().events, 5);
+    assert_eq!(declarations(&store).await, expected(7, "m-7"));
+    store
+        .append(&records(6, 4, vec![undeclared(7, "a")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        declarations(&store).await,
+        [("c".to_owned(), 3, "m-3".to_owned())]
+    );
+}
+
+#[tokio::test]
+async fn a_schema_3_log_is_migrated_with_no_declared_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let old = records(1, 1000, vec![registered(3), agent_event(3)]);
+    {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "PRAGMA application_id = {APPLICATION_ID}"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let first_three = migrations().into_iter().take(3).collect();
+        Migrator::with_migrations(first_three)
+            .run(&mut conn)
+            .await
+            .unwrap();
+        // Rows as schema 3 wrote them.
+        for record in &old {
+            sqlx::query(
+                "INSERT INTO events (seq, at_ms, objective, kind, body) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(record.seq as i64)
+            .bind(record.at_ms as i64)
+            .bind(record.event.objective().map(|o| o.to_string()))
+            .bind(kind(&record.event))
+            .bind(serde_json::to_string(record).unwrap())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "UPDATE meta SET value = CASE key WHEN 'next_agent' THEN 4 ELSE 2 END \
+             WHERE key IN ('last_seq', 'next_agent', 'events')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+
+    let store = open(dir.path()).await;
+    assert_eq!(
+        store.info().await.unwrap(),
+        StoreInfo {
+            last_seq: 2,
+            next_task: 1,
+            next_agent: 4,
+            events: 2
+        }
+    );
+    assert_eq!(store.read_after(0, 10).await.unwrap(), old);
+    assert!(store.declared_agents().await.unwrap().is_empty());
+    store
+        .append(&records(3, 2000, vec![registered(4), declared(4, "api")]))
+        .await
+        .unwrap();
+    assert_eq!(
+        declarations(&store).await,
+        [("api".to_owned(), 4, "m-4".to_owned())]
+    );
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&store.readers)
+            .await
+            .unwrap();
+    assert_eq!(versions, [1, 2, 3, 4]);
 }
 
 #[tokio::test]
@@ -600,7 +757,7 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::NewerSchema {
                 found: 999,
-                known: 3,
+                known: 4,
                 ..
             }
         ),
