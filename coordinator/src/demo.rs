@@ -1,12 +1,14 @@
-//! `swarm demo`: a small objective run over the durable event log (SQLite in the data
-//! directory) with model agents calling the simulated model server over real HTTP, then
-//! printed as its chain of work read back from that log.
+//! `swarm demo`: a goal in plain language, planned and run over the durable event log (SQLite
+//! in the data directory) with model agents calling the simulated model server over real
+//! HTTP, then printed as its chain of work read back from that log.
 //!
-//! Two model agents research (one speaks the OpenAI format and fails every call, so its
-//! circuit breaker opens and its work moves to the other, which speaks Anthropic's); a writer
-//! crashes once and is restarted by its supervisor;
-//! It shows fan-out and fan-in with outputs flowing along the edges, an agent that crashes and
-//! is restarted by its supervisor while its task is retried, and a task that spawns a
+//! A planner (a model agent with capability `plan`) breaks the goal down: its answer, prose
+//! around a JSON code fence, lists research tasks, a draft whose output must match a JSON
+//! Schema, and a review. Two model agents research (one speaks the OpenAI format and fails
+//! every call, so its circuit breaker opens and its work moves to the other, which speaks
+//! Anthropic's); the writer crashes once and is restarted by its supervisor, then drafts
+//! without a title, so the draft stops in the review queue until the demo, acting as the
+//! person on duty, approves it over the API with a title added; the reviewer then spawns a
 //! follow-up task while the objective runs.
 
 use std::path::Path;
@@ -32,19 +34,62 @@ fn cap(name: &str) -> Result<Capability, Error> {
     Capability::new(name).map_err(|e| Error::Actor(e.to_string()))
 }
 
-fn key(name: &str) -> Result<TaskKey, Error> {
-    TaskKey::new(name).map_err(|e| Error::Actor(e.to_string()))
-}
-
-fn registration(name: &str, capability: &Capability) -> Registration {
+fn registration(name: &str, capability: &Capability, description: &str) -> Registration {
     Registration {
         name: name.to_owned(),
         capabilities: vec![capability.clone()],
         max_concurrency: 4,
         labels: Default::default(),
         cost_hint: None,
-        description: None,
+        description: Some(description.to_owned()),
     }
+}
+
+/// An output as one line of at most 100 characters.
+fn clip(output: &serde_json::Value) -> String {
+    let text = output.to_string().replace("\\n", " ");
+    match text.char_indices().nth(100) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// The planner's model name on the simulated server.
+const PLANNER_MODEL: &str = "sim-planner";
+
+/// The demo's goal, in plain language.
+const GOAL: &str = "Write a short note on agent swarms: a fact each about rust, actors, llms, \
+                    queues, breakers and logs, drafted into a titled note, reviewed, published.";
+
+/// The planner's answer: prose around a fenced plan, as models write them.
+fn plan_answer() -> String {
+    let topics = ["rust", "actors", "llms", "queues", "breakers", "logs"];
+    let mut tasks: Vec<serde_json::Value> = topics
+        .iter()
+        .map(|topic| {
+            json!({
+                "id": format!("research-{topic}"),
+                "capability": "research",
+                "input": format!("One fact about {topic}, please."),
+                "retry": {"max_attempts": 5, "initial_backoff": "20ms"},
+            })
+        })
+        .collect();
+    tasks.push(json!({
+        "id": "write",
+        "capability": "write",
+        "depends_on": topics.iter().map(|t| format!("research-{t}")).collect::<Vec<_>>(),
+        "output_schema": {
+            "type": "object",
+            "required": ["title", "draft"],
+            "properties": {"title": {"type": "string", "minLength": 1}, "draft": {"type": "array"}},
+        },
+    }));
+    tasks.push(json!({"id": "review", "capability": "review", "depends_on": ["write"]}));
+    format!(
+        "Here is a plan: six research tasks in parallel, a draft, then a review.\n\n```json\n{}\n```\n",
+        serde_json::to_string(&json!({ "tasks": tasks })).unwrap_or_default()
+    )
 }
 
 /// Runs the demo with its event log in `data_dir` and prints what happened.
@@ -59,7 +104,7 @@ pub async fn run(data_dir: &Path) -> Result<(), Error> {
         );
     }
 
-    let (research, write, review) = (cap("research")?, cap("write")?, cap("review")?);
+    let (write, review) = (cap("write")?, cap("review")?);
     let sim = SimServer::start(SimConfig {
         seed: 7,
         tokens: (8, 16),
@@ -67,6 +112,8 @@ pub async fn run(data_dir: &Path) -> Result<(), Error> {
             first_token_ms: (5, 15),
             per_token_ms: (1, 3),
         },
+        // What the planner model answers (a real one would write its own plan).
+        replies: [(PLANNER_MODEL.to_owned(), json!(plan_answer()))].into(),
         ..SimConfig::default()
     })
     .await
@@ -76,6 +123,15 @@ pub async fn run(data_dir: &Path) -> Result<(), Error> {
     let agents = Config::parse(&format!(
         r#"
 [[agents]]
+name = "planner"
+provider = "openai"
+base_url = "{openai}"
+model = "{PLANNER_MODEL}"
+capabilities = ["plan"]
+concurrency = 1
+description = "Breaks a goal down into tasks."
+
+[[agents]]
 name = "researcher-flaky"
 provider = "openai"
 base_url = "{openai}"
@@ -83,6 +139,7 @@ model = "sim:fail=503"
 capabilities = ["research"]
 concurrency = 2
 breaker = {{ consecutive_failures = 2, cool_down = "30s" }}
+description = "Finds one fact about a topic."
 
 [[agents]]
 name = "researcher"
@@ -93,6 +150,7 @@ capabilities = ["research"]
 concurrency = 2
 rpm = 600
 system_prompt = "You are a careful researcher."
+description = "Finds one fact about a topic."
 "#,
         openai = sim.base_url(),
         anthropic = sim.base_url(),
@@ -112,12 +170,20 @@ system_prompt = "You are a careful researcher."
             if !crashed.swap(true, Ordering::SeqCst) {
                 panic!("the writer crashed (on purpose, once)");
             }
+            // No title: the task's output schema requires one, so a person looks at it.
             let facts: Vec<_> = task.upstream.values().cloned().collect();
             TaskOutcome::success(json!({ "draft": facts }))
         }
     });
     swarm
-        .register_agent(registration("writer", &write), AgentFactory::shared(writer))
+        .register_agent(
+            registration(
+                "writer",
+                &write,
+                "Drafts a note from the facts it is given.",
+            ),
+            AgentFactory::shared(writer),
+        )
         .await?;
     let reviewer = FnAgent::new(|task, _ctx| async move {
         if task.key.as_str() == "review" {
@@ -136,23 +202,13 @@ system_prompt = "You are a careful researcher."
     });
     swarm
         .register_agent(
-            registration("reviewer", &review),
+            registration("reviewer", &review, "Reviews a draft and publishes it."),
             AgentFactory::shared(reviewer),
         )
         .await?;
 
-    let mut tasks = Vec::new();
-    for topic in ["rust", "actors", "llms", "queues", "breakers", "logs"] {
-        let mut spec = TaskSpec::new(key(&format!("research-{topic}"))?, research.clone())
-            .with_input(json!(format!("One fact about {topic}, please.")));
-        spec.retry.max_attempts = 5;
-        spec.retry.initial_backoff = Duration::from_millis(20);
-        tasks.push(spec);
-    }
-    let research_keys: Vec<TaskKey> = tasks.iter().map(|t| t.id.clone()).collect();
-    tasks.push(TaskSpec::new(key("write")?, write.clone()).after(research_keys));
-    tasks.push(TaskSpec::new(key("review")?, review.clone()).after([key("write")?]));
-    let objective = Objective::with_tasks("write a short note on agent swarms", tasks);
+    // No task graph: the planner makes one.
+    let objective = Objective::with_tasks(GOAL, Vec::new());
 
     // Through the HTTP API, as a user would: submit, then follow its event stream live.
     let swarm = Arc::new(swarm);
@@ -161,14 +217,49 @@ system_prompt = "You are a careful researcher."
     println!("swarm API on http://{addr}/v1");
     println!("submitting (POST /v1/objectives): {}", objective.goal);
     let client = Client::new(&format!("http://{addr}"), None)?;
+    let mut events = swarm
+        .subscribe()
+        .ok_or_else(|| Error::Actor("the demo's swarm has no durable log".into()))?;
     let id = client.submit(&objective, None).await?;
     println!("accepted {id}; following GET /v1/objectives/{id}/events");
-    tokio::time::timeout(
+    // The person on duty: approves the draft that failed its schema, with a title added.
+    let reviewer = Client::new(&format!("http://{addr}"), None)?;
+    let on_duty = tokio::spawn(async move {
+        while let Ok(record) = events.recv().await {
+            if let swarm_protocol::Event::TaskInReview {
+                objective,
+                task,
+                output,
+                errors,
+                ..
+            } = &record.event
+                && *objective == id
+            {
+                let problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                let mut edited = output.clone().unwrap_or_else(|| json!({}));
+                if let Some(fields) = edited.as_object_mut() {
+                    fields.insert("title".into(), json!("Agent swarms in six facts"));
+                }
+                eprintln!(
+                    "\nreview: {task} does not match its schema ({}); approving it with a title \
+                     (POST /v1/tasks/{task}/approve)",
+                    problems.join("; ")
+                );
+                return reviewer
+                    .approve(&task.to_string(), Some(edited))
+                    .await
+                    .map(|_| ());
+            }
+        }
+        Ok(())
+    });
+    let watched = tokio::time::timeout(
         Duration::from_secs(60),
         client.watch(id, std::io::stderr().is_terminal()),
     )
-    .await
-    .map_err(|_| Error::Input(format!("objective {id} did not end within 60 s")))??;
+    .await;
+    on_duty.abort();
+    watched.map_err(|_| Error::Input(format!("objective {id} did not end within 60 s")))??;
     let view = swarm.objective(id).await?;
     let chain = swarm.chain(id).await?;
     api.stop().await;
@@ -191,7 +282,7 @@ system_prompt = "You are a careful researcher."
             format!("{:?}", t.status).to_lowercase(),
             t.attempts,
             short(t.run_time),
-            t.output.as_ref().map(|o| o.to_string()).unwrap_or_default()
+            t.output.as_ref().map(clip).unwrap_or_default()
         );
     }
     println!("\nmodel agents:");
