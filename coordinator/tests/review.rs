@@ -403,3 +403,40 @@ async fn a_schema_that_refers_elsewhere_is_refused_at_submit_without_a_fetch() {
     assert_eq!(api.swarm.stats().await.unwrap().objectives_running, 0);
     api.stop().await;
 }
+
+#[tokio::test]
+async fn a_spawned_task_with_an_unusable_schema_is_refused_naming_it() {
+    let swarm = Swarm::start(SwarmConfig::default()).await.unwrap();
+    let planner = FnAgent::new(|task, _ctx| async move {
+        let mut child = swarm_protocol::TaskSpec::new(
+            swarm_protocol::TaskKey::new("child").unwrap(),
+            task.capability.clone(),
+        );
+        child.output_schema = Some(json!({"$ref": "https://example.invalid/s.json"}));
+        TaskOutcome::Spawned {
+            output: json!("planned"),
+            tasks: vec![child],
+            usage: None,
+        }
+    });
+    swarm
+        .register_agent(reg("plan", &["plan"], 1), AgentFactory::shared(planner))
+        .await
+        .unwrap();
+    let objective = serde_json::from_value(json!({
+        "goal": "g", "tasks": [{"id": "plan", "capability": "plan"}]
+    }))
+    .unwrap();
+    let id = swarm.submit(objective).await.unwrap();
+    let view = swarm.wait(id, PATIENCE).await.unwrap();
+    assert_eq!(view.status, ObjectiveStatus::Failed);
+    let failure = view.failure.unwrap();
+    assert!(
+        failure.contains("spawned tasks refused")
+            && failure.contains("`child`")
+            && failure.contains("output_schema"),
+        "{failure}"
+    );
+    assert_eq!(view.tasks.len(), 1, "nothing was added");
+    swarm.shutdown().await.unwrap();
+}

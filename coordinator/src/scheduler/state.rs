@@ -1024,6 +1024,9 @@ impl SchedulerState {
     }
 
     /// Sets the task's input from its dependencies' outputs; `Err` says why it cannot be built.
+    /// (Inlined: `resolve` runs for every task that becomes ready, and the call otherwise costs
+    /// a measurable share of the allocation path.)
+    #[inline(always)]
     fn build_input(&mut self, id: TaskId) -> Option<Result<ObjectiveId, String>> {
         let node = self.tasks.get(id)?;
         // Dependency outputs are only gathered here when the input refers to them; the agent's
@@ -1500,11 +1503,18 @@ impl SchedulerState {
             tokens = u.input_tokens.saturating_add(u.output_tokens);
         }
         let planning = node.planning.is_some();
-        let (objective, compensation) = (node.objective, node.compensates().is_some());
+        // Read once here, so a task without extras costs no further lookup on this path.
+        let (objective, capped) = (node.objective, node.capped);
+        let (compensation, checked) = node.extra.as_ref().map_or((false, false), |e| {
+            (e.compensates.is_some(), e.schema.is_some())
+        });
         // The attempt's tokens count before its outcome is applied, so a success that goes
         // over the budget wakes no dependent (`task_done`).
         let over_budget = tokens > 0 && self.charge(objective, tokens);
-        self.release(agent, report.task);
+        self.release_slot(agent, report.task);
+        if capped {
+            self.capped_attempt_ended(objective);
+        }
         let duration = report.duration;
         let spent = |usage| Spent {
             usage,
@@ -1550,8 +1560,14 @@ impl SchedulerState {
                 Ok(spawn::Split {
                     output,
                     spawn: None,
-                }) => {
+                }) if checked => {
                     self.on_output(report.task, agent, output, usage, report.duration);
+                }
+                Ok(spawn::Split {
+                    output,
+                    spawn: None,
+                }) => {
+                    self.succeed(report.task, agent, output, usage, report.duration);
                 }
                 Ok(spawn::Split {
                     output,
@@ -1659,17 +1675,24 @@ impl SchedulerState {
         self.end_objective(objective, ObjectiveStatus::Failed, Some(reason));
     }
 
+    /// An attempt ended or was taken back: its agent slot is free, and its objective may
+    /// start another if it has a cap.
     fn release(&mut self, agent: AgentId, task: TaskId) {
-        self.registry.release(agent);
-        if let Some(set) = self.in_flight.get_mut(&agent) {
-            set.remove(&task);
-        }
-        self.stats.tasks_running = self.stats.tasks_running.saturating_sub(1);
+        self.release_slot(agent, task);
         if let Some(node) = self.tasks.get(task)
             && node.capped
         {
             self.capped_attempt_ended(node.objective);
         }
+    }
+
+    /// Frees the agent slot of an attempt (`release` without the objective's cap).
+    fn release_slot(&mut self, agent: AgentId, task: TaskId) {
+        self.registry.release(agent);
+        if let Some(set) = self.in_flight.get_mut(&agent) {
+            set.remove(&task);
+        }
+        self.stats.tasks_running = self.stats.tasks_running.saturating_sub(1);
     }
 
     /// A successful attempt's output: checked against the task's `output_schema`; output
@@ -1744,6 +1767,7 @@ impl SchedulerState {
             self.next_compensation(objective);
             return;
         }
+        let dependents = node.dependents.clone();
         let (halted, done) = match self.objectives.get_mut(&objective) {
             Some(run) => {
                 run.unfinished = run.unfinished.saturating_sub(1);
@@ -1760,10 +1784,6 @@ impl SchedulerState {
         if halted {
             return;
         }
-        let Some(node) = self.tasks.get(id) else {
-            return;
-        };
-        let dependents = node.dependents.clone();
         for dep in dependents {
             let ready = match self.tasks.get_mut(dep) {
                 Some(d) if d.status == TaskStatus::Backlog => {
