@@ -101,10 +101,14 @@ impl Client {
         self.call(self.request(Method::GET, "/v1/agents")).await
     }
 
-    /// Tasks in review.
-    pub async fn review_queue(&self) -> Result<Value, Error> {
-        self.call(self.request(Method::GET, "/v1/tasks?status=review"))
-            .await
+    /// Tasks in review: the first page of up to `limit` (at most 500), as `{tasks, next,
+    /// total}`.
+    pub async fn review_queue(&self, limit: usize) -> Result<Value, Error> {
+        self.call(self.request(
+            Method::GET,
+            &format!("/v1/tasks?status=review&limit={limit}"),
+        ))
+        .await
     }
 
     /// Approves a task in review (optionally with edited output).

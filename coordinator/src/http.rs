@@ -86,8 +86,8 @@ pub enum Endpoint {
     Events,
     /// `POST /v1/objectives/{id}/cancel`.
     Cancel,
-    /// `GET /v1/tasks?status=review`.
-    ReviewQueue,
+    /// `GET /v1/tasks?status=&objective=&capability=&agent=&order=&limit=&after=`.
+    ListTasks,
     /// `POST /v1/tasks/{id}/approve`.
     Approve,
     /// `POST /v1/tasks/{id}/reject`.
@@ -138,7 +138,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/v1/objectives/{id}/chain", Endpoint::Chain),
     route(Method::GET, "/v1/objectives/{id}/events", Endpoint::Events),
     route(Method::POST, "/v1/objectives/{id}/cancel", Endpoint::Cancel),
-    route(Method::GET, "/v1/tasks", Endpoint::ReviewQueue),
+    route(Method::GET, "/v1/tasks", Endpoint::ListTasks),
     route(Method::POST, "/v1/tasks/{id}/approve", Endpoint::Approve),
     route(Method::POST, "/v1/tasks/{id}/reject", Endpoint::Reject),
     route(Method::GET, "/v1/agents", Endpoint::Agents),
@@ -163,7 +163,7 @@ impl Endpoint {
             Self::Chain => on(filter, objectives::chain),
             Self::Events => on(filter, events::stream),
             Self::Cancel => on(filter, objectives::cancel),
-            Self::ReviewQueue => on(filter, tasks::review_queue),
+            Self::ListTasks => on(filter, tasks::list),
             Self::Approve => on(filter, tasks::approve),
             Self::Reject => on(filter, tasks::reject),
             Self::Agents => on(filter, agents::list),

@@ -43,7 +43,7 @@ use swarm_agents::AgentFactory;
 use swarm_protocol::{
     AgentDescriptor, AgentId, Capability, Event, EventRecord, Health, Objective, ObjectiveId,
     ObjectiveStatus, ObjectiveSummary, ObjectiveView, ReviewDecision, SchedulerError, SchedulerMsg,
-    SchedulerStats, TaskId,
+    SchedulerStats, TaskId, TaskPage, TaskQuery,
 };
 pub use swarm_registry::Registration;
 use swarm_store::{EventStore, SqliteOptions, SqliteStore, StoredObjective};
@@ -476,6 +476,19 @@ impl Swarm {
     pub async fn review_queue(&self) -> Result<Vec<swarm_protocol::ReviewItem>, Error> {
         call_t!(self.scheduler, SchedulerMsg::ReviewQueue, self.ms())
             .map_err(|e| self.explain(e.into()))
+    }
+
+    /// One page of the tasks the scheduler holds, across objectives (every unfinished
+    /// objective's, and those of the finished objectives still in memory: see
+    /// `SchedulerConfig::keep_finished`), by task id. `GET /v1/tasks` and the dashboard's board
+    /// both list tasks through this.
+    pub async fn tasks(&self, query: TaskQuery) -> Result<TaskPage, Error> {
+        call_t!(
+            self.scheduler,
+            |reply| SchedulerMsg::Tasks { query, reply },
+            self.ms()
+        )
+        .map_err(|e| self.explain(e.into()))
     }
 
     /// Stops allocating (every agent is marked `Draining`) and waits, up to `grace`, for the

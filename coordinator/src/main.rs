@@ -337,10 +337,17 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Tasks { review: _, server } => {
-            let queue = server.client()?.review_queue().await?;
-            let items = queue.as_array().cloned().unwrap_or_default();
+            let queue = server.client()?.review_queue(500).await?;
+            let items = queue["tasks"].as_array().cloned().unwrap_or_default();
             if items.is_empty() {
                 println!("no task is waiting for review");
+            }
+            let total = queue["total"].as_u64().unwrap_or(0);
+            if total > items.len() as u64 {
+                println!(
+                    "{total} tasks wait for review; the first {} follow",
+                    items.len()
+                );
             }
             for item in items {
                 let task = &item["task"];

@@ -68,6 +68,9 @@ pub struct TaskModel {
     pub spawned_by: Option<TaskId>,
     /// When a pending retry is due (ms since the Unix epoch).
     pub retry_at_ms: Option<u64>,
+    /// While an attempt runs: when it started (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
     /// Set on planning tasks (`plan`, `replan-N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planning: Option<PlanningModel>,
@@ -171,6 +174,7 @@ impl ObjectiveModel {
                 run_time: Duration::ZERO,
                 spawned_by: parent,
                 retry_at_ms: None,
+                started_at_ms: None,
                 planning: None,
             });
         }
@@ -181,8 +185,36 @@ impl ObjectiveModel {
         });
     }
 
+    /// Each task's dependencies by id, in task order, resolved as the scheduler resolves them
+    /// when a batch joins the graph: its keys first, then each task's `depends_on`, then the
+    /// task that spawned the batch.
+    fn dependencies(&self) -> FxHashMap<TaskId, Vec<TaskId>> {
+        let mut keys: FxHashMap<&TaskKey, TaskId> = FxHashMap::default();
+        let mut deps = FxHashMap::default();
+        for batch in &self.batches {
+            for (i, spec) in batch.specs.iter().enumerate() {
+                keys.insert(&spec.id, TaskId(batch.first_task.0 + i as u64));
+            }
+            for (i, spec) in batch.specs.iter().enumerate() {
+                let mut of: Vec<TaskId> = spec
+                    .depends_on
+                    .iter()
+                    .filter_map(|k| keys.get(k).copied())
+                    .collect();
+                if let Some(parent) = batch.parent
+                    && !of.contains(&parent)
+                {
+                    of.push(parent);
+                }
+                deps.insert(TaskId(batch.first_task.0 + i as u64), of);
+            }
+        }
+        deps
+    }
+
     /// The objective as the scheduler shows it.
     pub fn view(&self) -> ObjectiveView {
+        let mut deps = self.dependencies();
         ObjectiveView {
             id: self.id,
             goal: self.goal.clone(),
@@ -202,6 +234,8 @@ impl ObjectiveModel {
                     error: t.error.clone(),
                     partial_output: t.partial.clone(),
                     spawned_by: t.spawned_by,
+                    depends_on: deps.remove(&t.id).unwrap_or_default(),
+                    running_since_ms: t.started_at_ms.filter(|_| t.status == TaskStatus::Running),
                     usage: t.usage,
                     run_time: t.run_time,
                 })
@@ -342,6 +376,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
             ..
         } => {
             if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
                 add(&mut t.usage, usage);
                 t.run_time += duration;
                 t.error = Some(format!("plan rejected: {}", errors.join("; ")));
@@ -372,6 +407,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
                 t.attempt = attempt;
                 t.agent = Some(agent);
                 t.retry_at_ms = None;
+                t.started_at_ms = Some(at);
             }
         }
         Event::TaskSucceeded {
@@ -382,6 +418,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
             ..
         } => {
             if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
                 t.status = TaskStatus::Succeeded;
                 t.error = None;
                 t.output = Some(output);
@@ -399,6 +436,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
             ..
         } => {
             if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
                 add(&mut t.usage, usage);
                 t.run_time += duration.unwrap_or_default();
                 t.error = Some(message);
@@ -420,6 +458,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         }
         Event::AttemptLost { task, reason, .. } => {
             if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
                 t.status = TaskStatus::Ready;
                 t.lost += 1;
                 t.error = Some(reason);
@@ -435,6 +474,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
             ..
         } => {
             if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
                 t.status = TaskStatus::Review;
                 t.output = output;
                 t.error = Some(reason);
@@ -453,6 +493,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         Event::TaskRejected { .. } => {}
         Event::TaskCancelled { task, .. } => {
             if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
                 t.status = TaskStatus::Cancelled;
             }
         }
@@ -843,6 +884,7 @@ mod tests {
             run_time: Duration::ZERO,
             spawned_by,
             retry_at_ms: None,
+            started_at_ms: None,
             planning: None,
         }
     }

@@ -423,6 +423,90 @@ async fn list_objectives_filters_by_status_and_pages_with_a_cursor() {
     server.finish().await;
 }
 
+/// `GET /v1/tasks` lists tasks across objectives by status, filtered by objective, capability
+/// and agent, oldest or newest first, a page at a time with `next` as the cursor and `total`
+/// counting every match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_tasks_by_status_across_objectives_in_pages() {
+    let server = start(None).await;
+    let held = |n: u32| {
+        json!({
+            "goal": format!("held {n}"),
+            "tasks": [
+                { "id": "h", "capability": "hold" },
+                { "id": "w", "capability": "work", "depends_on": ["h"] }
+            ]
+        })
+    };
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = server.submit_ok(&held(n)).await;
+        let mut stream = server.events(&id, None).await;
+        until(&mut stream, "task_started").await;
+        ids.push(id);
+    }
+
+    let running = server.get_json("/v1/tasks?status=running").await;
+    assert_eq!(running["total"], 3);
+    assert_eq!(running["next"], Value::Null);
+    let items = running["tasks"].as_array().unwrap();
+    let goals: Vec<&str> = items.iter().map(|i| i["goal"].as_str().unwrap()).collect();
+    assert_eq!(goals, ["held 0", "held 1", "held 2"]);
+    for item in items {
+        assert_eq!(item["task"]["capability"], "hold");
+        assert!(item["task"]["running_since_ms"].as_u64().unwrap() > 0);
+    }
+    let backlog = server
+        .get_json("/v1/tasks?status=backlog&capability=work")
+        .await;
+    assert_eq!(backlog["total"], 3);
+    assert_eq!(
+        backlog["tasks"][0]["task"]["depends_on"],
+        json!([items[0]["task"]["id"]])
+    );
+
+    // Pages of two, both ways; the last page has no `next`.
+    let page = server.get_json("/v1/tasks?status=running&limit=2").await;
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(page["total"], 3);
+    let next = page["next"].as_str().unwrap();
+    assert_eq!(next, items[1]["task"]["id"].as_str().unwrap());
+    let rest = server
+        .get_json(&format!("/v1/tasks?status=running&limit=2&after={next}"))
+        .await;
+    assert_eq!(rest["tasks"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["tasks"][0]["goal"], "held 2");
+    assert_eq!(rest["next"], Value::Null);
+    let newest = server
+        .get_json("/v1/tasks?status=running&order=newest&limit=1")
+        .await;
+    assert_eq!(newest["tasks"][0]["goal"], "held 2");
+
+    // Filters: one objective's tasks, one agent's.
+    let one = server
+        .get_json(&format!("/v1/tasks?objective={}", ids[1]))
+        .await;
+    assert_eq!(one["total"], 2);
+    let agent = items[0]["task"]["agent"].as_str().unwrap();
+    let on_agent = server.get_json(&format!("/v1/tasks?agent={agent}")).await;
+    assert_eq!(on_agent["total"], 3);
+    let nothing = server.get_json("/v1/tasks?status=succeeded").await;
+    assert_eq!(nothing["tasks"], json!([]));
+    assert_eq!(nothing["total"], 0);
+
+    for id in &ids {
+        let response = server
+            .request(Method::POST, &format!("/v1/objectives/{id}/cancel"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let cancelled = server.get_json("/v1/tasks?status=cancelled").await;
+    assert_eq!(cancelled["total"], 6);
+    server.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_ends_the_objective_and_its_stream() {
     let server = start(None).await;
@@ -471,15 +555,20 @@ async fn review_approve_and_reject_round_trip() {
         .to_owned();
     // It is in the review queue, with its objective.
     let queue = server.get_json("/v1/tasks?status=review").await;
-    let queue = queue.as_array().unwrap();
+    assert_eq!(queue["total"], 1, "{queue:?}");
+    assert_eq!(queue["next"], Value::Null, "{queue:?}");
+    let queue = queue["tasks"].as_array().unwrap();
     assert_eq!(queue.len(), 1, "{queue:?}");
+    assert_eq!(queue[0]["goal"], "judge");
     assert_eq!(queue[0]["objective"], id.as_str());
     assert_eq!(queue[0]["task"]["id"], task.as_str());
     assert_eq!(queue[0]["task"]["status"], "review");
     for bad in [
-        "/v1/tasks",
         "/v1/tasks?status=done",
         "/v1/tasks?status=review&x=1",
+        "/v1/tasks?limit=0",
+        "/v1/tasks?agent=T1",
+        "/v1/tasks?order=up",
     ] {
         let response = server.request(Method::GET, bad).send().await.unwrap();
         let body = problem(response, StatusCode::BAD_REQUEST).await;
@@ -497,7 +586,8 @@ async fn review_approve_and_reject_round_trip() {
     assert_eq!(view["tasks"][0]["output"], "edited");
     assert_eq!(view["tasks"][1]["status"], "succeeded");
     let queue = server.get_json("/v1/tasks?status=review").await;
-    assert_eq!(queue, json!([]), "approved tasks leave the queue");
+    assert_eq!(queue["tasks"], json!([]), "approved tasks leave the queue");
+    assert_eq!(queue["total"], 0);
 
     // The task is no longer in review: a second decision conflicts.
     let again = server

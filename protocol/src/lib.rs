@@ -41,4 +41,7 @@ pub use messages::{
 pub use objective::{Limits, Objective, ObjectiveStatus};
 pub use outcome::{FailureKind, TaskOutcome, Usage};
 pub use task::{RetryPolicy, Task, TaskSpec, TaskStatus};
-pub use view::{ObjectiveSummary, ObjectiveView, ReviewItem, SchedulerStats, TaskView};
+pub use view::{
+    ObjectiveSummary, ObjectiveView, ReviewItem, SchedulerStats, TaskItem, TaskPage, TaskQuery,
+    TaskView,
+};

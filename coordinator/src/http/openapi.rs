@@ -49,7 +49,7 @@ const BEARER: &str = "bearer";
         super::objectives::chain,
         super::events::stream,
         super::objectives::cancel,
-        super::tasks::review_queue,
+        super::tasks::list,
         super::tasks::approve,
         super::tasks::reject,
         super::agents::list,
@@ -60,7 +60,8 @@ const BEARER: &str = "bearer";
     modifiers(&Layers),
     tags(
         (name = "objectives", description = "Submit, list, read, follow and cancel objectives."),
-        (name = "tasks", description = "The review queue and a person's decision on a task."),
+        (name = "tasks", description = "Tasks across objectives by status (the review queue \
+                                         is `status=review`), and a person's decision on a task."),
         (name = "agents", description = "The registry's agents; model agents added and removed \
                                           while the server runs."),
         (name = "probes", description = "Liveness, readiness and metrics."),
