@@ -86,6 +86,8 @@ pub enum Endpoint {
     Events,
     /// `POST /v1/objectives/{id}/cancel`.
     Cancel,
+    /// `GET /v1/events`: every event of the swarm.
+    SwarmEvents,
     /// `GET /v1/tasks?status=&objective=&capability=&agent=&order=&limit=&after=`.
     ListTasks,
     /// `POST /v1/tasks/{id}/approve`.
@@ -138,6 +140,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/v1/objectives/{id}/chain", Endpoint::Chain),
     route(Method::GET, "/v1/objectives/{id}/events", Endpoint::Events),
     route(Method::POST, "/v1/objectives/{id}/cancel", Endpoint::Cancel),
+    route(Method::GET, "/v1/events", Endpoint::SwarmEvents),
     route(Method::GET, "/v1/tasks", Endpoint::ListTasks),
     route(Method::POST, "/v1/tasks/{id}/approve", Endpoint::Approve),
     route(Method::POST, "/v1/tasks/{id}/reject", Endpoint::Reject),
@@ -163,6 +166,7 @@ impl Endpoint {
             Self::Chain => on(filter, objectives::chain),
             Self::Events => on(filter, events::stream),
             Self::Cancel => on(filter, objectives::cancel),
+            Self::SwarmEvents => on(filter, events::stream_all),
             Self::ListTasks => on(filter, tasks::list),
             Self::Approve => on(filter, tasks::approve),
             Self::Reject => on(filter, tasks::reject),

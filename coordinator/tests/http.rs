@@ -147,7 +147,17 @@ impl Server {
         id: &str,
         last_event_id: Option<u64>,
     ) -> impl Stream<Item = Sse> + Unpin + use<> {
-        let mut request = self.request(Method::GET, &format!("/v1/objectives/{id}/events"));
+        self.stream(&format!("/v1/objectives/{id}/events"), last_event_id)
+            .await
+    }
+
+    /// The event stream at `path`, from after `last_event_id`.
+    async fn stream(
+        &self,
+        path: &str,
+        last_event_id: Option<u64>,
+    ) -> impl Stream<Item = Sse> + Unpin + use<> {
+        let mut request = self.request(Method::GET, path);
         if let Some(last) = last_event_id {
             request = request.header("Last-Event-ID", last.to_string());
         }
@@ -504,6 +514,49 @@ async fn list_tasks_by_status_across_objectives_in_pages() {
     }
     let cancelled = server.get_json("/v1/tasks?status=cancelled").await;
     assert_eq!(cancelled["total"], 6);
+    server.finish().await;
+}
+
+/// `GET /v1/events` follows every objective from now on, and resumes after `Last-Event-ID`
+/// from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_events_follow_every_objective_and_resume_from_the_log() {
+    let server = start(None).await;
+    let before = server.submit_ok(&two_step()).await;
+    server
+        .swarm
+        .wait(before.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    // Opened after the first objective ended: none of its events come.
+    let mut all = server.stream("/v1/events", None).await;
+    let first = server.submit_ok(&two_step()).await;
+    let second = server.submit_ok(&two_step()).await;
+    let mut seen = until(&mut all, "objective_succeeded").await;
+    seen.extend(until(&mut all, "objective_succeeded").await);
+    let objectives: std::collections::BTreeSet<&str> = seen
+        .iter()
+        .filter_map(|e| e.data["objective"].as_str())
+        .collect();
+    assert_eq!(
+        objectives,
+        [first.as_str(), second.as_str()].into_iter().collect()
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0].seq + 1 == w[1].seq),
+        "{seen:#?}"
+    );
+
+    // Resuming after the first event sent gives the rest again, from the log.
+    let mut again = server.stream("/v1/events", Some(seen[0].seq)).await;
+    for expected in &seen[1..] {
+        let event = tokio::time::timeout(PATIENCE, again.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&event, expected);
+    }
+    drop((all, again));
     server.finish().await;
 }
 

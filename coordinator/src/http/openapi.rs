@@ -49,6 +49,7 @@ const BEARER: &str = "bearer";
         super::objectives::chain,
         super::events::stream,
         super::objectives::cancel,
+        super::events::stream_all,
         super::tasks::list,
         super::tasks::approve,
         super::tasks::reject,
@@ -62,6 +63,7 @@ const BEARER: &str = "bearer";
         (name = "objectives", description = "Submit, list, read, follow and cancel objectives."),
         (name = "tasks", description = "Tasks across objectives by status (the review queue \
                                          is `status=review`), and a person's decision on a task."),
+        (name = "events", description = "Every event of the swarm as it is committed."),
         (name = "agents", description = "The registry's agents; model agents added and removed \
                                           while the server runs."),
         (name = "probes", description = "Liveness, readiness and metrics."),
