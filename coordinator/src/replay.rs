@@ -674,9 +674,37 @@ pub fn short(d: Duration) -> String {
 /// The chain of work as lines of text: one line per event, with the time since submission, the
 /// task's name, and what happened.
 pub fn timeline(events: &[EventRecord]) -> String {
+    let mut out = String::new();
+    for entry in timeline_entries(events) {
+        let _ = writeln!(
+            out,
+            "{:>5} +{:>8.3}s  {}",
+            entry.seq,
+            entry.since_start_ms as f64 / 1000.0,
+            entry.text
+        );
+    }
+    out
+}
+
+/// One event of the chain of work, told for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// Milliseconds since the first event of the chain.
+    pub since_start_ms: u64,
+    /// The task the event is about, if any.
+    pub task: Option<TaskId>,
+    /// What happened, naming the task (`T3 \`b\` attempt 1 started on A2`).
+    pub text: String,
+}
+
+/// The chain of work as entries (what [`timeline`] prints and the dashboard shows).
+pub fn timeline_entries(events: &[EventRecord]) -> Vec<TimelineEntry> {
     let mut names: BTreeMap<TaskId, TaskKey> = BTreeMap::new();
     let start = events.first().map_or(0, |e| e.at_ms);
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(events.len());
     for record in events {
         let t = record.at_ms.saturating_sub(start);
         let name = |names: &BTreeMap<TaskId, TaskKey>, id: TaskId| match names.get(&id) {
@@ -826,14 +854,33 @@ pub fn timeline(events: &[EventRecord]) -> String {
             Event::ObjectiveCancelled { .. } => "objective cancelled".to_string(),
             other => format!("{other:?}"),
         };
-        let _ = writeln!(
-            out,
-            "{:>5} +{:>8.3}s  {line}",
-            record.seq,
-            t as f64 / 1000.0
-        );
+        out.push(TimelineEntry {
+            seq: record.seq,
+            since_start_ms: t,
+            task: event_task(&record.event),
+            text: line,
+        });
     }
     out
+}
+
+/// The task an event is about.
+fn event_task(event: &Event) -> Option<TaskId> {
+    match event {
+        Event::TaskReady { task, .. }
+        | Event::TaskStarted { task, .. }
+        | Event::TaskSucceeded { task, .. }
+        | Event::TaskFailed { task, .. }
+        | Event::AttemptLost { task, .. }
+        | Event::TaskInReview { task, .. }
+        | Event::TaskApproved { task, .. }
+        | Event::TaskRejected { task, .. }
+        | Event::TaskCancelled { task, .. }
+        | Event::PlanRequested { task, .. }
+        | Event::PlanRejected { task, .. } => Some(*task),
+        Event::TasksSpawned { parent, .. } => Some(*parent),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -20,14 +20,29 @@ use crate::http::problem::{JsonBody, PROBLEM_JSON, Problem};
 
 /// One agent: its registration, health and load.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(super) struct AgentView {
+pub(crate) struct AgentView {
     /// Its registration.
     #[serde(flatten)]
-    descriptor: AgentDescriptor,
+    pub(crate) descriptor: AgentDescriptor,
     /// Whether it may be given work.
-    health: Health,
+    pub(crate) health: Health,
     /// Attempts running on it.
-    in_flight: u32,
+    pub(crate) in_flight: u32,
+}
+
+/// Every agent of the registry, by id: what `GET /v1/agents` answers and the dashboard's
+/// agents page shows.
+pub(crate) fn views(swarm: &crate::Swarm) -> Vec<AgentView> {
+    swarm
+        .registry()
+        .snapshots()
+        .into_iter()
+        .map(|snapshot| AgentView {
+            descriptor: snapshot.descriptor,
+            health: snapshot.health,
+            in_flight: snapshot.in_flight,
+        })
+        .collect()
 }
 
 /// Every agent of the registry, with its health and load.
@@ -39,18 +54,7 @@ pub(super) struct AgentView {
     responses((status = 200, description = "The agents.", body = Vec<AgentView>)),
 )]
 pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<AgentView>> {
-    let agents = state
-        .swarm
-        .registry()
-        .snapshots()
-        .into_iter()
-        .map(|snapshot| AgentView {
-            descriptor: snapshot.descriptor,
-            health: snapshot.health,
-            in_flight: snapshot.in_flight,
-        })
-        .collect();
-    Json(agents)
+    Json(views(&state.swarm))
 }
 
 /// Registers a model agent from the fields of a `swarm.toml` `[[agents]]` entry; 201 with its

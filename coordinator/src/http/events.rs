@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
@@ -44,12 +44,14 @@ use crate::http::problem::{PROBLEM_JSON, Problem};
         ("id" = ObjectiveId, Path, description = "The objective."),
         ("Last-Event-ID" = Option<u64>, Header,
          description = "Only events after this sequence number (a reconnecting client's last)."),
+        ("after" = Option<u64>, Query,
+         description = "As `Last-Event-ID`, which wins when both are given."),
     ),
     responses(
         (status = 200, description = "The event stream; each `data` is an `EventRecord`.",
          body = String, content_type = "text/event-stream"),
-        (status = 400, description = "`id` is not an objective id, or `Last-Event-ID` is not \
-         a sequence number.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 400, description = "`id` is not an objective id, or `Last-Event-ID` or \
+         `after` is not a sequence number.", body = Problem, content_type = PROBLEM_JSON),
         (status = 404, description = "No such objective.", body = Problem,
          content_type = PROBLEM_JSON),
         (status = 503, description = "The event log is not available.", body = Problem,
@@ -59,10 +61,11 @@ use crate::http::problem::{PROBLEM_JSON, Problem};
 pub(super) async fn stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
     let objective = objective_id(&id)?;
-    let after = last_event_id(&headers)?.unwrap_or(0);
+    let after = resume_after(&headers, query.as_deref())?.unwrap_or(0);
     let (Some(store), Some(live)) = (state.swarm.store().cloned(), state.swarm.subscribe()) else {
         return Err(Error::NoStore.into());
     };
@@ -105,11 +108,14 @@ pub(super) async fn stream(
         ("Last-Event-ID" = Option<u64>, Header,
          description = "Only events after this sequence number (read from the log first); \
                         without it, the events committed from now on."),
+        ("after" = Option<u64>, Query,
+         description = "As `Last-Event-ID`, which wins when both are given."),
     ),
     responses(
         (status = 200, description = "The event stream; each `data` is an `EventRecord`.",
          body = String, content_type = "text/event-stream"),
-        (status = 400, description = "`Last-Event-ID` is not a sequence number.", body = Problem,
+        (status = 400, description = "`Last-Event-ID` or `after` is not a sequence number.",
+         body = Problem,
          content_type = PROBLEM_JSON),
         (status = 503, description = "The event log is not available.", body = Problem,
          content_type = PROBLEM_JSON),
@@ -117,9 +123,10 @@ pub(super) async fn stream(
 )]
 pub(super) async fn stream_all(
     State(state): State<AppState>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
-    let after = last_event_id(&headers)?;
+    let after = resume_after(&headers, query.as_deref())?;
     let (Some(store), Some(live)) = (state.swarm.store().cloned(), state.swarm.subscribe()) else {
         return Err(Error::NoStore.into());
     };
@@ -140,6 +147,32 @@ pub(super) async fn stream_all(
         shutdown: state.shutdown.clone(),
     };
     Ok(sse(follow))
+}
+
+/// Where a stream starts: after the `Last-Event-ID` header if sent (a reconnecting
+/// `EventSource` sends it), else after the `after` query parameter (a page that read the
+/// state as of an event, since `EventSource` cannot send headers on its first request).
+fn resume_after(headers: &HeaderMap, query: Option<&str>) -> Result<Option<u64>, Problem> {
+    if let Some(after) = last_event_id(headers)? {
+        return Ok(Some(after));
+    }
+    let mut after = None;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*name {
+            "after" => {
+                after = Some(value.parse::<u64>().map_err(|_| {
+                    Problem::bad_query("after", "is not the sequence number of an event")
+                })?);
+            }
+            other => {
+                return Err(Problem::bad_query(
+                    other,
+                    "is not a parameter of this route; use after",
+                ));
+            }
+        }
+    }
+    Ok(after)
 }
 
 /// The `Last-Event-ID` header, if sent.

@@ -53,6 +53,7 @@ const BEARER: &str = "bearer";
         super::tasks::list,
         super::tasks::approve,
         super::tasks::reject,
+        super::tasks::retry,
         super::agents::list,
         super::agents::register,
         super::agents::deregister,

@@ -290,3 +290,31 @@ pub(super) async fn reject(
     state.swarm.review(task, decision).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Runs a task in review again: a new attempt, on the same terms as a retry after a failure.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/retry",
+    tag = "tasks",
+    operation_id = "retry_task",
+    params(("id" = TaskId, Path, description = "The task in review.")),
+    responses(
+        (status = 204, description = "Decided: the task is ready again."),
+        (status = 400, description = "`id` is not a task id.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 404, description = "No such task.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 409, description = "The task is not in review.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 503, description = "The event log or coordinator is not available.",
+         body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+pub(super) async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let task = task_id(&id)?;
+    state.swarm.review(task, ReviewDecision::Retry).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
