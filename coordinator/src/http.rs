@@ -509,18 +509,23 @@ fn panic_problem(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     .into_response()
 }
 
-/// Gives a problem body to error answers that a layer made without one (405, 413 from the
-/// body limit, a timeout).
+/// Gives a problem body to error answers that a layer or an extractor made without one (405,
+/// 413 from the body limit, a timeout).
 async fn bodiless_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let response = next.run(req).await;
     let status = response.status();
-    let is_problem = response
+    // Problems, and the dashboard's own HTML answers (the login form, a page naming a bad
+    // filter), are kept as they are.
+    let answered = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(PROBLEM_JSON.as_bytes())
+                || v.as_bytes().starts_with(b"text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || answered {
         return response;
     }
     let (mut parts, _) = response.into_parts();

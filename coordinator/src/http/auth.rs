@@ -10,8 +10,9 @@
 //! token from its page. A bearer token is never sent on its own, so it needs no CSRF token.
 //!
 //! Whether or not a token is configured, a state-changing request that a browser marks as
-//! coming from another site (`Sec-Fetch-Site: cross-site`, or an `Origin` other than the
-//! server's) is refused, so another site's form cannot cancel an objective on an open server.
+//! coming from elsewhere (`Sec-Fetch-Site` other than `same-origin`, or, without it, an
+//! `Origin` other than the server's) is refused, so another site's form cannot cancel an
+//! objective on an open server.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -94,13 +95,16 @@ pub(super) async fn require_token(
     unauthorized("this route needs `Authorization: Bearer <token>`")
 }
 
-/// True when a browser says the request comes from another site.
+/// True when a browser says the request comes from another site. `Sec-Fetch-Site` decides
+/// when sent (every current browser sends it): only `same-origin`, or `none` (the person typed
+/// the address), is this server's own. Without it, an `Origin` other than this server is
+/// another site (an opaque `null` origin too, which a page with `Referrer-Policy:
+/// no-referrer` also sends, so it is refused only where `Sec-Fetch-Site` is absent). A request
+/// with neither header does not come from a browser page.
 fn is_cross_site(headers: &HeaderMap) -> bool {
-    if headers
-        .get("sec-fetch-site")
-        .is_some_and(|site| site.as_bytes().eq_ignore_ascii_case(b"cross-site"))
-    {
-        return true;
+    if let Some(site) = headers.get("sec-fetch-site") {
+        let site = site.as_bytes();
+        return !(site.eq_ignore_ascii_case(b"same-origin") || site.eq_ignore_ascii_case(b"none"));
     }
     let Some(origin) = headers.get(header::ORIGIN) else {
         return false;
@@ -111,7 +115,6 @@ fn is_cross_site(headers: &HeaderMap) -> bool {
         .ok()
         .and_then(|o| o.split_once("://"))
         .map(|(_, authority)| authority);
-    // An opaque origin (`null`) or one that is not this server is another site.
     !matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
@@ -174,5 +177,13 @@ mod tests {
             ("origin", "null"),
         ])));
         assert!(is_cross_site(&headers(&[("sec-fetch-site", "cross-site")])));
+        // Another port of the same host is the same site, not the same origin.
+        assert!(is_cross_site(&headers(&[("sec-fetch-site", "same-site")])));
+        // A form posted from a page that sends no referrer has an opaque origin.
+        assert!(!is_cross_site(&headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "null"),
+            ("sec-fetch-site", "same-origin"),
+        ])));
     }
 }
