@@ -62,6 +62,11 @@ enum Command {
         /// With --http-submits: client connections (keep-alive, one request in flight each).
         #[arg(long, default_value_t = 64)]
         connections: usize,
+        /// Instead: put --tasks tasks on the dashboard's board (a durable swarm in a temporary
+        /// directory; half of them done, half waiting or running) and time each page, this
+        /// many requests per page.
+        #[arg(long)]
+        ui_pages: Option<usize>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -435,8 +440,28 @@ fn run() -> anyhow::Result<()> {
             data_dir,
             http_submits,
             connections,
+            ui_pages,
             json,
         } => {
+            if let Some(requests) = ui_pages {
+                let temp = tempfile::tempdir().context("making a temporary data directory")?;
+                let report = runtime.block_on(bench::ui_pages(temp.path(), tasks, requests))?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!(
+                        "dashboard pages with {} tasks on the board, {} requests each:",
+                        report.tasks, report.requests
+                    );
+                    for page in &report.pages {
+                        println!(
+                            "  {:<52} {:>8} bytes  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms",
+                            page.path, page.bytes, page.p50_ms, page.p99_ms, page.max_ms
+                        );
+                    }
+                }
+                return Ok(());
+            }
             if let Some(submits) = http_submits {
                 let temp = tempfile::tempdir().context("making a temporary data directory")?;
                 let report =

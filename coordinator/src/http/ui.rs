@@ -207,6 +207,15 @@ pub(crate) fn clip(text: &str, max: usize) -> String {
     }
 }
 
+/// The last event committed, read before a page reads the state it shows: the page's script
+/// follows the event stream from there, so it misses nothing the page does not show.
+pub(crate) async fn last_seq(state: &AppState) -> Result<u64, Problem> {
+    match state.swarm.store() {
+        Some(store) => Ok(store.info().await.map_err(crate::Error::from)?.last_seq),
+        None => Ok(0),
+    }
+}
+
 /// True when the client asks for HTML (a browser navigating), not JSON.
 pub(crate) fn wants_html(headers: &HeaderMap) -> bool {
     headers

@@ -216,11 +216,7 @@ pub(in crate::http) async fn page(
     visitor: Visitor,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, Problem> {
-    // Read before the board, so the script's stream misses nothing the board does not show.
-    let after_seq = match state.swarm.store() {
-        Some(store) => store.info().await.map_err(crate::Error::from)?.last_seq,
-        None => 0,
-    };
+    let after_seq = super::last_seq(&state).await?;
     let snapshots = state.swarm.registry().snapshots();
     let mut capabilities: Vec<String> = snapshots
         .iter()

@@ -95,10 +95,7 @@ pub(in crate::http) async fn page(
     State(state): State<AppState>,
     visitor: Visitor,
 ) -> Result<Response, Problem> {
-    let after_seq = match state.swarm.store() {
-        Some(store) => store.info().await.map_err(crate::Error::from)?.last_seq,
-        None => 0,
-    };
+    let after_seq = super::last_seq(&state).await?;
     Ok(html(&Page {
         layout: visitor.layout("review"),
         this: live_of(&state).await?,
