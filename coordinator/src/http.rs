@@ -1,4 +1,5 @@
-//! The HTTP API behind `swarm serve`: routes under `/v1` over a running [`Swarm`].
+//! The HTTP API behind `swarm serve`: routes under `/v1` over a running [`Swarm`], and the
+//! operator dashboard at `/` and under `/ui/`.
 //!
 //! # Layout
 //! - [`ROUTES`]: every route the router declares, in one list; the router is built from it
@@ -616,7 +617,7 @@ pub async fn run(
         tracing::warn!(%local, "serving beyond loopback without SWARM_API_TOKEN: anyone who can reach it can submit");
     }
     eprintln!(
-        "swarm API on http://{local}/v1 ({} agents, auth {})",
+        "swarm API on http://{local}/v1 and dashboard on http://{local}/ ({} agents, auth {})",
         swarm.registry().len(),
         if config.api.token.is_some() {
             "on"

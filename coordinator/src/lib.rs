@@ -10,7 +10,7 @@
 //! - [`writer`]: the durable journal and the `StoreWriter` actor (group commit, snapshots,
 //!   pruning) over a [`swarm_store::EventStore`].
 //! - [`replay`]: rebuilding objectives from the log (recovery, snapshots, `swarm replay`).
-//! - [`http`]: the HTTP API behind `swarm serve`; [`client`]: the client behind `swarm submit`,
+//! - [`http`]: the HTTP API and the operator dashboard behind `swarm serve`; [`client`]: the client behind `swarm submit`,
 //!   `status`, `agents`, `tasks`, `approve` and `reject`.
 //! - [`config`]: `swarm.toml` (the store and model agents).
 //! - [`bench`](mod@bench): the benchmarks behind `swarm bench` (allocation, durable, HTTP submits).

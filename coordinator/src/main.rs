@@ -135,9 +135,10 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Serve the HTTP API (routes under /v1) over a durable swarm until Ctrl-C or SIGTERM.
-    /// With SWARM_API_TOKEN set, every route but /healthz and /readyz needs
-    /// `Authorization: Bearer <token>`.
+    /// Serve the HTTP API (routes under /v1) and the operator dashboard (at /) over a durable
+    /// swarm until Ctrl-C or SIGTERM. With SWARM_API_TOKEN set, every API route but /healthz
+    /// and /readyz needs `Authorization: Bearer <token>`, and the dashboard asks for the token
+    /// once (keeping a session cookie).
     Serve {
         /// The data directory holding the event log (default: swarm.toml's, else swarm-data).
         #[arg(long, env = "SWARM_DATA_DIR")]
