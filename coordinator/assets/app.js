@@ -304,6 +304,16 @@
     }
   });
 
+  // The logout form's POST carries the CSRF token like any other state change.
+  const logout = document.querySelector("form.logout");
+  if (logout) {
+    logout.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      await api("POST", "/ui/logout");
+      window.location.assign("/ui/login");
+    });
+  }
+
   // ---- Submit form -------------------------------------------------------------------------
 
   function setupSubmit() {

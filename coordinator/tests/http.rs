@@ -1434,6 +1434,30 @@ async fn dashboard_pages_escape_what_users_wrote_under_a_strict_policy() {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert!(bad.text().await.unwrap().contains("data-field=\"agent\""));
 
+    // A page that cannot be shown says why, as a page.
+    for (path, status) in [
+        (
+            format!("/ui/objectives/{}", swarm_protocol::ObjectiveId::new()),
+            StatusCode::NOT_FOUND,
+        ),
+        ("/ui/objectives/nope".to_owned(), StatusCode::BAD_REQUEST),
+    ] {
+        let response = server
+            .request(Method::GET, &path)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(response.text().await.unwrap().contains("Back to the board"));
+    }
+
     // The static files, with a validator.
     for (path, kind) in [
         ("/ui/static/app.js", "text/javascript"),

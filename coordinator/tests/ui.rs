@@ -742,6 +742,16 @@ async fn with_a_token_pages_are_refused_until_it_is_given() {
         .wait_for("section[data-column=succeeded] li[data-key=a]")
         .await;
     server.swarm.wait(objective, PATIENCE).await.unwrap();
+    // Logging out ends the session: the pages ask for the token again.
+    browser
+        .wait_for("form.logout button")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("form.login input[name=token]").await;
+    browser.client.goto(&server.url("/ui/")).await.unwrap();
+    browser.wait_for("form.login input[name=token]").await;
     browser.finish().await;
     server.finish().await;
 }

@@ -130,6 +130,38 @@ pub(crate) fn html(template: &impl Template) -> Response {
     }
 }
 
+/// A page that could not be shown, for a person: the problem's title and detail, with its
+/// status.
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    layout: Layout,
+    title: String,
+    detail: String,
+}
+
+/// A page handler's answer: the page, or its problem as an HTML page.
+pub(crate) fn page_or_error(
+    visitor: &Visitor,
+    nav: &'static str,
+    page: Result<Response, Problem>,
+) -> Response {
+    match page {
+        Ok(page) => page,
+        Err(problem) => {
+            let status =
+                StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut response = html(&ErrorPage {
+                layout: visitor.layout(nav),
+                title: problem.title,
+                detail: problem.detail,
+            });
+            *response.status_mut() = status;
+            response
+        }
+    }
+}
+
 /// How a status looks: a CSS class, an icon and a word, so it never relies on colour alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Badge {

@@ -109,16 +109,15 @@ fn live_of(state: &AppState) -> Live {
 }
 
 /// `GET /ui/agents`.
-pub(in crate::http) async fn page(
-    State(state): State<AppState>,
-    visitor: Visitor,
-) -> Result<Response, crate::http::problem::Problem> {
-    let after_seq = super::last_seq(&state).await?;
-    Ok(html(&Page {
-        layout: visitor.layout("agents"),
-        this: live_of(&state),
-        after_seq,
-    }))
+pub(in crate::http) async fn page(State(state): State<AppState>, visitor: Visitor) -> Response {
+    let page = super::last_seq(&state).await.map(|after_seq| {
+        html(&Page {
+            layout: visitor.layout("agents"),
+            this: live_of(&state),
+            after_seq,
+        })
+    });
+    super::page_or_error(&visitor, "agents", page)
 }
 
 /// `GET /ui/agents/live`.

@@ -215,8 +215,17 @@ pub(in crate::http) async fn page(
     State(state): State<AppState>,
     visitor: Visitor,
     RawQuery(raw): RawQuery,
+) -> Response {
+    let page = board(&state, &visitor, raw.as_deref()).await;
+    super::page_or_error(&visitor, "board", page)
+}
+
+async fn board(
+    state: &AppState,
+    visitor: &Visitor,
+    raw: Option<&str>,
 ) -> Result<Response, Problem> {
-    let after_seq = super::last_seq(&state).await?;
+    let after_seq = super::last_seq(state).await?;
     let snapshots = state.swarm.registry().snapshots();
     let mut capabilities: Vec<String> = snapshots
         .iter()
@@ -228,9 +237,9 @@ pub(in crate::http) async fn page(
         .into_iter()
         .map(|s| (s.descriptor.id.to_string(), s.descriptor.name))
         .collect();
-    let (filters, error, columns) = match parse(raw.as_deref()) {
+    let (filters, error, columns) = match parse(raw) {
         Ok(query) => {
-            let columns = columns(&state, &query).await?;
+            let columns = columns(state, &query).await?;
             (query.form, None, columns)
         }
         Err(problem) => (

@@ -309,12 +309,14 @@ pub(in crate::http) async fn page(
     State(state): State<AppState>,
     visitor: Visitor,
     Path(id): Path<String>,
-) -> Result<Response, Problem> {
-    let this = live_of(&state, &id).await?;
-    Ok(html(&Page {
-        layout: visitor.layout("objective"),
-        this,
-    }))
+) -> Response {
+    let page = live_of(&state, &id).await.map(|this| {
+        html(&Page {
+            layout: visitor.layout("objective"),
+            this,
+        })
+    });
+    super::page_or_error(&visitor, "objective", page)
 }
 
 /// `GET /ui/objectives/{id}/live`.

@@ -91,16 +91,17 @@ async fn live_of(state: &AppState) -> Result<Live, Problem> {
 }
 
 /// `GET /ui/review`.
-pub(in crate::http) async fn page(
-    State(state): State<AppState>,
-    visitor: Visitor,
-) -> Result<Response, Problem> {
-    let after_seq = super::last_seq(&state).await?;
-    Ok(html(&Page {
-        layout: visitor.layout("review"),
-        this: live_of(&state).await?,
-        after_seq,
-    }))
+pub(in crate::http) async fn page(State(state): State<AppState>, visitor: Visitor) -> Response {
+    let page = async {
+        let after_seq = super::last_seq(&state).await?;
+        Ok(html(&Page {
+            layout: visitor.layout("review"),
+            this: live_of(&state).await?,
+            after_seq,
+        }))
+    }
+    .await;
+    super::page_or_error(&visitor, "review", page)
 }
 
 /// `GET /ui/review/live`.
