@@ -832,3 +832,95 @@ async fn a_script_in_a_goal_is_shown_as_text_and_never_runs() {
     browser.finish().await;
     server.finish().await;
 }
+
+/// A column holds one page of cards and loads the next on "Show more"; an objective is
+/// cancelled from its page (two clicks), and the page shows it live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_page_and_an_objective_is_cancelled_from_its_page() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) =
+        Browser::start("columns_page_and_an_objective_is_cancelled_from_its_page").await
+    else {
+        return;
+    };
+    let server = serve(None).await;
+    let many = server
+        .swarm
+        .submit(
+            serde_json::from_value(json!({
+                "goal": "many small things",
+                "tasks": (0..120)
+                    .map(|i| json!({ "id": format!("e{i}"), "capability": "echo" }))
+                    .collect::<Vec<_>>()
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    server.swarm.wait(many, PATIENCE).await.unwrap();
+    browser.client.goto(&server.url("/ui/")).await.unwrap();
+    let done = "section[data-column=succeeded]";
+    browser.wait_for(&format!("{done} [data-more-after]")).await;
+    let count = |n: usize| format!("{done} [data-cards] > li:nth-child({n})");
+    browser.wait_for(&count(50)).await;
+    assert!(browser.client.find(Locator::Css(&count(51))).await.is_err());
+    assert_eq!(
+        browser
+            .wait_for(&format!("{done} [data-count]"))
+            .await
+            .text()
+            .await
+            .unwrap(),
+        "120"
+    );
+    browser
+        .wait_for(&format!("{done} [data-more-after]"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for(&count(100)).await;
+    browser
+        .wait_for(&format!("{done} [data-more-after]"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for(&count(120)).await;
+    browser.wait_for(&format!("{done} [data-more]:empty")).await;
+    // Newest first: the last card is the first task.
+    let last = browser.wait_for(&count(120)).await;
+    assert_eq!(last.attr("data-key").await.unwrap().as_deref(), Some("e0"));
+
+    let held = server
+        .swarm
+        .submit(
+            serde_json::from_value(json!({
+                "goal": "wait at the gate",
+                "tasks": [
+                    { "id": "g", "capability": "gate" },
+                    { "id": "after", "capability": "echo", "depends_on": ["g"] }
+                ]
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    browser
+        .client
+        .goto(&server.url(&format!("/ui/objectives/{held}")))
+        .await
+        .unwrap();
+    browser.wait_for("svg.graph a[data-status=running]").await;
+    browser.wait_for("#live-state.on").await;
+    let cancel = browser.wait_for("[data-cancel]").await;
+    cancel.click().await.unwrap();
+    browser.wait_for("[data-cancel][data-armed='1']").await;
+    cancel.click().await.unwrap();
+    browser.wait_for("[data-objective-status=cancelled]").await;
+    browser.wait_for("svg.graph a[data-status=cancelled]").await;
+    let view = server.swarm.objective(held).await.unwrap();
+    assert_eq!(view.status, ObjectiveStatus::Cancelled);
+    browser.finish().await;
+    server.finish().await;
+}
