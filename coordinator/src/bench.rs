@@ -399,3 +399,214 @@ pub async fn http_submits(
         p99_us: us(0.99),
     })
 }
+
+/// How long one dashboard page (or API route) took to answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PageTiming {
+    /// The path requested.
+    pub path: String,
+    /// The answer's size.
+    pub bytes: usize,
+    /// Median time to the whole answer, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// The slowest.
+    pub max_ms: f64,
+}
+
+/// What the dashboard benchmark measured.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UiPagesReport {
+    /// Tasks the scheduler held (on the board).
+    pub tasks: u64,
+    /// Requests per page.
+    pub requests: usize,
+    /// Each page.
+    pub pages: Vec<PageTiming>,
+}
+
+/// GETs `path` `requests` times over one keep-alive connection; returns the answer's size and
+/// each request's time to the whole answer, in microseconds.
+async fn get_loop(
+    addr: SocketAddr,
+    path: &str,
+    requests: usize,
+) -> Result<(usize, Vec<u64>), String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake: {e}"))?;
+    let driver = tokio::spawn(connection);
+    let host = addr.to_string();
+    let mut times = Vec::with_capacity(requests);
+    let mut bytes = 0;
+    for _ in 0..requests {
+        let request = hyper::Request::get(path)
+            .header(hyper::header::HOST, &host)
+            .header(hyper::header::ACCEPT, "text/html")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| format!("request: {e}"))?;
+        let sent = Instant::now();
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("connection: {e}"))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?
+            .to_bytes();
+        times.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
+        if status != hyper::StatusCode::OK {
+            return Err(format!("GET {path} answered {status}"));
+        }
+        bytes = body.len();
+    }
+    drop(sender);
+    let _ = driver.await;
+    Ok((bytes, times))
+}
+
+/// An agent whose attempts never end (the board's running tasks).
+struct Hold;
+
+impl Agent for Hold {
+    async fn run(&self, _task: Task, _ctx: TaskContext) -> TaskOutcome {
+        std::future::pending().await
+    }
+}
+
+/// `swarm bench --ui-pages`: the dashboard's pages, answered with `tasks` tasks on the board.
+///
+/// A durable swarm in `data_dir` takes `tasks / 100` objectives of 100 tasks each: half of them
+/// independent tasks that finish at once (the done column), the other half one task that never
+/// ends (running) with 99 tasks waiting for it (the backlog). Then each page is requested
+/// `requests` times, one after another, over one keep-alive connection on loopback, and the
+/// time to the whole answer is reported.
+pub async fn ui_pages(
+    data_dir: &Path,
+    tasks: u64,
+    requests: usize,
+) -> Result<UiPagesReport, Error> {
+    const SIZE: u64 = 100;
+    let config = SwarmConfig {
+        call_timeout: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let swarm = Swarm::open(config, StoreConfig::new(data_dir)).await?;
+    let noop = Capability::new("noop").map_err(|e| Error::Input(e.to_string()))?;
+    let hold = Capability::new("hold").map_err(|e| Error::Input(e.to_string()))?;
+    swarm
+        .register_agent(
+            Registration::new("noop-0", vec![noop.clone()], 1024),
+            AgentFactory::shared(swarm_agents::NoopAgent),
+        )
+        .await?;
+    swarm
+        .register_agent(
+            Registration::new("hold-0", vec![hold.clone()], 100_000),
+            AgentFactory::shared(Hold),
+        )
+        .await?;
+    let objectives = tasks.div_ceil(SIZE).max(2);
+    let mut held = None;
+    let mut finished = Vec::new();
+    for n in 0..objectives {
+        let specs: Vec<TaskSpec> = if n % 2 == 0 {
+            (0..SIZE)
+                .map(|i| task_spec(&format!("t{i}"), &noop, &[]))
+                .collect::<Result<_, _>>()?
+        } else {
+            std::iter::once(task_spec("root", &hold, &[]))
+                .chain((1..SIZE).map(|i| task_spec(&format!("t{i}"), &noop, &["root"])))
+                .collect::<Result<_, _>>()?
+        };
+        let id = swarm
+            .submit(Objective::with_tasks(format!("bench objective {n}"), specs))
+            .await?;
+        if n % 2 == 0 {
+            finished.push(id);
+        } else {
+            held.get_or_insert(id);
+        }
+    }
+    for id in finished {
+        swarm.wait_summary(id, Duration::from_secs(120)).await?;
+    }
+    let held = held.ok_or_else(|| Error::Input("no objective was submitted".into()))?;
+    let on_board = swarm
+        .tasks(swarm_protocol::TaskQuery {
+            status: None,
+            objective: None,
+            capability: None,
+            agent: None,
+            after: None,
+            limit: 1,
+            newest_first: false,
+        })
+        .await?
+        .total;
+    let swarm = Arc::new(swarm);
+    let api = crate::http::LocalApi::start(swarm.clone()).await?;
+    let paths = [
+        "/ui/".to_owned(),
+        "/ui/?capability=noop".to_owned(),
+        "/ui/board/columns".to_owned(),
+        format!("/ui/objectives/{held}"),
+        "/ui/agents".to_owned(),
+        "/ui/review".to_owned(),
+        "/v1/tasks?status=backlog&limit=50".to_owned(),
+    ];
+    let mut pages = Vec::with_capacity(paths.len());
+    for path in paths {
+        // One warm-up request: the first answer pays for lazily built state.
+        get_loop(api.addr, &path, 1).await.map_err(Error::Input)?;
+        let (bytes, mut times) = get_loop(api.addr, &path, requests.max(1))
+            .await
+            .map_err(Error::Input)?;
+        times.sort_unstable();
+        let at = |q: f64| {
+            let i = ((times.len() as f64 - 1.0) * q).round() as usize;
+            times.get(i).copied().unwrap_or(0) as f64 / 1000.0
+        };
+        pages.push(PageTiming {
+            path,
+            bytes,
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: times.last().copied().unwrap_or(0) as f64 / 1000.0,
+        });
+    }
+    api.stop().await;
+    if let Ok(swarm) = Arc::try_unwrap(swarm) {
+        swarm.shutdown().await?;
+    }
+    Ok(UiPagesReport {
+        tasks: on_board,
+        requests: requests.max(1),
+        pages,
+    })
+}
+
+fn task_spec(key: &str, capability: &Capability, deps: &[&str]) -> Result<TaskSpec, Error> {
+    let mut spec = TaskSpec::new(
+        TaskKey::new(key).map_err(|e| Error::Input(e.to_string()))?,
+        capability.clone(),
+    );
+    for dep in deps {
+        spec.depends_on
+            .push(TaskKey::new(*dep).map_err(|e| Error::Input(e.to_string()))?);
+    }
+    Ok(spec)
+}

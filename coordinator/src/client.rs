@@ -101,10 +101,14 @@ impl Client {
         self.call(self.request(Method::GET, "/v1/agents")).await
     }
 
-    /// Tasks in review.
-    pub async fn review_queue(&self) -> Result<Value, Error> {
-        self.call(self.request(Method::GET, "/v1/tasks?status=review"))
-            .await
+    /// Tasks in review: the first page of up to `limit` (at most 500), as `{tasks, next,
+    /// total}`.
+    pub async fn review_queue(&self, limit: usize) -> Result<Value, Error> {
+        self.call(self.request(
+            Method::GET,
+            &format!("/v1/tasks?status=review&limit={limit}"),
+        ))
+        .await
     }
 
     /// Approves a task in review (optionally with edited output).
@@ -295,8 +299,8 @@ pub fn render_review_item(item: &Value) -> String {
             .map(ToString::to_string)
             .unwrap_or_default()
     );
-    for error in item
-        .get("errors")
+    for error in task
+        .get("review_errors")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -383,11 +387,11 @@ mod tests {
         let item = json!({
             "objective": "0190",
             "goal": "g",
-            "task": {"id": "T3", "key": "a", "error": "the output does not match", "output": {"n": "x"}},
-            "errors": [
-                {"path": "/n", "message": "\"x\" is not of type \"integer\""},
-                {"path": "", "message": "\"m\" is a required property"}
-            ]
+            "task": {"id": "T3", "key": "a", "error": "the output does not match", "output": {"n": "x"},
+                "review_errors": [
+                    {"path": "/n", "message": "\"x\" is not of type \"integer\""},
+                    {"path": "", "message": "\"m\" is a required property"}
+                ]},
         });
         let text = render_review_item(&item);
         assert!(

@@ -1,4 +1,5 @@
-//! The HTTP API behind `swarm serve`: routes under `/v1` over a running [`Swarm`].
+//! The HTTP API behind `swarm serve`: routes under `/v1` over a running [`Swarm`], and the
+//! operator dashboard at `/` and under `/ui/`.
 //!
 //! # Layout
 //! - [`ROUTES`]: every route the router declares, in one list; the router is built from it
@@ -10,15 +11,20 @@
 //!   documents every route of [`ROUTES`].
 //! - [`problem`]: every error answer as `application/problem+json`, and the JSON body
 //!   extractor that names the field at fault.
-//! - `auth`: the bearer token check.
+//! - `auth`: who may call a route (the bearer token, or the dashboard's session cookie with
+//!   its CSRF token), and no state-changing request from another site.
+//! - `ui`: the operator dashboard (`/` and `/ui/...`): server-rendered pages over the same
+//!   `Swarm` calls the handlers make, one script for live updates, every asset in the binary.
 //!
 //! # Guarantees
 //! - `POST /v1/objectives` answers 202 only once the objective is durable (`Swarm::submit`
 //!   returns after its `ObjectiveSubmitted` is committed). A repeat under the same
 //!   `Idempotency-Key` with the same body gets the same answer (202, same id); with another
 //!   body, 409.
-//! - With a token configured, every route but `/healthz` and `/readyz` needs
-//!   `Authorization: Bearer <token>`, compared in constant time. The token is never logged.
+//! - With a token configured, every route but the public ones (`/healthz`, `/readyz`, the
+//!   login page and the dashboard's static files) needs `Authorization: Bearer <token>`,
+//!   compared in constant time, or the dashboard's session cookie (plus its CSRF token for a
+//!   state-changing request). The token is never logged.
 //! - No panic escapes a handler: it is caught and answered as a 500 problem.
 //! - Request bodies are limited (1 MiB by default, 413 past it) and so is the time to a
 //!   response (30 s by default; the body of an event stream is not limited).
@@ -31,6 +37,7 @@ mod objectives;
 mod openapi;
 pub mod problem;
 mod tasks;
+mod ui;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -88,18 +95,53 @@ pub enum Endpoint {
     Events,
     /// `POST /v1/objectives/{id}/cancel`.
     Cancel,
-    /// `GET /v1/tasks?status=review`.
-    ReviewQueue,
+    /// `GET /v1/events`: every event of the swarm.
+    SwarmEvents,
+    /// `GET /v1/tasks?status=&objective=&capability=&agent=&order=&limit=&after=`.
+    ListTasks,
     /// `POST /v1/tasks/{id}/approve`.
     Approve,
     /// `POST /v1/tasks/{id}/reject`.
     Reject,
+    /// `POST /v1/tasks/{id}/retry`.
+    Retry,
     /// `GET /v1/agents`.
     Agents,
     /// `POST /v1/agents`.
     RegisterAgent,
     /// `DELETE /v1/agents/{id}`.
     DeregisterAgent,
+    /// `GET /`: the dashboard (a redirect to the board).
+    UiRoot,
+    /// `GET /ui/`: the board.
+    UiBoard,
+    /// `GET /ui/board/columns`: the board's columns (or one column's next page), for its
+    /// script.
+    UiBoardColumns,
+    /// `GET /ui/objectives/{id}`: one objective's page.
+    UiObjective,
+    /// `GET /ui/objectives/{id}/live`: the live part of an objective's page.
+    UiObjectiveLive,
+    /// `GET /ui/agents`: the agents page.
+    UiAgents,
+    /// `GET /ui/agents/live`: the agents table.
+    UiAgentsLive,
+    /// `GET /ui/review`: the review queue.
+    UiReview,
+    /// `GET /ui/review/live`: the review queue's items.
+    UiReviewLive,
+    /// `GET /ui/submit`: the submit form.
+    UiSubmit,
+    /// `GET /ui/login`: the login form.
+    UiLoginPage,
+    /// `POST /ui/login`: the token, given once for a session cookie.
+    UiLogin,
+    /// `POST /ui/logout`: ends the session.
+    UiLogout,
+    /// `GET /ui/static/app.js`: the dashboard's script.
+    UiScript,
+    /// `GET /ui/static/app.css`: the dashboard's style sheet.
+    UiStyle,
 }
 
 /// One route of the API.
@@ -114,9 +156,25 @@ pub struct Route {
 }
 
 impl Route {
-    /// True for the routes answered without a token (probes).
+    /// True for the routes answered without a token: the probes, the login page and the
+    /// dashboard's static files (which hold nothing secret, and the login page needs them).
     pub fn is_public(&self) -> bool {
-        matches!(self.endpoint, Endpoint::Healthz | Endpoint::Readyz)
+        matches!(
+            self.endpoint,
+            Endpoint::Healthz
+                | Endpoint::Readyz
+                | Endpoint::UiLoginPage
+                | Endpoint::UiLogin
+                | Endpoint::UiScript
+                | Endpoint::UiStyle
+        )
+    }
+
+    /// True for the dashboard's routes (`/` and `/ui/...`): HTML for people, not part of the
+    /// API, so the OpenAPI document leaves them out (the test that checks the document
+    /// covers every other route).
+    pub fn is_ui(&self) -> bool {
+        self.path == "/" || self.path.starts_with("/ui/")
     }
 }
 
@@ -140,12 +198,33 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/v1/objectives/{id}/chain", Endpoint::Chain),
     route(Method::GET, "/v1/objectives/{id}/events", Endpoint::Events),
     route(Method::POST, "/v1/objectives/{id}/cancel", Endpoint::Cancel),
-    route(Method::GET, "/v1/tasks", Endpoint::ReviewQueue),
+    route(Method::GET, "/v1/events", Endpoint::SwarmEvents),
+    route(Method::GET, "/v1/tasks", Endpoint::ListTasks),
     route(Method::POST, "/v1/tasks/{id}/approve", Endpoint::Approve),
     route(Method::POST, "/v1/tasks/{id}/reject", Endpoint::Reject),
+    route(Method::POST, "/v1/tasks/{id}/retry", Endpoint::Retry),
     route(Method::GET, "/v1/agents", Endpoint::Agents),
     route(Method::POST, "/v1/agents", Endpoint::RegisterAgent),
     route(Method::DELETE, "/v1/agents/{id}", Endpoint::DeregisterAgent),
+    route(Method::GET, "/", Endpoint::UiRoot),
+    route(Method::GET, "/ui/", Endpoint::UiBoard),
+    route(Method::GET, "/ui/board/columns", Endpoint::UiBoardColumns),
+    route(Method::GET, "/ui/objectives/{id}", Endpoint::UiObjective),
+    route(
+        Method::GET,
+        "/ui/objectives/{id}/live",
+        Endpoint::UiObjectiveLive,
+    ),
+    route(Method::GET, "/ui/agents", Endpoint::UiAgents),
+    route(Method::GET, "/ui/agents/live", Endpoint::UiAgentsLive),
+    route(Method::GET, "/ui/review", Endpoint::UiReview),
+    route(Method::GET, "/ui/review/live", Endpoint::UiReviewLive),
+    route(Method::GET, "/ui/submit", Endpoint::UiSubmit),
+    route(Method::GET, "/ui/login", Endpoint::UiLoginPage),
+    route(Method::POST, "/ui/login", Endpoint::UiLogin),
+    route(Method::POST, "/ui/logout", Endpoint::UiLogout),
+    route(Method::GET, "/ui/static/app.js", Endpoint::UiScript),
+    route(Method::GET, "/ui/static/app.css", Endpoint::UiStyle),
 ];
 
 impl Endpoint {
@@ -165,12 +244,29 @@ impl Endpoint {
             Self::Chain => on(filter, objectives::chain),
             Self::Events => on(filter, events::stream),
             Self::Cancel => on(filter, objectives::cancel),
-            Self::ReviewQueue => on(filter, tasks::review_queue),
+            Self::SwarmEvents => on(filter, events::stream_all),
+            Self::ListTasks => on(filter, tasks::list),
             Self::Approve => on(filter, tasks::approve),
             Self::Reject => on(filter, tasks::reject),
+            Self::Retry => on(filter, tasks::retry),
             Self::Agents => on(filter, agents::list),
             Self::RegisterAgent => on(filter, agents::register),
             Self::DeregisterAgent => on(filter, agents::deregister),
+            Self::UiRoot => on(filter, ui::root),
+            Self::UiBoard => on(filter, ui::board::page),
+            Self::UiBoardColumns => on(filter, ui::board::columns_fragment),
+            Self::UiObjective => on(filter, ui::objective::page),
+            Self::UiObjectiveLive => on(filter, ui::objective::live),
+            Self::UiAgents => on(filter, ui::agents::page),
+            Self::UiAgentsLive => on(filter, ui::agents::live),
+            Self::UiReview => on(filter, ui::review::page),
+            Self::UiReviewLive => on(filter, ui::review::live),
+            Self::UiSubmit => on(filter, ui::submit_page),
+            Self::UiLoginPage => on(filter, ui::login_page),
+            Self::UiLogin => on(filter, ui::login),
+            Self::UiLogout => on(filter, ui::logout),
+            Self::UiScript => on(filter, ui::script),
+            Self::UiStyle => on(filter, ui::style),
         }
     }
 }
@@ -223,6 +319,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     swarm: Arc<Swarm>,
     config: ApiConfig,
+    /// Signs and checks the dashboard's session cookies (with a token configured).
+    sessions: Option<ui::session::Sessions>,
     /// Turns `true` when the server shuts down, which ends every event stream.
     shutdown: watch::Receiver<bool>,
     /// Never sent on: it closes when the last clone of the state is dropped, which
@@ -272,6 +370,7 @@ impl Api {
         Self {
             state: AppState(Arc::new(Shared {
                 swarm,
+                sessions: config.token.as_deref().map(ui::session::Sessions::new),
                 config,
                 shutdown: receiver,
                 _in_use: in_use,
@@ -307,6 +406,7 @@ impl Api {
                 state.clone(),
                 bodiless_errors,
             ))
+            .layer(middleware::from_fn(ui::security_headers))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(TraceLayer::new_for_http())
             .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
@@ -412,18 +512,23 @@ fn panic_problem(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     .into_response()
 }
 
-/// Gives a problem body to error answers that a layer made without one (405, 413 from the
-/// body limit, a timeout).
+/// Gives a problem body to error answers that a layer or an extractor made without one (405,
+/// 413 from the body limit, a timeout).
 async fn bodiless_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let response = next.run(req).await;
     let status = response.status();
-    let is_problem = response
+    // Problems, and the dashboard's own HTML answers (the login form, a page naming a bad
+    // filter), are kept as they are.
+    let answered = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(PROBLEM_JSON.as_bytes())
+                || v.as_bytes().starts_with(b"text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || answered {
         return response;
     }
     let (mut parts, _) = response.into_parts();
@@ -514,7 +619,7 @@ pub async fn run(
         tracing::warn!(%local, "serving beyond loopback without SWARM_API_TOKEN: anyone who can reach it can submit");
     }
     eprintln!(
-        "swarm API on http://{local}/v1 ({} agents, auth {})",
+        "swarm API on http://{local}/v1 and dashboard on http://{local}/ ({} agents, auth {})",
         swarm.registry().len(),
         if config.api.token.is_some() {
             "on"

@@ -10,7 +10,7 @@
 //! - [`writer`]: the durable journal and the `StoreWriter` actor (group commit, snapshots,
 //!   pruning) over a [`swarm_store::EventStore`].
 //! - [`replay`]: rebuilding objectives from the log (recovery, snapshots, `swarm replay`).
-//! - [`http`]: the HTTP API behind `swarm serve`; [`client`]: the client behind `swarm submit`,
+//! - [`http`]: the HTTP API and the operator dashboard behind `swarm serve`; [`client`]: the client behind `swarm submit`,
 //!   `status`, `agents`, `tasks`, `approve` and `reject`.
 //! - [`config`]: `swarm.toml` (the store and model agents).
 //! - [`bench`](mod@bench): the benchmarks behind `swarm bench` (allocation, durable, HTTP submits).
@@ -43,7 +43,7 @@ use swarm_agents::AgentFactory;
 use swarm_protocol::{
     AgentDescriptor, AgentId, Capability, Event, EventRecord, Health, Objective, ObjectiveId,
     ObjectiveStatus, ObjectiveSummary, ObjectiveView, ReviewDecision, SchedulerError, SchedulerMsg,
-    SchedulerStats, TaskId,
+    SchedulerStats, TaskId, TaskPage, TaskQuery,
 };
 pub use swarm_registry::Registration;
 pub use swarm_store::DeclaredAgent;
@@ -545,6 +545,19 @@ impl Swarm {
     pub async fn review_queue(&self) -> Result<Vec<swarm_protocol::ReviewItem>, Error> {
         call_t!(self.scheduler, SchedulerMsg::ReviewQueue, self.ms())
             .map_err(|e| self.explain(e.into()))
+    }
+
+    /// One page of the tasks the scheduler holds, across objectives (every unfinished
+    /// objective's, and those of the finished objectives still in memory: see
+    /// `SchedulerConfig::keep_finished`), by task id. `GET /v1/tasks` and the dashboard's board
+    /// both list tasks through this.
+    pub async fn tasks(&self, query: TaskQuery) -> Result<TaskPage, Error> {
+        call_t!(
+            self.scheduler,
+            |reply| SchedulerMsg::Tasks { query, reply },
+            self.ms()
+        )
+        .map_err(|e| self.explain(e.into()))
     }
 
     /// Stops allocating (every agent is marked `Draining`) and waits, up to `grace`, for the

@@ -62,6 +62,11 @@ enum Command {
         /// With --http-submits: client connections (keep-alive, one request in flight each).
         #[arg(long, default_value_t = 64)]
         connections: usize,
+        /// Instead: put --tasks tasks on the dashboard's board (a durable swarm in a temporary
+        /// directory; half of them done, half waiting or running) and time each page, this
+        /// many requests per page.
+        #[arg(long)]
+        ui_pages: Option<usize>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -130,9 +135,10 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
-    /// Serve the HTTP API (routes under /v1) over a durable swarm until Ctrl-C or SIGTERM.
-    /// With SWARM_API_TOKEN set, every route but /healthz and /readyz needs
-    /// `Authorization: Bearer <token>`.
+    /// Serve the HTTP API (routes under /v1) and the operator dashboard (at /) over a durable
+    /// swarm until Ctrl-C or SIGTERM. With SWARM_API_TOKEN set, every API route but /healthz
+    /// and /readyz needs `Authorization: Bearer <token>`, and the dashboard asks for the token
+    /// once (keeping a session cookie).
     Serve {
         /// The data directory holding the event log (default: swarm.toml's, else swarm-data).
         #[arg(long, env = "SWARM_DATA_DIR")]
@@ -350,10 +356,17 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             }
         }
         Command::Tasks { review: _, server } => {
-            let queue = server.client()?.review_queue().await?;
-            let items = queue.as_array().cloned().unwrap_or_default();
+            let queue = server.client()?.review_queue(500).await?;
+            let items = queue["tasks"].as_array().cloned().unwrap_or_default();
             if items.is_empty() {
                 println!("no task is waiting for review");
+            }
+            let total = queue["total"].as_u64().unwrap_or(0);
+            if total > items.len() as u64 {
+                println!(
+                    "{total} tasks wait for review; the first {} follow",
+                    items.len()
+                );
             }
             for item in items {
                 print!("{}", swarm_coordinator::client::render_review_item(&item));
@@ -430,8 +443,28 @@ fn run() -> anyhow::Result<()> {
             data_dir,
             http_submits,
             connections,
+            ui_pages,
             json,
         } => {
+            if let Some(requests) = ui_pages {
+                let temp = tempfile::tempdir().context("making a temporary data directory")?;
+                let report = runtime.block_on(bench::ui_pages(temp.path(), tasks, requests))?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!(
+                        "dashboard pages with {} tasks on the board, {} requests each:",
+                        report.tasks, report.requests
+                    );
+                    for page in &report.pages {
+                        println!(
+                            "  {:<52} {:>8} bytes  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms",
+                            page.path, page.bytes, page.p50_ms, page.p99_ms, page.max_ms
+                        );
+                    }
+                }
+                return Ok(());
+            }
             if let Some(submits) = http_submits {
                 let temp = tempfile::tempdir().context("making a temporary data directory")?;
                 let report =

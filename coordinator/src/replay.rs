@@ -74,6 +74,9 @@ pub struct TaskModel {
     /// While in review for not matching its schema: where.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub review_errors: Vec<OutputError>,
+    /// While an attempt runs: when it started (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<u64>,
     /// Set on planning tasks (`plan`, `replan-N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planning: Option<PlanningModel>,
@@ -189,6 +192,7 @@ impl ObjectiveModel {
                 run_time: Duration::ZERO,
                 spawned_by: parent,
                 retry_at_ms: None,
+                started_at_ms: None,
                 planning: None,
                 compensates: None,
                 review_errors: Vec::new(),
@@ -201,8 +205,36 @@ impl ObjectiveModel {
         });
     }
 
+    /// Each task's dependencies by id, in task order, resolved as the scheduler resolves them
+    /// when a batch joins the graph: its keys first, then each task's `depends_on`, then the
+    /// task that spawned the batch.
+    fn dependencies(&self) -> FxHashMap<TaskId, Vec<TaskId>> {
+        let mut keys: FxHashMap<&TaskKey, TaskId> = FxHashMap::default();
+        let mut deps = FxHashMap::default();
+        for batch in &self.batches {
+            for (i, spec) in batch.specs.iter().enumerate() {
+                keys.insert(&spec.id, TaskId(batch.first_task.0 + i as u64));
+            }
+            for (i, spec) in batch.specs.iter().enumerate() {
+                let mut of: Vec<TaskId> = spec
+                    .depends_on
+                    .iter()
+                    .filter_map(|k| keys.get(k).copied())
+                    .collect();
+                if let Some(parent) = batch.parent
+                    && !of.contains(&parent)
+                {
+                    of.push(parent);
+                }
+                deps.insert(TaskId(batch.first_task.0 + i as u64), of);
+            }
+        }
+        deps
+    }
+
     /// The objective as the scheduler shows it.
     pub fn view(&self) -> ObjectiveView {
+        let mut deps = self.dependencies();
         ObjectiveView {
             id: self.id,
             goal: self.goal.clone(),
@@ -223,6 +255,14 @@ impl ObjectiveModel {
                     partial_output: t.partial.clone(),
                     spawned_by: t.spawned_by,
                     compensates: t.compensates,
+                    // A compensation takes the output of the task it undoes, as the scheduler's
+                    // node records it.
+                    depends_on: deps
+                        .remove(&t.id)
+                        .or_else(|| t.compensates.map(|c| vec![c]))
+                        .unwrap_or_default(),
+                    running_since_ms: t.started_at_ms.filter(|_| t.status == TaskStatus::Running),
+                    review_errors: t.review_errors.clone(),
                     usage: t.usage,
                     run_time: t.run_time,
                 })
@@ -369,6 +409,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
             ..
         } => {
             if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
                 add(&mut t.usage, usage);
                 t.run_time += duration;
                 t.error = Some(format!("plan rejected: {}", errors.join("; ")));
@@ -415,6 +456,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
                     compensates: Some(original),
                     review_errors: Vec::new(),
                     planning: None,
+                    started_at_ms: None,
                 };
                 model.tasks.push(task);
             }
@@ -437,6 +479,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
                 t.attempt = attempt;
                 t.agent = Some(agent);
                 t.retry_at_ms = None;
+                t.started_at_ms = Some(at);
             }
         }
         Event::TaskSucceeded {
@@ -447,6 +490,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
             ..
         } => {
             if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
                 t.status = TaskStatus::Succeeded;
                 t.error = None;
                 t.output = Some(output);
@@ -465,6 +509,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
             ..
         } => {
             if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
                 add(&mut t.usage, usage);
                 t.run_time += duration.unwrap_or_default();
                 t.error = Some(message);
@@ -487,6 +532,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         }
         Event::AttemptLost { task, reason, .. } => {
             if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
                 t.status = TaskStatus::Ready;
                 t.lost += 1;
                 t.error = Some(reason);
@@ -503,6 +549,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
             ..
         } => {
             if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
                 t.status = TaskStatus::Review;
                 t.output = output;
                 t.error = Some(reason);
@@ -524,6 +571,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         Event::TaskRejected { .. } => {}
         Event::TaskCancelled { task, .. } => {
             if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
                 t.status = TaskStatus::Cancelled;
                 t.review_errors.clear();
             }
@@ -716,9 +764,37 @@ pub fn short(d: Duration) -> String {
 /// The chain of work as lines of text: one line per event, with the time since submission, the
 /// task's name, and what happened.
 pub fn timeline(events: &[EventRecord]) -> String {
+    let mut out = String::new();
+    for entry in timeline_entries(events) {
+        let _ = writeln!(
+            out,
+            "{:>5} +{:>8.3}s  {}",
+            entry.seq,
+            entry.since_start_ms as f64 / 1000.0,
+            entry.text
+        );
+    }
+    out
+}
+
+/// One event of the chain of work, told for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    /// The event's sequence number.
+    pub seq: u64,
+    /// Milliseconds since the first event of the chain.
+    pub since_start_ms: u64,
+    /// The task the event is about, if any.
+    pub task: Option<TaskId>,
+    /// What happened, naming the task (`T3 \`b\` attempt 1 started on A2`).
+    pub text: String,
+}
+
+/// The chain of work as entries (what [`timeline`] prints and the dashboard shows).
+pub fn timeline_entries(events: &[EventRecord]) -> Vec<TimelineEntry> {
     let mut names: BTreeMap<TaskId, String> = BTreeMap::new();
     let start = events.first().map_or(0, |e| e.at_ms);
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(events.len());
     for record in events {
         let t = record.at_ms.saturating_sub(start);
         let name = |names: &BTreeMap<TaskId, String>, id: TaskId| match names.get(&id) {
@@ -884,14 +960,33 @@ pub fn timeline(events: &[EventRecord]) -> String {
             Event::ObjectiveCancelled { .. } => "objective cancelled".to_string(),
             other => format!("{other:?}"),
         };
-        let _ = writeln!(
-            out,
-            "{:>5} +{:>8.3}s  {line}",
-            record.seq,
-            t as f64 / 1000.0
-        );
+        out.push(TimelineEntry {
+            seq: record.seq,
+            since_start_ms: t,
+            task: event_task(&record.event),
+            text: line,
+        });
     }
     out
+}
+
+/// The task an event is about.
+fn event_task(event: &Event) -> Option<TaskId> {
+    match event {
+        Event::TaskReady { task, .. }
+        | Event::TaskStarted { task, .. }
+        | Event::TaskSucceeded { task, .. }
+        | Event::TaskFailed { task, .. }
+        | Event::AttemptLost { task, .. }
+        | Event::TaskInReview { task, .. }
+        | Event::TaskApproved { task, .. }
+        | Event::TaskRejected { task, .. }
+        | Event::TaskCancelled { task, .. }
+        | Event::PlanRequested { task, .. }
+        | Event::PlanRejected { task, .. } => Some(*task),
+        Event::TasksSpawned { parent, .. } => Some(*parent),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -943,6 +1038,7 @@ mod tests {
             run_time: Duration::ZERO,
             spawned_by,
             retry_at_ms: None,
+            started_at_ms: None,
             planning: None,
             compensates: None,
             review_errors: Vec::new(),

@@ -146,6 +146,9 @@ impl Actor for Scheduler {
             SchedulerMsg::ReviewQueue(reply) => {
                 let _ = reply.send(state.review_queue());
             }
+            SchedulerMsg::Tasks { query, reply } => {
+                let _ = reply.send(state.task_page(&query));
+            }
             SchedulerMsg::Record(event) => state.record(event),
             SchedulerMsg::Flush(reply) => state.reply_after_commit(reply, Ok(())),
         }

@@ -140,6 +140,12 @@ impl Server {
         body["id"].as_str().unwrap().to_owned()
     }
 
+    async fn get_text(&self, path: &str) -> String {
+        let response = self.request(Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.text().await.unwrap()
+    }
+
     async fn get_json(&self, path: &str) -> Value {
         let response = self.request(Method::GET, path).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "GET {path}");
@@ -152,7 +158,17 @@ impl Server {
         id: &str,
         last_event_id: Option<u64>,
     ) -> impl Stream<Item = Sse> + Unpin + use<> {
-        let mut request = self.request(Method::GET, &format!("/v1/objectives/{id}/events"));
+        self.stream(&format!("/v1/objectives/{id}/events"), last_event_id)
+            .await
+    }
+
+    /// The event stream at `path`, from after `last_event_id`.
+    async fn stream(
+        &self,
+        path: &str,
+        last_event_id: Option<u64>,
+    ) -> impl Stream<Item = Sse> + Unpin + use<> {
+        let mut request = self.request(Method::GET, path);
         if let Some(last) = last_event_id {
             request = request.header("Last-Event-ID", last.to_string());
         }
@@ -428,6 +444,133 @@ async fn list_objectives_filters_by_status_and_pages_with_a_cursor() {
     server.finish().await;
 }
 
+/// `GET /v1/tasks` lists tasks across objectives by status, filtered by objective, capability
+/// and agent, oldest or newest first, a page at a time with `next` as the cursor and `total`
+/// counting every match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_tasks_by_status_across_objectives_in_pages() {
+    let server = start(None).await;
+    let held = |n: u32| {
+        json!({
+            "goal": format!("held {n}"),
+            "tasks": [
+                { "id": "h", "capability": "hold" },
+                { "id": "w", "capability": "work", "depends_on": ["h"] }
+            ]
+        })
+    };
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let id = server.submit_ok(&held(n)).await;
+        let mut stream = server.events(&id, None).await;
+        until(&mut stream, "task_started").await;
+        ids.push(id);
+    }
+
+    let running = server.get_json("/v1/tasks?status=running").await;
+    assert_eq!(running["total"], 3);
+    assert_eq!(running["next"], Value::Null);
+    let items = running["tasks"].as_array().unwrap();
+    let goals: Vec<&str> = items.iter().map(|i| i["goal"].as_str().unwrap()).collect();
+    assert_eq!(goals, ["held 0", "held 1", "held 2"]);
+    for item in items {
+        assert_eq!(item["task"]["capability"], "hold");
+        assert!(item["task"]["running_since_ms"].as_u64().unwrap() > 0);
+    }
+    let backlog = server
+        .get_json("/v1/tasks?status=backlog&capability=work")
+        .await;
+    assert_eq!(backlog["total"], 3);
+    assert_eq!(
+        backlog["tasks"][0]["task"]["depends_on"],
+        json!([items[0]["task"]["id"]])
+    );
+
+    // Pages of two, both ways; the last page has no `next`.
+    let page = server.get_json("/v1/tasks?status=running&limit=2").await;
+    assert_eq!(page["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(page["total"], 3);
+    let next = page["next"].as_str().unwrap();
+    assert_eq!(next, items[1]["task"]["id"].as_str().unwrap());
+    let rest = server
+        .get_json(&format!("/v1/tasks?status=running&limit=2&after={next}"))
+        .await;
+    assert_eq!(rest["tasks"].as_array().unwrap().len(), 1);
+    assert_eq!(rest["tasks"][0]["goal"], "held 2");
+    assert_eq!(rest["next"], Value::Null);
+    let newest = server
+        .get_json("/v1/tasks?status=running&order=newest&limit=1")
+        .await;
+    assert_eq!(newest["tasks"][0]["goal"], "held 2");
+
+    // Filters: one objective's tasks, one agent's.
+    let one = server
+        .get_json(&format!("/v1/tasks?objective={}", ids[1]))
+        .await;
+    assert_eq!(one["total"], 2);
+    let agent = items[0]["task"]["agent"].as_str().unwrap();
+    let on_agent = server.get_json(&format!("/v1/tasks?agent={agent}")).await;
+    assert_eq!(on_agent["total"], 3);
+    let nothing = server.get_json("/v1/tasks?status=succeeded").await;
+    assert_eq!(nothing["tasks"], json!([]));
+    assert_eq!(nothing["total"], 0);
+
+    for id in &ids {
+        let response = server
+            .request(Method::POST, &format!("/v1/objectives/{id}/cancel"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let cancelled = server.get_json("/v1/tasks?status=cancelled").await;
+    assert_eq!(cancelled["total"], 6);
+    server.finish().await;
+}
+
+/// `GET /v1/events` follows every objective from now on, and resumes after `Last-Event-ID`
+/// from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_events_follow_every_objective_and_resume_from_the_log() {
+    let server = start(None).await;
+    let before = server.submit_ok(&two_step()).await;
+    server
+        .swarm
+        .wait(before.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    // Opened after the first objective ended: none of its events come.
+    let mut all = server.stream("/v1/events", None).await;
+    let first = server.submit_ok(&two_step()).await;
+    let second = server.submit_ok(&two_step()).await;
+    let mut seen = until(&mut all, "objective_succeeded").await;
+    seen.extend(until(&mut all, "objective_succeeded").await);
+    let objectives: std::collections::BTreeSet<&str> = seen
+        .iter()
+        .filter_map(|e| e.data["objective"].as_str())
+        .collect();
+    assert_eq!(
+        objectives,
+        [first.as_str(), second.as_str()].into_iter().collect()
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0].seq + 1 == w[1].seq),
+        "{seen:#?}"
+    );
+
+    // Resuming after the first event sent gives the rest again, from the log.
+    let mut again = server.stream("/v1/events", Some(seen[0].seq)).await;
+    for expected in &seen[1..] {
+        let event = tokio::time::timeout(PATIENCE, again.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&event, expected);
+    }
+    drop((all, again));
+    server.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_ends_the_objective_and_its_stream() {
     let server = start(None).await;
@@ -476,16 +619,21 @@ async fn review_approve_and_reject_round_trip() {
         .to_owned();
     // It is in the review queue, with its objective.
     let queue = server.get_json("/v1/tasks?status=review").await;
-    let queue = queue.as_array().unwrap();
+    assert_eq!(queue["total"], 1, "{queue:?}");
+    assert_eq!(queue["next"], Value::Null, "{queue:?}");
+    let queue = queue["tasks"].as_array().unwrap();
     assert_eq!(queue.len(), 1, "{queue:?}");
+    assert_eq!(queue[0]["goal"], "judge");
     assert_eq!(queue[0]["objective"], id.as_str());
     assert_eq!(queue[0]["task"]["id"], task.as_str());
     assert_eq!(queue[0]["task"]["status"], "review");
     assert_eq!(server.swarm.stats().await.unwrap().tasks_in_review, 1);
     for bad in [
-        "/v1/tasks",
         "/v1/tasks?status=done",
         "/v1/tasks?status=review&x=1",
+        "/v1/tasks?limit=0",
+        "/v1/tasks?agent=T1",
+        "/v1/tasks?order=up",
     ] {
         let response = server.request(Method::GET, bad).send().await.unwrap();
         let body = problem(response, StatusCode::BAD_REQUEST).await;
@@ -503,8 +651,9 @@ async fn review_approve_and_reject_round_trip() {
     assert_eq!(view["tasks"][0]["output"], "edited");
     assert_eq!(view["tasks"][1]["status"], "succeeded");
     let queue = server.get_json("/v1/tasks?status=review").await;
-    assert_eq!(queue, json!([]), "approved tasks leave the queue");
+    assert_eq!(queue["tasks"], json!([]), "approved tasks leave the queue");
     assert_eq!(server.swarm.stats().await.unwrap().tasks_in_review, 0);
+    assert_eq!(queue["total"], 0);
 
     // The task is no longer in review: a second decision conflicts.
     let again = server
@@ -748,8 +897,17 @@ async fn every_route_but_the_probes_needs_the_token() {
         let url = format!("{}{path}", server.base);
         let method = Method::from_bytes(route.method.as_str().as_bytes()).unwrap();
         if route.is_public() {
-            let response = anonymous.request(method, &url).send().await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let response = anonymous
+                .request(method.clone(), &url)
+                .send()
+                .await
+                .unwrap();
+            if method == Method::GET {
+                assert_eq!(response.status(), StatusCode::OK, "{path}");
+            } else {
+                // The login form's POST, without a token: answered, not refused.
+                assert_ne!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+            }
             continue;
         }
         for token in [None, Some("wrong"), Some("s3cret-token-but-longer")] {
@@ -816,7 +974,17 @@ async fn openapi_document_covers_every_route() {
     assert!(version.starts_with("3.1."), "openapi: {version}");
 
     let paths = doc["paths"].as_object().unwrap();
-    for route in ROUTES {
+    // The dashboard's pages are HTML for people, not API: documented as left out.
+    let api: Vec<_> = ROUTES.iter().filter(|r| !r.is_ui()).collect();
+    for route in ROUTES.iter().filter(|r| r.is_ui()) {
+        assert!(
+            !paths.contains_key(route.path),
+            "{} is documented",
+            route.path
+        );
+    }
+    assert!(ROUTES.iter().any(|r| r.is_ui() && r.path == "/ui/"));
+    for route in &api {
         let method = route.method.as_str().to_ascii_lowercase();
         let operation = paths
             .get(route.path)
@@ -847,7 +1015,7 @@ async fn openapi_document_covers_every_route() {
         .collect();
     assert_eq!(
         operations.len(),
-        ROUTES.len(),
+        api.len(),
         "documented routes the router lacks"
     );
     let mut ids: Vec<&str> = operations
@@ -856,7 +1024,7 @@ async fn openapi_document_covers_every_route() {
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    assert_eq!(ids.len(), ROUTES.len(), "operation ids are not unique");
+    assert_eq!(ids.len(), api.len(), "operation ids are not unique");
 
     // Every reference points at a schema of the document.
     fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
@@ -1645,4 +1813,295 @@ async fn shutdown_ends_open_event_streams() {
             .unwrap()
             .is_none()
     );
+}
+
+/// A client that does not follow redirects and keeps no cookies (the tests carry them).
+fn raw_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Every dashboard page is HTML under a strict Content-Security-Policy, and what a user wrote
+/// is escaped: a goal holding a script is shown as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_pages_escape_what_users_wrote_under_a_strict_policy() {
+    let server = start(None).await;
+    let goal = "<script>alert(1)</script> & \"quotes\"";
+    let id = server
+        .submit_ok(&json!({ "goal": goal, "tasks": [{ "id": "a", "capability": "work" }] }))
+        .await;
+    server
+        .swarm
+        .wait(id.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    let root = raw_client()
+        .get(format!("{}/", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(root.status(), StatusCode::SEE_OTHER);
+    assert_eq!(root.headers()["location"], "/ui/");
+    for path in [
+        "/ui/".to_owned(),
+        format!("/ui/?objective={id}"),
+        "/ui/board/columns".to_owned(),
+        format!("/ui/objectives/{id}"),
+        format!("/ui/objectives/{id}/live"),
+        "/ui/agents".to_owned(),
+        "/ui/agents/live".to_owned(),
+        "/ui/review".to_owned(),
+        "/ui/review/live".to_owned(),
+        "/ui/submit".to_owned(),
+    ] {
+        let response = server.request(Method::GET, &path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers().clone();
+        assert!(
+            headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html"),
+            "{path}"
+        );
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"));
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        let html = response.text().await.unwrap();
+        assert!(!html.contains("<script>alert"), "{path} holds the raw goal");
+        if path.contains(&id) || path.starts_with("/ui/board") || path.starts_with("/ui/?") {
+            assert!(
+                html.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
+                    || html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+                "{path}: {html}"
+            );
+        }
+        // The only script is the server's own file; nothing inline.
+        assert_eq!(
+            html.matches("<script").count(),
+            usize::from(!path.contains("live") && !path.contains("columns")),
+            "{path}"
+        );
+    }
+    let board = server.get_text(&format!("/ui/?objective={id}")).await;
+    assert!(board.contains("data-column=\"succeeded\""));
+    assert!(board.contains("data-key=\"a\""));
+    // A filter that does not parse is named on the page.
+    let bad = server
+        .request(Method::GET, "/ui/?agent=nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert!(bad.text().await.unwrap().contains("data-field=\"agent\""));
+
+    // A page that cannot be shown says why, as a page.
+    for (path, status) in [
+        (
+            format!("/ui/objectives/{}", swarm_protocol::ObjectiveId::new()),
+            StatusCode::NOT_FOUND,
+        ),
+        ("/ui/objectives/nope".to_owned(), StatusCode::BAD_REQUEST),
+    ] {
+        let response = server
+            .request(Method::GET, &path)
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{path}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(response.text().await.unwrap().contains("Back to the board"));
+    }
+
+    // The static files, with a validator.
+    for (path, kind) in [
+        ("/ui/static/app.js", "text/javascript"),
+        ("/ui/static/app.css", "text/css"),
+    ] {
+        let response = server.request(Method::GET, path).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+        let etag = response.headers()["etag"].clone();
+        let again = server
+            .request(Method::GET, path)
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    }
+    server.finish().await;
+}
+
+/// With a token set, a browser gets the login form until it gives the token once; then a
+/// session cookie (HttpOnly, SameSite=Strict, without the token in it) opens the pages and
+/// the API, and a state-changing request made with the cookie needs the CSRF token the
+/// pages carry. Requests another site makes are refused, token or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_the_dashboard_asks_once_and_the_cookie_needs_its_csrf_token() {
+    let server = start(Some(TOKEN)).await;
+    let client = raw_client();
+    let url = |path: &str| format!("{}{path}", server.base);
+
+    // A browser is shown the login form, which leads back to the page it asked for.
+    let refused = client
+        .get(url("/ui/agents"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let form = refused.text().await.unwrap();
+    assert!(form.contains("name=\"token\"") && form.contains("value=\"/ui/agents\""));
+    // A program is told what to send.
+    let refused = client.get(url("/v1/tasks")).send().await.unwrap();
+    problem(refused, StatusCode::UNAUTHORIZED).await;
+
+    let login = |token: &str, next: &str| {
+        client
+            .post(url("/ui/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}&next={next}"))
+            .send()
+    };
+    assert_eq!(
+        login("wrong", "/ui/").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        login("", "/ui/").await.unwrap().status(),
+        StatusCode::BAD_REQUEST
+    );
+    let evil = login(TOKEN, "https://evil.example/").await.unwrap();
+    assert_eq!(
+        evil.headers()["location"],
+        "/ui/",
+        "only dashboard paths are followed"
+    );
+    let ok = login(TOKEN, "%2Fui%2Fagents").await.unwrap();
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    assert_eq!(ok.headers()["location"], "/ui/agents");
+    let set_cookie = ok.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    assert!(
+        !set_cookie.contains(TOKEN),
+        "the token never leaves the form"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+
+    let page = client
+        .get(url("/ui/"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    assert_eq!(csrf.len(), 32);
+    assert!(!html.contains(TOKEN));
+    let listed = client
+        .get(url("/v1/tasks"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+
+    // Changing state with the cookie alone is refused; with the CSRF token it goes through.
+    let submit = |csrf: Option<&str>, origin: Option<&str>| {
+        let mut request = client
+            .post(url("/v1/objectives"))
+            .header("cookie", &cookie)
+            .json(&two_step());
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        request.send()
+    };
+    let body = problem(submit(None, None).await.unwrap(), StatusCode::FORBIDDEN).await;
+    assert_eq!(body["field"], "X-CSRF-Token");
+    problem(
+        submit(Some("0123456789abcdef0123456789abcdef"), None)
+            .await
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(
+        submit(Some(&csrf), None).await.unwrap().status(),
+        StatusCode::ACCEPTED
+    );
+    let same_site = server.base.clone();
+    assert_eq!(
+        submit(Some(&csrf), Some(&same_site))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::ACCEPTED
+    );
+    let body = problem(
+        submit(Some(&csrf), Some("https://evil.example"))
+            .await
+            .unwrap(),
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+    assert_eq!(body["field"], "Origin");
+    // Even with the bearer token, another site's request is refused.
+    let cross = server
+        .request(Method::POST, "/v1/objectives")
+        .header("sec-fetch-site", "cross-site")
+        .json(&two_step())
+        .send()
+        .await
+        .unwrap();
+    problem(cross, StatusCode::FORBIDDEN).await;
+
+    // A forged or cleared cookie opens nothing.
+    let forged = cookie.replace("v1.", "v1.9");
+    let response = client
+        .get(url("/v1/tasks"))
+        .header("cookie", forged)
+        .send()
+        .await
+        .unwrap();
+    problem(response, StatusCode::UNAUTHORIZED).await;
+    let logout = client
+        .post(url("/ui/logout"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::SEE_OTHER);
+    assert!(
+        logout.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    server.finish().await;
 }

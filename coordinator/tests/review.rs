@@ -176,7 +176,7 @@ async fn invalid_output_is_reviewed_and_dependents_run_on_the_approved_edit() {
     assert!(reason.contains("output_schema"), "{reason}");
 
     let queue = api.get("/v1/tasks?status=review").await;
-    let items = queue.as_array().unwrap();
+    let items = queue["tasks"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{queue}");
     let item = &items[0];
     assert_eq!(item["task"]["id"], json!(task.to_string()));
@@ -185,7 +185,7 @@ async fn invalid_output_is_reviewed_and_dependents_run_on_the_approved_edit() {
         item["task"]["output"],
         json!({"name": 5, "tags": ["ok", 7]})
     );
-    let mut listed: Vec<&str> = item["errors"]
+    let mut listed: Vec<&str> = item["task"]["review_errors"]
         .as_array()
         .unwrap()
         .iter()
@@ -195,8 +195,8 @@ async fn invalid_output_is_reviewed_and_dependents_run_on_the_approved_edit() {
     assert_eq!(listed, ["/name", "/tags/1"]);
     // What `swarm tasks --review` prints.
     let client = swarm_coordinator::client::Client::new(&api.base, None).unwrap();
-    let queue = client.review_queue().await.unwrap();
-    let text = swarm_coordinator::client::render_review_item(&queue[0]);
+    let queue = client.review_queue(10).await.unwrap();
+    let text = swarm_coordinator::client::render_review_item(&queue["tasks"][0]);
     assert!(
         text.contains("    at /name: 5 is not of type \"string\""),
         "{text}"
@@ -223,7 +223,11 @@ async fn invalid_output_is_reviewed_and_dependents_run_on_the_approved_edit() {
         "{problem}"
     );
     let queue = api.get("/v1/tasks?status=review").await;
-    assert_eq!(queue.as_array().unwrap().len(), 1, "still in review");
+    assert_eq!(
+        queue["tasks"].as_array().unwrap().len(),
+        1,
+        "still in review"
+    );
     assert_eq!(
         api.swarm
             .objective(id)
@@ -247,8 +251,7 @@ async fn invalid_output_is_reviewed_and_dependents_run_on_the_approved_edit() {
         Some(json!({"input": {"name": "Ada"}, "upstream": {"draft": edited}}))
     );
     assert!(
-        api.get("/v1/tasks?status=review")
-            .await
+        api.get("/v1/tasks?status=review").await["tasks"]
             .as_array()
             .unwrap()
             .is_empty()

@@ -44,5 +44,5 @@ pub use outcome::{FailureKind, TaskOutcome, Usage};
 pub use task::{Compensation, OutputError, RetryPolicy, Task, TaskSpec, TaskStatus};
 pub use view::{
     AgentStatus, BreakerStatus, LatencyHistogram, LimiterStatus, ObjectiveSummary, ObjectiveView,
-    QuotaUse, ReviewItem, SchedulerStats, TaskView,
+    QuotaUse, ReviewItem, SchedulerStats, TaskItem, TaskPage, TaskQuery, TaskView,
 };

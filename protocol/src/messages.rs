@@ -16,7 +16,7 @@ use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
 use crate::objective::Objective;
 use crate::outcome::TaskOutcome;
 use crate::task::{OutputError, Task};
-use crate::view::{ObjectiveSummary, ObjectiveView, SchedulerStats};
+use crate::view::{ObjectiveSummary, ObjectiveView, SchedulerStats, TaskPage, TaskQuery};
 
 /// One attempt handed to an agent.
 #[derive(Debug, Clone)]
@@ -275,6 +275,13 @@ pub enum SchedulerMsg {
     QueueDepths(RpcReplyPort<Vec<(Capability, u64)>>),
     /// Every task in review, oldest objective first.
     ReviewQueue(RpcReplyPort<Vec<crate::view::ReviewItem>>),
+    /// One page of the tasks the scheduler holds, across objectives.
+    Tasks {
+        /// Which tasks, and which page.
+        query: TaskQuery,
+        /// The page.
+        reply: RpcReplyPort<TaskPage>,
+    },
     /// Record an event that happened outside the scheduler (agent lifecycle), so the log keeps
     /// one order.
     Record(Event),

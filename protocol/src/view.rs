@@ -80,6 +80,15 @@ pub struct TaskView {
     /// For a compensation (it carries the name of the task it undoes): that task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensates: Option<TaskId>,
+    /// The tasks it waits for (a spawned task also waits for the task that spawned it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<TaskId>,
+    /// While an attempt runs: when it started, milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_since_ms: Option<u64>,
+    /// While in review because its output does not match its `output_schema`: where.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub review_errors: Vec<OutputError>,
     /// Tokens spent over all attempts.
     #[serde(default)]
     pub usage: Usage,
@@ -102,6 +111,65 @@ pub struct ReviewItem {
     /// Where the output does not match the task's `output_schema`, when that is why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<OutputError>,
+}
+
+/// One task of the listing across objectives (`GET /v1/tasks`, the dashboard's board): the
+/// task with the objective it belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskItem {
+    /// The objective.
+    pub objective: ObjectiveId,
+    /// Its goal.
+    pub goal: String,
+    /// The task.
+    pub task: TaskView,
+}
+
+/// Which tasks a listing wants: a status, optional filters, and a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskQuery {
+    /// Only tasks in this status (all statuses when `None`).
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this objective.
+    pub objective: Option<ObjectiveId>,
+    /// Only tasks that need this capability.
+    pub capability: Option<Capability>,
+    /// Only tasks whose latest attempt ran on this agent.
+    pub agent: Option<AgentId>,
+    /// Only tasks after this one in the listing's order (the `next` of the previous page).
+    pub after: Option<TaskId>,
+    /// The most tasks in the page.
+    pub limit: usize,
+    /// Newest (highest id) first instead of oldest first.
+    pub newest_first: bool,
+}
+
+impl TaskQuery {
+    /// The first page of `limit` tasks in `status`, oldest first, unfiltered.
+    pub fn status(status: TaskStatus, limit: usize) -> Self {
+        Self {
+            status: Some(status),
+            objective: None,
+            capability: None,
+            agent: None,
+            after: None,
+            limit,
+            newest_first: false,
+        }
+    }
+}
+
+/// One page of a task listing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskPage {
+    /// The tasks of the page, in the listing's order.
+    pub tasks: Vec<TaskItem>,
+    /// The `after` of the next page; `None` on the last one.
+    pub next: Option<TaskId>,
+    /// How many tasks match the query over all pages.
+    pub total: u64,
 }
 
 /// Scheduler counters.

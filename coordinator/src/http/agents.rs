@@ -25,34 +25,26 @@ use crate::http::problem::{JsonBody, PROBLEM_JSON, Problem};
 /// One agent: its registration, health and load, how often it was restarted, and what its
 /// plug-in says about itself (a model agent's breaker and limiter).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub(super) struct AgentView {
+pub(crate) struct AgentView {
     /// Its registration.
     #[serde(flatten)]
-    descriptor: AgentDescriptor,
+    pub(crate) descriptor: AgentDescriptor,
     /// Whether it may be given work.
-    health: Health,
+    pub(crate) health: Health,
     /// Attempts running on it.
-    in_flight: u32,
+    pub(crate) in_flight: u32,
     /// Times its supervisor restarted its actor since it was registered.
-    restarts: u32,
+    pub(crate) restarts: u32,
     /// Its breaker and limiter, when it has them.
     #[serde(flatten)]
-    status: AgentStatus,
+    pub(crate) status: AgentStatus,
 }
 
-/// Every agent of the registry, with its health and load, restarts, and its breaker and rate
-/// limiter where it has them.
-#[utoipa::path(
-    get,
-    path = "/v1/agents",
-    tag = "agents",
-    operation_id = "list_agents",
-    responses((status = 200, description = "The agents.", body = Vec<AgentView>)),
-)]
-pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<AgentView>> {
-    let live = state.swarm.live_agents();
-    let agents = state
-        .swarm
+/// Every agent of the registry, by id: what `GET /v1/agents` answers and the dashboard's
+/// agents page shows.
+pub(crate) fn views(swarm: &crate::Swarm) -> Vec<AgentView> {
+    let live = swarm.live_agents();
+    swarm
         .registry()
         .snapshots()
         .into_iter()
@@ -70,8 +62,20 @@ pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<AgentView>> 
                 status,
             }
         })
-        .collect();
-    Json(agents)
+        .collect()
+}
+
+/// Every agent of the registry, with its health and load, restarts, and its breaker and rate
+/// limiter where it has them.
+#[utoipa::path(
+    get,
+    path = "/v1/agents",
+    tag = "agents",
+    operation_id = "list_agents",
+    responses((status = 200, description = "The agents.", body = Vec<AgentView>)),
+)]
+pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<AgentView>> {
+    Json(views(&state.swarm))
 }
 
 /// Registers a model agent from the fields of a `swarm.toml` `[[agents]]` entry; 201 with its

@@ -49,9 +49,11 @@ const BEARER: &str = "bearer";
         super::objectives::chain,
         super::events::stream,
         super::objectives::cancel,
-        super::tasks::review_queue,
+        super::events::stream_all,
+        super::tasks::list,
         super::tasks::approve,
         super::tasks::reject,
+        super::tasks::retry,
         super::agents::list,
         super::agents::register,
         super::agents::deregister,
@@ -60,7 +62,9 @@ const BEARER: &str = "bearer";
     modifiers(&Layers),
     tags(
         (name = "objectives", description = "Submit, list, read, follow and cancel objectives."),
-        (name = "tasks", description = "The review queue and a person's decision on a task."),
+        (name = "tasks", description = "Tasks across objectives by status (the review queue \
+                                         is `status=review`), and a person's decision on a task."),
+        (name = "events", description = "Every event of the swarm as it is committed."),
         (name = "agents", description = "The registry's agents; model agents added and removed \
                                           while the server runs."),
         (name = "probes", description = "Liveness, readiness and metrics."),

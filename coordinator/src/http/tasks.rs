@@ -1,11 +1,14 @@
-//! `/v1/tasks`: the review queue, and a person's decision on a task in review.
+//! `/v1/tasks`: tasks across objectives by status (the review queue is `status=review`), and a
+//! person's decision on a task in review.
 
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
-use swarm_protocol::{ReviewDecision, ReviewItem, TaskId};
+use swarm_protocol::{
+    AgentId, Capability, ObjectiveId, ReviewDecision, TaskId, TaskPage, TaskQuery, TaskStatus,
+};
 
 use crate::http::AppState;
 use crate::http::problem::{JsonBody, OptionalJsonBody, PROBLEM_JSON, Problem};
@@ -29,55 +32,182 @@ pub(super) struct Rejection {
     reason: String,
 }
 
-/// The review queue: every task waiting for a person, oldest objective first.
-#[utoipa::path(
-    get,
-    path = "/v1/tasks",
-    tag = "tasks",
-    operation_id = "review_queue",
-    params(
-        ("status" = String, Query, example = "review",
-         description = "Required; only `review` is supported."),
-    ),
-    responses(
-        (status = 200, description = "The tasks in review, with the schema errors of their \
-         output where that is why.", body = Vec<ReviewItem>),
-        (status = 400, description = "`status` is missing or not `review`, or a parameter \
-         is unknown; `field` names it.", body = Problem, content_type = PROBLEM_JSON),
-        (status = 503, description = "The coordinator is not available.", body = Problem,
-         content_type = PROBLEM_JSON),
-    ),
-)]
-pub(super) async fn review_queue(
-    State(state): State<AppState>,
-    RawQuery(query): RawQuery,
-) -> Result<Json<Vec<ReviewItem>>, Problem> {
-    let mut status = None;
-    for pair in query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match name {
-            "status" => status = Some(value.to_owned()),
+/// Tasks in a page of the listing when the client does not say.
+pub(crate) const LIST_LIMIT_DEFAULT: usize = 50;
+
+/// The most tasks one page of the listing holds.
+pub(crate) const LIST_LIMIT_MAX: usize = 500;
+
+/// The name of a status in queries (as in JSON).
+pub(crate) fn status_name(status: TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::Backlog => "backlog",
+        TaskStatus::Ready => "ready",
+        TaskStatus::Running => "running",
+        TaskStatus::Review => "review",
+        TaskStatus::Succeeded => "succeeded",
+        TaskStatus::Failed => "failed",
+        TaskStatus::Cancelled => "cancelled",
+    }
+}
+
+/// Every status, in the board's column order.
+pub(crate) const STATUSES: [TaskStatus; 7] = [
+    TaskStatus::Backlog,
+    TaskStatus::Ready,
+    TaskStatus::Running,
+    TaskStatus::Review,
+    TaskStatus::Succeeded,
+    TaskStatus::Failed,
+    TaskStatus::Cancelled,
+];
+
+fn parse_status(value: &str) -> Result<TaskStatus, Problem> {
+    STATUSES
+        .into_iter()
+        .find(|s| status_name(*s) == value)
+        .ok_or_else(|| {
+            Problem::bad_query(
+                "status",
+                &format!(
+                    "`{value}` is not a task status; use backlog, ready, running, review, \
+                     succeeded, failed or cancelled"
+                ),
+            )
+        })
+}
+
+/// Reads the filters of a task listing (`objective`, `capability`, `agent`) from one query
+/// pair into `query`; false when `name` is not a filter. An empty value means no filter (as
+/// an HTML form sends an empty field). The API's listing and the dashboard's board share this.
+pub(crate) fn parse_filter(
+    query: &mut TaskQuery,
+    name: &str,
+    value: &str,
+) -> Result<bool, Problem> {
+    match name {
+        "objective" | "capability" | "agent" if value.is_empty() => {}
+        "objective" => {
+            query.objective = Some(value.parse().map_err(|e| {
+                Problem::bad_query("objective", &format!("is not an objective id: {e}"))
+            })?);
+        }
+        "capability" => {
+            query.capability = Some(Capability::new(value).map_err(|e| {
+                Problem::bad_query("capability", &format!("is not a capability: {e}"))
+            })?);
+        }
+        "agent" => {
+            query.agent =
+                Some(value.parse().map_err(|e| {
+                    Problem::bad_query("agent", &format!("is not an agent id: {e}"))
+                })?);
+        }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+/// Parses `limit`.
+pub(crate) fn parse_limit(value: &str) -> Result<usize, Problem> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=LIST_LIMIT_MAX).contains(n))
+        .ok_or_else(|| {
+            Problem::bad_query(
+                "limit",
+                &format!("`{value}` is not a number from 1 to {LIST_LIMIT_MAX}"),
+            )
+        })
+}
+
+/// Parses the query of `GET /v1/tasks`.
+pub(crate) fn parse_list_query(raw: Option<&str>) -> Result<TaskQuery, Problem> {
+    let mut query = TaskQuery {
+        status: None,
+        objective: None,
+        capability: None,
+        agent: None,
+        after: None,
+        limit: LIST_LIMIT_DEFAULT,
+        newest_first: false,
+    };
+    for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if parse_filter(&mut query, &name, &value)? {
+            continue;
+        }
+        match &*name {
+            "status" => query.status = Some(parse_status(&value)?),
+            "limit" => query.limit = parse_limit(&value)?,
+            "after" => {
+                query.after =
+                    Some(value.parse().map_err(|e| {
+                        Problem::bad_query("after", &format!("is not a task id: {e}"))
+                    })?);
+            }
+            "order" => {
+                query.newest_first = match &*value {
+                    "oldest" => false,
+                    "newest" => true,
+                    other => {
+                        return Err(Problem::bad_query(
+                            "order",
+                            &format!("`{other}` is not an order; use oldest or newest"),
+                        ));
+                    }
+                };
+            }
             other => {
                 return Err(Problem::bad_query(
                     other,
-                    "is not a parameter of this route; use status=review",
+                    "is not a parameter of this route; use status, objective, capability, \
+                     agent, order, limit or after",
                 ));
             }
         }
     }
-    match status.as_deref() {
-        Some("review") => Ok(Json(state.swarm.review_queue().await?)),
-        Some(other) => Err(Problem::bad_query(
-            "status",
-            &format!("`{other}` is not supported; only status=review lists tasks"),
-        )),
-        None => Err(Problem::bad_query("status", "is required: status=review")),
-    }
+    Ok(query)
+}
+
+/// Lists tasks across objectives, a page at a time: those of every unfinished objective and of
+/// the finished objectives the scheduler still holds (the most recent ones), by task id.
+///
+/// The review queue is `status=review`. The last id of a page (`next`) is the `after` of the
+/// next one; `total` counts the matching tasks over all pages.
+#[utoipa::path(
+    get,
+    path = "/v1/tasks",
+    tag = "tasks",
+    operation_id = "list_tasks",
+    params(
+        ("status" = Option<TaskStatus>, Query, example = "review",
+         description = "Only tasks in this status (`review`: the review queue)."),
+        ("objective" = Option<ObjectiveId>, Query, description = "Only this objective's tasks."),
+        ("capability" = Option<String>, Query, description = "Only tasks needing this capability."),
+        ("agent" = Option<AgentId>, Query,
+         description = "Only tasks whose latest attempt ran on this agent."),
+        ("order" = Option<String>, Query, example = "oldest",
+         description = "`oldest` (the default) or `newest` first, by task id."),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 500,
+         description = "Tasks in the page (default 50)."),
+        ("after" = Option<TaskId>, Query,
+         description = "Only tasks after this one in the order: the `next` of the previous page."),
+    ),
+    responses(
+        (status = 200, description = "One page.", body = TaskPage),
+        (status = 400, description = "A query parameter is unknown or does not parse; `field` \
+         names it.", body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The coordinator is not available.", body = Problem,
+         content_type = PROBLEM_JSON),
+    ),
+)]
+pub(super) async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<TaskPage>, Problem> {
+    let query = parse_list_query(query.as_deref())?;
+    Ok(Json(state.swarm.tasks(query).await?))
 }
 
 fn task_id(raw: &str) -> Result<TaskId, Problem> {
@@ -162,5 +292,33 @@ pub(super) async fn reject(
         reason: rejection.reason,
     };
     state.swarm.review(task, decision).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Runs a task in review again: a new attempt, on the same terms as a retry after a failure.
+#[utoipa::path(
+    post,
+    path = "/v1/tasks/{id}/retry",
+    tag = "tasks",
+    operation_id = "retry_task",
+    params(("id" = TaskId, Path, description = "The task in review.")),
+    responses(
+        (status = 204, description = "Decided: the task is ready again."),
+        (status = 400, description = "`id` is not a task id.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 404, description = "No such task.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 409, description = "The task is not in review.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 503, description = "The event log or coordinator is not available.",
+         body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+pub(super) async fn retry(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    let task = task_id(&id)?;
+    state.swarm.review(task, ReviewDecision::Retry).await?;
     Ok(StatusCode::NO_CONTENT)
 }

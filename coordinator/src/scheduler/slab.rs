@@ -83,6 +83,24 @@ impl<T> Slab<T> {
             .as_mut()
     }
 
+    /// Every node with its id, by increasing id (reversible). Freed chunks are skipped whole.
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = (TaskId, &T)> {
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter_map(|(c, chunk)| chunk.as_ref().map(|chunk| (c, chunk)))
+            .flat_map(|(c, chunk)| {
+                chunk
+                    .slots
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(offset, slot)| {
+                        let id = TaskId((c * CHUNK + offset) as u64 + 1);
+                        slot.as_ref().map(|node| (id, node))
+                    })
+            })
+    }
+
     /// Chunks currently allocated.
     #[cfg(test)]
     fn allocated(&self) -> usize {
@@ -108,6 +126,19 @@ mod tests {
             *v = 1;
         }
         assert_eq!(slab.get(TaskId(5)), Some(&1));
+    }
+
+    #[test]
+    fn iteration_is_by_id_both_ways() {
+        let mut slab = Slab::default();
+        for id in [3, 1, CHUNK as u64 * 2 + 5, 2] {
+            slab.insert(TaskId(id), id);
+        }
+        slab.remove(TaskId(2));
+        let ids: Vec<u64> = slab.iter().map(|(id, _)| id.0).collect();
+        assert_eq!(ids, [1, 3, CHUNK as u64 * 2 + 5]);
+        let back: Vec<u64> = slab.iter().rev().map(|(_, v)| *v).collect();
+        assert_eq!(back, [CHUNK as u64 * 2 + 5, 3, 1]);
     }
 
     #[test]

@@ -32,8 +32,9 @@ use swarm_protocol::task::{check_compensation_references, check_references, has_
 use swarm_protocol::{
     AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Limits, Objective, ObjectiveId,
     ObjectiveStatus, ObjectiveSummary, ObjectiveView, OutputError, Report, RetryPolicy,
-    ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskKey,
-    TaskOutcome, TaskSpec, TaskStatus, TaskView, Usage, objective::check_idempotency_key,
+    ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskItem, TaskKey,
+    TaskOutcome, TaskPage, TaskQuery, TaskSpec, TaskStatus, TaskView, Usage,
+    objective::check_idempotency_key,
 };
 use swarm_registry::{Lease, Registry};
 
@@ -118,6 +119,8 @@ struct TaskNode {
     /// An agent that refused the task for good; it is not given the task again.
     avoid: Option<AgentId>,
     ready_at: Instant,
+    /// When the latest attempt started (ms since the Unix epoch), for the dashboard.
+    started_at_ms: u64,
     /// Set on planning tasks (`plan`, `replan-N`): their input is built when they start and
     /// their output is read as a plan.
     planning: Option<Box<Planning>>,
@@ -306,6 +309,13 @@ fn task_view(id: TaskId, n: &TaskNode) -> TaskView {
         partial_output: n.partial.clone(),
         spawned_by: n.spawned_by,
         compensates: n.compensates(),
+        depends_on: n.deps.clone(),
+        running_since_ms: (n.status == TaskStatus::Running).then_some(n.started_at_ms),
+        review_errors: n
+            .extra
+            .as_ref()
+            .map(|e| e.review_errors.clone())
+            .unwrap_or_default(),
         usage: n.usage,
         run_time: n.run_time,
     }
@@ -721,6 +731,7 @@ impl SchedulerState {
                     retry_due: false,
                     avoid: None,
                     ready_at: Instant::now(),
+                    started_at_ms: 0,
                     planning: None,
                     capped,
                     extra: extras.get_mut(i).and_then(Option::take),
@@ -1163,6 +1174,7 @@ impl SchedulerState {
         }
         node.attempt += 1;
         node.status = TaskStatus::Running;
+        node.started_at_ms = now_ms();
         node.agent = Some(lease.agent);
         node.queued = None;
         if node.capped
@@ -2578,6 +2590,7 @@ impl SchedulerState {
             avoid: None,
             ready_at: Instant::now(),
             planning: None,
+            started_at_ms: 0,
             // One runs at a time: the cap is not theirs to count against.
             capped: false,
             extra: Some(Box::new(TaskExtra {
@@ -2829,6 +2842,78 @@ impl SchedulerState {
             .collect();
         items.sort_by_key(|item| (item.objective, item.task.id));
         items
+    }
+
+    /// One page of the tasks held in memory (every unfinished objective's, and the finished
+    /// ones not yet dropped), across objectives, by task id. Linear in the tasks held (one
+    /// objective's, with that filter), since `total` counts every match: for people looking,
+    /// not for the hot path.
+    pub(crate) fn task_page(&self, query: &TaskQuery) -> TaskPage {
+        let matches = |node: &TaskNode| {
+            query.status.is_none_or(|s| node.status == s)
+                && query
+                    .capability
+                    .as_ref()
+                    .is_none_or(|c| node.capability == *c)
+                && query.agent.is_none_or(|a| node.agent == Some(a))
+                && query.objective.is_none_or(|o| node.objective == o)
+        };
+        let beyond = |id: TaskId| match (query.after, query.newest_first) {
+            (None, _) => true,
+            (Some(after), false) => id > after,
+            (Some(after), true) => id < after,
+        };
+        let in_run = |run: &'_ ObjectiveRun| -> Vec<TaskId> {
+            if query.newest_first {
+                run.tasks.iter().rev().copied().collect()
+            } else {
+                run.tasks.clone()
+            }
+        };
+        let candidates: Box<dyn Iterator<Item = (TaskId, &TaskNode)> + '_> = match query.objective {
+            // One objective's tasks are listed by id already.
+            Some(o) => match self.objectives.get(&o) {
+                Some(run) => Box::new(
+                    in_run(run)
+                        .into_iter()
+                        .filter_map(|t| self.tasks.get(t).map(|n| (t, n))),
+                ),
+                None => Box::new(std::iter::empty()),
+            },
+            None if query.newest_first => Box::new(self.tasks.iter().rev()),
+            None => Box::new(self.tasks.iter()),
+        };
+        let mut total = 0u64;
+        let mut page: Vec<(TaskId, &TaskNode)> = Vec::new();
+        let mut more = false;
+        for (id, node) in candidates.filter(|(_, node)| matches(node)) {
+            total += 1;
+            if beyond(id) {
+                if page.len() < query.limit {
+                    page.push((id, node));
+                } else {
+                    more = true;
+                }
+            }
+        }
+        let next = if more {
+            page.last().map(|(id, _)| *id)
+        } else {
+            None
+        };
+        let tasks = page
+            .into_iter()
+            .map(|(id, node)| TaskItem {
+                objective: node.objective,
+                goal: self
+                    .objectives
+                    .get(&node.objective)
+                    .map(|run| run.goal.clone())
+                    .unwrap_or_default(),
+                task: task_view(id, node),
+            })
+            .collect();
+        TaskPage { tasks, next, total }
     }
 
     /// How an objective stands, without its tasks.
