@@ -9,6 +9,7 @@
 //! - [`journal`]: where the scheduler's events go, and what waits for them to be durable.
 //! - [`writer`]: the durable journal and the `StoreWriter` actor (group commit, snapshots,
 //!   pruning) over a [`swarm_store::EventStore`].
+//! - [`schedule`]: cron schedules: checking a `ScheduleSpec`, computing its slots.
 //! - [`replay`]: rebuilding objectives from the log (recovery, snapshots, `swarm replay`).
 //! - [`http`]: the HTTP API and the operator dashboard behind `swarm serve`; [`client`]: the client behind `swarm submit`,
 //!   `status`, `agents`, `tasks`, `approve` and `reject`.
@@ -30,6 +31,7 @@ pub mod error;
 pub mod http;
 pub mod journal;
 pub mod replay;
+pub mod schedule;
 pub mod scheduler;
 pub mod supervisor;
 pub mod writer;

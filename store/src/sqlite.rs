@@ -1193,6 +1193,11 @@ fn kind(event: &Event) -> &'static str {
         Event::AgentDeregistered { .. } => "agent_deregistered",
         Event::AgentDeclared { .. } => "agent_declared",
         Event::AgentUndeclared { .. } => "agent_undeclared",
+        Event::ScheduleCreated { .. } => "schedule_created",
+        Event::SchedulePaused { .. } => "schedule_paused",
+        Event::ScheduleResumed { .. } => "schedule_resumed",
+        Event::ScheduleDeleted { .. } => "schedule_deleted",
+        Event::ScheduleFired { .. } => "schedule_fired",
     }
 }
 
