@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`ROUTES`]: every route the router declares, in one list; the router is built from it
 //!   and the auth test walks it, so a route cannot be added without being covered.
-//! - `objectives`, `events` (Server-Sent Events), `tasks`, `agents`: the handlers.
+//! - `objectives`, `events` (Server-Sent Events), `tasks`, `agents`, `schedules`: the
+//!   handlers.
 //! - `metrics`: `GET /metrics`, gathered from the scheduler and registry at scrape time.
 //! - `openapi`: `GET /openapi.json`, the OpenAPI 3.1 document generated from the handlers'
 //!   `#[utoipa::path]` annotations and the body types' schemas; a test checks that it
@@ -36,6 +37,7 @@ mod metrics;
 mod objectives;
 mod openapi;
 pub mod problem;
+mod schedules;
 mod tasks;
 mod ui;
 
@@ -111,6 +113,16 @@ pub enum Endpoint {
     RegisterAgent,
     /// `DELETE /v1/agents/{id}`.
     DeregisterAgent,
+    /// `POST /v1/schedules`.
+    CreateSchedule,
+    /// `GET /v1/schedules`.
+    Schedules,
+    /// `DELETE /v1/schedules/{name}`.
+    DeleteSchedule,
+    /// `POST /v1/schedules/{name}/pause`.
+    PauseSchedule,
+    /// `POST /v1/schedules/{name}/resume`.
+    ResumeSchedule,
     /// `GET /`: the dashboard (a redirect to the board).
     UiRoot,
     /// `GET /ui/`: the board.
@@ -206,6 +218,23 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/v1/agents", Endpoint::Agents),
     route(Method::POST, "/v1/agents", Endpoint::RegisterAgent),
     route(Method::DELETE, "/v1/agents/{id}", Endpoint::DeregisterAgent),
+    route(Method::POST, "/v1/schedules", Endpoint::CreateSchedule),
+    route(Method::GET, "/v1/schedules", Endpoint::Schedules),
+    route(
+        Method::DELETE,
+        "/v1/schedules/{name}",
+        Endpoint::DeleteSchedule,
+    ),
+    route(
+        Method::POST,
+        "/v1/schedules/{name}/pause",
+        Endpoint::PauseSchedule,
+    ),
+    route(
+        Method::POST,
+        "/v1/schedules/{name}/resume",
+        Endpoint::ResumeSchedule,
+    ),
     route(Method::GET, "/", Endpoint::UiRoot),
     route(Method::GET, "/ui/", Endpoint::UiBoard),
     route(Method::GET, "/ui/board/columns", Endpoint::UiBoardColumns),
@@ -252,6 +281,11 @@ impl Endpoint {
             Self::Agents => on(filter, agents::list),
             Self::RegisterAgent => on(filter, agents::register),
             Self::DeregisterAgent => on(filter, agents::deregister),
+            Self::CreateSchedule => on(filter, schedules::create),
+            Self::Schedules => on(filter, schedules::list),
+            Self::DeleteSchedule => on(filter, schedules::delete),
+            Self::PauseSchedule => on(filter, schedules::pause),
+            Self::ResumeSchedule => on(filter, schedules::resume),
             Self::UiRoot => on(filter, ui::root),
             Self::UiBoard => on(filter, ui::board::page),
             Self::UiBoardColumns => on(filter, ui::board::columns_fragment),

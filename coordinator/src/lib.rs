@@ -138,6 +138,9 @@ pub struct Swarm {
     recovery: Option<RecoveryReport>,
     resumed: Vec<ObjectiveId>,
     feed: Option<crate::writer::EventFeed>,
+    /// The schedules created through [`Swarm::create_schedule`]; held across the recording
+    /// of each change, so changes to schedules are recorded in the order they are made.
+    schedules: tokio::sync::Mutex<crate::schedule::ScheduleBook>,
 }
 
 impl Swarm {
@@ -250,6 +253,7 @@ impl Swarm {
             recovery,
             resumed: Vec::new(),
             feed: None,
+            schedules: tokio::sync::Mutex::default(),
         })
     }
 

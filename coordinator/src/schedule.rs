@@ -12,14 +12,20 @@
 //! and only once in a fall-back overlap; a job with a wildcard or step in its seconds, minutes
 //! or hours skips the slots in the gap and runs in both copies of the overlap.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 
 use chrono::{DateTime, Offset as _, TimeZone as _, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use swarm_protocol::ScheduleSpec;
+use ractor::call_t;
+use serde::Serialize;
 use swarm_protocol::schedule::{CatchUpPolicy, check_schedule_name};
+use swarm_protocol::{Event, ObjectiveId, ScheduleSpec, SchedulerMsg};
+
+use crate::journal::now_ms;
+use crate::{Error, Swarm};
 
 /// More than any daylight-saving shift (one hour almost everywhere; at most two in history).
 const DST_MARGIN_MS: u64 = 3 * 3_600_000;
@@ -220,6 +226,158 @@ impl Schedule {
 /// Up to `n` slots of `spec` strictly after `after_ms`; the spec is checked first.
 pub fn next_slots(spec: &ScheduleSpec, after_ms: u64, n: usize) -> Result<Vec<u64>, ScheduleError> {
     Ok(Schedule::new(spec.clone())?.next_slots(after_ms, n))
+}
+
+/// How many fires of each schedule [`ScheduleView::recent_fires`] keeps.
+pub const RECENT_FIRES: usize = 10;
+
+/// How many next fire times [`ScheduleView::next_fires_ms`] shows.
+pub const NEXT_FIRES: usize = 5;
+
+/// One fire of a schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ScheduleFire {
+    /// The slot, ms since the Unix epoch.
+    pub slot_ms: u64,
+    /// The objective it submitted.
+    pub objective: ObjectiveId,
+}
+
+/// A schedule as `GET /v1/schedules` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ScheduleView {
+    /// The schedule as created (with `paused` as it is now).
+    #[serde(flatten)]
+    pub spec: ScheduleSpec,
+    /// When it was created, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Its next slots, ms since the Unix epoch (none while it is paused).
+    pub next_fires_ms: Vec<u64>,
+    /// Its latest fires, newest first.
+    pub recent_fires: Vec<ScheduleFire>,
+}
+
+/// The schedules a swarm holds, by name.
+#[derive(Debug, Default)]
+pub(crate) struct ScheduleBook {
+    entries: BTreeMap<String, Entry>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    schedule: Schedule,
+    created_at_ms: u64,
+    /// Newest first, at most `RECENT_FIRES`.
+    fires: VecDeque<ScheduleFire>,
+}
+
+impl Entry {
+    fn view(&self, now_ms: u64) -> ScheduleView {
+        let spec = self.schedule.spec().clone();
+        let next_fires_ms = if spec.paused {
+            Vec::new()
+        } else {
+            self.schedule.next_slots(now_ms, NEXT_FIRES)
+        };
+        ScheduleView {
+            spec,
+            created_at_ms: self.created_at_ms,
+            next_fires_ms,
+            recent_fires: self.fires.iter().copied().collect(),
+        }
+    }
+}
+
+impl Swarm {
+    /// Creates a schedule: checks `spec` (a bad field is [`Error::Schedule`], naming it; a
+    /// name in use is [`Error::ScheduleExists`]), records `ScheduleCreated` and returns once
+    /// it is durable (with a durable log).
+    ///
+    /// Not done yet: nothing fires, and a restart does not restore schedules (see
+    /// `TRIGGERS.md`).
+    pub async fn create_schedule(&self, spec: ScheduleSpec) -> Result<ScheduleView, Error> {
+        let schedule = Schedule::new(spec)?;
+        let name = schedule.spec().name.clone();
+        let mut book = self.schedules.lock().await;
+        if book.entries.contains_key(&name) {
+            return Err(Error::ScheduleExists(name));
+        }
+        self.record_durably(Event::ScheduleCreated {
+            spec: schedule.spec().clone(),
+        })
+        .await?;
+        let now = now_ms();
+        let entry = Entry {
+            schedule,
+            created_at_ms: now,
+            fires: VecDeque::new(),
+        };
+        let view = entry.view(now);
+        book.entries.insert(name, entry);
+        Ok(view)
+    }
+
+    /// Every schedule, by name, with its next fire times as of now and its recent fires.
+    pub async fn schedules(&self) -> Vec<ScheduleView> {
+        let now = now_ms();
+        let book = self.schedules.lock().await;
+        book.entries.values().map(|e| e.view(now)).collect()
+    }
+
+    /// Pauses (`paused`) or resumes a schedule, recording `SchedulePaused` or
+    /// `ScheduleResumed` (durable before it returns); asking for the state it is in records
+    /// nothing.
+    pub async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<ScheduleView, Error> {
+        let mut book = self.schedules.lock().await;
+        let Some(entry) = book.entries.get(name) else {
+            return Err(Error::UnknownSchedule(name.to_owned()));
+        };
+        if entry.schedule.spec().paused != paused {
+            let schedule = name.to_owned();
+            self.record_durably(if paused {
+                Event::SchedulePaused { schedule }
+            } else {
+                Event::ScheduleResumed { schedule }
+            })
+            .await?;
+        }
+        let entry = book
+            .entries
+            .get_mut(name)
+            .ok_or_else(|| Error::UnknownSchedule(name.to_owned()))?;
+        entry.schedule.spec.paused = paused;
+        Ok(entry.view(now_ms()))
+    }
+
+    /// Deletes a schedule, recording `ScheduleDeleted` (durable before it returns). The
+    /// objectives it submitted are not touched.
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), Error> {
+        let mut book = self.schedules.lock().await;
+        if !book.entries.contains_key(name) {
+            return Err(Error::UnknownSchedule(name.to_owned()));
+        }
+        self.record_durably(Event::ScheduleDeleted {
+            schedule: name.to_owned(),
+        })
+        .await?;
+        book.entries.remove(name);
+        Ok(())
+    }
+
+    /// Records `event` through the scheduler's journal, so the log keeps one order, and
+    /// waits until it is durable.
+    async fn record_durably(&self, event: Event) -> Result<(), Error> {
+        self.scheduler
+            .cast(SchedulerMsg::Record(event))
+            .map_err(|e| self.explain(e.into()))?;
+        call_t!(self.scheduler, SchedulerMsg::Flush, self.ms())
+            .map_err(|e| self.explain(e.into()))
+            .and_then(|flushed| flushed.map_err(Error::from))
+    }
 }
 
 #[cfg(test)]

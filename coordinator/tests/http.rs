@@ -2105,3 +2105,131 @@ async fn with_a_token_the_dashboard_asks_once_and_the_cookie_needs_its_csrf_toke
     );
     server.finish().await;
 }
+
+/// `/v1/schedules`: a schedule is created (201, with its next fire times in its time zone),
+/// listed, paused, resumed and deleted, each change an event in the log; a taken name is 409,
+/// a bad cron expression or time zone a 422 naming the field, an unknown name 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_created_listed_paused_resumed_and_deleted() {
+    let server = start(None).await;
+    let spec = json!({
+        "name": "nightly",
+        "cron": "0 30 2 * * *",
+        "time_zone": "Europe/Berlin",
+        "template": two_step(),
+        "catch_up": { "policy": "run_latest", "window": "1h" }
+    });
+    let response = server
+        .request(Method::POST, "/v1/schedules")
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["location"], "/v1/schedules/nightly");
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["name"], "nightly");
+    assert_eq!(created["overlap"], "skip");
+    assert_eq!(created["recent_fires"], json!([]));
+    let next: Vec<u64> = serde_json::from_value(created["next_fires_ms"].clone()).unwrap();
+    assert_eq!(next.len(), 5);
+    assert!(next.windows(2).all(|w| w[0] < w[1]), "{next:?}");
+    // 02:30 in Berlin is 00:30 or 01:30 UTC.
+    for slot in &next {
+        let of_day = slot % 86_400_000;
+        assert!(of_day == 1_800_000 || of_day == 5_400_000, "{slot}");
+    }
+
+    let again = server
+        .request(Method::POST, "/v1/schedules")
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(again, StatusCode::CONFLICT).await["field"], "name");
+    for (field, bad) in [
+        ("cron", json!({ "cron": "61 * * * *" })),
+        ("cron", json!({ "cron": "* * *" })),
+        ("time_zone", json!({ "time_zone": "Mars/Olympus_Mons" })),
+        ("name", json!({ "name": "a:b" })),
+    ] {
+        let mut body = spec.clone();
+        body["name"] = json!("other");
+        for (k, v) in bad.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let response = server
+            .request(Method::POST, "/v1/schedules")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(body["field"], field, "{body}");
+    }
+
+    let listed = server.get_json("/v1/schedules").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["name"], "nightly");
+
+    let paused: Value = server
+        .request(Method::POST, "/v1/schedules/nightly/pause")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused["paused"], true);
+    assert_eq!(paused["next_fires_ms"], json!([]));
+    let resumed: Value = server
+        .request(Method::POST, "/v1/schedules/nightly/resume")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(resumed.get("paused").is_none(), "{resumed}");
+    assert_eq!(resumed["next_fires_ms"].as_array().unwrap().len(), 5);
+
+    let deleted = server
+        .request(Method::DELETE, "/v1/schedules/nightly")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let gone = server
+        .request(Method::DELETE, "/v1/schedules/nightly")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(gone, StatusCode::NOT_FOUND).await["field"], "name");
+    let gone = server
+        .request(Method::POST, "/v1/schedules/nightly/pause")
+        .send()
+        .await
+        .unwrap();
+    problem(gone, StatusCode::NOT_FOUND).await;
+    assert_eq!(server.get_json("/v1/schedules").await, json!([]));
+
+    // Each change is in the log, in order.
+    let mut stream = server.stream("/v1/events", Some(0)).await;
+    let kinds: Vec<String> = until(&mut stream, "schedule_deleted")
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| k.starts_with("schedule_"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "schedule_created",
+            "schedule_paused",
+            "schedule_resumed",
+            "schedule_deleted"
+        ]
+    );
+    drop(stream);
+    server.finish().await;
+}
