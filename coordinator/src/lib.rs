@@ -203,8 +203,10 @@ impl Swarm {
             recovered: Box::new(recovered),
             config: store.writer,
         };
+        let schedules = crate::schedule::ScheduleBook::restore(log.schedules().await?);
         let mut swarm =
             Self::start_tree(config, setup, first_agent, Some(log), Some(report)).await?;
+        swarm.schedules = tokio::sync::Mutex::new(schedules);
         swarm.resumed = resumed;
         swarm.feed = Some(feed);
         Ok(swarm)

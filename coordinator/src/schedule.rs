@@ -24,6 +24,8 @@ use serde::Serialize;
 use swarm_protocol::schedule::{CatchUpPolicy, check_schedule_name};
 use swarm_protocol::{Event, ObjectiveId, ScheduleSpec, SchedulerMsg};
 
+use swarm_store::StoredSchedule;
+
 use crate::journal::now_ms;
 use crate::{Error, Swarm};
 
@@ -263,6 +265,37 @@ pub(crate) struct ScheduleBook {
     entries: BTreeMap<String, Entry>,
 }
 
+impl ScheduleBook {
+    /// The schedules the store's index holds (see `Swarm::open`). One whose spec no longer
+    /// checks (a croner or time zone database change) is left out with a warning; it stays in
+    /// the index until it is deleted.
+    pub(crate) fn restore(stored: Vec<StoredSchedule>) -> Self {
+        let mut entries = BTreeMap::new();
+        for stored in stored {
+            let name = stored.spec.name.clone();
+            match Schedule::new(stored.spec) {
+                Ok(schedule) => {
+                    let fires = stored
+                        .last_fire
+                        .map(|(slot_ms, objective)| ScheduleFire { slot_ms, objective })
+                        .into_iter()
+                        .collect();
+                    entries.insert(
+                        name,
+                        Entry {
+                            schedule,
+                            created_at_ms: stored.created_at_ms,
+                            fires,
+                        },
+                    );
+                }
+                Err(err) => tracing::warn!(schedule = %name, %err, "schedule left out"),
+            }
+        }
+        Self { entries }
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     schedule: Schedule,
@@ -293,8 +326,8 @@ impl Swarm {
     /// name in use is [`Error::ScheduleExists`]), records `ScheduleCreated` and returns once
     /// it is durable (with a durable log).
     ///
-    /// Not done yet: nothing fires, and a restart does not restore schedules (see
-    /// `TRIGGERS.md`).
+    /// Not done yet: nothing fires (see `TRIGGERS.md`). With a durable log a restart restores
+    /// the schedule (from the store's index of the schedule events).
     pub async fn create_schedule(&self, spec: ScheduleSpec) -> Result<ScheduleView, Error> {
         let schedule = Schedule::new(spec)?;
         let name = schedule.spec().name.clone();
@@ -307,9 +340,18 @@ impl Swarm {
         })
         .await?;
         let now = now_ms();
+        // The time the log gave the event, so a restart shows the same. The event is durable
+        // by now: a failed read must not fail the creation, so it falls back to the clock.
+        let mut created_at_ms = now;
+        if let Some(store) = &self.store
+            && let Ok(stored) = store.schedules().await
+            && let Some(stored) = stored.into_iter().find(|s| s.spec.name == name)
+        {
+            created_at_ms = stored.created_at_ms;
+        }
         let entry = Entry {
             schedule,
-            created_at_ms: now,
+            created_at_ms,
             fires: VecDeque::new(),
         };
         let view = entry.view(now);

@@ -2233,3 +2233,68 @@ async fn schedules_are_created_listed_paused_resumed_and_deleted() {
     drop(stream);
     server.finish().await;
 }
+
+/// Schedules survive a restart, paused or not, until deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_survive_a_restart_until_deleted() {
+    let server = start(None).await;
+    for name in ["every-5s", "nightly"] {
+        let response = server
+            .request(Method::POST, "/v1/schedules")
+            .json(&json!({ "name": name, "cron": "*/5 * * * * *", "template": two_step() }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    let paused = server
+        .request(Method::POST, "/v1/schedules/nightly/pause")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), StatusCode::OK);
+    let before = server.get_json("/v1/schedules").await;
+    let dir = server.finish().await;
+
+    let server = start_in(dir, ApiConfig::default()).await;
+    let after = server.get_json("/v1/schedules").await;
+    assert_eq!(after.as_array().unwrap().len(), 2, "{after}");
+    for (before, after) in before
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(after.as_array().unwrap())
+    {
+        for field in [
+            "name",
+            "cron",
+            "time_zone",
+            "template",
+            "overlap",
+            "catch_up",
+            "paused",
+        ] {
+            assert_eq!(before.get(field), after.get(field), "{field}");
+        }
+        assert_eq!(before["created_at_ms"], after["created_at_ms"]);
+    }
+    assert_eq!(after[1]["paused"], true);
+    let deleted = server
+        .request(Method::DELETE, "/v1/schedules/every-5s")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let dir = server.finish().await;
+
+    let server = start_in(dir, ApiConfig::default()).await;
+    let after = server.get_json("/v1/schedules").await;
+    let names: Vec<&str> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["nightly"]);
+    server.finish().await;
+}
