@@ -21,8 +21,9 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use ractor::call_t;
 use serde::Serialize;
+use swarm_protocol::graph::{self, NoTasks};
 use swarm_protocol::schedule::{CatchUpPolicy, check_schedule_name};
-use swarm_protocol::{Event, ObjectiveId, ScheduleSpec, SchedulerMsg};
+use swarm_protocol::{Event, ObjectiveId, ScheduleSpec, SchedulerError, SchedulerMsg};
 
 use swarm_store::StoredSchedule;
 
@@ -323,13 +324,21 @@ impl Entry {
 
 impl Swarm {
     /// Creates a schedule: checks `spec` (a bad field is [`Error::Schedule`], naming it; a
-    /// name in use is [`Error::ScheduleExists`]), records `ScheduleCreated` and returns once
+    /// template whose task graph is not valid is [`Error::Scheduler`] with
+    /// [`SchedulerError::Graph`]; a name in use is [`Error::ScheduleExists`]), records `ScheduleCreated` and returns once
     /// it is durable (with a durable log).
     ///
     /// Not done yet: nothing fires (see `TRIGGERS.md`). With a durable log a restart restores
     /// the schedule (from the store's index of the schedule events).
     pub async fn create_schedule(&self, spec: ScheduleSpec) -> Result<ScheduleView, Error> {
         let schedule = Schedule::new(spec)?;
+        // The template's graph is checked as a submit checks it; whether its capabilities (or
+        // a planner) are registered is left to each fire, as agents come and go.
+        let template = &schedule.spec().template;
+        if !template.tasks.is_empty() {
+            graph::validate(&template.tasks, &NoTasks, &template.limits)
+                .map_err(|e| Error::Scheduler(SchedulerError::Graph(e)))?;
+        }
         let name = schedule.spec().name.clone();
         let mut book = self.schedules.lock().await;
         if book.entries.contains_key(&name) {

@@ -2152,6 +2152,12 @@ async fn schedules_are_created_listed_paused_resumed_and_deleted() {
         ("cron", json!({ "cron": "* * *" })),
         ("time_zone", json!({ "time_zone": "Mars/Olympus_Mons" })),
         ("name", json!({ "name": "a:b" })),
+        (
+            "template.tasks[0].depends_on",
+            json!({ "template": { "goal": "g", "tasks": [
+                { "id": "a", "capability": "work", "depends_on": ["nowhere"] }
+            ] } }),
+        ),
     ] {
         let mut body = spec.clone();
         body["name"] = json!("other");

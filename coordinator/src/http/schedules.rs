@@ -7,9 +7,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use swarm_protocol::ScheduleSpec;
 use swarm_protocol::schedule::check_schedule_name;
+use swarm_protocol::{ScheduleSpec, SchedulerError};
 
+use crate::Error;
 use crate::http::AppState;
 use crate::http::problem::{JsonBody, PROBLEM_JSON, Problem};
 use crate::schedule::ScheduleView;
@@ -41,8 +42,8 @@ fn name(raw: &str) -> Result<&str, Problem> {
         (status = 415, description = "The body is not `application/json`.", body = Problem,
          content_type = PROBLEM_JSON),
         (status = 422, description = "A field is not valid (`cron` with croner's message, an \
-         unknown `time_zone`, `name`, `catch_up.window`, or a wrong type or unknown field); \
-         `field` names it.", body = Problem, content_type = PROBLEM_JSON),
+         unknown `time_zone`, `name`, `catch_up.window`, the template's task graph such as \
+         `template.tasks[1].depends_on`, or a wrong type or unknown field); `field` names it.", body = Problem, content_type = PROBLEM_JSON),
         (status = 503, description = "The coordinator is not available.", body = Problem,
          content_type = PROBLEM_JSON),
     ),
@@ -51,7 +52,20 @@ pub(super) async fn create(
     State(state): State<AppState>,
     JsonBody(spec): JsonBody<ScheduleSpec>,
 ) -> Result<Response, Problem> {
-    let view = state.swarm.create_schedule(spec).await?;
+    let template = spec.template.clone();
+    let view = state
+        .swarm
+        .create_schedule(spec)
+        .await
+        .map_err(|err| match err {
+            // Named as a field of the template: `template.tasks[1].depends_on`.
+            err @ Error::Scheduler(SchedulerError::Graph(_)) => {
+                let mut problem = Problem::from_error(err, Some(&template));
+                problem.field = problem.field.map(|f| format!("template.{f}"));
+                problem
+            }
+            err => Problem::from(err),
+        })?;
     let location = format!("/v1/schedules/{}", view.spec.name);
     let mut response = (StatusCode::CREATED, Json(view)).into_response();
     if let Ok(location) = HeaderValue::from_str(&location) {
