@@ -22,7 +22,7 @@ use croner::parser::{CronParser, Seconds, Year};
 use ractor::call_t;
 use serde::Serialize;
 use swarm_protocol::graph::{self, NoTasks};
-use swarm_protocol::schedule::{CatchUpPolicy, check_schedule_name};
+use swarm_protocol::schedule::{CatchUpPolicy, check_schedule_name, fire_idempotency_key};
 use swarm_protocol::{Event, ObjectiveId, ScheduleSpec, SchedulerError, SchedulerMsg};
 
 use swarm_store::StoredSchedule;
@@ -417,6 +417,50 @@ impl Swarm {
         .await?;
         book.entries.remove(name);
         Ok(())
+    }
+
+    /// Fires `name` for the slot at `slot_ms`: submits its template under the idempotency key
+    /// `schedule:<name>:<slot_ms>`, then records `ScheduleFired` (durable before it returns),
+    /// and returns the objective. Firing a slot again returns the objective of its first fire
+    /// and submits nothing (the key), which is what makes a fire that a crash interrupted
+    /// safe to repeat: the objective may be in the log without its `ScheduleFired`.
+    ///
+    /// Whether the slot is due, and the overlap and catch-up policies, are the firing loop's
+    /// business (not built yet); this fires even a paused schedule.
+    pub async fn fire_schedule(&self, name: &str, slot_ms: u64) -> Result<ObjectiveId, Error> {
+        let mut book = self.schedules.lock().await;
+        let Some(entry) = book.entries.get(name) else {
+            return Err(Error::UnknownSchedule(name.to_owned()));
+        };
+        let template = entry.schedule.spec().template.clone();
+        let key = fire_idempotency_key(name, slot_ms);
+        let objective = self.submit_with_key(template, Some(key)).await?;
+        let recorded = entry
+            .fires
+            .iter()
+            .any(|f| f.slot_ms == slot_ms && f.objective == objective);
+        if !recorded {
+            self.record_durably(Event::ScheduleFired {
+                schedule: name.to_owned(),
+                slot_ms,
+                objective,
+            })
+            .await?;
+        }
+        let entry = book
+            .entries
+            .get_mut(name)
+            .ok_or_else(|| Error::UnknownSchedule(name.to_owned()))?;
+        if !recorded {
+            let at = entry
+                .fires
+                .iter()
+                .position(|f| f.slot_ms < slot_ms)
+                .unwrap_or(entry.fires.len());
+            entry.fires.insert(at, ScheduleFire { slot_ms, objective });
+            entry.fires.truncate(RECENT_FIRES);
+        }
+        Ok(objective)
     }
 
     /// Records `event` through the scheduler's journal, so the log keeps one order, and

@@ -2259,7 +2259,25 @@ async fn schedules_survive_a_restart_until_deleted() {
         .await
         .unwrap();
     assert_eq!(paused.status(), StatusCode::OK);
+    // A slot fires once: firing it again returns the same objective.
+    let slot = 1_800_000_000_000;
+    let first = server.swarm.fire_schedule("every-5s", slot).await.unwrap();
+    let again = server.swarm.fire_schedule("every-5s", slot).await.unwrap();
+    assert_eq!(first, again);
+    let later = server
+        .swarm
+        .fire_schedule("every-5s", slot + 5_000)
+        .await
+        .unwrap();
+    assert_ne!(later, first);
     let before = server.get_json("/v1/schedules").await;
+    assert_eq!(
+        before[0]["recent_fires"],
+        json!([
+            { "slot_ms": slot + 5_000, "objective": later.to_string() },
+            { "slot_ms": slot, "objective": first.to_string() },
+        ])
+    );
     let dir = server.finish().await;
 
     let server = start_in(dir, ApiConfig::default()).await;
@@ -2285,6 +2303,15 @@ async fn schedules_survive_a_restart_until_deleted() {
         assert_eq!(before["created_at_ms"], after["created_at_ms"]);
     }
     assert_eq!(after[1]["paused"], true);
+    // The latest fire is kept across the restart, and the slot still fires only once.
+    assert_eq!(
+        after[0]["recent_fires"],
+        json!([{ "slot_ms": slot + 5_000, "objective": later.to_string() }])
+    );
+    assert_eq!(
+        server.swarm.fire_schedule("every-5s", slot).await.unwrap(),
+        first
+    );
     let deleted = server
         .request(Method::DELETE, "/v1/schedules/every-5s")
         .send()
