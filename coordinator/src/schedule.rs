@@ -14,6 +14,8 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Offset as _, TimeZone as _, Utc};
 use chrono_tz::Tz;
@@ -22,10 +24,14 @@ use croner::parser::{CronParser, Seconds, Year};
 use ractor::call_t;
 use serde::Serialize;
 use swarm_protocol::graph::{self, NoTasks};
-use swarm_protocol::schedule::{CatchUpPolicy, check_schedule_name, fire_idempotency_key};
+use swarm_protocol::schedule::{
+    CatchUpPolicy, OverlapPolicy, check_schedule_name, fire_idempotency_key,
+};
 use swarm_protocol::{Event, ObjectiveId, ScheduleSpec, SchedulerError, SchedulerMsg};
 
 use swarm_store::StoredSchedule;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::journal::now_ms;
 use crate::{Error, Swarm};
@@ -274,6 +280,27 @@ pub fn next_slots(spec: &ScheduleSpec, after_ms: u64, n: usize) -> Result<Vec<u6
     Ok(Schedule::new(spec.clone())?.next_slots(after_ms, n))
 }
 
+/// How long the firing loop sleeps when no schedule has a next slot (a change wakes it).
+const IDLE_SLEEP: Duration = Duration::from_secs(3_600);
+
+/// How often the firing loop looks whether a `queue_one` slot may fire.
+const QUEUE_POLL_MS: u64 = 1_000;
+
+/// The firing loop started by [`Swarm::start_schedule_loop`].
+#[derive(Debug)]
+pub struct ScheduleLoop {
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<()>,
+}
+
+impl ScheduleLoop {
+    /// Stops the loop and waits for it (a fire under way completes first).
+    pub async fn stop(mut self) {
+        drop(self.stop.take());
+        let _ = self.handle.await;
+    }
+}
+
 /// How many fires of each schedule [`ScheduleView::recent_fires`] keeps.
 pub const RECENT_FIRES: usize = 10;
 
@@ -303,10 +330,23 @@ pub struct ScheduleView {
     pub recent_fires: Vec<ScheduleFire>,
 }
 
-/// The schedules a swarm holds, by name.
-#[derive(Debug, Default)]
+/// The schedules a swarm holds, by name, with the clock their times are read on and the bell
+/// that wakes the firing loop when one changes.
+#[derive(Debug)]
 pub(crate) struct ScheduleBook {
     entries: BTreeMap<String, Entry>,
+    clock: Arc<dyn Clock>,
+    changed: Arc<Notify>,
+}
+
+impl Default for ScheduleBook {
+    fn default() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            clock: Arc::new(SystemClock),
+            changed: Arc::new(Notify::new()),
+        }
+    }
 }
 
 impl ScheduleBook {
@@ -324,19 +364,70 @@ impl ScheduleBook {
                         .map(|(slot_ms, objective)| ScheduleFire { slot_ms, objective })
                         .into_iter()
                         .collect();
+                    let last_slot = stored.last_fire.map_or(0, |(slot, _)| slot);
                     entries.insert(
                         name,
                         Entry {
                             schedule,
                             created_at_ms: stored.created_at_ms,
                             fires,
+                            cursor_ms: last_slot.max(stored.changed_at_ms),
+                            catching_up: true,
+                            queued: None,
                         },
                     );
                 }
                 Err(err) => tracing::warn!(schedule = %name, %err, "schedule left out"),
             }
         }
-        Self { entries }
+        Self {
+            entries,
+            ..Self::default()
+        }
+    }
+
+    /// What the firing loop does at `now_ms`: the slots to fire (after applying catch-up, so
+    /// each schedule has at most one) and when to look again.
+    fn due(&mut self, now_ms: u64) -> (Vec<(String, u64)>, Option<u64>) {
+        let mut due = Vec::new();
+        let mut wake: Option<u64> = None;
+        for (name, entry) in &mut self.entries {
+            if entry.schedule.spec().paused {
+                continue;
+            }
+            if let Some(latest) = entry.schedule.latest_slot_between(entry.cursor_ms, now_ms) {
+                let fire = if entry.catching_up {
+                    // Slots that passed while the coordinator was down.
+                    match entry.schedule.spec().catch_up {
+                        CatchUpPolicy::Skip => false,
+                        CatchUpPolicy::RunLatest { window } => {
+                            u128::from(now_ms - latest) <= window.as_millis()
+                        }
+                    }
+                } else {
+                    // A late wake fires the latest due slot once, not every slot it passed.
+                    true
+                };
+                if fire {
+                    due.push((name.clone(), latest));
+                }
+            }
+            entry.catching_up = false;
+            entry.cursor_ms = entry.cursor_ms.max(now_ms);
+            let next = entry
+                .schedule
+                .next_slots(entry.cursor_ms, 1)
+                .first()
+                .copied();
+            if entry.queued.is_some() {
+                let poll = now_ms.saturating_add(QUEUE_POLL_MS);
+                wake = Some(wake.map_or(poll, |w| w.min(poll)));
+            }
+            if let Some(next) = next {
+                wake = Some(wake.map_or(next, |w| w.min(next)));
+            }
+        }
+        (due, wake)
     }
 }
 
@@ -346,6 +437,14 @@ struct Entry {
     created_at_ms: u64,
     /// Newest first, at most `RECENT_FIRES`.
     fires: VecDeque<ScheduleFire>,
+    /// Slots at or before this are done (fired, skipped, or before the creation or the last
+    /// resume).
+    cursor_ms: u64,
+    /// True after a restart until the firing loop applied the catch-up policy to the slots
+    /// missed while the coordinator was down.
+    catching_up: bool,
+    /// A slot that waits for the previous fire's objective to end (`queue_one`).
+    queued: Option<u64>,
 }
 
 impl Entry {
@@ -405,16 +504,20 @@ impl Swarm {
             schedule,
             created_at_ms,
             fires: VecDeque::new(),
+            cursor_ms: book.clock.now_ms(),
+            catching_up: false,
+            queued: None,
         };
-        let view = entry.view(now);
+        let view = entry.view(book.clock.now_ms());
         book.entries.insert(name, entry);
+        book.changed.notify_one();
         Ok(view)
     }
 
     /// Every schedule, by name, with its next fire times as of now and its recent fires.
     pub async fn schedules(&self) -> Vec<ScheduleView> {
-        let now = now_ms();
         let book = self.schedules.lock().await;
+        let now = book.clock.now_ms();
         book.entries.values().map(|e| e.view(now)).collect()
     }
 
@@ -439,12 +542,20 @@ impl Swarm {
             })
             .await?;
         }
+        let now = book.clock.now_ms();
         let entry = book
             .entries
             .get_mut(name)
             .ok_or_else(|| Error::UnknownSchedule(name.to_owned()))?;
+        if entry.schedule.spec.paused && !paused {
+            // The slots of the pause are never fired nor caught up.
+            entry.cursor_ms = entry.cursor_ms.max(now);
+            entry.queued = None;
+        }
         entry.schedule.spec.paused = paused;
-        Ok(entry.view(now_ms()))
+        let view = entry.view(now);
+        book.changed.notify_one();
+        Ok(view)
     }
 
     /// Deletes a schedule, recording `ScheduleDeleted` (durable before it returns). The
@@ -459,6 +570,7 @@ impl Swarm {
         })
         .await?;
         book.entries.remove(name);
+        book.changed.notify_one();
         Ok(())
     }
 
@@ -494,6 +606,7 @@ impl Swarm {
             .entries
             .get_mut(name)
             .ok_or_else(|| Error::UnknownSchedule(name.to_owned()))?;
+        entry.cursor_ms = entry.cursor_ms.max(slot_ms);
         if !recorded {
             let at = entry
                 .fires
@@ -504,6 +617,128 @@ impl Swarm {
             entry.fires.truncate(RECENT_FIRES);
         }
         Ok(objective)
+    }
+
+    /// Starts the loop that fires the schedules at their slots on `clock` (which from now on
+    /// is also the clock of creations, resumes and the next fire times shown). Stop it with
+    /// [`ScheduleLoop::stop`] before the swarm is shut down. It holds the swarm only while
+    /// it fires, never across a sleep.
+    ///
+    /// At its first turn, the slots missed while the coordinator was down (after a schedule's
+    /// latest fire, creation or resume, up to now) are caught up as the schedule's
+    /// `catch_up` says. Afterwards each due slot fires under the `overlap` policy; a turn
+    /// that woke late fires the latest due slot once.
+    pub async fn start_schedule_loop(self: &Arc<Self>, clock: Arc<dyn Clock>) -> ScheduleLoop {
+        let changed = {
+            let mut book = self.schedules.lock().await;
+            book.clock = clock.clone();
+            book.changed.clone()
+        };
+        let swarm = Arc::downgrade(self);
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            loop {
+                let wake = {
+                    let Some(swarm) = swarm.upgrade() else {
+                        return;
+                    };
+                    swarm.schedule_turn().await
+                };
+                let sleep = wake.map_or(IDLE_SLEEP, |at| {
+                    Duration::from_millis(at.saturating_sub(clock.now_ms()))
+                });
+                tokio::select! {
+                    _ = &mut stopped => return,
+                    () = changed.notified() => {}
+                    () = tokio::time::sleep(sleep) => {}
+                }
+            }
+        });
+        ScheduleLoop {
+            stop: Some(stop),
+            handle,
+        }
+    }
+
+    /// One turn of the firing loop: fires what is due and returns when to look again.
+    async fn schedule_turn(&self) -> Option<u64> {
+        let (due, queued, wake) = {
+            let mut book = self.schedules.lock().await;
+            let now = book.clock.now_ms();
+            let (due, wake) = book.due(now);
+            let queued: Vec<(String, u64, Option<ObjectiveId>)> = book
+                .entries
+                .iter()
+                .filter_map(|(name, e)| {
+                    let slot = e.queued?;
+                    Some((name.clone(), slot, e.fires.front().map(|f| f.objective)))
+                })
+                .collect();
+            (due, queued, wake)
+        };
+        // A queued slot fires once the objective it waited for has ended.
+        for (name, slot, previous) in queued {
+            if let Some(previous) = previous
+                && self.still_running(previous).await
+            {
+                continue;
+            }
+            if let Some(entry) = self.schedules.lock().await.entries.get_mut(&name) {
+                entry.queued = None;
+            }
+            if let Err(err) = self.fire_schedule(&name, slot).await {
+                tracing::warn!(schedule = %name, slot_ms = slot, %err, "queued fire failed");
+            }
+        }
+        for (name, slot) in due {
+            if let Err(err) = self.fire_with_overlap(&name, slot).await {
+                tracing::warn!(schedule = %name, slot_ms = slot, %err, "fire failed");
+            }
+        }
+        wake
+    }
+
+    /// Fires `slot` of `name` as its overlap policy says, given its previous fire.
+    async fn fire_with_overlap(&self, name: &str, slot: u64) -> Result<(), Error> {
+        let (overlap, previous) = {
+            let book = self.schedules.lock().await;
+            let Some(entry) = book.entries.get(name) else {
+                return Ok(());
+            };
+            (
+                entry.schedule.spec().overlap,
+                entry.fires.front().map(|f| f.objective),
+            )
+        };
+        if let Some(previous) = previous
+            && self.still_running(previous).await
+        {
+            match overlap {
+                OverlapPolicy::Skip => {
+                    tracing::debug!(schedule = %name, slot_ms = slot, "slot skipped: the previous fire runs");
+                    return Ok(());
+                }
+                OverlapPolicy::QueueOne => {
+                    if let Some(entry) = self.schedules.lock().await.entries.get_mut(name) {
+                        entry.queued = Some(slot);
+                    }
+                    return Ok(());
+                }
+                OverlapPolicy::CancelPrevious => {
+                    // Already ended meanwhile is as good as cancelled.
+                    let _ = self.cancel(previous).await;
+                }
+            }
+        }
+        self.fire_schedule(name, slot).await.map(|_| ())
+    }
+
+    /// True while `objective` has not ended (an objective that cannot be read counts as
+    /// ended, so a schedule is never blocked for good).
+    async fn still_running(&self, objective: ObjectiveId) -> bool {
+        self.objective(objective)
+            .await
+            .is_ok_and(|view| !view.status.is_terminal())
     }
 
     /// Records `event` through the scheduler's journal, so the log keeps one order, and
@@ -693,6 +928,52 @@ mod tests {
         tokio::time::advance(Duration::from_secs(3_600)).await;
         assert_eq!(clock.now_ms(), t0 + 3_605_000);
         assert!(SystemClock.now_ms() > t0);
+    }
+
+    fn stored(catch_up: CatchUpPolicy, last_slot: u64, paused: bool) -> StoredSchedule {
+        let mut spec = spec("*/5 * * * * *", "UTC");
+        spec.catch_up = catch_up;
+        spec.paused = paused;
+        StoredSchedule {
+            spec,
+            created_at_ms: last_slot - 60_000,
+            changed_at_ms: last_slot - 60_000,
+            last_fire: Some((last_slot, ObjectiveId::new())),
+        }
+    }
+
+    #[test]
+    fn after_an_hour_down_skip_fires_nothing_and_run_latest_fires_the_latest_once() {
+        let t0 = utc(2026, 1, 1, 0, 0, 0);
+        let hour = 3_600_000;
+        // Restarted 2 s after the slot at t0 + 1 h.
+        let now = t0 + hour + 2_000;
+        let mut book = ScheduleBook::restore(vec![stored(CatchUpPolicy::Skip, t0, false)]);
+        let (due, wake) = book.due(now);
+        assert!(due.is_empty());
+        assert_eq!(wake, Some(t0 + hour + 5_000));
+        // From then on it fires as usual.
+        let (due, _) = book.due(t0 + hour + 5_000);
+        assert_eq!(due, [("s".to_owned(), t0 + hour + 5_000)]);
+
+        let run_latest = |window| CatchUpPolicy::RunLatest {
+            window: Duration::from_millis(window),
+        };
+        let mut book = ScheduleBook::restore(vec![stored(run_latest(60_000), t0, false)]);
+        let (due, _) = book.due(now);
+        assert_eq!(due, [("s".to_owned(), t0 + hour)]);
+        assert!(book.due(now).0.is_empty(), "caught up once");
+        // The latest missed slot is older than the window: nothing.
+        let mut book = ScheduleBook::restore(vec![stored(run_latest(1_000), t0, false)]);
+        assert!(book.due(now).0.is_empty());
+        // A paused schedule catches nothing up, and has no wake time.
+        let mut book = ScheduleBook::restore(vec![stored(run_latest(60_000), t0, true)]);
+        assert_eq!(book.due(now), (Vec::new(), None));
+        // The slots before the last resume are never caught up.
+        let mut resumed = stored(run_latest(2 * hour), t0, false);
+        resumed.changed_at_ms = now - 1_000;
+        let mut book = ScheduleBook::restore(vec![resumed]);
+        assert!(book.due(now).0.is_empty());
     }
 
     #[test]
