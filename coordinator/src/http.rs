@@ -662,7 +662,13 @@ pub async fn run(
         }
     );
     let swarm = Arc::new(swarm);
+    // Schedules fire from now on (catching up what was missed while the coordinator was
+    // down, as each schedule says), until the server has stopped.
+    let fire_loop = swarm
+        .start_schedule_loop(Arc::new(crate::schedule::SystemClock))
+        .await;
     let served = serve(swarm.clone(), listener, config.api, shutdown).await;
+    fire_loop.stop().await;
     // `serve` returns once no request holds the swarm, so this is the last handle (unless a
     // request was stuck past `RELEASE_TIMEOUT`; then the log is closed when the process ends,
     // and what was unfinished resumes on the next start).
