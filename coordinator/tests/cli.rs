@@ -315,3 +315,66 @@ async fn a_schedule_killed_while_firing_submits_each_slot_once() {
         assert_eq!(by_key.get(&key), Some(&vec![*objective]), "{key}");
     }
 }
+
+/// `swarm schedules add|list|pause|resume|delete` against `swarm serve`.
+#[test]
+fn schedules_are_managed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), None);
+    let added = swarm(
+        &server,
+        None,
+        &[
+            "schedules",
+            "add",
+            "nightly",
+            "0 30 2 * * *",
+            "--goal",
+            "write the nightly report",
+            "--time-zone",
+            "Europe/Berlin",
+            "--overlap",
+            "queue-one",
+            "--catch-up-window",
+            "1h",
+        ],
+    );
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let out = text(&added.stdout);
+    assert!(
+        out.starts_with("nightly  \"0 30 2 * * *\" Europe/Berlin  active  next 20"),
+        "{out}"
+    );
+    assert!(out.contains("never fired"), "{out}");
+
+    let bad = swarm(
+        &server,
+        None,
+        &["schedules", "add", "bad", "61 * * * *", "--goal", "g"],
+    );
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("cron"), "{}", text(&bad.stderr));
+
+    let paused = swarm(&server, None, &["schedules", "pause", "nightly"]);
+    assert!(paused.status.success(), "{}", text(&paused.stderr));
+    let list = swarm(&server, None, &["schedules", "list"]);
+    let out = text(&list.stdout);
+    assert!(
+        out.contains("nightly") && out.contains("paused  next -"),
+        "{out}"
+    );
+    let resumed = swarm(&server, None, &["schedules", "resume", "nightly"]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let deleted = swarm(&server, None, &["schedules", "delete", "nightly"]);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    let list = swarm(&server, None, &["schedules", "list"]);
+    assert!(list.status.success());
+    assert_eq!(text(&list.stdout), "");
+    let missing = swarm(&server, None, &["schedules", "delete", "nightly"]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("not found"),
+        "{}",
+        text(&missing.stderr)
+    );
+}
