@@ -9,6 +9,7 @@
 //! - [`journal`]: where the scheduler's events go, and what waits for them to be durable.
 //! - [`writer`]: the durable journal and the `StoreWriter` actor (group commit, snapshots,
 //!   pruning) over a [`swarm_store::EventStore`].
+//! - [`hooks`]: webhooks: a delivery's signature and the payload's mapping into a template.
 //! - [`schedule`]: cron schedules: checking a `ScheduleSpec`, computing its slots.
 //! - [`replay`]: rebuilding objectives from the log (recovery, snapshots, `swarm replay`).
 //! - [`http`]: the HTTP API and the operator dashboard behind `swarm serve`; [`client`]: the client behind `swarm submit`,
@@ -28,6 +29,7 @@ pub mod config;
 pub mod coordinator;
 pub mod demo;
 pub mod error;
+pub mod hooks;
 pub mod http;
 pub mod journal;
 pub mod replay;
