@@ -135,6 +135,64 @@ pub fn verify(
     Err(SignatureError::Mismatch)
 }
 
+/// A declared webhook: its name, secret, template and timestamp tolerance.
+#[derive(Clone)]
+pub struct Hook {
+    name: String,
+    secret: Vec<u8>,
+    template: Value,
+    tolerance: Duration,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret never appears in logs or panics.
+        f.debug_struct("Hook")
+            .field("name", &self.name)
+            .field("template", &self.template)
+            .field("tolerance", &self.tolerance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hook {
+    /// A hook; its template's `$payload` references are checked.
+    pub fn new(
+        name: impl Into<String>,
+        secret: impl Into<Vec<u8>>,
+        template: Value,
+        tolerance: Duration,
+    ) -> Result<Self, MappingError> {
+        check_template(&template)?;
+        Ok(Self {
+            name: name.into(),
+            secret: secret.into(),
+            template,
+            tolerance,
+        })
+    }
+
+    /// Its name (the route's `{name}`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Checks a delivery's signature header against its raw body at `now_secs`.
+    pub fn verify(
+        &self,
+        header: Option<&str>,
+        body: &[u8],
+        now_secs: u64,
+    ) -> Result<u64, SignatureError> {
+        verify(&self.secret, header, body, now_secs, self.tolerance)
+    }
+
+    /// The objective a payload maps to, as JSON (parse it as an `Objective`).
+    pub fn objective(&self, payload: &Value) -> Result<Value, MappingError> {
+        map_payload(&self.template, payload)
+    }
+}
+
 /// A template or payload problem, naming the template field at fault (`template.goal`,
 /// `template.tasks[0].input.ref`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

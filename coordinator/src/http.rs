@@ -33,6 +33,7 @@
 mod agents;
 mod auth;
 mod events;
+mod hooks;
 mod metrics;
 mod objectives;
 mod openapi;
@@ -123,6 +124,8 @@ pub enum Endpoint {
     PauseSchedule,
     /// `POST /v1/schedules/{name}/resume`.
     ResumeSchedule,
+    /// `POST /v1/hooks/{name}`: a webhook delivery (its signature is its authentication).
+    Hook,
     /// `GET /`: the dashboard (a redirect to the board).
     UiRoot,
     /// `GET /ui/`: the board.
@@ -169,7 +172,8 @@ pub struct Route {
 
 impl Route {
     /// True for the routes answered without a token: the probes, the login page and the
-    /// dashboard's static files (which hold nothing secret, and the login page needs them).
+    /// dashboard's static files (which hold nothing secret, and the login page needs them),
+    /// and webhook deliveries, which a sender signs with the hook's secret instead.
     pub fn is_public(&self) -> bool {
         matches!(
             self.endpoint,
@@ -179,6 +183,7 @@ impl Route {
                 | Endpoint::UiLogin
                 | Endpoint::UiScript
                 | Endpoint::UiStyle
+                | Endpoint::Hook
         )
     }
 
@@ -219,6 +224,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/v1/agents", Endpoint::RegisterAgent),
     route(Method::DELETE, "/v1/agents/{id}", Endpoint::DeregisterAgent),
     route(Method::POST, "/v1/schedules", Endpoint::CreateSchedule),
+    route(Method::POST, "/v1/hooks/{name}", Endpoint::Hook),
     route(Method::GET, "/v1/schedules", Endpoint::Schedules),
     route(
         Method::DELETE,
@@ -282,6 +288,7 @@ impl Endpoint {
             Self::RegisterAgent => on(filter, agents::register),
             Self::DeregisterAgent => on(filter, agents::deregister),
             Self::CreateSchedule => on(filter, schedules::create),
+            Self::Hook => on(filter, hooks::receive),
             Self::Schedules => on(filter, schedules::list),
             Self::DeleteSchedule => on(filter, schedules::delete),
             Self::PauseSchedule => on(filter, schedules::pause),
@@ -314,6 +321,8 @@ pub struct ApiConfig {
     pub body_limit_bytes: usize,
     /// The longest a request may take until its response starts.
     pub request_timeout: Duration,
+    /// The webhooks `POST /v1/hooks/{name}` serves, by name.
+    pub hooks: Arc<std::collections::BTreeMap<String, crate::hooks::Hook>>,
 }
 
 impl Default for ApiConfig {
@@ -322,6 +331,7 @@ impl Default for ApiConfig {
             token: None,
             body_limit_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            hooks: Arc::default(),
         }
     }
 }
@@ -333,6 +343,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("request_timeout", &self.request_timeout)
+            .field("hooks", &self.hooks.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -641,6 +652,20 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Hooks first: a missing secret is refused before anything starts.
+    let mut api = config.api.clone();
+    if let Some(file) = &config.config {
+        let mut hooks = std::collections::BTreeMap::new();
+        for hook in &file.hooks {
+            if hooks.insert(hook.name.clone(), hook.build()?).is_some() {
+                return Err(Error::Input(format!(
+                    "two hooks are named `{}` in the configuration",
+                    hook.name
+                )));
+            }
+        }
+        api.hooks = Arc::new(hooks);
+    }
     let swarm = Swarm::open(SwarmConfig::default(), config.store.clone()).await?;
     register_agents(&swarm, &config).await?;
     let listener = TcpListener::bind(config.addr)
@@ -667,7 +692,7 @@ pub async fn run(
     let fire_loop = swarm
         .start_schedule_loop(Arc::new(crate::schedule::SystemClock))
         .await;
-    let served = serve(swarm.clone(), listener, config.api, shutdown).await;
+    let served = serve(swarm.clone(), listener, api, shutdown).await;
     fire_loop.stop().await;
     // `serve` returns once no request holds the swarm, so this is the last handle (unless a
     // request was stuck past `RELEASE_TIMEOUT`; then the log is closed when the process ends,

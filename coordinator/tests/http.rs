@@ -2331,3 +2331,121 @@ async fn schedules_survive_a_restart_until_deleted() {
     assert_eq!(names, ["nightly"]);
     server.finish().await;
 }
+
+const HOOK_SECRET: &str = "hook-secret";
+
+/// A server with the hook `deploy`, whose template takes its goal and input from the payload.
+async fn start_with_hook(token: Option<&str>) -> Server {
+    let hook = swarm_coordinator::hooks::Hook::new(
+        "deploy",
+        HOOK_SECRET,
+        json!({
+            "goal": { "$payload": "/message" },
+            "tasks": [{ "id": "d", "capability": "echo", "input": { "ref": { "$payload": "/ref" } } }]
+        }),
+        swarm_coordinator::hooks::DEFAULT_TOLERANCE,
+    )
+    .unwrap();
+    let mut hooks = std::collections::BTreeMap::new();
+    hooks.insert("deploy".to_owned(), hook);
+    start_with(ApiConfig {
+        token: token.map(str::to_owned),
+        hooks: Arc::new(hooks),
+        ..ApiConfig::default()
+    })
+    .await
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Posts a delivery to `/v1/hooks/{name}`, signed at `t` with `secret` (no signature: None).
+async fn deliver(
+    server: &Server,
+    name: &str,
+    body: &str,
+    signed: Option<(&str, u64)>,
+    delivery: &str,
+) -> reqwest::Response {
+    // No bearer token: the signature is the hook's authentication.
+    let mut request = server
+        .client
+        .post(format!("{}/v1/hooks/{name}", server.base))
+        .header("content-type", "application/json")
+        .header("x-swarm-delivery", delivery)
+        .body(body.to_owned());
+    if let Some((secret, t)) = signed {
+        request = request.header(
+            "x-swarm-signature",
+            swarm_coordinator::hooks::sign(secret.as_bytes(), t, body.as_bytes()),
+        );
+    }
+    request.send().await.unwrap()
+}
+
+/// Over loopback: a delivery with a valid signature starts an objective with the mapped
+/// input; a wrong signature, a stale timestamp, a missing signature and a reused delivery id
+/// each create nothing; an unknown hook is 404 and a payload without a referenced path 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_webhooks_start_objectives_and_nothing_else_does() {
+    let server = start_with_hook(Some(TOKEN)).await;
+    let body = r#"{"message": "deploy main", "ref": "main"}"#;
+    let now = unix_now();
+    let response = deliver(&server, "deploy", body, Some((HOOK_SECRET, now)), "d-1").await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let answer: Value = response.json().await.unwrap();
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let objective = server
+        .swarm
+        .wait(id.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(objective.goal, "deploy main");
+    // The echo agent answers with the input it got.
+    let output = objective.tasks[0].output.clone().unwrap();
+    assert_eq!(output["input"], json!({ "ref": "main" }));
+
+    let count = || async {
+        server
+            .swarm
+            .list_objectives(None, None, 100)
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count().await, 1);
+    // The same delivery again: the same objective, nothing new.
+    let again = deliver(&server, "deploy", body, Some((HOOK_SECRET, now)), "d-1").await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], id.as_str());
+    // Refused, creating nothing.
+    for (signed, why) in [
+        (Some(("wrong-secret", now)), "does not match"),
+        (Some((HOOK_SECRET, now - 3_600)), "timestamp"),
+        (None, "no `X-Swarm-Signature`"),
+    ] {
+        let response = deliver(&server, "deploy", body, signed, "d-2").await;
+        let problem = problem(response, StatusCode::UNAUTHORIZED).await;
+        assert_eq!(problem["field"], "X-Swarm-Signature");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(why),
+            "{problem}"
+        );
+    }
+    let unknown = deliver(&server, "nope", body, Some((HOOK_SECRET, now)), "d-3").await;
+    assert_eq!(
+        problem(unknown, StatusCode::NOT_FOUND).await["field"],
+        "name"
+    );
+    let lacking = r#"{"message": "no ref"}"#;
+    let response = deliver(&server, "deploy", lacking, Some((HOOK_SECRET, now)), "d-4").await;
+    let problem = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["field"], "template.tasks[0].input.ref");
+    assert_eq!(count().await, 1);
+    server.finish().await;
+}

@@ -62,6 +62,7 @@ const BEARER: &str = "bearer";
         super::schedules::delete,
         super::schedules::pause,
         super::schedules::resume,
+        super::hooks::receive,
     ),
     components(schemas(Problem)),
     modifiers(&Layers),
@@ -74,6 +75,7 @@ const BEARER: &str = "bearer";
                                           while the server runs."),
         (name = "schedules", description = "Cron schedules that submit an objective at each \
          slot."),
+        (name = "hooks", description = "Webhook deliveries, signed with the hook's secret."),
         (name = "probes", description = "Liveness, readiness and metrics."),
         (name = "meta", description = "This document."),
     )
