@@ -133,6 +133,40 @@ impl Client {
         .await
     }
 
+    /// The schedules, with their next fire times and recent fires.
+    pub async fn schedules(&self) -> Result<Value, Error> {
+        self.call(self.request(Method::GET, "/v1/schedules")).await
+    }
+
+    /// Creates a schedule; returns it as the server shows it.
+    pub async fn create_schedule(
+        &self,
+        spec: &swarm_protocol::ScheduleSpec,
+    ) -> Result<Value, Error> {
+        self.call(self.request(Method::POST, "/v1/schedules").json(spec))
+            .await
+    }
+
+    /// Pauses (`paused`) or resumes a schedule.
+    pub async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<Value, Error> {
+        let action = if paused { "pause" } else { "resume" };
+        self.call(self.request(
+            Method::POST,
+            &format!("/v1/schedules/{}/{action}", path_segment(name)),
+        ))
+        .await
+    }
+
+    /// Deletes a schedule.
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), Error> {
+        self.call(self.request(
+            Method::DELETE,
+            &format!("/v1/schedules/{}", path_segment(name)),
+        ))
+        .await
+        .map(|_| ())
+    }
+
     /// Follows an objective's events until it ends, showing progress; returns its final state.
     pub async fn watch(&self, id: ObjectiveId, show: bool) -> Result<Value, Error> {
         let response = self
@@ -314,6 +348,62 @@ pub fn render_review_item(item: &Value) -> String {
                 path
             },
             error.get("message").and_then(Value::as_str).unwrap_or("")
+        ));
+    }
+    out
+}
+
+/// A schedule name as a path segment: names are `A-Z a-z 0-9 _ - .`, anything else is
+/// escaped so the server answers with a clear 400 rather than another route.
+fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One line per schedule of a `GET /v1/schedules` answer: name, cron expression and time
+/// zone, state, next fire time and latest fire (times in UTC).
+pub fn render_schedules(schedules: &Value) -> String {
+    let time = |ms: Option<u64>| {
+        ms.and_then(|ms| chrono::DateTime::from_timestamp_millis(i64::try_from(ms).ok()?))
+            .map_or_else(
+                || "-".to_owned(),
+                |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            )
+    };
+    let mut out = String::new();
+    for schedule in schedules.as_array().into_iter().flatten() {
+        let text = |k: &str| schedule.get(k).and_then(Value::as_str).unwrap_or("?");
+        let paused = schedule.get("paused").and_then(Value::as_bool) == Some(true);
+        let next = schedule
+            .get("next_fires_ms")
+            .and_then(|n| n.get(0))
+            .and_then(Value::as_u64);
+        let last = schedule.get("recent_fires").and_then(|f| f.get(0));
+        let last = last.map_or_else(
+            || "never fired".to_owned(),
+            |f| {
+                format!(
+                    "last {} -> {}",
+                    time(f.get("slot_ms").and_then(Value::as_u64)),
+                    f.get("objective").and_then(Value::as_str).unwrap_or("?")
+                )
+            },
+        );
+        out.push_str(&format!(
+            "{}  \"{}\" {}  {}  next {}  {}\n",
+            text("name"),
+            text("cron"),
+            text("time_zone"),
+            if paused { "paused" } else { "active" },
+            time(next),
+            last
         ));
     }
     out

@@ -54,6 +54,56 @@ pub struct Config {
     /// Model agents.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
+    /// Webhooks (`POST /v1/hooks/{name}`).
+    #[serde(default)]
+    pub hooks: Vec<HookConfig>,
+}
+
+/// A `[[hooks]]` entry:
+/// ```toml
+/// [[hooks]]
+/// name = "deploy"
+/// secret_env = "DEPLOY_HOOK_SECRET"
+/// tolerance = "5m"
+/// template = { goal = { "$payload" = "/head_commit/message" } }
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// The route's `{name}`.
+    pub name: String,
+    /// The environment variable holding the secret the sender signs with (the secret itself
+    /// is never in the file).
+    pub secret_env: String,
+    /// The objective each delivery submits, with `{"$payload": "<JSON Pointer>"}` where a
+    /// part of the payload goes.
+    pub template: serde_json::Value,
+    /// How far a delivery's timestamp may be from the server's clock (default 5 minutes).
+    #[serde(default, with = "humantime_serde")]
+    pub tolerance: Option<std::time::Duration>,
+}
+
+impl HookConfig {
+    /// The hook, with its secret read from `secret_env`; an unset or empty variable, or a
+    /// template with a bad `$payload` reference, is an error naming it.
+    pub fn build(&self) -> Result<crate::hooks::Hook, Error> {
+        let secret = std::env::var(&self.secret_env)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "hook `{}`: the variable `{}` (secret_env) is unset or empty",
+                    self.name, self.secret_env
+                ))
+            })?;
+        crate::hooks::Hook::new(
+            self.name.clone(),
+            secret.into_bytes(),
+            self.template.clone(),
+            self.tolerance.unwrap_or(crate::hooks::DEFAULT_TOLERANCE),
+        )
+        .map_err(|e| Error::Input(format!("hook `{}`: {e}", self.name)))
+    }
 }
 
 /// `[store]`.
@@ -332,6 +382,32 @@ impl AgentConfig {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hooks_are_read_and_a_missing_secret_is_named() {
+        let config = Config::parse(
+            r#"
+            [[hooks]]
+            name = "deploy"
+            secret_env = "SWARM_TEST_SURELY_UNSET_HOOK_SECRET"
+            tolerance = "2m"
+            template = { goal = { "$payload" = "/message" } }
+            "#,
+        )
+        .unwrap();
+        let hook = &config.hooks[0];
+        assert_eq!(hook.name, "deploy");
+        assert_eq!(hook.tolerance, Some(std::time::Duration::from_secs(120)));
+        assert_eq!(
+            hook.template,
+            serde_json::json!({ "goal": { "$payload": "/message" } })
+        );
+        let err = hook.build().unwrap_err().to_string();
+        assert!(
+            err.contains("SWARM_TEST_SURELY_UNSET_HOOK_SECRET") && err.contains("deploy"),
+            "{err}"
+        );
+    }
 
     /// The document's `Provider` lists exactly what the agents crate accepts.
     #[test]

@@ -26,6 +26,15 @@ pub enum Error {
     /// The request needs the durable event log, and this swarm runs without one.
     #[error("this swarm keeps no event log (start it with a data directory)")]
     NoStore,
+    /// A schedule's spec is not valid (the error names the field).
+    #[error(transparent)]
+    Schedule(#[from] crate::schedule::ScheduleError),
+    /// No schedule has that name.
+    #[error("schedule `{0}` not found")]
+    UnknownSchedule(String),
+    /// A schedule with that name exists already.
+    #[error("a schedule named `{0}` exists already; delete it first")]
+    ScheduleExists(String),
     /// The coordinator stopped because a part of it failed.
     #[error("the coordinator stopped: {0}")]
     Stopped(String),

@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`ROUTES`]: every route the router declares, in one list; the router is built from it
 //!   and the auth test walks it, so a route cannot be added without being covered.
-//! - `objectives`, `events` (Server-Sent Events), `tasks`, `agents`: the handlers.
+//! - `objectives`, `events` (Server-Sent Events), `tasks`, `agents`, `schedules`: the
+//!   handlers.
 //! - `metrics`: `GET /metrics`, gathered from the scheduler and registry at scrape time.
 //! - `openapi`: `GET /openapi.json`, the OpenAPI 3.1 document generated from the handlers'
 //!   `#[utoipa::path]` annotations and the body types' schemas; a test checks that it
@@ -32,10 +33,12 @@
 mod agents;
 mod auth;
 mod events;
+mod hooks;
 mod metrics;
 mod objectives;
 mod openapi;
 pub mod problem;
+mod schedules;
 mod tasks;
 mod ui;
 
@@ -111,6 +114,18 @@ pub enum Endpoint {
     RegisterAgent,
     /// `DELETE /v1/agents/{id}`.
     DeregisterAgent,
+    /// `POST /v1/schedules`.
+    CreateSchedule,
+    /// `GET /v1/schedules`.
+    Schedules,
+    /// `DELETE /v1/schedules/{name}`.
+    DeleteSchedule,
+    /// `POST /v1/schedules/{name}/pause`.
+    PauseSchedule,
+    /// `POST /v1/schedules/{name}/resume`.
+    ResumeSchedule,
+    /// `POST /v1/hooks/{name}`: a webhook delivery (its signature is its authentication).
+    Hook,
     /// `GET /`: the dashboard (a redirect to the board).
     UiRoot,
     /// `GET /ui/`: the board.
@@ -157,7 +172,8 @@ pub struct Route {
 
 impl Route {
     /// True for the routes answered without a token: the probes, the login page and the
-    /// dashboard's static files (which hold nothing secret, and the login page needs them).
+    /// dashboard's static files (which hold nothing secret, and the login page needs them),
+    /// and webhook deliveries, which a sender signs with the hook's secret instead.
     pub fn is_public(&self) -> bool {
         matches!(
             self.endpoint,
@@ -167,6 +183,7 @@ impl Route {
                 | Endpoint::UiLogin
                 | Endpoint::UiScript
                 | Endpoint::UiStyle
+                | Endpoint::Hook
         )
     }
 
@@ -206,6 +223,24 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/v1/agents", Endpoint::Agents),
     route(Method::POST, "/v1/agents", Endpoint::RegisterAgent),
     route(Method::DELETE, "/v1/agents/{id}", Endpoint::DeregisterAgent),
+    route(Method::POST, "/v1/schedules", Endpoint::CreateSchedule),
+    route(Method::POST, "/v1/hooks/{name}", Endpoint::Hook),
+    route(Method::GET, "/v1/schedules", Endpoint::Schedules),
+    route(
+        Method::DELETE,
+        "/v1/schedules/{name}",
+        Endpoint::DeleteSchedule,
+    ),
+    route(
+        Method::POST,
+        "/v1/schedules/{name}/pause",
+        Endpoint::PauseSchedule,
+    ),
+    route(
+        Method::POST,
+        "/v1/schedules/{name}/resume",
+        Endpoint::ResumeSchedule,
+    ),
     route(Method::GET, "/", Endpoint::UiRoot),
     route(Method::GET, "/ui/", Endpoint::UiBoard),
     route(Method::GET, "/ui/board/columns", Endpoint::UiBoardColumns),
@@ -252,6 +287,12 @@ impl Endpoint {
             Self::Agents => on(filter, agents::list),
             Self::RegisterAgent => on(filter, agents::register),
             Self::DeregisterAgent => on(filter, agents::deregister),
+            Self::CreateSchedule => on(filter, schedules::create),
+            Self::Hook => on(filter, hooks::receive),
+            Self::Schedules => on(filter, schedules::list),
+            Self::DeleteSchedule => on(filter, schedules::delete),
+            Self::PauseSchedule => on(filter, schedules::pause),
+            Self::ResumeSchedule => on(filter, schedules::resume),
             Self::UiRoot => on(filter, ui::root),
             Self::UiBoard => on(filter, ui::board::page),
             Self::UiBoardColumns => on(filter, ui::board::columns_fragment),
@@ -280,6 +321,8 @@ pub struct ApiConfig {
     pub body_limit_bytes: usize,
     /// The longest a request may take until its response starts.
     pub request_timeout: Duration,
+    /// The webhooks `POST /v1/hooks/{name}` serves, by name.
+    pub hooks: Arc<std::collections::BTreeMap<String, crate::hooks::Hook>>,
 }
 
 impl Default for ApiConfig {
@@ -288,6 +331,7 @@ impl Default for ApiConfig {
             token: None,
             body_limit_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            hooks: Arc::default(),
         }
     }
 }
@@ -299,6 +343,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("request_timeout", &self.request_timeout)
+            .field("hooks", &self.hooks.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -607,6 +652,20 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    // Hooks first: a missing secret is refused before anything starts.
+    let mut api = config.api.clone();
+    if let Some(file) = &config.config {
+        let mut hooks = std::collections::BTreeMap::new();
+        for hook in &file.hooks {
+            if hooks.insert(hook.name.clone(), hook.build()?).is_some() {
+                return Err(Error::Input(format!(
+                    "two hooks are named `{}` in the configuration",
+                    hook.name
+                )));
+            }
+        }
+        api.hooks = Arc::new(hooks);
+    }
     let swarm = Swarm::open(SwarmConfig::default(), config.store.clone()).await?;
     register_agents(&swarm, &config).await?;
     let listener = TcpListener::bind(config.addr)
@@ -628,7 +687,13 @@ pub async fn run(
         }
     );
     let swarm = Arc::new(swarm);
-    let served = serve(swarm.clone(), listener, config.api, shutdown).await;
+    // Schedules fire from now on (catching up what was missed while the coordinator was
+    // down, as each schedule says), until the server has stopped.
+    let fire_loop = swarm
+        .start_schedule_loop(Arc::new(crate::schedule::SystemClock))
+        .await;
+    let served = serve(swarm.clone(), listener, api, shutdown).await;
+    fire_loop.stop().await;
     // `serve` returns once no request holds the swarm, so this is the last handle (unless a
     // request was stuck past `RELEASE_TIMEOUT`; then the log is closed when the process ends,
     // and what was unfinished resumes on the next start).

@@ -9,6 +9,8 @@
 //! - [`journal`]: where the scheduler's events go, and what waits for them to be durable.
 //! - [`writer`]: the durable journal and the `StoreWriter` actor (group commit, snapshots,
 //!   pruning) over a [`swarm_store::EventStore`].
+//! - [`hooks`]: webhooks: a delivery's signature and the payload's mapping into a template.
+//! - [`schedule`]: cron schedules: checking a `ScheduleSpec`, computing its slots.
 //! - [`replay`]: rebuilding objectives from the log (recovery, snapshots, `swarm replay`).
 //! - [`http`]: the HTTP API and the operator dashboard behind `swarm serve`; [`client`]: the client behind `swarm submit`,
 //!   `status`, `agents`, `tasks`, `approve` and `reject`.
@@ -27,9 +29,11 @@ pub mod config;
 pub mod coordinator;
 pub mod demo;
 pub mod error;
+pub mod hooks;
 pub mod http;
 pub mod journal;
 pub mod replay;
+pub mod schedule;
 pub mod scheduler;
 pub mod supervisor;
 pub mod writer;
@@ -136,6 +140,9 @@ pub struct Swarm {
     recovery: Option<RecoveryReport>,
     resumed: Vec<ObjectiveId>,
     feed: Option<crate::writer::EventFeed>,
+    /// The schedules created through [`Swarm::create_schedule`]; held across the recording
+    /// of each change, so changes to schedules are recorded in the order they are made.
+    schedules: tokio::sync::Mutex<crate::schedule::ScheduleBook>,
 }
 
 impl Swarm {
@@ -198,8 +205,10 @@ impl Swarm {
             recovered: Box::new(recovered),
             config: store.writer,
         };
+        let schedules = crate::schedule::ScheduleBook::restore(log.schedules().await?);
         let mut swarm =
             Self::start_tree(config, setup, first_agent, Some(log), Some(report)).await?;
+        swarm.schedules = tokio::sync::Mutex::new(schedules);
         swarm.resumed = resumed;
         swarm.feed = Some(feed);
         Ok(swarm)
@@ -248,6 +257,7 @@ impl Swarm {
             recovery,
             resumed: Vec::new(),
             feed: None,
+            schedules: tokio::sync::Mutex::default(),
         })
     }
 

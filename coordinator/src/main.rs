@@ -220,6 +220,11 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Manage the cron schedules of a running `swarm serve`.
+    Schedules {
+        #[command(subcommand)]
+        action: ScheduleAction,
+    },
     /// Rebuild one objective from the event log alone and print its chain of work.
     Replay {
         /// The objective.
@@ -231,6 +236,138 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `swarm schedules ...`.
+#[derive(Subcommand)]
+enum ScheduleAction {
+    /// List the schedules with their next fire time and latest fire.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Create a schedule that submits an objective at each slot of a cron expression.
+    Add {
+        /// Its name (`A-Z a-z 0-9 _ - .`).
+        name: String,
+        /// A cron expression: five fields, or six with seconds first (`0 30 2 * * *`).
+        cron: String,
+        /// The goal of the objective each slot submits.
+        #[arg(long)]
+        goal: String,
+        /// A JSON file with the task graph (as for `swarm submit`).
+        #[arg(long)]
+        graph: Option<PathBuf>,
+        /// The IANA time zone the expression is read in.
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
+        /// While the previous fire still runs: skip, queue-one or cancel-previous.
+        #[arg(long, value_enum, default_value = "skip")]
+        overlap: Overlap,
+        /// Catch up the latest slot missed while the coordinator was down, if it is at most
+        /// this old (e.g. `1h`); without it, missed slots are skipped.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        catch_up_window: Option<Duration>,
+        /// Create it paused.
+        #[arg(long)]
+        paused: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Pause a schedule: it fires nothing until resumed.
+    Pause {
+        /// The schedule.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Resume a paused schedule from its next slot.
+    Resume {
+        /// The schedule.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a schedule (the objectives it submitted stay).
+    Delete {
+        /// The schedule.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// `--overlap`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Overlap {
+    Skip,
+    QueueOne,
+    CancelPrevious,
+}
+
+async fn schedule_command(action: ScheduleAction) -> anyhow::Result<()> {
+    use swarm_protocol::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
+    match action {
+        ScheduleAction::List { server } => {
+            let schedules = server.client()?.schedules().await?;
+            print!(
+                "{}",
+                swarm_coordinator::client::render_schedules(&schedules)
+            );
+        }
+        ScheduleAction::Add {
+            name,
+            cron,
+            goal,
+            graph,
+            time_zone,
+            overlap,
+            catch_up_window,
+            paused,
+            server,
+        } => {
+            let graph = graph
+                .map(|path| {
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))
+                })
+                .transpose()?;
+            let template = swarm_coordinator::client::objective_from(&goal, graph.as_deref())?;
+            let spec = ScheduleSpec {
+                name,
+                cron,
+                time_zone,
+                template,
+                overlap: match overlap {
+                    Overlap::Skip => OverlapPolicy::Skip,
+                    Overlap::QueueOne => OverlapPolicy::QueueOne,
+                    Overlap::CancelPrevious => OverlapPolicy::CancelPrevious,
+                },
+                catch_up: catch_up_window.map_or(CatchUpPolicy::Skip, |window| {
+                    CatchUpPolicy::RunLatest { window }
+                }),
+                paused,
+            };
+            let created = server.client()?.create_schedule(&spec).await?;
+            print!(
+                "{}",
+                swarm_coordinator::client::render_schedules(&serde_json::json!([created]))
+            );
+        }
+        ScheduleAction::Pause { name, server } => {
+            server.client()?.set_schedule_paused(&name, true).await?;
+            println!("{name} paused");
+        }
+        ScheduleAction::Resume { name, server } => {
+            server.client()?.set_schedule_paused(&name, false).await?;
+            println!("{name} resumed");
+        }
+        ScheduleAction::Delete { name, server } => {
+            server.client()?.delete_schedule(&name).await?;
+            println!("{name} deleted");
+        }
+    }
+    Ok(())
 }
 
 async fn print_replay(objective: ObjectiveId, data_dir: PathBuf, json: bool) -> anyhow::Result<()> {
@@ -433,6 +570,7 @@ fn run() -> anyhow::Result<()> {
         | Command::Tasks { .. }
         | Command::Approve { .. }
         | Command::Reject { .. }) => runtime.block_on(client_command(command))?,
+        Command::Schedules { action } => runtime.block_on(schedule_command(action))?,
         Command::Bench {
             agents,
             capabilities,

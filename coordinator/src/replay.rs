@@ -590,7 +590,12 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         | Event::AgentRestarted { .. }
         | Event::AgentDeregistered { .. }
         | Event::AgentDeclared { .. }
-        | Event::AgentUndeclared { .. } => {}
+        | Event::AgentUndeclared { .. }
+        | Event::ScheduleCreated { .. }
+        | Event::SchedulePaused { .. }
+        | Event::ScheduleResumed { .. }
+        | Event::ScheduleDeleted { .. }
+        | Event::ScheduleFired { .. } => {}
     }
     false
 }

@@ -238,3 +238,143 @@ async fn sigterm_lets_a_running_attempt_finish_and_records_it() {
         "the attempt was not cut off and retried"
     );
 }
+
+/// The crash test of schedules: `swarm serve` with a schedule firing every second is killed
+/// with SIGKILL at moments that fall anywhere in a second (so some while it fires), and
+/// restarted on the same log, several times. Each slot produced at most one objective, and
+/// every `ScheduleFired` names the objective submitted under its slot's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_killed_while_firing_submits_each_slot_once() {
+    use std::collections::HashMap;
+    use swarm_protocol::Event;
+    use swarm_store::EventStore as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let mut created = false;
+    for (round, ms) in [2_300_u64, 1_750, 2_120, 1_480].into_iter().enumerate() {
+        let mut server = serve(dir.path(), None);
+        if !created {
+            let response = client
+                .post(format!("{}/v1/schedules", server.url))
+                .json(&serde_json::json!({
+                    "name": "every-second",
+                    "cron": "* * * * * *",
+                    "template": {
+                        "goal": "tick",
+                        "tasks": [{"id": "t", "capability": "work", "input": {"n": 1}}]
+                    }
+                }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+            created = true;
+        }
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let status = Command::new("kill")
+            .args(["-KILL", &server.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "round {round}");
+        let _ = tokio::task::spawn_blocking(move || server.child.wait())
+            .await
+            .unwrap();
+    }
+
+    let store = swarm_store::SqliteStore::open(swarm_store::SqliteOptions::new(dir.path()))
+        .await
+        .unwrap();
+    let records = store.read_after(0, 1_000_000).await.unwrap();
+    let mut by_key: HashMap<String, Vec<swarm_protocol::ObjectiveId>> = HashMap::new();
+    let mut fired = Vec::new();
+    for record in &records {
+        match &record.event {
+            Event::ObjectiveSubmitted {
+                objective,
+                idempotency_key: Some(key),
+                ..
+            } => by_key.entry(key.clone()).or_default().push(*objective),
+            Event::ScheduleFired {
+                schedule,
+                slot_ms,
+                objective,
+            } => fired.push((schedule.clone(), *slot_ms, *objective)),
+            _ => {}
+        }
+    }
+    assert!(
+        fired.len() >= 4,
+        "too few fires to test anything: {fired:?}"
+    );
+    for (key, objectives) in &by_key {
+        assert_eq!(objectives.len(), 1, "{key} submitted {objectives:?}");
+    }
+    for (schedule, slot_ms, objective) in &fired {
+        let key = format!("schedule:{schedule}:{slot_ms}");
+        assert_eq!(by_key.get(&key), Some(&vec![*objective]), "{key}");
+    }
+}
+
+/// `swarm schedules add|list|pause|resume|delete` against `swarm serve`.
+#[test]
+fn schedules_are_managed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), None);
+    let added = swarm(
+        &server,
+        None,
+        &[
+            "schedules",
+            "add",
+            "nightly",
+            "0 30 2 * * *",
+            "--goal",
+            "write the nightly report",
+            "--time-zone",
+            "Europe/Berlin",
+            "--overlap",
+            "queue-one",
+            "--catch-up-window",
+            "1h",
+        ],
+    );
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let out = text(&added.stdout);
+    assert!(
+        out.starts_with("nightly  \"0 30 2 * * *\" Europe/Berlin  active  next 20"),
+        "{out}"
+    );
+    assert!(out.contains("never fired"), "{out}");
+
+    let bad = swarm(
+        &server,
+        None,
+        &["schedules", "add", "bad", "61 * * * *", "--goal", "g"],
+    );
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("cron"), "{}", text(&bad.stderr));
+
+    let paused = swarm(&server, None, &["schedules", "pause", "nightly"]);
+    assert!(paused.status.success(), "{}", text(&paused.stderr));
+    let list = swarm(&server, None, &["schedules", "list"]);
+    let out = text(&list.stdout);
+    assert!(
+        out.contains("nightly") && out.contains("paused  next -"),
+        "{out}"
+    );
+    let resumed = swarm(&server, None, &["schedules", "resume", "nightly"]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    let deleted = swarm(&server, None, &["schedules", "delete", "nightly"]);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    let list = swarm(&server, None, &["schedules", "list"]);
+    assert!(list.status.success());
+    assert_eq!(text(&list.stdout), "");
+    let missing = swarm(&server, None, &["schedules", "delete", "nightly"]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("not found"),
+        "{}",
+        text(&missing.stderr)
+    );
+}

@@ -2105,3 +2105,347 @@ async fn with_a_token_the_dashboard_asks_once_and_the_cookie_needs_its_csrf_toke
     );
     server.finish().await;
 }
+
+/// `/v1/schedules`: a schedule is created (201, with its next fire times in its time zone),
+/// listed, paused, resumed and deleted, each change an event in the log; a taken name is 409,
+/// a bad cron expression or time zone a 422 naming the field, an unknown name 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_are_created_listed_paused_resumed_and_deleted() {
+    let server = start(None).await;
+    let spec = json!({
+        "name": "nightly",
+        "cron": "0 30 2 * * *",
+        "time_zone": "Europe/Berlin",
+        "template": two_step(),
+        "catch_up": { "policy": "run_latest", "window": "1h" }
+    });
+    let response = server
+        .request(Method::POST, "/v1/schedules")
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["location"], "/v1/schedules/nightly");
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["name"], "nightly");
+    assert_eq!(created["overlap"], "skip");
+    assert_eq!(created["recent_fires"], json!([]));
+    let next: Vec<u64> = serde_json::from_value(created["next_fires_ms"].clone()).unwrap();
+    assert_eq!(next.len(), 5);
+    assert!(next.windows(2).all(|w| w[0] < w[1]), "{next:?}");
+    // 02:30 in Berlin is 00:30 or 01:30 UTC.
+    for slot in &next {
+        let of_day = slot % 86_400_000;
+        assert!(of_day == 1_800_000 || of_day == 5_400_000, "{slot}");
+    }
+
+    let again = server
+        .request(Method::POST, "/v1/schedules")
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(again, StatusCode::CONFLICT).await["field"], "name");
+    for (field, bad) in [
+        ("cron", json!({ "cron": "61 * * * *" })),
+        ("cron", json!({ "cron": "* * *" })),
+        ("time_zone", json!({ "time_zone": "Mars/Olympus_Mons" })),
+        ("name", json!({ "name": "a:b" })),
+        (
+            "template.tasks[0].depends_on",
+            json!({ "template": { "goal": "g", "tasks": [
+                { "id": "a", "capability": "work", "depends_on": ["nowhere"] }
+            ] } }),
+        ),
+    ] {
+        let mut body = spec.clone();
+        body["name"] = json!("other");
+        for (k, v) in bad.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let response = server
+            .request(Method::POST, "/v1/schedules")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(body["field"], field, "{body}");
+    }
+
+    let listed = server.get_json("/v1/schedules").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["name"], "nightly");
+
+    let paused: Value = server
+        .request(Method::POST, "/v1/schedules/nightly/pause")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused["paused"], true);
+    assert_eq!(paused["next_fires_ms"], json!([]));
+    let resumed: Value = server
+        .request(Method::POST, "/v1/schedules/nightly/resume")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(resumed.get("paused").is_none(), "{resumed}");
+    assert_eq!(resumed["next_fires_ms"].as_array().unwrap().len(), 5);
+
+    let deleted = server
+        .request(Method::DELETE, "/v1/schedules/nightly")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let gone = server
+        .request(Method::DELETE, "/v1/schedules/nightly")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(gone, StatusCode::NOT_FOUND).await["field"], "name");
+    let gone = server
+        .request(Method::POST, "/v1/schedules/nightly/pause")
+        .send()
+        .await
+        .unwrap();
+    problem(gone, StatusCode::NOT_FOUND).await;
+    assert_eq!(server.get_json("/v1/schedules").await, json!([]));
+
+    // Each change is in the log, in order.
+    let mut stream = server.stream("/v1/events", Some(0)).await;
+    let kinds: Vec<String> = until(&mut stream, "schedule_deleted")
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| k.starts_with("schedule_"))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "schedule_created",
+            "schedule_paused",
+            "schedule_resumed",
+            "schedule_deleted"
+        ]
+    );
+    drop(stream);
+    server.finish().await;
+}
+
+/// Schedules survive a restart, paused or not, until deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_survive_a_restart_until_deleted() {
+    let server = start(None).await;
+    for name in ["every-5s", "nightly"] {
+        let response = server
+            .request(Method::POST, "/v1/schedules")
+            .json(&json!({ "name": name, "cron": "*/5 * * * * *", "template": two_step() }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    let paused = server
+        .request(Method::POST, "/v1/schedules/nightly/pause")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paused.status(), StatusCode::OK);
+    // A slot fires once: firing it again returns the same objective.
+    let slot = 1_800_000_000_000;
+    let first = server.swarm.fire_schedule("every-5s", slot).await.unwrap();
+    let again = server.swarm.fire_schedule("every-5s", slot).await.unwrap();
+    assert_eq!(first, again);
+    let later = server
+        .swarm
+        .fire_schedule("every-5s", slot + 5_000)
+        .await
+        .unwrap();
+    assert_ne!(later, first);
+    let before = server.get_json("/v1/schedules").await;
+    assert_eq!(
+        before[0]["recent_fires"],
+        json!([
+            { "slot_ms": slot + 5_000, "objective": later.to_string() },
+            { "slot_ms": slot, "objective": first.to_string() },
+        ])
+    );
+    let dir = server.finish().await;
+
+    let server = start_in(dir, ApiConfig::default()).await;
+    let after = server.get_json("/v1/schedules").await;
+    assert_eq!(after.as_array().unwrap().len(), 2, "{after}");
+    for (before, after) in before
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(after.as_array().unwrap())
+    {
+        for field in [
+            "name",
+            "cron",
+            "time_zone",
+            "template",
+            "overlap",
+            "catch_up",
+            "paused",
+        ] {
+            assert_eq!(before.get(field), after.get(field), "{field}");
+        }
+        assert_eq!(before["created_at_ms"], after["created_at_ms"]);
+    }
+    assert_eq!(after[1]["paused"], true);
+    // The latest fire is kept across the restart, and the slot still fires only once.
+    assert_eq!(
+        after[0]["recent_fires"],
+        json!([{ "slot_ms": slot + 5_000, "objective": later.to_string() }])
+    );
+    assert_eq!(
+        server.swarm.fire_schedule("every-5s", slot).await.unwrap(),
+        first
+    );
+    let deleted = server
+        .request(Method::DELETE, "/v1/schedules/every-5s")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let dir = server.finish().await;
+
+    let server = start_in(dir, ApiConfig::default()).await;
+    let after = server.get_json("/v1/schedules").await;
+    let names: Vec<&str> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["nightly"]);
+    server.finish().await;
+}
+
+const HOOK_SECRET: &str = "hook-secret";
+
+/// A server with the hook `deploy`, whose template takes its goal and input from the payload.
+async fn start_with_hook(token: Option<&str>) -> Server {
+    let hook = swarm_coordinator::hooks::Hook::new(
+        "deploy",
+        HOOK_SECRET,
+        json!({
+            "goal": { "$payload": "/message" },
+            "tasks": [{ "id": "d", "capability": "echo", "input": { "ref": { "$payload": "/ref" } } }]
+        }),
+        swarm_coordinator::hooks::DEFAULT_TOLERANCE,
+    )
+    .unwrap();
+    let mut hooks = std::collections::BTreeMap::new();
+    hooks.insert("deploy".to_owned(), hook);
+    start_with(ApiConfig {
+        token: token.map(str::to_owned),
+        hooks: Arc::new(hooks),
+        ..ApiConfig::default()
+    })
+    .await
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Posts a delivery to `/v1/hooks/{name}`, signed at `t` with `secret` (no signature: None).
+async fn deliver(
+    server: &Server,
+    name: &str,
+    body: &str,
+    signed: Option<(&str, u64)>,
+    delivery: &str,
+) -> reqwest::Response {
+    // No bearer token: the signature is the hook's authentication.
+    let mut request = server
+        .client
+        .post(format!("{}/v1/hooks/{name}", server.base))
+        .header("content-type", "application/json")
+        .header("x-swarm-delivery", delivery)
+        .body(body.to_owned());
+    if let Some((secret, t)) = signed {
+        request = request.header(
+            "x-swarm-signature",
+            swarm_coordinator::hooks::sign(secret.as_bytes(), t, body.as_bytes()),
+        );
+    }
+    request.send().await.unwrap()
+}
+
+/// Over loopback: a delivery with a valid signature starts an objective with the mapped
+/// input; a wrong signature, a stale timestamp, a missing signature and a reused delivery id
+/// each create nothing; an unknown hook is 404 and a payload without a referenced path 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_webhooks_start_objectives_and_nothing_else_does() {
+    let server = start_with_hook(Some(TOKEN)).await;
+    let body = r#"{"message": "deploy main", "ref": "main"}"#;
+    let now = unix_now();
+    let response = deliver(&server, "deploy", body, Some((HOOK_SECRET, now)), "d-1").await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let answer: Value = response.json().await.unwrap();
+    let id = answer["id"].as_str().unwrap().to_owned();
+    let objective = server
+        .swarm
+        .wait(id.parse().unwrap(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(objective.goal, "deploy main");
+    // The echo agent answers with the input it got.
+    let output = objective.tasks[0].output.clone().unwrap();
+    assert_eq!(output["input"], json!({ "ref": "main" }));
+
+    let count = || async {
+        server
+            .swarm
+            .list_objectives(None, None, 100)
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(count().await, 1);
+    // The same delivery again: the same objective, nothing new.
+    let again = deliver(&server, "deploy", body, Some((HOOK_SECRET, now)), "d-1").await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], id.as_str());
+    // Refused, creating nothing.
+    for (signed, why) in [
+        (Some(("wrong-secret", now)), "does not match"),
+        (Some((HOOK_SECRET, now - 3_600)), "timestamp"),
+        (None, "no `X-Swarm-Signature`"),
+    ] {
+        let response = deliver(&server, "deploy", body, signed, "d-2").await;
+        let problem = problem(response, StatusCode::UNAUTHORIZED).await;
+        assert_eq!(problem["field"], "X-Swarm-Signature");
+        assert!(
+            problem["detail"].as_str().unwrap().contains(why),
+            "{problem}"
+        );
+    }
+    let unknown = deliver(&server, "nope", body, Some((HOOK_SECRET, now)), "d-3").await;
+    assert_eq!(
+        problem(unknown, StatusCode::NOT_FOUND).await["field"],
+        "name"
+    );
+    let lacking = r#"{"message": "no ref"}"#;
+    let response = deliver(&server, "deploy", lacking, Some((HOOK_SECRET, now)), "d-4").await;
+    let problem = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["field"], "template.tasks[0].input.ref");
+    assert_eq!(count().await, 1);
+    server.finish().await;
+}

@@ -14,6 +14,7 @@ use crate::agent::{AgentDescriptor, Health};
 use crate::ids::{AgentId, ObjectiveId, TaskId};
 use crate::objective::Objective;
 use crate::outcome::{FailureKind, Usage};
+use crate::schedule::ScheduleSpec;
 use crate::task::{OutputError, TaskSpec};
 
 /// An event with its place in the log and the time it happened.
@@ -334,10 +335,46 @@ pub enum Event {
         /// Its name.
         name: String,
     },
+    /// A schedule was created (`POST /v1/schedules`), its cron expression and time zone
+    /// already checked. It fires from the first slot after this event's time.
+    ScheduleCreated {
+        /// The schedule, named by `spec.name`.
+        spec: ScheduleSpec,
+    },
+    /// A schedule stopped firing until it is resumed; the slots that pass meanwhile are not
+    /// fired, nor caught up.
+    SchedulePaused {
+        /// Its name.
+        schedule: String,
+    },
+    /// A paused schedule fires again, from the first slot after this event's time.
+    ScheduleResumed {
+        /// Its name.
+        schedule: String,
+    },
+    /// A schedule was deleted; the objectives it submitted are not touched.
+    ScheduleDeleted {
+        /// Its name.
+        schedule: String,
+    },
+    /// A schedule fired for the slot at `slot_ms`: it submitted `objective` from its template
+    /// under the idempotency key `schedule:<name>:<slot_ms>`, so the slot submits at most one
+    /// objective even if the coordinator is killed while firing. Recorded after that
+    /// objective's `ObjectiveSubmitted`.
+    ScheduleFired {
+        /// The schedule's name.
+        schedule: String,
+        /// The slot's time, ms since the Unix epoch.
+        slot_ms: u64,
+        /// The objective it submitted.
+        objective: ObjectiveId,
+    },
 }
 
 impl Event {
-    /// The objective this event belongs to, if any (agent events belong to none).
+    /// The objective this event belongs to, if any (agent and schedule events belong to none:
+    /// a `ScheduleFired` names the objective it submitted, but that objective's history
+    /// starts with its own `ObjectiveSubmitted`).
     pub fn objective(&self) -> Option<ObjectiveId> {
         match self {
             Self::ObjectiveSubmitted { objective, .. }
@@ -362,7 +399,12 @@ impl Event {
             | Self::AgentRestarted { .. }
             | Self::AgentDeregistered { .. }
             | Self::AgentDeclared { .. }
-            | Self::AgentUndeclared { .. } => None,
+            | Self::AgentUndeclared { .. }
+            | Self::ScheduleCreated { .. }
+            | Self::SchedulePaused { .. }
+            | Self::ScheduleResumed { .. }
+            | Self::ScheduleDeleted { .. }
+            | Self::ScheduleFired { .. } => None,
         }
     }
 }

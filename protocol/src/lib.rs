@@ -12,6 +12,7 @@
 //! - [`agent`]: the discovery descriptor of an agent and its [`Health`].
 //! - [`event`]: the [`Event`] that records every state change: the audit trail and, once the
 //!   store is durable, the recovery source.
+//! - [`schedule`]: a cron schedule that submits an objective at each slot ([`ScheduleSpec`]).
 //! - [`messages`]: the message enums of the actors that other crates talk to.
 //! - [`view`]: read models of objectives and tasks, as the scheduler answers queries, and of
 //!   what an agent says about itself ([`AgentStatus`]).
@@ -29,6 +30,7 @@ pub mod objective;
 pub mod outcome;
 #[cfg(any(test, feature = "test-support"))]
 pub mod samples;
+pub mod schedule;
 pub mod task;
 pub mod view;
 
@@ -41,6 +43,7 @@ pub use messages::{
 };
 pub use objective::{Limits, Objective, ObjectiveStatus};
 pub use outcome::{FailureKind, TaskOutcome, Usage};
+pub use schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 pub use task::{Compensation, OutputError, RetryPolicy, Task, TaskSpec, TaskStatus};
 pub use view::{
     AgentStatus, BreakerStatus, LatencyHistogram, LimiterStatus, ObjectiveSummary, ObjectiveView,

@@ -13,6 +13,7 @@ use crate::event::Event;
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
 use crate::objective::Objective;
 use crate::outcome::{FailureKind, Usage};
+use crate::schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 use crate::task::{Compensation, OutputError, TaskSpec};
 
 /// One event of every kind, all of one new objective (task `T3`, a spawn of two tasks from
@@ -172,5 +173,32 @@ pub fn every_event_kind() -> Vec<Event> {
             name: "model".into(),
         },
         Event::AgentDeregistered { agent: AgentId(1) },
+        Event::ScheduleCreated {
+            spec: ScheduleSpec {
+                name: "nightly".into(),
+                cron: "0 30 2 * * *".into(),
+                time_zone: "Europe/Berlin".into(),
+                template: Objective::with_tasks("nightly report", Vec::new()),
+                overlap: OverlapPolicy::QueueOne,
+                catch_up: CatchUpPolicy::RunLatest {
+                    window: Duration::from_secs(3600),
+                },
+                paused: false,
+            },
+        },
+        Event::SchedulePaused {
+            schedule: "nightly".into(),
+        },
+        Event::ScheduleResumed {
+            schedule: "nightly".into(),
+        },
+        Event::ScheduleFired {
+            schedule: "nightly".into(),
+            slot_ms: 1_700_000_000_000,
+            objective: ObjectiveId::new(),
+        },
+        Event::ScheduleDeleted {
+            schedule: "nightly".into(),
+        },
     ]
 }

@@ -12,7 +12,7 @@ mod sqlite;
 use std::path::PathBuf;
 
 use futures::future::BoxFuture;
-use swarm_protocol::{AgentId, EventRecord, ObjectiveId, ObjectiveStatus};
+use swarm_protocol::{AgentId, EventRecord, ObjectiveId, ObjectiveStatus, ScheduleSpec};
 
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -98,6 +98,19 @@ pub struct DeclaredAgent {
     pub agent: AgentId,
     /// Its configuration, as declared (opaque to the store).
     pub config: serde_json::Value,
+}
+
+/// A schedule, as the store indexes it from the `Schedule*` events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSchedule {
+    /// Its spec as created, with `paused` as it is now.
+    pub spec: ScheduleSpec,
+    /// When it was created (ms since the Unix epoch).
+    pub created_at_ms: u64,
+    /// When it was created or last resumed: no slot before this fires or is caught up.
+    pub changed_at_ms: u64,
+    /// Its latest fire: the slot (ms since the Unix epoch) and the objective it submitted.
+    pub last_fire: Option<(u64, ObjectiveId)>,
 }
 
 /// A snapshot of the recovery state as of event `seq` (the body is opaque to the store).
@@ -202,4 +215,7 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The agents declared and not undeclared, in the order they were first declared.
     fn declared_agents(&self) -> BoxFuture<'_, Result<Vec<DeclaredAgent>, StoreError>>;
+
+    /// The schedules created and not deleted, by name, as their events left them.
+    fn schedules(&self) -> BoxFuture<'_, Result<Vec<StoredSchedule>, StoreError>>;
 }

@@ -31,11 +31,14 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, SqlStr};
-use swarm_protocol::{AgentId, Event, EventRecord, ObjectiveId, ObjectiveStatus};
+use swarm_protocol::{AgentId, Event, EventRecord, ObjectiveId, ObjectiveStatus, ScheduleSpec};
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
-use crate::{DeclaredAgent, EventStore, Pruned, Snapshot, StoreError, StoreInfo, StoredObjective};
+use crate::{
+    DeclaredAgent, EventStore, Pruned, Snapshot, StoreError, StoreInfo, StoredObjective,
+    StoredSchedule,
+};
 
 /// Stamped in the header of every swarm event log (`PRAGMA application_id`): "SWRM" in ASCII.
 const APPLICATION_ID: i64 = 0x5357_524D;
@@ -91,6 +94,13 @@ fn migrations() -> Vec<Migration> {
             "agents declared through the API".into(),
             MigrationType::Simple,
             SqlStr::from_static(include_str!("../migrations/0004_declared_agents.sql")),
+            false,
+        ),
+        Migration::new(
+            5,
+            "schedules created through the API".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../migrations/0005_schedules.sql")),
             false,
         ),
     ]
@@ -564,6 +574,47 @@ impl EventStore for SqliteStore {
         Box::pin(self.prune_ended(ended_before_ms))
     }
 
+    fn schedules(&self) -> BoxFuture<'_, Result<Vec<StoredSchedule>, StoreError>> {
+        Box::pin(async move {
+            type Row = (String, String, bool, i64, i64, Option<i64>, Option<String>);
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT name, spec, paused, created_at_ms, changed_at_ms, last_slot_ms, \
+                 last_objective FROM schedules ORDER BY name",
+            )
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_error(&self.path, e))?;
+            rows.into_iter()
+                .map(|(name, spec, paused, created, changed, slot, objective)| {
+                    let what = || format!("schedule `{name}`");
+                    let corrupt = |cause: String| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        what: what(),
+                        cause,
+                    };
+                    let mut spec: ScheduleSpec =
+                        serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
+                    spec.paused = paused;
+                    let last_fire = match (slot, objective) {
+                        (Some(slot), Some(objective)) => Some((
+                            to_u64(&self.path, what, slot)?,
+                            objective
+                                .parse::<ObjectiveId>()
+                                .map_err(|e| corrupt(e.to_string()))?,
+                        )),
+                        _ => None,
+                    };
+                    Ok(StoredSchedule {
+                        spec,
+                        created_at_ms: to_u64(&self.path, what, created)?,
+                        changed_at_ms: to_u64(&self.path, what, changed)?,
+                        last_fire,
+                    })
+                })
+                .collect()
+        })
+    }
+
     fn declared_agents(&self) -> BoxFuture<'_, Result<Vec<DeclaredAgent>, StoreError>> {
         Box::pin(async move {
             let rows: Vec<(String, i64, String)> = sqlx::query_as(
@@ -778,6 +829,32 @@ struct Batch {
     next_agent: u64,
     /// Changes to the declared agents, in log order (rare: one statement each).
     declared: Vec<Declaration>,
+    /// Changes to the schedules, in log order (rare: one statement each).
+    schedules: Vec<ScheduleChange>,
+}
+
+/// A change to the `schedules` index.
+enum ScheduleChange {
+    Create {
+        name: String,
+        spec: String,
+        paused: bool,
+        seq: i64,
+        at_ms: i64,
+    },
+    SetPaused {
+        name: String,
+        paused: bool,
+        at_ms: i64,
+    },
+    Delete {
+        name: String,
+    },
+    Fired {
+        name: String,
+        slot_ms: i64,
+        objective: String,
+    },
 }
 
 /// A change to the `declared_agents` index.
@@ -829,6 +906,7 @@ impl Batch {
         let mut next_task = 0_u64;
         let mut next_agent = 0_u64;
         let mut declared = Vec::new();
+        let mut schedules = Vec::new();
         let mut previous: Option<u64> = None;
         for record in records {
             if let Some(previous) = previous
@@ -911,6 +989,47 @@ impl Batch {
                     declared.push(Declaration::Undeclare { name: name.clone() });
                     None
                 }
+                Event::ScheduleCreated { spec } => {
+                    let mut stored = spec.clone();
+                    stored.paused = false;
+                    schedules.push(ScheduleChange::Create {
+                        name: spec.name.clone(),
+                        spec: serde_json::to_string(&stored).map_err(|e| StoreError::Io {
+                            path: path.to_owned(),
+                            cause: format!("event {} could not be encoded: {e}", record.seq),
+                        })?,
+                        paused: spec.paused,
+                        seq,
+                        at_ms,
+                    });
+                    None
+                }
+                Event::SchedulePaused { schedule } | Event::ScheduleResumed { schedule } => {
+                    schedules.push(ScheduleChange::SetPaused {
+                        name: schedule.clone(),
+                        paused: matches!(record.event, Event::SchedulePaused { .. }),
+                        at_ms,
+                    });
+                    None
+                }
+                Event::ScheduleDeleted { schedule } => {
+                    schedules.push(ScheduleChange::Delete {
+                        name: schedule.clone(),
+                    });
+                    None
+                }
+                Event::ScheduleFired {
+                    schedule,
+                    slot_ms,
+                    objective,
+                } => {
+                    schedules.push(ScheduleChange::Fired {
+                        name: schedule.clone(),
+                        slot_ms: to_i64(path, "slot time", *slot_ms)?,
+                        objective: objective.to_string(),
+                    });
+                    None
+                }
                 Event::ObjectiveSucceeded { objective } => {
                     Some((*objective, ObjectiveStatus::Succeeded))
                 }
@@ -959,6 +1078,7 @@ impl Batch {
             next_task,
             next_agent,
             declared,
+            schedules,
         })
     }
 }
@@ -1048,6 +1168,61 @@ async fn append_in(
             Declaration::Undeclare { name } => {
                 sqlx::query("DELETE FROM declared_agents WHERE name = ?").bind(name)
             }
+        };
+        query.execute(&mut *tx).await.map_err(err)?;
+    }
+
+    for change in batch.schedules {
+        let query = match change {
+            ScheduleChange::Create {
+                name,
+                spec,
+                paused,
+                seq,
+                at_ms,
+            } => sqlx::query(
+                "INSERT INTO schedules \
+                 (name, spec, paused, created_seq, created_at_ms, changed_at_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, \
+                 paused = excluded.paused, created_seq = excluded.created_seq, \
+                 created_at_ms = excluded.created_at_ms, changed_at_ms = excluded.changed_at_ms, \
+                 last_slot_ms = NULL, last_objective = NULL",
+            )
+            .bind(name)
+            .bind(spec)
+            .bind(paused)
+            .bind(seq)
+            .bind(at_ms)
+            .bind(at_ms),
+            // A pause keeps `changed_at_ms`: only a resume moves the time slots count from.
+            ScheduleChange::SetPaused {
+                name,
+                paused,
+                at_ms,
+            } => sqlx::query(
+                "UPDATE schedules SET paused = ?, \
+                 changed_at_ms = CASE WHEN ? THEN changed_at_ms ELSE ? END WHERE name = ?",
+            )
+            .bind(paused)
+            .bind(paused)
+            .bind(at_ms)
+            .bind(name),
+            ScheduleChange::Delete { name } => {
+                sqlx::query("DELETE FROM schedules WHERE name = ?").bind(name)
+            }
+            ScheduleChange::Fired {
+                name,
+                slot_ms,
+                objective,
+            } => sqlx::query(
+                "UPDATE schedules SET last_slot_ms = ?, last_objective = ? \
+                 WHERE name = ? AND (last_slot_ms IS NULL OR last_slot_ms < ?)",
+            )
+            .bind(slot_ms)
+            .bind(objective)
+            .bind(name)
+            .bind(slot_ms),
         };
         query.execute(&mut *tx).await.map_err(err)?;
     }
@@ -1193,6 +1368,11 @@ fn kind(event: &Event) -> &'static str {
         Event::AgentDeregistered { .. } => "agent_deregistered",
         Event::AgentDeclared { .. } => "agent_declared",
         Event::AgentUndeclared { .. } => "agent_undeclared",
+        Event::ScheduleCreated { .. } => "schedule_created",
+        Event::SchedulePaused { .. } => "schedule_paused",
+        Event::ScheduleResumed { .. } => "schedule_resumed",
+        Event::ScheduleDeleted { .. } => "schedule_deleted",
+        Event::ScheduleFired { .. } => "schedule_fired",
     }
 }
 

@@ -44,9 +44,9 @@ pub(super) async fn require_token(
         return next.run(req).await;
     };
     let path = req.uri().path();
-    let public = ROUTES
-        .iter()
-        .any(|route| route.is_public() && route.path == path && route.method == req.method());
+    let public = ROUTES.iter().any(|route| {
+        route.is_public() && path_matches(route.path, path) && route.method == req.method()
+    });
     if public {
         return next.run(req).await;
     }
@@ -93,6 +93,21 @@ pub(super) async fn require_token(
         return ui::login_required(&back);
     }
     unauthorized("this route needs `Authorization: Bearer <token>`")
+}
+
+/// True when `path` is one of `pattern`'s paths: the same segments, a `{param}` standing for
+/// any one non-empty segment.
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let mut pattern = pattern.split('/');
+    let mut path = path.split('/');
+    loop {
+        match (pattern.next(), path.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if p.starts_with('{') && p.ends_with('}') && !s.is_empty() => {}
+            (Some(p), Some(s)) if p == s => {}
+            _ => return false,
+        }
+    }
 }
 
 /// True when a browser says the request comes from another site. `Sec-Fetch-Site` decides
@@ -144,6 +159,16 @@ fn unauthorized(detail: &str) -> Response {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn route_patterns_match_one_segment_per_parameter() {
+        assert!(path_matches("/v1/hooks/{name}", "/v1/hooks/deploy"));
+        assert!(path_matches("/healthz", "/healthz"));
+        assert!(!path_matches("/v1/hooks/{name}", "/v1/hooks/"));
+        assert!(!path_matches("/v1/hooks/{name}", "/v1/hooks"));
+        assert!(!path_matches("/v1/hooks/{name}", "/v1/hooks/a/b"));
+        assert!(!path_matches("/v1/hooks/{name}", "/v1/agents/a"));
+    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_required() {

@@ -57,6 +57,12 @@ const BEARER: &str = "bearer";
         super::agents::list,
         super::agents::register,
         super::agents::deregister,
+        super::schedules::create,
+        super::schedules::list,
+        super::schedules::delete,
+        super::schedules::pause,
+        super::schedules::resume,
+        super::hooks::receive,
     ),
     components(schemas(Problem)),
     modifiers(&Layers),
@@ -67,6 +73,9 @@ const BEARER: &str = "bearer";
         (name = "events", description = "Every event of the swarm as it is committed."),
         (name = "agents", description = "The registry's agents; model agents added and removed \
                                           while the server runs."),
+        (name = "schedules", description = "Cron schedules that submit an objective at each \
+         slot."),
+        (name = "hooks", description = "Webhook deliveries, signed with the hook's secret."),
         (name = "probes", description = "Liveness, readiness and metrics."),
         (name = "meta", description = "This document."),
     )

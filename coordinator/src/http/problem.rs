@@ -148,6 +148,18 @@ impl Problem {
                 e.to_string(),
             ),
             Error::Input(detail) => Self::new(StatusCode::BAD_REQUEST, "invalid-input", detail),
+            Error::Schedule(e) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-schedule",
+                e.to_string(),
+            )
+            .field(e.field),
+            err @ Error::UnknownSchedule(_) => {
+                Self::new(StatusCode::NOT_FOUND, "not-found", err.to_string()).field("name")
+            }
+            err @ Error::ScheduleExists(_) => {
+                Self::new(StatusCode::CONFLICT, "schedule-exists", err.to_string()).field("name")
+            }
             Error::NoStore => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no-event-log",

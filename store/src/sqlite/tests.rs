@@ -454,7 +454,7 @@ async fn a_schema_1_log_is_migrated() {
             .fetch_all(&store.readers)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
 }
 
 #[tokio::test]
@@ -547,7 +547,7 @@ async fn a_schema_2_log_is_migrated_with_the_next_agent_backfilled() {
             .fetch_all(&store.readers)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
 }
 
 #[tokio::test]
@@ -727,7 +727,7 @@ async fn a_schema_3_log_is_migrated_with_no_declared_agents() {
             .fetch_all(&store.readers)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
 }
 
 #[tokio::test]
@@ -757,7 +757,7 @@ async fn a_newer_schema_is_refused() {
             err,
             StoreError::NewerSchema {
                 found: 999,
-                known: 4,
+                known: 5,
                 ..
             }
         ),
@@ -1184,4 +1184,121 @@ async fn large_batches_use_every_statement_shape() {
             .iter()
             .all(|o| o.status == ObjectiveStatus::Succeeded && o.ended_at_ms == Some(20))
     );
+}
+
+fn schedule_spec(name: &str, paused: bool) -> ScheduleSpec {
+    ScheduleSpec {
+        name: name.into(),
+        cron: "*/5 * * * * *".into(),
+        time_zone: "UTC".into(),
+        template: swarm_protocol::Objective::with_tasks("g", Vec::new()),
+        overlap: swarm_protocol::OverlapPolicy::Skip,
+        catch_up: swarm_protocol::CatchUpPolicy::Skip,
+        paused,
+    }
+}
+
+#[tokio::test]
+async fn the_schedules_follow_their_events_in_the_same_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    assert!(store.schedules().await.unwrap().is_empty());
+    let o1 = ObjectiveId::new();
+    let o2 = ObjectiveId::new();
+    // Created (one of them paused), one fired twice (the later slot first: the index keeps
+    // the latest), one created and deleted within the batch.
+    store
+        .append(&records(
+            1,
+            1_000,
+            vec![
+                Event::ScheduleCreated {
+                    spec: schedule_spec("b", false),
+                },
+                Event::ScheduleCreated {
+                    spec: schedule_spec("a", true),
+                },
+                Event::ScheduleCreated {
+                    spec: schedule_spec("gone", false),
+                },
+                Event::ScheduleFired {
+                    schedule: "b".into(),
+                    slot_ms: 10_000,
+                    objective: o2,
+                },
+                Event::ScheduleFired {
+                    schedule: "b".into(),
+                    slot_ms: 5_000,
+                    objective: o1,
+                },
+                Event::ScheduleDeleted {
+                    schedule: "gone".into(),
+                },
+            ],
+        ))
+        .await
+        .unwrap();
+    let schedules = store.schedules().await.unwrap();
+    assert_eq!(
+        schedules,
+        [
+            StoredSchedule {
+                spec: schedule_spec("a", true),
+                created_at_ms: 1_000,
+                changed_at_ms: 1_000,
+                last_fire: None,
+            },
+            StoredSchedule {
+                spec: schedule_spec("b", false),
+                created_at_ms: 1_000,
+                changed_at_ms: 1_000,
+                last_fire: Some((10_000, o2)),
+            },
+        ]
+    );
+    // A resume moves the time slots count from; a pause does not.
+    store
+        .append(&records(
+            7,
+            2_000,
+            vec![
+                Event::ScheduleResumed {
+                    schedule: "a".into(),
+                },
+                Event::SchedulePaused {
+                    schedule: "b".into(),
+                },
+            ],
+        ))
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+
+    // The index survives a reopen and a prune of every event of no objective.
+    let store = open(dir.path()).await;
+    assert_eq!(store.prune(u64::MAX).await.unwrap().events, 8);
+    let schedules = store.schedules().await.unwrap();
+    assert_eq!(schedules[0].spec, schedule_spec("a", false));
+    assert_eq!(schedules[0].changed_at_ms, 2_000);
+    assert_eq!(schedules[1].spec, schedule_spec("b", true));
+    assert_eq!(schedules[1].changed_at_ms, 1_000);
+    assert_eq!(schedules[1].last_fire, Some((10_000, o2)));
+    store
+        .append(&records(
+            9,
+            3_000,
+            vec![Event::ScheduleDeleted {
+                schedule: "a".into(),
+            }],
+        ))
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .schedules()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.spec.name)
+        .collect();
+    assert_eq!(names, ["b"]);
 }
