@@ -101,6 +101,7 @@ impl Actor for Scheduler {
     ) -> Result<(), ActorProcessingErr> {
         // A reply port whose asker stopped waiting is not an error of the scheduler's: replies
         // are sent with `let _ =`.
+        state.begin_turn();
         // Reports queued before this message was sent come first (see `swarm_agents::sink`).
         state.drain_reports();
         match message {

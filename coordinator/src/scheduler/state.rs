@@ -358,6 +358,9 @@ pub struct SchedulerState {
     next_seq: u64,
     rng: fastrand::Rng,
     stats: SchedulerStats,
+    /// The wall clock when the current handler turn began (ms since the Unix epoch): attempts
+    /// started in the turn are stamped with it, so an assignment reads no clock.
+    turn_ms: u64,
 }
 
 impl SchedulerState {
@@ -394,6 +397,7 @@ impl SchedulerState {
             next_seq: 0,
             rng: fastrand::Rng::new(),
             stats: SchedulerStats::default(),
+            turn_ms: now_ms(),
         }
     }
 
@@ -1174,7 +1178,7 @@ impl SchedulerState {
         }
         node.attempt += 1;
         node.status = TaskStatus::Running;
-        node.started_at_ms = now_ms();
+        node.started_at_ms = self.turn_ms;
         node.agent = Some(lease.agent);
         node.queued = None;
         if node.capped
@@ -1463,6 +1467,11 @@ impl SchedulerState {
     }
 
     // ---- Outcomes ---------------------------------------------------------------------------
+
+    /// Starts a handler turn: reads the wall clock once for the attempts it starts.
+    pub(crate) fn begin_turn(&mut self) {
+        self.turn_ms = now_ms();
+    }
 
     /// Handles every report waiting in the report queue.
     pub(crate) fn drain_reports(&mut self) {
