@@ -10,15 +10,10 @@ use swarm_store::StoredObjective;
 
 use crate::http::AppState;
 use crate::http::problem::{JsonBody, PROBLEM_JSON, Problem};
+use crate::http::tasks::{LIST_LIMIT_DEFAULT, parse_limit};
 
 /// The header that makes a submit idempotent.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-/// Objectives in a page of the listing when the client does not say.
-const LIST_LIMIT_DEFAULT: usize = 50;
-
-/// The most objectives one page of the listing holds.
-pub(super) const LIST_LIMIT_MAX: usize = 500;
 
 /// The answer to a submit.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -193,18 +188,7 @@ impl ListQuery {
                         }
                     });
                 }
-                "limit" => {
-                    list.limit = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=LIST_LIMIT_MAX).contains(n))
-                        .ok_or_else(|| {
-                            Problem::bad_query(
-                                "limit",
-                                &format!("`{value}` is not a number from 1 to {LIST_LIMIT_MAX}"),
-                            )
-                        })?;
-                }
+                "limit" => list.limit = parse_limit(value)?,
                 "after" => {
                     list.after = Some(value.parse().map_err(|e| {
                         Problem::bad_query("after", &format!("is not an objective id: {e}"))

@@ -32,10 +32,10 @@ pub(super) struct Rejection {
     reason: String,
 }
 
-/// Tasks in a page of the listing when the client does not say.
+/// Items (tasks, objectives) in a page of a listing when the client does not say.
 pub(crate) const LIST_LIMIT_DEFAULT: usize = 50;
 
-/// The most tasks one page of the listing holds.
+/// The most items one page of a listing holds.
 pub(crate) const LIST_LIMIT_MAX: usize = 500;
 
 /// The name of a status in queries (as in JSON).
@@ -108,7 +108,7 @@ pub(crate) fn parse_filter(
     Ok(true)
 }
 
-/// Parses `limit`.
+/// Parses the `limit` of a listing (tasks, objectives).
 pub(crate) fn parse_limit(value: &str) -> Result<usize, Problem> {
     value
         .parse()
