@@ -551,12 +551,6 @@ impl Swarm {
         Ok(())
     }
 
-    /// Every task waiting for a person's decision, oldest objective first.
-    pub async fn review_queue(&self) -> Result<Vec<swarm_protocol::ReviewItem>, Error> {
-        call_t!(self.scheduler, SchedulerMsg::ReviewQueue, self.ms())
-            .map_err(|e| self.explain(e.into()))
-    }
-
     /// One page of the tasks the scheduler holds, across objectives (every unfinished
     /// objective's, and those of the finished objectives still in memory: see
     /// `SchedulerConfig::keep_finished`), by task id. `GET /v1/tasks` and the dashboard's board

@@ -144,9 +144,6 @@ impl Actor for Scheduler {
             SchedulerMsg::QueueDepths(reply) => {
                 let _ = reply.send(state.queue_depths());
             }
-            SchedulerMsg::ReviewQueue(reply) => {
-                let _ = reply.send(state.review_queue());
-            }
             SchedulerMsg::Tasks { query, reply } => {
                 let _ = reply.send(state.task_page(&query));
             }

@@ -18,7 +18,8 @@ use swarm_agents::{AgentFactory, FnAgent};
 use swarm_coordinator::http::LocalApi;
 use swarm_coordinator::{StoreConfig, Swarm, SwarmConfig};
 use swarm_protocol::{
-    Event, EventRecord, ObjectiveId, ObjectiveStatus, ReviewDecision, TaskOutcome, TaskStatus,
+    Event, EventRecord, ObjectiveId, ObjectiveStatus, ReviewDecision, TaskOutcome, TaskQuery,
+    TaskStatus,
 };
 use tokio::sync::broadcast::Receiver;
 
@@ -320,9 +321,18 @@ async fn review_errors_survive_a_restart_and_an_approval_is_still_checked() {
         .await
         .unwrap();
     assert_eq!(swarm.resumed(), [id]);
-    let queue = swarm.review_queue().await.unwrap();
+    let queue = swarm
+        .tasks(TaskQuery::status(TaskStatus::Review, 10))
+        .await
+        .unwrap()
+        .tasks;
     assert_eq!(queue.len(), 1);
-    let mut paths: Vec<&str> = queue[0].errors.iter().map(|e| e.path.as_str()).collect();
+    let mut paths: Vec<&str> = queue[0]
+        .task
+        .review_errors
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
     paths.sort_unstable();
     assert_eq!(paths, ["/name", "/tags/1"], "the errors were replayed");
     // The schema was compiled again: a bad edit is still refused.

@@ -47,5 +47,5 @@ pub use schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 pub use task::{Compensation, OutputError, RetryPolicy, Task, TaskSpec, TaskStatus};
 pub use view::{
     AgentStatus, BreakerStatus, LatencyHistogram, LimiterStatus, ObjectiveSummary, ObjectiveView,
-    QuotaUse, ReviewItem, SchedulerStats, TaskItem, TaskPage, TaskQuery, TaskView,
+    QuotaUse, SchedulerStats, TaskItem, TaskPage, TaskQuery, TaskView,
 };

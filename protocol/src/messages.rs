@@ -273,8 +273,6 @@ pub enum SchedulerMsg {
     /// Tasks waiting for an agent, per capability (every capability that ever had a queue),
     /// ordered by capability.
     QueueDepths(RpcReplyPort<Vec<(Capability, u64)>>),
-    /// Every task in review, oldest objective first.
-    ReviewQueue(RpcReplyPort<Vec<crate::view::ReviewItem>>),
     /// One page of the tasks the scheduler holds, across objectives.
     Tasks {
         /// Which tasks, and which page.

@@ -98,21 +98,6 @@ pub struct TaskView {
     pub run_time: Duration,
 }
 
-/// A task waiting for a person's decision, with its objective.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ReviewItem {
-    /// The objective.
-    pub objective: ObjectiveId,
-    /// Its goal.
-    pub goal: String,
-    /// The task, with the output in question and why it needs review (`error`).
-    pub task: TaskView,
-    /// Where the output does not match the task's `output_schema`, when that is why.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<OutputError>,
-}
-
 /// One task of the listing across objectives (`GET /v1/tasks`, the dashboard's board): the
 /// task with the objective it belongs to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

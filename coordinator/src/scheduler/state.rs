@@ -46,7 +46,6 @@ use super::slab::Slab;
 use super::spawn;
 use crate::journal::{Delivery, Effects, Journal, now_ms};
 use crate::replay::{ObjectiveModel, PlanningModel, Recovered};
-use swarm_protocol::ReviewItem;
 
 /// The registry as the coordinator uses it: agents are reached through their actor refs.
 pub type AgentRegistry = Registry<ActorRef<AgentMsg>>;
@@ -2824,33 +2823,6 @@ impl SchedulerState {
             failure: run.failure.clone(),
             tasks,
         })
-    }
-
-    /// Every task in review (only unfinished objectives hold any), oldest objective first.
-    /// Linear in the unfinished tasks: for people looking, not for the hot path.
-    pub(crate) fn review_queue(&self) -> Vec<ReviewItem> {
-        let mut items: Vec<ReviewItem> = self
-            .objectives
-            .iter()
-            .filter(|(_, run)| run.status == ObjectiveStatus::Running)
-            .flat_map(|(&objective, run)| {
-                run.tasks.iter().filter_map(move |&t| {
-                    let node = self.tasks.get(t)?;
-                    (node.status == TaskStatus::Review).then(|| ReviewItem {
-                        objective,
-                        goal: run.goal.clone(),
-                        task: task_view(t, node),
-                        errors: node
-                            .extra
-                            .as_ref()
-                            .map(|e| e.review_errors.clone())
-                            .unwrap_or_default(),
-                    })
-                })
-            })
-            .collect();
-        items.sort_by_key(|item| (item.objective, item.task.id));
-        items
     }
 
     /// One page of the tasks held in memory (every unfinished objective's, and the finished
