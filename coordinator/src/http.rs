@@ -37,6 +37,7 @@ mod hooks;
 mod metrics;
 mod objectives;
 mod openapi;
+mod posted;
 pub mod problem;
 mod schedules;
 mod tasks;
@@ -100,6 +101,10 @@ pub enum Endpoint {
     Cancel,
     /// `GET /v1/events`: every event of the swarm.
     SwarmEvents,
+    /// `POST /v1/events`: an event from outside, for `wait` tasks.
+    PostEvent,
+    /// `GET /v1/events/pending`: the posted events no task consumed yet.
+    PendingEvents,
     /// `GET /v1/tasks?status=&objective=&capability=&agent=&order=&limit=&after=`.
     ListTasks,
     /// `POST /v1/tasks/{id}/approve`.
@@ -216,6 +221,8 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/v1/objectives/{id}/events", Endpoint::Events),
     route(Method::POST, "/v1/objectives/{id}/cancel", Endpoint::Cancel),
     route(Method::GET, "/v1/events", Endpoint::SwarmEvents),
+    route(Method::POST, "/v1/events", Endpoint::PostEvent),
+    route(Method::GET, "/v1/events/pending", Endpoint::PendingEvents),
     route(Method::GET, "/v1/tasks", Endpoint::ListTasks),
     route(Method::POST, "/v1/tasks/{id}/approve", Endpoint::Approve),
     route(Method::POST, "/v1/tasks/{id}/reject", Endpoint::Reject),
@@ -280,6 +287,8 @@ impl Endpoint {
             Self::Events => on(filter, events::stream),
             Self::Cancel => on(filter, objectives::cancel),
             Self::SwarmEvents => on(filter, events::stream_all),
+            Self::PostEvent => on(filter, posted::post),
+            Self::PendingEvents => on(filter, posted::pending),
             Self::ListTasks => on(filter, tasks::list),
             Self::Approve => on(filter, tasks::approve),
             Self::Reject => on(filter, tasks::reject),

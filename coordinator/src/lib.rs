@@ -45,9 +45,9 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorRef, call_t};
 use swarm_agents::AgentFactory;
 use swarm_protocol::{
-    AgentDescriptor, AgentId, Capability, Event, EventRecord, Health, Objective, ObjectiveId,
-    ObjectiveStatus, ObjectiveSummary, ObjectiveView, ReviewDecision, SchedulerError, SchedulerMsg,
-    SchedulerStats, TaskId, TaskPage, TaskQuery,
+    AgentDescriptor, AgentId, Capability, Event, EventRecord, Health, NewEvent, Objective,
+    ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, PostedEvent, ReviewDecision,
+    SchedulerError, SchedulerMsg, SchedulerStats, TaskId, TaskPage, TaskQuery,
 };
 pub use swarm_registry::Registration;
 pub use swarm_store::DeclaredAgent;
@@ -530,6 +530,24 @@ impl Swarm {
             },
             self.ms()
         )??)
+    }
+
+    /// Posts an event from outside: the first `wait` task waiting for its key consumes it (its
+    /// payload becomes the task's output), or it is kept until one does or `ttl` passes.
+    /// Answers once the event is durable. A repeated `idempotency_key` returns the event first
+    /// posted with it (a different key or payload under it is a conflict).
+    pub async fn post_event(&self, event: NewEvent) -> Result<PostedEvent, Error> {
+        Ok(call_t!(
+            self.scheduler,
+            |reply| SchedulerMsg::PostEvent { event, reply },
+            self.ms()
+        )??)
+    }
+
+    /// The posted events no `wait` task consumed yet (and not expired), oldest first.
+    pub async fn pending_events(&self) -> Result<Vec<PostedEvent>, Error> {
+        call_t!(self.scheduler, SchedulerMsg::PendingEvents, self.ms())
+            .map_err(|e| self.explain(e.into()))
     }
 
     /// Changes an agent's health (as an operator, or a circuit breaker, would). An agent that

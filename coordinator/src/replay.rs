@@ -22,9 +22,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use swarm_protocol::{
     AgentId, Capability, Event, EventRecord, Limits, ObjectiveId, ObjectiveStatus, ObjectiveView,
-    OutputError, TaskId, TaskKey, TaskSpec, TaskStatus, TaskView, Usage,
+    OutputError, TaskId, TaskKey, TaskKind, TaskSpec, TaskStatus, TaskView, Usage,
 };
-use swarm_store::{EventStore, StoreError};
+use swarm_store::{EventStore, StoreError, StoredEvent};
 
 /// Tasks added to an objective at once: the submitted graph, or one spawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +80,15 @@ pub struct TaskModel {
     /// Set on planning tasks (`plan`, `replan-N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planning: Option<PlanningModel>,
+    /// Who runs it.
+    #[serde(default, skip_serializing_if = "TaskKind::is_agent")]
+    pub kind: TaskKind,
+    /// For a `wait` task: the key of the event it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// While a `wait` task waits: when it stops waiting (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_until_ms: Option<u64>,
 }
 
 /// What the log tells of a planning task beyond a task's fields.
@@ -196,6 +205,9 @@ impl ObjectiveModel {
                 planning: None,
                 compensates: None,
                 review_errors: Vec::new(),
+                kind: spec.kind,
+                event: spec.event_key(self.id),
+                wait_until_ms: None,
             });
         }
         self.batches.push(TaskBatch {
@@ -247,6 +259,9 @@ impl ObjectiveModel {
                     id: t.id,
                     key: t.key.clone(),
                     capability: t.capability.clone(),
+                    kind: t.kind,
+                    event: t.event.clone(),
+                    waiting_until_ms: t.wait_until_ms.filter(|_| t.status == TaskStatus::Waiting),
                     status: t.status,
                     attempts: t.attempt,
                     agent: t.agent,
@@ -457,6 +472,9 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
                     review_errors: Vec::new(),
                     planning: None,
                     started_at_ms: None,
+                    kind: TaskKind::Agent,
+                    event: None,
+                    wait_until_ms: None,
                 };
                 model.tasks.push(task);
             }
@@ -510,6 +528,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         } => {
             if let Some(t) = model.task_mut(task) {
                 t.started_at_ms = None;
+                t.wait_until_ms = None;
                 add(&mut t.usage, usage);
                 t.run_time += duration.unwrap_or_default();
                 t.error = Some(message);
@@ -558,6 +577,30 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
                 t.run_time += duration.unwrap_or_default();
             }
         }
+        Event::TaskWaiting {
+            task,
+            event,
+            until_ms,
+            ..
+        } => {
+            if let Some(t) = model.task_mut(task) {
+                t.status = TaskStatus::Waiting;
+                t.attempt = t.attempt.max(1);
+                t.event = Some(event);
+                t.wait_until_ms = Some(until_ms);
+                t.started_at_ms = Some(at);
+            }
+        }
+        Event::WaitSatisfied { task, payload, .. } => {
+            if let Some(t) = model.task_mut(task) {
+                t.started_at_ms = None;
+                t.wait_until_ms = None;
+                t.status = TaskStatus::Succeeded;
+                t.error = None;
+                t.output = Some(payload);
+            }
+            note_success(model, task);
+        }
         Event::TaskApproved { task, output, .. } => {
             if let Some(t) = model.task_mut(task) {
                 t.status = TaskStatus::Succeeded;
@@ -572,6 +615,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         Event::TaskCancelled { task, .. } => {
             if let Some(t) = model.task_mut(task) {
                 t.started_at_ms = None;
+                t.wait_until_ms = None;
                 t.status = TaskStatus::Cancelled;
                 t.review_errors.clear();
             }
@@ -591,6 +635,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         | Event::AgentDeregistered { .. }
         | Event::AgentDeclared { .. }
         | Event::AgentUndeclared { .. }
+        | Event::EventReceived { .. }
         | Event::ScheduleCreated { .. }
         | Event::SchedulePaused { .. }
         | Event::ScheduleResumed { .. }
@@ -639,6 +684,9 @@ pub struct Recovered {
     pub events_read: u64,
     /// The sequence number of the snapshot recovery started from (0 when none).
     pub snapshot_seq: u64,
+    /// The posted events not yet expired (consumed ones too: their idempotency keys still
+    /// answer), in the order they were received.
+    pub posted: Vec<StoredEvent>,
 }
 
 /// How many events recovery reads per query.
@@ -657,7 +705,9 @@ pub async fn recover(store: &dyn EventStore) -> Result<Recovered, StoreError> {
         .into_iter()
         .filter_map(|o| o.idempotency_key.map(|k| (k, o.id, o.fingerprint)))
         .collect();
+    let posted = store.posted_events(crate::journal::now_ms()).await?;
     Ok(Recovered {
+        posted,
         next_task: info.next_task.max(replay.next_task).max(1),
         next_agent: info.next_agent.max(1),
         last_seq: info.last_seq,
@@ -955,6 +1005,19 @@ pub fn timeline_entries(events: &[EventRecord]) -> Vec<TimelineEntry> {
             Event::TaskInReview { task, reason, .. } => {
                 format!("{} in review: {reason}", name(&names, *task))
             }
+            Event::TaskWaiting {
+                task,
+                event,
+                until_ms,
+                ..
+            } => format!(
+                "{} waits for event `{event}` (for {})",
+                name(&names, *task),
+                short(Duration::from_millis(until_ms.saturating_sub(record.at_ms)))
+            ),
+            Event::WaitSatisfied {
+                task, key, event, ..
+            } => format!("{} got event `{key}` ({event})", name(&names, *task)),
             Event::TaskApproved { task, .. } => format!("{} approved", name(&names, *task)),
             Event::TaskRejected { task, reason, .. } => {
                 format!("{} rejected: {reason}", name(&names, *task))
@@ -987,6 +1050,8 @@ fn event_task(event: &Event) -> Option<TaskId> {
         | Event::TaskApproved { task, .. }
         | Event::TaskRejected { task, .. }
         | Event::TaskCancelled { task, .. }
+        | Event::TaskWaiting { task, .. }
+        | Event::WaitSatisfied { task, .. }
         | Event::PlanRequested { task, .. }
         | Event::PlanRejected { task, .. } => Some(*task),
         Event::TasksSpawned { parent, .. } => Some(*parent),

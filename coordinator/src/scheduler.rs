@@ -147,6 +147,15 @@ impl Actor for Scheduler {
             SchedulerMsg::Tasks { query, reply } => {
                 let _ = reply.send(state.task_page(&query));
             }
+            SchedulerMsg::PostEvent { event, reply } => {
+                let result = state.post_event(event);
+                state.reply_after_commit(reply, result);
+            }
+            SchedulerMsg::PendingEvents(reply) => {
+                let _ = reply.send(state.pending_events());
+            }
+            SchedulerMsg::WaitExpired { task, attempt } => state.on_wait_expired(task, attempt),
+            SchedulerMsg::EventExpired { id, key } => state.on_event_expired(id, &key),
             SchedulerMsg::Record(event) => state.record(event),
             SchedulerMsg::Flush(reply) => state.reply_after_commit(reply, Ok(())),
         }

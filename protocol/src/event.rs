@@ -175,6 +175,34 @@ pub enum Event {
         #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "1s 500ms"))]
         duration: Option<Duration>,
     },
+    /// A `wait` task started waiting for the event posted under `event` (its key, with
+    /// `{objective}` replaced); it fails with a timeout at `until_ms` if none comes.
+    TaskWaiting {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+        /// The event key it waits for.
+        event: String,
+        /// When it stops waiting, ms since the Unix epoch.
+        until_ms: u64,
+    },
+    /// A `wait` task's event arrived (or was waiting for it): the task consumed it, and the
+    /// payload is its output. (If the payload does not match the task's `output_schema`, a
+    /// `TaskInReview` follows.)
+    WaitSatisfied {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+        /// The event it consumed (its `EventReceived::id`).
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
+        event: uuid::Uuid,
+        /// The event's key.
+        key: String,
+        /// The event's payload: the task's output.
+        payload: Value,
+    },
     /// A person approved a task in review; dependents use `output`.
     TaskApproved {
         /// The objective.
@@ -335,6 +363,23 @@ pub enum Event {
         /// Its name.
         name: String,
     },
+    /// An event was posted (`POST /v1/events`) under `key`. The first `wait` task waiting for
+    /// that key consumes it (`WaitSatisfied`); until one does, it is kept, until `expires_at_ms`.
+    EventReceived {
+        /// Its id.
+        #[cfg_attr(feature = "openapi", schema(value_type = String))]
+        id: uuid::Uuid,
+        /// Its key.
+        key: String,
+        /// What it carries (a `wait` task's output).
+        #[serde(default)]
+        payload: Value,
+        /// When it is dropped if no task consumed it, ms since the Unix epoch.
+        expires_at_ms: u64,
+        /// The sender's idempotency key: posting again with it returns this event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+    },
     /// A schedule was created (`POST /v1/schedules`), its cron expression and time zone
     /// already checked. It fires from the first slot after this event's time.
     ScheduleCreated {
@@ -384,6 +429,8 @@ impl Event {
             | Self::TaskFailed { objective, .. }
             | Self::AttemptLost { objective, .. }
             | Self::TaskInReview { objective, .. }
+            | Self::TaskWaiting { objective, .. }
+            | Self::WaitSatisfied { objective, .. }
             | Self::TaskApproved { objective, .. }
             | Self::TaskRejected { objective, .. }
             | Self::TasksSpawned { objective, .. }
@@ -400,6 +447,7 @@ impl Event {
             | Self::AgentDeregistered { .. }
             | Self::AgentDeclared { .. }
             | Self::AgentUndeclared { .. }
+            | Self::EventReceived { .. }
             | Self::ScheduleCreated { .. }
             | Self::SchedulePaused { .. }
             | Self::ScheduleResumed { .. }
@@ -436,6 +484,6 @@ mod tests {
     fn events_name_their_objective() {
         let events = every_kind();
         let with = events.iter().filter(|e| e.objective().is_some()).count();
-        assert_eq!(with, 17);
+        assert_eq!(with, 19);
     }
 }

@@ -44,8 +44,9 @@ pub use messages::{
 pub use objective::{Limits, Objective, ObjectiveStatus};
 pub use outcome::{FailureKind, TaskOutcome, Usage};
 pub use schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
-pub use task::{Compensation, OutputError, RetryPolicy, Task, TaskSpec, TaskStatus};
+pub use task::{Compensation, OutputError, RetryPolicy, Task, TaskKind, TaskSpec, TaskStatus};
 pub use view::{
-    AgentStatus, BreakerStatus, LatencyHistogram, LimiterStatus, ObjectiveSummary, ObjectiveView,
-    QuotaUse, SchedulerStats, TaskItem, TaskPage, TaskQuery, TaskView,
+    AgentStatus, BreakerStatus, EventConsumer, LatencyHistogram, LimiterStatus, NewEvent,
+    ObjectiveSummary, ObjectiveView, PostedEvent, QuotaUse, SchedulerStats, TaskItem, TaskPage,
+    TaskQuery, TaskView,
 };

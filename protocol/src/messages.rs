@@ -16,7 +16,9 @@ use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
 use crate::objective::Objective;
 use crate::outcome::TaskOutcome;
 use crate::task::{OutputError, Task};
-use crate::view::{ObjectiveSummary, ObjectiveView, SchedulerStats, TaskPage, TaskQuery};
+use crate::view::{
+    NewEvent, ObjectiveSummary, ObjectiveView, PostedEvent, SchedulerStats, TaskPage, TaskQuery,
+};
 
 /// One attempt handed to an agent.
 #[derive(Debug, Clone)]
@@ -182,6 +184,18 @@ pub enum SchedulerError {
     /// The idempotency key is not acceptable.
     #[error("idempotency key: {0}")]
     BadIdempotencyKey(String),
+    /// The idempotency key of a posted event was used before, for a different event.
+    #[error(
+        "idempotency key `{key}` was already used for a different event ({existing}, key `{event}`)"
+    )]
+    EventConflict {
+        /// The idempotency key.
+        key: String,
+        /// The event it was first used for.
+        existing: uuid::Uuid,
+        /// That event's key.
+        event: String,
+    },
     /// The change could not be made durable; it was not accepted.
     #[error("the event log could not record the change: {0}")]
     Storage(String),
@@ -279,6 +293,30 @@ pub enum SchedulerMsg {
         query: TaskQuery,
         /// The page.
         reply: RpcReplyPort<TaskPage>,
+    },
+    /// An event posted from outside (`POST /v1/events`): the first `wait` task waiting for its
+    /// key consumes it, or it is kept until one does or it expires.
+    PostEvent {
+        /// The event.
+        event: NewEvent,
+        /// Answered once it is durable (and delivered, if a task was waiting).
+        reply: RpcReplyPort<Result<PostedEvent, SchedulerError>>,
+    },
+    /// The events posted and not yet consumed nor expired, oldest first.
+    PendingEvents(RpcReplyPort<Vec<PostedEvent>>),
+    /// A `wait` task's `timeout` passed (a timer set when it started waiting).
+    WaitExpired {
+        /// The task.
+        task: TaskId,
+        /// The attempt (the wait) the timer is for.
+        attempt: u32,
+    },
+    /// A posted event's time to live passed.
+    EventExpired {
+        /// The event.
+        id: uuid::Uuid,
+        /// Its key.
+        key: String,
     },
     /// Record an event that happened outside the scheduler (agent lifecycle), so the log keeps
     /// one order.

@@ -92,6 +92,19 @@ pub fn every_event_kind() -> Vec<Event> {
             usage: None,
             duration: Some(Duration::from_millis(7)),
         },
+        Event::TaskWaiting {
+            objective,
+            task: TaskId(12),
+            event: "build-42-done".into(),
+            until_ms: 1_700_000_360_000,
+        },
+        Event::WaitSatisfied {
+            objective,
+            task: TaskId(12),
+            event: uuid::Uuid::now_v7(),
+            key: "build-42-done".into(),
+            payload: json!({"status": "green"}),
+        },
         Event::TaskApproved {
             objective,
             task,
@@ -173,6 +186,13 @@ pub fn every_event_kind() -> Vec<Event> {
             name: "model".into(),
         },
         Event::AgentDeregistered { agent: AgentId(1) },
+        Event::EventReceived {
+            id: uuid::Uuid::now_v7(),
+            key: "build-43-done".into(),
+            payload: json!({"status": "red"}),
+            expires_at_ms: 1_700_086_400_000,
+            idempotency_key: Some("ci-run-43".into()),
+        },
         Event::ScheduleCreated {
             spec: ScheduleSpec {
                 name: "nightly".into(),

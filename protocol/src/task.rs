@@ -18,14 +18,42 @@ use crate::ids::{Capability, ObjectiveId, TaskId, TaskKey};
 ///   "depends_on": ["fetch"], "hard_timeout": "2m", "retry": { "max_attempts": 5 },
 ///   "output_schema": { "type": "object", "required": ["summary"] } }
 /// ```
+///
+/// Two kinds of task are run by the coordinator itself rather than by an agent, and take no
+/// `capability`: a `wait` task waits for an event posted to `POST /v1/events` under its `event`
+/// key (for at most `timeout`; the event's payload is its output), and an `approval` task holds
+/// its dependents until a person approves it (its resolved input is what they approve and, as
+/// approved or edited, its output) or rejects it (it fails):
+///
+/// ```json
+/// { "id": "ci", "kind": "wait", "event": "build-42-done", "timeout": "1h" }
+/// { "id": "ship-it", "kind": "approval", "input": { "$from": "draft" }, "depends_on": ["draft"] }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "wire::TaskSpecWire")]
 pub struct TaskSpec {
     /// The task's name in its graph; dependencies refer to it.
     pub id: TaskKey,
-    /// What the agent that runs it must be able to do.
+    /// What the agent that runs it must be able to do. Required for a task of kind `agent`;
+    /// a `wait` or `approval` task takes none (it reads back as the kind's name).
+    #[cfg_attr(feature = "openapi", schema(required = false))]
     pub capability: Capability,
+    /// Who runs it: `agent` (the default), `wait` or `approval`.
+    #[serde(default, skip_serializing_if = "TaskKind::is_agent")]
+    pub kind: TaskKind,
+    /// For a `wait` task: the key of the event it waits for. `{objective}` in it is replaced
+    /// by the objective's id, so the objectives of one template wait for different events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// For a `wait` task: how long it waits for its event before it fails with a timeout.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "1h"))]
+    pub timeout: Option<Duration>,
     /// The task's input. An object `{"$from": "<dependency>"}` anywhere inside it is replaced by
     /// that dependency's output (or by the part of it at `"pointer"`, a JSON Pointer).
     #[serde(default, skip_serializing_if = "Value::is_null")]
@@ -118,6 +146,9 @@ impl Compensation {
         TaskSpec {
             id: compensated.clone(),
             capability: self.capability.clone(),
+            kind: TaskKind::Agent,
+            event: None,
+            timeout: None,
             input: self.input.clone(),
             depends_on: vec![compensated.clone()],
             retry: self.retry,
@@ -156,6 +187,9 @@ impl TaskSpec {
         Self {
             id,
             capability,
+            kind: TaskKind::Agent,
+            event: None,
+            timeout: None,
             input: Value::Null,
             depends_on: Vec::new(),
             retry: RetryPolicy::default(),
@@ -164,6 +198,17 @@ impl TaskSpec {
             output_schema: None,
             compensation: None,
         }
+    }
+
+    /// For a `wait` task: the key of the event it waits for in `objective` (`{objective}` in
+    /// its `event` replaced by the objective's id).
+    pub fn event_key(&self, objective: ObjectiveId) -> Option<String> {
+        let event = self.event.as_ref()?;
+        Some(if event.contains("{objective}") {
+            event.replace("{objective}", &objective.to_string())
+        } else {
+            event.clone()
+        })
     }
 
     /// Sets the input.
@@ -176,6 +221,174 @@ impl TaskSpec {
     pub fn after(mut self, deps: impl IntoIterator<Item = TaskKey>) -> Self {
         self.depends_on.extend(deps);
         self
+    }
+}
+
+/// Who runs a task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// An agent with the task's capability.
+    #[default]
+    Agent,
+    /// The coordinator: the task waits for an event posted under its `event` key.
+    Wait,
+    /// A person: the task waits for an approval or a rejection.
+    Approval,
+}
+
+impl TaskKind {
+    /// True for the default kind (left out of the JSON).
+    pub fn is_agent(&self) -> bool {
+        *self == Self::Agent
+    }
+
+    /// The name a `wait` or `approval` task's `capability` reads as.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Wait => "wait",
+            Self::Approval => "approval",
+        }
+    }
+}
+
+/// The longest event key, in bytes.
+pub const MAX_EVENT_KEY_LEN: usize = 200;
+
+/// Checks an event key: 1 to 200 bytes of printable ASCII without spaces.
+pub fn check_event_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if key.len() > MAX_EVENT_KEY_LEN {
+        return Err(format!(
+            "is {} bytes long; the limit is {MAX_EVENT_KEY_LEN}",
+            key.len()
+        ));
+    }
+    if let Some(c) = key.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "contains {c:?}; only printable ASCII without spaces is allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// The wire form of a [`TaskSpec`]: `capability` is optional there, and the fields that belong
+/// to one kind are checked against the kind, naming the field at fault.
+mod wire {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct TaskSpecWire {
+        id: TaskKey,
+        #[serde(default)]
+        capability: Option<Capability>,
+        #[serde(default)]
+        kind: TaskKind,
+        #[serde(default)]
+        event: Option<String>,
+        #[serde(default, with = "humantime_serde")]
+        timeout: Option<Duration>,
+        #[serde(default)]
+        input: Value,
+        #[serde(default)]
+        depends_on: Vec<TaskKey>,
+        #[serde(default)]
+        retry: RetryPolicy,
+        #[serde(default, with = "humantime_serde")]
+        idle_timeout: Option<Duration>,
+        #[serde(default, with = "humantime_serde")]
+        hard_timeout: Option<Duration>,
+        #[serde(default)]
+        output_schema: Option<Value>,
+        #[serde(default)]
+        compensation: Option<Compensation>,
+    }
+
+    impl TryFrom<TaskSpecWire> for TaskSpec {
+        type Error = String;
+
+        fn try_from(w: TaskSpecWire) -> Result<Self, String> {
+            let kind = w.kind;
+            let capability = match (kind, w.capability) {
+                (TaskKind::Agent, Some(c)) => c,
+                (TaskKind::Agent, None) => return Err("missing field `capability`".into()),
+                (kind, Some(c)) if c.as_str() != kind.name() => {
+                    return Err(format!(
+                        "`capability`: a task of kind `{}` is run by the coordinator and takes \
+                         no capability",
+                        kind.name()
+                    ));
+                }
+                (kind, _) => Capability::new(kind.name()).map_err(|e| e.to_string())?,
+            };
+            let only = |field: &str, what: &str| {
+                format!(
+                    "`{field}` is only for tasks of kind {what}; this task is of kind `{}`",
+                    kind.name()
+                )
+            };
+            if kind != TaskKind::Wait {
+                if w.event.is_some() {
+                    return Err(only("event", "`wait`"));
+                }
+                if w.timeout.is_some() {
+                    return Err(only("timeout", "`wait`"));
+                }
+            }
+            if kind != TaskKind::Agent {
+                if w.idle_timeout.is_some() {
+                    return Err(only("idle_timeout", "`agent`"));
+                }
+                if w.hard_timeout.is_some() {
+                    return Err(only("hard_timeout", "`agent`"));
+                }
+                if w.compensation.is_some() {
+                    return Err(only("compensation", "`agent`"));
+                }
+            }
+            if kind == TaskKind::Wait {
+                let Some(event) = &w.event else {
+                    return Err(
+                        "missing field `event`: a `wait` task names the key of the event it \
+                         waits for"
+                            .into(),
+                    );
+                };
+                check_event_key(event).map_err(|e| format!("`event` {e}"))?;
+                match w.timeout {
+                    None => {
+                        return Err(
+                            "missing field `timeout`: a `wait` task says how long it waits, \
+                             e.g. \"1h\""
+                                .into(),
+                        );
+                    }
+                    Some(t) if t.is_zero() => {
+                        return Err("`timeout` must be longer than zero".into());
+                    }
+                    Some(_) => {}
+                }
+            }
+            Ok(TaskSpec {
+                id: w.id,
+                capability,
+                kind,
+                event: w.event,
+                timeout: w.timeout,
+                input: w.input,
+                depends_on: w.depends_on,
+                retry: w.retry,
+                idle_timeout: w.idle_timeout,
+                hard_timeout: w.hard_timeout,
+                output_schema: w.output_schema,
+                compensation: w.compensation,
+            })
+        }
     }
 }
 
@@ -251,6 +464,8 @@ pub enum TaskStatus {
     Ready,
     /// An attempt is running on an agent.
     Running,
+    /// A `wait` task waits for its event.
+    Waiting,
     /// Output needs a person's decision before dependents may use it.
     Review,
     /// Finished with output.
@@ -485,6 +700,72 @@ mod tests {
         .map(|_| ())
         .unwrap_err();
         assert!(err.to_string().contains("inputs"), "{err}");
+    }
+
+    #[test]
+    fn wait_and_approval_tasks_take_no_capability_and_name_what_they_lack() {
+        let wait: TaskSpec = serde_json::from_value(json!({
+            "id": "ci", "kind": "wait", "event": "build-{objective}", "timeout": "1h"
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(wait.kind, TaskKind::Wait);
+        assert_eq!(wait.capability.as_str(), "wait");
+        assert_eq!(wait.timeout, Some(Duration::from_secs(3600)));
+        let text = serde_json::to_value(&wait).unwrap();
+        assert_eq!(serde_json::from_value::<TaskSpec>(text).ok(), Some(wait));
+        let approval: TaskSpec = serde_json::from_value(json!({
+            "id": "ok", "kind": "approval", "input": {"$from": "a"}, "depends_on": ["a"]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(approval.capability.as_str(), "approval");
+        let agent: TaskSpec =
+            serde_json::from_value(json!({"id": "a", "capability": "x"})).unwrap();
+        assert_eq!(agent.kind, TaskKind::Agent);
+        assert!(!serde_json::to_string(&agent).unwrap().contains("kind"));
+
+        let refused = |body: Value| match serde_json::from_value::<TaskSpec>(body) {
+            Ok(spec) => panic!("accepted {spec:?}"),
+            Err(e) => e.to_string(),
+        };
+        for (body, says) in [
+            (json!({"id": "a"}), "missing field `capability`"),
+            (
+                json!({"id": "a", "kind": "wait", "timeout": "1m"}),
+                "`event`",
+            ),
+            (
+                json!({"id": "a", "kind": "wait", "event": "k"}),
+                "`timeout`",
+            ),
+            (
+                json!({"id": "a", "kind": "wait", "event": "k", "timeout": "0s"}),
+                "`timeout` must be longer than zero",
+            ),
+            (
+                json!({"id": "a", "kind": "wait", "event": "has space", "timeout": "1m"}),
+                "`event` contains ' '",
+            ),
+            (
+                json!({"id": "a", "kind": "approval", "capability": "review"}),
+                "`capability`",
+            ),
+            (
+                json!({"id": "a", "capability": "x", "event": "k"}),
+                "`event` is only for tasks of kind `wait`",
+            ),
+            (
+                json!({"id": "a", "kind": "approval", "hard_timeout": "1m"}),
+                "`hard_timeout` is only for tasks of kind `agent`",
+            ),
+            (
+                json!({"id": "a", "kind": "sleep"}),
+                "unknown variant `sleep`",
+            ),
+            (json!({"id": "a", "capability": "x", "tmeout": 1}), "tmeout"),
+        ] {
+            let message = refused(body.clone());
+            assert!(message.contains(says), "{body}: {message}");
+        }
     }
 
     #[test]

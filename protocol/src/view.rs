@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
 use crate::objective::ObjectiveStatus;
 use crate::outcome::Usage;
-use crate::task::{OutputError, TaskStatus};
+use crate::task::{OutputError, TaskKind, TaskStatus};
 
 /// An objective and all its tasks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,8 +56,17 @@ pub struct TaskView {
     pub id: TaskId,
     /// Its name.
     pub key: TaskKey,
-    /// What it needs.
+    /// What it needs (`wait` or `approval` for those kinds).
     pub capability: Capability,
+    /// Who runs it, when not an agent.
+    #[serde(default, skip_serializing_if = "TaskKind::is_agent")]
+    pub kind: TaskKind,
+    /// For a `wait` task: the key of the event it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// While a `wait` task waits: when it stops waiting, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_until_ms: Option<u64>,
     /// Its kanban status.
     pub status: TaskStatus,
     /// Attempts started so far.
@@ -356,4 +365,48 @@ mod tests {
             serde_json::json!({ "state": "half_open" })
         );
     }
+}
+
+/// An event to post (`POST /v1/events`), as the scheduler takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    /// Its key (checked with [`crate::task::check_event_key`]).
+    pub key: String,
+    /// What it carries.
+    pub payload: Value,
+    /// How long it is kept if no task consumes it.
+    pub ttl: Duration,
+    /// The sender's idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
+/// A posted event, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PostedEvent {
+    /// Its id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub id: uuid::Uuid,
+    /// Its key.
+    pub key: String,
+    /// What it carries.
+    #[serde(default)]
+    pub payload: Value,
+    /// When it was received, ms since the Unix epoch.
+    pub received_at_ms: u64,
+    /// When it is dropped if no task consumes it, ms since the Unix epoch.
+    pub expires_at_ms: u64,
+    /// The `wait` task that consumed it, if one has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed_by: Option<EventConsumer>,
+}
+
+/// The task that consumed an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EventConsumer {
+    /// Its objective.
+    pub objective: ObjectiveId,
+    /// The task.
+    pub task: TaskId,
 }

@@ -12,7 +12,9 @@ mod sqlite;
 use std::path::PathBuf;
 
 use futures::future::BoxFuture;
-use swarm_protocol::{AgentId, EventRecord, ObjectiveId, ObjectiveStatus, ScheduleSpec};
+use swarm_protocol::{
+    AgentId, EventRecord, ObjectiveId, ObjectiveStatus, PostedEvent, ScheduleSpec,
+};
 
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -111,6 +113,15 @@ pub struct StoredSchedule {
     pub changed_at_ms: u64,
     /// Its latest fire: the slot (ms since the Unix epoch) and the objective it submitted.
     pub last_fire: Option<(u64, ObjectiveId)>,
+}
+
+/// An event posted from outside (`EventReceived`), as the store indexes it until it expires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The event as the API shows it (`consumed_by` set once a `wait` task consumed it).
+    pub event: PostedEvent,
+    /// The sender's idempotency key, if it gave one.
+    pub idempotency_key: Option<String>,
 }
 
 /// A snapshot of the recovery state as of event `seq` (the body is opaque to the store).
@@ -218,4 +229,8 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The schedules created and not deleted, by name, as their events left them.
     fn schedules(&self) -> BoxFuture<'_, Result<Vec<StoredSchedule>, StoreError>>;
+
+    /// The posted events that expire after `now_ms` (consumed or not), in the order they were
+    /// received.
+    fn posted_events(&self, now_ms: u64) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
 }

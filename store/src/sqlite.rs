@@ -31,13 +31,16 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, SqlStr};
-use swarm_protocol::{AgentId, Event, EventRecord, ObjectiveId, ObjectiveStatus, ScheduleSpec};
+use swarm_protocol::{
+    AgentId, Event, EventConsumer, EventRecord, ObjectiveId, ObjectiveStatus, PostedEvent,
+    ScheduleSpec, TaskId,
+};
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use crate::{
-    DeclaredAgent, EventStore, Pruned, Snapshot, StoreError, StoreInfo, StoredObjective,
-    StoredSchedule,
+    DeclaredAgent, EventStore, Pruned, Snapshot, StoreError, StoreInfo, StoredEvent,
+    StoredObjective, StoredSchedule,
 };
 
 /// Stamped in the header of every swarm event log (`PRAGMA application_id`): "SWRM" in ASCII.
@@ -101,6 +104,13 @@ fn migrations() -> Vec<Migration> {
             "schedules created through the API".into(),
             MigrationType::Simple,
             SqlStr::from_static(include_str!("../migrations/0005_schedules.sql")),
+            false,
+        ),
+        Migration::new(
+            6,
+            "events posted for wait tasks".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../migrations/0006_posted_events.sql")),
             false,
         ),
     ]
@@ -615,6 +625,66 @@ impl EventStore for SqliteStore {
         })
     }
 
+    fn posted_events(&self, now_ms: u64) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>> {
+        Box::pin(async move {
+            type Row = (
+                String,
+                String,
+                String,
+                i64,
+                i64,
+                Option<String>,
+                Option<String>,
+                Option<i64>,
+            );
+            let now = to_i64(&self.path, "time", now_ms)?;
+            let rows: Vec<Row> = sqlx::query_as(
+                "SELECT id, key, payload, received_at_ms, expires_at_ms, idempotency_key, \
+                 consumed_objective, consumed_task FROM posted_events \
+                 WHERE expires_at_ms > ? ORDER BY received_seq",
+            )
+            .bind(now)
+            .fetch_all(&self.readers)
+            .await
+            .map_err(|e| db_error(&self.path, e))?;
+            rows.into_iter()
+                .map(
+                    |(id, key, payload, received, expires, idem, objective, task)| {
+                        let what = || format!("posted event {id}");
+                        let corrupt = |cause: String| StoreError::Corrupt {
+                            path: self.path.clone(),
+                            what: what(),
+                            cause,
+                        };
+                        let consumed_by = match (objective, task) {
+                            (Some(objective), Some(task)) => Some(EventConsumer {
+                                objective: objective
+                                    .parse::<ObjectiveId>()
+                                    .map_err(|e| corrupt(e.to_string()))?,
+                                task: TaskId(to_u64(&self.path, what, task)?),
+                            }),
+                            _ => None,
+                        };
+                        Ok(StoredEvent {
+                            event: PostedEvent {
+                                id: id
+                                    .parse()
+                                    .map_err(|e: uuid::Error| corrupt(e.to_string()))?,
+                                key,
+                                payload: serde_json::from_str(&payload)
+                                    .map_err(|e| corrupt(e.to_string()))?,
+                                received_at_ms: to_u64(&self.path, what, received)?,
+                                expires_at_ms: to_u64(&self.path, what, expires)?,
+                                consumed_by,
+                            },
+                            idempotency_key: idem,
+                        })
+                    },
+                )
+                .collect()
+        })
+    }
+
     fn declared_agents(&self) -> BoxFuture<'_, Result<Vec<DeclaredAgent>, StoreError>> {
         Box::pin(async move {
             let rows: Vec<(String, i64, String)> = sqlx::query_as(
@@ -831,6 +901,26 @@ struct Batch {
     declared: Vec<Declaration>,
     /// Changes to the schedules, in log order (rare: one statement each).
     schedules: Vec<ScheduleChange>,
+    /// Changes to the posted events, in log order.
+    posted: Vec<PostedChange>,
+}
+
+/// A change to the `posted_events` index.
+enum PostedChange {
+    Received {
+        id: String,
+        key: String,
+        payload: String,
+        seq: i64,
+        at_ms: i64,
+        expires_at_ms: i64,
+        idempotency_key: Option<String>,
+    },
+    Consumed {
+        id: String,
+        objective: String,
+        task: i64,
+    },
 }
 
 /// A change to the `schedules` index.
@@ -907,6 +997,7 @@ impl Batch {
         let mut next_agent = 0_u64;
         let mut declared = Vec::new();
         let mut schedules = Vec::new();
+        let mut posted = Vec::new();
         let mut previous: Option<u64> = None;
         for record in records {
             if let Some(previous) = previous
@@ -1030,6 +1121,37 @@ impl Batch {
                     });
                     None
                 }
+                Event::EventReceived {
+                    id,
+                    key,
+                    payload,
+                    expires_at_ms,
+                    idempotency_key,
+                } => {
+                    posted.push(PostedChange::Received {
+                        id: id.to_string(),
+                        key: key.clone(),
+                        payload: payload.to_string(),
+                        seq,
+                        at_ms,
+                        expires_at_ms: to_i64(path, "expiry time", *expires_at_ms)?,
+                        idempotency_key: idempotency_key.clone(),
+                    });
+                    None
+                }
+                Event::WaitSatisfied {
+                    objective,
+                    task,
+                    event,
+                    ..
+                } => {
+                    posted.push(PostedChange::Consumed {
+                        id: event.to_string(),
+                        objective: objective.to_string(),
+                        task: to_i64(path, "task id", task.0)?,
+                    });
+                    None
+                }
                 Event::ObjectiveSucceeded { objective } => {
                     Some((*objective, ObjectiveStatus::Succeeded))
                 }
@@ -1079,6 +1201,7 @@ impl Batch {
             next_agent,
             declared,
             schedules,
+            posted,
         })
     }
 }
@@ -1227,6 +1350,57 @@ async fn append_in(
         query.execute(&mut *tx).await.map_err(err)?;
     }
 
+    for change in batch.posted {
+        match change {
+            PostedChange::Received {
+                id,
+                key,
+                payload,
+                seq,
+                at_ms,
+                expires_at_ms,
+                idempotency_key,
+            } => {
+                sqlx::query("DELETE FROM posted_events WHERE expires_at_ms <= ?")
+                    .bind(at_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(err)?;
+                sqlx::query(
+                    "INSERT INTO posted_events (id, key, payload, received_seq, received_at_ms, \
+                     expires_at_ms, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?) \
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id)
+                .bind(key)
+                .bind(payload)
+                .bind(seq)
+                .bind(at_ms)
+                .bind(expires_at_ms)
+                .bind(idempotency_key)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            }
+            PostedChange::Consumed {
+                id,
+                objective,
+                task,
+            } => {
+                sqlx::query(
+                    "UPDATE posted_events SET consumed_objective = ?, consumed_task = ? \
+                     WHERE id = ?",
+                )
+                .bind(objective)
+                .bind(task)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            }
+        }
+    }
+
     sqlx::query(
         "UPDATE meta SET value = CASE key \
          WHEN 'last_seq' THEN ? WHEN 'next_task' THEN ? WHEN 'next_agent' THEN ? \
@@ -1373,6 +1547,9 @@ fn kind(event: &Event) -> &'static str {
         Event::ScheduleResumed { .. } => "schedule_resumed",
         Event::ScheduleDeleted { .. } => "schedule_deleted",
         Event::ScheduleFired { .. } => "schedule_fired",
+        Event::TaskWaiting { .. } => "task_waiting",
+        Event::WaitSatisfied { .. } => "wait_satisfied",
+        Event::EventReceived { .. } => "event_received",
     }
 }
 

@@ -79,22 +79,7 @@ pub(super) async fn submit(
     headers: HeaderMap,
     JsonBody(objective): JsonBody<Objective>,
 ) -> Result<Response, Problem> {
-    let key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| {
-                    Problem::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid-idempotency-key",
-                        "idempotency key: must be printable ASCII",
-                    )
-                    .field("Idempotency-Key")
-                })?
-                .to_string(),
-        ),
-    };
+    let key = idempotency_key(&headers)?;
     // The body is kept so that a graph error can name the task's index in `tasks`.
     let id = state
         .swarm
@@ -327,6 +312,22 @@ pub(super) async fn cancel(
     let id = objective_id(&id)?;
     state.swarm.cancel(id).await?;
     Ok(Json(state.swarm.objective(id).await?))
+}
+
+/// The request's `Idempotency-Key` header, if it has one.
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-idempotency-key",
+            "idempotency key: must be printable ASCII",
+        )
+        .field("Idempotency-Key")
+    })?;
+    Ok(Some(key.to_owned()))
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ const BEARER: &str = "bearer";
         super::events::stream,
         super::objectives::cancel,
         super::events::stream_all,
+        super::posted::post,
+        super::posted::pending,
         super::tasks::list,
         super::tasks::approve,
         super::tasks::reject,
@@ -70,7 +72,8 @@ const BEARER: &str = "bearer";
         (name = "objectives", description = "Submit, list, read, follow and cancel objectives."),
         (name = "tasks", description = "Tasks across objectives by status (the review queue \
                                          is `status=review`), and a person's decision on a task."),
-        (name = "events", description = "Every event of the swarm as it is committed."),
+        (name = "events", description = "Every event of the swarm as it is committed; events \
+                                           posted from outside for `wait` tasks."),
         (name = "agents", description = "The registry's agents; model agents added and removed \
                                           while the server runs."),
         (name = "schedules", description = "Cron schedules that submit an objective at each \

@@ -307,6 +307,10 @@ fn from_scheduler(err: SchedulerError, objective: Option<&Objective>) -> Problem
             Problem::new(StatusCode::CONFLICT, "idempotency-conflict", detail)
                 .field("Idempotency-Key")
         }
+        SchedulerError::EventConflict { .. } => {
+            Problem::new(StatusCode::CONFLICT, "idempotency-conflict", detail)
+                .field("Idempotency-Key")
+        }
         SchedulerError::BadIdempotencyKey(_) => {
             Problem::new(unprocessable, "invalid-idempotency-key", detail).field("Idempotency-Key")
         }

@@ -44,6 +44,7 @@ pub(crate) fn status_name(status: TaskStatus) -> &'static str {
         TaskStatus::Backlog => "backlog",
         TaskStatus::Ready => "ready",
         TaskStatus::Running => "running",
+        TaskStatus::Waiting => "waiting",
         TaskStatus::Review => "review",
         TaskStatus::Succeeded => "succeeded",
         TaskStatus::Failed => "failed",
@@ -52,10 +53,11 @@ pub(crate) fn status_name(status: TaskStatus) -> &'static str {
 }
 
 /// Every status, in the board's column order.
-pub(crate) const STATUSES: [TaskStatus; 7] = [
+pub(crate) const STATUSES: [TaskStatus; 8] = [
     TaskStatus::Backlog,
     TaskStatus::Ready,
     TaskStatus::Running,
+    TaskStatus::Waiting,
     TaskStatus::Review,
     TaskStatus::Succeeded,
     TaskStatus::Failed,

@@ -179,6 +179,7 @@ pub(crate) fn task_badge(status: TaskStatus) -> Badge {
         TaskStatus::Backlog => ("s-backlog", "◌", "backlog"),
         TaskStatus::Ready => ("s-ready", "○", "ready"),
         TaskStatus::Running => ("s-running", "▶", "running"),
+        TaskStatus::Waiting => ("s-waiting", "⧗", "waiting"),
         TaskStatus::Review => ("s-review", "✎", "review"),
         TaskStatus::Succeeded => ("s-done", "✔", "done"),
         TaskStatus::Failed => ("s-failed", "✖", "failed"),

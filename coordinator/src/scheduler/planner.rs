@@ -227,6 +227,7 @@ fn status_name(status: TaskStatus) -> &'static str {
         TaskStatus::Backlog => "waiting for its dependencies",
         TaskStatus::Ready => "ready",
         TaskStatus::Running => "running",
+        TaskStatus::Waiting => "waiting for an event",
         TaskStatus::Review => "in review",
         TaskStatus::Succeeded => "succeeded",
         TaskStatus::Failed => "failed",

@@ -30,11 +30,11 @@ use swarm_protocol::graph::{self, ExistingTasks, GraphError, NoTasks};
 use swarm_protocol::task::{Compensation, resolve_input};
 use swarm_protocol::task::{check_compensation_references, check_references, has_references};
 use swarm_protocol::{
-    AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Limits, Objective, ObjectiveId,
-    ObjectiveStatus, ObjectiveSummary, ObjectiveView, OutputError, Report, RetryPolicy,
-    ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskItem, TaskKey,
-    TaskOutcome, TaskPage, TaskQuery, TaskSpec, TaskStatus, TaskView, Usage,
-    objective::check_idempotency_key,
+    AgentId, AgentMsg, Assignment, Capability, Event, EventConsumer, FailureKind, Limits, NewEvent,
+    Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, OutputError,
+    PostedEvent, Report, RetryPolicy, ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats,
+    Task, TaskId, TaskItem, TaskKey, TaskKind, TaskOutcome, TaskPage, TaskQuery, TaskSpec,
+    TaskStatus, TaskView, Usage, objective::check_idempotency_key,
 };
 use swarm_registry::{Lease, Registry};
 
@@ -85,6 +85,8 @@ struct TaskNode {
     objective: ObjectiveId,
     key: TaskKey,
     capability: Capability,
+    /// Who runs it (an agent, unless it is a `wait` or `approval` task).
+    kind: TaskKind,
     priority: i32,
     retry: RetryPolicy,
     idle_timeout: Option<Duration>,
@@ -141,6 +143,36 @@ struct TaskExtra {
     compensates: Option<TaskId>,
     /// While in review for not matching its schema: where.
     review_errors: Vec<OutputError>,
+    /// For a `wait` task: what it waits for.
+    wait: Option<WaitFor>,
+}
+
+/// What a `wait` task waits for.
+#[derive(Debug)]
+struct WaitFor {
+    /// The event key (`{objective}` replaced).
+    key: String,
+    /// How long it waits.
+    timeout: Duration,
+    /// While it waits: when it stops (ms since the Unix epoch).
+    until_ms: Option<u64>,
+}
+
+/// A posted event the scheduler keeps: until a `wait` task consumes it, or (when the sender
+/// gave an idempotency key, which keeps answering with it) until it expires.
+struct Kept {
+    event: PostedEvent,
+    idempotency_key: Option<String>,
+}
+
+/// What an event's idempotency key is compared by: its key and payload.
+fn event_fingerprint(key: &str, payload: &Value) -> u64 {
+    use std::hash::Hasher;
+    let mut hasher = rustc_hash::FxHasher::default();
+    hasher.write(key.as_bytes());
+    hasher.write_u8(0);
+    hasher.write(&serde_json::to_vec(payload).unwrap_or_default());
+    hasher.finish()
 }
 
 impl TaskNode {
@@ -156,6 +188,10 @@ impl TaskNode {
         self.extra
             .as_ref()
             .is_some_and(|e| e.compensation.is_some())
+    }
+
+    fn wait_for(&self) -> Option<&WaitFor> {
+        self.extra.as_ref()?.wait.as_ref()
     }
 
     fn set_review_errors(&mut self, errors: Vec<OutputError>) {
@@ -300,6 +336,12 @@ fn task_view(id: TaskId, n: &TaskNode) -> TaskView {
         id,
         key: n.key.clone(),
         capability: n.capability.clone(),
+        kind: n.kind,
+        event: n.wait_for().map(|w| w.key.clone()),
+        waiting_until_ms: n
+            .wait_for()
+            .and_then(|w| w.until_ms)
+            .filter(|_| n.status == TaskStatus::Waiting),
         status: n.status,
         attempts: n.attempt,
         agent: n.agent,
@@ -360,6 +402,15 @@ pub struct SchedulerState {
     /// The wall clock when the current handler turn began (ms since the Unix epoch): attempts
     /// started in the turn are stamped with it, so an assignment reads no clock.
     turn_ms: u64,
+    /// Posted events kept (see [`Kept`]), by id.
+    posted: FxHashMap<uuid::Uuid, Kept>,
+    /// Per key, the kept events no task consumed yet, oldest first.
+    mailbox: FxHashMap<String, VecDeque<uuid::Uuid>>,
+    /// Per key, the `wait` tasks waiting, in the order they started (a cancelled or expired
+    /// one is skipped when met).
+    waiting: FxHashMap<String, VecDeque<TaskId>>,
+    /// Idempotency keys of kept events: the event and its fingerprint.
+    event_keys: FxHashMap<String, (uuid::Uuid, u64)>,
 }
 
 impl SchedulerState {
@@ -397,6 +448,10 @@ impl SchedulerState {
             rng: fastrand::Rng::new(),
             stats: SchedulerStats::default(),
             turn_ms: now_ms(),
+            posted: FxHashMap::default(),
+            mailbox: FxHashMap::default(),
+            waiting: FxHashMap::default(),
+            event_keys: FxHashMap::default(),
         }
     }
 
@@ -568,7 +623,7 @@ impl SchedulerState {
         let mut known: Option<&Capability> = None;
         let mut extras = Extras::new();
         for (i, spec) in specs.iter().enumerate() {
-            if known != Some(&spec.capability) {
+            if spec.kind == TaskKind::Agent && known != Some(&spec.capability) {
                 if !self.registry.knows_capability(&spec.capability) {
                     return Err(SchedulerError::UnknownCapability {
                         task: spec.id.clone(),
@@ -704,12 +759,21 @@ impl SchedulerState {
                 }
             }
             let input = Arc::new(spec.input.clone());
+            let mut extra = extras.get_mut(i).and_then(Option::take);
+            if spec.kind == TaskKind::Wait {
+                extra.get_or_insert_default().wait = Some(WaitFor {
+                    key: spec.event_key(objective).unwrap_or_default(),
+                    timeout: spec.timeout.unwrap_or_default(),
+                    until_ms: None,
+                });
+            }
             self.tasks.insert(
                 id,
                 TaskNode {
                     objective,
                     key: spec.id.clone(),
                     capability: spec.capability.clone(),
+                    kind: spec.kind,
                     priority: run.priority,
                     retry: spec.retry,
                     idle_timeout: spec.idle_timeout,
@@ -737,7 +801,7 @@ impl SchedulerState {
                     started_at_ms: 0,
                     planning: None,
                     capped,
-                    extra: extras.get_mut(i).and_then(Option::take),
+                    extra,
                 },
             );
         }
@@ -772,6 +836,10 @@ impl SchedulerState {
             self.idempotency.insert(key, (id, fingerprint));
         }
         let now = now_ms();
+        // Events first, so a task that was waiting finds one posted before the restart.
+        for stored in recovered.posted {
+            self.keep(stored.event, stored.idempotency_key, now);
+        }
         for model in recovered.replay.unfinished() {
             self.restore_objective(model, now);
         }
@@ -885,6 +953,7 @@ impl SchedulerState {
             match t.status {
                 TaskStatus::Running => self.restore_running(id, t.id, t.attempt, t.agent, now),
                 TaskStatus::Ready => self.restore_ready(t.id, t.retry_at_ms, now),
+                TaskStatus::Waiting => self.restore_wait(t.id, t.wait_until_ms, now),
                 TaskStatus::Backlog
                     if self
                         .tasks
@@ -1005,8 +1074,30 @@ impl SchedulerState {
                         SchedulerMsg::RetryDue { task: id, attempt }
                     });
             }
-            _ => self.enqueue_or_dispatch(id),
+            _ => self.dispatch_ready(id),
         }
+    }
+
+    /// A recovered `wait` task that was waiting: it waits on for the rest of its time (and
+    /// takes an event posted meanwhile), or fails now if its time is up.
+    fn restore_wait(&mut self, id: TaskId, until_ms: Option<u64>, now: u64) {
+        let Some(node) = self.tasks.get_mut(id) else {
+            return;
+        };
+        node.status = TaskStatus::Waiting;
+        node.started_at_ms = now;
+        let attempt = node.attempt;
+        let Some(wait) = node.extra.as_mut().and_then(|e| e.wait.as_mut()) else {
+            return;
+        };
+        let until = until_ms.unwrap_or(now);
+        wait.until_ms = Some(until);
+        let key = wait.key.clone();
+        self.myself.send_after(
+            Duration::from_millis(until.saturating_sub(now)),
+            move || SchedulerMsg::WaitExpired { task: id, attempt },
+        );
+        self.take_or_wait(id, key);
     }
 
     // ---- Readiness and allocation ----------------------------------------------------------
@@ -1074,7 +1165,302 @@ impl SchedulerState {
             objective,
             task: id,
         });
-        self.enqueue_or_dispatch(id);
+        self.dispatch_ready(id);
+    }
+
+    /// A ready task goes to an agent, or, for the kinds the coordinator runs, starts waiting
+    /// for its event or for a person.
+    #[inline(always)]
+    fn dispatch_ready(&mut self, id: TaskId) {
+        match self.tasks.get(id).map(|n| n.kind) {
+            Some(TaskKind::Agent) => self.enqueue_or_dispatch(id),
+            Some(TaskKind::Wait) => self.start_wait(id),
+            Some(TaskKind::Approval) => self.request_approval(id),
+            None => {}
+        }
+    }
+
+    /// An `approval` task is ready: it goes to review with its input (what the person
+    /// approves, and what its dependents get unless they edit it).
+    fn request_approval(&mut self, id: TaskId) {
+        let Some(node) = self.tasks.get_mut(id) else {
+            return;
+        };
+        node.attempt += 1;
+        let input = Value::clone(&node.input);
+        self.send_to_review(
+            id,
+            Some(input),
+            "awaiting approval".into(),
+            Vec::new(),
+            Spent::default(),
+        );
+    }
+
+    // ---- Events and waits -------------------------------------------------------------------
+
+    /// A `wait` task is ready: it waits for its event (for at most its timeout), and takes
+    /// one posted before, if one is kept.
+    fn start_wait(&mut self, id: TaskId) {
+        let now = self.turn_ms;
+        let Some(node) = self.tasks.get_mut(id) else {
+            return;
+        };
+        node.status = TaskStatus::Waiting;
+        node.attempt += 1;
+        node.started_at_ms = now;
+        let (objective, attempt) = (node.objective, node.attempt);
+        let Some(wait) = node.extra.as_mut().and_then(|e| e.wait.as_mut()) else {
+            return;
+        };
+        let timeout = wait.timeout;
+        let until = now.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
+        wait.until_ms = Some(until);
+        let key = wait.key.clone();
+        self.journal.record(Event::TaskWaiting {
+            objective,
+            task: id,
+            event: key.clone(),
+            until_ms: until,
+        });
+        self.myself
+            .send_after(timeout, move || SchedulerMsg::WaitExpired {
+                task: id,
+                attempt,
+            });
+        self.take_or_wait(id, key);
+    }
+
+    /// The waiting task takes the oldest kept event of its key, or joins the key's waiters.
+    fn take_or_wait(&mut self, id: TaskId, key: String) {
+        let now = self.turn_ms;
+        let event = self.mailbox.get_mut(&key).and_then(|queue| {
+            // An event past its time whose expiry timer has not run yet is not taken.
+            while let Some(event) = queue.pop_front() {
+                if self
+                    .posted
+                    .get(&event)
+                    .is_some_and(|k| k.event.expires_at_ms > now)
+                {
+                    return Some(event);
+                }
+            }
+            None
+        });
+        if self.mailbox.get(&key).is_some_and(VecDeque::is_empty) {
+            self.mailbox.remove(&key);
+        }
+        match event {
+            Some(event) => self.satisfy(id, event),
+            None => self.waiting.entry(key).or_default().push_back(id),
+        }
+    }
+
+    /// A waiting task consumes a kept event: its payload is the task's output (or goes to
+    /// review, when it does not match the task's `output_schema`).
+    fn satisfy(&mut self, id: TaskId, event: uuid::Uuid) {
+        let Some(node) = self.tasks.get_mut(id) else {
+            return;
+        };
+        let objective = node.objective;
+        let Some(kept) = self.posted.get_mut(&event) else {
+            return;
+        };
+        kept.event.consumed_by = Some(EventConsumer {
+            objective,
+            task: id,
+        });
+        let (key, payload) = (kept.event.key.clone(), kept.event.payload.clone());
+        if kept.idempotency_key.is_none() {
+            // Nothing asks about it again.
+            self.posted.remove(&event);
+        }
+        if let Some(wait) = node.extra.as_mut().and_then(|e| e.wait.as_mut()) {
+            wait.until_ms = None;
+        }
+        self.journal.record(Event::WaitSatisfied {
+            objective,
+            task: id,
+            event,
+            key,
+            payload: payload.clone(),
+        });
+        match node.schema().map(|schema| schema.check(&payload)) {
+            Some(Err(errors)) => {
+                let reason = review_reason(&errors);
+                self.send_to_review(id, Some(payload), reason, errors, Spent::default());
+            }
+            _ => {
+                node.status = TaskStatus::Succeeded;
+                node.error = None;
+                node.output = Some(payload);
+                self.stats.tasks_succeeded += 1;
+                self.task_done(id);
+            }
+        }
+    }
+
+    /// A `wait` task's time is up: if it still waits, it fails with a timeout.
+    pub(crate) fn on_wait_expired(&mut self, id: TaskId, attempt: u32) {
+        let Some(node) = self.tasks.get(id) else {
+            return;
+        };
+        if node.attempt != attempt || node.status != TaskStatus::Waiting {
+            return;
+        }
+        let Some(wait) = node.wait_for() else {
+            return;
+        };
+        let message = format!(
+            "no event `{}` arrived within {}",
+            wait.key,
+            humantime::format_duration(wait.timeout)
+        );
+        if let Some(queue) = self.waiting.get_mut(&wait.key) {
+            queue.retain(|t| *t != id);
+            if queue.is_empty() {
+                self.waiting.remove(&wait.key);
+            }
+        }
+        self.fail_task(
+            id,
+            None,
+            FailureKind::Timeout,
+            message,
+            None,
+            Spent::default(),
+        );
+    }
+
+    /// An event posted from outside: recorded, then consumed by the first task waiting for its
+    /// key, or kept until one comes or it expires. A repeated idempotency key returns the
+    /// event first posted with it.
+    pub(crate) fn post_event(&mut self, new: NewEvent) -> Result<PostedEvent, SchedulerError> {
+        if let Some(idem) = &new.idempotency_key {
+            check_idempotency_key(idem).map_err(SchedulerError::BadIdempotencyKey)?;
+            if let Some(&(existing, first)) = self.event_keys.get(idem)
+                && let Some(kept) = self.posted.get(&existing)
+            {
+                return if first == event_fingerprint(&new.key, &new.payload) {
+                    Ok(kept.event.clone())
+                } else {
+                    Err(SchedulerError::EventConflict {
+                        key: idem.clone(),
+                        existing,
+                        event: kept.event.key.clone(),
+                    })
+                };
+            }
+        }
+        let now = self.turn_ms;
+        let mut answer = PostedEvent {
+            id: uuid::Uuid::now_v7(),
+            key: new.key,
+            payload: new.payload,
+            received_at_ms: now,
+            expires_at_ms: now
+                .saturating_add(u64::try_from(new.ttl.as_millis()).unwrap_or(u64::MAX)),
+            consumed_by: None,
+        };
+        self.journal.record(Event::EventReceived {
+            id: answer.id,
+            key: answer.key.clone(),
+            payload: answer.payload.clone(),
+            expires_at_ms: answer.expires_at_ms,
+            idempotency_key: new.idempotency_key.clone(),
+        });
+        let id = answer.id;
+        self.keep(answer.clone(), new.idempotency_key, now);
+        // The first task still waiting for the key takes it.
+        if let Some(task) = self.next_waiter(&answer.key) {
+            if let Some(queue) = self.mailbox.get_mut(&answer.key) {
+                queue.retain(|e| *e != id);
+                if queue.is_empty() {
+                    self.mailbox.remove(&answer.key);
+                }
+            }
+            answer.consumed_by = self.tasks.get(task).map(|n| EventConsumer {
+                objective: n.objective,
+                task,
+            });
+            self.satisfy(task, id);
+        }
+        Ok(answer)
+    }
+
+    /// Keeps a posted event (unconsumed ones in their key's mailbox) and sets its expiry.
+    fn keep(&mut self, event: PostedEvent, idempotency_key: Option<String>, now: u64) {
+        if event.expires_at_ms <= now {
+            return;
+        }
+        let (id, key) = (event.id, event.key.clone());
+        if let Some(idem) = &idempotency_key {
+            let fingerprint = event_fingerprint(&event.key, &event.payload);
+            self.event_keys.insert(idem.clone(), (id, fingerprint));
+        }
+        if event.consumed_by.is_none() {
+            self.mailbox.entry(key.clone()).or_default().push_back(id);
+        } else if idempotency_key.is_none() {
+            return;
+        }
+        let ttl = Duration::from_millis(event.expires_at_ms - now);
+        self.posted.insert(
+            id,
+            Kept {
+                event,
+                idempotency_key,
+            },
+        );
+        self.myself
+            .send_after(ttl, move || SchedulerMsg::EventExpired { id, key });
+    }
+
+    /// The first task still waiting for `key`, taken off the key's waiters.
+    fn next_waiter(&mut self, key: &str) -> Option<TaskId> {
+        let queue = self.waiting.get_mut(key)?;
+        let mut found = None;
+        while let Some(task) = queue.pop_front() {
+            if self
+                .tasks
+                .get(task)
+                .is_some_and(|n| n.status == TaskStatus::Waiting)
+            {
+                found = Some(task);
+                break;
+            }
+        }
+        if queue.is_empty() {
+            self.waiting.remove(key);
+        }
+        found
+    }
+
+    /// A kept event's time is up: it is dropped (no record: its expiry was in its
+    /// `EventReceived`).
+    pub(crate) fn on_event_expired(&mut self, id: uuid::Uuid, key: &str) {
+        if let Some(kept) = self.posted.remove(&id)
+            && let Some(idem) = kept.idempotency_key
+        {
+            self.event_keys.remove(&idem);
+        }
+        if let Some(queue) = self.mailbox.get_mut(key) {
+            queue.retain(|e| *e != id);
+            if queue.is_empty() {
+                self.mailbox.remove(key);
+            }
+        }
+    }
+
+    /// The kept events no task consumed yet, oldest first.
+    pub(crate) fn pending_events(&self) -> Vec<PostedEvent> {
+        let mut events: Vec<PostedEvent> = self
+            .posted
+            .values()
+            .filter(|k| k.event.consumed_by.is_none())
+            .map(|k| k.event.clone())
+            .collect();
+        events.sort_unstable_by_key(|e| e.id);
+        events
     }
 
     /// The outputs of a task's dependencies, by name. A planning task's output (the plan its
@@ -2572,6 +2958,7 @@ impl SchedulerState {
             objective,
             key: spec.id,
             capability: spec.capability,
+            kind: TaskKind::Agent,
             priority: node.priority,
             retry: spec.retry,
             idle_timeout: spec.idle_timeout,
@@ -2784,18 +3171,26 @@ impl SchedulerState {
                 self.task_done(id);
             }
             ReviewDecision::Reject { reason } => {
+                // A person said no to an approval: no planner is asked to get round that.
+                let approval = node.kind == TaskKind::Approval;
                 self.journal.record(Event::TaskRejected {
                     objective,
                     task: id,
                     reason: reason.clone(),
                 });
-                self.fail_task(
+                let message = if approval {
+                    format!("not approved: {reason}")
+                } else {
+                    format!("rejected in review: {reason}")
+                };
+                self.fail_task_with(
                     id,
                     None,
                     FailureKind::Permanent,
-                    format!("rejected in review: {reason}"),
+                    message,
                     None,
                     Spent::default(),
+                    !approval,
                 );
             }
             ReviewDecision::Retry => {

@@ -10,7 +10,7 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use futures::future::try_join_all;
-use swarm_protocol::{TaskId, TaskItem, TaskQuery, TaskStatus};
+use swarm_protocol::{TaskId, TaskItem, TaskKind, TaskQuery, TaskStatus};
 
 use super::{Badge, Layout, Visitor, html, short_duration, task_badge};
 use crate::http::AppState;
@@ -36,6 +36,8 @@ pub(crate) struct Card {
     pub(crate) elapsed: String,
     pub(crate) tokens: u64,
     pub(crate) error: Option<String>,
+    /// What a `wait` or `approval` task waits for.
+    pub(crate) note: Option<String>,
     pub(crate) badge: Badge,
 }
 
@@ -60,6 +62,16 @@ impl Card {
             elapsed: short_duration(run_ms.saturating_add(running_ms)),
             tokens: task.usage.input_tokens + task.usage.output_tokens,
             error: task.error.as_deref().map(|e| super::clip(e, 160)),
+            note: match (task.kind, &task.event) {
+                (TaskKind::Wait, Some(key)) => {
+                    Some(format!("waits for event {}", super::clip(key, 80)))
+                }
+                (TaskKind::Approval, _) if task.status == TaskStatus::Review => {
+                    Some("awaiting approval".to_owned())
+                }
+                (TaskKind::Approval, _) => Some("approval gate".to_owned()),
+                _ => None,
+            },
             badge: task_badge(task.status),
         }
     }
