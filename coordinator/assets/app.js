@@ -15,6 +15,7 @@
   const EVENT_TYPES = [
     "objective_submitted", "task_ready", "task_started", "task_succeeded", "task_failed",
     "attempt_lost", "task_in_review", "task_approved", "task_rejected", "tasks_spawned",
+    "task_waiting", "wait_satisfied", "compensation_started",
     "plan_requested", "plan_rejected", "task_cancelled", "objective_succeeded",
     "objective_failed", "objective_cancelled", "agent_registered", "agent_health_changed",
     "agent_restarted", "agent_deregistered",

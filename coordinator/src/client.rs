@@ -133,6 +133,25 @@ impl Client {
         .await
     }
 
+    /// Posts an event (`{key, payload, ttl?}`) for `wait` tasks; returns it as received.
+    pub async fn post_event(
+        &self,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, Error> {
+        let mut request = self.request(Method::POST, "/v1/events").json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        self.call(request).await
+    }
+
+    /// The events kept because no task consumed them yet.
+    pub async fn pending_events(&self) -> Result<Value, Error> {
+        self.call(self.request(Method::GET, "/v1/events/pending"))
+            .await
+    }
+
     /// The schedules, with their next fire times and recent fires.
     pub async fn schedules(&self) -> Result<Value, Error> {
         self.call(self.request(Method::GET, "/v1/schedules")).await
@@ -367,16 +386,19 @@ fn path_segment(name: &str) -> String {
         .collect()
 }
 
+/// A time (ms since the Unix epoch) as `2026-11-25T17:00:00Z`; `-` for none.
+pub fn utc(ms: Option<u64>) -> String {
+    ms.and_then(|ms| chrono::DateTime::from_timestamp_millis(i64::try_from(ms).ok()?))
+        .map_or_else(
+            || "-".to_owned(),
+            |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        )
+}
+
 /// One line per schedule of a `GET /v1/schedules` answer: name, cron expression and time
 /// zone, state, next fire time and latest fire (times in UTC).
 pub fn render_schedules(schedules: &Value) -> String {
-    let time = |ms: Option<u64>| {
-        ms.and_then(|ms| chrono::DateTime::from_timestamp_millis(i64::try_from(ms).ok()?))
-            .map_or_else(
-                || "-".to_owned(),
-                |t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            )
-    };
+    let time = utc;
     let mut out = String::new();
     for schedule in schedules.as_array().into_iter().flatten() {
         let text = |k: &str| schedule.get(k).and_then(Value::as_str).unwrap_or("?");

@@ -192,7 +192,7 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// List tasks waiting for review.
+    /// List tasks waiting for review or approval.
     Tasks {
         /// Only tasks in review (the one listing there is).
         #[arg(long, default_value_t = true)]
@@ -200,7 +200,7 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Approve a task in review, optionally replacing its output (JSON).
+    /// Approve a task in review or an approval gate, optionally replacing its output (JSON).
     Approve {
         /// The task (`T42`).
         task: String,
@@ -210,7 +210,7 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Reject a task in review: it and its objective fail.
+    /// Reject a task in review or an approval gate: it and its objective fail.
     Reject {
         /// The task (`T42`).
         task: String,
@@ -225,6 +225,11 @@ enum Command {
         #[command(subcommand)]
         action: ScheduleAction,
     },
+    /// Post events that `wait` tasks wait for, and list the ones kept.
+    Events {
+        #[command(subcommand)]
+        action: EventAction,
+    },
     /// Rebuild one objective from the event log alone and print its chain of work.
     Replay {
         /// The objective.
@@ -235,6 +240,33 @@ enum Command {
         /// Print `{"objective": <final state>, "events": [...]}` as JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+}
+
+/// `swarm events ...`.
+#[derive(Subcommand)]
+enum EventAction {
+    /// Post an event: the first `wait` task waiting for KEY consumes it (the payload becomes
+    /// its output); if none waits yet, it is kept until one starts or its time to live passes.
+    Send {
+        /// The event key the `wait` task names.
+        key: String,
+        /// The payload (JSON; quote a string).
+        #[arg(long)]
+        data: Option<String>,
+        /// How long it is kept if no task consumes it (default 24h).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Makes a retried send safe: a repeat with the same key returns the first event.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List the events kept because no task consumed them yet.
+    Pending {
+        #[command(flatten)]
+        server: ServerArgs,
     },
 }
 
@@ -303,6 +335,59 @@ enum Overlap {
     Skip,
     QueueOne,
     CancelPrevious,
+}
+
+async fn event_command(action: EventAction) -> anyhow::Result<()> {
+    match action {
+        EventAction::Send {
+            key,
+            data,
+            ttl,
+            idempotency_key,
+            server,
+        } => {
+            let payload = data
+                .map(|text| {
+                    serde_json::from_str::<serde_json::Value>(&text)
+                        .context("--data must be JSON (quote a string)")
+                })
+                .transpose()?
+                .unwrap_or(serde_json::Value::Null);
+            let mut body = serde_json::json!({ "key": key, "payload": payload });
+            if let Some(ttl) = ttl {
+                body["ttl"] = serde_json::Value::String(ttl);
+            }
+            let posted = server
+                .client()?
+                .post_event(&body, idempotency_key.as_deref())
+                .await?;
+            let id = posted["id"].as_str().unwrap_or("?");
+            match posted.get("consumed_by") {
+                Some(by) => println!(
+                    "event {id} consumed by task {} of objective {}",
+                    by["task"].as_str().unwrap_or("?"),
+                    by["objective"].as_str().unwrap_or("?")
+                ),
+                None => println!("event {id} kept: no task waits for `{key}` yet"),
+            }
+        }
+        EventAction::Pending { server } => {
+            let events = server.client()?.pending_events().await?;
+            let events = events.as_array().cloned().unwrap_or_default();
+            if events.is_empty() {
+                println!("no event is kept");
+            }
+            for event in events {
+                println!(
+                    "{}  {}  expires {}",
+                    event["id"].as_str().unwrap_or("?"),
+                    event["key"].as_str().unwrap_or("?"),
+                    swarm_coordinator::client::utc(event["expires_at_ms"].as_u64())
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn schedule_command(action: ScheduleAction) -> anyhow::Result<()> {
@@ -571,6 +656,7 @@ fn run() -> anyhow::Result<()> {
         | Command::Approve { .. }
         | Command::Reject { .. }) => runtime.block_on(client_command(command))?,
         Command::Schedules { action } => runtime.block_on(schedule_command(action))?,
+        Command::Events { action } => runtime.block_on(event_command(action))?,
         Command::Bench {
             agents,
             capabilities,

@@ -378,3 +378,84 @@ fn schedules_are_managed_from_the_command_line() {
         text(&missing.stderr)
     );
 }
+
+#[test]
+fn events_are_sent_and_approval_gates_approved_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), None);
+    // The event comes before the task that waits for it.
+    let sent = swarm(
+        &server,
+        None,
+        &[
+            "events",
+            "send",
+            "ci-done",
+            "--data",
+            r#"{"status":"green"}"#,
+        ],
+    );
+    assert!(sent.status.success(), "{}", text(&sent.stderr));
+    assert!(
+        text(&sent.stdout).contains("kept"),
+        "{}",
+        text(&sent.stdout)
+    );
+    let pending = swarm(&server, None, &["events", "pending"]);
+    assert!(
+        text(&pending.stdout).contains("ci-done"),
+        "{}",
+        text(&pending.stdout)
+    );
+    let bad = swarm(&server, None, &["events", "send", "ci done"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("key"), "{}", text(&bad.stderr));
+
+    let graph = dir.path().join("release.json");
+    std::fs::write(
+        &graph,
+        r#"[{"id": "ship-it", "kind": "approval", "input": {"release": "1.2"}},
+            {"id": "ci", "kind": "wait", "event": "ci-done", "timeout": "1h",
+             "depends_on": ["ship-it"]},
+            {"id": "report", "capability": "echo", "depends_on": ["ci"],
+             "input": {"$from": "ci", "pointer": "/status"}}]"#,
+    )
+    .unwrap();
+    let graph = graph.to_str().unwrap();
+    let submit = [
+        "submit",
+        "release 1.2",
+        "--graph",
+        graph,
+        "--key",
+        "rel-1.2",
+    ];
+    // Accepted once durable, with the gate already asking for approval.
+    let out = swarm(&server, None, &submit);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    let queue = swarm(&server, None, &["tasks", "--review"]);
+    let queue = text(&queue.stdout);
+    let line = queue
+        .lines()
+        .find(|l| l.contains("`ship-it`"))
+        .unwrap_or_else(|| panic!("the gate is not in the review queue: {queue}"));
+    assert!(
+        line.contains(&id) && line.contains("awaiting approval"),
+        "{line}"
+    );
+    let task = line.split_whitespace().next().unwrap().to_owned();
+
+    let approved = swarm(&server, None, &["approve", &task]);
+    assert!(approved.status.success(), "{}", text(&approved.stderr));
+    // The same key again follows the objective to its end.
+    let mut watch = submit.to_vec();
+    watch.push("--watch");
+    let out = swarm(&server, None, &watch);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("succeeded"), "{stdout}");
+    assert!(stdout.contains(r#""input":"green""#), "{stdout}");
+    let pending = swarm(&server, None, &["events", "pending"]);
+    assert_eq!(text(&pending.stdout).trim(), "no event is kept");
+}

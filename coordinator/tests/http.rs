@@ -2449,3 +2449,270 @@ async fn signed_webhooks_start_objectives_and_nothing_else_does() {
     assert_eq!(count().await, 1);
     server.finish().await;
 }
+
+/// `build` waits (for `timeout`) for the event `key`; `report` echoes the part of its payload
+/// at `/status` after it.
+fn waiting_for(key: &str, timeout: &str) -> Value {
+    json!({
+        "goal": "report the build",
+        "tasks": [
+            { "id": "build", "kind": "wait", "event": key, "timeout": timeout },
+            { "id": "report", "capability": "echo",
+              "input": { "$from": "build", "pointer": "/status" }, "depends_on": ["build"] }
+        ]
+    })
+}
+
+async fn post_event(server: &Server, body: &Value, key: Option<&str>) -> reqwest::Response {
+    let mut request = server.request(Method::POST, "/v1/events").json(body);
+    if let Some(key) = key {
+        request = request.header("Idempotency-Key", key);
+    }
+    request.send().await.unwrap()
+}
+
+/// The task named `key` of an objective's view.
+fn task_named<'a>(view: &'a Value, key: &str) -> &'a Value {
+    view["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["key"] == key)
+        .unwrap_or_else(|| panic!("no task `{key}` in {view}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_task_completes_when_its_event_arrives_also_when_it_came_first() {
+    let server = start(None).await;
+
+    // The task waits first; the event's key names its objective.
+    let id = server.submit_ok(&waiting_for("ci-{objective}", "1h")).await;
+    let mut events = server.events(&id, None).await;
+    let waiting = until(&mut events, "task_waiting").await;
+    let key = format!("ci-{id}");
+    assert_eq!(waiting.last().unwrap().data["event"], key.as_str());
+    let board = server.get_json("/v1/tasks?status=waiting").await;
+    assert_eq!(board["total"], 1, "{board}");
+    assert_eq!(board["tasks"][0]["task"]["kind"], "wait");
+    assert_eq!(board["tasks"][0]["task"]["event"], key.as_str());
+    assert!(board["tasks"][0]["task"]["waiting_until_ms"].is_u64());
+    let view = server.get_json(&format!("/v1/objectives/{id}")).await;
+    assert_eq!(task_named(&view, "report")["status"], "backlog");
+
+    let response = post_event(
+        &server,
+        &json!({ "key": key, "payload": { "status": "green" } }),
+        None,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let posted: Value = response.json().await.unwrap();
+    assert_eq!(posted["consumed_by"]["objective"], id.as_str());
+    until(&mut events, "objective_succeeded").await;
+    let view = server.get_json(&format!("/v1/objectives/{id}")).await;
+    assert_eq!(
+        task_named(&view, "build")["output"],
+        json!({ "status": "green" })
+    );
+    assert_eq!(task_named(&view, "report")["output"]["input"], "green");
+    let chain = server.get_json(&format!("/v1/objectives/{id}/chain")).await;
+    let satisfied = chain
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "wait_satisfied")
+        .unwrap_or_else(|| panic!("no wait_satisfied in {chain}"));
+    assert_eq!(satisfied["event"], posted["id"]);
+
+    // The event comes first: it is kept (durably, across a restart) for the task that
+    // starts later, and a retried post under its idempotency key adds nothing.
+    let early = json!({ "key": "deploy-7", "payload": { "status": "amber" } });
+    let response = post_event(&server, &early, Some("deploy-7-sent")).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let first: Value = response.json().await.unwrap();
+    assert!(first.get("consumed_by").is_none(), "{first}");
+    let again: Value = post_event(&server, &early, Some("deploy-7-sent"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["id"], first["id"]);
+    let other = json!({ "key": "deploy-7", "payload": { "status": "red" } });
+    let conflict = problem(
+        post_event(&server, &other, Some("deploy-7-sent")).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(conflict["field"], "Idempotency-Key");
+    let pending = server.get_json("/v1/events/pending").await;
+    assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
+    assert_eq!(pending[0]["id"], first["id"]);
+    let dir = server.finish().await;
+
+    let server = start_in(dir, ApiConfig::default()).await;
+    let pending = server.get_json("/v1/events/pending").await;
+    assert_eq!(pending[0]["id"], first["id"], "{pending}");
+    let id = server.submit_ok(&waiting_for("deploy-7", "1h")).await;
+    let all = server.all_events(&id, None).await;
+    assert_eq!(all.last().unwrap().kind, "objective_succeeded");
+    assert!(all.iter().all(|e| e.kind != "task_waiting" || e.seq > 0));
+    let view = server.get_json(&format!("/v1/objectives/{id}")).await;
+    assert_eq!(
+        task_named(&view, "build")["output"],
+        json!({ "status": "amber" })
+    );
+    assert_eq!(server.get_json("/v1/events/pending").await, json!([]));
+    // Consumed, so a second task waiting for the key does not get it again.
+    let id = server.submit_ok(&waiting_for("deploy-7", "1h")).await;
+    let mut events = server.events(&id, None).await;
+    until(&mut events, "task_waiting").await;
+    let view = server.get_json(&format!("/v1/objectives/{id}")).await;
+    assert_eq!(task_named(&view, "build")["status"], "waiting");
+    server.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_task_without_its_event_fails_with_a_timeout() {
+    let server = start(None).await;
+    let id = server.submit_ok(&waiting_for("never", "300ms")).await;
+    let all = server.all_events(&id, None).await;
+    let end = all.last().unwrap();
+    assert_eq!(end.kind, "objective_failed");
+    let reason = end.data["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("no event `never` arrived within 300ms"),
+        "{reason}"
+    );
+    let failed = all.iter().find(|e| e.kind == "task_failed").unwrap();
+    assert_eq!(failed.data["kind"], "timeout");
+    let view = server.get_json(&format!("/v1/objectives/{id}")).await;
+    assert_eq!(task_named(&view, "report")["status"], "cancelled");
+    // An event posted after the timeout is kept for a later task, not given to this one.
+    let late = post_event(&server, &json!({ "key": "never" }), None).await;
+    let late: Value = late.json().await.unwrap();
+    assert!(late.get("consumed_by").is_none(), "{late}");
+
+    // Bad events and bad wait tasks are named.
+    for (body, field) in [
+        (json!({ "key": "" }), "key"),
+        (json!({ "key": "has space" }), "key"),
+        (json!({ "key": "k", "ttl": "0s" }), "ttl"),
+        (json!({ "key": "k", "ttl": "90days" }), "ttl"),
+        (json!({ "key": "k", "payload": 1, "extra": true }), "extra"),
+    ] {
+        let body = problem(
+            post_event(&server, &body, None).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(body["field"], field, "{body}");
+    }
+    let no_timeout = json!({
+        "goal": "g",
+        "tasks": [{ "id": "w", "kind": "wait", "event": "k" }]
+    });
+    let body = problem(
+        server.submit(&no_timeout, None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(body["field"], "tasks[0]", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("`timeout`"),
+        "{body}"
+    );
+    server.finish().await;
+}
+
+/// `draft` echoes its input; `ship-it` asks a person to approve the draft; `publish` echoes
+/// what was approved.
+fn gated() -> Value {
+    json!({
+        "goal": "publish after sign-off",
+        "tasks": [
+            { "id": "draft", "capability": "echo", "input": { "text": "v1" } },
+            { "id": "ship-it", "kind": "approval",
+              "input": { "$from": "draft", "pointer": "/input" }, "depends_on": ["draft"] },
+            { "id": "publish", "capability": "echo",
+              "input": { "$from": "ship-it" }, "depends_on": ["ship-it"] }
+        ]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_task_holds_its_dependents_until_approved_and_rejecting_fails_the_objective() {
+    let server = start(None).await;
+    let id = server.submit_ok(&gated()).await;
+    let mut events = server.events(&id, None).await;
+    let seen = until(&mut events, "task_in_review").await;
+    assert_eq!(
+        seen.last().unwrap().data["reason"],
+        "awaiting approval",
+        "{seen:#?}"
+    );
+    // It waits in the review queue with what is to be approved; its dependent does not run.
+    let queue = server.get_json("/v1/tasks?status=review").await;
+    let item = &queue["tasks"][0]["task"];
+    assert_eq!(item["kind"], "approval");
+    assert_eq!(item["output"], json!({ "text": "v1" }));
+    let task = item["id"].as_str().unwrap().to_owned();
+    let view = server.get_json(&format!("/v1/objectives/{id}")).await;
+    assert_eq!(task_named(&view, "publish")["status"], "backlog");
+    let board = server.get_text("/ui/").await;
+    assert!(
+        board.contains("awaiting approval"),
+        "the board shows the gate"
+    );
+    let review = server.get_text("/ui/review").await;
+    assert!(
+        review.contains("data-approval"),
+        "the review page offers it"
+    );
+
+    let approved = server
+        .request(Method::POST, &format!("/v1/tasks/{task}/approve"))
+        .json(&json!({ "output": { "text": "v2" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approved.status(), StatusCode::NO_CONTENT);
+    until(&mut events, "objective_succeeded").await;
+    let view = server.get_json(&format!("/v1/objectives/{id}")).await;
+    assert_eq!(
+        task_named(&view, "publish")["output"]["input"],
+        json!({ "text": "v2" })
+    );
+    let chain = server.get_json(&format!("/v1/objectives/{id}/chain")).await;
+    let kinds: Vec<&str> = chain
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["task"].as_str() == Some(task.as_str()))
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["task_ready", "task_in_review", "task_approved"]);
+
+    // Rejected: the objective fails, and what follows the gate never runs.
+    let id = server.submit_ok(&gated()).await;
+    let mut events = server.events(&id, None).await;
+    until(&mut events, "task_in_review").await;
+    let view = server.get_json(&format!("/v1/objectives/{id}")).await;
+    let task = task_named(&view, "ship-it")["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rejected = server
+        .request(Method::POST, &format!("/v1/tasks/{task}/reject"))
+        .json(&json!({ "reason": "too risky" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), StatusCode::NO_CONTENT);
+    let rest = until(&mut events, "objective_failed").await;
+    let reason = rest.last().unwrap().data["reason"].as_str().unwrap();
+    assert!(reason.contains("not approved: too risky"), "{reason}");
+    let view = server.get_json(&format!("/v1/objectives/{id}")).await;
+    assert_eq!(task_named(&view, "publish")["status"], "cancelled");
+    assert_eq!(task_named(&view, "publish")["attempts"], 0);
+    server.finish().await;
+}

@@ -105,7 +105,7 @@ struct BoardQuery {
     status: Option<TaskStatus>,
     after: Option<TaskId>,
     /// Cards per column (`limit.<status>`), for a refresh of what the script shows.
-    limits: [usize; 7],
+    limits: [usize; STATUSES.len()],
 }
 
 fn parse(raw: Option<&str>) -> Result<BoardQuery, Problem> {
@@ -114,7 +114,7 @@ fn parse(raw: Option<&str>) -> Result<BoardQuery, Problem> {
     let mut form = Filters::default();
     let mut status = None;
     let mut after = None;
-    let mut limits = [PAGE; 7];
+    let mut limits = [PAGE; STATUSES.len()];
     let mut kept = form_urlencoded::Serializer::new(String::new());
     for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         if parse_filter(&mut filters, &name, &value)? {
@@ -198,12 +198,10 @@ async fn column(
 
 async fn columns(state: &AppState, query: &BoardQuery) -> Result<Vec<Column>, Problem> {
     let now = crate::journal::now_ms();
-    try_join_all(
-        STATUSES
-            .iter()
-            .enumerate()
-            .map(|(i, &status)| column(state, &query.filters, status, None, query.limits[i], now)),
-    )
+    try_join_all(STATUSES.iter().enumerate().map(|(i, &status)| {
+        let limit = query.limits.get(i).copied().unwrap_or(PAGE);
+        column(state, &query.filters, status, None, limit, now)
+    }))
     .await
 }
 

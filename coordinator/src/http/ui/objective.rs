@@ -229,6 +229,7 @@ async fn live_of(state: &AppState, raw: &str) -> Result<Live, Problem> {
         TaskStatus::Backlog,
         TaskStatus::Ready,
         TaskStatus::Running,
+        TaskStatus::Waiting,
         TaskStatus::Review,
         TaskStatus::Succeeded,
         TaskStatus::Failed,

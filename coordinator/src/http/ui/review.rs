@@ -32,6 +32,8 @@ pub(crate) struct Item {
     pub(crate) output: String,
     /// The output the editor started from, to tell whether it was edited.
     pub(crate) has_output: bool,
+    /// An `approval` task (a gate), rather than output that needs a look.
+    pub(crate) approval: bool,
 }
 
 impl From<&TaskItem> for Item {
@@ -46,6 +48,7 @@ impl From<&TaskItem> for Item {
             agent: task.agent.map(|a| a.to_string()),
             attempts: task.attempts,
             reason: task.error.clone(),
+            approval: task.kind == swarm_protocol::TaskKind::Approval,
             // The editor holds the whole output: an approval sends back what it holds.
             output: task
                 .output
