@@ -404,7 +404,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
             failed,
             ..
         } => {
-            model.add_batch(task, None, vec![spec]);
+            model.add_batch(task, None, vec![*spec]);
             model.replans = model.replans.max(replan);
             if let Some(t) = model.task_mut(task) {
                 t.planning = Some(PlanningModel {
@@ -1112,6 +1112,9 @@ mod tests {
             planning: None,
             compensates: None,
             review_errors: Vec::new(),
+            kind: swarm_protocol::TaskKind::Agent,
+            event: None,
+            wait_until_ms: None,
         }
     }
 
@@ -1861,7 +1864,7 @@ mod tests {
             Event::PlanRequested {
                 objective: o,
                 task: TaskId(60),
-                spec: spec("plan", "plan"),
+                spec: Box::new(spec("plan", "plan")),
                 replan: 0,
                 failed: None,
             },
@@ -1972,7 +1975,7 @@ mod tests {
             Event::PlanRequested {
                 objective: o,
                 task: TaskId(63),
-                spec: spec("replan-1", "plan"),
+                spec: Box::new(spec("replan-1", "plan")),
                 replan: 1,
                 failed: Some(TaskId(61)),
             },

@@ -487,7 +487,7 @@ impl Swarm {
             return Err(Error::ScheduleExists(name));
         }
         self.record_durably(Event::ScheduleCreated {
-            spec: schedule.spec().clone(),
+            spec: Box::new(schedule.spec().clone()),
         })
         .await?;
         let now = now_ms();

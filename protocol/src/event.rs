@@ -242,7 +242,7 @@ pub enum Event {
         /// The planning task's id.
         task: TaskId,
         /// The planning task (capability `plan`).
-        spec: TaskSpec,
+        spec: Box<TaskSpec>,
         /// 0 for the first plan, N for the N-th re-plan.
         replan: u32,
         /// The task whose failure asked for the re-plan.
@@ -384,7 +384,7 @@ pub enum Event {
     /// already checked. It fires from the first slot after this event's time.
     ScheduleCreated {
         /// The schedule, named by `spec.name`.
-        spec: ScheduleSpec,
+        spec: Box<ScheduleSpec>,
     },
     /// A schedule stopped firing until it is resumed; the slots that pass meanwhile are not
     /// fired, nor caught up.

@@ -124,10 +124,10 @@ pub fn every_event_kind() -> Vec<Event> {
         Event::PlanRequested {
             objective,
             task: TaskId(11),
-            spec: TaskSpec::new(
+            spec: Box::new(TaskSpec::new(
                 TaskKey::new("replan-1").unwrap_or_else(|e| panic!("{e}")),
                 Capability::new("plan").unwrap_or_else(|e| panic!("{e}")),
-            ),
+            )),
             replan: 1,
             failed: Some(task),
         },
@@ -194,7 +194,7 @@ pub fn every_event_kind() -> Vec<Event> {
             idempotency_key: Some("ci-run-43".into()),
         },
         Event::ScheduleCreated {
-            spec: ScheduleSpec {
+            spec: Box::new(ScheduleSpec {
                 name: "nightly".into(),
                 cron: "0 30 2 * * *".into(),
                 time_zone: "Europe/Berlin".into(),
@@ -204,7 +204,7 @@ pub fn every_event_kind() -> Vec<Event> {
                     window: Duration::from_secs(3600),
                 },
                 paused: false,
-            },
+            }),
         },
         Event::SchedulePaused {
             schedule: "nightly".into(),

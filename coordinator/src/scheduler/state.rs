@@ -608,7 +608,7 @@ impl SchedulerState {
         self.journal.record(Event::PlanRequested {
             objective,
             task,
-            spec,
+            spec: Box::new(spec),
             replan,
             failed,
         });

@@ -1213,13 +1213,13 @@ async fn the_schedules_follow_their_events_in_the_same_transaction() {
             1_000,
             vec![
                 Event::ScheduleCreated {
-                    spec: schedule_spec("b", false),
+                    spec: Box::new(schedule_spec("b", false)),
                 },
                 Event::ScheduleCreated {
-                    spec: schedule_spec("a", true),
+                    spec: Box::new(schedule_spec("a", true)),
                 },
                 Event::ScheduleCreated {
-                    spec: schedule_spec("gone", false),
+                    spec: Box::new(schedule_spec("gone", false)),
                 },
                 Event::ScheduleFired {
                     schedule: "b".into(),
