@@ -1054,7 +1054,9 @@ async fn openapi_document_covers_every_route() {
     assert_eq!(submit["schema"]["$ref"], "#/components/schemas/Objective");
     assert_eq!(schemas["Objective"]["required"], json!(["goal"]));
     assert_eq!(schemas["Objective"]["additionalProperties"], false);
-    assert_eq!(schemas["TaskSpec"]["required"], json!(["id", "capability"]));
+    // `capability` is required of agent tasks only (a `wait` or `approval` task takes none).
+    assert_eq!(schemas["TaskSpec"]["required"], json!(["id"]));
+    assert_eq!(schemas["TaskSpec"]["additionalProperties"], false);
     // Durations are the humantime text the wire carries.
     assert_eq!(
         schemas["RetryPolicy"]["properties"]["initial_backoff"]["default"],

@@ -31,7 +31,7 @@ use crate::ids::{Capability, ObjectiveId, TaskId, TaskKey};
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(try_from = "wire::TaskSpecWire")]
+#[serde(try_from = "wire::TaskSpecWire", deny_unknown_fields)]
 pub struct TaskSpec {
     /// The task's name in its graph; dependencies refer to it.
     pub id: TaskKey,
