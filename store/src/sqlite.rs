@@ -36,8 +36,8 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use crate::{
-    DeclaredAgent, EventStore, Pruned, Snapshot, StoreError, StoreInfo, StoredObjective,
-    StoredSchedule,
+    DeclaredAgent, DeclaredHook, EventStore, Pruned, Snapshot, StoreError, StoreInfo,
+    StoredObjective, StoredSchedule,
 };
 
 /// Stamped in the header of every swarm event log (`PRAGMA application_id`): "SWRM" in ASCII.
@@ -101,6 +101,15 @@ fn migrations() -> Vec<Migration> {
             "schedules created through the API".into(),
             MigrationType::Simple,
             SqlStr::from_static(include_str!("../migrations/0005_schedules.sql")),
+            false,
+        ),
+        // Version 6 belongs to another change (wait and approval tasks); sqlx applies every
+        // known version a log lacks, in order, so a log at 7 without 6 gets 6 when it comes.
+        Migration::new(
+            7,
+            "hooks declared through the API".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../migrations/0007_declared_hooks.sql")),
             false,
         ),
     ]
@@ -615,6 +624,27 @@ impl EventStore for SqliteStore {
         })
     }
 
+    fn declared_hooks(&self) -> BoxFuture<'_, Result<Vec<DeclaredHook>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT name, config FROM declared_hooks ORDER BY name")
+                    .fetch_all(&self.readers)
+                    .await
+                    .map_err(|e| db_error(&self.path, e))?;
+            rows.into_iter()
+                .map(|(name, config)| {
+                    let config =
+                        serde_json::from_str(&config).map_err(|e| StoreError::Corrupt {
+                            path: self.path.clone(),
+                            what: format!("declared hook `{name}`"),
+                            cause: e.to_string(),
+                        })?;
+                    Ok(DeclaredHook { name, config })
+                })
+                .collect()
+        })
+    }
+
     fn declared_agents(&self) -> BoxFuture<'_, Result<Vec<DeclaredAgent>, StoreError>> {
         Box::pin(async move {
             let rows: Vec<(String, i64, String)> = sqlx::query_as(
@@ -831,6 +861,20 @@ struct Batch {
     declared: Vec<Declaration>,
     /// Changes to the schedules, in log order (rare: one statement each).
     schedules: Vec<ScheduleChange>,
+    /// Changes to the declared hooks, in log order (rare: one statement each).
+    hooks: Vec<HookChange>,
+}
+
+/// A change to the `declared_hooks` index.
+enum HookChange {
+    Declare {
+        name: String,
+        config: String,
+        seq: i64,
+    },
+    Delete {
+        name: String,
+    },
 }
 
 /// A change to the `schedules` index.
@@ -907,6 +951,7 @@ impl Batch {
         let mut next_agent = 0_u64;
         let mut declared = Vec::new();
         let mut schedules = Vec::new();
+        let mut hooks = Vec::new();
         let mut previous: Option<u64> = None;
         for record in records {
             if let Some(previous) = previous
@@ -1030,6 +1075,18 @@ impl Batch {
                     });
                     None
                 }
+                Event::HookDeclared { name, config } => {
+                    hooks.push(HookChange::Declare {
+                        name: name.clone(),
+                        config: config.to_string(),
+                        seq,
+                    });
+                    None
+                }
+                Event::HookDeleted { name } => {
+                    hooks.push(HookChange::Delete { name: name.clone() });
+                    None
+                }
                 Event::ObjectiveSucceeded { objective } => {
                     Some((*objective, ObjectiveStatus::Succeeded))
                 }
@@ -1079,6 +1136,7 @@ impl Batch {
             next_agent,
             declared,
             schedules,
+            hooks,
         })
     }
 }
@@ -1223,6 +1281,23 @@ async fn append_in(
             .bind(objective)
             .bind(name)
             .bind(slot_ms),
+        };
+        query.execute(&mut *tx).await.map_err(err)?;
+    }
+
+    for change in batch.hooks {
+        let query = match change {
+            HookChange::Declare { name, config, seq } => sqlx::query(
+                "INSERT INTO declared_hooks (name, config, declared_seq) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET config = excluded.config, \
+                 declared_seq = excluded.declared_seq",
+            )
+            .bind(name)
+            .bind(config)
+            .bind(seq),
+            HookChange::Delete { name } => {
+                sqlx::query("DELETE FROM declared_hooks WHERE name = ?").bind(name)
+            }
         };
         query.execute(&mut *tx).await.map_err(err)?;
     }
@@ -1373,6 +1448,8 @@ fn kind(event: &Event) -> &'static str {
         Event::ScheduleResumed { .. } => "schedule_resumed",
         Event::ScheduleDeleted { .. } => "schedule_deleted",
         Event::ScheduleFired { .. } => "schedule_fired",
+        Event::HookDeclared { .. } => "hook_declared",
+        Event::HookDeleted { .. } => "hook_deleted",
     }
 }
 
