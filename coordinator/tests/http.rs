@@ -2489,7 +2489,7 @@ fn hook_names(hooks: &Value) -> Vec<(String, String)> {
 
 /// Over loopback, with the API token: a hook declared with `POST /v1/hooks` is listed (the
 /// secret only by its variable), takes signed deliveries that start objectives, refuses a
-/// refuses deliveries signed with another secret, and once deleted
+/// reused delivery id with another body (409 naming `X-Swarm-Delivery`), and once deleted
 /// refuses deliveries (404). Bad declarations name their field; names in use are 409, and a
 /// hook of swarm.toml can be neither replaced nor deleted through the API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2617,6 +2617,15 @@ async fn hooks_declared_through_the_api_take_deliveries_until_deleted() {
     // Signed with another hook's secret: refused.
     let response = deliver(&server, "build", payload, Some((HOOK_SECRET, now)), "b-2").await;
     problem(response, StatusCode::UNAUTHORIZED).await;
+    // The same delivery id with another body: 409 naming the delivery header.
+    let other = r#"{"message": "build dev", "ref": "dev"}"#;
+    let response = deliver(&server, "build", other, Some((SECRET, now)), "b-1").await;
+    let conflict = problem(response, StatusCode::CONFLICT).await;
+    assert_eq!(conflict["field"], "X-Swarm-Delivery");
+    assert_eq!(
+        conflict["detail"],
+        "delivery `b-1` was already received with a different body"
+    );
     assert_eq!(
         server
             .swarm

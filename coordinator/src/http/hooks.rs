@@ -18,8 +18,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use swarm_protocol::Objective;
+use swarm_protocol::{Objective, SchedulerError};
 
+use crate::Error;
 use crate::config::HookConfig;
 use crate::hooks::{
     DELIVERY_HEADER, HookView, MAX_DELIVERY_LEN, SIGNATURE_HEADER, check_hook_name,
@@ -145,8 +146,8 @@ pub(super) async fn delete(
          content_type = PROBLEM_JSON),
         (status = 404, description = "No such hook.", body = Problem,
          content_type = PROBLEM_JSON),
-        (status = 409, description = "The delivery id was used for another payload.",
-         body = Problem, content_type = PROBLEM_JSON),
+        (status = 409, description = "The delivery id was used for another body; `field` is \
+         `X-Swarm-Delivery`.", body = Problem, content_type = PROBLEM_JSON),
         (status = 422, description = "The payload lacks a path the template references, or \
          the mapped objective is not valid; `field` names it.", body = Problem,
          content_type = PROBLEM_JSON),
@@ -222,7 +223,17 @@ pub(super) async fn receive(
         .swarm
         .submit_with_key(objective.clone(), Some(key))
         .await
-        .map_err(|err| Problem::from_error(err, Some(&objective)))?;
+        .map_err(|err| match err {
+            // The key is the delivery id: name the header the sender set, not the
+            // `Idempotency-Key` of a submit.
+            Error::Scheduler(SchedulerError::IdempotencyConflict { .. }) => Problem::new(
+                StatusCode::CONFLICT,
+                "delivery-conflict",
+                format!("delivery `{delivery}` was already received with a different body"),
+            )
+            .field("X-Swarm-Delivery"),
+            err => Problem::from_error(err, Some(&objective)),
+        })?;
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "id": id, "hook": name, "delivery": delivery })),
