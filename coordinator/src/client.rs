@@ -1,5 +1,5 @@
-//! The command-line client: `swarm submit`, `status`, `agents`, `tasks`, `approve`, `reject`
-//! talk to a running `swarm serve` over HTTP (`--server`, `SWARM_SERVER`; the bearer token
+//! The command-line client: `swarm submit`, `status`, `agents`, `tasks`, `approve`, `reject`,
+//! `schedules` and `hooks` talk to a running `swarm serve` over HTTP (`--server`, `SWARM_SERVER`; the bearer token
 //! from `SWARM_API_TOKEN`, never printed).
 //!
 //! `submit --watch` follows the objective's server-sent events with a live progress view (tasks
@@ -184,6 +184,25 @@ impl Client {
         ))
         .await
         .map(|_| ())
+    }
+
+    /// The hooks served, by name (each with its secret's variable, never the secret).
+    pub async fn hooks(&self) -> Result<Value, Error> {
+        self.call(self.request(Method::GET, "/v1/hooks")).await
+    }
+
+    /// Declares a hook; returns it as the server shows it. The server reads the secret from
+    /// its own environment variable `secret_env`.
+    pub async fn declare_hook(&self, hook: &crate::config::HookConfig) -> Result<Value, Error> {
+        self.call(self.request(Method::POST, "/v1/hooks").json(hook))
+            .await
+    }
+
+    /// Deletes a hook declared through the API.
+    pub async fn delete_hook(&self, name: &str) -> Result<(), Error> {
+        self.call(self.request(Method::DELETE, &format!("/v1/hooks/{}", path_segment(name))))
+            .await
+            .map(|_| ())
     }
 
     /// Follows an objective's events until it ends, showing progress; returns its final state.
@@ -429,6 +448,37 @@ pub fn render_schedules(schedules: &Value) -> String {
         ));
     }
     out
+}
+
+/// `GET /v1/hooks` as lines of text: name, where it was declared, the secret's variable, the
+/// tolerance, and the delivery route.
+pub fn render_hooks(hooks: &Value) -> String {
+    let mut out = String::new();
+    for hook in hooks.as_array().into_iter().flatten() {
+        let text = |k: &str| hook.get(k).and_then(Value::as_str).unwrap_or("?");
+        out.push_str(&format!(
+            "{}  {}  secret from ${}  tolerance {}  POST /v1/hooks/{}\n",
+            text("name"),
+            text("source"),
+            text("secret_env"),
+            text("tolerance"),
+            text("name"),
+        ));
+    }
+    out
+}
+
+/// A hook's template from `--template`: JSON text (starting with `{`), or the name of a file
+/// holding it.
+pub fn template_from(arg: &str) -> Result<Value, Error> {
+    let (text, from) = if arg.trim_start().starts_with('{') {
+        (arg.to_owned(), "--template".to_owned())
+    } else {
+        let text = std::fs::read_to_string(arg)
+            .map_err(|e| Error::Input(format!("--template: reading {arg}: {e}")))?;
+        (text, format!("--template {arg}"))
+    };
+    serde_json::from_str(&text).map_err(|e| Error::Input(format!("{from}: not JSON: {e}")))
 }
 
 /// The final state as lines of text.

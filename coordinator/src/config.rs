@@ -59,7 +59,8 @@ pub struct Config {
     pub hooks: Vec<HookConfig>,
 }
 
-/// A `[[hooks]]` entry:
+/// A `[[hooks]]` entry, also the body of `POST /v1/hooks` and what the log keeps of a hook
+/// declared that way (`HookDeclared`: the secret only by its variable's name):
 /// ```toml
 /// [[hooks]]
 /// name = "deploy"
@@ -67,42 +68,77 @@ pub struct Config {
 /// tolerance = "5m"
 /// template = { goal = { "$payload" = "/head_commit/message" } }
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HookConfig {
-    /// The route's `{name}`.
+    /// The route's `{name}`: 1 to 48 characters out of `A-Z a-z 0-9 _ - .` (it is part of
+    /// each delivery's idempotency key, `hook:<name>:<X-Swarm-Delivery>`).
     pub name: String,
-    /// The environment variable holding the secret the sender signs with (the secret itself
-    /// is never in the file).
+    /// The environment variable of the coordinator's process holding the secret the sender
+    /// signs with. The secret itself is never in the file, the log or an answer; it is read
+    /// when the hook is declared and at every start.
     pub secret_env: String,
     /// The objective each delivery submits, with `{"$payload": "<JSON Pointer>"}` where a
-    /// part of the payload goes.
+    /// part of the payload goes (`""` for the whole payload).
+    #[schema(value_type = Object)]
     pub template: serde_json::Value,
     /// How far a delivery's timestamp may be from the server's clock (default 5 minutes).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, example = "5m")]
     pub tolerance: Option<std::time::Duration>,
 }
 
 impl HookConfig {
-    /// The hook, with its secret read from `secret_env`; an unset or empty variable, or a
-    /// template with a bad `$payload` reference, is an error naming it.
-    pub fn build(&self) -> Result<crate::hooks::Hook, Error> {
-        let secret = std::env::var(&self.secret_env)
-            .ok()
+    /// The hook, with its secret read from the process's variable `secret_env` now. A bad
+    /// name, an unset or empty variable, a zero tolerance or a template with a bad `$payload`
+    /// reference is an error naming the field (and the variable, never a value).
+    pub fn build(&self) -> Result<crate::hooks::Hook, crate::hooks::DeclarationError> {
+        self.build_in(&crate::hooks::Environment::Process)
+    }
+
+    /// [`HookConfig::build`], reading `secret_env` in `env`.
+    pub fn build_in(
+        &self,
+        env: &crate::hooks::Environment,
+    ) -> Result<crate::hooks::Hook, crate::hooks::DeclarationError> {
+        use crate::hooks::DeclarationError;
+        crate::hooks::check_hook_name(&self.name)
+            .map_err(|message| DeclarationError::new("name", message))?;
+        if self.secret_env.is_empty() {
+            return Err(DeclarationError::new(
+                "secret_env",
+                "must name an environment variable",
+            ));
+        }
+        let secret = env
+            .var(&self.secret_env)
             .filter(|s| !s.is_empty())
             .ok_or_else(|| {
-                Error::Input(format!(
-                    "hook `{}`: the variable `{}` (secret_env) is unset or empty",
-                    self.name, self.secret_env
-                ))
+                DeclarationError::new(
+                    "secret_env",
+                    format!(
+                        "the variable `{}` is unset or empty in the coordinator's environment",
+                        self.secret_env
+                    ),
+                )
             })?;
-        crate::hooks::Hook::new(
+        let tolerance = self.tolerance.unwrap_or(crate::hooks::DEFAULT_TOLERANCE);
+        if tolerance.as_secs() == 0 {
+            return Err(DeclarationError::new(
+                "tolerance",
+                "must be at least 1s (a delivery's timestamp is in whole seconds)",
+            ));
+        }
+        Ok(crate::hooks::Hook::new(
             self.name.clone(),
             secret.into_bytes(),
             self.template.clone(),
-            self.tolerance.unwrap_or(crate::hooks::DEFAULT_TOLERANCE),
-        )
-        .map_err(|e| Error::Input(format!("hook `{}`: {e}", self.name)))
+            tolerance,
+        )?)
     }
 }
 
@@ -402,11 +438,64 @@ mod tests {
             hook.template,
             serde_json::json!({ "goal": { "$payload": "/message" } })
         );
-        let err = hook.build().unwrap_err().to_string();
+        let err = hook.build().unwrap_err();
+        assert_eq!(err.field, "secret_env");
         assert!(
-            err.contains("SWARM_TEST_SURELY_UNSET_HOOK_SECRET") && err.contains("deploy"),
+            err.message.contains("SWARM_TEST_SURELY_UNSET_HOOK_SECRET"),
             "{err}"
         );
+        // What the log keeps of it: the fields as given, the secret only by its variable.
+        let fields = serde_json::to_value(hook).unwrap();
+        assert_eq!(fields["tolerance"], "2m");
+        assert_eq!(serde_json::from_value::<HookConfig>(fields).unwrap(), *hook);
+    }
+
+    #[test]
+    fn a_hook_names_the_field_at_fault() {
+        let var = "SWARM_TEST_CONFIG_HOOK_SECRET";
+        let env = crate::hooks::Environment::fixed([(var, "s3cret")]);
+        let good = HookConfig {
+            name: "deploy".into(),
+            secret_env: var.into(),
+            template: serde_json::json!({ "goal": { "$payload": "/message" } }),
+            tolerance: None,
+        };
+        assert_eq!(good.build().unwrap_err().field, "secret_env");
+        let hook = good.build_in(&env).unwrap();
+        assert_eq!(hook.name(), "deploy");
+        assert!(!format!("{hook:?}").contains("s3cret"));
+        for (change, field) in [
+            (
+                HookConfig {
+                    name: "a/b".into(),
+                    ..good.clone()
+                },
+                "name",
+            ),
+            (
+                HookConfig {
+                    secret_env: String::new(),
+                    ..good.clone()
+                },
+                "secret_env",
+            ),
+            (
+                HookConfig {
+                    tolerance: Some(Duration::ZERO),
+                    ..good.clone()
+                },
+                "tolerance",
+            ),
+            (
+                HookConfig {
+                    template: serde_json::json!({ "goal": { "$payload": "message" } }),
+                    ..good.clone()
+                },
+                "template.goal",
+            ),
+        ] {
+            assert_eq!(change.build_in(&env).unwrap_err().field, field);
+        }
     }
 
     /// The document's `Provider` lists exactly what the agents crate accepts.

@@ -35,6 +35,21 @@ pub enum Error {
     /// A schedule with that name exists already.
     #[error("a schedule named `{0}` exists already; delete it first")]
     ScheduleExists(String),
+    /// A hook's declaration is not valid (the error names the field).
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::DeclarationError),
+    /// No hook has that name.
+    #[error("hook `{0}` not found")]
+    UnknownHook(String),
+    /// A hook declared through the API has that name already.
+    #[error("a hook named `{0}` exists already; delete it first")]
+    HookExists(String),
+    /// The hook is declared in `swarm.toml`, which the API does not change.
+    #[error(
+        "hook `{0}` is declared in swarm.toml; the API can neither replace nor delete it \
+         (change the file and restart)"
+    )]
+    HookConfigured(String),
     /// The coordinator stopped because a part of it failed.
     #[error("the coordinator stopped: {0}")]
     Stopped(String),

@@ -1,6 +1,13 @@
-//! Webhooks (issue 9, second part), the pure pieces so far: checking a delivery's signature
-//! and mapping its payload into an objective template. The route (`POST /v1/hooks/{name}`),
-//! the hook declarations and the delivery-id deduplication are not built yet (`TRIGGERS.md`).
+//! Webhooks (issue 9, second part): checking a delivery's signature, mapping its payload into
+//! an objective template, and the book of hooks a running server serves.
+//!
+//! **Declaring.** A hook is declared in `swarm.toml` (`[[hooks]]`, read at start) or through
+//! the API (`POST /v1/hooks`, recorded as `HookDeclared` and served again after a restart
+//! until `DELETE /v1/hooks/{name}` records `HookDeleted`). Either way its secret is only named
+//! by an environment variable of the coordinator's process (`secret_env`), read when the hook
+//! is declared and at every start; the secret is never written to the log, an answer or a log
+//! line. [`HookBook`] holds the hooks while the server runs: deliveries read it, declarations
+//! and deletions change it.
 //!
 //! **Signature.** The sender puts `X-Swarm-Signature: t=<unix seconds>,v1=<hex>` on the
 //! request, where `<hex>` is HMAC-SHA256 under the hook's secret of `<t>.` followed by the
@@ -11,8 +18,8 @@
 //! ```sh
 //! t=$(date +%s); body='{"ref":"main"}'
 //! sig=$(printf '%s.%s' "$t" "$body" | openssl dgst -sha256 -hmac "$SECRET" -hex | sed 's/.* //')
-//! curl -H "X-Swarm-Signature: t=$t,v1=$sig" -H 'content-type: application/json' \
-//!      -d "$body" localhost:8080/v1/hooks/deploy
+//! curl -H "X-Swarm-Signature: t=$t,v1=$sig" -H 'X-Swarm-Delivery: d-1' \
+//!      -H 'content-type: application/json' -d "$body" localhost:8080/v1/hooks/deploy
 //! ```
 //!
 //! **Mapping.** A hook's template is an objective in JSON in which any object of the form
@@ -20,10 +27,18 @@
 //! `""` is the whole payload). A pointer the payload lacks is an error naming the template
 //! field that holds it.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use hmac::{KeyInit, Mac};
+use serde::Serialize;
 use serde_json::Value;
+use swarm_protocol::Event;
+use swarm_store::DeclaredHook;
+
+use crate::config::HookConfig;
+use crate::{Error, Swarm};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -38,6 +53,42 @@ pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
 /// The key of a template object that stands for a part of the payload.
 pub const PAYLOAD_KEY: &str = "$payload";
+
+/// The longest `X-Swarm-Delivery` accepted.
+pub const MAX_DELIVERY_LEN: usize = 200;
+
+/// The longest hook name accepted: `hook:<name>:<delivery>` stays within an idempotency key's
+/// 255 bytes.
+pub const MAX_HOOK_NAME_LEN: usize = 48;
+
+/// Checks a hook name: 1 to 48 characters out of `A-Z a-z 0-9 _ - .` (a path segment, and a
+/// part of each delivery's idempotency key).
+pub fn check_hook_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > MAX_HOOK_NAME_LEN {
+        return Err(format!(
+            "is {} bytes long; the limit is {MAX_HOOK_NAME_LEN}",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+    {
+        return Err(format!(
+            "contains {c:?}; only A-Z, a-z, 0-9, `_`, `-` and `.` are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// The idempotency key a delivery is submitted under: the same delivery id again submits
+/// nothing new.
+pub fn delivery_idempotency_key(hook: &str, delivery: &str) -> String {
+    format!("hook:{hook}:{delivery}")
+}
 
 /// Why a delivery's signature is refused (each answers 401).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +244,327 @@ impl Hook {
     }
 }
 
+/// A hook declaration that cannot be served, naming the field at fault (`name`,
+/// `secret_env`, `tolerance`, `template.goal`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct DeclarationError {
+    /// The field of the `[[hooks]]` entry (or of the `POST /v1/hooks` body).
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl DeclarationError {
+    /// An error about `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<MappingError> for DeclarationError {
+    fn from(err: MappingError) -> Self {
+        Self::new(err.field, err.message)
+    }
+}
+
+/// Where hook secrets are looked up: the process's environment, or a fixed set of variables
+/// (tests, which cannot change the process's environment safely while other threads run).
+#[derive(Clone, Default)]
+pub enum Environment {
+    /// `std::env::var`.
+    #[default]
+    Process,
+    /// These variables and no other.
+    Fixed(Arc<BTreeMap<String, String>>),
+}
+
+impl Environment {
+    /// A fixed set of variables.
+    pub fn fixed<K: Into<String>, V: Into<String>>(vars: impl IntoIterator<Item = (K, V)>) -> Self {
+        Self::Fixed(Arc::new(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        ))
+    }
+
+    /// The value of the variable `name`, if it is set (and valid Unicode).
+    pub fn var(&self, name: &str) -> Option<String> {
+        match self {
+            Self::Process => std::env::var(name).ok(),
+            Self::Fixed(vars) => vars.get(name).cloned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: the values are secrets.
+        match self {
+            Self::Process => f.write_str("Process"),
+            Self::Fixed(vars) => f.debug_tuple("Fixed").field(&vars.keys()).finish(),
+        }
+    }
+}
+
+/// Where a hook was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HookSource {
+    /// `swarm.toml` (`[[hooks]]`): changed there, not through the API.
+    Config,
+    /// `POST /v1/hooks`.
+    Api,
+}
+
+/// A hook as `GET /v1/hooks` shows it: its declaration, never its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct HookView {
+    /// The route's `{name}`.
+    pub name: String,
+    /// The environment variable its secret is read from.
+    pub secret_env: String,
+    /// The objective each delivery submits, with `{"$payload": "<JSON Pointer>"}` where a
+    /// part of the payload goes.
+    #[schema(value_type = Object)]
+    pub template: Value,
+    /// How far a delivery's timestamp may be from the server's clock.
+    #[serde(with = "humantime_serde")]
+    #[schema(value_type = String, example = "5m")]
+    pub tolerance: Duration,
+    /// Where it was declared.
+    pub source: HookSource,
+}
+
+/// One hook of the book.
+#[derive(Debug)]
+struct Entry {
+    hook: Arc<Hook>,
+    config: HookConfig,
+    source: HookSource,
+}
+
+impl Entry {
+    fn view(&self) -> HookView {
+        HookView {
+            name: self.config.name.clone(),
+            secret_env: self.config.secret_env.clone(),
+            template: self.config.template.clone(),
+            tolerance: self.hook.tolerance,
+            source: self.source,
+        }
+    }
+}
+
+/// The hooks a server serves, by name: those of `swarm.toml` and those declared through the
+/// API, which come and go while it runs.
+///
+/// Deliveries read it on their path: a short read lock that clones the hook's `Arc` out, never
+/// held across an `.await`. Declarations and deletions are rare; they are serialized by a
+/// second (async) lock held across the recording of their event, so the log and the book
+/// change in the same order, and a name is checked and taken in one step.
+#[derive(Debug, Default)]
+pub struct HookBook {
+    entries: RwLock<BTreeMap<String, Entry>>,
+    changes: tokio::sync::Mutex<()>,
+    env: Environment,
+}
+
+impl HookBook {
+    /// An empty book whose secrets are read in `env`.
+    pub fn new(env: Environment) -> Self {
+        Self {
+            env,
+            ..Self::default()
+        }
+    }
+
+    /// The book of the `[[hooks]]` of `swarm.toml`, their secrets read in `env` now: a bad
+    /// entry (an unset variable, a bad `$payload` reference, a name used twice) is an error
+    /// naming the hook and the field, which stops the start.
+    pub fn configured(hooks: &[HookConfig], env: Environment) -> Result<Self, Error> {
+        let book = Self::new(env);
+        {
+            let mut entries = book.write();
+            for config in hooks {
+                let hook = config
+                    .build_in(&book.env)
+                    .map_err(|e| Error::Input(format!("hook `{}`: {e}", config.name)))?;
+                if entries.contains_key(&config.name) {
+                    return Err(Error::Input(format!(
+                        "two hooks are named `{}` in the configuration",
+                        config.name
+                    )));
+                }
+                entries.insert(
+                    config.name.clone(),
+                    Entry {
+                        hook: Arc::new(hook),
+                        config: config.clone(),
+                        source: HookSource::Config,
+                    },
+                );
+            }
+        }
+        Ok(book)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Entry>> {
+        // A panic while the lock was held cannot leave the map half-changed (each change is
+        // one insert or remove), so a poisoned lock is used as it is.
+        self.entries.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Entry>> {
+        self.entries.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The hook named `name`, if it is served.
+    pub fn get(&self, name: &str) -> Option<Arc<Hook>> {
+        self.read().get(name).map(|entry| entry.hook.clone())
+    }
+
+    /// Every hook served, by name.
+    pub fn list(&self) -> Vec<HookView> {
+        self.read().values().map(Entry::view).collect()
+    }
+
+    /// The names of the hooks served.
+    pub fn names(&self) -> Vec<String> {
+        self.read().keys().cloned().collect()
+    }
+
+    /// Declares a hook through the API: checks `config` and reads its secret (a bad field is
+    /// [`Error::Hook`], naming it; a name in use is [`Error::HookExists`], or
+    /// [`Error::HookConfigured`] for one of `swarm.toml`), records `HookDeclared` and serves
+    /// it once that is durable.
+    pub async fn declare(&self, swarm: &Swarm, config: HookConfig) -> Result<HookView, Error> {
+        let hook = config.build_in(&self.env)?;
+        let _changing = self.changes.lock().await;
+        match self.read().get(&config.name).map(|e| e.source) {
+            Some(HookSource::Config) => return Err(Error::HookConfigured(config.name)),
+            Some(HookSource::Api) => return Err(Error::HookExists(config.name)),
+            None => {}
+        }
+        let fields = serde_json::to_value(&config)
+            .map_err(|e| Error::Input(format!("the hook's fields cannot be recorded: {e}")))?;
+        swarm
+            .record_hook_declared(config.name.clone(), fields)
+            .await?;
+        let entry = Entry {
+            hook: Arc::new(hook),
+            config,
+            source: HookSource::Api,
+        };
+        let view = entry.view();
+        self.write().insert(view.name.clone(), entry);
+        Ok(view)
+    }
+
+    /// Deletes a hook declared through the API: records `HookDeleted`, and stops serving it
+    /// once that is durable. A hook of `swarm.toml` is [`Error::HookConfigured`]; an unknown
+    /// name [`Error::UnknownHook`]. A declared hook left out at start (its variable was
+    /// unset) is not served but can still be deleted.
+    pub async fn delete(&self, swarm: &Swarm, name: &str) -> Result<(), Error> {
+        let _changing = self.changes.lock().await;
+        let source = self.read().get(name).map(|e| e.source);
+        match source {
+            Some(HookSource::Config) => return Err(Error::HookConfigured(name.to_owned())),
+            Some(HookSource::Api) => {}
+            None => {
+                let declared = swarm.declared_hooks().await?;
+                if !declared.iter().any(|h| h.name == name) {
+                    return Err(Error::UnknownHook(name.to_owned()));
+                }
+            }
+        }
+        swarm.record_hook_deleted(name.to_owned()).await?;
+        self.write().remove(name);
+        Ok(())
+    }
+
+    /// Serves again the hooks declared through the API and not deleted before the last stop
+    /// (the log's index); returns their names. Call it after the book got the hooks of
+    /// `swarm.toml`: a declared hook of the same name is left out with a warning (the file
+    /// wins; the declaration stays, so it comes back if the file drops its hook). One whose
+    /// variable is unset or empty now is left out with a warning naming the variable, and
+    /// stays declared too. Neither stops the start.
+    pub async fn restore(&self, swarm: &Swarm) -> Result<Vec<String>, Error> {
+        let declared = swarm.declared_hooks().await?;
+        let _changing = self.changes.lock().await;
+        let mut restored = Vec::new();
+        for DeclaredHook { name, config } in declared {
+            if self.read().contains_key(&name) {
+                tracing::warn!(
+                    hook = %name,
+                    "a hook declared through the API has the name of a hook of swarm.toml; the \
+                     configured one is served"
+                );
+                continue;
+            }
+            let config = match serde_json::from_value::<HookConfig>(config) {
+                Ok(config) if config.name == name => config,
+                Ok(config) => {
+                    tracing::warn!(hook = %name, recorded = %config.name, "a hook declared through the API is recorded under another name; left out");
+                    continue;
+                }
+                Err(err) => {
+                    tracing::warn!(hook = %name, %err, "a hook declared through the API has recorded fields that do not parse; left out");
+                    continue;
+                }
+            };
+            match config.build_in(&self.env) {
+                Ok(hook) => {
+                    self.write().insert(
+                        name.clone(),
+                        Entry {
+                            hook: Arc::new(hook),
+                            config,
+                            source: HookSource::Api,
+                        },
+                    );
+                    tracing::info!(hook = %name, "hook declared through the API served again");
+                    restored.push(name);
+                }
+                Err(err) => tracing::warn!(
+                    hook = %name,
+                    secret_env = %config.secret_env,
+                    %err,
+                    "a hook declared through the API cannot be served; left out until it is \
+                     declared again or the coordinator restarts with its variable set"
+                ),
+            }
+        }
+        Ok(restored)
+    }
+}
+
+impl Swarm {
+    /// The hooks declared through the API and not deleted since, as the durable log's index
+    /// holds them, by name (none without a log).
+    pub async fn declared_hooks(&self) -> Result<Vec<DeclaredHook>, Error> {
+        match self.store() {
+            Some(store) => Ok(store.declared_hooks().await?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Records `HookDeclared` and waits until it is durable.
+    async fn record_hook_declared(&self, name: String, config: Value) -> Result<(), Error> {
+        self.record_durably(Event::HookDeclared { name, config })
+            .await
+    }
+
+    /// Records `HookDeleted` and waits until it is durable.
+    async fn record_hook_deleted(&self, name: String) -> Result<(), Error> {
+        self.record_durably(Event::HookDeleted { name }).await
+    }
+}
+
 /// A template or payload problem, naming the template field at fault (`template.goal`,
 /// `template.tasks[0].input.ref`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -204,9 +576,17 @@ pub struct MappingError {
     pub message: String,
 }
 
-/// Checks a template's `{"$payload": ...}` references: each holds a JSON Pointer (`""` or
-/// starting with `/`) and nothing else.
+/// Checks a template: a JSON object whose `{"$payload": ...}` references each hold a JSON
+/// Pointer (`""` or starting with `/`) and nothing else.
 pub fn check_template(template: &Value) -> Result<(), MappingError> {
+    if !template.is_object() {
+        return Err(MappingError {
+            field: "template".into(),
+            message: "must be a JSON object: an objective, or `{\"$payload\": ...}` for one \
+                      the payload holds"
+                .into(),
+        });
+    }
     map(template, &Value::Null, "template", false).map(|_| ())
 }
 
@@ -387,5 +767,8 @@ mod tests {
             assert_eq!(err.field, "template.goal");
             assert!(err.message.contains(what), "{err}");
         }
+        let err = check_template(&json!(["goal"])).unwrap_err();
+        assert_eq!(err.field, "template");
+        assert!(check_template(&json!({ "$payload": "" })).is_ok());
     }
 }

@@ -4,8 +4,8 @@
 //! # Layout
 //! - [`ROUTES`]: every route the router declares, in one list; the router is built from it
 //!   and the auth test walks it, so a route cannot be added without being covered.
-//! - `objectives`, `events` (Server-Sent Events), `tasks`, `agents`, `schedules`: the
-//!   handlers.
+//! - `objectives`, `events` (Server-Sent Events), `tasks`, `agents`, `schedules`, `hooks`:
+//!   the handlers.
 //! - `metrics`: `GET /metrics`, gathered from the scheduler and registry at scrape time.
 //! - `openapi`: `GET /openapi.json`, the OpenAPI 3.1 document generated from the handlers'
 //!   `#[utoipa::path]` annotations and the body types' schemas; a test checks that it
@@ -131,6 +131,12 @@ pub enum Endpoint {
     ResumeSchedule,
     /// `POST /v1/hooks/{name}`: a webhook delivery (its signature is its authentication).
     Hook,
+    /// `POST /v1/hooks`: declares a webhook.
+    DeclareHook,
+    /// `GET /v1/hooks`.
+    Hooks,
+    /// `DELETE /v1/hooks/{name}`.
+    DeleteHook,
     /// `GET /`: the dashboard (a redirect to the board).
     UiRoot,
     /// `GET /ui/`: the board.
@@ -232,6 +238,9 @@ pub const ROUTES: &[Route] = &[
     route(Method::DELETE, "/v1/agents/{id}", Endpoint::DeregisterAgent),
     route(Method::POST, "/v1/schedules", Endpoint::CreateSchedule),
     route(Method::POST, "/v1/hooks/{name}", Endpoint::Hook),
+    route(Method::POST, "/v1/hooks", Endpoint::DeclareHook),
+    route(Method::GET, "/v1/hooks", Endpoint::Hooks),
+    route(Method::DELETE, "/v1/hooks/{name}", Endpoint::DeleteHook),
     route(Method::GET, "/v1/schedules", Endpoint::Schedules),
     route(
         Method::DELETE,
@@ -298,6 +307,9 @@ impl Endpoint {
             Self::DeregisterAgent => on(filter, agents::deregister),
             Self::CreateSchedule => on(filter, schedules::create),
             Self::Hook => on(filter, hooks::receive),
+            Self::DeclareHook => on(filter, hooks::declare),
+            Self::Hooks => on(filter, hooks::list),
+            Self::DeleteHook => on(filter, hooks::delete),
             Self::Schedules => on(filter, schedules::list),
             Self::DeleteSchedule => on(filter, schedules::delete),
             Self::PauseSchedule => on(filter, schedules::pause),
@@ -330,8 +342,9 @@ pub struct ApiConfig {
     pub body_limit_bytes: usize,
     /// The longest a request may take until its response starts.
     pub request_timeout: Duration,
-    /// The webhooks `POST /v1/hooks/{name}` serves, by name.
-    pub hooks: Arc<std::collections::BTreeMap<String, crate::hooks::Hook>>,
+    /// The webhooks `POST /v1/hooks/{name}` serves, by name; `POST /v1/hooks` and `DELETE
+    /// /v1/hooks/{name}` change it while the server runs.
+    pub hooks: Arc<crate::hooks::HookBook>,
 }
 
 impl Default for ApiConfig {
@@ -352,7 +365,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("request_timeout", &self.request_timeout)
-            .field("hooks", &self.hooks.keys().collect::<Vec<_>>())
+            .field("hooks", &self.hooks.names())
             .finish()
     }
 }
@@ -661,22 +674,19 @@ pub async fn run(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    // Hooks first: a missing secret is refused before anything starts.
+    // The hooks of swarm.toml first: a missing secret is refused before anything starts.
     let mut api = config.api.clone();
     if let Some(file) = &config.config {
-        let mut hooks = std::collections::BTreeMap::new();
-        for hook in &file.hooks {
-            if hooks.insert(hook.name.clone(), hook.build()?).is_some() {
-                return Err(Error::Input(format!(
-                    "two hooks are named `{}` in the configuration",
-                    hook.name
-                )));
-            }
-        }
-        api.hooks = Arc::new(hooks);
+        api.hooks = Arc::new(crate::hooks::HookBook::configured(
+            &file.hooks,
+            crate::hooks::Environment::Process,
+        )?);
     }
     let swarm = Swarm::open(SwarmConfig::default(), config.store.clone()).await?;
     register_agents(&swarm, &config).await?;
+    // Then those declared through the API; one whose variable is unset now is left out with
+    // a warning, and does not stop the start.
+    api.hooks.restore(&swarm).await?;
     let listener = TcpListener::bind(config.addr)
         .await
         .map_err(|e| Error::Input(format!("cannot listen on {}: {e}", config.addr)))?;

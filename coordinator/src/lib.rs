@@ -9,7 +9,8 @@
 //! - [`journal`]: where the scheduler's events go, and what waits for them to be durable.
 //! - [`writer`]: the durable journal and the `StoreWriter` actor (group commit, snapshots,
 //!   pruning) over a [`swarm_store::EventStore`].
-//! - [`hooks`]: webhooks: a delivery's signature and the payload's mapping into a template.
+//! - [`hooks`]: webhooks: a delivery's signature, the payload's mapping into a template, and
+//!   the book of hooks a server serves (from `swarm.toml` and declared through the API).
 //! - [`schedule`]: cron schedules: checking a `ScheduleSpec`, computing its slots.
 //! - [`replay`]: rebuilding objectives from the log (recovery, snapshots, `swarm replay`).
 //! - [`http`]: the HTTP API and the operator dashboard behind `swarm serve`; [`client`]: the client behind `swarm submit`,
@@ -50,7 +51,7 @@ use swarm_protocol::{
     SchedulerError, SchedulerMsg, SchedulerStats, TaskId, TaskPage, TaskQuery,
 };
 pub use swarm_registry::Registration;
-pub use swarm_store::DeclaredAgent;
+pub use swarm_store::{DeclaredAgent, DeclaredHook};
 use swarm_store::{EventStore, SqliteOptions, SqliteStore, StoredObjective};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

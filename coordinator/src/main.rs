@@ -230,6 +230,11 @@ enum Command {
         #[command(subcommand)]
         action: EventAction,
     },
+    /// Manage the webhooks of a running `swarm serve`.
+    Hooks {
+        #[command(subcommand)]
+        action: HookAction,
+    },
     /// Rebuild one objective from the event log alone and print its chain of work.
     Replay {
         /// The objective.
@@ -323,6 +328,44 @@ enum ScheduleAction {
     /// Delete a schedule (the objectives it submitted stay).
     Delete {
         /// The schedule.
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// `swarm hooks ...`.
+#[derive(Subcommand)]
+enum HookAction {
+    /// List the hooks (from swarm.toml and declared through the API), with the variable each
+    /// reads its secret from.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Declare a hook: `POST /v1/hooks/NAME` then takes deliveries signed with its secret.
+    /// The server keeps it across restarts until it is deleted.
+    Add {
+        /// Its name (1 to 48 of `A-Z a-z 0-9 _ - .`).
+        name: String,
+        /// The environment variable of the *server's* process holding the secret (read by the
+        /// server now and at every start; the secret never goes over the wire).
+        #[arg(long)]
+        secret_env: String,
+        /// The objective each delivery submits, as JSON or a JSON file, with
+        /// `{"$payload": "/json/pointer"}` where a part of the payload goes.
+        #[arg(long)]
+        template: String,
+        /// How far a delivery's timestamp may be from the server's clock (default 5m).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        tolerance: Option<Duration>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a hook declared through the API (its deliveries are refused from then on; the
+    /// objectives it submitted stay).
+    Delete {
+        /// The hook.
         name: String,
         #[command(flatten)]
         server: ServerArgs,
@@ -449,6 +492,37 @@ async fn schedule_command(action: ScheduleAction) -> anyhow::Result<()> {
         }
         ScheduleAction::Delete { name, server } => {
             server.client()?.delete_schedule(&name).await?;
+            println!("{name} deleted");
+        }
+    }
+    Ok(())
+}
+
+async fn hook_command(action: HookAction) -> anyhow::Result<()> {
+    use swarm_coordinator::client::{render_hooks, template_from};
+    match action {
+        HookAction::List { server } => {
+            let hooks = server.client()?.hooks().await?;
+            print!("{}", render_hooks(&hooks));
+        }
+        HookAction::Add {
+            name,
+            secret_env,
+            template,
+            tolerance,
+            server,
+        } => {
+            let hook = swarm_coordinator::config::HookConfig {
+                name,
+                secret_env,
+                template: template_from(&template)?,
+                tolerance,
+            };
+            let declared = server.client()?.declare_hook(&hook).await?;
+            print!("{}", render_hooks(&serde_json::json!([declared])));
+        }
+        HookAction::Delete { name, server } => {
+            server.client()?.delete_hook(&name).await?;
             println!("{name} deleted");
         }
     }
@@ -657,6 +731,7 @@ fn run() -> anyhow::Result<()> {
         | Command::Reject { .. }) => runtime.block_on(client_command(command))?,
         Command::Schedules { action } => runtime.block_on(schedule_command(action))?,
         Command::Events { action } => runtime.block_on(event_command(action))?,
+        Command::Hooks { action } => runtime.block_on(hook_command(action))?,
         Command::Bench {
             agents,
             capabilities,

@@ -640,7 +640,9 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         | Event::SchedulePaused { .. }
         | Event::ScheduleResumed { .. }
         | Event::ScheduleDeleted { .. }
-        | Event::ScheduleFired { .. } => {}
+        | Event::ScheduleFired { .. }
+        | Event::HookDeclared { .. }
+        | Event::HookDeleted { .. } => {}
     }
     false
 }

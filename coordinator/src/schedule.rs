@@ -743,7 +743,7 @@ impl Swarm {
 
     /// Records `event` through the scheduler's journal, so the log keeps one order, and
     /// waits until it is durable.
-    async fn record_durably(&self, event: Event) -> Result<(), Error> {
+    pub(crate) async fn record_durably(&self, event: Event) -> Result<(), Error> {
         self.scheduler
             .cast(SchedulerMsg::Record(event))
             .map_err(|e| self.explain(e.into()))?;

@@ -24,7 +24,17 @@ impl Drop for Server {
 }
 
 fn serve(data_dir: &std::path::Path, token: Option<&str>) -> Server {
+    serve_with_env(data_dir, token, &[])
+}
+
+/// [`serve`], with these variables set in the server's environment.
+fn serve_with_env(
+    data_dir: &std::path::Path,
+    token: Option<&str>,
+    vars: &[(&str, &str)],
+) -> Server {
     let mut command = Command::new(BIN);
+    command.envs(vars.iter().copied());
     command
         .args([
             "serve",
@@ -458,4 +468,83 @@ fn events_are_sent_and_approval_gates_approved_from_the_command_line() {
     assert!(stdout.contains(r#""input":"green""#), "{stdout}");
     let pending = swarm(&server, None, &["events", "pending"]);
     assert_eq!(text(&pending.stdout).trim(), "no event is kept");
+}
+
+/// `swarm hooks add|list|delete` against `swarm serve`, whose environment holds the secret; a
+/// declared hook is served again after a restart (read back by `swarm serve` itself), until
+/// it is deleted.
+#[test]
+fn hooks_are_managed_from_the_command_line() {
+    const VAR: &str = "SWARM_TEST_CLI_HOOK_SECRET";
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("template.json");
+    std::fs::write(
+        &template,
+        r#"{"goal": {"$payload": "/message"}, "tasks": [{"id": "e", "capability": "echo"}]}"#,
+    )
+    .unwrap();
+    let server = serve_with_env(dir.path(), None, &[(VAR, "cli-hook-secret")]);
+    let added = swarm(
+        &server,
+        None,
+        &[
+            "hooks",
+            "add",
+            "build",
+            "--secret-env",
+            VAR,
+            "--template",
+            template.to_str().unwrap(),
+            "--tolerance",
+            "2m",
+        ],
+    );
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    assert_eq!(
+        text(&added.stdout),
+        format!("build  api  secret from ${VAR}  tolerance 2m  POST /v1/hooks/build\n")
+    );
+    // A variable the server does not have is refused, naming the field and the variable.
+    let unset = swarm(
+        &server,
+        None,
+        &[
+            "hooks",
+            "add",
+            "other",
+            "--secret-env",
+            "SWARM_TEST_CLI_SURELY_UNSET",
+            "--template",
+            r#"{"goal": "g"}"#,
+        ],
+    );
+    assert!(!unset.status.success());
+    let err = text(&unset.stderr);
+    assert!(
+        err.contains("secret_env") && err.contains("SWARM_TEST_CLI_SURELY_UNSET"),
+        "{err}"
+    );
+    drop(server);
+
+    // Restarted on the same data directory, with the variable still set.
+    let server = serve_with_env(dir.path(), None, &[(VAR, "cli-hook-secret")]);
+    let list = swarm(&server, None, &["hooks", "list"]);
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    assert!(
+        text(&list.stdout).starts_with("build  api  secret from"),
+        "{}",
+        text(&list.stdout)
+    );
+    let deleted = swarm(&server, None, &["hooks", "delete", "build"]);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    assert_eq!(text(&deleted.stdout), "build deleted\n");
+    let list = swarm(&server, None, &["hooks", "list"]);
+    assert_eq!(text(&list.stdout), "");
+    let missing = swarm(&server, None, &["hooks", "delete", "build"]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing.stderr).contains("not found"),
+        "{}",
+        text(&missing.stderr)
+    );
 }

@@ -414,10 +414,27 @@ pub enum Event {
         /// The objective it submitted.
         objective: ObjectiveId,
     },
+    /// A webhook was declared through the API (`POST /v1/hooks`), so a restart serves it
+    /// again from `config`, until it is deleted. Its secret is read from the environment
+    /// variable `config` names, at the declaration and at every start: it is never recorded.
+    HookDeclared {
+        /// Its name (the route's `{name}`).
+        name: String,
+        /// The fields of its `swarm.toml` `[[hooks]]` entry, as the coordinator reads them
+        /// (`name`, `secret_env`, `template`, `tolerance`).
+        config: Value,
+    },
+    /// A webhook declared through the API was deleted: deliveries to it are refused from now
+    /// on; the objectives it submitted are not touched.
+    HookDeleted {
+        /// Its name.
+        name: String,
+    },
 }
 
 impl Event {
-    /// The objective this event belongs to, if any (agent and schedule events belong to none:
+    /// The objective this event belongs to, if any (agent, schedule and hook events belong to
+    /// none:
     /// a `ScheduleFired` names the objective it submitted, but that objective's history
     /// starts with its own `ObjectiveSubmitted`).
     pub fn objective(&self) -> Option<ObjectiveId> {
@@ -452,7 +469,9 @@ impl Event {
             | Self::SchedulePaused { .. }
             | Self::ScheduleResumed { .. }
             | Self::ScheduleDeleted { .. }
-            | Self::ScheduleFired { .. } => None,
+            | Self::ScheduleFired { .. }
+            | Self::HookDeclared { .. }
+            | Self::HookDeleted { .. } => None,
         }
     }
 }

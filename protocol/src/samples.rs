@@ -220,5 +220,17 @@ pub fn every_event_kind() -> Vec<Event> {
         Event::ScheduleDeleted {
             schedule: "nightly".into(),
         },
+        Event::HookDeclared {
+            name: "deploy".into(),
+            config: json!({
+                "name": "deploy",
+                "secret_env": "DEPLOY_HOOK_SECRET",
+                "template": { "goal": { "$payload": "/message" } },
+                "tolerance": "5m"
+            }),
+        },
+        Event::HookDeleted {
+            name: "deploy".into(),
+        },
     ]
 }

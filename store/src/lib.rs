@@ -2,8 +2,8 @@
 //!
 //! [`EventStore`] is what the coordinator needs of a log: append a committed batch, read events
 //! back in order (all after a sequence number, or one objective's), keep snapshots of the
-//! recovery state, list idempotency keys, prune finished objectives, and list the agents
-//! registered through the API. [`SqliteStore`] is the
+//! recovery state, list idempotency keys, prune finished objectives, and list the agents,
+//! schedules and webhooks declared through the API. [`SqliteStore`] is the
 //! embedded default; the schema and queries are plain SQL so a PostgreSQL store is another
 //! implementation of this trait, not a rewrite.
 
@@ -102,6 +102,17 @@ pub struct DeclaredAgent {
     pub config: serde_json::Value,
 }
 
+/// A webhook declared through the API, as the store indexes it from `HookDeclared` and
+/// `HookDeleted` events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredHook {
+    /// Its name.
+    pub name: String,
+    /// Its configuration, as declared (opaque to the store; a secret only by the name of its
+    /// variable).
+    pub config: serde_json::Value,
+}
+
 /// A schedule, as the store indexes it from the `Schedule*` events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSchedule {
@@ -164,8 +175,8 @@ pub trait EventStore: Send + Sync + 'static {
     fn info(&self) -> BoxFuture<'_, Result<StoreInfo, StoreError>>;
 
     /// Appends `records` (consecutive sequence numbers following the last committed one) in one
-    /// transaction, maintaining the objective index, the declared agents and the counters in
-    /// the same transaction.
+    /// transaction, maintaining the objective index, the declared agents, the schedules, the
+    /// declared hooks and the counters in the same transaction.
     /// When this returns `Ok`, the records are durable; on `Err`, none of them is.
     fn append<'a>(&'a self, records: &'a [EventRecord]) -> BoxFuture<'a, Result<(), StoreError>>;
 
@@ -221,7 +232,8 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Removes objectives that ended before `ended_before_ms` (never an unfinished one) with
     /// all their events, and agent events (those of no objective) older than that. The
-    /// declared agents are an index of their own and are not pruned.
+    /// declared agents, the schedules and the declared hooks are indexes of their own and are
+    /// not pruned.
     fn prune(&self, ended_before_ms: u64) -> BoxFuture<'_, Result<Pruned, StoreError>>;
 
     /// The agents declared and not undeclared, in the order they were first declared.
@@ -233,4 +245,7 @@ pub trait EventStore: Send + Sync + 'static {
     /// The posted events that expire after `now_ms` (consumed or not), in the order they were
     /// received.
     fn posted_events(&self, now_ms: u64) -> BoxFuture<'_, Result<Vec<StoredEvent>, StoreError>>;
+
+    /// The hooks declared and not deleted, by name, with their latest configuration.
+    fn declared_hooks(&self) -> BoxFuture<'_, Result<Vec<DeclaredHook>, StoreError>>;
 }

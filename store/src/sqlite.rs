@@ -39,7 +39,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
 use crate::{
-    DeclaredAgent, EventStore, Pruned, Snapshot, StoreError, StoreInfo, StoredEvent,
+    DeclaredAgent, DeclaredHook, EventStore, Pruned, Snapshot, StoreError, StoreInfo, StoredEvent,
     StoredObjective, StoredSchedule,
 };
 
@@ -111,6 +111,13 @@ fn migrations() -> Vec<Migration> {
             "events posted for wait tasks".into(),
             MigrationType::Simple,
             SqlStr::from_static(include_str!("../migrations/0006_posted_events.sql")),
+            false,
+        ),
+        Migration::new(
+            7,
+            "hooks declared through the API".into(),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../migrations/0007_declared_hooks.sql")),
             false,
         ),
     ]
@@ -685,6 +692,27 @@ impl EventStore for SqliteStore {
         })
     }
 
+    fn declared_hooks(&self) -> BoxFuture<'_, Result<Vec<DeclaredHook>, StoreError>> {
+        Box::pin(async move {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT name, config FROM declared_hooks ORDER BY name")
+                    .fetch_all(&self.readers)
+                    .await
+                    .map_err(|e| db_error(&self.path, e))?;
+            rows.into_iter()
+                .map(|(name, config)| {
+                    let config =
+                        serde_json::from_str(&config).map_err(|e| StoreError::Corrupt {
+                            path: self.path.clone(),
+                            what: format!("declared hook `{name}`"),
+                            cause: e.to_string(),
+                        })?;
+                    Ok(DeclaredHook { name, config })
+                })
+                .collect()
+        })
+    }
+
     fn declared_agents(&self) -> BoxFuture<'_, Result<Vec<DeclaredAgent>, StoreError>> {
         Box::pin(async move {
             let rows: Vec<(String, i64, String)> = sqlx::query_as(
@@ -903,6 +931,8 @@ struct Batch {
     schedules: Vec<ScheduleChange>,
     /// Changes to the posted events, in log order.
     posted: Vec<PostedChange>,
+    /// Changes to the declared hooks, in log order (rare: one statement each).
+    hooks: Vec<HookChange>,
 }
 
 /// A change to the `posted_events` index.
@@ -920,6 +950,18 @@ enum PostedChange {
         id: String,
         objective: String,
         task: i64,
+    },
+}
+
+/// A change to the `declared_hooks` index.
+enum HookChange {
+    Declare {
+        name: String,
+        config: String,
+        seq: i64,
+    },
+    Delete {
+        name: String,
     },
 }
 
@@ -998,6 +1040,7 @@ impl Batch {
         let mut declared = Vec::new();
         let mut schedules = Vec::new();
         let mut posted = Vec::new();
+        let mut hooks = Vec::new();
         let mut previous: Option<u64> = None;
         for record in records {
             if let Some(previous) = previous
@@ -1152,6 +1195,18 @@ impl Batch {
                     });
                     None
                 }
+                Event::HookDeclared { name, config } => {
+                    hooks.push(HookChange::Declare {
+                        name: name.clone(),
+                        config: config.to_string(),
+                        seq,
+                    });
+                    None
+                }
+                Event::HookDeleted { name } => {
+                    hooks.push(HookChange::Delete { name: name.clone() });
+                    None
+                }
                 Event::ObjectiveSucceeded { objective } => {
                     Some((*objective, ObjectiveStatus::Succeeded))
                 }
@@ -1202,6 +1257,7 @@ impl Batch {
             declared,
             schedules,
             posted,
+            hooks,
         })
     }
 }
@@ -1401,6 +1457,23 @@ async fn append_in(
         }
     }
 
+    for change in batch.hooks {
+        let query = match change {
+            HookChange::Declare { name, config, seq } => sqlx::query(
+                "INSERT INTO declared_hooks (name, config, declared_seq) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET config = excluded.config, \
+                 declared_seq = excluded.declared_seq",
+            )
+            .bind(name)
+            .bind(config)
+            .bind(seq),
+            HookChange::Delete { name } => {
+                sqlx::query("DELETE FROM declared_hooks WHERE name = ?").bind(name)
+            }
+        };
+        query.execute(&mut *tx).await.map_err(err)?;
+    }
+
     sqlx::query(
         "UPDATE meta SET value = CASE key \
          WHEN 'last_seq' THEN ? WHEN 'next_task' THEN ? WHEN 'next_agent' THEN ? \
@@ -1550,6 +1623,8 @@ fn kind(event: &Event) -> &'static str {
         Event::TaskWaiting { .. } => "task_waiting",
         Event::WaitSatisfied { .. } => "wait_satisfied",
         Event::EventReceived { .. } => "event_received",
+        Event::HookDeclared { .. } => "hook_declared",
+        Event::HookDeleted { .. } => "hook_deleted",
     }
 }
 

@@ -65,6 +65,9 @@ const BEARER: &str = "bearer";
         super::schedules::pause,
         super::schedules::resume,
         super::hooks::receive,
+        super::hooks::declare,
+        super::hooks::list,
+        super::hooks::delete,
     ),
     components(schemas(Problem)),
     modifiers(&Layers),
@@ -78,7 +81,8 @@ const BEARER: &str = "bearer";
                                           while the server runs."),
         (name = "schedules", description = "Cron schedules that submit an objective at each \
          slot."),
-        (name = "hooks", description = "Webhook deliveries, signed with the hook's secret."),
+        (name = "hooks", description = "Webhooks: declared in swarm.toml or through the API, \
+         each with a secret named by an environment variable; deliveries signed with it."),
         (name = "probes", description = "Liveness, readiness and metrics."),
         (name = "meta", description = "This document."),
     )

@@ -160,6 +160,21 @@ impl Problem {
             err @ Error::ScheduleExists(_) => {
                 Self::new(StatusCode::CONFLICT, "schedule-exists", err.to_string()).field("name")
             }
+            Error::Hook(e) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-hook",
+                e.to_string(),
+            )
+            .field(e.field),
+            err @ Error::UnknownHook(_) => {
+                Self::new(StatusCode::NOT_FOUND, "not-found", err.to_string()).field("name")
+            }
+            err @ Error::HookExists(_) => {
+                Self::new(StatusCode::CONFLICT, "hook-exists", err.to_string()).field("name")
+            }
+            err @ Error::HookConfigured(_) => {
+                Self::new(StatusCode::CONFLICT, "hook-configured", err.to_string()).field("name")
+            }
             Error::NoStore => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no-event-log",

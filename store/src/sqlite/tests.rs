@@ -65,6 +65,11 @@ fn agent_event(agent: u64) -> Event {
     }
 }
 
+/// Every schema version this binary knows, as `_sqlx_migrations` lists them once applied.
+fn known_versions() -> Vec<i64> {
+    migrations().iter().map(|m| m.version).collect()
+}
+
 async fn open(dir: &Path) -> SqliteStore {
     SqliteStore::open(SqliteOptions::new(dir)).await.unwrap()
 }
@@ -454,7 +459,7 @@ async fn a_schema_1_log_is_migrated() {
             .fetch_all(&store.readers)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, known_versions());
 }
 
 #[tokio::test]
@@ -547,7 +552,7 @@ async fn a_schema_2_log_is_migrated_with_the_next_agent_backfilled() {
             .fetch_all(&store.readers)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, known_versions());
 }
 
 #[tokio::test]
@@ -727,7 +732,7 @@ async fn a_schema_3_log_is_migrated_with_no_declared_agents() {
             .fetch_all(&store.readers)
             .await
             .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, known_versions());
 }
 
 #[tokio::test]
@@ -1388,4 +1393,199 @@ async fn the_posted_events_follow_their_events_and_expire() {
         .map(|e| e.event.id)
         .collect();
     assert_eq!(ids, [a, c]);
+}
+
+fn hook_declared(name: &str, secret_env: &str) -> Event {
+    Event::HookDeclared {
+        name: name.into(),
+        config: serde_json::json!({
+            "name": name,
+            "secret_env": secret_env,
+            "template": { "goal": { "$payload": "/message" } },
+        }),
+    }
+}
+
+fn hook_deleted(name: &str) -> Event {
+    Event::HookDeleted { name: name.into() }
+}
+
+/// The declared hooks as (name, secret_env).
+async fn hooks(store: &SqliteStore) -> Vec<(String, String)> {
+    store
+        .declared_hooks()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| {
+            let env = h.config["secret_env"].as_str().unwrap().to_owned();
+            (h.name, env)
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_declared_hooks_follow_their_events_in_the_same_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    assert!(store.declared_hooks().await.unwrap().is_empty());
+    // Declared, declared and deleted within one batch, declared; listed by name.
+    store
+        .append(&records(
+            1,
+            1_000,
+            vec![
+                hook_declared("deploy", "DEPLOY_SECRET"),
+                hook_declared("gone", "GONE_SECRET"),
+                hook_deleted("gone"),
+                hook_declared("build", "BUILD_SECRET"),
+            ],
+        ))
+        .await
+        .unwrap();
+    let both = pairs(&[("build", "BUILD_SECRET"), ("deploy", "DEPLOY_SECRET")]);
+    assert_eq!(hooks(&store).await, both);
+    // A failed append (a gap in the sequence) changes nothing, though it deletes one and
+    // declares another.
+    let gap = store
+        .append(&records(
+            9,
+            2_000,
+            vec![hook_deleted("deploy"), hook_declared("new", "NEW_SECRET")],
+        ))
+        .await;
+    assert!(gap.is_err());
+    assert_eq!(hooks(&store).await, both);
+    // Declared again after its deletion, with another variable: the latest configuration.
+    store
+        .append(&records(
+            5,
+            3_000,
+            vec![
+                hook_deleted("build"),
+                hook_declared("build", "ROTATED_SECRET"),
+            ],
+        ))
+        .await
+        .unwrap();
+    let rotated = pairs(&[("build", "ROTATED_SECRET"), ("deploy", "DEPLOY_SECRET")]);
+    assert_eq!(hooks(&store).await, rotated);
+    let deploy = &store.declared_hooks().await.unwrap()[1];
+    assert_eq!(deploy.config["template"]["goal"]["$payload"], "/message");
+    store.close().await.unwrap();
+
+    // The index survives a reopen and a prune of every event of no objective.
+    let store = open(dir.path()).await;
+    assert_eq!(store.prune(u64::MAX).await.unwrap().events, 6);
+    assert_eq!(hooks(&store).await, rotated);
+    store
+        .append(&records(7, 4_000, vec![hook_deleted("deploy")]))
+        .await
+        .unwrap();
+    assert_eq!(hooks(&store).await, pairs(&[("build", "ROTATED_SECRET")]));
+}
+
+/// A log as schema 5 left it (the latest before the declared hooks) opens with no declared
+/// hook, keeps its events and schedules, and takes hook events from then on.
+#[tokio::test]
+async fn a_schema_5_log_is_migrated_with_no_declared_hooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let old = records(
+        1,
+        1000,
+        vec![
+            registered(3),
+            Event::ScheduleCreated {
+                spec: Box::new(schedule_spec("nightly", false)),
+            },
+        ],
+    );
+    {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "PRAGMA application_id = {APPLICATION_ID}"
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let first_five: Vec<Migration> = migrations()
+            .into_iter()
+            .filter(|m| m.version <= 5)
+            .collect();
+        assert_eq!(first_five.len(), 5);
+        Migrator::with_migrations(first_five)
+            .run(&mut conn)
+            .await
+            .unwrap();
+        // Rows as schema 5 wrote them.
+        for record in &old {
+            sqlx::query(
+                "INSERT INTO events (seq, at_ms, objective, kind, body) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(record.seq as i64)
+            .bind(record.at_ms as i64)
+            .bind(record.event.objective().map(|o| o.to_string()))
+            .bind(kind(&record.event))
+            .bind(serde_json::to_string(record).unwrap())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        }
+        sqlx::query(
+            "INSERT INTO schedules (name, spec, paused, created_seq, created_at_ms, \
+             changed_at_ms) VALUES ('nightly', ?, FALSE, 2, 1000, 1000)",
+        )
+        .bind(serde_json::to_string(&schedule_spec("nightly", false)).unwrap())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE meta SET value = CASE key WHEN 'next_agent' THEN 4 ELSE 2 END \
+             WHERE key IN ('last_seq', 'next_agent', 'events')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        conn.close().await.unwrap();
+    }
+
+    let store = open(dir.path()).await;
+    assert_eq!(
+        store.info().await.unwrap(),
+        StoreInfo {
+            last_seq: 2,
+            next_task: 1,
+            next_agent: 4,
+            events: 2
+        }
+    );
+    assert_eq!(store.read_after(0, 10).await.unwrap(), old);
+    assert_eq!(store.schedules().await.unwrap().len(), 1);
+    assert!(store.declared_hooks().await.unwrap().is_empty());
+    assert!(store.posted_events(0).await.unwrap().is_empty());
+    store
+        .append(&records(3, 2000, vec![hook_declared("deploy", "S")]))
+        .await
+        .unwrap();
+    assert_eq!(hooks(&store).await, pairs(&[("deploy", "S")]));
+    let versions: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&store.readers)
+            .await
+            .unwrap();
+    assert_eq!(versions, known_versions());
+    store.close().await.unwrap();
 }
