@@ -30,15 +30,15 @@ use swarm_protocol::schedule::{
 use swarm_protocol::{Event, ObjectiveId, ScheduleSpec, SchedulerError, SchedulerMsg};
 
 use swarm_store::StoredSchedule;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::journal::now_ms;
 use crate::{Error, Swarm};
 
-/// Wall-clock time for schedules, injectable so tests run on tokio's paused time. The firing
-/// loop (not built yet) reads slots against it and sleeps with `tokio::time`, which a paused
-/// runtime advances at once.
+/// Wall-clock time for schedules, injectable so tests run on simulated time (tokio's paused
+/// time with [`TokioClock`], or a clock the test sets). The firing loop reads slots against it
+/// and sleeps with `tokio::time`, which a paused runtime advances at once.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
@@ -291,9 +291,17 @@ const QUEUE_POLL_MS: u64 = 1_000;
 pub struct ScheduleLoop {
     stop: Option<oneshot::Sender<()>>,
     handle: JoinHandle<()>,
+    turns: watch::Receiver<u64>,
 }
 
 impl ScheduleLoop {
+    /// Waits until the loop has finished at least `turns` turns since it started (each turn
+    /// fires what was due, the first one catching up), so a test can look at what a turn
+    /// did without sleeping.
+    pub async fn turned(&mut self, turns: u64) {
+        let _ = self.turns.wait_for(|done| *done >= turns).await;
+    }
+
     /// Stops the loop and waits for it (a fire under way completes first).
     pub async fn stop(mut self) {
         drop(self.stop.take());
@@ -636,6 +644,7 @@ impl Swarm {
         };
         let swarm = Arc::downgrade(self);
         let (stop, mut stopped) = oneshot::channel::<()>();
+        let (turned, turns) = watch::channel(0u64);
         let handle = tokio::spawn(async move {
             loop {
                 let wake = {
@@ -644,6 +653,7 @@ impl Swarm {
                     };
                     swarm.schedule_turn().await
                 };
+                turned.send_modify(|n| *n += 1);
                 let sleep = wake.map_or(IDLE_SLEEP, |at| {
                     Duration::from_millis(at.saturating_sub(clock.now_ms()))
                 });
@@ -657,6 +667,7 @@ impl Swarm {
         ScheduleLoop {
             stop: Some(stop),
             handle,
+            turns,
         }
     }
 

@@ -199,3 +199,122 @@ async fn a_paused_schedule_does_not_fire_and_resumes_at_its_next_slot() {
     assert_eq!(slots(&fires(&swarm, "p").await), [5_000, 30_000]);
     stop(swarm, fire_loop).await;
 }
+
+/// A clock the test sets: the coordinator's downtime is simulated by moving it while no
+/// coordinator runs.
+#[derive(Debug)]
+struct ManualClock(std::sync::atomic::AtomicU64);
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A durable swarm on `dir` with an `echo` agent and the firing loop on `clock`, after its
+/// first turn (the catch-up).
+async fn durable(dir: &std::path::Path, clock: Arc<ManualClock>) -> (Arc<Swarm>, ScheduleLoop) {
+    let swarm = Swarm::open(
+        swarm_coordinator::SwarmConfig::default(),
+        swarm_coordinator::StoreConfig::new(dir),
+    )
+    .await
+    .unwrap();
+    swarm
+        .register_agent(reg("echo", &["echo"], 8), AgentFactory::shared(EchoAgent))
+        .await
+        .unwrap();
+    let swarm = Arc::new(swarm);
+    let mut fire_loop = swarm.start_schedule_loop(clock).await;
+    fire_loop.turned(1).await;
+    (swarm, fire_loop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_hour_down_skip_fires_nothing_and_run_latest_fires_the_latest_slot_once() {
+    const MINUTE: u64 = 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock(T0.into()));
+    let (swarm, fire_loop) = durable(dir.path(), clock.clone()).await;
+    let every_5m = |name: &str, catch_up: CatchUpPolicy| ScheduleSpec {
+        cron: "0 */5 * * * *".into(),
+        catch_up,
+        ..every_5s(name, "echo", OverlapPolicy::Skip)
+    };
+    swarm
+        .create_schedule(every_5m("skip", CatchUpPolicy::Skip))
+        .await
+        .unwrap();
+    let window = Duration::from_secs(3600);
+    swarm
+        .create_schedule(every_5m("latest", CatchUpPolicy::RunLatest { window }))
+        .await
+        .unwrap();
+    let stale = every_5m(
+        "stale",
+        CatchUpPolicy::RunLatest {
+            window: Duration::from_secs(60),
+        },
+    );
+    swarm.create_schedule(stale).await.unwrap();
+    // Each fires its first slot, then the coordinator stops.
+    for name in ["skip", "latest", "stale"] {
+        swarm.fire_schedule(name, T0 + 5 * MINUTE).await.unwrap();
+    }
+    fire_loop.stop().await;
+    Arc::try_unwrap(swarm)
+        .ok()
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+
+    // An hour and a half minute later (twelve slots missed), it starts again.
+    clock.0.store(
+        T0 + 65 * MINUTE + 90_000,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    let (swarm, mut fire_loop) = durable(dir.path(), clock.clone()).await;
+    assert_eq!(
+        slots(&fires(&swarm, "skip").await),
+        [5 * MINUTE],
+        "skip: no fire"
+    );
+    let latest = fires(&swarm, "latest").await;
+    assert_eq!(
+        slots(&latest),
+        [5 * MINUTE, 65 * MINUTE],
+        "run latest: the latest missed slot, once"
+    );
+    assert_eq!(
+        slots(&fires(&swarm, "stale").await),
+        [5 * MINUTE],
+        "run latest: not a slot older than its window"
+    );
+    let caught_up = swarm
+        .wait(latest[1].1, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(caught_up.status, ObjectiveStatus::Succeeded);
+    // The catch-up happens once: later turns at the same time fire nothing more.
+    swarm.set_schedule_paused("skip", true).await.unwrap();
+    fire_loop.turned(2).await;
+    assert_eq!(slots(&fires(&swarm, "latest").await).len(), 2);
+    // The next slot is an ordinary fire.
+    clock
+        .0
+        .store(T0 + 70 * MINUTE, std::sync::atomic::Ordering::SeqCst);
+    swarm.set_schedule_paused("skip", false).await.unwrap();
+    fire_loop.turned(3).await;
+    assert_eq!(
+        slots(&fires(&swarm, "latest").await),
+        [5 * MINUTE, 65 * MINUTE, 70 * MINUTE]
+    );
+    fire_loop.stop().await;
+    Arc::try_unwrap(swarm)
+        .ok()
+        .unwrap()
+        .shutdown()
+        .await
+        .unwrap();
+}
