@@ -446,6 +446,13 @@ pub fn render_schedules(schedules: &Value) -> String {
             time(next),
             last
         ));
+        if let Some(failure) = schedule.get("last_failure") {
+            out.push_str(&format!(
+                "    failed {}: {}\n",
+                time(failure.get("slot_ms").and_then(Value::as_u64)),
+                failure.get("reason").and_then(Value::as_str).unwrap_or("?")
+            ));
+        }
     }
     out
 }

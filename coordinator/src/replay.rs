@@ -640,6 +640,8 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         | Event::SchedulePaused { .. }
         | Event::ScheduleResumed { .. }
         | Event::ScheduleDeleted { .. }
+        | Event::ScheduleSkipped { .. }
+        | Event::ScheduleFireFailed { .. }
         | Event::ScheduleFired { .. }
         | Event::HookDeclared { .. }
         | Event::HookDeleted { .. } => {}

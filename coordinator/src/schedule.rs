@@ -324,6 +324,15 @@ pub struct ScheduleFire {
     pub objective: ObjectiveId,
 }
 
+/// A slot a schedule did not fire, or could not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct MissedSlot {
+    /// The slot, ms since the Unix epoch.
+    pub slot_ms: u64,
+    /// Why it was skipped, or what went wrong.
+    pub reason: String,
+}
+
 /// A schedule as `GET /v1/schedules` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ScheduleView {
@@ -336,6 +345,14 @@ pub struct ScheduleView {
     pub next_fires_ms: Vec<u64>,
     /// Its latest fires, newest first.
     pub recent_fires: Vec<ScheduleFire>,
+    /// The slots it skipped lately under its overlap policy, newest first (since this process
+    /// started; each is a `ScheduleSkipped` event in the log).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recent_skips: Vec<MissedSlot>,
+    /// Its latest slot that could not submit its objective, if the latest fire attempt
+    /// failed (since this process started; each is a `ScheduleFireFailed` event in the log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<MissedSlot>,
 }
 
 /// The schedules a swarm holds, by name, with the clock their times are read on and the bell
@@ -382,6 +399,8 @@ impl ScheduleBook {
                             cursor_ms: last_slot.max(stored.changed_at_ms),
                             catching_up: true,
                             queued: None,
+                            skips: VecDeque::new(),
+                            last_failure: None,
                         },
                     );
                 }
@@ -453,6 +472,10 @@ struct Entry {
     catching_up: bool,
     /// A slot that waits for the previous fire's objective to end (`queue_one`).
     queued: Option<u64>,
+    /// Newest first, at most `RECENT_FIRES`.
+    skips: VecDeque<MissedSlot>,
+    /// Set when a fire fails, cleared by the next fire that succeeds.
+    last_failure: Option<MissedSlot>,
 }
 
 impl Entry {
@@ -468,6 +491,8 @@ impl Entry {
             created_at_ms: self.created_at_ms,
             next_fires_ms,
             recent_fires: self.fires.iter().copied().collect(),
+            recent_skips: self.skips.iter().cloned().collect(),
+            last_failure: self.last_failure.clone(),
         }
     }
 }
@@ -478,8 +503,8 @@ impl Swarm {
     /// [`SchedulerError::Graph`]; a name in use is [`Error::ScheduleExists`]), records `ScheduleCreated` and returns once
     /// it is durable (with a durable log).
     ///
-    /// Not done yet: nothing fires (see `TRIGGERS.md`). With a durable log a restart restores
-    /// the schedule (from the store's index of the schedule events).
+    /// With a durable log a restart restores the schedule (from the store's index of the
+    /// schedule events).
     pub async fn create_schedule(&self, spec: ScheduleSpec) -> Result<ScheduleView, Error> {
         let schedule = Schedule::new(spec)?;
         // The template's graph is checked as a submit checks it; whether its capabilities (or
@@ -515,6 +540,8 @@ impl Swarm {
             cursor_ms: book.clock.now_ms(),
             catching_up: false,
             queued: None,
+            skips: VecDeque::new(),
+            last_failure: None,
         };
         let view = entry.view(book.clock.now_ms());
         book.entries.insert(name, entry);
@@ -589,7 +616,7 @@ impl Swarm {
     /// safe to repeat: the objective may be in the log without its `ScheduleFired`.
     ///
     /// Whether the slot is due, and the overlap and catch-up policies, are the firing loop's
-    /// business (not built yet); this fires even a paused schedule.
+    /// business (`start_schedule_loop`); this fires even a paused schedule.
     pub async fn fire_schedule(&self, name: &str, slot_ms: u64) -> Result<ObjectiveId, Error> {
         let mut book = self.schedules.lock().await;
         let Some(entry) = book.entries.get(name) else {
@@ -615,6 +642,7 @@ impl Swarm {
             .get_mut(name)
             .ok_or_else(|| Error::UnknownSchedule(name.to_owned()))?;
         entry.cursor_ms = entry.cursor_ms.max(slot_ms);
+        entry.last_failure = None;
         if !recorded {
             let at = entry
                 .fires
@@ -698,15 +726,57 @@ impl Swarm {
                 entry.queued = None;
             }
             if let Err(err) = self.fire_schedule(&name, slot).await {
-                tracing::warn!(schedule = %name, slot_ms = slot, %err, "queued fire failed");
+                self.fire_failed(&name, slot, &err).await;
             }
         }
         for (name, slot) in due {
             if let Err(err) = self.fire_with_overlap(&name, slot).await {
-                tracing::warn!(schedule = %name, slot_ms = slot, %err, "fire failed");
+                self.fire_failed(&name, slot, &err).await;
             }
         }
         wake
+    }
+
+    /// A slot could not submit its objective: recorded (`ScheduleFireFailed`) and shown as
+    /// the schedule's `last_failure`; the slot is not tried again.
+    async fn fire_failed(&self, name: &str, slot_ms: u64, err: &Error) {
+        let reason = err.to_string();
+        tracing::warn!(schedule = %name, slot_ms, %reason, "fire failed");
+        if let Some(entry) = self.schedules.lock().await.entries.get_mut(name) {
+            entry.last_failure = Some(MissedSlot {
+                slot_ms,
+                reason: reason.clone(),
+            });
+        }
+        let event = Event::ScheduleFireFailed {
+            schedule: name.to_owned(),
+            slot_ms,
+            reason,
+        };
+        if let Err(err) = self.record_durably(event).await {
+            tracing::warn!(schedule = %name, slot_ms, %err, "the failed fire was not recorded");
+        }
+    }
+
+    /// A slot not fired under the overlap policy: recorded (`ScheduleSkipped`) and shown in
+    /// the schedule's `recent_skips`.
+    async fn skipped(&self, name: &str, slot_ms: u64, reason: &str) {
+        tracing::debug!(schedule = %name, slot_ms, reason, "slot skipped");
+        if let Some(entry) = self.schedules.lock().await.entries.get_mut(name) {
+            entry.skips.push_front(MissedSlot {
+                slot_ms,
+                reason: reason.to_owned(),
+            });
+            entry.skips.truncate(RECENT_FIRES);
+        }
+        let event = Event::ScheduleSkipped {
+            schedule: name.to_owned(),
+            slot_ms,
+            reason: reason.to_owned(),
+        };
+        if let Err(err) = self.record_durably(event).await {
+            tracing::warn!(schedule = %name, slot_ms, %err, "the skipped slot was not recorded");
+        }
     }
 
     /// Fires `slot` of `name` as its overlap policy says, given its previous fire.
@@ -726,12 +796,24 @@ impl Swarm {
         {
             match overlap {
                 OverlapPolicy::Skip => {
-                    tracing::debug!(schedule = %name, slot_ms = slot, "slot skipped: the previous fire runs");
+                    let reason = format!("the previous fire's objective {previous} still runs");
+                    self.skipped(name, slot, &reason).await;
                     return Ok(());
                 }
                 OverlapPolicy::QueueOne => {
-                    if let Some(entry) = self.schedules.lock().await.entries.get_mut(name) {
-                        entry.queued = Some(slot);
+                    let replaced = self
+                        .schedules
+                        .lock()
+                        .await
+                        .entries
+                        .get_mut(name)
+                        .and_then(|entry| entry.queued.replace(slot));
+                    if let Some(replaced) = replaced {
+                        let reason = format!(
+                            "queued behind objective {previous}, and the slot at {slot} took \
+                             its place"
+                        );
+                        self.skipped(name, replaced, &reason).await;
                     }
                     return Ok(());
                 }

@@ -141,7 +141,45 @@ async fn skip_leaves_out_the_slots_while_the_previous_fire_runs() {
         .await
         .unwrap();
     advance(20_000).await;
-    assert_eq!(slots(&fires(&swarm, "s").await), [5_000]);
+    let fired = fires(&swarm, "s").await;
+    assert_eq!(slots(&fired), [5_000]);
+    // Each skipped slot is shown, and says why.
+    let views = swarm.schedules().await;
+    let skips: Vec<u64> = views[0]
+        .recent_skips
+        .iter()
+        .map(|s| s.slot_ms - T0)
+        .collect();
+    assert_eq!(skips, [20_000, 15_000, 10_000]);
+    let reason = &views[0].recent_skips[0].reason;
+    assert!(reason.contains(&fired[0].1.to_string()), "{reason}");
+    stop(swarm, fire_loop).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fire_that_cannot_submit_is_shown_and_the_next_slot_still_fires() {
+    let (swarm, fire_loop, _clock, _gate) = swarm().await;
+    swarm
+        .create_schedule(every_5s("f", "nobody", OverlapPolicy::Skip))
+        .await
+        .unwrap();
+    advance(5_000).await;
+    assert!(fires(&swarm, "f").await.is_empty());
+    let views = swarm.schedules().await;
+    let failure = views[0].last_failure.clone().unwrap();
+    assert_eq!(failure.slot_ms, T0 + 5_000);
+    assert!(failure.reason.contains("`nobody`"), "{}", failure.reason);
+    // Once an agent can take it, the next slot fires and the failure is cleared.
+    swarm
+        .register_agent(
+            reg("nobody", &["nobody"], 8),
+            AgentFactory::shared(EchoAgent),
+        )
+        .await
+        .unwrap();
+    advance(5_000).await;
+    assert_eq!(slots(&fires(&swarm, "f").await), [10_000]);
+    assert_eq!(swarm.schedules().await[0].last_failure, None);
     stop(swarm, fire_loop).await;
 }
 
@@ -177,6 +215,13 @@ async fn queue_one_fires_the_latest_waiting_slot_when_the_previous_fire_ends() {
     gate.add_permits(1);
     advance(1_000).await;
     assert_eq!(slots(&fires(&swarm, "q").await), [5_000, 15_000]);
+    let views = swarm.schedules().await;
+    let skips: Vec<u64> = views[0]
+        .recent_skips
+        .iter()
+        .map(|s| s.slot_ms - T0)
+        .collect();
+    assert_eq!(skips, [10_000], "the slot the later one replaced");
     stop(swarm, fire_loop).await;
 }
 

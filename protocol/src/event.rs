@@ -402,6 +402,27 @@ pub enum Event {
         /// Its name.
         schedule: String,
     },
+    /// A schedule's slot came but was not fired: its overlap policy is `skip` and the previous
+    /// fire's objective still ran, or it is `queue_one` and a later slot took the queued
+    /// place.
+    ScheduleSkipped {
+        /// The schedule's name.
+        schedule: String,
+        /// The slot's time, ms since the Unix epoch.
+        slot_ms: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A schedule's slot could not submit its objective (e.g. no agent has a capability the
+    /// template needs now); the slot is not tried again.
+    ScheduleFireFailed {
+        /// The schedule's name.
+        schedule: String,
+        /// The slot's time, ms since the Unix epoch.
+        slot_ms: u64,
+        /// What went wrong.
+        reason: String,
+    },
     /// A schedule fired for the slot at `slot_ms`: it submitted `objective` from its template
     /// under the idempotency key `schedule:<name>:<slot_ms>`, so the slot submits at most one
     /// objective even if the coordinator is killed while firing. Recorded after that
@@ -469,6 +490,8 @@ impl Event {
             | Self::SchedulePaused { .. }
             | Self::ScheduleResumed { .. }
             | Self::ScheduleDeleted { .. }
+            | Self::ScheduleSkipped { .. }
+            | Self::ScheduleFireFailed { .. }
             | Self::ScheduleFired { .. }
             | Self::HookDeclared { .. }
             | Self::HookDeleted { .. } => None,

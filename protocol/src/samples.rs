@@ -212,6 +212,16 @@ pub fn every_event_kind() -> Vec<Event> {
         Event::ScheduleResumed {
             schedule: "nightly".into(),
         },
+        Event::ScheduleSkipped {
+            schedule: "nightly".into(),
+            slot_ms: 1_700_000_005_000,
+            reason: "the previous fire still runs".into(),
+        },
+        Event::ScheduleFireFailed {
+            schedule: "nightly".into(),
+            slot_ms: 1_700_000_010_000,
+            reason: "no agent has capability `echo`".into(),
+        },
         Event::ScheduleFired {
             schedule: "nightly".into(),
             slot_ms: 1_700_000_000_000,

@@ -1620,6 +1620,8 @@ fn kind(event: &Event) -> &'static str {
         Event::ScheduleResumed { .. } => "schedule_resumed",
         Event::ScheduleDeleted { .. } => "schedule_deleted",
         Event::ScheduleFired { .. } => "schedule_fired",
+        Event::ScheduleSkipped { .. } => "schedule_skipped",
+        Event::ScheduleFireFailed { .. } => "schedule_fire_failed",
         Event::TaskWaiting { .. } => "task_waiting",
         Event::WaitSatisfied { .. } => "wait_satisfied",
         Event::EventReceived { .. } => "event_received",

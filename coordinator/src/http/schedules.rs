@@ -1,7 +1,7 @@
 //! `/v1/schedules`: cron schedules that submit an objective at each slot.
 //!
 //! Creating, pausing, resuming and deleting a schedule records its event and answers once it
-//! is durable. Firing is not built yet (see `TRIGGERS.md`).
+//! is durable. The firing loop is `Swarm::start_schedule_loop` (`schedule.rs`).
 
 use axum::Json;
 use axum::extract::{Path, State};
