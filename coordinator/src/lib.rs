@@ -199,6 +199,12 @@ impl Swarm {
         );
         // Agents registered from now on get ids no event in the log names.
         let first_agent = AgentId(recovered.next_agent);
+        let schedule_keys: Vec<(String, ObjectiveId)> = recovered
+            .keys
+            .iter()
+            .filter(|(key, ..)| key.starts_with("schedule:"))
+            .map(|(key, objective, _)| (key.clone(), *objective))
+            .collect();
         let (feed, _) = tokio::sync::broadcast::channel(crate::writer::FEED_CAPACITY);
         let setup = JournalSetup::Durable {
             store: log.clone(),
@@ -206,10 +212,21 @@ impl Swarm {
             recovered: Box::new(recovered),
             config: store.writer,
         };
-        let schedules = crate::schedule::ScheduleBook::restore(log.schedules().await?);
+        let (schedules, unrecorded) =
+            crate::schedule::ScheduleBook::restore_with(log.schedules().await?, &schedule_keys);
         let mut swarm =
             Self::start_tree(config, setup, first_agent, Some(log), Some(report)).await?;
         swarm.schedules = tokio::sync::Mutex::new(schedules);
+        // Fires a crash cut off after their objective was accepted: recorded now.
+        for (schedule, slot_ms, objective) in unrecorded {
+            swarm
+                .record_durably(Event::ScheduleFired {
+                    schedule,
+                    slot_ms,
+                    objective,
+                })
+                .await?;
+        }
         swarm.resumed = resumed;
         swarm.feed = Some(feed);
         Ok(swarm)

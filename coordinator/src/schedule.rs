@@ -379,17 +379,54 @@ impl ScheduleBook {
     /// checks (a croner or time zone database change) is left out with a warning; it stays in
     /// the index until it is deleted.
     pub(crate) fn restore(stored: Vec<StoredSchedule>) -> Self {
+        Self::restore_with(stored, &[]).0
+    }
+
+    /// [`Self::restore`], reconciled with the objectives submitted under schedule keys
+    /// (`schedule:<name>:<slot_ms>`, from the objective index): a fire that the coordinator
+    /// stopped between its `ObjectiveSubmitted` and its `ScheduleFired` counts as that slot's
+    /// fire (it is not caught up again), and is returned so that its `ScheduleFired` can be
+    /// recorded now.
+    pub(crate) fn restore_with(
+        stored: Vec<StoredSchedule>,
+        keyed: &[(String, ObjectiveId)],
+    ) -> (Self, Vec<(String, u64, ObjectiveId)>) {
+        // Per schedule, its newest keyed fire.
+        let mut newest: BTreeMap<&str, (u64, ObjectiveId)> = BTreeMap::new();
+        for (key, objective) in keyed {
+            let Some((name, slot)) = key
+                .strip_prefix("schedule:")
+                .and_then(|rest| rest.rsplit_once(':'))
+            else {
+                continue;
+            };
+            let Ok(slot) = slot.parse::<u64>() else {
+                continue;
+            };
+            let best = newest.entry(name).or_insert((slot, *objective));
+            if slot > best.0 {
+                *best = (slot, *objective);
+            }
+        }
+        let mut unrecorded = Vec::new();
         let mut entries = BTreeMap::new();
         for stored in stored {
             let name = stored.spec.name.clone();
             match Schedule::new(stored.spec) {
                 Ok(schedule) => {
-                    let fires = stored
-                        .last_fire
+                    let mut last_fire = stored.last_fire;
+                    if let Some(&(slot, objective)) = newest.get(name.as_str())
+                        && last_fire.is_none_or(|(last, _)| slot > last)
+                        && slot >= stored.created_at_ms
+                    {
+                        unrecorded.push((name.clone(), slot, objective));
+                        last_fire = Some((slot, objective));
+                    }
+                    let fires = last_fire
                         .map(|(slot_ms, objective)| ScheduleFire { slot_ms, objective })
                         .into_iter()
                         .collect();
-                    let last_slot = stored.last_fire.map_or(0, |(slot, _)| slot);
+                    let last_slot = last_fire.map_or(0, |(slot, _)| slot);
                     entries.insert(
                         name,
                         Entry {
@@ -407,10 +444,13 @@ impl ScheduleBook {
                 Err(err) => tracing::warn!(schedule = %name, %err, "schedule left out"),
             }
         }
-        Self {
-            entries,
-            ..Self::default()
-        }
+        (
+            Self {
+                entries,
+                ..Self::default()
+            },
+            unrecorded,
+        )
     }
 
     /// What the firing loop does at `now_ms`: the slots to fire (after applying catch-up, so
@@ -1067,6 +1107,45 @@ mod tests {
         resumed.changed_at_ms = now - 1_000;
         let mut book = ScheduleBook::restore(vec![resumed]);
         assert!(book.due(now).0.is_empty());
+    }
+
+    #[test]
+    fn a_fire_cut_off_before_its_record_counts_as_fired_at_a_restart() {
+        let t0 = utc(2026, 1, 1, 0, 0, 0);
+        let hour = 3_600_000;
+        let now = t0 + hour + 2_000;
+        let run_latest = CatchUpPolicy::RunLatest {
+            window: Duration::from_millis(2 * hour),
+        };
+        // The index's latest fire is t0; the slot at t0 + 1 h submitted its objective but the
+        // coordinator stopped before its `ScheduleFired`. Keys of other schedules, older
+        // slots and malformed keys are left alone.
+        let cut_off = ObjectiveId::new();
+        let keyed = vec![
+            (format!("schedule:s:{}", t0 + hour), cut_off),
+            (format!("schedule:s:{}", t0 - hour), ObjectiveId::new()),
+            (
+                format!("schedule:other:{}", t0 + 2 * hour),
+                ObjectiveId::new(),
+            ),
+            ("schedule:s:soon".to_owned(), ObjectiveId::new()),
+            ("client-key".to_owned(), ObjectiveId::new()),
+        ];
+        let (mut book, unrecorded) =
+            ScheduleBook::restore_with(vec![stored(run_latest, t0, false)], &keyed);
+        assert_eq!(unrecorded, [("s".to_owned(), t0 + hour, cut_off)]);
+        assert!(
+            book.due(now).0.is_empty(),
+            "the slot is not caught up again"
+        );
+        let view = book.entries["s"].view(now);
+        assert_eq!(view.recent_fires[0].slot_ms, t0 + hour);
+        assert_eq!(view.recent_fires[0].objective, cut_off);
+        // With the fire recorded, nothing is left to reconcile.
+        let mut recorded = stored(run_latest, t0 + hour, false);
+        recorded.last_fire = Some((t0 + hour, cut_off));
+        let (_, unrecorded) = ScheduleBook::restore_with(vec![recorded], &keyed);
+        assert!(unrecorded.is_empty());
     }
 
     #[test]
