@@ -375,14 +375,17 @@ impl Default for ScheduleBook {
 }
 
 impl ScheduleBook {
-    /// The schedules the store's index holds (see `Swarm::open`). One whose spec no longer
-    /// checks (a croner or time zone database change) is left out with a warning; it stays in
-    /// the index until it is deleted.
-    pub(crate) fn restore(stored: Vec<StoredSchedule>) -> Self {
+    /// [`Self::restore_with`] without keyed objectives.
+    #[cfg(test)]
+    fn restore(stored: Vec<StoredSchedule>) -> Self {
         Self::restore_with(stored, &[]).0
     }
 
-    /// [`Self::restore`], reconciled with the objectives submitted under schedule keys
+    /// The schedules the store's index holds (see `Swarm::open`). One whose spec no longer
+    /// checks (a croner or time zone database change) is left out with a warning; it stays in
+    /// the index until it is deleted.
+    ///
+    /// Reconciled with the objectives submitted under schedule keys
     /// (`schedule:<name>:<slot_ms>`, from the objective index): a fire that the coordinator
     /// stopped between its `ObjectiveSubmitted` and its `ScheduleFired` counts as that slot's
     /// fire (it is not caught up again), and is returned so that its `ScheduleFired` can be
