@@ -2513,6 +2513,9 @@ async fn a_wait_task_completes_when_its_event_arrives_also_when_it_came_first() 
     assert!(board["tasks"][0]["task"]["waiting_until_ms"].is_u64());
     let view = server.get_json(&format!("/v1/objectives/{id}")).await;
     assert_eq!(task_named(&view, "report")["status"], "backlog");
+    let metrics = prometheus_samples(&server.get_text("/metrics").await);
+    assert_eq!(metrics["swarm_tasks_waiting"], 1.0);
+    assert_eq!(metrics["swarm_events_kept"], 0.0);
 
     let response = post_event(
         &server,
@@ -2562,6 +2565,9 @@ async fn a_wait_task_completes_when_its_event_arrives_also_when_it_came_first() 
     let pending = server.get_json("/v1/events/pending").await;
     assert_eq!(pending.as_array().unwrap().len(), 1, "{pending}");
     assert_eq!(pending[0]["id"], first["id"]);
+    let metrics = prometheus_samples(&server.get_text("/metrics").await);
+    assert_eq!(metrics["swarm_tasks_waiting"], 0.0);
+    assert_eq!(metrics["swarm_events_kept"], 1.0);
     let dir = server.finish().await;
 
     let server = start_in(dir, ApiConfig::default()).await;

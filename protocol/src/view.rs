@@ -189,6 +189,12 @@ pub struct SchedulerStats {
     /// Tasks that failed for good since start.
     #[serde(default)]
     pub tasks_failed: u64,
+    /// `wait` tasks waiting for their event now.
+    #[serde(default)]
+    pub tasks_waiting: u64,
+    /// Posted events kept because no task consumed them yet.
+    #[serde(default)]
+    pub events_kept: u64,
     /// For every attempt handed to an agent since start, how long its task had been ready
     /// (queued, or waiting for a slot) until then.
     #[serde(default)]

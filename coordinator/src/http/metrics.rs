@@ -124,6 +124,16 @@ fn record_scheduler(stats: &SchedulerStats, depths: &[(Capability, u64)]) {
         "Tasks waiting for a person's decision."
     );
     gauge!("swarm_tasks_in_review").set(stats.tasks_in_review as f64);
+    describe_gauge!(
+        "swarm_tasks_waiting",
+        "`wait` tasks waiting for their event."
+    );
+    gauge!("swarm_tasks_waiting").set(stats.tasks_waiting as f64);
+    describe_gauge!(
+        "swarm_events_kept",
+        "Posted events kept because no `wait` task consumed them yet."
+    );
+    gauge!("swarm_events_kept").set(stats.events_kept as f64);
     describe_counter!(
         "swarm_allocations_total",
         "Attempts handed to agents since the coordinator started."
@@ -368,6 +378,8 @@ mod tests {
             attempts_failed: 2,
             tasks_in_review: 4,
             tasks_failed: 1,
+            tasks_waiting: 6,
+            events_kept: 8,
             allocation_latency,
         };
         let depths = [(Capability::new("work").unwrap(), 3)];
@@ -422,6 +434,8 @@ mod tests {
         assert_eq!(value("swarm_tasks_succeeded_total", ""), 7.0);
         assert_eq!(value("swarm_tasks_failed_total", ""), 1.0);
         assert_eq!(value("swarm_tasks_in_review", ""), 4.0);
+        assert_eq!(value("swarm_tasks_waiting", ""), 6.0);
+        assert_eq!(value("swarm_events_kept", ""), 8.0);
         assert_eq!(value("swarm_attempts_failed_total", ""), 2.0);
         assert_eq!(value("swarm_allocations_total", ""), 9.0);
         assert_eq!(

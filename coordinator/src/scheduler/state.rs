@@ -1086,6 +1086,7 @@ impl SchedulerState {
         };
         node.status = TaskStatus::Waiting;
         node.started_at_ms = now;
+        self.stats.tasks_waiting += 1;
         let attempt = node.attempt;
         let Some(wait) = node.extra.as_mut().and_then(|e| e.wait.as_mut()) else {
             return;
@@ -1209,6 +1210,7 @@ impl SchedulerState {
         node.status = TaskStatus::Waiting;
         node.attempt += 1;
         node.started_at_ms = now;
+        self.stats.tasks_waiting += 1;
         let (objective, attempt) = (node.objective, node.attempt);
         let Some(wait) = node.extra.as_mut().and_then(|e| e.wait.as_mut()) else {
             return;
@@ -1278,6 +1280,7 @@ impl SchedulerState {
         if let Some(wait) = node.extra.as_mut().and_then(|e| e.wait.as_mut()) {
             wait.until_ms = None;
         }
+        self.stats.tasks_waiting = self.stats.tasks_waiting.saturating_sub(1);
         self.journal.record(Event::WaitSatisfied {
             objective,
             task: id,
@@ -1322,6 +1325,7 @@ impl SchedulerState {
                 self.waiting.remove(&wait.key);
             }
         }
+        self.stats.tasks_waiting = self.stats.tasks_waiting.saturating_sub(1);
         self.fail_task(
             id,
             None,
@@ -3061,6 +3065,9 @@ impl SchedulerState {
         if was == TaskStatus::Review {
             self.stats.tasks_in_review = self.stats.tasks_in_review.saturating_sub(1);
         }
+        if was == TaskStatus::Waiting {
+            self.stats.tasks_waiting = self.stats.tasks_waiting.saturating_sub(1);
+        }
         let (objective, attempt, agent, queued) =
             (node.objective, node.attempt, node.agent, node.queued.take());
         if queued.is_some() {
@@ -3332,6 +3339,7 @@ impl SchedulerState {
         let mut stats = self.stats;
         stats.tasks_queued =
             self.queues.values().map(|q| q.len() as u64).sum::<u64>() + self.parked;
+        stats.events_kept = self.mailbox.values().map(|q| q.len() as u64).sum();
         stats
     }
 
