@@ -64,24 +64,7 @@ pub const MAX_HOOK_NAME_LEN: usize = 48;
 /// Checks a hook name: 1 to 48 characters out of `A-Z a-z 0-9 _ - .` (a path segment, and a
 /// part of each delivery's idempotency key).
 pub fn check_hook_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if name.len() > MAX_HOOK_NAME_LEN {
-        return Err(format!(
-            "is {} bytes long; the limit is {MAX_HOOK_NAME_LEN}",
-            name.len()
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
-    {
-        return Err(format!(
-            "contains {c:?}; only A-Z, a-z, 0-9, `_`, `-` and `.` are allowed"
-        ));
-    }
-    Ok(())
+    swarm_protocol::schedule::check_name(name, MAX_HOOK_NAME_LEN)
 }
 
 /// The idempotency key a delivery is submitted under: the same delivery id again submits

@@ -99,14 +99,17 @@ pub enum CatchUpPolicy {
 
 /// Checks a schedule name: 1 to 64 characters out of `A-Z a-z 0-9 _ - .`.
 pub fn check_schedule_name(name: &str) -> Result<(), String> {
+    check_name(name, MAX_SCHEDULE_NAME_LEN)
+}
+
+/// Checks the name of a schedule or a webhook: 1 to `max` characters out of
+/// `A-Z a-z 0-9 _ - .` (a path segment, and a part of an idempotency key).
+pub fn check_name(name: &str, max: usize) -> Result<(), String> {
     if name.is_empty() {
         return Err("must not be empty".into());
     }
-    if name.len() > MAX_SCHEDULE_NAME_LEN {
-        return Err(format!(
-            "is {} bytes long; the limit is {MAX_SCHEDULE_NAME_LEN}",
-            name.len()
-        ));
+    if name.len() > max {
+        return Err(format!("is {} bytes long; the limit is {max}", name.len()));
     }
     if let Some(c) = name
         .chars()

@@ -70,6 +70,43 @@ fn known_versions() -> Vec<i64> {
     migrations().iter().map(|m| m.version).collect()
 }
 
+/// A log file at `path` as a binary of schema version `schema` left it, holding `rows`;
+/// returns the connection, for the rows of that schema's indexes.
+async fn old_log(path: &Path, schema: usize, rows: &[EventRecord]) -> SqliteConnection {
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!(
+        "PRAGMA application_id = {APPLICATION_ID}"
+    )))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let first = migrations().into_iter().take(schema).collect();
+    Migrator::with_migrations(first)
+        .run(&mut conn)
+        .await
+        .unwrap();
+    for record in rows {
+        sqlx::query(
+            "INSERT INTO events (seq, at_ms, objective, kind, body) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(record.seq as i64)
+        .bind(record.at_ms as i64)
+        .bind(record.event.objective().map(|o| o.to_string()))
+        .bind(kind(&record.event))
+        .bind(serde_json::to_string(record).unwrap())
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    conn
+}
+
 async fn open(dir: &Path) -> SqliteStore {
     SqliteStore::open(SqliteOptions::new(dir)).await.unwrap()
 }
@@ -483,38 +520,8 @@ async fn a_schema_2_log_is_migrated_with_the_next_agent_backfilled() {
     ];
     let old = records(1, 1000, old);
     {
-        let mut conn = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .connect()
-            .await
-            .unwrap();
-        sqlx::query(AssertSqlSafe(format!(
-            "PRAGMA application_id = {APPLICATION_ID}"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        let first_two = migrations().into_iter().take(2).collect();
-        Migrator::with_migrations(first_two)
-            .run(&mut conn)
-            .await
-            .unwrap();
         // Rows as schema 2 wrote them (the objective index is not needed here).
-        for record in &old {
-            sqlx::query(
-                "INSERT INTO events (seq, at_ms, objective, kind, body) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(record.seq as i64)
-            .bind(record.at_ms as i64)
-            .bind(record.event.objective().map(|o| o.to_string()))
-            .bind(kind(&record.event))
-            .bind(serde_json::to_string(record).unwrap())
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        }
+        let mut conn = old_log(&path, 2, &old).await;
         sqlx::query(
             "UPDATE meta SET value = CASE key WHEN 'next_task' THEN 3 ELSE 5 END \
              WHERE key IN ('last_seq', 'next_task', 'events')",
@@ -665,38 +672,8 @@ async fn a_schema_3_log_is_migrated_with_no_declared_agents() {
     let path = dir.path().join(DB_FILE);
     let old = records(1, 1000, vec![registered(3), agent_event(3)]);
     {
-        let mut conn = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .connect()
-            .await
-            .unwrap();
-        sqlx::query(AssertSqlSafe(format!(
-            "PRAGMA application_id = {APPLICATION_ID}"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        let first_three = migrations().into_iter().take(3).collect();
-        Migrator::with_migrations(first_three)
-            .run(&mut conn)
-            .await
-            .unwrap();
         // Rows as schema 3 wrote them.
-        for record in &old {
-            sqlx::query(
-                "INSERT INTO events (seq, at_ms, objective, kind, body) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(record.seq as i64)
-            .bind(record.at_ms as i64)
-            .bind(record.event.objective().map(|o| o.to_string()))
-            .bind(kind(&record.event))
-            .bind(serde_json::to_string(record).unwrap())
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        }
+        let mut conn = old_log(&path, 3, &old).await;
         sqlx::query(
             "UPDATE meta SET value = CASE key WHEN 'next_agent' THEN 4 ELSE 2 END \
              WHERE key IN ('last_seq', 'next_agent', 'events')",
@@ -1508,42 +1485,7 @@ async fn a_schema_5_log_is_migrated_with_no_declared_hooks() {
         ],
     );
     {
-        let mut conn = SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .connect()
-            .await
-            .unwrap();
-        sqlx::query(AssertSqlSafe(format!(
-            "PRAGMA application_id = {APPLICATION_ID}"
-        )))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-        let first_five: Vec<Migration> = migrations()
-            .into_iter()
-            .filter(|m| m.version <= 5)
-            .collect();
-        assert_eq!(first_five.len(), 5);
-        Migrator::with_migrations(first_five)
-            .run(&mut conn)
-            .await
-            .unwrap();
-        // Rows as schema 5 wrote them.
-        for record in &old {
-            sqlx::query(
-                "INSERT INTO events (seq, at_ms, objective, kind, body) VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(record.seq as i64)
-            .bind(record.at_ms as i64)
-            .bind(record.event.objective().map(|o| o.to_string()))
-            .bind(kind(&record.event))
-            .bind(serde_json::to_string(record).unwrap())
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        }
+        let mut conn = old_log(&path, 5, &old).await;
         sqlx::query(
             "INSERT INTO schedules (name, spec, paused, created_seq, created_at_ms, \
              changed_at_ms) VALUES ('nightly', ?, FALSE, 2, 1000, 1000)",
