@@ -560,6 +560,7 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         }
         Event::TaskInReview {
             task,
+            attempt,
             output,
             reason,
             errors,
@@ -568,6 +569,8 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
             ..
         } => {
             if let Some(t) = model.task_mut(task) {
+                // An approval's request is its attempt (no `TaskStarted` precedes it).
+                t.attempt = t.attempt.max(attempt);
                 t.started_at_ms = None;
                 t.status = TaskStatus::Review;
                 t.output = output;

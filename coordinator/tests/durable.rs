@@ -326,6 +326,53 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
         .await
         .unwrap();
 
+    // A person's approval, then an event: both arrive from outside.
+    let gate: TaskSpec = serde_json::from_value(json!({
+        "id": "gate", "kind": "approval", "input": {"sum": 4}
+    }))
+    .unwrap();
+    let ci: TaskSpec = serde_json::from_value(json!({
+        "id": "ci", "kind": "wait", "event": "ci-{objective}", "timeout": "1h",
+        "depends_on": ["gate"]
+    }))
+    .unwrap();
+    let gated = swarm
+        .submit(Objective::with_tasks(
+            "an approval and an event",
+            vec![gate, ci, after(work("g", 1), &["ci"])],
+        ))
+        .await
+        .unwrap();
+    let never: TaskSpec = serde_json::from_value(json!({
+        "id": "never", "kind": "wait", "event": "never", "timeout": "20ms"
+    }))
+    .unwrap();
+    let timed_out = swarm
+        .submit(Objective::with_tasks(
+            "a wait that times out",
+            vec![never, after(work("n", 1), &["never"])],
+        ))
+        .await
+        .unwrap();
+    // Accepted once durable, with the gate already in review.
+    let view = swarm.objective(gated).await.unwrap();
+    let gate = view.task("gate").unwrap();
+    assert_eq!(gate.status, TaskStatus::Review);
+    swarm
+        .review(gate.id, ReviewDecision::Approve { output: None })
+        .await
+        .unwrap();
+    let posted = swarm
+        .post_event(swarm_protocol::NewEvent {
+            key: format!("ci-{gated}"),
+            payload: json!({"sum": 10}),
+            ttl: Duration::from_secs(60),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(posted.consumed_by.map(|c| c.objective), Some(gated));
+
     // The review: the agent has run, its report is queued before the decision arrives.
     let reviewed_task = next(&mut in_review, "the reviewed attempt").await;
     settle(&swarm, review_agent.id).await;
@@ -390,6 +437,16 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
     let gone = swarm.wait(cancelled, PATIENCE).await.unwrap();
     assert_eq!(gone.status, ObjectiveStatus::Cancelled);
     assert_eq!(gone.task("c1").unwrap().status, TaskStatus::Cancelled);
+    let through = swarm.wait(gated, PATIENCE).await.unwrap();
+    assert_eq!(through.status, ObjectiveStatus::Succeeded, "{through:#?}");
+    assert_eq!(
+        sum(&through, "g"),
+        json!(11),
+        "the event's payload flowed downstream"
+    );
+    let late = swarm.wait(timed_out, PATIENCE).await.unwrap();
+    assert_eq!(late.status, ObjectiveStatus::Failed);
+    assert_eq!(late.task("n").unwrap().status, TaskStatus::Cancelled);
 
     let store = log_of(&swarm);
     let chain = swarm.chain(succeeded).await.unwrap();
@@ -406,7 +463,7 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
         everything.apply(record);
     }
     let mut live_views = Vec::new();
-    for id in [succeeded, failed, review, cancelled] {
+    for id in [succeeded, failed, review, cancelled, gated, timed_out] {
         let live = swarm.objective(id).await.unwrap();
         assert_eq!(replayed(&*store, id).await, live, "objective {}", live.goal);
         assert_eq!(

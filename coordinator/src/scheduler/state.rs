@@ -165,6 +165,17 @@ struct Kept {
     idempotency_key: Option<String>,
 }
 
+/// Takes `item` out of the queue of `key` (waiting tasks, or kept events), and drops the
+/// queue once it is empty.
+fn remove_from<T: PartialEq>(queues: &mut FxHashMap<String, VecDeque<T>>, key: &str, item: &T) {
+    if let Some(queue) = queues.get_mut(key) {
+        queue.retain(|t| t != item);
+        if queue.is_empty() {
+            queues.remove(key);
+        }
+    }
+}
+
 /// What an event's idempotency key is compared by: its key and payload.
 fn event_fingerprint(key: &str, payload: &Value) -> u64 {
     use std::hash::Hasher;
@@ -1319,12 +1330,7 @@ impl SchedulerState {
             wait.key,
             humantime::format_duration(wait.timeout)
         );
-        if let Some(queue) = self.waiting.get_mut(&wait.key) {
-            queue.retain(|t| *t != id);
-            if queue.is_empty() {
-                self.waiting.remove(&wait.key);
-            }
-        }
+        remove_from(&mut self.waiting, &wait.key, &id);
         self.stats.tasks_waiting = self.stats.tasks_waiting.saturating_sub(1);
         self.fail_task(
             id,
@@ -1377,12 +1383,7 @@ impl SchedulerState {
         self.keep(answer.clone(), new.idempotency_key, now);
         // The first task still waiting for the key takes it.
         if let Some(task) = self.next_waiter(&answer.key) {
-            if let Some(queue) = self.mailbox.get_mut(&answer.key) {
-                queue.retain(|e| *e != id);
-                if queue.is_empty() {
-                    self.mailbox.remove(&answer.key);
-                }
-            }
+            remove_from(&mut self.mailbox, &answer.key, &id);
             answer.consumed_by = self.tasks.get(task).map(|n| EventConsumer {
                 objective: n.objective,
                 task,
@@ -1447,12 +1448,7 @@ impl SchedulerState {
         {
             self.event_keys.remove(&idem);
         }
-        if let Some(queue) = self.mailbox.get_mut(key) {
-            queue.retain(|e| *e != id);
-            if queue.is_empty() {
-                self.mailbox.remove(key);
-            }
-        }
+        remove_from(&mut self.mailbox, key, &id);
     }
 
     /// The kept events no task consumed yet, oldest first.
@@ -3067,6 +3063,9 @@ impl SchedulerState {
         }
         if was == TaskStatus::Waiting {
             self.stats.tasks_waiting = self.stats.tasks_waiting.saturating_sub(1);
+            if let Some(wait) = node.extra.as_ref().and_then(|e| e.wait.as_ref()) {
+                remove_from(&mut self.waiting, &wait.key, &id);
+            }
         }
         let (objective, attempt, agent, queued) =
             (node.objective, node.attempt, node.agent, node.queued.take());
