@@ -453,3 +453,58 @@ async fn a_spawned_task_with_an_unusable_schema_is_refused_naming_it() {
     assert_eq!(view.tasks.len(), 1, "nothing was added");
     swarm.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_payload_that_does_not_match_the_wait_tasks_schema_goes_to_review() {
+    let (swarm, mut events) = common::start().await;
+    let wait: swarm_protocol::TaskSpec = serde_json::from_value(json!({
+        "id": "ci", "kind": "wait", "event": "ci-7", "timeout": "1h",
+        "output_schema": {"type": "object", "required": ["status"]}
+    }))
+    .unwrap();
+    let objective = swarm
+        .submit(swarm_protocol::Objective::with_tasks(
+            "check the payload",
+            vec![wait],
+        ))
+        .await
+        .unwrap();
+    let posted = swarm
+        .post_event(swarm_protocol::NewEvent {
+            key: "ci-7".into(),
+            payload: json!({"state": "green"}),
+            ttl: std::time::Duration::from_secs(60),
+            idempotency_key: None,
+        })
+        .await
+        .unwrap();
+    assert!(posted.consumed_by.is_some());
+    events
+        .until(
+            "the payload in review",
+            |e| matches!(e, Event::TaskInReview { objective: o, .. } if *o == objective),
+        )
+        .await;
+    let view = swarm.objective(objective).await.unwrap();
+    let task = view.task("ci").unwrap();
+    assert_eq!(task.status, TaskStatus::Review);
+    assert_eq!(task.output, Some(json!({"state": "green"})));
+    assert_eq!(task.review_errors[0].path, "");
+    assert!(task.review_errors[0].message.contains("status"));
+    swarm
+        .review(
+            task.id,
+            ReviewDecision::Approve {
+                output: Some(json!({"status": "green"})),
+            },
+        )
+        .await
+        .unwrap();
+    let done = swarm.wait(objective, PATIENCE).await.unwrap();
+    assert_eq!(done.status, ObjectiveStatus::Succeeded);
+    assert_eq!(
+        done.task("ci").unwrap().output,
+        Some(json!({"status": "green"}))
+    );
+    common::finish(swarm).await;
+}
