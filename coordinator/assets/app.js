@@ -18,7 +18,9 @@
     "task_waiting", "wait_satisfied", "compensation_started",
     "plan_requested", "plan_rejected", "task_cancelled", "objective_succeeded",
     "objective_failed", "objective_cancelled", "agent_registered", "agent_health_changed",
-    "agent_restarted", "agent_deregistered",
+    "agent_restarted", "agent_deregistered", "schedule_created", "schedule_paused",
+    "schedule_resumed", "schedule_deleted", "schedule_skipped", "schedule_fire_failed",
+    "schedule_fired",
   ];
   const TERMINAL = ["objective_succeeded", "objective_failed", "objective_cancelled"];
 
@@ -127,6 +129,20 @@
     }
   }, 1000);
 
+  // ---- Relative times of schedules ----------------------------------------------------------
+
+  // Says a time relative to now as `relative` in `http/ui/schedules.rs` does.
+  function relativeText(deltaMs) {
+    const secs = Math.floor(Math.abs(deltaMs) / 1000);
+    let span;
+    if (secs === 0) return "now";
+    if (secs < 60) span = secs + "s";
+    else if (secs < 3600) span = Math.floor(secs / 60) + "m";
+    else if (secs < 86400) span = Math.floor(secs / 3600) + "h " + String(Math.floor(secs / 60) % 60).padStart(2, "0") + "m";
+    else span = Math.floor(secs / 86400) + "d " + (Math.floor(secs / 3600) % 24) + "h";
+    return deltaMs >= 0 ? "in " + span : span + " ago";
+  }
+
   // ---- Board -------------------------------------------------------------------------------
 
   function boardQuery(extra) {
@@ -165,7 +181,7 @@
       column.querySelector("[data-more]").replaceChildren(...doc.querySelector("[data-more]").childNodes);
     });
     follow("/v1/events?after=" + encodeURIComponent(body.dataset.afterSeq || "0"), (type) => {
-      if (!type.startsWith("agent_")) refresh();
+      if (!type.startsWith("agent_") && !type.startsWith("schedule_")) refresh();
     });
   }
 
@@ -232,6 +248,23 @@
     return refresh;
   }
 
+  // The schedules follow the swarm's schedule events; their relative times tick, and once a
+  // next fire time shown has passed the list is read again (at the server's new "now", so
+  // the passed time is gone and this does not repeat).
+  function setupSchedules() {
+    const refresh = setupFeedPage((t) => t.startsWith("schedule_"), 250);
+    setInterval(() => {
+      const now = Date.now();
+      for (const el of document.querySelectorAll("[data-relative-ms]")) {
+        el.textContent = relativeText(Number(el.dataset.relativeMs) - now);
+      }
+      for (const el of document.querySelectorAll("[data-next-fire]")) {
+        if (Number(el.dataset.nextFire) < now - 1000) { refresh(); break; }
+      }
+    }, 1000);
+    return refresh;
+  }
+
   // ---- Actions -----------------------------------------------------------------------------
 
   function showError(near, text) {
@@ -258,6 +291,8 @@
     const result = await api(method, url, payload);
     button.disabled = false;
     if (!result.ok) { showError(button, problemText(result)); return false; }
+    // A success clears what an earlier failure said.
+    for (const el of document.querySelectorAll("[data-action-error]")) el.textContent = "";
     afterAction();
     return true;
   }
@@ -269,6 +304,10 @@
     if (d.cancel) {
       if (!confirmed(target)) return;
       await act(target, "POST", "/v1/objectives/" + encodeURIComponent(d.cancel) + "/cancel");
+    } else if (d.pause) {
+      await act(target, "POST", "/v1/schedules/" + encodeURIComponent(d.pause) + "/pause");
+    } else if (d.resume) {
+      await act(target, "POST", "/v1/schedules/" + encodeURIComponent(d.resume) + "/resume");
     } else if (d.drain) {
       if (!confirmed(target)) return;
       await act(target, "DELETE", "/v1/agents/" + encodeURIComponent(d.drain));
@@ -364,7 +403,8 @@
 
   if (page === "board") setupBoard();
   else if (page === "objective") afterAction = setupObjective();
-  else if (page === "agents") afterAction = setupFeedPage(() => true, 500);
+  else if (page === "agents") afterAction = setupFeedPage((t) => !t.startsWith("schedule_"), 500);
+  else if (page === "schedules") afterAction = setupSchedules();
   else if (page === "review") {
     afterAction = setupFeedPage((t) => t.startsWith("task_") || t.startsWith("objective_"), 200);
   } else if (page === "submit") setupSubmit();

@@ -156,6 +156,10 @@ pub enum Endpoint {
     UiReview,
     /// `GET /ui/review/live`: the review queue's items.
     UiReviewLive,
+    /// `GET /ui/schedules`: the schedules page.
+    UiSchedules,
+    /// `GET /ui/schedules/live`: the list of schedules.
+    UiSchedulesLive,
     /// `GET /ui/submit`: the submit form.
     UiSubmit,
     /// `GET /ui/login`: the login form.
@@ -270,6 +274,8 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/ui/agents/live", Endpoint::UiAgentsLive),
     route(Method::GET, "/ui/review", Endpoint::UiReview),
     route(Method::GET, "/ui/review/live", Endpoint::UiReviewLive),
+    route(Method::GET, "/ui/schedules", Endpoint::UiSchedules),
+    route(Method::GET, "/ui/schedules/live", Endpoint::UiSchedulesLive),
     route(Method::GET, "/ui/submit", Endpoint::UiSubmit),
     route(Method::GET, "/ui/login", Endpoint::UiLoginPage),
     route(Method::POST, "/ui/login", Endpoint::UiLogin),
@@ -323,6 +329,8 @@ impl Endpoint {
             Self::UiAgentsLive => on(filter, ui::agents::live),
             Self::UiReview => on(filter, ui::review::page),
             Self::UiReviewLive => on(filter, ui::review::live),
+            Self::UiSchedules => on(filter, ui::schedules::page),
+            Self::UiSchedulesLive => on(filter, ui::schedules::live),
             Self::UiSubmit => on(filter, ui::submit_page),
             Self::UiLoginPage => on(filter, ui::login_page),
             Self::UiLogin => on(filter, ui::login),

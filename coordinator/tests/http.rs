@@ -1848,6 +1848,18 @@ async fn dashboard_pages_escape_what_users_wrote_under_a_strict_policy() {
         .unwrap();
     assert_eq!(root.status(), StatusCode::SEE_OTHER);
     assert_eq!(root.headers()["location"], "/ui/");
+    // A schedule whose template holds the same goal, for the schedules page.
+    let created = server
+        .request(Method::POST, "/v1/schedules")
+        .json(&json!({
+            "name": "escaped",
+            "cron": "0 0 1 1 *",
+            "template": { "goal": goal, "tasks": [{ "id": "a", "capability": "work" }] }
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
     for path in [
         "/ui/".to_owned(),
         format!("/ui/?objective={id}"),
@@ -1858,6 +1870,8 @@ async fn dashboard_pages_escape_what_users_wrote_under_a_strict_policy() {
         "/ui/agents/live".to_owned(),
         "/ui/review".to_owned(),
         "/ui/review/live".to_owned(),
+        "/ui/schedules".to_owned(),
+        "/ui/schedules/live".to_owned(),
         "/ui/submit".to_owned(),
     ] {
         let response = server.request(Method::GET, &path).send().await.unwrap();
@@ -1875,7 +1889,11 @@ async fn dashboard_pages_escape_what_users_wrote_under_a_strict_policy() {
         assert_eq!(headers["x-content-type-options"], "nosniff");
         let html = response.text().await.unwrap();
         assert!(!html.contains("<script>alert"), "{path} holds the raw goal");
-        if path.contains(&id) || path.starts_with("/ui/board") || path.starts_with("/ui/?") {
+        if path.contains(&id)
+            || path.starts_with("/ui/board")
+            || path.starts_with("/ui/?")
+            || path.starts_with("/ui/schedules")
+        {
             assert!(
                 html.contains("&#60;script&#62;alert(1)&#60;/script&#62;")
                     || html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
@@ -1947,6 +1965,128 @@ async fn dashboard_pages_escape_what_users_wrote_under_a_strict_policy() {
             .unwrap();
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     }
+    server.finish().await;
+}
+
+/// The schedules page shows what `GET /v1/schedules` holds, as text: a schedule firing every
+/// second whose objective never ends fires once and then skips its slots (overlap `skip`),
+/// one whose template needs a capability no agent has fails to fire; its page lists the
+/// fire (a link to the objective), the skips and the failure with their reasons, escapes the
+/// goals, and answers under the strict policy. With no schedule it says how to make one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedules_page_shows_fires_skips_and_failures_as_text() {
+    let server = start(None).await;
+    let empty = server.get_text("/ui/schedules").await;
+    assert!(empty.contains("No schedule yet"), "{empty}");
+    assert!(empty.contains("swarm schedules add"), "{empty}");
+
+    let mut events = server.stream("/v1/events", None).await;
+    let fire_loop = server
+        .swarm
+        .start_schedule_loop(Arc::new(swarm_coordinator::schedule::SystemClock))
+        .await;
+    for (name, goal, capability) in [
+        ("held", "<i>held</i> & \"kept\"", "hold"),
+        ("orphan", "<script>alert(2)</script>", "nobody"),
+    ] {
+        let created = server
+            .request(Method::POST, "/v1/schedules")
+            .json(&json!({
+                "name": name,
+                "cron": "* * * * * *",
+                "time_zone": "Europe/Berlin",
+                "template": { "goal": goal, "tasks": [{ "id": "t", "capability": capability }] }
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), StatusCode::CREATED);
+    }
+    // Both happen within a few seconds, in either order.
+    let mut missing = vec!["schedule_skipped", "schedule_fire_failed"];
+    let mut fired = None;
+    while !missing.is_empty() {
+        let event = tokio::time::timeout(PATIENCE, events.next())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {missing:?}"))
+            .unwrap();
+        missing.retain(|kind| *kind != event.kind);
+        if event.kind == "schedule_fired" {
+            fired = Some(event.data["objective"].as_str().unwrap().to_owned());
+        }
+    }
+    let fired = fired.expect("a skip comes after a fire");
+    fire_loop.stop().await;
+
+    let response = server
+        .request(Method::GET, "/ui/schedules")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"));
+    let html = response.text().await.unwrap();
+    assert!(
+        !html.contains("<script>alert") && !html.contains("<i>held"),
+        "{html}"
+    );
+    assert!(
+        html.contains("&#60;script&#62;alert(2)&#60;/script&#62;")
+            || html.contains("&lt;script&gt;alert(2)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(
+        html.contains("&#60;i&#62;held&#60;/i&#62; &#38; &#34;kept&#34;")
+            || html.contains("&lt;i&gt;held&lt;/i&gt; &amp; &quot;kept&quot;"),
+        "{html}"
+    );
+    assert_eq!(html.matches("<script").count(), 1, "only the server's own");
+    assert!(
+        html.contains(&format!("href=\"/ui/objectives/{fired}\"")),
+        "{html}"
+    );
+    assert!(html.contains("data-skips"), "{html}");
+    assert!(html.contains("data-last-failure"), "{html}");
+    // The reasons, as the API gives them.
+    let listed = server.get_json("/v1/schedules").await;
+    let of = |name: &str| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    let skip = of("held")["recent_skips"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let failure = of("orphan")["last_failure"]["reason"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for reason in [&skip, &failure] {
+        let escaped = reason
+            .replace('&', "&#38;")
+            .replace('<', "&#60;")
+            .replace('>', "&#62;")
+            .replace('"', "&#34;")
+            .replace('\'', "&#39;");
+        assert!(
+            html.contains(reason.as_str()) || html.contains(&escaped),
+            "{reason:?} is not on the page: {html}"
+        );
+    }
+    // Times read in UTC, in the schedule's zone and relative to now; the button pauses.
+    assert!(html.contains(" UTC</time>"), "{html}");
+    assert!(html.contains("CET)") || html.contains("CEST)"), "{html}");
+    assert!(html.contains("data-pause=\"held\""), "{html}");
+    drop(events);
     server.finish().await;
 }
 

@@ -670,6 +670,234 @@ async fn an_invalid_output_is_approved_edited_and_its_dependent_runs_on_the_edit
     server.finish().await;
 }
 
+/// An approval gate waits in the review queue marked "approval"; approving it there lets its
+/// objective finish, and the task after the gate runs on what was approved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_gate_is_approved_on_the_review_page_and_its_objective_finishes() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start(
+        "an_approval_gate_is_approved_on_the_review_page_and_its_objective_finishes",
+    )
+    .await
+    else {
+        return;
+    };
+    let server = serve(None).await;
+    let submitted = reqwest::Client::new()
+        .post(server.url("/v1/objectives"))
+        .json(&json!({
+            "goal": "publish after sign-off",
+            "tasks": [
+                { "id": "draft", "capability": "echo", "input": { "text": "v1" } },
+                { "id": "ship-it", "kind": "approval", "input": { "$from": "draft" },
+                  "depends_on": ["draft"] },
+                { "id": "publish", "capability": "echo", "input": { "$from": "ship-it" },
+                  "depends_on": ["ship-it"] }
+            ]
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status(), reqwest::StatusCode::ACCEPTED);
+    let objective: ObjectiveId = submitted.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    browser
+        .client
+        .goto(&server.url("/ui/review"))
+        .await
+        .unwrap();
+    // The gate, once `draft` is done: marked as an approval, holding what is to be approved.
+    let badge = browser.wait_for("li[data-review] [data-approval]").await;
+    assert!(badge.text().await.unwrap().contains("approval"));
+    let item = browser.wait_for("li[data-review]").await;
+    let key = item
+        .find(Locator::Css("b"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(key, "ship-it");
+    let editor = browser.wait_for("[data-output-editor]").await;
+    let shown: Value = serde_json::from_str(&editor.prop("value").await.unwrap().unwrap()).unwrap();
+    assert_eq!(shown["input"], json!({ "text": "v1" }), "{shown}");
+    let publish = |view: &swarm_protocol::ObjectiveView| {
+        view.tasks
+            .iter()
+            .find(|t| t.key.to_string() == "publish")
+            .cloned()
+            .unwrap()
+    };
+    let view = server.swarm.objective(objective).await.unwrap();
+    assert_eq!(publish(&view).status, swarm_protocol::TaskStatus::Backlog);
+    browser.screenshot("review-approval").await;
+
+    browser
+        .wait_for("li[data-review] [data-approve]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.wait_for("[data-review-total=\"0\"]").await;
+    let view = server.swarm.wait(objective, PATIENCE).await.unwrap();
+    assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
+    let published = publish(&view).output.unwrap();
+    assert_eq!(
+        published["input"]["input"],
+        json!({ "text": "v1" }),
+        "{published}"
+    );
+    browser
+        .client
+        .goto(&server.url(&format!("/ui/objectives/{objective}")))
+        .await
+        .unwrap();
+    browser.wait_for("[data-objective-status=succeeded]").await;
+    browser.finish().await;
+    server.finish().await;
+}
+
+/// A schedule created through the API appears on the schedules page (live, from its event)
+/// with its next fire time; Pause pauses it (its badge, and `GET /v1/schedules`), Resume
+/// resumes it, and a fire appears as a link to the objective it submitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_is_listed_with_its_next_fire_and_paused_and_resumed_from_its_page() {
+    let _one = ONE_BROWSER.lock().await;
+    let Some(browser) = Browser::start(
+        "a_schedule_is_listed_with_its_next_fire_and_paused_and_resumed_from_its_page",
+    )
+    .await
+    else {
+        return;
+    };
+    let server = serve(None).await;
+    let http = reqwest::Client::new();
+    let listed = async || {
+        let response = http.get(server.url("/v1/schedules")).send().await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::OK);
+        response.json::<Value>().await.unwrap()
+    };
+    browser
+        .client
+        .goto(&server.url("/ui/schedules"))
+        .await
+        .unwrap();
+    let empty = browser.wait_for("[data-schedules-empty]").await;
+    assert!(empty.text().await.unwrap().contains("swarm schedules add"));
+    browser.wait_for("#live-state.on").await;
+
+    // Weekday mornings in Berlin: the next fire is hours or days away, never during the test.
+    let created = http
+        .post(server.url("/v1/schedules"))
+        .json(&json!({
+            "name": "morning-report",
+            "cron": "30 6 * * 1-5",
+            "time_zone": "Europe/Berlin",
+            "template": {
+                "goal": "write the morning report",
+                "tasks": [{ "id": "report", "capability": "echo", "input": { "text": "hi" } }]
+            },
+            "overlap": "queue_one",
+            "catch_up": { "policy": "run_latest", "window": "1h" }
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), reqwest::StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    let next_ms = created["next_fires_ms"][0].as_u64().unwrap();
+    let row = "li[data-schedule='morning-report']";
+    browser
+        .wait_for(&format!("{row}[data-state=active] [data-pause]"))
+        .await;
+    let next = browser
+        .wait_for(&format!("{row} [data-next-fire]:first-child"))
+        .await;
+    assert_eq!(
+        next.attr("data-next-fire").await.unwrap(),
+        Some(next_ms.to_string())
+    );
+    let utc = chrono::DateTime::from_timestamp_millis(i64::try_from(next_ms).unwrap())
+        .unwrap()
+        .format("%Y-%m-%d %H:%M:%S UTC")
+        .to_string();
+    let text = next.text().await.unwrap();
+    assert!(text.contains(&utc) && text.contains("in "), "{text}");
+    let facts = browser
+        .wait_for(&format!("{row} .facts"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        facts.contains("queue one") && facts.contains("within 1h"),
+        "{facts}"
+    );
+    browser.screenshot("schedules").await;
+
+    browser
+        .wait_for(&format!("{row} [data-pause]"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for(&format!("{row}[data-state=paused] [data-resume]"))
+        .await;
+    let badge = browser
+        .wait_for(&format!("{row} [data-state-badge]"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(badge.contains("paused"), "{badge}");
+    assert!(
+        browser
+            .client
+            .find(Locator::Css(&format!("{row} [data-next-fire]")))
+            .await
+            .is_err(),
+        "a paused schedule shows no next fire"
+    );
+    assert_eq!(listed().await[0]["paused"], json!(true));
+    browser.screenshot("schedules-paused").await;
+
+    browser
+        .wait_for(&format!("{row} [data-resume]"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_for(&format!("{row}[data-state=active] [data-next-fire]"))
+        .await;
+    let schedules = listed().await;
+    assert!(schedules[0].get("paused").is_none(), "{schedules}");
+    assert_eq!(schedules[0]["next_fires_ms"][0], json!(next_ms));
+
+    // A fire (the slot a week before) shows up live, linking to its objective.
+    let objective = server
+        .swarm
+        .fire_schedule("morning-report", next_ms - 7 * 86_400_000)
+        .await
+        .unwrap();
+    let link = browser
+        .wait_for(&format!(
+            "{row} [data-fire='{objective}'] a[href='/ui/objectives/{objective}']"
+        ))
+        .await;
+    server.swarm.wait(objective, PATIENCE).await.unwrap();
+    browser.screenshot("schedules-fired").await;
+    link.click().await.unwrap();
+    let goal = browser.wait_for(".goal-text").await.text().await.unwrap();
+    assert_eq!(goal, "write the morning report");
+    browser.finish().await;
+    server.finish().await;
+}
+
 /// With a token set, every page is the login form until the token is given once; the browser
 /// then keeps only an HttpOnly session cookie (not readable by scripts, never in the URL or
 /// storage), and the form's submit goes through with the CSRF token.

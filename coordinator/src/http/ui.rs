@@ -5,6 +5,7 @@
 //! - `objective`: one objective: its task graph as SVG, its tasks, its chain of work, cancel.
 //! - `agents`: the agents with their health and load, and the drain button.
 //! - `review`: the review queue with approve (edited output), reject and retry.
+//! - `schedules`: the cron schedules with their next and recent fires, pause and resume.
 //! - [`session`]: the session cookie and CSRF token behind the login page.
 //! - This file: the layout every page shares, the submit and login pages, the static files
 //!   and the security headers.
@@ -26,6 +27,7 @@ pub(super) mod agents;
 pub(super) mod board;
 pub(super) mod objective;
 pub(super) mod review;
+pub(super) mod schedules;
 pub(crate) mod session;
 
 use std::sync::LazyLock;
