@@ -417,8 +417,8 @@ pub struct SchedulerState {
     posted: FxHashMap<uuid::Uuid, Kept>,
     /// Per key, the kept events no task consumed yet, oldest first.
     mailbox: FxHashMap<String, VecDeque<uuid::Uuid>>,
-    /// Per key, the `wait` tasks waiting, in the order they started (a cancelled or expired
-    /// one is skipped when met).
+    /// Per key, the `wait` tasks waiting, in the order they started; a task leaves when it
+    /// takes an event, times out or is cancelled.
     waiting: FxHashMap<String, VecDeque<TaskId>>,
     /// Idempotency keys of kept events: the event and its fingerprint.
     event_keys: FxHashMap<String, (uuid::Uuid, u64)>,
@@ -1097,7 +1097,6 @@ impl SchedulerState {
         };
         node.status = TaskStatus::Waiting;
         node.started_at_ms = now;
-        self.stats.tasks_waiting += 1;
         let attempt = node.attempt;
         let Some(wait) = node.extra.as_mut().and_then(|e| e.wait.as_mut()) else {
             return;
@@ -1221,7 +1220,6 @@ impl SchedulerState {
         node.status = TaskStatus::Waiting;
         node.attempt += 1;
         node.started_at_ms = now;
-        self.stats.tasks_waiting += 1;
         let (objective, attempt) = (node.objective, node.attempt);
         let Some(wait) = node.extra.as_mut().and_then(|e| e.wait.as_mut()) else {
             return;
@@ -1291,7 +1289,6 @@ impl SchedulerState {
         if let Some(wait) = node.extra.as_mut().and_then(|e| e.wait.as_mut()) {
             wait.until_ms = None;
         }
-        self.stats.tasks_waiting = self.stats.tasks_waiting.saturating_sub(1);
         self.journal.record(Event::WaitSatisfied {
             objective,
             task: id,
@@ -1331,7 +1328,6 @@ impl SchedulerState {
             humantime::format_duration(wait.timeout)
         );
         remove_from(&mut self.waiting, &wait.key, &id);
-        self.stats.tasks_waiting = self.stats.tasks_waiting.saturating_sub(1);
         self.fail_task(
             id,
             None,
@@ -3061,11 +3057,10 @@ impl SchedulerState {
         if was == TaskStatus::Review {
             self.stats.tasks_in_review = self.stats.tasks_in_review.saturating_sub(1);
         }
-        if was == TaskStatus::Waiting {
-            self.stats.tasks_waiting = self.stats.tasks_waiting.saturating_sub(1);
-            if let Some(wait) = node.extra.as_ref().and_then(|e| e.wait.as_ref()) {
-                remove_from(&mut self.waiting, &wait.key, &id);
-            }
+        if was == TaskStatus::Waiting
+            && let Some(wait) = node.extra.as_ref().and_then(|e| e.wait.as_ref())
+        {
+            remove_from(&mut self.waiting, &wait.key, &id);
         }
         let (objective, attempt, agent, queued) =
             (node.objective, node.attempt, node.agent, node.queued.take());
@@ -3339,6 +3334,8 @@ impl SchedulerState {
         stats.tasks_queued =
             self.queues.values().map(|q| q.len() as u64).sum::<u64>() + self.parked;
         stats.events_kept = self.mailbox.values().map(|q| q.len() as u64).sum();
+        // Every waiting task is among its key's waiters, and only while it waits.
+        stats.tasks_waiting = self.waiting.values().map(|q| q.len() as u64).sum();
         stats
     }
 
