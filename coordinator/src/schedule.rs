@@ -333,6 +333,15 @@ pub struct MissedSlot {
     pub reason: String,
 }
 
+/// Why a slot was not fired.
+#[derive(Debug, Clone, Copy)]
+enum Missed {
+    /// The overlap policy left it out.
+    Skipped,
+    /// Its objective could not be submitted.
+    Failed,
+}
+
 /// A schedule as `GET /v1/schedules` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ScheduleView {
@@ -769,56 +778,56 @@ impl Swarm {
                 entry.queued = None;
             }
             if let Err(err) = self.fire_schedule(&name, slot).await {
-                self.fire_failed(&name, slot, &err).await;
+                self.missed(&name, slot, Missed::Failed, err.to_string())
+                    .await;
             }
         }
         for (name, slot) in due {
             if let Err(err) = self.fire_with_overlap(&name, slot).await {
-                self.fire_failed(&name, slot, &err).await;
+                self.missed(&name, slot, Missed::Failed, err.to_string())
+                    .await;
             }
         }
         wake
     }
 
-    /// A slot could not submit its objective: recorded (`ScheduleFireFailed`) and shown as
-    /// the schedule's `last_failure`; the slot is not tried again.
-    async fn fire_failed(&self, name: &str, slot_ms: u64, err: &Error) {
-        let reason = err.to_string();
-        tracing::warn!(schedule = %name, slot_ms, %reason, "fire failed");
-        if let Some(entry) = self.schedules.lock().await.entries.get_mut(name) {
-            entry.last_failure = Some(MissedSlot {
-                slot_ms,
-                reason: reason.clone(),
-            });
+    /// A slot that was not fired, recorded and shown: skipped under the overlap policy
+    /// (`ScheduleSkipped`, in the schedule's `recent_skips`), or unable to submit its
+    /// objective (`ScheduleFireFailed`, its `last_failure`; the slot is not tried again).
+    async fn missed(&self, name: &str, slot_ms: u64, how: Missed, reason: String) {
+        match how {
+            // The policy at work: not something to alert on.
+            Missed::Skipped => tracing::debug!(schedule = %name, slot_ms, %reason, "slot skipped"),
+            Missed::Failed => tracing::warn!(schedule = %name, slot_ms, %reason, "fire failed"),
         }
-        let event = Event::ScheduleFireFailed {
-            schedule: name.to_owned(),
+        let missed = MissedSlot {
             slot_ms,
-            reason,
+            reason: reason.clone(),
+        };
+        if let Some(entry) = self.schedules.lock().await.entries.get_mut(name) {
+            match how {
+                Missed::Skipped => {
+                    entry.skips.push_front(missed);
+                    entry.skips.truncate(RECENT_FIRES);
+                }
+                Missed::Failed => entry.last_failure = Some(missed),
+            }
+        }
+        let schedule = name.to_owned();
+        let event = match how {
+            Missed::Skipped => Event::ScheduleSkipped {
+                schedule,
+                slot_ms,
+                reason,
+            },
+            Missed::Failed => Event::ScheduleFireFailed {
+                schedule,
+                slot_ms,
+                reason,
+            },
         };
         if let Err(err) = self.record_durably(event).await {
-            tracing::warn!(schedule = %name, slot_ms, %err, "the failed fire was not recorded");
-        }
-    }
-
-    /// A slot not fired under the overlap policy: recorded (`ScheduleSkipped`) and shown in
-    /// the schedule's `recent_skips`.
-    async fn skipped(&self, name: &str, slot_ms: u64, reason: &str) {
-        tracing::debug!(schedule = %name, slot_ms, reason, "slot skipped");
-        if let Some(entry) = self.schedules.lock().await.entries.get_mut(name) {
-            entry.skips.push_front(MissedSlot {
-                slot_ms,
-                reason: reason.to_owned(),
-            });
-            entry.skips.truncate(RECENT_FIRES);
-        }
-        let event = Event::ScheduleSkipped {
-            schedule: name.to_owned(),
-            slot_ms,
-            reason: reason.to_owned(),
-        };
-        if let Err(err) = self.record_durably(event).await {
-            tracing::warn!(schedule = %name, slot_ms, %err, "the skipped slot was not recorded");
+            tracing::warn!(schedule = %name, slot_ms, %err, "the missed slot was not recorded");
         }
     }
 
@@ -840,7 +849,7 @@ impl Swarm {
             match overlap {
                 OverlapPolicy::Skip => {
                     let reason = format!("the previous fire's objective {previous} still runs");
-                    self.skipped(name, slot, &reason).await;
+                    self.missed(name, slot, Missed::Skipped, reason).await;
                     return Ok(());
                 }
                 OverlapPolicy::QueueOne => {
@@ -856,7 +865,7 @@ impl Swarm {
                             "queued behind objective {previous}, and the slot at {slot} took \
                              its place"
                         );
-                        self.skipped(name, replaced, &reason).await;
+                        self.missed(name, replaced, Missed::Skipped, reason).await;
                     }
                     return Ok(());
                 }
