@@ -160,8 +160,7 @@ async fn model_agents_are_registered_and_removed_while_serving() {
     keyed["name"] = json!("model-2");
     keyed["api_key_env"] = json!("SWARM_HTTP_TEST_KEY_NEVER_SET");
     let response = server.post("/v1/agents", &keyed).await;
-    let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(body["field"], "api_key_env");
+    let body = problem_at(response, StatusCode::UNPROCESSABLE_ENTITY, "api_key_env").await;
     assert!(
         body["detail"]
             .as_str()
@@ -208,8 +207,7 @@ async fn model_agents_are_registered_and_removed_while_serving() {
             .iter()
             .any(|a| a["id"] == id.as_str())
     );
-    let body = problem(delete(id).await.unwrap(), StatusCode::NOT_FOUND).await;
-    assert_eq!(body["field"], "id");
+    problem_at(delete(id).await.unwrap(), StatusCode::NOT_FOUND, "id").await;
     let body = problem(
         delete("nope".into()).await.unwrap(),
         StatusCode::BAD_REQUEST,
@@ -297,7 +295,7 @@ async fn delete_drains_a_running_attempt_then_removes_the_agent() {
     let agents = server.get_json("/v1/agents").await;
     assert!(!agents.to_string().contains("gate-0"), "{agents:#}");
     let gone = delete("").await.unwrap();
-    assert_eq!(problem(gone, StatusCode::NOT_FOUND).await["field"], "id");
+    problem_at(gone, StatusCode::NOT_FOUND, "id").await;
     let later = server.view(&waiting).await;
     assert_eq!(later["tasks"][0]["status"], "ready", "{later:#}");
     assert_eq!(later["tasks"][0]["attempts"], 0, "{later:#}");
@@ -326,12 +324,11 @@ async fn delete_requeues_what_still_runs_when_the_grace_elapses() {
         ("?wait=1s", "wait"),
     ] {
         let response = delete(query).await.unwrap();
-        let body = problem(response, StatusCode::BAD_REQUEST).await;
-        assert_eq!(body["field"], field, "{query}: {body}");
+        problem_at(response, StatusCode::BAD_REQUEST, field).await;
     }
     assert_eq!(server.agent_named("hold-0").await["health"], "up");
     let unknown = server.delete("/v1/agents/A999?grace=1s").await;
-    assert_eq!(problem(unknown, StatusCode::NOT_FOUND).await["field"], "id");
+    problem_at(unknown, StatusCode::NOT_FOUND, "id").await;
 
     let held = server.submit_ok(&hold_forever()).await;
     let mut stream = server.events(&held, None).await;

@@ -25,8 +25,7 @@ async fn bad_requests_are_problems_naming_the_field() {
         .send()
         .await
         .unwrap();
-    let wrong_type = problem(wrong_type, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(wrong_type["field"], "priority");
+    problem_at(wrong_type, StatusCode::UNPROCESSABLE_ENTITY, "priority").await;
 
     let unknown =
         post(r#"{"goal": "x", "tasks": [{"id": "a", "capability": "work", "colour": 1}]}"#)
@@ -53,8 +52,7 @@ async fn bad_requests_are_problems_naming_the_field() {
         .send()
         .await
         .unwrap();
-    let no_type = problem(no_type, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
-    assert_eq!(no_type["field"], "Content-Type");
+    problem_at(no_type, StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type").await;
 
     let unknown_capability = server
         .submit(
@@ -65,8 +63,12 @@ async fn bad_requests_are_problems_naming_the_field() {
             None,
         )
         .await;
-    let unknown_capability = problem(unknown_capability, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(unknown_capability["field"], "tasks[1].capability");
+    let unknown_capability = problem_at(
+        unknown_capability,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "tasks[1].capability",
+    )
+    .await;
     assert!(
         unknown_capability["detail"]
             .as_str()
@@ -89,16 +91,14 @@ async fn bad_requests_are_problems_naming_the_field() {
 
     // A goal alone needs a planner (an agent with capability `plan`); none has registered.
     let no_planner = server.submit(&json!({ "goal": "plan it" }), None).await;
-    let no_planner = problem(no_planner, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(no_planner["field"], "tasks");
+    let no_planner = problem_at(no_planner, StatusCode::UNPROCESSABLE_ENTITY, "tasks").await;
     assert!(
         no_planner["detail"].as_str().unwrap().contains("planner"),
         "{no_planner}"
     );
 
     let bad_key = server.submit(&two_step(), Some(&"k".repeat(300))).await;
-    let bad_key = problem(bad_key, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(bad_key["field"], "Idempotency-Key");
+    problem_at(bad_key, StatusCode::UNPROCESSABLE_ENTITY, "Idempotency-Key").await;
 
     for path in [
         "/v1/objectives/not-a-uuid",
@@ -106,15 +106,11 @@ async fn bad_requests_are_problems_naming_the_field() {
         "/v1/objectives/not-a-uuid/events",
     ] {
         let response = server.get(path).await;
-        let body = problem(response, StatusCode::BAD_REQUEST).await;
-        assert_eq!(body["field"], "id");
+        let body = problem_at(response, StatusCode::BAD_REQUEST, "id").await;
         assert!(body["detail"].as_str().unwrap().contains("`id`"));
     }
     let bad_task = server.post_empty("/v1/tasks/xyz/approve").await;
-    assert_eq!(
-        problem(bad_task, StatusCode::BAD_REQUEST).await["field"],
-        "id"
-    );
+    problem_at(bad_task, StatusCode::BAD_REQUEST, "id").await;
 
     let nobody = swarm_protocol::ObjectiveId::new();
     for (method, path) in [
@@ -137,10 +133,7 @@ async fn bad_requests_are_problems_naming_the_field() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        problem(bad_last, StatusCode::BAD_REQUEST).await["field"],
-        "Last-Event-ID"
-    );
+    problem_at(bad_last, StatusCode::BAD_REQUEST, "Last-Event-ID").await;
 
     let no_route = server.get("/v1/nothing").await;
     problem(no_route, StatusCode::NOT_FOUND).await;
@@ -220,8 +213,7 @@ async fn every_route_but_the_probes_needs_the_token() {
                 "{} {path}",
                 route.method
             );
-            let body = problem(response, StatusCode::UNAUTHORIZED).await;
-            assert_eq!(body["field"], "Authorization");
+            problem_at(response, StatusCode::UNAUTHORIZED, "Authorization").await;
         }
         // With the token the route is reached (whatever it then answers).
         let response = server

@@ -29,15 +29,15 @@ async fn dashboard_pages_escape_what_users_wrote_under_a_strict_policy() {
     assert_eq!(root.headers()["location"], "/ui/");
     // A schedule whose template holds the same goal, for the schedules page.
     let created = server
-        .request(Method::POST, "/v1/schedules")
-        .json(&json!({
-            "name": "escaped",
-            "cron": "0 0 1 1 *",
-            "template": { "goal": goal, "tasks": [{ "id": "a", "capability": "work" }] }
-        }))
-        .send()
-        .await
-        .unwrap();
+        .post(
+            "/v1/schedules",
+            &json!({
+                "name": "escaped",
+                "cron": "0 0 1 1 *",
+                "template": { "goal": goal, "tasks": [{ "id": "a", "capability": "work" }] }
+            }),
+        )
+        .await;
     assert_eq!(created.status(), StatusCode::CREATED);
     for path in [
         "/ui/".to_owned(),
@@ -165,16 +165,16 @@ async fn the_schedules_page_shows_fires_skips_and_failures_as_text() {
         ("orphan", "<script>alert(2)</script>", "nobody"),
     ] {
         let created = server
-            .request(Method::POST, "/v1/schedules")
-            .json(&json!({
-                "name": name,
-                "cron": "* * * * * *",
-                "time_zone": "Europe/Berlin",
-                "template": { "goal": goal, "tasks": [{ "id": "t", "capability": capability }] }
-            }))
-            .send()
-            .await
-            .unwrap();
+            .post(
+                "/v1/schedules",
+                &json!({
+                    "name": name,
+                    "cron": "* * * * * *",
+                    "time_zone": "Europe/Berlin",
+                    "template": { "goal": goal, "tasks": [{ "id": "t", "capability": capability }] }
+                }),
+            )
+            .await;
         assert_eq!(created.status(), StatusCode::CREATED);
     }
     // Both happen within a few seconds, in either order.
@@ -356,8 +356,12 @@ async fn with_a_token_the_dashboard_asks_once_and_the_cookie_needs_its_csrf_toke
         }
         request.send()
     };
-    let body = problem(submit(None, None).await.unwrap(), StatusCode::FORBIDDEN).await;
-    assert_eq!(body["field"], "X-CSRF-Token");
+    problem_at(
+        submit(None, None).await.unwrap(),
+        StatusCode::FORBIDDEN,
+        "X-CSRF-Token",
+    )
+    .await;
     problem(
         submit(Some("0123456789abcdef0123456789abcdef"), None)
             .await

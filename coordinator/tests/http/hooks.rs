@@ -118,22 +118,22 @@ async fn signed_webhooks_start_objectives_and_nothing_else_does() {
         (None, "no `X-Swarm-Signature`"),
     ] {
         let response = deliver(&server, "deploy", body, signed, "d-2").await;
-        let problem = problem(response, StatusCode::UNAUTHORIZED).await;
-        assert_eq!(problem["field"], "X-Swarm-Signature");
+        let problem = problem_at(response, StatusCode::UNAUTHORIZED, "X-Swarm-Signature").await;
         assert!(
             problem["detail"].as_str().unwrap().contains(why),
             "{problem}"
         );
     }
     let unknown = deliver(&server, "nope", body, Some((HOOK_SECRET, now)), "d-3").await;
-    assert_eq!(
-        problem(unknown, StatusCode::NOT_FOUND).await["field"],
-        "name"
-    );
+    problem_at(unknown, StatusCode::NOT_FOUND, "name").await;
     let lacking = r#"{"message": "no ref"}"#;
     let response = deliver(&server, "deploy", lacking, Some((HOOK_SECRET, now)), "d-4").await;
-    let problem = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert_eq!(problem["field"], "template.tasks[0].input.ref");
+    problem_at(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "template.tasks[0].input.ref",
+    )
+    .await;
     assert_eq!(count().await, 1);
     server.finish().await;
 }
@@ -282,8 +282,7 @@ async fn hooks_declared_through_the_api_take_deliveries_until_deleted() {
     // The same delivery id with another body: 409 naming the delivery header.
     let other = r#"{"message": "build dev", "ref": "dev"}"#;
     let response = deliver(&server, "build", other, Some((SECRET, now)), "b-1").await;
-    let conflict = problem(response, StatusCode::CONFLICT).await;
-    assert_eq!(conflict["field"], "X-Swarm-Delivery");
+    let conflict = problem_at(response, StatusCode::CONFLICT, "X-Swarm-Delivery").await;
     assert_eq!(
         conflict["detail"],
         "delivery `b-1` was already received with a different body"
@@ -300,25 +299,18 @@ async fn hooks_declared_through_the_api_take_deliveries_until_deleted() {
 
     // Deleting: a hook of swarm.toml is refused, an unknown one is 404.
     let response = server.delete("/v1/hooks/deploy").await;
-    let refused = problem(response, StatusCode::CONFLICT).await;
-    assert_eq!(refused["field"], "name");
+    let refused = problem_at(response, StatusCode::CONFLICT, "name").await;
     assert!(
         refused["detail"].as_str().unwrap().contains("swarm.toml"),
         "{refused}"
     );
     let response = server.delete("/v1/hooks/nope").await;
-    assert_eq!(
-        problem(response, StatusCode::NOT_FOUND).await["field"],
-        "name"
-    );
+    problem_at(response, StatusCode::NOT_FOUND, "name").await;
     let response = server.delete("/v1/hooks/build").await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     // From then on its deliveries are refused, signed or not.
     let response = deliver(&server, "build", payload, Some((SECRET, now)), "b-3").await;
-    assert_eq!(
-        problem(response, StatusCode::NOT_FOUND).await["field"],
-        "name"
-    );
+    problem_at(response, StatusCode::NOT_FOUND, "name").await;
     let response = server.delete("/v1/hooks/build").await;
     problem(response, StatusCode::NOT_FOUND).await;
     let hooks = server.get_json("/v1/hooks").await;

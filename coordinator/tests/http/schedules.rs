@@ -37,7 +37,7 @@ async fn schedules_are_created_listed_paused_resumed_and_deleted() {
     }
 
     let again = server.post("/v1/schedules", &spec).await;
-    assert_eq!(problem(again, StatusCode::CONFLICT).await["field"], "name");
+    problem_at(again, StatusCode::CONFLICT, "name").await;
     for (field, bad) in [
         ("cron", json!({ "cron": "61 * * * *" })),
         ("cron", json!({ "cron": "* * *" })),
@@ -56,8 +56,7 @@ async fn schedules_are_created_listed_paused_resumed_and_deleted() {
             body[k] = v.clone();
         }
         let response = server.post("/v1/schedules", &body).await;
-        let body = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-        assert_eq!(body["field"], field, "{body}");
+        problem_at(response, StatusCode::UNPROCESSABLE_ENTITY, field).await;
     }
 
     let listed = server.get_json("/v1/schedules").await;
@@ -84,7 +83,7 @@ async fn schedules_are_created_listed_paused_resumed_and_deleted() {
     let deleted = server.delete("/v1/schedules/nightly").await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     let gone = server.delete("/v1/schedules/nightly").await;
-    assert_eq!(problem(gone, StatusCode::NOT_FOUND).await["field"], "name");
+    problem_at(gone, StatusCode::NOT_FOUND, "name").await;
     let gone = server.post_empty("/v1/schedules/nightly/pause").await;
     problem(gone, StatusCode::NOT_FOUND).await;
     assert_eq!(server.get_json("/v1/schedules").await, json!([]));
