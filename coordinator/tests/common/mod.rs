@@ -129,8 +129,9 @@ pub async fn start() -> (Swarm, Events) {
     )
 }
 
-/// Shuts the swarm down cleanly and checks that it was still running (no actor failed it).
+/// Shuts the swarm down cleanly and checks that nothing had failed it (it was still running).
 pub async fn finish(swarm: Swarm) {
+    assert_eq!(swarm.failure(), None);
     assert!(swarm.is_running(), "the coordinator stopped on its own");
     swarm.shutdown().await.unwrap();
 }
