@@ -78,7 +78,7 @@ async fn list_tasks_by_status_across_objectives_in_pages() {
     assert_eq!(nothing["total"], 0);
 
     for id in &ids {
-        let response = server.cancel(&id).await;
+        let response = server.cancel(id).await;
         assert_eq!(response.status(), StatusCode::OK);
     }
     let cancelled = server.get_json("/v1/tasks?status=cancelled").await;
