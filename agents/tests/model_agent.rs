@@ -10,10 +10,10 @@
 //! clock; a request is never overtaken by a timer that was not due. The exception is a write
 //! the kernel holds back: a socket without `TCP_NODELAY` sends a small write only once its
 //! previous one is acknowledged, and the peer may delay that ACK for ~40 ms of real time, which
-//! a paused clock with a timer pending skips over. The sim has that problem (see
-//! `a_streamed_answer_on_a_reused_connection_arrives`, ignored as a bug), so tests that stream
-//! several answers from it under a pending timer go through a [`Tap`], which sets `TCP_NODELAY`
-//! and opens a fresh upstream connection per request. Where a test lets paused time pass with
+//! a paused clock with a timer pending skips over. The sim had that problem until it set
+//! `TCP_NODELAY` on its connections (`a_streamed_answer_on_a_reused_connection_arrives` keeps
+//! it fixed); a [`Tap`] in front of it sets `TCP_NODELAY` too, and opens a fresh upstream
+//! connection per request. Where a test lets paused time pass with
 //! `tokio::time::sleep`, that sleep is a barrier, not a guess: a paused clock only moves when
 //! every task is idle, so everything that could happen before that instant has.
 //!
@@ -1032,11 +1032,11 @@ async fn the_api_key_is_sent_and_never_shown(provider: Provider) {
 both_formats!(the_api_key_is_sent_and_never_shown);
 
 /// A second streamed answer from the sim on the agent's pooled connection arrives while a timer
-/// is pending. It does not: the sim does not set `TCP_NODELAY`, so after the first exchange on
-/// a connection its small SSE writes wait for the client's delayed ACK (about 40 ms of real
-/// time on Linux loopback). On a paused clock the runtime sees no readiness and moves the
-/// clock instead (here to the 20 s timeout); in real time every other streamed answer stalls
-/// about 40 ms.
+/// is pending. It did not while the sim left `TCP_NODELAY` unset: after the first exchange on
+/// a connection its small SSE writes waited for the client's delayed ACK (about 40 ms of real
+/// time on Linux loopback), and on a paused clock the runtime saw no readiness and moved the
+/// clock instead (here to the 20 s timeout). The sim sets `TCP_NODELAY` now; this test keeps
+/// it so.
 #[tokio::test(start_paused = true)]
 async fn a_streamed_answer_on_a_reused_connection_arrives() {
     let sim = sim(SimConfig::default()).await;

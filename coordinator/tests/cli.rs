@@ -250,20 +250,40 @@ async fn sigterm_lets_a_running_attempt_finish_and_records_it() {
 }
 
 /// The crash test of schedules: `swarm serve` with a schedule firing every second is killed
-/// with SIGKILL at moments that fall anywhere in a second (so some while it fires), and
-/// restarted on the same log, several times. Each slot produced at most one objective, and
-/// every `ScheduleFired` names the objective submitted under its slot's key.
+/// with SIGKILL at moments spread over a fire (right after a `ScheduleFired`, right after a
+/// slot's objective was submitted, so possibly before its `ScheduleFired`, and once its task
+/// started), each seen on `GET /v1/events` after at least one fire of that run, and restarted
+/// on the same log, four times. Each slot produced at most one objective, and every
+/// `ScheduleFired` names the objective submitted under its slot's key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_killed_while_firing_submits_each_slot_once() {
     use std::collections::HashMap;
     use swarm_protocol::Event;
     use swarm_store::EventStore as _;
 
+    use eventsource_stream::Eventsource as _;
+    use futures::StreamExt as _;
+
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::new();
     let mut created = false;
-    for (round, ms) in [2_300_u64, 1_750, 2_120, 1_480].into_iter().enumerate() {
+    // What each round is killed at, once it has seen a fire of its own.
+    let kill_at = [
+        "schedule_fired",
+        "objective_submitted",
+        "task_started",
+        "objective_submitted",
+    ];
+    for (round, kill_at) in kill_at.into_iter().enumerate() {
         let mut server = serve(dir.path(), None);
+        // Following the log from now, before the schedule exists, so no fire is missed.
+        let mut events = client
+            .get(format!("{}/v1/events", server.url))
+            .send()
+            .await
+            .unwrap()
+            .bytes_stream()
+            .eventsource();
         if !created {
             let response = client
                 .post(format!("{}/v1/schedules", server.url))
@@ -281,7 +301,18 @@ async fn a_schedule_killed_while_firing_submits_each_slot_once() {
             assert_eq!(response.status(), reqwest::StatusCode::CREATED);
             created = true;
         }
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let mut next = async |what: &str| {
+            let event = tokio::time::timeout(Duration::from_secs(20), events.next())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: timed out waiting for {what}"))
+                .unwrap_or_else(|| panic!("round {round}: the stream ended before {what}"))
+                .unwrap();
+            event.event
+        };
+        while next("a fire").await != "schedule_fired" {}
+        if kill_at != "schedule_fired" {
+            while next(kill_at).await != kill_at {}
+        }
         let status = Command::new("kill")
             .args(["-KILL", &server.child.id().to_string()])
             .status()
@@ -313,10 +344,8 @@ async fn a_schedule_killed_while_firing_submits_each_slot_once() {
             _ => {}
         }
     }
-    assert!(
-        fired.len() >= 4,
-        "too few fires to test anything: {fired:?}"
-    );
+    // Each round saw a fire of its own, committed before it was streamed.
+    assert!(fired.len() >= 4, "fewer fires than rounds: {fired:?}");
     for (key, objectives) in &by_key {
         assert_eq!(objectives.len(), 1, "{key} submitted {objectives:?}");
     }

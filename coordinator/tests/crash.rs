@@ -27,22 +27,39 @@ const BIN: &str = env!("CARGO_BIN_EXE_swarm");
 const OBJECTIVES: usize = 200;
 const KILLS: usize = 24;
 
+/// The work slots of a run that is killed: two `work` agents taking one task each. Few slots
+/// make the batch's work long (see [`write_batch`]) while each task stays short. The runs
+/// that are not killed (the reference and the last) take four tasks per agent, to be quick.
+const SLOTS: u32 = 2;
+
+/// The longest a task sleeps.
+const MAX_TASK_MS: u64 = 12;
+
 /// 200 objectives, each a DAG with fan-out and fan-in (and every fifth one spawning tasks):
-/// `a` → `b0..b3` → `c` → `d` (which also depends on `a`).
-fn write_batch(path: &Path, rng: &mut fastrand::Rng) {
+/// `a` → `b0..b3` → `c` → `d` (which also depends on `a`). Each task but `d` sleeps 2 to
+/// [`MAX_TASK_MS`] ms (a spawned task as long as its parent). Returns the least time the
+/// batch's work takes on [`SLOTS`] slots, however fast the machine: the sum of the sleeps over
+/// the slots.
+fn write_batch(path: &Path, rng: &mut fastrand::Rng) -> Duration {
     let mut text = String::new();
+    let mut slept = 0;
     for i in 0..OBJECTIVES {
-        let ms = |rng: &mut fastrand::Rng| rng.u64(2..=12);
+        let mut ms = |rng: &mut fastrand::Rng, times: u64| {
+            let ms = rng.u64(2..=MAX_TASK_MS);
+            slept += ms * times;
+            ms
+        };
         let mut tasks =
-            vec![json!({"id": "a", "capability": "work", "input": {"n": i, "ms": ms(rng)}})];
+            vec![json!({"id": "a", "capability": "work", "input": {"n": i, "ms": ms(rng, 1)}})];
         for b in 0..4 {
-            let mut input = json!({"n": b + 1, "ms": ms(rng)});
-            if b == 0 && i % 5 == 0 {
+            let spawns = b == 0 && i % 5 == 0;
+            let mut input = json!({"n": b + 1, "ms": ms(rng, if spawns { 3 } else { 1 })});
+            if spawns {
                 input["spawn"] = json!(2);
             }
             tasks.push(json!({"id": format!("b{b}"), "capability": "work", "depends_on": ["a"], "input": input}));
         }
-        tasks.push(json!({"id": "c", "capability": "work", "depends_on": ["b0", "b1", "b2", "b3"], "input": {"ms": ms(rng)}}));
+        tasks.push(json!({"id": "c", "capability": "work", "depends_on": ["b0", "b1", "b2", "b3"], "input": {"ms": ms(rng, 1)}}));
         tasks.push(
             json!({"id": "d", "capability": "work", "depends_on": ["c", "a"], "input": {"n": 7}}),
         );
@@ -54,6 +71,7 @@ fn write_batch(path: &Path, rng: &mut fastrand::Rng) {
         text.push('\n');
     }
     std::fs::write(path, text).unwrap();
+    Duration::from_millis(slept) / SLOTS
 }
 
 /// A running `swarm run`, with its standard output as lines on a channel.
@@ -62,9 +80,12 @@ struct Run {
     lines: Receiver<String>,
 }
 
-fn start(data_dir: &Path, batch: &Path, exec_log: &Path) -> Run {
+/// Starts `swarm run` with two `work` agents taking `concurrency` tasks each.
+fn start(data_dir: &Path, batch: &Path, exec_log: &Path, concurrency: u32) -> Run {
     let mut child = Command::new(BIN)
-        .args(["run", "--agents", "2", "--concurrency", "4", "--data-dir"])
+        .args(["run", "--agents", "2", "--concurrency"])
+        .arg(concurrency.to_string())
+        .arg("--data-dir")
         .arg(data_dir)
         .arg("--file")
         .arg(batch)
@@ -117,6 +138,9 @@ impl Seen {
 /// Reads lines until `deadline`, or until `stop_after` lines were read; true if the process
 /// closed its output (it ended) first.
 fn read_until(run: &Run, seen: &mut Seen, deadline: Instant, stop_after: usize) -> bool {
+    if stop_after == 0 {
+        return false;
+    }
     let mut read = 0;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -201,56 +225,65 @@ async fn killed_coordinator_loses_nothing_and_repeats_nothing() {
     let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().unwrap();
     let batch = dir.path().join("objectives.jsonl");
-    write_batch(&batch, &mut rng);
+    let least_work = write_batch(&batch, &mut rng);
 
     // The reference: the same batch, never killed.
     let calm_dir = dir.path().join("calm");
     let calm_log = dir.path().join("calm-exec.log");
     let mut calm_seen = Seen::default();
-    finish(start(&calm_dir, &batch, &calm_log), &mut calm_seen);
+    finish(start(&calm_dir, &batch, &calm_log, 4), &mut calm_seen);
     assert_eq!(calm_seen.accepted.len(), OBJECTIVES);
     let calm = read_final(&calm_dir).await;
 
-    // The same batch, killed again and again.
+    // The same batch, killed again and again. A run works (its agents exist) only once it has
+    // printed its first line, and each lives at most `window` after it: so all the killed runs
+    // together work at most half the batch's least work, and however fast the machine, the
+    // batch cannot end before the last kill. (Reading the first line may lag its printing;
+    // the other half is the margin for that.)
+    //
+    // The scheduler fails a task whose attempts were lost more than 5 times (a poison-pill
+    // guard), so a task must not be in flight at too many kills: a timed kill comes at least
+    // `floor` after the first line, by when the attempts the previous kill cut off (resumed
+    // first, on the slots they left) have ended.
+    let window = least_work / 2 / u32::try_from(KILLS).unwrap();
+    let floor = Duration::from_millis(3 * MAX_TASK_MS);
+    assert!(
+        window > 2 * floor,
+        "the batch is too short for {KILLS} kills"
+    );
     let data_dir: PathBuf = dir.path().join("killed");
     let exec_log = dir.path().join("exec.log");
     let mut seen = Seen::default();
-    let mut kills = 0;
-    let mut ended_early = 0;
-    while kills < KILLS {
-        let mut run = start(&data_dir, &batch, &exec_log);
+    for kill in 0..KILLS {
+        let mut run = start(&data_dir, &batch, &exec_log, SLOTS / 2);
+        let started = Instant::now();
+        assert!(
+            !read_until(&run, &mut seen, started + Duration::from_secs(60), 1),
+            "run {kill} ended before its first line"
+        );
+        let working = Instant::now();
         // Half the kill points are times (before, during or between commits); half come right
         // after an acknowledgement or an objective's end was printed, that is just after a
         // commit.
-        let ended = if kills % 2 == 0 {
-            let at = Duration::from_millis(rng.u64(0..=300));
-            read_until(&run, &mut seen, Instant::now() + at, usize::MAX)
+        let ended = if kill % 2 == 0 {
+            let at = floor + (window - floor).mul_f64(rng.f64());
+            read_until(&run, &mut seen, working + at, usize::MAX)
         } else {
-            let lines = rng.usize(1..=60);
-            read_until(
-                &run,
-                &mut seen,
-                Instant::now() + Duration::from_secs(5),
-                lines,
-            )
+            let lines = rng.usize(0..60);
+            read_until(&run, &mut seen, working + window, lines)
         };
-        if ended {
-            // It finished everything before the kill point: nothing left to interrupt.
-            let _ = run.child.wait();
-            ended_early += 1;
-            assert!(
-                ended_early < 5,
-                "the batch keeps finishing before the kill points"
-            );
-            break;
-        }
+        assert!(
+            !ended,
+            "run {kill} finished the batch {:?} after its first line, though the killed runs \
+             together work at most {:?} of the {least_work:?} the batch needs",
+            working.elapsed(),
+            least_work / 2
+        );
         run.child.kill().unwrap(); // SIGKILL
         let _ = run.child.wait();
-        kills += 1;
     }
-    assert!(kills >= 20, "only {kills} kills before the batch finished");
     let acknowledged_before_final = seen.accepted.clone();
-    finish(start(&data_dir, &batch, &exec_log), &mut seen);
+    finish(start(&data_dir, &batch, &exec_log, 4), &mut seen);
 
     let killed = read_final(&data_dir).await;
 
@@ -303,7 +336,7 @@ async fn killed_coordinator_loses_nothing_and_repeats_nothing() {
         assert_eq!(outputs, &calm.objectives[key].2, "outputs of {key}");
     }
     eprintln!(
-        "{kills} kills, {} attempts lost to them, {} attempts run in all",
+        "{KILLS} kills, {} attempts lost to them, {} attempts run in all",
         killed.lost_to_crash,
         runs.len()
     );

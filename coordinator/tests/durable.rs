@@ -8,17 +8,16 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{PATIENCE, cap, key, reg};
+use common::{PATIENCE, cap, fast_restarts, finish, key, open, register};
 use serde_json::{Value, json};
 use swarm_agents::{Agent, AgentFactory, FnAgent, WorkAgent};
 use swarm_coordinator::replay::{Replay, fold_after, replay_objective};
 use swarm_coordinator::writer::take_snapshot;
-use swarm_coordinator::{Error, RestartPolicy, StoreConfig, Swarm, SwarmConfig, WriterConfig};
+use swarm_coordinator::{Error, StoreConfig, Swarm, SwarmConfig, WriterConfig};
 use swarm_protocol::{
     AgentId, AgentMsg, Event, EventRecord, FailureKind, Objective, ObjectiveId, ObjectiveStatus,
     ObjectiveView, RetryPolicy, ReviewDecision, SchedulerError, Task, TaskOutcome, TaskSpec,
@@ -27,23 +26,9 @@ use swarm_protocol::{
 use swarm_store::{EventStore, SqliteOptions, SqliteStore};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-// ---- Helpers ----------------------------------------------------------------------------------
-
-/// Fast agent restarts, so a crash test does not wait.
+/// Fast agent restarts (as [`open`] has them), so a crash test does not wait.
 fn config() -> SwarmConfig {
-    SwarmConfig {
-        restart: RestartPolicy {
-            max_restarts: 3,
-            window: Duration::from_secs(60),
-            initial_backoff: Duration::from_millis(1),
-            max_backoff: Duration::from_millis(10),
-        },
-        ..Default::default()
-    }
-}
-
-async fn open(dir: &Path) -> Swarm {
-    open_with(StoreConfig::new(dir)).await
+    fast_restarts(3)
 }
 
 async fn open_with(store: StoreConfig) -> Swarm {
@@ -67,13 +52,6 @@ fn submissions(events: &[EventRecord]) -> Vec<ObjectiveId> {
             _ => None,
         })
         .collect()
-}
-
-/// Shuts the swarm down and checks that nothing had failed it.
-async fn finish(swarm: Swarm) {
-    assert_eq!(swarm.failure(), None);
-    assert!(swarm.is_running(), "the coordinator stopped on its own");
-    swarm.shutdown().await.unwrap();
 }
 
 /// Awaits the next message an agent sent, with a safety net.
@@ -163,8 +141,6 @@ async fn replayed(store: &dyn EventStore, id: ObjectiveId) -> ObjectiveView {
     replay_objective(store, id).await.unwrap().unwrap().0.view()
 }
 
-// ---- The log tells the live story -------------------------------------------------------------
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_finished_objective_replays_to_exactly_its_live_view() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,10 +152,7 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
         .await
         .unwrap();
     let runs = Runs::default();
-    swarm
-        .register_agent(reg("work", &["work"], 8), counted_work(&runs))
-        .await
-        .unwrap();
+    register(&swarm, "work", &["work"], 8, counted_work(&runs)).await;
     // Fails transiently (with partial output and tokens) on its first attempt.
     let flaky = FnAgent::new(|task: Task, _ctx| async move {
         if task.attempt == 1 {
@@ -203,10 +176,7 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
             }
         }
     });
-    swarm
-        .register_agent(reg("flaky", &["flaky"], 2), AgentFactory::shared(flaky))
-        .await
-        .unwrap();
+    register(&swarm, "flaky", &["flaky"], 2, AgentFactory::shared(flaky)).await;
     let tokens = FnAgent::new(|_task, _ctx| async {
         TaskOutcome::Succeeded {
             output: json!("counted"),
@@ -216,10 +186,14 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
             }),
         }
     });
-    swarm
-        .register_agent(reg("tokens", &["tokens"], 2), AgentFactory::shared(tokens))
-        .await
-        .unwrap();
+    register(
+        &swarm,
+        "tokens",
+        &["tokens"],
+        2,
+        AgentFactory::shared(tokens),
+    )
+    .await;
     // Panics on its first run (off the mailbox), so its supervisor restarts it.
     let crashes = Arc::new(AtomicU32::new(0));
     let crash_count = crashes.clone();
@@ -231,20 +205,18 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
             TaskOutcome::success(json!({ "survived": task.attempt }))
         }
     });
-    swarm
-        .register_agent(reg("crash", &["crash"], 1), AgentFactory::shared(crash))
-        .await
-        .unwrap();
+    register(&swarm, "crash", &["crash"], 1, AgentFactory::shared(crash)).await;
     let permanent = FnAgent::new(|_task, _ctx| async {
         TaskOutcome::failure(FailureKind::Permanent, "401 unauthorized")
     });
-    swarm
-        .register_agent(
-            reg("permanent", &["permanent"], 1),
-            AgentFactory::shared(permanent),
-        )
-        .await
-        .unwrap();
+    register(
+        &swarm,
+        "permanent",
+        &["permanent"],
+        1,
+        AgentFactory::shared(permanent),
+    )
+    .await;
     let (in_review_tx, mut in_review) = unbounded_channel();
     let reviewed = FnAgent::new(move |task: Task, _ctx| {
         let _ = in_review_tx.send(task.id);
@@ -261,18 +233,16 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
             }
         }
     });
-    let review_agent = swarm
-        .register_agent(
-            reg("review", &["review"], 1),
-            AgentFactory::shared(reviewed),
-        )
-        .await
-        .unwrap();
+    let review_agent = register(
+        &swarm,
+        "review",
+        &["review"],
+        1,
+        AgentFactory::shared(reviewed),
+    )
+    .await;
     let (blocked_tx, mut blocked) = unbounded_channel();
-    swarm
-        .register_agent(reg("block", &["block"], 8), hanging(blocked_tx))
-        .await
-        .unwrap();
+    register(&swarm, "block", &["block"], 8, hanging(blocked_tx)).await;
 
     let fast_retry = RetryPolicy {
         max_attempts: 3,
@@ -487,17 +457,12 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
     finish(swarm).await;
 }
 
-// ---- Idempotent submits -----------------------------------------------------------------------
-
 #[tokio::test]
 async fn a_repeated_submit_under_one_key_creates_one_objective_also_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let runs = Runs::default();
     let swarm = open(dir.path()).await;
-    swarm
-        .register_agent(reg("work", &["work"], 4), counted_work(&runs))
-        .await
-        .unwrap();
+    register(&swarm, "work", &["work"], 4, counted_work(&runs)).await;
     let objective = Objective::with_tasks("once", vec![work("t", 1)]);
     let other = Objective::with_tasks("something else", vec![work("t", 2)]);
     let order = || Some("order-42".to_owned());
@@ -557,10 +522,7 @@ async fn a_repeated_submit_under_one_key_creates_one_objective_also_after_a_rest
     finish(swarm).await;
 
     let swarm = open(dir.path()).await;
-    swarm
-        .register_agent(reg("work", &["work"], 4), counted_work(&runs))
-        .await
-        .unwrap();
+    register(&swarm, "work", &["work"], 4, counted_work(&runs)).await;
     let replayed_id = swarm
         .submit_with_key(objective.clone(), order())
         .await
@@ -584,22 +546,14 @@ async fn a_repeated_submit_under_one_key_creates_one_objective_also_after_a_rest
     finish(swarm).await;
 }
 
-// ---- Recovery ---------------------------------------------------------------------------------
-
 #[tokio::test]
 async fn an_attempt_running_at_shutdown_runs_again_as_the_next_attempt_and_nothing_else_does() {
     let dir = tempfile::tempdir().unwrap();
     let runs = Runs::default();
     let swarm = open(dir.path()).await;
-    swarm
-        .register_agent(reg("work", &["work"], 4), counted_work(&runs))
-        .await
-        .unwrap();
+    register(&swarm, "work", &["work"], 4, counted_work(&runs)).await;
     let (slow_tx, mut slow_started) = unbounded_channel();
-    swarm
-        .register_agent(reg("slow", &["slow"], 1), hanging(slow_tx))
-        .await
-        .unwrap();
+    register(&swarm, "slow", &["slow"], 1, hanging(slow_tx)).await;
     let id = swarm
         .submit(Objective::with_tasks(
             "resume me",
@@ -630,15 +584,9 @@ async fn an_attempt_running_at_shutdown_runs_again_as_the_next_attempt_and_nothi
     let swarm = open(dir.path()).await;
     assert_eq!(swarm.resumed(), [id]);
     assert_eq!(swarm.recovery().unwrap().objectives, 1);
-    swarm
-        .register_agent(reg("work", &["work"], 4), counted_work(&runs))
-        .await
-        .unwrap();
+    register(&swarm, "work", &["work"], 4, counted_work(&runs)).await;
     let (slow_tx, mut slow_started) = unbounded_channel();
-    swarm
-        .register_agent(reg("slow", &["slow"], 1), reporting_work(slow_tx))
-        .await
-        .unwrap();
+    register(&swarm, "slow", &["slow"], 1, reporting_work(slow_tx)).await;
     let second = next(&mut slow_started, "the second attempt of `slow`").await;
     assert_eq!(second.id, first.id);
     assert_eq!(second.attempt, 2);
@@ -679,8 +627,6 @@ async fn an_attempt_running_at_shutdown_runs_again_as_the_next_attempt_and_nothi
     finish(swarm).await;
 }
 
-// ---- Durable acknowledgement ------------------------------------------------------------------
-
 #[tokio::test]
 async fn a_full_disk_fails_the_submit_that_did_not_fit_and_stops_the_coordinator() {
     let dir = tempfile::tempdir().unwrap();
@@ -690,10 +636,7 @@ async fn a_full_disk_fails_the_submit_that_did_not_fit_and_stops_the_coordinator
     };
     let swarm = open_with(capped).await;
     let (blocked_tx, _blocked) = unbounded_channel();
-    swarm
-        .register_agent(reg("block", &["block"], 1_000), hanging(blocked_tx))
-        .await
-        .unwrap();
+    register(&swarm, "block", &["block"], 1_000, hanging(blocked_tx)).await;
     // About 64 KiB an objective: 300 pages (1.2 MB) hold fewer than 20.
     let padding = "x".repeat(64 * 1024);
     let mut accepted = Vec::new();
@@ -754,8 +697,6 @@ async fn a_full_disk_fails_the_submit_that_did_not_fit_and_stops_the_coordinator
     finish(swarm).await;
 }
 
-// ---- Storage faults at open -------------------------------------------------------------------
-
 #[tokio::test]
 async fn a_data_directory_that_is_a_file_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
@@ -785,22 +726,14 @@ async fn an_events_db_that_is_not_a_database_is_refused_and_left_alone() {
     assert_eq!(std::fs::read_to_string(&db).unwrap(), text);
 }
 
-// ---- Pruning ----------------------------------------------------------------------------------
-
 #[tokio::test]
 async fn pruning_removes_finished_objectives_and_keeps_unfinished_ones() {
     let dir = tempfile::tempdir().unwrap();
     let runs = Runs::default();
     let swarm = open(dir.path()).await;
-    swarm
-        .register_agent(reg("work", &["work"], 4), counted_work(&runs))
-        .await
-        .unwrap();
+    register(&swarm, "work", &["work"], 4, counted_work(&runs)).await;
     let (hang_tx, mut hang_started) = unbounded_channel();
-    swarm
-        .register_agent(reg("hang", &["hang"], 1), hanging(hang_tx))
-        .await
-        .unwrap();
+    register(&swarm, "hang", &["hang"], 1, hanging(hang_tx)).await;
     let done = swarm
         .submit(Objective::with_tasks("finished", vec![work("w", 1)]))
         .await
@@ -849,15 +782,9 @@ async fn pruning_removes_finished_objectives_and_keeps_unfinished_ones() {
     let chain = swarm.chain(open_id).await.unwrap();
     assert!(matches!(chain[0].event, Event::ObjectiveSubmitted { .. }));
 
-    swarm
-        .register_agent(reg("work", &["work"], 4), counted_work(&runs))
-        .await
-        .unwrap();
+    register(&swarm, "work", &["work"], 4, counted_work(&runs)).await;
     let (hang_tx, _hang_started) = unbounded_channel();
-    swarm
-        .register_agent(reg("hang", &["hang"], 1), reporting_work(hang_tx))
-        .await
-        .unwrap();
+    register(&swarm, "hang", &["hang"], 1, reporting_work(hang_tx)).await;
     let view = swarm.wait(open_id, PATIENCE).await.unwrap();
     assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
     assert_eq!(sum(&view, "z"), json!(12), "1 + (10 + a's 1)");
@@ -865,8 +792,6 @@ async fn pruning_removes_finished_objectives_and_keeps_unfinished_ones() {
     drop(store);
     finish(swarm).await;
 }
-
-// ---- Snapshots --------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn a_restart_reads_the_snapshot_and_only_the_events_after_it() {
@@ -880,24 +805,22 @@ async fn a_restart_reads_the_snapshot_and_only_the_events_after_it() {
         ..StoreConfig::new(dir.path())
     };
     let swarm = open_with(frequent()).await;
-    swarm
-        .register_agent(reg("work", &["work"], 4), counted_work(&runs))
-        .await
-        .unwrap();
+    register(&swarm, "work", &["work"], 4, counted_work(&runs)).await;
     let (hang_tx, mut hang_started) = unbounded_channel();
-    swarm
-        .register_agent(reg("hang", &["hang"], 1), hanging(hang_tx))
-        .await
-        .unwrap();
+    register(&swarm, "hang", &["hang"], 1, hanging(hang_tx)).await;
     let (review_tx, mut in_review) = unbounded_channel();
     let drafts = FnAgent::new(move |task: Task, _ctx| {
         let _ = review_tx.send(task.key.to_string());
         async { TaskOutcome::failure(FailureKind::InvalidOutput, "needs a person") }
     });
-    let reviewer = swarm
-        .register_agent(reg("review", &["review"], 2), AgentFactory::shared(drafts))
-        .await
-        .unwrap();
+    let reviewer = register(
+        &swarm,
+        "review",
+        &["review"],
+        2,
+        AgentFactory::shared(drafts),
+    )
+    .await;
     // `a` succeeds and `h` hangs before the snapshot; `r1` is approved after it, `r2` only
     // after the restart.
     let spanning = swarm
@@ -997,15 +920,9 @@ async fn a_restart_reads_the_snapshot_and_only_the_events_after_it() {
         info.events
     );
     assert_eq!(swarm.resumed(), [spanning]);
-    swarm
-        .register_agent(reg("work", &["work"], 4), counted_work(&runs))
-        .await
-        .unwrap();
+    register(&swarm, "work", &["work"], 4, counted_work(&runs)).await;
     let (hang_tx, mut hang_started) = unbounded_channel();
-    swarm
-        .register_agent(reg("hang", &["hang"], 1), reporting_work(hang_tx))
-        .await
-        .unwrap();
+    register(&swarm, "hang", &["hang"], 1, reporting_work(hang_tx)).await;
     let second = next(&mut hang_started, "the retried attempt").await;
     assert_eq!((second.id, second.attempt), (first.id, 2));
     // `r2` is still in review after the restart.
@@ -1050,8 +967,6 @@ async fn a_restart_reads_the_snapshot_and_only_the_events_after_it() {
     finish(swarm).await;
 }
 
-// ---- Finished objectives read back from the log ------------------------------------------------
-
 #[tokio::test]
 async fn an_objective_read_right_after_it_ended_is_never_shown_running() {
     let dir = tempfile::tempdir().unwrap();
@@ -1060,13 +975,14 @@ async fn an_objective_read_right_after_it_ended_is_never_shown_running() {
     let swarm = Swarm::open(forget_at_once, StoreConfig::new(dir.path()))
         .await
         .unwrap();
-    let agent = swarm
-        .register_agent(
-            reg("work", &["work"], 4),
-            AgentFactory::shared(WorkAgent::new()),
-        )
-        .await
-        .unwrap();
+    let agent = register(
+        &swarm,
+        "work",
+        &["work"],
+        4,
+        AgentFactory::shared(WorkAgent::new()),
+    )
+    .await;
     for i in 0..20 {
         let id = swarm
             .submit(Objective::with_tasks(format!("o{i}"), vec![work("x", 1)]))
@@ -1085,29 +1001,18 @@ async fn an_objective_read_right_after_it_ended_is_never_shown_running() {
     finish(swarm).await;
 }
 
-// ---- Agent ids --------------------------------------------------------------------------------
-
 #[tokio::test]
 async fn agent_ids_stay_unique_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let work = || AgentFactory::shared(WorkAgent::new());
     let swarm = open(dir.path()).await;
-    let a = swarm
-        .register_agent(reg("a", &["work"], 1), work())
-        .await
-        .unwrap();
-    let b = swarm
-        .register_agent(reg("b", &["work"], 1), work())
-        .await
-        .unwrap();
+    let a = register(&swarm, "a", &["work"], 1, work()).await;
+    let b = register(&swarm, "b", &["work"], 1, work()).await;
     finish(swarm).await;
 
     // The same agent registering again after a restart is a new agent in the log.
     let swarm = open(dir.path()).await;
-    let again = swarm
-        .register_agent(reg("a", &["work"], 1), work())
-        .await
-        .unwrap();
+    let again = register(&swarm, "a", &["work"], 1, work()).await;
     assert!(
         again.id > a.id && again.id > b.id,
         "{} after {} and {}",
@@ -1132,20 +1037,19 @@ async fn agent_ids_stay_unique_across_restarts() {
     finish(swarm).await;
 }
 
-// ---- The live feed of committed events ---------------------------------------------------------
-
 #[tokio::test]
 async fn subscribers_see_every_committed_event_of_an_objective_in_log_order() {
     let dir = tempfile::tempdir().unwrap();
     let swarm = open(dir.path()).await;
     let mut feed = swarm.subscribe().unwrap();
-    swarm
-        .register_agent(
-            reg("w", &["work"], 4),
-            AgentFactory::shared(WorkAgent::new()),
-        )
-        .await
-        .unwrap();
+    register(
+        &swarm,
+        "w",
+        &["work"],
+        4,
+        AgentFactory::shared(WorkAgent::new()),
+    )
+    .await;
     let tasks = vec![
         TaskSpec::new(key("a"), cap("work")),
         TaskSpec::new(key("b"), cap("work")).after([key("a")]),

@@ -7,11 +7,10 @@
 //! Every test runs on tokio's paused clock, which the breaker, the limiter, the sim and the
 //! scheduler's retry timers all read: cool-downs and quota minutes pass in no real time.
 //! Loopback I/O works under it because the kernel completes a loopback connect or write within
-//! the syscall, so the runtime sees it before it decides it is idle and moves the clock. Except
-//! when the kernel holds a write back: the sim serves without `TCP_NODELAY`, so a streamed
-//! answer on a reused connection waits for a delayed ACK (~40 ms real) that a paused clock
-//! skips over. Scenarios that send several streamed answers over one connection therefore run
-//! whole (`stream = false`), and their streamed variants are ignored as that bug.
+//! the syscall, so the runtime sees it before it decides it is idle and moves the clock. A write
+//! the kernel held back would break that (a streamed answer on a reused connection waiting for
+//! a delayed ACK, ~40 ms real, that a paused clock skips over), so the sim sets `TCP_NODELAY`;
+//! every scenario runs in both delivery modes.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
@@ -59,9 +58,7 @@ macro_rules! both_formats {
 }
 
 /// Runs a scenario in both wire formats and both delivery modes: `<scenario>::openai_whole`
-/// (`stream = false`), `<scenario>::openai_streamed`, and the same for Anthropic. The streamed
-/// ones are ignored while the sim's streamed answers on a reused connection stall (see the
-/// ignore reason and `a_streamed_answer_on_a_reused_connection_arrives` in the agents crate).
+/// (`stream = false`), `<scenario>::openai_streamed`, and the same for Anthropic.
 macro_rules! formats_and_modes {
     ($scenario:ident) => {
         mod $scenario {

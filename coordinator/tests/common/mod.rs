@@ -1,11 +1,27 @@
-//! Helpers shared by the coordinator's integration tests.
+//! The coordinator's test harness, shared by its integration tests (each file in `tests/`
+//! includes it with `mod common;`, `tests/http/` with a `#[path]`):
+//!
+//! - here: names ([`cap`], [`key`], [`reg`]), a swarm in memory with its event stream
+//!   ([`start`], [`Events`]) or on a data directory ([`open`]), registration in one call
+//!   ([`register`]), and a clean end ([`finish`]);
+//! - [`api`]: a durable swarm with the standard test fleet served on 127.0.0.1:0, a client
+//!   with helpers for the usual calls, event streams and problem assertions;
+//! - [`browser`]: a headless Chromium session for the dashboard's tests.
+//!
+//! Nothing here sleeps to synchronise: every wait is for an event, an answer or a stream's end,
+//! bounded by [`PATIENCE`].
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
+pub mod api;
+pub mod browser;
+
+use std::path::Path;
 use std::time::Duration;
 
+use swarm_agents::AgentFactory;
 use swarm_coordinator::journal::ChannelJournal;
-use swarm_coordinator::{Registration, RestartPolicy, Swarm, SwarmConfig};
-use swarm_protocol::{Capability, Event, EventRecord, TaskKey};
+use swarm_coordinator::{Registration, RestartPolicy, StoreConfig, Swarm, SwarmConfig};
+use swarm_protocol::{AgentDescriptor, Capability, Event, EventRecord, TaskKey};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// How long a test waits for something that should happen quickly.
@@ -61,17 +77,45 @@ impl Events {
     }
 }
 
-/// A swarm with fast restarts, and its event stream.
-pub async fn start() -> (Swarm, Events) {
-    let config = SwarmConfig {
+/// A configuration whose agents restart fast (1 to 10 ms apart), up to `max_restarts` times
+/// a minute, so a crash test does not wait.
+pub fn fast_restarts(max_restarts: u32) -> SwarmConfig {
+    SwarmConfig {
         restart: RestartPolicy {
-            max_restarts: 2,
+            max_restarts,
             window: Duration::from_secs(60),
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(10),
         },
         ..Default::default()
-    };
+    }
+}
+
+/// Registers an agent `name` of `caps` taking up to `max_concurrency` tasks at once.
+pub async fn register(
+    swarm: &Swarm,
+    name: &str,
+    caps: &[&str],
+    max_concurrency: u32,
+    factory: AgentFactory,
+) -> AgentDescriptor {
+    swarm
+        .register_agent(reg(name, caps, max_concurrency), factory)
+        .await
+        .unwrap()
+}
+
+/// A durable swarm on the data directory `dir` (a restart when one used it before), its
+/// agents restarting fast (three times a minute).
+pub async fn open(dir: &Path) -> Swarm {
+    Swarm::open(fast_restarts(3), StoreConfig::new(dir))
+        .await
+        .unwrap()
+}
+
+/// A swarm with fast restarts (twice a minute), and its event stream.
+pub async fn start() -> (Swarm, Events) {
+    let config = fast_restarts(2);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let swarm = Swarm::start_with_journal(config, Box::new(ChannelJournal::new(tx)))
         .await
@@ -85,8 +129,9 @@ pub async fn start() -> (Swarm, Events) {
     )
 }
 
-/// Shuts the swarm down cleanly and checks that it was still running (no actor failed it).
+/// Shuts the swarm down cleanly and checks that nothing had failed it (it was still running).
 pub async fn finish(swarm: Swarm) {
+    assert_eq!(swarm.failure(), None);
     assert!(swarm.is_running(), "the coordinator stopped on its own");
     swarm.shutdown().await.unwrap();
 }
