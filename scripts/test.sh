@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, the README's test command: installs the services the tests need when
+# they are missing (Debian packages), then runs every test of the workspace, the browser tests
+# included. A service that cannot be installed is an error here, never a silent skip.
+#
+# Plain `cargo test --workspace` runs the same suite but leaves the browser tests out (they
+# show as "ignored" in its summary, with the reason).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+apt_install() {
+    if [ "$apt_updated" -eq 0 ]; then
+        as_root apt-get update -qq
+        apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" > /dev/null
+}
+
+# The dashboard's browser tests drive Debian's Chromium through chromedriver.
+if ! command -v chromedriver > /dev/null 2>&1 || ! command -v chromium > /dev/null 2>&1; then
+    echo "== installing chromium and chromium-driver (browser tests)"
+    apt_install chromium chromium-driver
+fi
+for tool in chromium chromedriver; do
+    if ! command -v "$tool" > /dev/null 2>&1; then
+        echo "test: $tool is missing and could not be installed; the browser tests need it" >&2
+        exit 1
+    fi
+done
+
+echo "== cargo test --workspace (browser tests included)"
+cargo test --workspace --locked -- --include-ignored
