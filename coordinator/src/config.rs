@@ -35,8 +35,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use swarm_agents::AgentFactory;
+use swarm_agents::clock::TokioClock;
 use swarm_agents::model::breaker::{BreakerConfig, ConsecutiveBreaker, FailureRate};
-use swarm_agents::model::clock::TokioClock;
 use swarm_agents::model::limiter::{RateLimiter, RateLimits};
 use swarm_agents::model::provider::Provider;
 use swarm_agents::model::{ApiKey, LlmAgent, ModelSpec};

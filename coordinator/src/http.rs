@@ -717,7 +717,7 @@ pub async fn run(
     // Schedules fire from now on (catching up what was missed while the coordinator was
     // down, as each schedule says), until the server has stopped.
     let fire_loop = swarm
-        .start_schedule_loop(Arc::new(crate::schedule::SystemClock))
+        .start_schedule_loop(Arc::new(swarm_agents::clock::TokioClock::new()))
         .await;
     let served = serve(swarm.clone(), listener, api, shutdown).await;
     fire_loop.stop().await;

@@ -33,51 +33,10 @@ use swarm_store::StoredSchedule;
 use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use swarm_agents::clock::{Clock, TokioClock};
+
 use crate::journal::now_ms;
 use crate::{Error, Swarm};
-
-/// Wall-clock time for schedules, injectable so tests run on simulated time (tokio's paused
-/// time with [`TokioClock`], or a clock the test sets). The firing loop reads slots against it
-/// and sleeps with `tokio::time`, which a paused runtime advances at once.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// Milliseconds since the Unix epoch.
-    fn now_ms(&self) -> u64;
-}
-
-/// The system's clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        now_ms()
-    }
-}
-
-/// A clock that starts at `base_ms` and then follows `tokio::time::Instant`, so it moves
-/// with `tokio::time::advance` (and sleeps) on a paused runtime.
-#[derive(Debug, Clone, Copy)]
-pub struct TokioClock {
-    base_ms: u64,
-    start: tokio::time::Instant,
-}
-
-impl TokioClock {
-    /// A clock that reads `base_ms` now. Create it inside the runtime.
-    pub fn starting_at(base_ms: u64) -> Self {
-        Self {
-            base_ms,
-            start: tokio::time::Instant::now(),
-        }
-    }
-}
-
-impl Clock for TokioClock {
-    fn now_ms(&self) -> u64 {
-        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.base_ms.saturating_add(elapsed)
-    }
-}
 
 /// More than any daylight-saving shift (one hour almost everywhere; at most two in history).
 const DST_MARGIN_MS: u64 = 3 * 3_600_000;
@@ -377,7 +336,7 @@ impl Default for ScheduleBook {
     fn default() -> Self {
         Self {
             entries: BTreeMap::new(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(TokioClock::new()),
             changed: Arc::new(Notify::new()),
         }
     }
@@ -1059,20 +1018,6 @@ mod tests {
             s.latest_slot_between(utc(2026, 10, 24, 0, 0, 0), utc(2026, 10, 25, 1, 15, 0)),
             Some(utc(2026, 10, 25, 1, 0, 0))
         );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn the_tokio_clock_moves_with_paused_time() {
-        let t0 = utc(2026, 1, 1, 0, 0, 0);
-        let clock = TokioClock::starting_at(t0);
-        assert_eq!(clock.now_ms(), t0);
-        let s = Schedule::new(spec("*/5 * * * * *", "UTC")).unwrap();
-        let next = s.next_slots(clock.now_ms(), 1)[0];
-        tokio::time::sleep(Duration::from_millis(next - clock.now_ms())).await;
-        assert_eq!(clock.now_ms(), t0 + 5_000);
-        tokio::time::advance(Duration::from_secs(3_600)).await;
-        assert_eq!(clock.now_ms(), t0 + 3_605_000);
-        assert!(SystemClock.now_ms() > t0);
     }
 
     fn stored(catch_up: CatchUpPolicy, last_slot: u64, paused: bool) -> StoredSchedule {

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use common::{cap, finish, key, reg, start};
 use serde_json::json;
+use swarm_agents::clock::{Clock, TokioClock};
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent};
 use swarm_coordinator::Swarm;
-use swarm_coordinator::schedule::{Clock, ScheduleLoop, TokioClock};
+use swarm_coordinator::schedule::ScheduleLoop;
 use swarm_protocol::schedule::{CatchUpPolicy, OverlapPolicy};
 use swarm_protocol::{
     Objective, ObjectiveId, ObjectiveStatus, ScheduleSpec, TaskOutcome, TaskSpec,
