@@ -10,7 +10,7 @@
 //! - [`hooks`]: a hook, where its secret is read, and the set of hooks served (pure).
 //! - [`signature`]: a delivery's `X-Swarm-Signature` (HMAC-SHA256 with a timestamp).
 //! - [`template`]: a hook's objective template, filled from a delivery's payload.
-//! - `actor`: [`Triggers`](actor::Triggers), the one owner of the schedules, the hooks and the
+//! - `actor`: `Triggers`, the one owner of the schedules, the hooks and the
 //!   firing loop, spawned with the swarm; `Swarm`'s trigger methods are messages to it.
 //! - [`error`]: why a trigger request is refused ([`Error`]), converted into
 //!   [`crate::Error`] with `From`.

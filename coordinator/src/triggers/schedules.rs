@@ -6,7 +6,7 @@
 //! arguments, so the catch-up and overlap decisions are tested without a runtime.
 //!
 //! **At most one fire per slot.** Each schedule has a cursor: slots at or before it are done
-//! (fired, skipped, or before the schedule's creation or last resume). [`Schedules::due`]
+//! (fired, skipped, or before the schedule's creation or last resume). `Schedules::due`
 //! yields a slot only after the cursor and moves the cursor to the time it was asked at, so
 //! no slot is yielded twice; the actor starts at most one fire per schedule at a time (and
 //! asks for nothing of a schedule while one is under way), and a fire is submitted under the
