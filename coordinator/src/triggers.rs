@@ -11,7 +11,10 @@
 //! - [`signature`]: a delivery's `X-Swarm-Signature` (HMAC-SHA256 with a timestamp).
 //! - [`template`]: a hook's objective template, filled from a delivery's payload.
 //! - `actor`: `Triggers`, the one owner of the schedules, the hooks and the
-//!   firing loop, spawned with the swarm; `Swarm`'s trigger methods are messages to it.
+//!   firing loop, spawned with the swarm; `Swarm`'s trigger methods are messages to it
+//!   (`messages`: `TriggerMsg`, and `Settled` for what its spawned work reports back).
+//! - `durable`: that spawned work: recording trigger events, submitting a fire's objective,
+//!   applying the overlap policy.
 //! - [`error`]: why a trigger request is refused ([`Error`]), converted into
 //!   [`crate::Error`] with `From`.
 //!
@@ -26,13 +29,16 @@
 
 pub(crate) mod actor;
 pub mod cron;
+mod durable;
 pub mod error;
 pub mod hooks;
+mod messages;
 pub mod schedules;
 pub mod signature;
 pub mod template;
 
-pub use actor::{ScheduleLoop, TriggerSetup};
+pub use actor::ScheduleLoop;
+pub(crate) use actor::TriggerSetup;
 pub use error::Error;
 pub use hooks::{Environment, Hook, HookSource, HookView, Hooks};
 pub use schedules::{MissedSlot, ScheduleFire, ScheduleView};

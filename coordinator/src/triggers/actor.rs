@@ -37,8 +37,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, call_t};
 use serde_json::Value;
 use swarm_agents::clock::{Clock, TokioClock};
 use swarm_protocol::graph::{self, NoTasks};
-use swarm_protocol::schedule::{OverlapPolicy, fire_idempotency_key};
-use swarm_protocol::{Event, Objective, ObjectiveId, ScheduleSpec, SchedulerError, SchedulerMsg};
+use swarm_protocol::{Event, ObjectiveId, ScheduleSpec, SchedulerError, SchedulerMsg};
 use swarm_store::{DeclaredHook, EventStore, StoredSchedule};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -47,8 +46,11 @@ use crate::Error;
 use crate::config::HookConfig;
 use crate::triggers::Error as TriggerError;
 use crate::triggers::cron::Schedule;
+use crate::triggers::durable::Durable;
 use crate::triggers::hooks::{Hook, HookSource, HookView, Hooks};
-use crate::triggers::schedules::{DueWork, ScheduleFire, ScheduleView, Schedules, SlotOutcome};
+pub(crate) use crate::triggers::messages::TriggerMsg;
+use crate::triggers::messages::{Busy, Change, Settled};
+use crate::triggers::schedules::{Schedules, SlotOutcome};
 
 /// How long the firing loop sleeps when no schedule has a next slot (a change wakes it).
 const IDLE_SLEEP: Duration = Duration::from_secs(3_600);
@@ -65,7 +67,7 @@ pub(crate) struct Triggers;
 /// What the triggers start from: the schedules, the schedule fires and the hooks declared
 /// through the API that the durable log holds (nothing without a log).
 #[derive(Debug, Default)]
-pub struct TriggerSetup {
+pub(crate) struct TriggerSetup {
     schedules: Vec<StoredSchedule>,
     fire_keys: Vec<(String, ObjectiveId)>,
     declared_hooks: Vec<DeclaredHook>,
@@ -103,208 +105,6 @@ pub(crate) struct TriggersArgs {
     pub(crate) call_timeout: Duration,
     /// The coordinator's failure reason, once it has one (to explain a call that failed).
     pub(crate) failure: watch::Receiver<Option<String>>,
-}
-
-/// Messages to the trigger actor.
-pub(crate) enum TriggerMsg {
-    /// Creates a schedule (answered once `ScheduleCreated` is durable).
-    CreateSchedule {
-        /// Its spec.
-        spec: ScheduleSpec,
-        /// Its view, or why not.
-        reply: RpcReplyPort<Result<ScheduleView, Error>>,
-    },
-    /// Pauses or resumes a schedule (answered once its event is durable).
-    SetSchedulePaused {
-        /// The schedule.
-        name: String,
-        /// Paused (true) or running.
-        paused: bool,
-        /// Its view, or why not.
-        reply: RpcReplyPort<Result<ScheduleView, Error>>,
-    },
-    /// Deletes a schedule (answered once `ScheduleDeleted` is durable).
-    DeleteSchedule {
-        /// The schedule.
-        name: String,
-        /// Done, or why not.
-        reply: RpcReplyPort<Result<(), Error>>,
-    },
-    /// Fires a slot of a schedule now, whatever its policies (answered once `ScheduleFired` is
-    /// durable).
-    FireSchedule {
-        /// The schedule.
-        name: String,
-        /// The slot.
-        slot_ms: u64,
-        /// The objective, or why not.
-        reply: RpcReplyPort<Result<ObjectiveId, Error>>,
-    },
-    /// Every schedule, as of now on the firing clock.
-    ListSchedules(RpcReplyPort<Vec<ScheduleView>>),
-    /// Starts the firing loop on `clock` (also the clock of creations, resumes and the next
-    /// fire times shown); each finished turn adds one to `turns`.
-    StartFiring {
-        /// The clock.
-        clock: Arc<dyn Clock>,
-        /// Counts finished turns.
-        turns: watch::Sender<u64>,
-        /// Answered once started.
-        reply: RpcReplyPort<()>,
-    },
-    /// Stops the firing loop, answered once the fires under way are settled.
-    StopFiring(RpcReplyPort<()>),
-    /// The firing loop's timer (a stale `timer` is ignored).
-    Wake {
-        /// Which arming of the timer sent it.
-        timer: u64,
-    },
-    /// Serves `hooks` (those of `swarm.toml`) and, after them, the hooks declared through the
-    /// API that the log holds; answered with the names of the declared ones served.
-    ServeHooks {
-        /// The configured hooks, and the environment secrets are read in.
-        hooks: Hooks,
-        /// The names of the declared hooks served again.
-        reply: RpcReplyPort<Vec<String>>,
-    },
-    /// Declares a hook through the API (answered once `HookDeclared` is durable).
-    DeclareHook {
-        /// Its fields.
-        config: HookConfig,
-        /// Its view, or why not.
-        reply: RpcReplyPort<Result<HookView, Error>>,
-    },
-    /// Deletes a hook declared through the API (answered once `HookDeleted` is durable).
-    DeleteHook {
-        /// The hook.
-        name: String,
-        /// Done, or why not.
-        reply: RpcReplyPort<Result<(), Error>>,
-    },
-    /// The hook named `name`, if it is served (for a delivery).
-    GetHook {
-        /// The hook.
-        name: String,
-        /// The hook.
-        reply: RpcReplyPort<Option<Arc<Hook>>>,
-    },
-    /// Every hook served, by name.
-    ListHooks(RpcReplyPort<Vec<HookView>>),
-    /// Durable work the actor spawned is done.
-    Settled(Settled),
-}
-
-/// What a name is busy with: a change or a fire under way. Requests about it wait.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Busy {
-    Schedule(String),
-    Hook(String),
-}
-
-impl TriggerMsg {
-    /// The name a change or a fire is about (none for reads and the loop's own messages).
-    fn busy(&self) -> Option<Busy> {
-        match self {
-            Self::CreateSchedule { spec, .. } => Some(Busy::Schedule(spec.name.clone())),
-            Self::SetSchedulePaused { name, .. }
-            | Self::DeleteSchedule { name, .. }
-            | Self::FireSchedule { name, .. } => Some(Busy::Schedule(name.clone())),
-            Self::DeclareHook { config, .. } => Some(Busy::Hook(config.name.clone())),
-            Self::DeleteHook { name, .. } => Some(Busy::Hook(name.clone())),
-            _ => None,
-        }
-    }
-}
-
-/// A change checked and waiting for its event to be durable, with its caller.
-pub(crate) enum Change {
-    CreateSchedule {
-        schedule: Box<Schedule>,
-        reply: RpcReplyPort<Result<ScheduleView, Error>>,
-    },
-    SetSchedulePaused {
-        name: String,
-        paused: bool,
-        reply: RpcReplyPort<Result<ScheduleView, Error>>,
-    },
-    DeleteSchedule {
-        name: String,
-        reply: RpcReplyPort<Result<(), Error>>,
-    },
-    DeclareHook {
-        config: HookConfig,
-        fields: Value,
-        hook: Box<Hook>,
-        reply: RpcReplyPort<Result<HookView, Error>>,
-    },
-    DeleteHook {
-        name: String,
-        reply: RpcReplyPort<Result<(), Error>>,
-    },
-}
-
-impl Change {
-    fn busy(&self) -> Busy {
-        match self {
-            Self::CreateSchedule { schedule, .. } => Busy::Schedule(schedule.spec().name.clone()),
-            Self::SetSchedulePaused { name, .. } | Self::DeleteSchedule { name, .. } => {
-                Busy::Schedule(name.clone())
-            }
-            Self::DeclareHook { config, .. } => Busy::Hook(config.name.clone()),
-            Self::DeleteHook { name, .. } => Busy::Hook(name.clone()),
-        }
-    }
-
-    /// The event that records it.
-    fn event(&self) -> Event {
-        match self {
-            Self::CreateSchedule { schedule, .. } => Event::ScheduleCreated {
-                spec: Box::new(schedule.spec().clone()),
-            },
-            Self::SetSchedulePaused { name, paused, .. } => {
-                let schedule = name.clone();
-                if *paused {
-                    Event::SchedulePaused { schedule }
-                } else {
-                    Event::ScheduleResumed { schedule }
-                }
-            }
-            Self::DeleteSchedule { name, .. } => Event::ScheduleDeleted {
-                schedule: name.clone(),
-            },
-            Self::DeclareHook { config, fields, .. } => Event::HookDeclared {
-                name: config.name.clone(),
-                config: fields.clone(),
-            },
-            Self::DeleteHook { name, .. } => Event::HookDeleted { name: name.clone() },
-        }
-    }
-}
-
-/// A caller of `FireSchedule`, and its answer.
-pub(crate) type FireAnswer = (
-    RpcReplyPort<Result<ObjectiveId, Error>>,
-    Result<ObjectiveId, Error>,
-);
-
-/// The result of durable work the actor spawned.
-pub(crate) enum Settled {
-    /// A change's event is durable (`Ok`), or could not be made durable.
-    Change {
-        change: Change,
-        recorded: Result<(), Error>,
-        /// A created schedule's time, as the log stamped it (when it could be read).
-        created_at_ms: Option<u64>,
-    },
-    /// A fire of `name` is over: what became of its slots, in order, and for a fire asked
-    /// for by a caller, the caller and its answer.
-    Fire {
-        name: String,
-        outcomes: Vec<SlotOutcome>,
-        caller: Option<FireAnswer>,
-        /// True for a fire of the firing loop's current turn.
-        of_turn: bool,
-    },
 }
 
 /// The firing loop, while it runs.
@@ -863,212 +663,6 @@ fn checked(spec: ScheduleSpec) -> Result<Schedule, Error> {
     Ok(schedule)
 }
 
-/// The durable side of the triggers, run in spawned tasks: recording events through the
-/// scheduler's journal, and submitting, looking at and cancelling a schedule's objectives.
-#[derive(Clone)]
-struct Durable {
-    scheduler: ActorRef<SchedulerMsg>,
-    store: Option<Arc<dyn EventStore>>,
-    call_timeout_ms: u64,
-    failure: watch::Receiver<Option<String>>,
-}
-
-impl Durable {
-    fn explain(&self, err: Error) -> Error {
-        err.explained(self.failure.borrow().clone())
-    }
-
-    /// Records `event` through the scheduler's journal, so the log keeps one order, and waits
-    /// until it is durable. Every trigger event is recorded here.
-    async fn record(&self, event: Event) -> Result<(), Error> {
-        self.scheduler
-            .cast(SchedulerMsg::Record(event))
-            .map_err(|e| self.explain(e.into()))?;
-        call_t!(self.scheduler, SchedulerMsg::Flush, self.call_timeout_ms)
-            .map_err(|e| self.explain(e.into()))
-            .and_then(|flushed| flushed.map_err(Error::from))
-    }
-
-    /// The time the log stamped the creation of the schedule `name` with (none without a log,
-    /// or if it cannot be read).
-    async fn created_at_ms(&self, name: &str) -> Option<u64> {
-        let stored = self.store.as_ref()?.schedules().await.ok()?;
-        stored
-            .into_iter()
-            .find(|s| s.spec.name == name)
-            .map(|s| s.created_at_ms)
-    }
-
-    /// True while `objective` has not ended (an objective the scheduler no longer holds ended
-    /// before the coordinator last started, or was never known, and one that cannot be read
-    /// counts as ended, so a schedule is never blocked for good).
-    async fn still_running(&self, objective: ObjectiveId) -> bool {
-        call_t!(
-            self.scheduler,
-            |reply| SchedulerMsg::Get { objective, reply },
-            self.call_timeout_ms
-        )
-        .ok()
-        .flatten()
-        .is_some_and(|view| !view.status.is_terminal())
-    }
-
-    /// Fires `slot_ms` of `name`: submits `template` under the slot's idempotency key, then
-    /// records `ScheduleFired` unless `fires` shows this fire already (firing a slot again
-    /// returns the objective of its first fire and submits nothing, which makes a fire that a
-    /// crash interrupted safe to repeat). Returns the objective, and whether this fire recorded
-    /// its `ScheduleFired`.
-    async fn fire(
-        &self,
-        name: &str,
-        slot_ms: u64,
-        template: &Objective,
-        fires: &[ScheduleFire],
-    ) -> Result<(ObjectiveId, bool), Error> {
-        let objective = call_t!(
-            self.scheduler,
-            |reply| SchedulerMsg::Submit {
-                objective: template.clone(),
-                idempotency_key: Some(fire_idempotency_key(name, slot_ms)),
-                reply
-            },
-            self.call_timeout_ms
-        )
-        .map_err(|e| self.explain(e.into()))??;
-        let recorded = fires
-            .iter()
-            .any(|f| f.slot_ms == slot_ms && f.objective == objective);
-        if !recorded {
-            self.record(Event::ScheduleFired {
-                schedule: name.to_owned(),
-                slot_ms,
-                objective,
-            })
-            .await?;
-        }
-        Ok((objective, !recorded))
-    }
-
-    /// A slot that was not fired, recorded: skipped under the overlap policy
-    /// (`ScheduleSkipped`), or unable to submit its objective (`ScheduleFireFailed`; the slot
-    /// is not tried again). Returns `missed`, to be applied.
-    async fn missed(&self, name: &str, missed: SlotOutcome) -> SlotOutcome {
-        let schedule = name.to_owned();
-        let event = match &missed {
-            SlotOutcome::Skipped { slot_ms, reason } => {
-                // The policy at work: not something to alert on.
-                tracing::debug!(schedule = %name, slot_ms, %reason, "slot skipped");
-                Event::ScheduleSkipped {
-                    schedule,
-                    slot_ms: *slot_ms,
-                    reason: reason.clone(),
-                }
-            }
-            SlotOutcome::Failed { slot_ms, reason } => {
-                tracing::warn!(schedule = %name, slot_ms, %reason, "fire failed");
-                Event::ScheduleFireFailed {
-                    schedule,
-                    slot_ms: *slot_ms,
-                    reason: reason.clone(),
-                }
-            }
-            _ => return missed,
-        };
-        if let Err(err) = self.record(event).await {
-            tracing::warn!(schedule = %name, %err, "the missed slot was not recorded");
-        }
-        missed
-    }
-
-    /// Fires `slot_ms` of `name` for the firing loop, reporting a failure as a missed slot.
-    async fn fire_or_fail(&self, work: &DueWork, slot_ms: u64) -> SlotOutcome {
-        match self
-            .fire(&work.name, slot_ms, &work.template, &work.fires)
-            .await
-        {
-            Ok((objective, recorded_now)) => SlotOutcome::Fired {
-                slot_ms,
-                objective,
-                recorded_now,
-            },
-            Err(err) => {
-                let failed = SlotOutcome::Failed {
-                    slot_ms,
-                    reason: err.to_string(),
-                };
-                self.missed(&work.name, failed).await
-            }
-        }
-    }
-
-    /// A turn's work for one schedule: first its slot that waits (`queue_one`), which fires
-    /// once the objective it waited for has ended; then its due slot, as its overlap policy
-    /// says given the previous fire. Returns what became of the slots, in order.
-    async fn run_due(&self, work: DueWork) -> Vec<SlotOutcome> {
-        let mut outcomes = Vec::new();
-        let mut previous = work.previous;
-        let mut queued = work.queued_ms;
-        if let Some(slot_ms) = queued {
-            let waits = match previous {
-                Some(previous) => self.still_running(previous).await,
-                None => false,
-            };
-            if !waits {
-                outcomes.push(SlotOutcome::Dequeued);
-                queued = None;
-                let fired = self.fire_or_fail(&work, slot_ms).await;
-                if let SlotOutcome::Fired { objective, .. } = &fired {
-                    previous = Some(*objective);
-                }
-                outcomes.push(fired);
-            }
-        }
-        let Some(slot_ms) = work.due_ms else {
-            return outcomes;
-        };
-        if let Some(previous) = previous
-            && self.still_running(previous).await
-        {
-            match work.overlap {
-                OverlapPolicy::Skip => {
-                    let reason = format!("the previous fire's objective {previous} still runs");
-                    let skipped = SlotOutcome::Skipped { slot_ms, reason };
-                    outcomes.push(self.missed(&work.name, skipped).await);
-                    return outcomes;
-                }
-                OverlapPolicy::QueueOne => {
-                    if let Some(replaced) = queued {
-                        let reason = format!(
-                            "queued behind objective {previous}, and the slot at {slot_ms} took \
-                             its place"
-                        );
-                        let skipped = SlotOutcome::Skipped {
-                            slot_ms: replaced,
-                            reason,
-                        };
-                        outcomes.push(self.missed(&work.name, skipped).await);
-                    }
-                    outcomes.push(SlotOutcome::Queued { slot_ms });
-                    return outcomes;
-                }
-                OverlapPolicy::CancelPrevious => {
-                    // Already ended meanwhile is as good as cancelled.
-                    let _ = call_t!(
-                        self.scheduler,
-                        |reply| SchedulerMsg::Cancel {
-                            objective: previous,
-                            reply
-                        },
-                        self.call_timeout_ms
-                    );
-                }
-            }
-        }
-        outcomes.push(self.fire_or_fail(&work, slot_ms).await);
-        outcomes
-    }
-}
-
 /// The firing loop started by `Swarm::start_schedule_loop`: the trigger actor fires the
 /// schedules at their slots until [`ScheduleLoop::stop`].
 #[derive(Debug)]
@@ -1108,29 +702,6 @@ impl ScheduleLoop {
     }
 }
 
-impl std::fmt::Debug for TriggerMsg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Names only: a hook carries its secret.
-        let name = match self {
-            Self::CreateSchedule { .. } => "CreateSchedule",
-            Self::SetSchedulePaused { .. } => "SetSchedulePaused",
-            Self::DeleteSchedule { .. } => "DeleteSchedule",
-            Self::FireSchedule { .. } => "FireSchedule",
-            Self::ListSchedules(_) => "ListSchedules",
-            Self::StartFiring { .. } => "StartFiring",
-            Self::StopFiring(_) => "StopFiring",
-            Self::Wake { .. } => "Wake",
-            Self::ServeHooks { .. } => "ServeHooks",
-            Self::DeclareHook { .. } => "DeclareHook",
-            Self::DeleteHook { .. } => "DeleteHook",
-            Self::GetHook { .. } => "GetHook",
-            Self::ListHooks(_) => "ListHooks",
-            Self::Settled(_) => "Settled",
-        };
-        f.write_str(name)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -1138,7 +709,8 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Mutex;
 
-    use swarm_protocol::schedule::CatchUpPolicy;
+    use swarm_protocol::Objective;
+    use swarm_protocol::schedule::{CatchUpPolicy, OverlapPolicy};
     use tokio::sync::{Semaphore, mpsc, oneshot};
 
     use super::*;
