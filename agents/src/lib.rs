@@ -9,6 +9,8 @@
 //!   off its mailbox, enforcing idle and hard timeouts, and reports outcomes to the scheduler.
 //! - [`sink`]: the queue agent actors put reports in, with one doorbell message to the
 //!   scheduler per batch.
+//! - [`clock`]: the one clock of the workspace ([`clock::TokioClock`]): tokio's instant for
+//!   deadlines and wall time for stamps and cron slots, moved by hand in tests.
 //! - [`builtin`]: agents that ship with swarm ([`NoopAgent`], [`EchoAgent`], [`FnAgent`],
 //!   [`WorkAgent`]).
 //! - [`model`]: [`model::LlmAgent`], which calls OpenAI-compatible or Anthropic APIs behind its
@@ -24,6 +26,7 @@
 pub mod actor;
 pub mod agent;
 pub mod builtin;
+pub mod clock;
 pub mod context;
 pub mod model;
 pub mod sim;

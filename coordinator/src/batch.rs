@@ -67,17 +67,19 @@ pub struct BatchOutcome {
 
 /// Reads a batch file, naming the line and the problem of any bad line.
 pub fn read_batch(path: &Path) -> Result<Vec<(Option<String>, Objective)>, Error> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    let file = |message: String| Error::File {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         let parsed: BatchLine = serde_json::from_str(line).map_err(|e| {
-            Error::Input(format!(
-                "{} line {}: not an objective nor {{\"idempotency_key\", \"objective\"}}: {e}",
-                path.display(),
+            file(format!(
+                "line {}: not an objective nor {{\"idempotency_key\", \"objective\"}}: {e}",
                 i + 1
             ))
         })?;
@@ -118,8 +120,8 @@ pub async fn run(config: BatchConfig) -> Result<BatchOutcome, Error> {
         Some(path) => Some(Arc::new(open_append(path)?)),
         None => None,
     };
-    let work = Capability::new("work").map_err(|e| Error::Input(e.to_string()))?;
-    let echo = Capability::new("echo").map_err(|e| Error::Input(e.to_string()))?;
+    let work = Capability::new("work")?;
+    let echo = Capability::new("echo")?;
     for i in 0..config.agents.max(1) {
         let agent = match &exec_log {
             Some(log) => WorkAgent::with_exec_log(log.clone()),
@@ -210,7 +212,10 @@ fn open_append(path: &Path) -> Result<File, Error> {
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| Error::Input(format!("execution log {}: {e}", path.display())))
+        .map_err(|e| Error::File {
+            path: path.to_owned(),
+            message: format!("execution log: {e}"),
+        })
 }
 
 fn registration(name: String, capability: &Capability, concurrency: u32) -> Registration {

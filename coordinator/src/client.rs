@@ -32,7 +32,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .map_err(|e| Error::Input(format!("HTTP client: {e}")))?;
+            .map_err(|e| Error::Remote(format!("HTTP client: {e}")))?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
@@ -54,20 +54,20 @@ impl Client {
         let response = request
             .send()
             .await
-            .map_err(|e| Error::Input(format!("cannot reach the server at {}: {e}", self.base)))?;
+            .map_err(|e| Error::Remote(format!("cannot reach the server at {}: {e}", self.base)))?;
         let status = response.status();
         let text = response
             .text()
             .await
-            .map_err(|e| Error::Input(format!("reading the server's answer: {e}")))?;
+            .map_err(|e| Error::Remote(format!("reading the server's answer: {e}")))?;
         if status.is_success() {
             if text.trim().is_empty() {
                 return Ok(Value::Null);
             }
             return serde_json::from_str(&text)
-                .map_err(|e| Error::Input(format!("the server's answer is not JSON: {e}")));
+                .map_err(|e| Error::Remote(format!("the server's answer is not JSON: {e}")));
         }
-        Err(Error::Input(problem_text(status, &text)))
+        Err(Error::Remote(problem_text(status, &text)))
     }
 
     /// Submits an objective; returns its id.
@@ -86,7 +86,7 @@ impl Client {
             .and_then(Value::as_str)
             .and_then(|id| id.parse().ok())
             .ok_or_else(|| {
-                Error::Input(format!("the server's answer has no objective id: {answer}"))
+                Error::Remote(format!("the server's answer has no objective id: {answer}"))
             })
     }
 
@@ -212,11 +212,11 @@ impl Client {
             .header("accept", "text/event-stream")
             .send()
             .await
-            .map_err(|e| Error::Input(format!("cannot reach the server at {}: {e}", self.base)))?;
+            .map_err(|e| Error::Remote(format!("cannot reach the server at {}: {e}", self.base)))?;
         let status = response.status();
         if !status.is_success() {
             let text = response.text().await.unwrap_or_default();
-            return Err(Error::Input(problem_text(status, &text)));
+            return Err(Error::Remote(problem_text(status, &text)));
         }
         let bar = if show {
             let bar = ProgressBar::new(0);
@@ -234,7 +234,7 @@ impl Client {
         let mut progress = Progress::default();
         let mut events = response.bytes_stream().eventsource();
         while let Some(event) = events.next().await {
-            let event = event.map_err(|e| Error::Input(format!("the event stream broke: {e}")))?;
+            let event = event.map_err(|e| Error::Remote(format!("the event stream broke: {e}")))?;
             let Ok(record) = serde_json::from_str::<EventRecord>(&event.data) else {
                 continue;
             };

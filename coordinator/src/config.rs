@@ -1,4 +1,7 @@
-//! `swarm.toml`: the store and the model agents.
+//! `swarm.toml`: the store, the model agents and the webhooks, as data.
+//!
+//! This module only reads and checks the file: a model agent is built from its entry by
+//! [`crate::model_agents`], a hook by [`crate::triggers::hooks`].
 //!
 //! ```toml
 //! [store]
@@ -31,18 +34,11 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
-use swarm_agents::AgentFactory;
-use swarm_agents::model::breaker::{BreakerConfig, ConsecutiveBreaker, FailureRate};
-use swarm_agents::model::clock::TokioClock;
-use swarm_agents::model::limiter::{RateLimiter, RateLimits};
 use swarm_agents::model::provider::Provider;
-use swarm_agents::model::{ApiKey, LlmAgent, ModelSpec};
 use swarm_protocol::Capability;
 
-use crate::{Error, Registration};
+use crate::Error;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -90,56 +86,6 @@ pub struct HookConfig {
     )]
     #[schema(value_type = Option<String>, example = "5m")]
     pub tolerance: Option<std::time::Duration>,
-}
-
-impl HookConfig {
-    /// The hook, with its secret read from the process's variable `secret_env` now. A bad
-    /// name, an unset or empty variable, a zero tolerance or a template with a bad `$payload`
-    /// reference is an error naming the field (and the variable, never a value).
-    pub fn build(&self) -> Result<crate::hooks::Hook, crate::hooks::DeclarationError> {
-        self.build_in(&crate::hooks::Environment::Process)
-    }
-
-    /// [`HookConfig::build`], reading `secret_env` in `env`.
-    pub fn build_in(
-        &self,
-        env: &crate::hooks::Environment,
-    ) -> Result<crate::hooks::Hook, crate::hooks::DeclarationError> {
-        use crate::hooks::DeclarationError;
-        crate::hooks::check_hook_name(&self.name)
-            .map_err(|message| DeclarationError::new("name", message))?;
-        if self.secret_env.is_empty() {
-            return Err(DeclarationError::new(
-                "secret_env",
-                "must name an environment variable",
-            ));
-        }
-        let secret = env
-            .var(&self.secret_env)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                DeclarationError::new(
-                    "secret_env",
-                    format!(
-                        "the variable `{}` is unset or empty in the coordinator's environment",
-                        self.secret_env
-                    ),
-                )
-            })?;
-        let tolerance = self.tolerance.unwrap_or(crate::hooks::DEFAULT_TOLERANCE);
-        if tolerance.as_secs() == 0 {
-            return Err(DeclarationError::new(
-                "tolerance",
-                "must be at least 1s (a delivery's timestamp is in whole seconds)",
-            ));
-        }
-        Ok(crate::hooks::Hook::new(
-            self.name.clone(),
-            secret.into_bytes(),
-            self.template.clone(),
-            tolerance,
-        )?)
-    }
 }
 
 /// `[store]`.
@@ -308,11 +254,14 @@ fn default_true() -> bool {
 }
 
 impl Config {
-    /// Reads and checks a file.
+    /// Reads and checks a file; an error names the file, and the key and the line.
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
+        let file = |message: String| Error::File {
+            path: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
+        Self::parse(&text).map_err(file)
     }
 
     /// Parses and checks a file's text; the error names the key and the line.
@@ -361,66 +310,13 @@ impl Config {
     }
 }
 
-impl AgentConfig {
-    /// Builds the agent: its API key from the environment (an error names the variable, never
-    /// a value), its breaker, its limiter, and the registration. The factory hands out one
-    /// shared instance, so breaker state and quota survive restarts of its actor.
-    pub fn build(&self) -> Result<(Registration, AgentFactory, LlmAgent), Error> {
-        let api_key = match &self.api_key_env {
-            Some(var) => Some(
-                ApiKey::from_env(var)
-                    .map_err(|e| Error::Input(format!("agent `{}`: {e}", self.name)))?,
-            ),
-            None => None,
-        };
-        let mut spec = ModelSpec::new(self.provider, self.base_url.clone(), self.model.clone());
-        spec.api_key = api_key;
-        spec.system_prompt = self.system_prompt.clone();
-        spec.max_tokens = self.max_tokens;
-        spec.temperature = self.temperature;
-        spec.stream = self.stream;
-        spec.idle_timeout = self.idle_timeout;
-        spec.hard_timeout = self.hard_timeout;
-        let clock = TokioClock::new();
-        let breaker = ConsecutiveBreaker::new(
-            BreakerConfig {
-                consecutive_failures: self.breaker.consecutive_failures,
-                failure_rate: self.breaker.failure_rate.map(|threshold| FailureRate {
-                    threshold,
-                    min_calls: self.breaker.min_calls,
-                    window: self.breaker.window,
-                }),
-                cool_down: self.breaker.cool_down,
-                ..BreakerConfig::default()
-            },
-            clock,
-        );
-        let limiter = RateLimiter::new(
-            RateLimits {
-                requests_per_minute: self.rpm,
-                tokens_per_minute: self.tpm,
-            },
-            clock,
-        );
-        let agent = LlmAgent::new(spec, Arc::new(breaker), limiter)
-            .map_err(|e| Error::Input(format!("agent `{}`: {e}", self.name)))?;
-        let mut registration = Registration::new(
-            self.name.clone(),
-            self.capabilities.clone(),
-            self.concurrency.get(),
-        );
-        registration.description = self.description.clone();
-        Ok((registration, AgentFactory::shared(agent.clone()), agent))
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
-    fn hooks_are_read_and_a_missing_secret_is_named() {
+    fn hooks_are_read_with_their_secret_only_named() {
         let config = Config::parse(
             r#"
             [[hooks]]
@@ -433,69 +329,16 @@ mod tests {
         .unwrap();
         let hook = &config.hooks[0];
         assert_eq!(hook.name, "deploy");
+        assert_eq!(hook.secret_env, "SWARM_TEST_SURELY_UNSET_HOOK_SECRET");
         assert_eq!(hook.tolerance, Some(std::time::Duration::from_secs(120)));
         assert_eq!(
             hook.template,
             serde_json::json!({ "goal": { "$payload": "/message" } })
         );
-        let err = hook.build().unwrap_err();
-        assert_eq!(err.field, "secret_env");
-        assert!(
-            err.message.contains("SWARM_TEST_SURELY_UNSET_HOOK_SECRET"),
-            "{err}"
-        );
         // What the log keeps of it: the fields as given, the secret only by its variable.
         let fields = serde_json::to_value(hook).unwrap();
         assert_eq!(fields["tolerance"], "2m");
         assert_eq!(serde_json::from_value::<HookConfig>(fields).unwrap(), *hook);
-    }
-
-    #[test]
-    fn a_hook_names_the_field_at_fault() {
-        let var = "SWARM_TEST_CONFIG_HOOK_SECRET";
-        let env = crate::hooks::Environment::fixed([(var, "s3cret")]);
-        let good = HookConfig {
-            name: "deploy".into(),
-            secret_env: var.into(),
-            template: serde_json::json!({ "goal": { "$payload": "/message" } }),
-            tolerance: None,
-        };
-        assert_eq!(good.build().unwrap_err().field, "secret_env");
-        let hook = good.build_in(&env).unwrap();
-        assert_eq!(hook.name(), "deploy");
-        assert!(!format!("{hook:?}").contains("s3cret"));
-        for (change, field) in [
-            (
-                HookConfig {
-                    name: "a/b".into(),
-                    ..good.clone()
-                },
-                "name",
-            ),
-            (
-                HookConfig {
-                    secret_env: String::new(),
-                    ..good.clone()
-                },
-                "secret_env",
-            ),
-            (
-                HookConfig {
-                    tolerance: Some(Duration::ZERO),
-                    ..good.clone()
-                },
-                "tolerance",
-            ),
-            (
-                HookConfig {
-                    template: serde_json::json!({ "goal": { "$payload": "message" } }),
-                    ..good.clone()
-                },
-                "template.goal",
-            ),
-        ] {
-            assert_eq!(change.build_in(&env).unwrap_err().field, field);
-        }
     }
 
     /// The document's `Provider` lists exactly what the agents crate accepts.
@@ -574,27 +417,6 @@ description = "Writes and reviews."
         let bad = GOOD.replace("provider = \"openai\"", "provider = \"gemini\"");
         let err = Config::parse(&bad).unwrap_err();
         assert!(err.contains("provider") && err.contains("gemini"), "{err}");
-    }
-
-    #[test]
-    fn a_missing_api_key_variable_is_named_and_no_value_is_shown() {
-        let config = Config::parse(GOOD).unwrap();
-        let text = GOOD.replace("SWARM_TEST_KEY", "SWARM_TEST_KEY_THAT_IS_NOT_SET");
-        let unset = Config::parse(&text).unwrap();
-        let err = unset.agents[0].build().map(|_| ()).unwrap_err().to_string();
-        assert!(
-            err.contains("SWARM_TEST_KEY_THAT_IS_NOT_SET") && err.contains("not set"),
-            "{err}"
-        );
-        // An agent without a key variable builds; its spec carries no key.
-        let (registration, _factory, agent) = config.agents[1].build().unwrap();
-        assert_eq!(registration.name, "b");
-        assert_eq!(
-            registration.description.as_deref(),
-            Some("Writes and reviews.")
-        );
-        assert!(agent.spec().api_key.is_none());
-        assert!(!format!("{agent:?}").contains("SWARM_TEST_KEY"));
     }
 
     #[test]

@@ -1,6 +1,41 @@
-//! The coordinator's error type.
+//! The coordinator's error type: one variant per kind of failure, each naming what failed.
+//!
+//! This module sits below every other module of the crate and imports none of them: a part
+//! with errors of its own (the triggers' `triggers::Error`) converts them into these variants
+//! with `From`, so `?` works across the crate and the HTTP layer maps one type to problem
+//! answers (`http::problem`). The variants that concern a named thing a request creates or
+//! refers to (a schedule, a hook) say which kind of thing it is with a [`Subject`].
 
-use swarm_protocol::{AgentId, SchedulerError};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use swarm_protocol::{AgentId, IdError, SchedulerError};
+
+/// A kind of named thing that requests create, change or delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// A cron schedule (`/v1/schedules`).
+    Schedule,
+    /// A webhook (`/v1/hooks`).
+    Hook,
+}
+
+impl Subject {
+    /// Its name in messages and problem types: `schedule`, `hook`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Schedule => "schedule",
+            Self::Hook => "hook",
+        }
+    }
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What can go wrong talking to the coordinator.
 #[derive(Debug, thiserror::Error)]
@@ -14,45 +49,118 @@ pub enum Error {
     /// No agent has that id.
     #[error("agent {0} not found")]
     UnknownAgent(AgentId),
+    /// An agent cannot be built from its configuration (its model spec, or its API key
+    /// variable, which is named, never its value).
+    #[error("agent `{agent}`: {message}")]
+    InvalidAgent {
+        /// The agent's name.
+        agent: String,
+        /// What is wrong.
+        message: String,
+    },
     /// An actor could not be started or did not answer.
     #[error("actor error: {0}")]
     Actor(String),
     /// The event log failed (the message names the file and the cause).
     #[error("event log: {0}")]
     Store(#[from] swarm_store::StoreError),
-    /// Input from a file or the command line is not valid (the message names it).
+    /// A name (a capability, a task key) is not valid.
+    #[error(transparent)]
+    Name(#[from] IdError),
+    /// A file cannot be read, or what it holds is not valid (the message names the line or
+    /// the key).
+    #[error("{}: {message}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A setting of `swarm.toml` is not valid.
+    #[error("{field}: {message}")]
+    Config {
+        /// The setting, as a path into the file (`hooks[0].secret_env`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A socket could not be bound (or its address read).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Serving connections failed.
+    #[error("serving on {addr}: {source}")]
+    Serve {
+        /// Where it listened.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A request to a swarm server failed, or the server refused it (the message says which,
+    /// with the server's problem title and detail).
+    #[error("{0}")]
+    Remote(String),
+    /// Input from the command line is not valid (the message names it).
     #[error("{0}")]
     Input(String),
     /// The request needs the durable event log, and this swarm runs without one.
     #[error("this swarm keeps no event log (start it with a data directory)")]
     NoStore,
-    /// A schedule's spec is not valid (the error names the field).
-    #[error(transparent)]
-    Schedule(#[from] crate::schedule::ScheduleError),
-    /// No schedule has that name.
-    #[error("schedule `{0}` not found")]
-    UnknownSchedule(String),
-    /// A schedule with that name exists already.
-    #[error("a schedule named `{0}` exists already; delete it first")]
-    ScheduleExists(String),
-    /// A hook's declaration is not valid (the error names the field).
-    #[error(transparent)]
-    Hook(#[from] crate::hooks::DeclarationError),
-    /// No hook has that name.
-    #[error("hook `{0}` not found")]
-    UnknownHook(String),
-    /// A hook declared through the API has that name already.
-    #[error("a hook named `{0}` exists already; delete it first")]
-    HookExists(String),
-    /// The hook is declared in `swarm.toml`, which the API does not change.
+    /// A field of a declaration is not valid (a schedule's spec, a hook's fields).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// What was declared.
+        subject: Subject,
+        /// The field at fault, as the request names it (`cron`, `template.goal`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Nothing of that kind has that name.
+    #[error("{subject} `{name}` not found")]
+    NotFound {
+        /// The kind of thing.
+        subject: Subject,
+        /// The name asked for.
+        name: String,
+    },
+    /// One of that kind has that name already.
+    #[error("a {subject} named `{name}` exists already; delete it first")]
+    Exists {
+        /// The kind of thing.
+        subject: Subject,
+        /// The name taken.
+        name: String,
+    },
+    /// It is declared in `swarm.toml`, which the API does not change.
     #[error(
-        "hook `{0}` is declared in swarm.toml; the API can neither replace nor delete it \
-         (change the file and restart)"
+        "{subject} `{name}` is declared in swarm.toml; the API can neither replace nor delete \
+         it (change the file and restart)"
     )]
-    HookConfigured(String),
+    Configured {
+        /// The kind of thing.
+        subject: Subject,
+        /// Its name.
+        name: String,
+    },
     /// The coordinator stopped because a part of it failed.
     #[error("the coordinator stopped: {0}")]
     Stopped(String),
+}
+
+impl Error {
+    /// An actor error becomes [`Error::Stopped`] with the coordinator's failure reason when it
+    /// has one (an actor that does not answer because the tree stopped says why it stopped).
+    pub(crate) fn explained(self, failure: Option<String>) -> Self {
+        match (self, failure) {
+            (Self::Actor(_), Some(reason)) => Self::Stopped(reason),
+            (err, _) => err,
+        }
+    }
 }
 
 impl<T> From<ractor::RactorErr<T>> for Error {

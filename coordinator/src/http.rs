@@ -32,12 +32,12 @@
 
 mod agents;
 mod auth;
+mod event_posts;
 mod events;
 mod hooks;
 mod metrics;
 mod objectives;
 mod openapi;
-mod posted;
 pub mod problem;
 mod schedules;
 mod tasks;
@@ -70,6 +70,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::AgentConfig;
 use crate::http::problem::{PROBLEM_JSON, Problem};
+use crate::triggers::{Environment, Hooks};
 use crate::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
 
 /// How long [`Api::serve`] waits, after the last connection closed, for requests to let go
@@ -302,8 +303,8 @@ impl Endpoint {
             Self::Events => on(filter, events::stream),
             Self::Cancel => on(filter, objectives::cancel),
             Self::SwarmEvents => on(filter, events::stream_all),
-            Self::PostEvent => on(filter, posted::post),
-            Self::PendingEvents => on(filter, posted::pending),
+            Self::PostEvent => on(filter, event_posts::post),
+            Self::PendingEvents => on(filter, event_posts::pending),
             Self::ListTasks => on(filter, tasks::list),
             Self::Approve => on(filter, tasks::approve),
             Self::Reject => on(filter, tasks::reject),
@@ -350,9 +351,6 @@ pub struct ApiConfig {
     pub body_limit_bytes: usize,
     /// The longest a request may take until its response starts.
     pub request_timeout: Duration,
-    /// The webhooks `POST /v1/hooks/{name}` serves, by name; `POST /v1/hooks` and `DELETE
-    /// /v1/hooks/{name}` change it while the server runs.
-    pub hooks: Arc<crate::hooks::HookBook>,
 }
 
 impl Default for ApiConfig {
@@ -361,7 +359,6 @@ impl Default for ApiConfig {
             token: None,
             body_limit_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
-            hooks: Arc::default(),
         }
     }
 }
@@ -373,7 +370,6 @@ impl std::fmt::Debug for ApiConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("request_timeout", &self.request_timeout)
-            .field("hooks", &self.hooks.names())
             .finish()
     }
 }
@@ -654,12 +650,13 @@ pub struct LocalApi {
 impl LocalApi {
     /// Serves `swarm` on 127.0.0.1 at a free port.
     pub async fn start(swarm: Arc<Swarm>) -> Result<Self, Error> {
-        let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
-            .await
-            .map_err(|e| Error::Input(format!("binding a loopback port: {e}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Input(format!("binding a loopback port: {e}")))?;
+        let loopback = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+        let bind = |source| Error::Bind {
+            addr: loopback,
+            source,
+        };
+        let listener = TcpListener::bind(loopback).await.map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(serve(swarm, listener, ApiConfig::default(), async move {
             let _ = stopped.await;
@@ -683,24 +680,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     // The hooks of swarm.toml first: a missing secret is refused before anything starts.
-    let mut api = config.api.clone();
-    if let Some(file) = &config.config {
-        api.hooks = Arc::new(crate::hooks::HookBook::configured(
-            &file.hooks,
-            crate::hooks::Environment::Process,
-        )?);
-    }
+    let configured = config
+        .config
+        .as_ref()
+        .map_or(&[][..], |file| &file.hooks[..]);
+    let hooks = Hooks::configured(configured, Environment::Process)?;
     let swarm = Swarm::open(SwarmConfig::default(), config.store.clone()).await?;
     register_agents(&swarm, &config).await?;
     // Then those declared through the API; one whose variable is unset now is left out with
     // a warning, and does not stop the start.
-    api.hooks.restore(&swarm).await?;
-    let listener = TcpListener::bind(config.addr)
-        .await
-        .map_err(|e| Error::Input(format!("cannot listen on {}: {e}", config.addr)))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Error::Input(format!("listening socket: {e}")))?;
+    swarm.serve_hooks(hooks).await?;
+    let bind = |source| Error::Bind {
+        addr: config.addr,
+        source,
+    };
+    let listener = TcpListener::bind(config.addr).await.map_err(bind)?;
+    let local = listener.local_addr().map_err(bind)?;
     if config.api.token.is_none() && !local.ip().is_loopback() {
         tracing::warn!(%local, "serving beyond loopback without SWARM_API_TOKEN: anyone who can reach it can submit");
     }
@@ -717,9 +712,9 @@ pub async fn run(
     // Schedules fire from now on (catching up what was missed while the coordinator was
     // down, as each schedule says), until the server has stopped.
     let fire_loop = swarm
-        .start_schedule_loop(Arc::new(crate::schedule::SystemClock))
+        .start_schedule_loop(Arc::new(swarm_agents::clock::TokioClock::new()))
         .await;
-    let served = serve(swarm.clone(), listener, api, shutdown).await;
+    let served = serve(swarm.clone(), listener, config.api.clone(), shutdown).await;
     fire_loop.stop().await;
     // `serve` returns once no request holds the swarm, so this is the last handle (unless a
     // request was stuck past `RELEASE_TIMEOUT`; then the log is closed when the process ends,
@@ -737,12 +732,15 @@ pub async fn run(
         }
         Err(_) => tracing::warn!("the swarm is still in use; exiting without draining it"),
     }
-    served.map_err(|e| Error::Input(format!("serving on {local}: {e}")))
+    served.map_err(|source| Error::Serve {
+        addr: local,
+        source,
+    })
 }
 
 async fn register_agents(swarm: &Swarm, config: &ServeConfig) -> Result<(), Error> {
-    let work = Capability::new("work").map_err(|e| Error::Input(e.to_string()))?;
-    let echo = Capability::new("echo").map_err(|e| Error::Input(e.to_string()))?;
+    let work = Capability::new("work")?;
+    let echo = Capability::new("echo")?;
     let concurrency = config.concurrency.max(1);
     for i in 0..config.builtin_agents {
         for (name, capability, factory, description) in [
@@ -805,12 +803,16 @@ pub async fn register_declared_agents(swarm: &Swarm) -> Result<Vec<AgentDescript
             );
             continue;
         }
+        let invalid = |message: String| Error::InvalidAgent {
+            agent: name.clone(),
+            message,
+        };
         let built = serde_json::from_value::<AgentConfig>(declared.config)
-            .map_err(|e| Error::Input(format!("its recorded fields do not parse: {e}")))
+            .map_err(|e| invalid(format!("its recorded fields do not parse: {e}")))
             .and_then(|config| {
                 let (registration, factory, _) = config.build()?;
                 let fields = serde_json::to_value(&config)
-                    .map_err(|e| Error::Input(format!("its fields cannot be recorded: {e}")))?;
+                    .map_err(|e| invalid(format!("its fields cannot be recorded: {e}")))?;
                 Ok((registration, factory, fields))
             });
         let (registration, factory, fields) = match built {

@@ -8,7 +8,6 @@
 //! acknowledged, and no attempt starts, that a crash could take back.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ractor::ActorRef;
 use swarm_protocol::{AgentId, AgentMsg, Event, EventRecord, Health, SchedulerMsg};
@@ -143,10 +142,10 @@ impl Journal for ChannelJournal {
     }
 }
 
-/// Milliseconds since the Unix epoch.
+/// Wall time for the log's stamps (`EventRecord::at_ms`, the scheduler's turn time):
+/// milliseconds since the Unix epoch on the system's clock, read through the workspace's one
+/// clock ([`swarm_agents::clock`]). The stamps are real time even in a test on paused tokio
+/// time, as a log read back later must be.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    swarm_agents::clock::system_now_ms()
 }

@@ -9,13 +9,12 @@
 //! - [`journal`]: where the scheduler's events go, and what waits for them to be durable.
 //! - [`writer`]: the durable journal and the `StoreWriter` actor (group commit, snapshots,
 //!   pruning) over a [`swarm_store::EventStore`].
-//! - [`hooks`]: webhooks: a delivery's signature, the payload's mapping into a template, and
-//!   the book of hooks a server serves (from `swarm.toml` and declared through the API).
-//! - [`schedule`]: cron schedules: checking a `ScheduleSpec`, computing its slots.
+//! - [`triggers`]: cron schedules and webhooks, owned by one actor spawned with the swarm.
 //! - [`replay`]: rebuilding objectives from the log (recovery, snapshots, `swarm replay`).
 //! - [`http`]: the HTTP API and the operator dashboard behind `swarm serve`; [`client`]: the client behind `swarm submit`,
 //!   `status`, `agents`, `tasks`, `approve` and `reject`.
-//! - [`config`]: `swarm.toml` (the store and model agents).
+//! - [`config`]: `swarm.toml` (the store, model agents and hooks), as data;
+//!   [`model_agents`]: a model agent built from its configuration.
 //! - [`bench`](mod@bench): the benchmarks behind `swarm bench` (allocation, durable, HTTP submits).
 //! - [`demo`]: the run behind `swarm demo`; [`batch`]: the durable batch run behind `swarm run`.
 //!
@@ -30,25 +29,26 @@ pub mod config;
 pub mod coordinator;
 pub mod demo;
 pub mod error;
-pub mod hooks;
 pub mod http;
 pub mod journal;
+pub mod model_agents;
 pub mod replay;
-pub mod schedule;
 pub mod scheduler;
 pub mod supervisor;
+pub mod triggers;
 pub mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorRef, call_t};
+use ractor::{Actor, ActorRef, RpcReplyPort, call_t};
 use swarm_agents::AgentFactory;
+use swarm_agents::clock::Clock;
 use swarm_protocol::{
     AgentDescriptor, AgentId, Capability, Event, EventRecord, Health, NewEvent, Objective,
     ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, PostedEvent, ReviewDecision,
-    SchedulerError, SchedulerMsg, SchedulerStats, TaskId, TaskPage, TaskQuery,
+    ScheduleSpec, SchedulerError, SchedulerMsg, SchedulerStats, TaskId, TaskPage, TaskQuery,
 };
 pub use swarm_registry::Registration;
 pub use swarm_store::{DeclaredAgent, DeclaredHook};
@@ -63,6 +63,8 @@ use crate::replay::{Recovered, recover, replay_objective};
 pub use crate::scheduler::{AgentRegistry, SchedulerConfig};
 use crate::supervisor::SupervisorMsg;
 pub use crate::supervisor::{AgentLive, LiveAgents, RestartPolicy};
+use crate::triggers::actor::{CHANGE_CALLS, TriggerMsg, Triggers, TriggersArgs};
+use crate::triggers::{Hook, HookView, Hooks, ScheduleLoop, ScheduleView, TriggerSetup};
 pub use crate::writer::WriterConfig;
 
 /// How a swarm is set up.
@@ -141,9 +143,8 @@ pub struct Swarm {
     recovery: Option<RecoveryReport>,
     resumed: Vec<ObjectiveId>,
     feed: Option<crate::writer::EventFeed>,
-    /// The schedules created through [`Swarm::create_schedule`]; held across the recording
-    /// of each change, so changes to schedules are recorded in the order they are made.
-    schedules: tokio::sync::Mutex<crate::schedule::ScheduleBook>,
+    /// The owner of the schedules and the hooks (`triggers::actor`).
+    triggers: ActorRef<TriggerMsg>,
 }
 
 impl Swarm {
@@ -158,7 +159,8 @@ impl Swarm {
         journal: Box<dyn Journal>,
     ) -> Result<Self, Error> {
         let journal = JournalSetup::InMemory(journal);
-        Self::start_tree(config, journal, AgentId(1), None, None).await
+        let triggers = TriggerSetup::default();
+        Self::start_tree(config, journal, AgentId(1), None, None, triggers).await
     }
 
     /// Opens (or creates) the durable log in `store.data_dir`, rebuilds every unfinished
@@ -199,12 +201,7 @@ impl Swarm {
         );
         // Agents registered from now on get ids no event in the log names.
         let first_agent = AgentId(recovered.next_agent);
-        let schedule_keys: Vec<(String, ObjectiveId)> = recovered
-            .keys
-            .iter()
-            .filter(|(key, ..)| key.starts_with("schedule:"))
-            .map(|(key, objective, _)| (key.clone(), *objective))
-            .collect();
+        let triggers = TriggerSetup::from_log(&*log, &recovered.keys).await?;
         let (feed, _) = tokio::sync::broadcast::channel(crate::writer::FEED_CAPACITY);
         let setup = JournalSetup::Durable {
             store: log.clone(),
@@ -212,21 +209,18 @@ impl Swarm {
             recovered: Box::new(recovered),
             config: store.writer,
         };
-        let (schedules, unrecorded) =
-            crate::schedule::ScheduleBook::restore_with(log.schedules().await?, &schedule_keys);
-        let mut swarm =
-            Self::start_tree(config, setup, first_agent, Some(log), Some(report)).await?;
-        swarm.schedules = tokio::sync::Mutex::new(schedules);
-        // Fires a crash cut off after their objective was accepted: recorded now.
-        for (schedule, slot_ms, objective) in unrecorded {
-            swarm
-                .record_durably(Event::ScheduleFired {
-                    schedule,
-                    slot_ms,
-                    objective,
-                })
-                .await?;
-        }
+        let mut swarm = Self::start_tree(
+            config,
+            setup,
+            first_agent,
+            Some(log),
+            Some(report),
+            triggers,
+        )
+        .await?;
+        // The schedule fires a crash cut off after their objective was accepted are recorded
+        // by the triggers as they start: durable before the swarm is handed out.
+        swarm.flush().await?;
         swarm.resumed = resumed;
         swarm.feed = Some(feed);
         Ok(swarm)
@@ -238,13 +232,15 @@ impl Swarm {
         Ok(recover(&store).await?)
     }
 
-    /// Starts the supervision tree; the registry hands out agent ids from `first_agent`.
+    /// Starts the supervision tree, and the triggers linked to its root; the registry hands
+    /// out agent ids from `first_agent`.
     async fn start_tree(
         config: SwarmConfig,
         journal: JournalSetup,
         first_agent: AgentId,
         store: Option<Arc<dyn EventStore>>,
         recovery: Option<RecoveryReport>,
+        triggers: TriggerSetup,
     ) -> Result<Self, Error> {
         let registry = AgentRegistry::starting_at(first_agent);
         let live = LiveAgents::default();
@@ -262,6 +258,17 @@ impl Swarm {
             .map_err(|e| Error::Actor(format!("coordinator could not start: {e}")))?;
         let ms = millis(config.call_timeout);
         let (scheduler, supervisor) = call_t!(root, CoordinatorMsg::Children, ms)?;
+        // Linked to the root: a trigger actor that fails stops the tree, as any child does.
+        let args = TriggersArgs {
+            setup: triggers,
+            scheduler: scheduler.clone(),
+            store: store.clone(),
+            call_timeout: config.call_timeout,
+            failure: fatal.clone(),
+        };
+        let (triggers, _) = Actor::spawn_linked(None, Triggers, args, root.get_cell())
+            .await
+            .map_err(|e| Error::Actor(format!("triggers could not start: {e}")))?;
         Ok(Self {
             root,
             root_handle,
@@ -275,7 +282,7 @@ impl Swarm {
             recovery,
             resumed: Vec::new(),
             feed: None,
-            schedules: tokio::sync::Mutex::default(),
+            triggers,
         })
     }
 
@@ -343,10 +350,14 @@ impl Swarm {
 
     /// Turns an actor error into the coordinator's failure reason when it has one.
     fn explain(&self, err: Error) -> Error {
-        match (&err, self.failure()) {
-            (Error::Actor(_), Some(reason)) => Error::Stopped(reason),
-            _ => err,
-        }
+        err.explained(self.failure())
+    }
+
+    /// Waits until every event recorded so far is durable.
+    async fn flush(&self) -> Result<(), Error> {
+        call_t!(self.scheduler, SchedulerMsg::Flush, self.call_timeout_ms())
+            .map_err(|e| self.explain(e.into()))?
+            .map_err(Error::from)
     }
 
     /// An objective the scheduler no longer holds (it ended before a restart), from the log.
@@ -373,7 +384,7 @@ impl Swarm {
                 declared: None,
                 reply
             },
-            self.ms()
+            self.call_timeout_ms()
         )?
     }
 
@@ -395,12 +406,9 @@ impl Swarm {
                 declared: Some(config),
                 reply
             },
-            self.ms()
+            self.call_timeout_ms()
         )??;
-        let durable = call_t!(self.scheduler, SchedulerMsg::Flush, self.ms())
-            .map_err(|e| self.explain(e.into()))
-            .and_then(|flushed| flushed.map_err(Error::from));
-        match durable {
+        match self.flush().await {
             Ok(()) => Ok(descriptor),
             Err(err) => {
                 let _ = self.deregister_agent(descriptor.id).await;
@@ -425,7 +433,7 @@ impl Swarm {
         call_t!(
             self.supervisor,
             |reply| SupervisorMsg::Deregister { agent, reply },
-            self.ms()
+            self.call_timeout_ms()
         )?
     }
 
@@ -442,11 +450,10 @@ impl Swarm {
                 grace,
                 reply
             },
-            self.ms()
+            self.call_timeout_ms()
         )??;
         // The supervisor recorded the change before it answered; wait until it is durable.
-        Ok(call_t!(self.scheduler, SchedulerMsg::Flush, self.ms())
-            .map_err(|e| self.explain(e.into()))??)
+        self.flush().await
     }
 
     /// Submits an objective; it returns once the objective is accepted (and, with a durable
@@ -469,7 +476,7 @@ impl Swarm {
                 idempotency_key,
                 reply
             },
-            self.ms()
+            self.call_timeout_ms()
         )
         .map_err(|e| self.explain(e.into()))??)
     }
@@ -516,7 +523,7 @@ impl Swarm {
         let view = call_t!(
             self.scheduler,
             |reply| SchedulerMsg::Get { objective, reply },
-            self.ms()
+            self.call_timeout_ms()
         )
         .map_err(|e| self.explain(e.into()))?;
         match view {
@@ -533,7 +540,7 @@ impl Swarm {
         Ok(call_t!(
             self.scheduler,
             |reply| SchedulerMsg::Cancel { objective, reply },
-            self.ms()
+            self.call_timeout_ms()
         )??)
     }
 
@@ -546,7 +553,7 @@ impl Swarm {
                 decision,
                 reply
             },
-            self.ms()
+            self.call_timeout_ms()
         )??)
     }
 
@@ -558,14 +565,18 @@ impl Swarm {
         Ok(call_t!(
             self.scheduler,
             |reply| SchedulerMsg::PostEvent { event, reply },
-            self.ms()
+            self.call_timeout_ms()
         )??)
     }
 
     /// The posted events no `wait` task consumed yet (and not expired), oldest first.
     pub async fn pending_events(&self) -> Result<Vec<PostedEvent>, Error> {
-        call_t!(self.scheduler, SchedulerMsg::PendingEvents, self.ms())
-            .map_err(|e| self.explain(e.into()))
+        call_t!(
+            self.scheduler,
+            SchedulerMsg::PendingEvents,
+            self.call_timeout_ms()
+        )
+        .map_err(|e| self.explain(e.into()))
     }
 
     /// Changes an agent's health (as an operator, or a circuit breaker, would). An agent that
@@ -595,7 +606,7 @@ impl Swarm {
         call_t!(
             self.scheduler,
             |reply| SchedulerMsg::Tasks { query, reply },
-            self.ms()
+            self.call_timeout_ms()
         )
         .map_err(|e| self.explain(e.into()))
     }
@@ -621,14 +632,22 @@ impl Swarm {
 
     /// Scheduler counters.
     pub async fn stats(&self) -> Result<SchedulerStats, Error> {
-        Ok(call_t!(self.scheduler, SchedulerMsg::Stats, self.ms())?)
+        Ok(call_t!(
+            self.scheduler,
+            SchedulerMsg::Stats,
+            self.call_timeout_ms()
+        )?)
     }
 
     /// Tasks waiting for an agent, per capability (every capability that has had a queue),
     /// ordered by capability.
     pub async fn queue_depths(&self) -> Result<Vec<(Capability, u64)>, Error> {
-        call_t!(self.scheduler, SchedulerMsg::QueueDepths, self.ms())
-            .map_err(|e| self.explain(e.into()))
+        call_t!(
+            self.scheduler,
+            SchedulerMsg::QueueDepths,
+            self.call_timeout_ms()
+        )
+        .map_err(|e| self.explain(e.into()))
     }
 
     /// The discovery registry.
@@ -651,19 +670,183 @@ impl Swarm {
         !self.root_handle.is_finished()
     }
 
-    /// Stops the tree (agents, then the scheduler) and waits for it.
+    /// Stops the triggers (a fire under way completes first), then the tree (agents, then the
+    /// scheduler), and waits for it.
     pub async fn shutdown(self) -> Result<(), Error> {
+        let grace = self.call_timeout * CHANGE_CALLS;
+        let _ = self.triggers.stop_and_wait(None, Some(grace)).await;
         self.root.stop(None);
         self.root_handle
             .await
             .map_err(|e| Error::Actor(format!("coordinator task failed: {e}")))
     }
 
-    fn ms(&self) -> u64 {
+    /// Creates a schedule: checks `spec` (a bad field is [`Error::Invalid`], naming it; a
+    /// template whose task graph is not valid is [`Error::Scheduler`] with
+    /// [`SchedulerError::Graph`]; a name in use is [`Error::Exists`]), records
+    /// `ScheduleCreated` and returns once it is durable (with a durable log). A restart
+    /// restores the schedule from the store's index of the schedule events.
+    pub async fn create_schedule(&self, spec: ScheduleSpec) -> Result<ScheduleView, Error> {
+        self.change_triggers(|reply| TriggerMsg::CreateSchedule { spec, reply })
+            .await
+    }
+
+    /// Every schedule, by name, with its next fire times as of now and its recent fires.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleView>, Error> {
+        call_t!(
+            self.triggers,
+            TriggerMsg::ListSchedules,
+            self.call_timeout_ms()
+        )
+        .map_err(|e| self.explain(e.into()))
+    }
+
+    /// Pauses (`paused`) or resumes a schedule, recording `SchedulePaused` or
+    /// `ScheduleResumed` (durable before it returns); asking for the state it is in records
+    /// nothing. A resumed schedule fires from its next slot and catches nothing up.
+    pub async fn set_schedule_paused(
+        &self,
+        name: &str,
+        paused: bool,
+    ) -> Result<ScheduleView, Error> {
+        let name = name.to_owned();
+        self.change_triggers(|reply| TriggerMsg::SetSchedulePaused {
+            name,
+            paused,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes a schedule, recording `ScheduleDeleted` (durable before it returns). The
+    /// objectives it submitted are not touched.
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), Error> {
+        let name = name.to_owned();
+        self.change_triggers(|reply| TriggerMsg::DeleteSchedule { name, reply })
+            .await
+    }
+
+    /// Fires `name` for the slot at `slot_ms` now: submits its template under the idempotency
+    /// key `schedule:<name>:<slot_ms>`, then records `ScheduleFired` (durable before it
+    /// returns), and returns the objective. Firing a slot again returns the objective of its
+    /// first fire and submits nothing. This fires even a paused schedule: whether a slot is
+    /// due, and the overlap and catch-up policies, are the firing loop's business.
+    pub async fn fire_schedule(&self, name: &str, slot_ms: u64) -> Result<ObjectiveId, Error> {
+        let name = name.to_owned();
+        self.change_triggers(|reply| TriggerMsg::FireSchedule {
+            name,
+            slot_ms,
+            reply,
+        })
+        .await
+    }
+
+    /// Starts the loop that fires the schedules at their slots on `clock` (which from now on
+    /// is also the clock of creations, resumes and the next fire times shown). Stop it with
+    /// [`ScheduleLoop::stop`] before the swarm is shut down. If the swarm has stopped, the
+    /// loop it returns has stopped too.
+    ///
+    /// At its first turn, the slots missed while the coordinator was down (after a schedule's
+    /// latest fire, creation or resume, up to now) are caught up as the schedule's
+    /// `catch_up` says. Afterwards each due slot fires under the `overlap` policy; a turn
+    /// that woke late fires the latest due slot once.
+    pub async fn start_schedule_loop(&self, clock: Arc<dyn Clock>) -> ScheduleLoop {
+        let (turns_tx, turns) = tokio::sync::watch::channel(0);
+        let started = call_t!(
+            self.triggers,
+            |reply| TriggerMsg::StartFiring {
+                clock,
+                turns: turns_tx,
+                reply
+            },
+            self.call_timeout_ms()
+        );
+        if let Err(err) = started {
+            tracing::warn!(%err, "the schedules' firing loop did not start");
+        }
+        ScheduleLoop::new(self.triggers.clone(), turns, self.change_timeout_ms())
+    }
+
+    /// Serves `hooks` (those of `swarm.toml`, with the environment their secrets are read
+    /// in), then again the hooks declared through the API and not deleted before the last stop
+    /// (see `Hooks` for which are left out, with a warning, without failing); returns the
+    /// names of those declared hooks served.
+    pub async fn serve_hooks(&self, hooks: Hooks) -> Result<Vec<String>, Error> {
+        call_t!(
+            self.triggers,
+            |reply| TriggerMsg::ServeHooks { hooks, reply },
+            self.call_timeout_ms()
+        )
+        .map_err(|e| self.explain(e.into()))
+    }
+
+    /// Declares a hook through the API: checks `config` and reads its secret (a bad field is
+    /// [`Error::Invalid`], naming it; a name in use is [`Error::Exists`], or
+    /// [`Error::Configured`] for one of `swarm.toml`), records `HookDeclared` and serves it
+    /// once that is durable.
+    pub async fn declare_hook(&self, config: crate::config::HookConfig) -> Result<HookView, Error> {
+        self.change_triggers(|reply| TriggerMsg::DeclareHook { config, reply })
+            .await
+    }
+
+    /// Deletes a hook declared through the API: records `HookDeleted`, and stops serving it
+    /// once that is durable. A hook of `swarm.toml` is [`Error::Configured`]; an unknown name
+    /// [`Error::NotFound`]. A declared hook left out at start (its variable was unset) is not
+    /// served but can still be deleted.
+    pub async fn delete_hook(&self, name: &str) -> Result<(), Error> {
+        let name = name.to_owned();
+        self.change_triggers(|reply| TriggerMsg::DeleteHook { name, reply })
+            .await
+    }
+
+    /// The hook named `name`, if it is served (a delivery checks its signature with it).
+    pub async fn hook(&self, name: &str) -> Result<Option<Arc<Hook>>, Error> {
+        let name = name.to_owned();
+        call_t!(
+            self.triggers,
+            |reply| TriggerMsg::GetHook { name, reply },
+            self.call_timeout_ms()
+        )
+        .map_err(|e| self.explain(e.into()))
+    }
+
+    /// Every hook served, by name (each secret only by its variable).
+    pub async fn hooks(&self) -> Result<Vec<HookView>, Error> {
+        call_t!(self.triggers, TriggerMsg::ListHooks, self.call_timeout_ms())
+            .map_err(|e| self.explain(e.into()))
+    }
+
+    /// The hooks declared through the API and not deleted since, as the durable log's index
+    /// holds them, by name (none without a log).
+    pub async fn declared_hooks(&self) -> Result<Vec<DeclaredHook>, Error> {
+        match &self.store {
+            Some(store) => Ok(store.declared_hooks().await?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Asks the triggers for a change (or a fire), which answers once it is durable.
+    async fn change_triggers<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(RpcReplyPort<Result<T, Error>>) -> TriggerMsg,
+    ) -> Result<T, Error> {
+        call_t!(self.triggers, message, self.change_timeout_ms())
+            .map_err(|e| self.explain(e.into()))?
+    }
+
+    /// How long a request to an actor may take, in ms.
+    fn call_timeout_ms(&self) -> u64 {
         millis(self.call_timeout)
+    }
+
+    /// How long a change of the triggers may take, in ms: it waits for its own durable work
+    /// and for the work under way on its name before it.
+    fn change_timeout_ms(&self) -> u64 {
+        millis(self.call_timeout * CHANGE_CALLS)
     }
 }
 
-fn millis(d: Duration) -> u64 {
+/// `d` in whole milliseconds (saturating), as `call_t!` takes a timeout.
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

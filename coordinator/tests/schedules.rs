@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use common::{cap, finish, key, reg, start};
 use serde_json::json;
+use swarm_agents::clock::{Clock, TokioClock};
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent};
 use swarm_coordinator::Swarm;
-use swarm_coordinator::schedule::{Clock, ScheduleLoop, TokioClock};
+use swarm_coordinator::triggers::ScheduleLoop;
 use swarm_protocol::schedule::{CatchUpPolicy, OverlapPolicy};
 use swarm_protocol::{
     Objective, ObjectiveId, ObjectiveStatus, ScheduleSpec, TaskOutcome, TaskSpec,
@@ -79,7 +80,7 @@ async fn settle() {
 
 /// The fires of `name`, oldest first, as (slot offset from T0, objective).
 async fn fires(swarm: &Swarm, name: &str) -> Vec<(u64, ObjectiveId)> {
-    let views = swarm.schedules().await;
+    let views = swarm.schedules().await.unwrap();
     let view = views.iter().find(|v| v.spec.name == name).unwrap();
     let mut fires: Vec<(u64, ObjectiveId)> = view
         .recent_fires
@@ -144,7 +145,7 @@ async fn skip_leaves_out_the_slots_while_the_previous_fire_runs() {
     let fired = fires(&swarm, "s").await;
     assert_eq!(slots(&fired), [5_000]);
     // Each skipped slot is shown, and says why.
-    let views = swarm.schedules().await;
+    let views = swarm.schedules().await.unwrap();
     let skips: Vec<u64> = views[0]
         .recent_skips
         .iter()
@@ -165,7 +166,7 @@ async fn a_fire_that_cannot_submit_is_shown_and_the_next_slot_still_fires() {
         .unwrap();
     advance(5_000).await;
     assert!(fires(&swarm, "f").await.is_empty());
-    let views = swarm.schedules().await;
+    let views = swarm.schedules().await.unwrap();
     let failure = views[0].last_failure.clone().unwrap();
     assert_eq!(failure.slot_ms, T0 + 5_000);
     assert!(failure.reason.contains("`nobody`"), "{}", failure.reason);
@@ -179,7 +180,7 @@ async fn a_fire_that_cannot_submit_is_shown_and_the_next_slot_still_fires() {
         .unwrap();
     advance(5_000).await;
     assert_eq!(slots(&fires(&swarm, "f").await), [10_000]);
-    assert_eq!(swarm.schedules().await[0].last_failure, None);
+    assert_eq!(swarm.schedules().await.unwrap()[0].last_failure, None);
     stop(swarm, fire_loop).await;
 }
 
@@ -215,7 +216,7 @@ async fn queue_one_fires_the_latest_waiting_slot_when_the_previous_fire_ends() {
     gate.add_permits(1);
     advance(1_000).await;
     assert_eq!(slots(&fires(&swarm, "q").await), [5_000, 15_000]);
-    let views = swarm.schedules().await;
+    let views = swarm.schedules().await.unwrap();
     let skips: Vec<u64> = views[0]
         .recent_skips
         .iter()

@@ -41,7 +41,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::clock::TokioClock;
+use crate::clock::TokioClock;
 
 /// How long a caller is told to wait while the half-open probe is in flight (or the cool-down,
 /// if that is shorter). The probe's result is not pushed to waiters, so they poll.

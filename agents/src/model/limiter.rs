@@ -52,7 +52,7 @@ use std::time::{Duration, SystemTime};
 use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
-use super::clock::TokioClock;
+use crate::clock::TokioClock;
 
 /// The longest pause one response can impose. A server asking for more (a daily quota, or a
 /// broken header) is asked again after this long; its next 429 pauses again.

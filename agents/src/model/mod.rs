@@ -18,7 +18,6 @@
 //!   another agent with the capability, if there is one.
 
 pub mod breaker;
-pub mod clock;
 pub mod limiter;
 mod llm;
 pub mod provider;

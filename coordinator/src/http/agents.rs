@@ -17,7 +17,6 @@ use serde::Serialize;
 use swarm_agents::model::ApiKey;
 use swarm_protocol::{AgentDescriptor, AgentId, AgentStatus, Health};
 
-use crate::Error;
 use crate::config::AgentConfig;
 use crate::http::AppState;
 use crate::http::problem::{JsonBody, PROBLEM_JSON, Problem};
@@ -117,12 +116,8 @@ pub(super) async fn register(
                 .field("api_key_env")
         })?;
     }
-    let (registration, factory, _) = config.build().map_err(|err| match err {
-        Error::Input(detail) => {
-            Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-agent", detail)
-        }
-        other => Problem::from(other),
-    })?;
+    // An agent that cannot be built is `Error::InvalidAgent`: 422 `invalid-agent`.
+    let (registration, factory, _) = config.build()?;
     // Its own fields, as read: a restart builds it again from them.
     let declared = serde_json::to_value(&config).map_err(|e| {
         Problem::new(

@@ -1,14 +1,15 @@
 //! `/v1/hooks`: webhooks.
 //!
 //! `POST /v1/hooks/{name}` is a delivery. Its signature (`X-Swarm-Signature`, see
-//! `crate::hooks`) is its authentication, so the route needs no API token. A delivery whose
+//! `crate::triggers::signature`) is its authentication, so the route needs no API token. A delivery whose
 //! signature is missing, wrong or stale is a 401 and creates nothing. The payload is mapped
 //! into the hook's template and submitted under the idempotency key
 //! `hook:<name>:<X-Swarm-Delivery>`, so a delivery sent again creates nothing new.
 //!
 //! `POST /v1/hooks`, `GET /v1/hooks` and `DELETE /v1/hooks/{name}` declare, list and delete
 //! hooks (with the API token like every other route): a declaration or deletion answers once
-//! its event is durable, and deliveries see it at once.
+//! its event is durable, and deliveries see it at once. The hooks are the trigger actor's
+//! (`crate::triggers`); each handler is one message to it through `Swarm`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -22,12 +23,13 @@ use swarm_protocol::{Objective, SchedulerError};
 
 use crate::Error;
 use crate::config::HookConfig;
-use crate::hooks::{
-    DELIVERY_HEADER, HookView, MAX_DELIVERY_LEN, SIGNATURE_HEADER, check_hook_name,
-    delivery_idempotency_key,
-};
 use crate::http::AppState;
 use crate::http::problem::{JsonBody, PROBLEM_JSON, Problem};
+use crate::triggers::HookView;
+use crate::triggers::hooks::{
+    DELIVERY_HEADER, MAX_DELIVERY_LEN, check_hook_name, delivery_idempotency_key,
+};
+use crate::triggers::signature::SIGNATURE_HEADER;
 
 /// A hook's name from the path.
 fn name(raw: &str) -> Result<&str, Problem> {
@@ -69,7 +71,7 @@ pub(super) async fn declare(
     State(state): State<AppState>,
     JsonBody(config): JsonBody<HookConfig>,
 ) -> Result<Response, Problem> {
-    let view = state.config.hooks.declare(&state.swarm, config).await?;
+    let view = state.swarm.declare_hook(config).await?;
     let location = format!("/v1/hooks/{}", view.name);
     let mut response = (StatusCode::CREATED, Json(view)).into_response();
     if let Ok(location) = HeaderValue::from_str(&location) {
@@ -85,10 +87,14 @@ pub(super) async fn declare(
     path = "/v1/hooks",
     tag = "hooks",
     operation_id = "list_hooks",
-    responses((status = 200, description = "The hooks.", body = Vec<HookView>)),
+    responses(
+        (status = 200, description = "The hooks.", body = Vec<HookView>),
+        (status = 503, description = "The coordinator is not available.", body = Problem,
+         content_type = PROBLEM_JSON),
+    ),
 )]
-pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<HookView>> {
-    Json(state.config.hooks.list())
+pub(super) async fn list(State(state): State<AppState>) -> Result<Json<Vec<HookView>>, Problem> {
+    Ok(Json(state.swarm.hooks().await?))
 }
 
 /// Deletes a hook declared through the API (204 once `HookDeleted` is durable): deliveries
@@ -116,7 +122,7 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     Path(raw): Path<String>,
 ) -> Result<StatusCode, Problem> {
-    state.config.hooks.delete(&state.swarm, name(&raw)?).await?;
+    state.swarm.delete_hook(name(&raw)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -161,7 +167,7 @@ pub(super) async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let Some(hook) = state.config.hooks.get(&name) else {
+    let Some(hook) = state.swarm.hook(&name).await? else {
         // Also a hook deleted since: deliveries to it are refused.
         return Err(Problem::new(
             StatusCode::NOT_FOUND,

@@ -147,34 +147,44 @@ impl Problem {
                 "invalid-agent",
                 e.to_string(),
             ),
-            Error::Input(detail) => Self::new(StatusCode::BAD_REQUEST, "invalid-input", detail),
-            Error::Schedule(e) => Self::new(
+            err @ Error::InvalidAgent { .. } => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-schedule",
-                e.to_string(),
-            )
-            .field(e.field),
-            err @ Error::UnknownSchedule(_) => {
+                "invalid-agent",
+                err.to_string(),
+            ),
+            err @ (Error::Input(_)
+            | Error::Name(_)
+            | Error::File { .. }
+            | Error::Config { .. }
+            | Error::Remote(_)) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid-input", err.to_string())
+            }
+            Error::Invalid {
+                subject, ref field, ..
+            } => {
+                let field = field.clone();
+                Self::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &format!("invalid-{subject}"),
+                    err.to_string(),
+                )
+                .field(field)
+            }
+            err @ Error::NotFound { .. } => {
                 Self::new(StatusCode::NOT_FOUND, "not-found", err.to_string()).field("name")
             }
-            err @ Error::ScheduleExists(_) => {
-                Self::new(StatusCode::CONFLICT, "schedule-exists", err.to_string()).field("name")
-            }
-            Error::Hook(e) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-hook",
-                e.to_string(),
+            Error::Exists { subject, .. } => Self::new(
+                StatusCode::CONFLICT,
+                &format!("{subject}-exists"),
+                err.to_string(),
             )
-            .field(e.field),
-            err @ Error::UnknownHook(_) => {
-                Self::new(StatusCode::NOT_FOUND, "not-found", err.to_string()).field("name")
-            }
-            err @ Error::HookExists(_) => {
-                Self::new(StatusCode::CONFLICT, "hook-exists", err.to_string()).field("name")
-            }
-            err @ Error::HookConfigured(_) => {
-                Self::new(StatusCode::CONFLICT, "hook-configured", err.to_string()).field("name")
-            }
+            .field("name"),
+            Error::Configured { subject, .. } => Self::new(
+                StatusCode::CONFLICT,
+                &format!("{subject}-configured"),
+                err.to_string(),
+            )
+            .field("name"),
             Error::NoStore => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no-event-log",
@@ -192,6 +202,15 @@ impl Problem {
             Error::Store(err) => {
                 tracing::error!(%err, "request failed: event log");
                 storage_unavailable()
+            }
+            err @ (Error::Bind { .. } | Error::Serve { .. }) => {
+                // A server's own sockets: no request causes this.
+                tracing::error!(%err, "request failed: server socket");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the server failed while handling the request",
+                )
             }
         }
     }

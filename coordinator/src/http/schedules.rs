@@ -1,7 +1,8 @@
 //! `/v1/schedules`: cron schedules that submit an objective at each slot.
 //!
 //! Creating, pausing, resuming and deleting a schedule records its event and answers once it
-//! is durable. The firing loop is `Swarm::start_schedule_loop` (`schedule.rs`).
+//! is durable. The schedules are the trigger actor's (`crate::triggers`), and so is the firing
+//! loop (`Swarm::start_schedule_loop`); each handler is one message to it through `Swarm`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,7 +14,7 @@ use swarm_protocol::{ScheduleSpec, SchedulerError};
 use crate::Error;
 use crate::http::AppState;
 use crate::http::problem::{JsonBody, PROBLEM_JSON, Problem};
-use crate::schedule::ScheduleView;
+use crate::triggers::ScheduleView;
 
 /// A schedule's name from the path.
 fn name(raw: &str) -> Result<&str, Problem> {
@@ -80,10 +81,16 @@ pub(super) async fn create(
     path = "/v1/schedules",
     tag = "schedules",
     operation_id = "list_schedules",
-    responses((status = 200, description = "The schedules.", body = Vec<ScheduleView>)),
+    responses(
+        (status = 200, description = "The schedules.", body = Vec<ScheduleView>),
+        (status = 503, description = "The coordinator is not available.", body = Problem,
+         content_type = PROBLEM_JSON),
+    ),
 )]
-pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<ScheduleView>> {
-    Json(state.swarm.schedules().await)
+pub(super) async fn list(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<ScheduleView>>, Problem> {
+    Ok(Json(state.swarm.schedules().await?))
 }
 
 /// Deletes a schedule (204 once `ScheduleDeleted` is durable); the objectives it submitted

@@ -158,7 +158,7 @@ async fn the_schedules_page_shows_fires_skips_and_failures_as_text() {
     let mut events = server.stream("/v1/events", None).await;
     let fire_loop = server
         .swarm
-        .start_schedule_loop(Arc::new(swarm_coordinator::schedule::SystemClock))
+        .start_schedule_loop(Arc::new(swarm_agents::clock::TokioClock::new()))
         .await;
     for (name, goal, capability) in [
         ("held", "<i>held</i> & \"kept\"", "hold"),

@@ -1,13 +1,11 @@
 //! Webhooks over HTTP: signed deliveries start objectives (and nothing else does), hooks
 //! declared through the API take deliveries until deleted and survive a restart.
 
-use std::sync::Arc;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use swarm_coordinator::config::HookConfig;
-use swarm_coordinator::hooks::{Environment, HookBook};
 use swarm_coordinator::http::ApiConfig;
+use swarm_coordinator::triggers::{Environment, Hooks};
 use swarm_protocol::Event;
 
 use crate::common::PATIENCE;
@@ -35,17 +33,18 @@ fn hook_config(name: &str, secret_env: &str) -> HookConfig {
 async fn start_with_hook(token: Option<&str>) -> Server {
     // The secret is looked up in a fixed environment: setting a variable of the test process
     // is `unsafe` while other threads run (and the workspace forbids unsafe code).
-    let book = HookBook::configured(
+    let book = Hooks::configured(
         &[hook_config("deploy", DEPLOY_SECRET_ENV)],
         Environment::fixed([(DEPLOY_SECRET_ENV, HOOK_SECRET)]),
     )
     .unwrap();
-    Server::start_with(ApiConfig {
+    let server = Server::start_with(ApiConfig {
         token: token.map(str::to_owned),
-        hooks: Arc::new(book),
         ..ApiConfig::default()
     })
-    .await
+    .await;
+    server.swarm.serve_hooks(book).await.unwrap();
+    server
 }
 
 fn unix_now() -> u64 {
@@ -73,7 +72,7 @@ async fn deliver(
     if let Some((secret, t)) = signed {
         request = request.header(
             "x-swarm-signature",
-            swarm_coordinator::hooks::sign(secret.as_bytes(), t, body.as_bytes()),
+            swarm_coordinator::triggers::signature::sign(secret.as_bytes(), t, body.as_bytes()),
         );
     }
     request.send().await.unwrap()
@@ -166,17 +165,17 @@ fn hook_names(hooks: &Value) -> Vec<(String, String)> {
 async fn hooks_declared_through_the_api_take_deliveries_until_deleted() {
     const VAR: &str = "SWARM_TEST_HTTP_API_HOOK_SECRET";
     const SECRET: &str = "api-hook-s3cret";
-    let book = HookBook::configured(
+    let book = Hooks::configured(
         &[hook_config("deploy", DEPLOY_SECRET_ENV)],
         Environment::fixed([(DEPLOY_SECRET_ENV, HOOK_SECRET), (VAR, SECRET)]),
     )
     .unwrap();
     let server = Server::start_with(ApiConfig {
         token: Some(TOKEN.into()),
-        hooks: Arc::new(book),
         ..ApiConfig::default()
     })
     .await;
+    server.swarm.serve_hooks(book).await.unwrap();
     let mut body = serde_json::to_value(hook_config("build", VAR)).unwrap();
     body["tolerance"] = json!("2m");
     let response = declare_hook(&server, &body).await;
@@ -350,16 +349,9 @@ async fn restart_with_hooks(
     configured: &[HookConfig],
     env: Environment,
 ) -> (Server, Vec<String>) {
-    let book = Arc::new(HookBook::configured(configured, env).unwrap());
-    let server = Server::start_in(
-        dir,
-        ApiConfig {
-            hooks: book.clone(),
-            ..ApiConfig::default()
-        },
-    )
-    .await;
-    let restored = book.restore(&server.swarm).await.unwrap();
+    let book = Hooks::configured(configured, env).unwrap();
+    let server = Server::start_in(dir, ApiConfig::default()).await;
+    let restored = server.swarm.serve_hooks(book).await.unwrap();
     (server, restored)
 }
 

@@ -16,7 +16,9 @@ use swarm_protocol::{CatchUpPolicy, OverlapPolicy};
 
 use super::{Badge, Layout, Visitor, clip, html};
 use crate::http::AppState;
-use crate::schedule::{MissedSlot, ScheduleView, parse_time_zone};
+use crate::http::problem::Problem;
+use crate::triggers::cron::parse_time_zone;
+use crate::triggers::{MissedSlot, ScheduleView};
 
 /// A moment, as the page shows it.
 pub(crate) struct Moment {
@@ -208,17 +210,12 @@ struct LiveFragment {
     this: Live,
 }
 
-async fn live_of(state: &AppState) -> Live {
+async fn live_of(state: &AppState) -> Result<Live, Problem> {
+    let views = state.swarm.schedules().await?;
     let now = crate::journal::now_ms();
-    Live {
-        rows: state
-            .swarm
-            .schedules()
-            .await
-            .into_iter()
-            .map(|view| Row::new(view, now))
-            .collect(),
-    }
+    Ok(Live {
+        rows: views.into_iter().map(|view| Row::new(view, now)).collect(),
+    })
 }
 
 /// `GET /ui/schedules`.
@@ -227,7 +224,7 @@ pub(in crate::http) async fn page(State(state): State<AppState>, visitor: Visito
         let after_seq = super::last_seq(&state).await?;
         Ok(html(&Page {
             layout: visitor.layout("schedules"),
-            this: live_of(&state).await,
+            this: live_of(&state).await?,
             after_seq,
         }))
     }
@@ -236,10 +233,10 @@ pub(in crate::http) async fn page(State(state): State<AppState>, visitor: Visito
 }
 
 /// `GET /ui/schedules/live`.
-pub(in crate::http) async fn live(State(state): State<AppState>) -> Response {
-    html(&LiveFragment {
-        this: live_of(&state).await,
-    })
+pub(in crate::http) async fn live(State(state): State<AppState>) -> Result<Response, Problem> {
+    Ok(html(&LiveFragment {
+        this: live_of(&state).await?,
+    }))
 }
 
 #[cfg(test)]

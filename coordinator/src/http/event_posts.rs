@@ -1,5 +1,6 @@
-//! `POST /v1/events`: events from outside, which `wait` tasks consume; and
-//! `GET /v1/events/pending`, the events kept because no task consumed them yet.
+//! Posted events: `POST /v1/events`, events from outside, which `wait` tasks consume; and
+//! `GET /v1/events/pending`, the events kept because no task consumed them yet. (The event
+//! *streams*, `GET /v1/events` and an objective's, are `events`.)
 
 use std::time::Duration;
 
