@@ -6,8 +6,25 @@
 //! schedules and webhooks declared through the API. [`SqliteStore`] is the
 //! embedded default; the schema and queries are plain SQL so a PostgreSQL store is another
 //! implementation of this trait, not a rewrite.
+//!
+//! # Layout
+//!
+//! - `log`: what an append checks of a batch, and the row each event becomes in the log;
+//! - `projection` (one file per index): what a batch changes in the indexes kept beside the
+//!   log (objectives, counters, declared agents, schedules, posted events, declared hooks), as
+//!   plain rows. Neither knows SQL or does I/O, so a second backend reuses both and only
+//!   writes its own statements;
+//! - `sqlite`: the embedded backend (opening and migrating, the append's transaction, the
+//!   index changes as SQL, reads, retention);
+//! - `conformance` (tests, and the `conformance` feature): the trait's contract as checks any
+//!   backend runs against itself.
 
+mod log;
+mod projection;
 mod sqlite;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 use std::path::PathBuf;
 
