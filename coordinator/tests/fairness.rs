@@ -4,13 +4,11 @@
 //! counted from the events; tests await events and objectives' ends, never sleeps.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use common::{Events, PATIENCE, cap, finish, key, reg, start};
+use swarm_testkit::{Events, PATIENCE, cap, finish, key, reg, start};
 use serde_json::json;
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent};
 use swarm_protocol::{

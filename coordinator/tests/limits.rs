@@ -4,11 +4,9 @@
 //! Tests await the objective's end or events, never sleeps.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{PATIENCE, cap, finish, key, reg, start};
+use swarm_testkit::{PATIENCE, cap, finish, key, reg, start};
 use serde_json::json;
 use swarm_agents::{AgentFactory, FnAgent};
 use swarm_coordinator::{StoreConfig, Swarm, SwarmConfig};

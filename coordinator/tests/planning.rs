@@ -11,13 +11,11 @@
 //! an agent's own signal, never on sleeps.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::{PATIENCE, cap, key, reg};
+use swarm_testkit::{PATIENCE, cap, key, reg};
 use serde_json::{Value, json};
 use swarm_agents::sim::{SimConfig, SimHandle, SimServer};
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent};

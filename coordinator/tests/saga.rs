@@ -5,11 +5,9 @@
 //! Orders are read from the chain of work; tests await events or the objective's end.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{PATIENCE, cap, key, reg};
+use swarm_testkit::{PATIENCE, cap, key, reg};
 use serde_json::{Value, json};
 use swarm_agents::{AgentFactory, FnAgent};
 use swarm_coordinator::{StoreConfig, Swarm, SwarmConfig};
