@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use swarm_testkit::{PATIENCE, cap, fast_restarts, finish, key, open, register};
 use serde_json::{Value, json};
 use swarm_agents::{Agent, AgentFactory, FnAgent, WorkAgent};
 use swarm_coordinator::replay::{Replay, fold_after, replay_objective};
@@ -22,6 +21,7 @@ use swarm_protocol::{
     TaskStatus, Usage,
 };
 use swarm_store::{EventStore, SqliteOptions, SqliteStore};
+use swarm_testkit::{PATIENCE, cap, fast_restarts, finish, key, open, register};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// Fast agent restarts (as [`open`] has them), so a crash test does not wait.

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use swarm_testkit::{Events, PATIENCE, cap, finish, key, reg, start};
 use serde_json::json;
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent};
 use swarm_protocol::{
     Event, EventRecord, Objective, ObjectiveId, ObjectiveStatus, TaskId, TaskOutcome, TaskSpec,
 };
+use swarm_testkit::{Events, PATIENCE, cap, finish, key, reg, start};
 use tokio::sync::Semaphore;
 
 /// An agent whose attempts hold their slot until the test adds a permit.

@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use swarm_testkit::{cap, finish, key, start};
 use serde_json::json;
 use swarm_agents::model::provider::Provider;
 use swarm_agents::sim::{Endpoint, SimConfig, SimHandle, SimServer};
@@ -27,6 +26,7 @@ use swarm_protocol::{
     AgentId, Event, FailureKind, Health, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView,
     RetryPolicy, TaskSpec, TaskStatus,
 };
+use swarm_testkit::{cap, finish, key, start};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;

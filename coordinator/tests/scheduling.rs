@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use swarm_testkit::{PATIENCE, cap, finish, key, reg, start};
 use serde_json::{Value, json};
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent};
 use swarm_coordinator::Error;
@@ -15,6 +14,7 @@ use swarm_protocol::{
     Event, FailureKind, GraphError, Objective, ObjectiveStatus, RetryPolicy, SchedulerError,
     TaskOutcome, TaskSpec, TaskStatus,
 };
+use swarm_testkit::{PATIENCE, cap, finish, key, reg, start};
 use tokio::sync::Semaphore;
 
 #[tokio::test]

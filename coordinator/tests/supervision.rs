@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use swarm_testkit::{PATIENCE, cap, finish, key, reg, start};
 use serde_json::json;
 use swarm_agents::{AgentFactory, FnAgent};
 use swarm_protocol::{Event, Health, Objective, ObjectiveStatus, TaskOutcome, TaskSpec};
+use swarm_testkit::{PATIENCE, cap, finish, key, reg, start};
 use tokio::sync::Semaphore;
 
 #[tokio::test]

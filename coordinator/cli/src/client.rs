@@ -195,7 +195,10 @@ impl Client {
 
     /// Declares a hook; returns it as the server shows it. The server reads the secret from
     /// its own environment variable `secret_env`.
-    pub async fn declare_hook(&self, hook: &swarm_coordinator::config::HookConfig) -> Result<Value, Error> {
+    pub async fn declare_hook(
+        &self,
+        hook: &swarm_coordinator::config::HookConfig,
+    ) -> Result<Value, Error> {
         self.call(self.request(Method::POST, "/v1/hooks").json(hook))
             .await
     }

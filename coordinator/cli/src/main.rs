@@ -17,8 +17,8 @@ use swarm_cli::client::Client;
 use swarm_cli::timeline::timeline;
 use swarm_coordinator::batch::{self, BatchConfig};
 use swarm_coordinator::{StoreConfig, replay};
-use swarm_server::text::format_duration_short;
 use swarm_protocol::ObjectiveId;
+use swarm_server::text::format_duration_short;
 
 #[derive(Parser)]
 #[command(
@@ -440,10 +440,7 @@ async fn schedule_command(action: ScheduleAction) -> anyhow::Result<()> {
     match action {
         ScheduleAction::List { server } => {
             let schedules = server.client()?.schedules().await?;
-            print!(
-                "{}",
-                swarm_cli::client::render_schedules(&schedules)
-            );
+            print!("{}", swarm_cli::client::render_schedules(&schedules));
         }
         ScheduleAction::Add {
             name,
@@ -913,10 +910,7 @@ fn run() -> anyhow::Result<()> {
                     ..Default::default()
                 },
             };
-            runtime.block_on(swarm_server::run(
-                serve,
-                swarm_server::shutdown_signal(),
-            ))?;
+            runtime.block_on(swarm_server::run(serve, swarm_server::shutdown_signal()))?;
         }
         Command::Replay {
             objective,

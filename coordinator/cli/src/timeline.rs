@@ -21,4 +21,3 @@ pub fn timeline(events: &[EventRecord]) -> String {
     }
     out
 }
-

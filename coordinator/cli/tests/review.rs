@@ -8,17 +8,17 @@
 
 use std::sync::Arc;
 
-use swarm_testkit::{PATIENCE, reg};
 use futures::FutureExt as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use swarm_agents::{AgentFactory, FnAgent};
-use swarm_server::LocalApi;
 use swarm_coordinator::{StoreConfig, Swarm, SwarmConfig};
 use swarm_protocol::{
     Event, EventRecord, ObjectiveId, ObjectiveStatus, ReviewDecision, TaskOutcome, TaskQuery,
     TaskStatus,
 };
+use swarm_server::LocalApi;
+use swarm_testkit::{PATIENCE, reg};
 use tokio::sync::broadcast::Receiver;
 
 /// The schema of the `draft` task: a name and a list of string tags.

@@ -17,9 +17,9 @@ use serde::Serialize;
 use swarm_agents::model::ApiKey;
 use swarm_protocol::{AgentDescriptor, AgentId, AgentStatus, Health};
 
-use swarm_coordinator::config::AgentConfig;
 use crate::AppState;
 use crate::problem::{JsonBody, PROBLEM_JSON, Problem};
+use swarm_coordinator::config::AgentConfig;
 
 /// One agent: its registration, health and load, how often it was restarted, and what its
 /// plug-in says about itself (a model agent's breaker and limiter).

@@ -26,10 +26,10 @@ use swarm_protocol::{Event, EventRecord, ObjectiveId, SchedulerError};
 use swarm_store::EventStore;
 use tokio::sync::{broadcast, watch};
 
-use swarm_coordinator::Error;
 use crate::AppState;
 use crate::objectives::objective_id;
 use crate::problem::{PROBLEM_JSON, Problem};
+use swarm_coordinator::Error;
 
 /// The objective's events as Server-Sent Events: its history, then live events, ending after
 /// its terminal event.

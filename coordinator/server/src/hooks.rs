@@ -1,8 +1,8 @@
 //! `/v1/hooks`: webhooks.
 //!
 //! `POST /v1/hooks/{name}` is a delivery. Its signature (`X-Swarm-Signature`, see
-//! `swarm_coordinator::triggers::signature`) is its authentication, so the route needs no API token. A delivery whose
-//! signature is missing, wrong or stale is a 401 and creates nothing. The payload is mapped
+//! `swarm_coordinator::triggers::signature`) is its authentication, so the route needs no API
+//! token. A delivery whose signature is missing, wrong or stale is a 401 and creates nothing. The payload is mapped
 //! into the hook's template and submitted under the idempotency key
 //! `hook:<name>:<X-Swarm-Delivery>`, so a delivery sent again creates nothing new.
 //!
@@ -21,10 +21,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use swarm_protocol::{Objective, SchedulerError};
 
-use swarm_coordinator::Error;
-use swarm_coordinator::config::HookConfig;
 use crate::AppState;
 use crate::problem::{JsonBody, PROBLEM_JSON, Problem};
+use swarm_coordinator::Error;
+use swarm_coordinator::config::HookConfig;
 use swarm_coordinator::triggers::HookView;
 use swarm_coordinator::triggers::hooks::{
     DELIVERY_HEADER, MAX_DELIVERY_LEN, check_hook_name, delivery_idempotency_key,

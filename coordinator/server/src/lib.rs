@@ -73,8 +73,8 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use swarm_coordinator::config::AgentConfig;
 use crate::problem::{PROBLEM_JSON, Problem};
+use swarm_coordinator::config::AgentConfig;
 use swarm_coordinator::triggers::{Environment, Hooks};
 use swarm_coordinator::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
 

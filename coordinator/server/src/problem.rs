@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use swarm_protocol::{GraphError, Objective, OutputError, SchedulerError, TaskKey};
 
-use swarm_coordinator::Error;
 use crate::AppState;
+use swarm_coordinator::Error;
 
 /// The media type of every error answer.
 pub const PROBLEM_JSON: &str = "application/problem+json";

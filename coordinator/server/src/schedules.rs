@@ -1,8 +1,8 @@
 //! `/v1/schedules`: cron schedules that submit an objective at each slot.
 //!
 //! Creating, pausing, resuming and deleting a schedule records its event and answers once it
-//! is durable. The schedules are the trigger actor's (`swarm_coordinator::triggers`), and so is the firing
-//! loop (`Swarm::start_schedule_loop`); each handler is one message to it through `Swarm`.
+//! is durable. The schedules are the trigger actor's (`swarm_coordinator::triggers`), and so
+//! is the firing loop (`Swarm::start_schedule_loop`); each handler is one message to it through `Swarm`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use swarm_protocol::schedule::check_schedule_name;
 use swarm_protocol::{ScheduleSpec, SchedulerError};
 
-use swarm_coordinator::Error;
 use crate::AppState;
 use crate::problem::{JsonBody, PROBLEM_JSON, Problem};
+use swarm_coordinator::Error;
 use swarm_coordinator::triggers::ScheduleView;
 
 /// A schedule's name from the path.

@@ -21,7 +21,6 @@ pub fn format_duration_short(d: Duration) -> String {
     }
 }
 
-
 /// A time (ms since the Unix epoch) as `2026-11-25T17:00:00Z`; `-` for none.
 pub fn utc(ms: Option<u64>) -> String {
     ms.and_then(|ms| chrono::DateTime::from_timestamp_millis(i64::try_from(ms).ok()?))

@@ -11,9 +11,9 @@
 //!   and the security headers.
 //!
 //! # Guarantees
-//! - The pages call the same [`swarm_coordinator::Swarm`] methods (and the same query parsing) as the
-//!   `/v1` handlers, and their script acts only through `/v1`: the dashboard computes nothing
-//!   the API does not.
+//! - The pages call the same [`Swarm`](swarm_coordinator::Swarm) methods (and the same query
+//!   parsing) as the `/v1` handlers, and their script acts only through `/v1`: the dashboard
+//!   computes nothing the API does not.
 //! - Every page is an askama template compiled into the binary, and so are the script and the
 //!   style sheet (`include_str!`): no file is read at run time, nothing comes from elsewhere.
 //! - Everything a user or a model wrote is escaped by the templates (askama escapes HTML by
@@ -250,7 +250,11 @@ pub(crate) fn clip(text: &str, max: usize) -> String {
 /// follows the event stream from there, so it misses nothing the page does not show.
 pub(crate) async fn last_seq(state: &AppState) -> Result<u64, Problem> {
     match state.swarm.store() {
-        Some(store) => Ok(store.info().await.map_err(swarm_coordinator::Error::from)?.last_seq),
+        Some(store) => Ok(store
+            .info()
+            .await
+            .map_err(swarm_coordinator::Error::from)?
+            .last_seq),
         None => Ok(0),
     }
 }

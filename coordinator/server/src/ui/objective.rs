@@ -4,7 +4,7 @@
 //!
 //! The page reads `Swarm::objective` and `Swarm::chain`, the calls behind
 //! `GET /v1/objectives/{id}` and `/chain`, and the timeline's wording is the one `swarm
-//! replay` prints (`replay::timeline_entries`). The script follows the objective's event
+//! replay` prints (`crate::text::timeline_entries`). The script follows the objective's event
 //! stream and fetches the live part again (`/ui/objectives/{id}/live`) a moment after an event,
 //! so tasks spawned while it runs appear in the graph.
 

@@ -15,9 +15,9 @@ use futures::{Stream, StreamExt as _};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent, WorkAgent};
-use swarm_server::ApiConfig;
 use swarm_coordinator::{StoreConfig, Swarm, SwarmConfig};
 use swarm_protocol::{Event, EventRecord, FailureKind, ObjectiveId, ObjectiveView, TaskOutcome};
+use swarm_server::ApiConfig;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 

@@ -6,8 +6,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use swarm_agents::sim::{SimConfig, SimServer};
 use swarm_agents::{AgentFactory, EchoAgent};
-use swarm_server::ApiConfig;
 use swarm_protocol::{Event, Health};
+use swarm_server::ApiConfig;
 
 use crate::common::api::*;
 use crate::common::reg;

@@ -4,9 +4,9 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use swarm_coordinator::config::HookConfig;
-use swarm_server::ApiConfig;
 use swarm_coordinator::triggers::{Environment, Hooks};
 use swarm_protocol::Event;
+use swarm_server::ApiConfig;
 
 use crate::common::PATIENCE;
 use crate::common::api::*;

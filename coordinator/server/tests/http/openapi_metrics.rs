@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use swarm_agents::{AgentFactory, FnAgent};
-use swarm_server::ROUTES;
 use swarm_protocol::TaskOutcome;
+use swarm_server::ROUTES;
 
 use crate::common::api::*;
 use crate::common::reg;
