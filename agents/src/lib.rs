@@ -29,6 +29,7 @@ pub mod builtin;
 pub mod clock;
 pub mod context;
 pub mod model;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod sink;
 

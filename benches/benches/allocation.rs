@@ -3,7 +3,7 @@
 //! smaller, repeated). Throughput is in tasks allocated and completed per second.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use swarm_coordinator::bench::{BenchConfig, run};
+use swarm_cli::bench::{BenchConfig, run};
 
 const TASKS: u64 = 20_000;
 

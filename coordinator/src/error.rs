@@ -2,9 +2,9 @@
 //!
 //! This module sits below every other module of the crate and imports none of them: a part
 //! with errors of its own (the triggers' `triggers::Error`) converts them into these variants
-//! with `From`, so `?` works across the crate and the HTTP layer maps one type to problem
-//! answers (`http::problem`). The variants that concern a named thing a request creates or
-//! refers to (a schedule, a hook) say which kind of thing it is with a [`Subject`].
+//! with `From`, so `?` works across the crate and the HTTP layer (`swarm-server`) maps one
+//! type to problem answers. The variants that concern a named thing a request creates or refers
+//! to (a schedule, a hook) say which kind of thing it is with a [`Subject`].
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -100,13 +100,6 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
-    /// A request to a swarm server failed, or the server refused it (the message says which,
-    /// with the server's problem title and detail).
-    #[error("{0}")]
-    Remote(String),
-    /// Input from the command line is not valid (the message names it).
-    #[error("{0}")]
-    Input(String),
     /// The request needs the durable event log, and this swarm runs without one.
     #[error("this swarm keeps no event log (start it with a data directory)")]
     NoStore,

@@ -1,6 +1,6 @@
-//! The swarm coordinator: the actors that turn objectives into tasks and allocate them to
-//! agents, and the library API ([`Swarm`]) that the `swarm` binary, the tests and the benches
-//! drive.
+//! The swarm engine: the actors that turn objectives into tasks and allocate them to agents,
+//! and the library API ([`Swarm`]) that the edges (the `swarm-server` HTTP API and dashboard,
+//! the `swarm-cli` binary), the tests and the benches drive.
 //!
 //! # Layout
 //! - [`coordinator`]: the root of the supervision tree.
@@ -11,25 +11,25 @@
 //!   pruning) over a [`swarm_store::EventStore`].
 //! - [`triggers`]: cron schedules and webhooks, owned by one actor spawned with the swarm.
 //! - [`replay`]: rebuilding objectives from the log (recovery, snapshots, `swarm replay`).
-//! - [`http`]: the HTTP API and the operator dashboard behind `swarm serve`; [`client`]: the client behind `swarm submit`,
-//!   `status`, `agents`, `tasks`, `approve` and `reject`.
 //! - [`config`]: `swarm.toml` (the store, model agents and hooks), as data;
 //!   [`model_agents`]: a model agent built from its configuration.
-//! - [`bench`](mod@bench): the benchmarks behind `swarm bench` (allocation, durable, HTTP submits).
-//! - [`demo`]: the run behind `swarm demo`; [`batch`]: the durable batch run behind `swarm run`.
+//! - [`batch`]: the durable batch run behind `swarm run`.
+//!
+//! The edges live in packages of their own, so this one builds without an HTTP server, a
+//! template engine or a command-line parser (CI checks its dependency tree):
+//! `coordinator/server` (`swarm-server`: the HTTP API and the dashboard behind `swarm serve`,
+//! and the wording of the chain of work), `coordinator/cli` (`swarm-cli`: the `swarm` binary,
+//! its HTTP client, `swarm demo` and `swarm bench`), and `coordinator/testkit` (the tests'
+//! shared harness).
 //!
 //! # Invariants
 //! Only this crate wires the registry to the agents; the `registry` and `agents` crates never
 //! import each other. Slow work never runs inside the scheduler's handler.
 
 pub mod batch;
-pub mod bench;
-pub mod client;
 pub mod config;
 pub mod coordinator;
-pub mod demo;
 pub mod error;
-pub mod http;
 pub mod journal;
 pub mod model_agents;
 pub mod replay;

@@ -5,14 +5,11 @@
 //! restart reads.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{PATIENCE, cap, fast_restarts, finish, key, open, register};
 use serde_json::{Value, json};
 use swarm_agents::{Agent, AgentFactory, FnAgent, WorkAgent};
 use swarm_coordinator::replay::{Replay, fold_after, replay_objective};
@@ -24,6 +21,7 @@ use swarm_protocol::{
     TaskStatus, Usage,
 };
 use swarm_store::{EventStore, SqliteOptions, SqliteStore};
+use swarm_testkit::{PATIENCE, cap, fast_restarts, finish, key, open, register};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 /// Fast agent restarts (as [`open`] has them), so a crash test does not wait.

@@ -4,18 +4,16 @@
 //! counted from the events; tests await events and objectives' ends, never sleeps.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use common::{Events, PATIENCE, cap, finish, key, reg, start};
 use serde_json::json;
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent};
 use swarm_protocol::{
     Event, EventRecord, Objective, ObjectiveId, ObjectiveStatus, TaskId, TaskOutcome, TaskSpec,
 };
+use swarm_testkit::{Events, PATIENCE, cap, finish, key, reg, start};
 use tokio::sync::Semaphore;
 
 /// An agent whose attempts hold their slot until the test adds a permit.

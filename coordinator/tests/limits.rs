@@ -4,15 +4,13 @@
 //! Tests await the objective's end or events, never sleeps.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{PATIENCE, cap, finish, key, reg, start};
 use serde_json::json;
 use swarm_agents::{AgentFactory, FnAgent};
 use swarm_coordinator::{StoreConfig, Swarm, SwarmConfig};
 use swarm_protocol::{Event, Objective, ObjectiveStatus, TaskOutcome, TaskSpec, TaskStatus, Usage};
+use swarm_testkit::{PATIENCE, cap, finish, key, reg, start};
 
 /// Spends 600 input and 500 output tokens per attempt.
 fn spender() -> AgentFactory {

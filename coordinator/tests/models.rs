@@ -13,13 +13,10 @@
 //! every scenario runs in both delivery modes.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{cap, finish, key, start};
 use serde_json::json;
 use swarm_agents::model::provider::Provider;
 use swarm_agents::sim::{Endpoint, SimConfig, SimHandle, SimServer};
@@ -29,6 +26,7 @@ use swarm_protocol::{
     AgentId, Event, FailureKind, Health, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView,
     RetryPolicy, TaskSpec, TaskStatus,
 };
+use swarm_testkit::{cap, finish, key, start};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -152,7 +150,7 @@ async fn run_to_end(swarm: &Swarm, objective: Objective) -> ObjectiveView {
 }
 
 /// The events recorded so far (every one, since the swarm started).
-fn recorded(events: &mut common::Events) -> Vec<Event> {
+fn recorded(events: &mut swarm_testkit::Events) -> Vec<Event> {
     events
         .drain()
         .iter()
@@ -168,7 +166,7 @@ fn is_down(event: &Event, agent: AgentId) -> bool {
 /// path, not with the outcome that caused it), then returns every event recorded so far and
 /// the Down's index among them. Panics, naming `why`, if it never comes.
 async fn log_after_down(
-    events: &mut common::Events,
+    events: &mut swarm_testkit::Events,
     agent: AgentId,
     why: &str,
 ) -> (Vec<Event>, usize) {

@@ -11,13 +11,10 @@
 //! an agent's own signal, never on sleeps.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::{PATIENCE, cap, key, reg};
 use serde_json::{Value, json};
 use swarm_agents::sim::{SimConfig, SimHandle, SimServer};
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent};
@@ -28,6 +25,7 @@ use swarm_protocol::{
     AgentId, Event, EventRecord, Limits, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView,
     SchedulerError, TaskId, TaskOutcome, TaskSpec, TaskStatus,
 };
+use swarm_testkit::{PATIENCE, cap, key, reg};
 use tempfile::TempDir;
 use tokio::sync::mpsc::unbounded_channel;
 

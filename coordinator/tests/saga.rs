@@ -5,11 +5,8 @@
 //! Orders are read from the chain of work; tests await events or the objective's end.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{PATIENCE, cap, key, reg};
 use serde_json::{Value, json};
 use swarm_agents::{AgentFactory, FnAgent};
 use swarm_coordinator::{StoreConfig, Swarm, SwarmConfig};
@@ -17,6 +14,7 @@ use swarm_protocol::{
     Compensation, Event, EventRecord, FailureKind, Objective, ObjectiveId, ObjectiveStatus,
     RetryPolicy, TaskId, TaskOutcome, TaskSpec, TaskStatus,
 };
+use swarm_testkit::{PATIENCE, cap, key, reg};
 use tokio::sync::broadcast::Receiver;
 
 /// `t1 -> t2 -> t3`, each with a compensation on `undo` whose input carries the task's

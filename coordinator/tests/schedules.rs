@@ -2,12 +2,9 @@
 //! finish at once, never, or when the test lets them.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{cap, finish, key, reg, start};
 use serde_json::json;
 use swarm_agents::clock::{Clock, TokioClock};
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent};
@@ -17,6 +14,7 @@ use swarm_protocol::schedule::{CatchUpPolicy, OverlapPolicy};
 use swarm_protocol::{
     Objective, ObjectiveId, ObjectiveStatus, ScheduleSpec, TaskOutcome, TaskSpec,
 };
+use swarm_testkit::{cap, finish, key, reg, start};
 use tokio::sync::Semaphore;
 
 /// A time on a 5-second boundary.

@@ -3,13 +3,10 @@
 //! priorities and cancellation.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{PATIENCE, cap, finish, key, reg, start};
 use serde_json::{Value, json};
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent};
 use swarm_coordinator::Error;
@@ -17,6 +14,7 @@ use swarm_protocol::{
     Event, FailureKind, GraphError, Objective, ObjectiveStatus, RetryPolicy, SchedulerError,
     TaskOutcome, TaskSpec, TaskStatus,
 };
+use swarm_testkit::{PATIENCE, cap, finish, key, reg, start};
 use tokio::sync::Semaphore;
 
 #[tokio::test]
@@ -521,7 +519,7 @@ async fn a_burst_spreads_over_small_agents_and_batches_on_large_ones() {
             .collect();
         Objective::with_tasks("burst", tasks)
     };
-    let agents_of = |events: &common::Events, objective| {
+    let agents_of = |events: &swarm_testkit::Events, objective| {
         events
             .seen
             .iter()

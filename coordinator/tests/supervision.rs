@@ -2,16 +2,14 @@
 //! lost; an agent that keeps crashing is marked down and its work moves to another agent.
 #![allow(missing_docs, clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{PATIENCE, cap, finish, key, reg, start};
 use serde_json::json;
 use swarm_agents::{AgentFactory, FnAgent};
 use swarm_protocol::{Event, Health, Objective, ObjectiveStatus, TaskOutcome, TaskSpec};
+use swarm_testkit::{PATIENCE, cap, finish, key, reg, start};
 use tokio::sync::Semaphore;
 
 #[tokio::test]

@@ -1,0 +1,587 @@
+//! The command-line client: `swarm submit`, `status`, `agents`, `tasks`, `approve`, `reject`,
+//! `schedules` and `hooks` talk to a running `swarm serve` over HTTP (`--server`, `SWARM_SERVER`; the bearer token
+//! from `SWARM_API_TOKEN`, never printed).
+//!
+//! `submit --watch` follows the objective's server-sent events with a live progress view (tasks
+//! done of total, running, in review, per-agent activity) until it ends, then prints the
+//! result.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use eventsource_stream::Eventsource as _;
+use futures::StreamExt as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use swarm_protocol::{Event, EventRecord, Objective, ObjectiveId};
+
+use swarm_server::text::utc;
+
+use crate::Error;
+
+/// A client of one server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| Error::Remote(format!("HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends a request and reads a JSON answer; a problem+json answer becomes an error with its
+    /// title and detail.
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Value, Error> {
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::Remote(format!("cannot reach the server at {}: {e}", self.base)))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| Error::Remote(format!("reading the server's answer: {e}")))?;
+        if status.is_success() {
+            if text.trim().is_empty() {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_str(&text)
+                .map_err(|e| Error::Remote(format!("the server's answer is not JSON: {e}")));
+        }
+        Err(Error::Remote(problem_text(status, &text)))
+    }
+
+    /// Submits an objective; returns its id.
+    pub async fn submit(
+        &self,
+        objective: &Objective,
+        idempotency_key: Option<&str>,
+    ) -> Result<ObjectiveId, Error> {
+        let mut request = self.request(Method::POST, "/v1/objectives").json(objective);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let answer = self.call(request).await?;
+        answer
+            .get("id")
+            .and_then(Value::as_str)
+            .and_then(|id| id.parse().ok())
+            .ok_or_else(|| {
+                Error::Remote(format!("the server's answer has no objective id: {answer}"))
+            })
+    }
+
+    /// An objective's state.
+    pub async fn objective(&self, id: ObjectiveId) -> Result<Value, Error> {
+        self.call(self.request(Method::GET, &format!("/v1/objectives/{id}")))
+            .await
+    }
+
+    /// The agents.
+    pub async fn agents(&self) -> Result<Value, Error> {
+        self.call(self.request(Method::GET, "/v1/agents")).await
+    }
+
+    /// Tasks in review: the first page of up to `limit` (at most 500), as `{tasks, next,
+    /// total}`.
+    pub async fn review_queue(&self, limit: usize) -> Result<Value, Error> {
+        self.call(self.request(
+            Method::GET,
+            &format!("/v1/tasks?status=review&limit={limit}"),
+        ))
+        .await
+    }
+
+    /// Approves a task in review (optionally with edited output).
+    pub async fn approve(&self, task: &str, output: Option<Value>) -> Result<Value, Error> {
+        let body = match output {
+            Some(output) => json!({ "output": output }),
+            None => json!({}),
+        };
+        self.call(
+            self.request(Method::POST, &format!("/v1/tasks/{task}/approve"))
+                .json(&body),
+        )
+        .await
+    }
+
+    /// Rejects a task in review.
+    pub async fn reject(&self, task: &str, reason: &str) -> Result<Value, Error> {
+        self.call(
+            self.request(Method::POST, &format!("/v1/tasks/{task}/reject"))
+                .json(&json!({ "reason": reason })),
+        )
+        .await
+    }
+
+    /// Posts an event (`{key, payload, ttl?}`) for `wait` tasks; returns it as received.
+    pub async fn post_event(
+        &self,
+        body: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, Error> {
+        let mut request = self.request(Method::POST, "/v1/events").json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        self.call(request).await
+    }
+
+    /// The events kept because no task consumed them yet.
+    pub async fn pending_events(&self) -> Result<Value, Error> {
+        self.call(self.request(Method::GET, "/v1/events/pending"))
+            .await
+    }
+
+    /// The schedules, with their next fire times and recent fires.
+    pub async fn schedules(&self) -> Result<Value, Error> {
+        self.call(self.request(Method::GET, "/v1/schedules")).await
+    }
+
+    /// Creates a schedule; returns it as the server shows it.
+    pub async fn create_schedule(
+        &self,
+        spec: &swarm_protocol::ScheduleSpec,
+    ) -> Result<Value, Error> {
+        self.call(self.request(Method::POST, "/v1/schedules").json(spec))
+            .await
+    }
+
+    /// Pauses (`paused`) or resumes a schedule.
+    pub async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<Value, Error> {
+        let action = if paused { "pause" } else { "resume" };
+        self.call(self.request(
+            Method::POST,
+            &format!("/v1/schedules/{}/{action}", path_segment(name)),
+        ))
+        .await
+    }
+
+    /// Deletes a schedule.
+    pub async fn delete_schedule(&self, name: &str) -> Result<(), Error> {
+        self.call(self.request(
+            Method::DELETE,
+            &format!("/v1/schedules/{}", path_segment(name)),
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    /// The hooks served, by name (each with its secret's variable, never the secret).
+    pub async fn hooks(&self) -> Result<Value, Error> {
+        self.call(self.request(Method::GET, "/v1/hooks")).await
+    }
+
+    /// Declares a hook; returns it as the server shows it. The server reads the secret from
+    /// its own environment variable `secret_env`.
+    pub async fn declare_hook(
+        &self,
+        hook: &swarm_coordinator::config::HookConfig,
+    ) -> Result<Value, Error> {
+        self.call(self.request(Method::POST, "/v1/hooks").json(hook))
+            .await
+    }
+
+    /// Deletes a hook declared through the API.
+    pub async fn delete_hook(&self, name: &str) -> Result<(), Error> {
+        self.call(self.request(Method::DELETE, &format!("/v1/hooks/{}", path_segment(name))))
+            .await
+            .map(|_| ())
+    }
+
+    /// Follows an objective's events until it ends, showing progress; returns its final state.
+    pub async fn watch(&self, id: ObjectiveId, show: bool) -> Result<Value, Error> {
+        let response = self
+            .request(Method::GET, &format!("/v1/objectives/{id}/events"))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| Error::Remote(format!("cannot reach the server at {}: {e}", self.base)))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(Error::Remote(problem_text(status, &text)));
+        }
+        let bar = if show {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} tasks {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let mut progress = Progress::default();
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| Error::Remote(format!("the event stream broke: {e}")))?;
+            let Ok(record) = serde_json::from_str::<EventRecord>(&event.data) else {
+                continue;
+            };
+            let ended = progress.apply(&record.event);
+            bar.set_length(progress.total as u64);
+            bar.set_position(progress.done as u64);
+            bar.set_message(progress.line());
+            if ended {
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        self.objective(id).await
+    }
+}
+
+/// What the progress view counts.
+#[derive(Debug, Default)]
+struct Progress {
+    total: usize,
+    done: usize,
+    running: BTreeSet<u64>,
+    review: BTreeSet<u64>,
+    by_agent: BTreeMap<String, usize>,
+    running_on: BTreeMap<u64, String>,
+}
+
+impl Progress {
+    /// Folds one event in; true when the objective ended.
+    fn apply(&mut self, event: &Event) -> bool {
+        match event {
+            Event::ObjectiveSubmitted { spec, .. } => self.total += spec.tasks.len(),
+            Event::TasksSpawned { tasks, .. } => self.total += tasks.len(),
+            Event::PlanRequested { .. } => self.total += 1,
+            Event::PlanRejected { task, .. } => self.settle(task.0),
+            Event::CompensationStarted { compensates, .. } => self.total += compensates.len(),
+            Event::TaskStarted { task, agent, .. } => {
+                self.running.insert(task.0);
+                self.running_on.insert(task.0, agent.to_string());
+                *self.by_agent.entry(agent.to_string()).or_default() += 1;
+            }
+            Event::TaskSucceeded { task, .. } | Event::TaskApproved { task, .. } => {
+                self.settle(task.0);
+                self.review.remove(&task.0);
+                self.done += 1;
+            }
+            Event::TaskFailed { task, .. }
+            | Event::AttemptLost { task, .. }
+            | Event::TaskCancelled { task, .. } => self.settle(task.0),
+            Event::TaskInReview { task, .. } => {
+                self.settle(task.0);
+                self.review.insert(task.0);
+            }
+            Event::ObjectiveSucceeded { .. }
+            | Event::ObjectiveFailed { .. }
+            | Event::ObjectiveCancelled { .. } => return true,
+            _ => {}
+        }
+        false
+    }
+
+    fn settle(&mut self, task: u64) {
+        self.running.remove(&task);
+        if let Some(agent) = self.running_on.remove(&task)
+            && let Some(n) = self.by_agent.get_mut(&agent)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn line(&self) -> String {
+        let agents: Vec<String> = self
+            .by_agent
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(agent, n)| format!("{agent}×{n}"))
+            .collect();
+        format!(
+            "| {} running, {} in review | {}",
+            self.running.len(),
+            self.review.len(),
+            agents.join(" ")
+        )
+    }
+}
+
+/// `title: detail` of a problem+json answer, or the status and body.
+fn problem_text(status: StatusCode, body: &str) -> String {
+    match serde_json::from_str::<Value>(body) {
+        Ok(problem) if problem.get("title").is_some() => {
+            let title = problem.get("title").and_then(Value::as_str).unwrap_or("");
+            match problem.get("detail").and_then(Value::as_str) {
+                Some(detail) => format!("{status}: {title}: {detail}"),
+                None => format!("{status}: {title}"),
+            }
+        }
+        _ => format!("{status}: {}", body.trim()),
+    }
+}
+
+/// The objective `swarm submit` sends: the goal, and the graph file's tasks (the file holds an
+/// objective, or a list of tasks).
+pub fn objective_from(goal: &str, graph: Option<&str>) -> Result<Objective, Error> {
+    let Some(text) = graph else {
+        return Ok(Objective::with_tasks(goal, Vec::new()));
+    };
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Error::Input(format!("graph file: {e}")))?;
+    if value.is_array() {
+        let tasks = serde_json::from_value(value)
+            .map_err(|e| Error::Input(format!("graph file (a list of tasks): {e}")))?;
+        return Ok(Objective::with_tasks(goal, tasks));
+    }
+    let mut objective: Objective = serde_json::from_value(value)
+        .map_err(|e| Error::Input(format!("graph file (an objective): {e}")))?;
+    if !goal.is_empty() {
+        objective.goal = goal.to_owned();
+    }
+    Ok(objective)
+}
+
+/// One task of the review queue as lines of text: the task, why it is in review, its output,
+/// and where the output does not match its schema (one line per error, with its path).
+pub fn render_review_item(item: &Value) -> String {
+    let task = &item["task"];
+    let mut out = format!(
+        "{} `{}` of {} ({}): {}\n    output: {}\n",
+        task["id"].as_str().unwrap_or("?"),
+        task["key"].as_str().unwrap_or("?"),
+        item["objective"].as_str().unwrap_or("?"),
+        item["goal"].as_str().unwrap_or(""),
+        task["error"].as_str().unwrap_or(""),
+        task.get("output")
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    );
+    for error in task
+        .get("review_errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let path = error.get("path").and_then(Value::as_str).unwrap_or("");
+        out.push_str(&format!(
+            "    at {}: {}\n",
+            if path.is_empty() {
+                "(the whole output)"
+            } else {
+                path
+            },
+            error.get("message").and_then(Value::as_str).unwrap_or("")
+        ));
+    }
+    out
+}
+
+/// A schedule name as a path segment: names are `A-Z a-z 0-9 _ - .`, anything else is
+/// escaped so the server answers with a clear 400 rather than another route.
+fn path_segment(name: &str) -> String {
+    name.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One line per schedule of a `GET /v1/schedules` answer: name, cron expression and time
+/// zone, state, next fire time and latest fire (times in UTC).
+pub fn render_schedules(schedules: &Value) -> String {
+    let time = utc;
+    let mut out = String::new();
+    for schedule in schedules.as_array().into_iter().flatten() {
+        let text = |k: &str| schedule.get(k).and_then(Value::as_str).unwrap_or("?");
+        let paused = schedule.get("paused").and_then(Value::as_bool) == Some(true);
+        let next = schedule
+            .get("next_fires_ms")
+            .and_then(|n| n.get(0))
+            .and_then(Value::as_u64);
+        let last = schedule.get("recent_fires").and_then(|f| f.get(0));
+        let last = last.map_or_else(
+            || "never fired".to_owned(),
+            |f| {
+                format!(
+                    "last {} -> {}",
+                    time(f.get("slot_ms").and_then(Value::as_u64)),
+                    f.get("objective").and_then(Value::as_str).unwrap_or("?")
+                )
+            },
+        );
+        out.push_str(&format!(
+            "{}  \"{}\" {}  {}  next {}  {}\n",
+            text("name"),
+            text("cron"),
+            text("time_zone"),
+            if paused { "paused" } else { "active" },
+            time(next),
+            last
+        ));
+        if let Some(failure) = schedule.get("last_failure") {
+            out.push_str(&format!(
+                "    failed {}: {}\n",
+                time(failure.get("slot_ms").and_then(Value::as_u64)),
+                failure.get("reason").and_then(Value::as_str).unwrap_or("?")
+            ));
+        }
+    }
+    out
+}
+
+/// `GET /v1/hooks` as lines of text: name, where it was declared, the secret's variable, the
+/// tolerance, and the delivery route.
+pub fn render_hooks(hooks: &Value) -> String {
+    let mut out = String::new();
+    for hook in hooks.as_array().into_iter().flatten() {
+        let text = |k: &str| hook.get(k).and_then(Value::as_str).unwrap_or("?");
+        out.push_str(&format!(
+            "{}  {}  secret from ${}  tolerance {}  POST /v1/hooks/{}\n",
+            text("name"),
+            text("source"),
+            text("secret_env"),
+            text("tolerance"),
+            text("name"),
+        ));
+    }
+    out
+}
+
+/// A hook's template from `--template`: JSON text (starting with `{`), or the name of a file
+/// holding it.
+pub fn template_from(arg: &str) -> Result<Value, Error> {
+    let (text, from) = if arg.trim_start().starts_with('{') {
+        (arg.to_owned(), "--template".to_owned())
+    } else {
+        let text = std::fs::read_to_string(arg)
+            .map_err(|e| Error::Input(format!("--template: reading {arg}: {e}")))?;
+        (text, format!("--template {arg}"))
+    };
+    serde_json::from_str(&text).map_err(|e| Error::Input(format!("{from}: not JSON: {e}")))
+}
+
+/// The final state as lines of text.
+pub fn render(objective: &Value) -> String {
+    let mut out = format!(
+        "objective {} {}\n",
+        objective.get("id").and_then(Value::as_str).unwrap_or("?"),
+        objective
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+    );
+    if let Some(failure) = objective.get("failure").and_then(Value::as_str) {
+        out.push_str(&format!("  failure: {failure}\n"));
+    }
+    for task in objective
+        .get("tasks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let text = |k: &str| {
+            task.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let output = task
+            .get("output")
+            .map(|o| match o {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .unwrap_or_else(|| "-".into());
+        out.push_str(&format!(
+            "  {:<20} {:<10} attempts={} {}\n",
+            text("key"),
+            text("status"),
+            task.get("attempts").and_then(Value::as_u64).unwrap_or(0),
+            output
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn graph_files_hold_an_objective_or_a_task_list() {
+        let list = r#"[{"id": "a", "capability": "x"}]"#;
+        let o = objective_from("g", Some(list)).unwrap();
+        assert_eq!((o.goal.as_str(), o.tasks.len()), ("g", 1));
+        let whole =
+            r#"{"goal": "inner", "tasks": [{"id": "a", "capability": "x"}], "priority": 3}"#;
+        let o = objective_from("", Some(whole)).unwrap();
+        assert_eq!((o.goal.as_str(), o.priority), ("inner", 3));
+        let err = objective_from("g", Some(r#"[{"id": "a"}]"#))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("capability"), "{err}");
+    }
+
+    #[test]
+    fn review_items_list_each_schema_error_with_its_path() {
+        let item = json!({
+            "objective": "0190",
+            "goal": "g",
+            "task": {"id": "T3", "key": "a", "error": "the output does not match", "output": {"n": "x"},
+                "review_errors": [
+                    {"path": "/n", "message": "\"x\" is not of type \"integer\""},
+                    {"path": "", "message": "\"m\" is a required property"}
+                ]},
+        });
+        let text = render_review_item(&item);
+        assert!(
+            text.starts_with("T3 `a` of 0190 (g): the output does not match\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    at /n: \"x\" is not of type \"integer\"\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    at (the whole output): \"m\" is a required"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn problems_read_as_title_and_detail() {
+        let text = problem_text(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            r#"{"type": "about:blank", "title": "graph rejected", "status": 422, "detail": "cycle: a, b"}"#,
+        );
+        assert_eq!(
+            text,
+            "422 Unprocessable Entity: graph rejected: cycle: a, b"
+        );
+    }
+}

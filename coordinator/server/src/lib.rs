@@ -1,0 +1,865 @@
+//! The HTTP API behind `swarm serve`: routes under `/v1` over a running [`Swarm`] (from the
+//! `swarm-coordinator` engine), and the operator dashboard at `/` and under `/ui/`. The
+//! dashboard's templates (`templates/`) and its script and style sheet (`assets/`) sit beside
+//! this crate's `src/` and are compiled in.
+//!
+//! # Layout
+//! - [`ROUTES`]: every route the router declares, in one list; the router is built from it
+//!   and the auth test walks it, so a route cannot be added without being covered.
+//! - `objectives`, `events` (Server-Sent Events), `tasks`, `agents`, `schedules`, `hooks`:
+//!   the handlers.
+//! - `metrics`: `GET /metrics`, gathered from the scheduler and registry at scrape time.
+//! - `openapi`: `GET /openapi.json`, the OpenAPI 3.1 document generated from the handlers'
+//!   `#[utoipa::path]` annotations and the body types' schemas; a test checks that it
+//!   documents every route of [`ROUTES`].
+//! - [`problem`]: every error answer as `application/problem+json`, and the JSON body
+//!   extractor that names the field at fault.
+//! - `auth`: who may call a route (the bearer token, or the dashboard's session cookie with
+//!   its CSRF token), and no state-changing request from another site.
+//! - `ui`: the operator dashboard (`/` and `/ui/...`): server-rendered pages over the same
+//!   `Swarm` calls the handlers make, one script for live updates, every asset in the binary.
+//! - [`text`]: the chain of work as timeline entries, durations and times, in the words the
+//!   dashboard and the `swarm` CLI share.
+//!
+//! # Guarantees
+//! - `POST /v1/objectives` answers 202 only once the objective is durable (`Swarm::submit`
+//!   returns after its `ObjectiveSubmitted` is committed). A repeat under the same
+//!   `Idempotency-Key` with the same body gets the same answer (202, same id); with another
+//!   body, 409.
+//! - With a token configured, every route but the public ones (`/healthz`, `/readyz`, the
+//!   login page and the dashboard's static files) needs `Authorization: Bearer <token>`,
+//!   compared in constant time, or the dashboard's session cookie (plus its CSRF token for a
+//!   state-changing request). The token is never logged.
+//! - No panic escapes a handler: it is caught and answered as a 500 problem.
+//! - Request bodies are limited (1 MiB by default, 413 past it) and so is the time to a
+//!   response (30 s by default; the body of an event stream is not limited).
+
+mod agents;
+mod auth;
+mod event_posts;
+mod events;
+mod hooks;
+mod metrics;
+mod objectives;
+mod openapi;
+pub mod problem;
+mod schedules;
+mod tasks;
+pub mod text;
+mod ui;
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, on};
+use axum::serve::ListenerExt as _;
+use swarm_agents::{AgentFactory, EchoAgent, WorkAgent};
+use swarm_protocol::{AgentDescriptor, Capability};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::problem::{PROBLEM_JSON, Problem};
+use swarm_coordinator::config::AgentConfig;
+use swarm_coordinator::triggers::{Environment, Hooks};
+use swarm_coordinator::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
+
+/// How long [`Api::serve`] waits, after the last connection closed, for requests to let go
+/// of the swarm.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a route does; each maps to its handler in the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /healthz`.
+    Healthz,
+    /// `GET /readyz`.
+    Readyz,
+    /// `GET /metrics` (Prometheus text).
+    Metrics,
+    /// `GET /openapi.json`: the API's OpenAPI document.
+    OpenApi,
+    /// `POST /v1/objectives`.
+    SubmitObjective,
+    /// `GET /v1/objectives?status=&limit=&after=`.
+    ListObjectives,
+    /// `GET /v1/objectives/{id}`.
+    GetObjective,
+    /// `GET /v1/objectives/{id}/chain`.
+    Chain,
+    /// `GET /v1/objectives/{id}/events`.
+    Events,
+    /// `POST /v1/objectives/{id}/cancel`.
+    Cancel,
+    /// `GET /v1/events`: every event of the swarm.
+    SwarmEvents,
+    /// `POST /v1/events`: an event from outside, for `wait` tasks.
+    PostEvent,
+    /// `GET /v1/events/pending`: the posted events no task consumed yet.
+    PendingEvents,
+    /// `GET /v1/tasks?status=&objective=&capability=&agent=&order=&limit=&after=`.
+    ListTasks,
+    /// `POST /v1/tasks/{id}/approve`.
+    Approve,
+    /// `POST /v1/tasks/{id}/reject`.
+    Reject,
+    /// `POST /v1/tasks/{id}/retry`.
+    Retry,
+    /// `GET /v1/agents`.
+    Agents,
+    /// `POST /v1/agents`.
+    RegisterAgent,
+    /// `DELETE /v1/agents/{id}`.
+    DeregisterAgent,
+    /// `POST /v1/schedules`.
+    CreateSchedule,
+    /// `GET /v1/schedules`.
+    Schedules,
+    /// `DELETE /v1/schedules/{name}`.
+    DeleteSchedule,
+    /// `POST /v1/schedules/{name}/pause`.
+    PauseSchedule,
+    /// `POST /v1/schedules/{name}/resume`.
+    ResumeSchedule,
+    /// `POST /v1/hooks/{name}`: a webhook delivery (its signature is its authentication).
+    Hook,
+    /// `POST /v1/hooks`: declares a webhook.
+    DeclareHook,
+    /// `GET /v1/hooks`.
+    Hooks,
+    /// `DELETE /v1/hooks/{name}`.
+    DeleteHook,
+    /// `GET /`: the dashboard (a redirect to the board).
+    UiRoot,
+    /// `GET /ui/`: the board.
+    UiBoard,
+    /// `GET /ui/board/columns`: the board's columns (or one column's next page), for its
+    /// script.
+    UiBoardColumns,
+    /// `GET /ui/objectives/{id}`: one objective's page.
+    UiObjective,
+    /// `GET /ui/objectives/{id}/live`: the live part of an objective's page.
+    UiObjectiveLive,
+    /// `GET /ui/agents`: the agents page.
+    UiAgents,
+    /// `GET /ui/agents/live`: the agents table.
+    UiAgentsLive,
+    /// `GET /ui/review`: the review queue.
+    UiReview,
+    /// `GET /ui/review/live`: the review queue's items.
+    UiReviewLive,
+    /// `GET /ui/schedules`: the schedules page.
+    UiSchedules,
+    /// `GET /ui/schedules/live`: the list of schedules.
+    UiSchedulesLive,
+    /// `GET /ui/submit`: the submit form.
+    UiSubmit,
+    /// `GET /ui/login`: the login form.
+    UiLoginPage,
+    /// `POST /ui/login`: the token, given once for a session cookie.
+    UiLogin,
+    /// `POST /ui/logout`: ends the session.
+    UiLogout,
+    /// `GET /ui/static/app.js`: the dashboard's script.
+    UiScript,
+    /// `GET /ui/static/app.css`: the dashboard's style sheet.
+    UiStyle,
+}
+
+/// One route of the API.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The method.
+    pub method: Method,
+    /// The path, with parameters written `{name}`.
+    pub path: &'static str,
+    /// What it does.
+    pub endpoint: Endpoint,
+}
+
+impl Route {
+    /// True for the routes answered without a token: the probes, the login page and the
+    /// dashboard's static files (which hold nothing secret, and the login page needs them),
+    /// and webhook deliveries, which a sender signs with the hook's secret instead.
+    pub fn is_public(&self) -> bool {
+        matches!(
+            self.endpoint,
+            Endpoint::Healthz
+                | Endpoint::Readyz
+                | Endpoint::UiLoginPage
+                | Endpoint::UiLogin
+                | Endpoint::UiScript
+                | Endpoint::UiStyle
+                | Endpoint::Hook
+        )
+    }
+
+    /// True for the dashboard's routes (`/` and `/ui/...`): HTML for people, not part of the
+    /// API, so the OpenAPI document leaves them out (the test that checks the document
+    /// covers every other route).
+    pub fn is_ui(&self) -> bool {
+        self.path == "/" || self.path.starts_with("/ui/")
+    }
+}
+
+const fn route(method: Method, path: &'static str, endpoint: Endpoint) -> Route {
+    Route {
+        method,
+        path,
+        endpoint,
+    }
+}
+
+/// Every route of the API. The router is built from this list and nothing else.
+pub const ROUTES: &[Route] = &[
+    route(Method::GET, "/healthz", Endpoint::Healthz),
+    route(Method::GET, "/readyz", Endpoint::Readyz),
+    route(Method::GET, "/metrics", Endpoint::Metrics),
+    route(Method::GET, "/openapi.json", Endpoint::OpenApi),
+    route(Method::POST, "/v1/objectives", Endpoint::SubmitObjective),
+    route(Method::GET, "/v1/objectives", Endpoint::ListObjectives),
+    route(Method::GET, "/v1/objectives/{id}", Endpoint::GetObjective),
+    route(Method::GET, "/v1/objectives/{id}/chain", Endpoint::Chain),
+    route(Method::GET, "/v1/objectives/{id}/events", Endpoint::Events),
+    route(Method::POST, "/v1/objectives/{id}/cancel", Endpoint::Cancel),
+    route(Method::GET, "/v1/events", Endpoint::SwarmEvents),
+    route(Method::POST, "/v1/events", Endpoint::PostEvent),
+    route(Method::GET, "/v1/events/pending", Endpoint::PendingEvents),
+    route(Method::GET, "/v1/tasks", Endpoint::ListTasks),
+    route(Method::POST, "/v1/tasks/{id}/approve", Endpoint::Approve),
+    route(Method::POST, "/v1/tasks/{id}/reject", Endpoint::Reject),
+    route(Method::POST, "/v1/tasks/{id}/retry", Endpoint::Retry),
+    route(Method::GET, "/v1/agents", Endpoint::Agents),
+    route(Method::POST, "/v1/agents", Endpoint::RegisterAgent),
+    route(Method::DELETE, "/v1/agents/{id}", Endpoint::DeregisterAgent),
+    route(Method::POST, "/v1/schedules", Endpoint::CreateSchedule),
+    route(Method::POST, "/v1/hooks/{name}", Endpoint::Hook),
+    route(Method::POST, "/v1/hooks", Endpoint::DeclareHook),
+    route(Method::GET, "/v1/hooks", Endpoint::Hooks),
+    route(Method::DELETE, "/v1/hooks/{name}", Endpoint::DeleteHook),
+    route(Method::GET, "/v1/schedules", Endpoint::Schedules),
+    route(
+        Method::DELETE,
+        "/v1/schedules/{name}",
+        Endpoint::DeleteSchedule,
+    ),
+    route(
+        Method::POST,
+        "/v1/schedules/{name}/pause",
+        Endpoint::PauseSchedule,
+    ),
+    route(
+        Method::POST,
+        "/v1/schedules/{name}/resume",
+        Endpoint::ResumeSchedule,
+    ),
+    route(Method::GET, "/", Endpoint::UiRoot),
+    route(Method::GET, "/ui/", Endpoint::UiBoard),
+    route(Method::GET, "/ui/board/columns", Endpoint::UiBoardColumns),
+    route(Method::GET, "/ui/objectives/{id}", Endpoint::UiObjective),
+    route(
+        Method::GET,
+        "/ui/objectives/{id}/live",
+        Endpoint::UiObjectiveLive,
+    ),
+    route(Method::GET, "/ui/agents", Endpoint::UiAgents),
+    route(Method::GET, "/ui/agents/live", Endpoint::UiAgentsLive),
+    route(Method::GET, "/ui/review", Endpoint::UiReview),
+    route(Method::GET, "/ui/review/live", Endpoint::UiReviewLive),
+    route(Method::GET, "/ui/schedules", Endpoint::UiSchedules),
+    route(Method::GET, "/ui/schedules/live", Endpoint::UiSchedulesLive),
+    route(Method::GET, "/ui/submit", Endpoint::UiSubmit),
+    route(Method::GET, "/ui/login", Endpoint::UiLoginPage),
+    route(Method::POST, "/ui/login", Endpoint::UiLogin),
+    route(Method::POST, "/ui/logout", Endpoint::UiLogout),
+    route(Method::GET, "/ui/static/app.js", Endpoint::UiScript),
+    route(Method::GET, "/ui/static/app.css", Endpoint::UiStyle),
+];
+
+impl Endpoint {
+    fn handler(self, method: Method) -> MethodRouter<AppState> {
+        // Every method in `ROUTES` is a standard one, which always converts; the auth test
+        // calls each route with its method, so a mistake here would fail it.
+        let filter = axum::routing::MethodFilter::try_from(method)
+            .unwrap_or(axum::routing::MethodFilter::GET);
+        match self {
+            Self::Healthz => on(filter, healthz),
+            Self::Readyz => on(filter, readyz),
+            Self::Metrics => on(filter, metrics::scrape),
+            Self::OpenApi => on(filter, openapi::document),
+            Self::SubmitObjective => on(filter, objectives::submit),
+            Self::ListObjectives => on(filter, objectives::list),
+            Self::GetObjective => on(filter, objectives::get),
+            Self::Chain => on(filter, objectives::chain),
+            Self::Events => on(filter, events::stream),
+            Self::Cancel => on(filter, objectives::cancel),
+            Self::SwarmEvents => on(filter, events::stream_all),
+            Self::PostEvent => on(filter, event_posts::post),
+            Self::PendingEvents => on(filter, event_posts::pending),
+            Self::ListTasks => on(filter, tasks::list),
+            Self::Approve => on(filter, tasks::approve),
+            Self::Reject => on(filter, tasks::reject),
+            Self::Retry => on(filter, tasks::retry),
+            Self::Agents => on(filter, agents::list),
+            Self::RegisterAgent => on(filter, agents::register),
+            Self::DeregisterAgent => on(filter, agents::deregister),
+            Self::CreateSchedule => on(filter, schedules::create),
+            Self::Hook => on(filter, hooks::receive),
+            Self::DeclareHook => on(filter, hooks::declare),
+            Self::Hooks => on(filter, hooks::list),
+            Self::DeleteHook => on(filter, hooks::delete),
+            Self::Schedules => on(filter, schedules::list),
+            Self::DeleteSchedule => on(filter, schedules::delete),
+            Self::PauseSchedule => on(filter, schedules::pause),
+            Self::ResumeSchedule => on(filter, schedules::resume),
+            Self::UiRoot => on(filter, ui::root),
+            Self::UiBoard => on(filter, ui::board::page),
+            Self::UiBoardColumns => on(filter, ui::board::columns_fragment),
+            Self::UiObjective => on(filter, ui::objective::page),
+            Self::UiObjectiveLive => on(filter, ui::objective::live),
+            Self::UiAgents => on(filter, ui::agents::page),
+            Self::UiAgentsLive => on(filter, ui::agents::live),
+            Self::UiReview => on(filter, ui::review::page),
+            Self::UiReviewLive => on(filter, ui::review::live),
+            Self::UiSchedules => on(filter, ui::schedules::page),
+            Self::UiSchedulesLive => on(filter, ui::schedules::live),
+            Self::UiSubmit => on(filter, ui::submit_page),
+            Self::UiLoginPage => on(filter, ui::login_page),
+            Self::UiLogin => on(filter, ui::login),
+            Self::UiLogout => on(filter, ui::logout),
+            Self::UiScript => on(filter, ui::script),
+            Self::UiStyle => on(filter, ui::style),
+        }
+    }
+}
+
+/// How the API behaves.
+#[derive(Clone)]
+pub struct ApiConfig {
+    /// The bearer token every non-probe route requires (none: no auth).
+    pub token: Option<String>,
+    /// The largest request body accepted.
+    pub body_limit_bytes: usize,
+    /// The longest a request may take until its response starts.
+    pub request_timeout: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            token: None,
+            body_limit_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl std::fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token never appears in logs or panics.
+        f.debug_struct("ApiConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("body_limit_bytes", &self.body_limit_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
+/// What every handler sees: one `Arc`, because axum clones the state for every request.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The state behind [`AppState`].
+pub struct Shared {
+    swarm: Arc<Swarm>,
+    config: ApiConfig,
+    /// Signs and checks the dashboard's session cookies (with a token configured).
+    sessions: Option<ui::session::Sessions>,
+    /// Turns `true` when the server shuts down, which ends every event stream.
+    shutdown: watch::Receiver<bool>,
+    /// Never sent on: it closes when the last clone of the state is dropped, which
+    /// [`Api::serve`] waits for, so that its caller holds the only `Arc<Swarm>` again.
+    _in_use: mpsc::Sender<()>,
+}
+
+/// Request ids for requests that bring none: a random prefix drawn once per server and a
+/// counter (`3f9c2a71e04b5d18-42`). Unique like a UUID per request, without a call into the
+/// OS's random source on every request.
+#[derive(Clone)]
+struct RequestIds {
+    prefix: Arc<str>,
+    next: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        Self {
+            prefix: format!("{:016x}", fastrand::u64(..)).into(),
+            next: Arc::default(),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{}-{n}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// The API over one swarm.
+pub struct Api {
+    state: AppState,
+    shutdown: watch::Sender<bool>,
+    released: mpsc::Receiver<()>,
+}
+
+impl Api {
+    /// The API over `swarm`.
+    pub fn new(swarm: Arc<Swarm>, config: ApiConfig) -> Self {
+        let (shutdown, receiver) = watch::channel(false);
+        let (in_use, released) = mpsc::channel(1);
+        Self {
+            state: AppState(Arc::new(Shared {
+                swarm,
+                sessions: config.token.as_deref().map(ui::session::Sessions::new),
+                config,
+                shutdown: receiver,
+                _in_use: in_use,
+            })),
+            shutdown,
+            released,
+        }
+    }
+
+    /// The router, with its middleware (request ids, tracing, panics, timeouts, body limit,
+    /// auth, problem answers for bodiless errors).
+    pub fn router(&self) -> Router {
+        let state = self.state.clone();
+        let config = &state.config;
+        let mut router = Router::new();
+        for route in ROUTES {
+            router = router.route(route.path, route.endpoint.handler(route.method.clone()));
+        }
+        router
+            .fallback(no_route)
+            .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+            .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_token,
+            ))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                config.request_timeout,
+            ))
+            .layer(CatchPanicLayer::custom(panic_problem))
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                bodiless_errors,
+            ))
+            .layer(middleware::from_fn(ui::security_headers))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(TraceLayer::new_for_http())
+            .layer(SetRequestIdLayer::x_request_id(RequestIds::new()))
+            .with_state(state)
+    }
+
+    /// Serves the API on `listener` until `shutdown` resolves, then stops accepting, ends the
+    /// event streams and waits for the requests in progress. When it returns, the server
+    /// holds no handle to the swarm any more (so the caller can shut it down).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let router = self.router();
+        let Self {
+            state,
+            shutdown: stop,
+            mut released,
+        } = self;
+        drop(state);
+        // Answers are small and written whole; don't let Nagle hold them back.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(%err, "TCP_NODELAY not set");
+            }
+        });
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                stop.send_replace(true);
+            })
+            .await;
+        // Connection tasks drop their clone of the router just after the graceful shutdown
+        // sees them close; wait for that (bounded, in case a handler is stuck).
+        if tokio::time::timeout(RELEASE_TIMEOUT, released.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("a request still holds the swarm after the server stopped");
+        }
+        served
+    }
+}
+
+/// Serves `swarm`'s API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    swarm: Arc<Swarm>,
+    listener: TcpListener,
+    config: ApiConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    Api::new(swarm, config).serve(listener, shutdown).await
+}
+
+/// Liveness: answers 200 while the process serves.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "probes",
+    operation_id = "healthz",
+    responses((status = 200, description = "The server is up.")),
+)]
+async fn healthz() -> StatusCode {
+    StatusCode::OK
+}
+
+/// Readiness: 200 while the coordinator runs, 503 with the reason once it stopped.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "probes",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "The coordinator runs."),
+        (status = 503, description = "The coordinator stopped; `detail` says why.",
+         body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.swarm.is_running() {
+        StatusCode::OK.into_response()
+    } else {
+        let detail = match state.swarm.failure() {
+            Some(reason) => format!("the coordinator stopped: {reason}"),
+            None => "the coordinator is not running".to_string(),
+        };
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", detail).into_response()
+    }
+}
+
+async fn no_route(method: Method, uri: axum::http::Uri) -> Problem {
+    Problem::for_status(StatusCode::NOT_FOUND, method.as_str(), uri.path(), 0)
+}
+
+fn panic_problem(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    // The panic hook has logged the message; the client learns nothing about the server.
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server failed while handling the request",
+    )
+    .into_response()
+}
+
+/// Gives a problem body to error answers that a layer or an extractor made without one (405,
+/// 413 from the body limit, a timeout).
+async fn bodiless_errors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = next.run(req).await;
+    let status = response.status();
+    // Problems, and the dashboard's own HTML answers (the login form, a page naming a bad
+    // filter), are kept as they are.
+    let answered = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(PROBLEM_JSON.as_bytes())
+                || v.as_bytes().starts_with(b"text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || answered {
+        return response;
+    }
+    let (mut parts, _) = response.into_parts();
+    let problem = Problem::for_status(
+        status,
+        method.as_str(),
+        &path,
+        state.config.body_limit_bytes,
+    );
+    let mut answer = problem.into_response();
+    // Keep what the layer said (such as `Allow` on a 405), with the problem's body headers.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in answer.headers() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    *answer.headers_mut() = parts.headers;
+    answer
+}
+
+/// What `swarm serve` runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The event log.
+    pub store: StoreConfig,
+    /// Model agents to register (`swarm.toml`).
+    pub config: Option<swarm_coordinator::config::Config>,
+    /// Built-in `work` agents to register, and as many `echo` agents.
+    pub builtin_agents: usize,
+    /// The built-in agents' concurrency limit.
+    pub concurrency: u32,
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// At shutdown, how long running attempts may go on finishing.
+    pub grace: Duration,
+    /// The API's settings.
+    pub api: ApiConfig,
+}
+
+/// The API on an ephemeral loopback port in this process, without auth (the demo and the
+/// HTTP benchmark drive it as a client would).
+pub struct LocalApi {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl LocalApi {
+    /// Serves `swarm` on 127.0.0.1 at a free port.
+    pub async fn start(swarm: Arc<Swarm>) -> Result<Self, Error> {
+        let loopback = SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+        let bind = |source| Error::Bind {
+            addr: loopback,
+            source,
+        };
+        let listener = TcpListener::bind(loopback).await.map_err(bind)?;
+        let addr = listener.local_addr().map_err(bind)?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve(swarm, listener, ApiConfig::default(), async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self { addr, stop, task })
+    }
+
+    /// Stops it and waits until it let go of the swarm.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// `swarm serve`: opens the durable swarm, registers the agents, serves the API until
+/// `shutdown` resolves, then stops accepting requests, lets running attempts finish within
+/// `grace` (nothing new starts), and shuts the swarm down (the event log commits what is
+/// queued). Attempts still running then resume on the next start.
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    // The hooks of swarm.toml first: a missing secret is refused before anything starts.
+    let configured = config
+        .config
+        .as_ref()
+        .map_or(&[][..], |file| &file.hooks[..]);
+    let hooks = Hooks::configured(configured, Environment::Process)?;
+    let swarm = Swarm::open(SwarmConfig::default(), config.store.clone()).await?;
+    register_agents(&swarm, &config).await?;
+    // Then those declared through the API; one whose variable is unset now is left out with
+    // a warning, and does not stop the start.
+    swarm.serve_hooks(hooks).await?;
+    let bind = |source| Error::Bind {
+        addr: config.addr,
+        source,
+    };
+    let listener = TcpListener::bind(config.addr).await.map_err(bind)?;
+    let local = listener.local_addr().map_err(bind)?;
+    if config.api.token.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(%local, "serving beyond loopback without SWARM_API_TOKEN: anyone who can reach it can submit");
+    }
+    eprintln!(
+        "swarm API on http://{local}/v1 and dashboard on http://{local}/ ({} agents, auth {})",
+        swarm.registry().len(),
+        if config.api.token.is_some() {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    let swarm = Arc::new(swarm);
+    // Schedules fire from now on (catching up what was missed while the coordinator was
+    // down, as each schedule says), until the server has stopped.
+    let fire_loop = swarm
+        .start_schedule_loop(Arc::new(swarm_agents::clock::TokioClock::new()))
+        .await;
+    let served = serve(swarm.clone(), listener, config.api.clone(), shutdown).await;
+    fire_loop.stop().await;
+    // `serve` returns once no request holds the swarm, so this is the last handle (unless a
+    // request was stuck past `RELEASE_TIMEOUT`; then the log is closed when the process ends,
+    // and what was unfinished resumes on the next start).
+    match Arc::try_unwrap(swarm) {
+        Ok(swarm) => {
+            let unfinished = swarm.drain(config.grace).await.unwrap_or(0);
+            if unfinished > 0 {
+                eprintln!(
+                    "{unfinished} attempts still running after {:?}; they resume on the next start",
+                    config.grace
+                );
+            }
+            swarm.shutdown().await?;
+        }
+        Err(_) => tracing::warn!("the swarm is still in use; exiting without draining it"),
+    }
+    served.map_err(|source| Error::Serve {
+        addr: local,
+        source,
+    })
+}
+
+async fn register_agents(swarm: &Swarm, config: &ServeConfig) -> Result<(), Error> {
+    let work = Capability::new("work")?;
+    let echo = Capability::new("echo")?;
+    let concurrency = config.concurrency.max(1);
+    for i in 0..config.builtin_agents {
+        for (name, capability, factory, description) in [
+            (
+                format!("work-{i}"),
+                &work,
+                AgentFactory::shared(WorkAgent::new()),
+                "simulated work: waits `input.ms` milliseconds, outputs `{\"sum\": input.n + \
+                 the sums of its dependencies}`",
+            ),
+            (
+                format!("echo-{i}"),
+                &echo,
+                AgentFactory::shared(EchoAgent),
+                "answers with its input and its dependencies' outputs",
+            ),
+        ] {
+            let registration = Registration {
+                name,
+                capabilities: vec![capability.clone()],
+                max_concurrency: concurrency,
+                labels: Default::default(),
+                cost_hint: None,
+                description: Some(description.to_owned()),
+            };
+            swarm.register_agent(registration, factory).await?;
+        }
+    }
+    if let Some(file) = &config.config {
+        for agent in &file.agents {
+            let (registration, factory, _) = agent.build()?;
+            swarm.register_agent(registration, factory).await?;
+        }
+    }
+    register_declared_agents(swarm).await?;
+    Ok(())
+}
+
+/// Registers again, in the order they were first registered, the agents that were registered
+/// through `POST /v1/agents` and not removed before the last stop (the log's declared agents);
+/// returns the descriptors of those registered. Call it after the agents of `swarm.toml`: an
+/// agent whose name is taken already is skipped with a warning (the file wins; the declaration
+/// stays, so it comes back if the name is freed). One that can no longer be built (its key
+/// variable is unset now, say) is skipped with a warning naming why, and stays declared too.
+pub async fn register_declared_agents(swarm: &Swarm) -> Result<Vec<AgentDescriptor>, Error> {
+    let taken: BTreeSet<String> = swarm
+        .registry()
+        .snapshots()
+        .into_iter()
+        .map(|agent| agent.descriptor.name)
+        .collect();
+    let mut registered = Vec::new();
+    for declared in swarm.declared_agents().await? {
+        let name = &declared.name;
+        if taken.contains(name) {
+            tracing::warn!(
+                agent = %name,
+                "an agent registered through the API has the name of a configured agent; the \
+                 configured one is kept"
+            );
+            continue;
+        }
+        let invalid = |message: String| Error::InvalidAgent {
+            agent: name.clone(),
+            message,
+        };
+        let built = serde_json::from_value::<AgentConfig>(declared.config)
+            .map_err(|e| invalid(format!("its recorded fields do not parse: {e}")))
+            .and_then(|config| {
+                let (registration, factory, _) = config.build()?;
+                let fields = serde_json::to_value(&config)
+                    .map_err(|e| invalid(format!("its fields cannot be recorded: {e}")))?;
+                Ok((registration, factory, fields))
+            });
+        let (registration, factory, fields) = match built {
+            Ok(built) => built,
+            Err(err) => {
+                tracing::warn!(agent = %name, %err, "an agent registered through the API cannot be registered again; skipped");
+                continue;
+            }
+        };
+        let descriptor = swarm
+            .register_declared_agent(registration, factory, fields)
+            .await?;
+        tracing::info!(agent = %name, agent_id = %descriptor.id, "agent registered through the API registered again");
+        registered.push(descriptor);
+    }
+    Ok(registered)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
