@@ -12,8 +12,7 @@
 //! - [`triggers`]: cron schedules and webhooks, owned by one actor spawned with the swarm.
 //! - [`replay`]: rebuilding objectives from the log (recovery, snapshots, `swarm replay`).
 //! - [`config`]: `swarm.toml` (the store, model agents and hooks), as data;
-//!   [`model_agents`]: a model agent built from its configuration.
-//! - [`batch`]: the durable batch run behind `swarm run`.
+//!   `model_agents` (feature `model-agents`): a model agent built from its configuration.
 //!
 //! The edges live in packages of their own, so this one builds without an HTTP server, a
 //! template engine or a command-line parser (CI checks its dependency tree):
@@ -26,11 +25,11 @@
 //! Only this crate wires the registry to the agents; the `registry` and `agents` crates never
 //! import each other. Slow work never runs inside the scheduler's handler.
 
-pub mod batch;
 pub mod config;
 pub mod coordinator;
 pub mod error;
 pub mod journal;
+#[cfg(feature = "model-agents")]
 pub mod model_agents;
 pub mod replay;
 pub mod scheduler;

@@ -3,7 +3,9 @@
 //! rate limiter on the workspace's clock, its model spec, and its registration.
 //!
 //! [`crate::config`] holds the configuration as data; building it lives here, so reading the
-//! file needs nothing of the model gateway.
+//! file needs nothing of the model gateway. This module is behind the `model-agents` feature
+//! (off by default; the server, the CLI and the tests' harness turn it on), because it brings
+//! the model gateway's HTTP client, and the engine alone builds without one.
 
 use std::sync::Arc;
 

@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use reqwest::header::HeaderMap;
+use http::HeaderMap;
 use tokio::time::Instant;
 
 use crate::clock::TokioClock;
@@ -528,7 +528,7 @@ mod tests {
     use std::sync::Arc;
 
     use futures::future::join_all;
-    use reqwest::header::HeaderValue;
+    use http::HeaderValue;
 
     use super::*;
 

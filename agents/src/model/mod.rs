@@ -19,7 +19,9 @@
 
 pub mod breaker;
 pub mod limiter;
+#[cfg(feature = "model")]
 mod llm;
 pub mod provider;
 
+#[cfg(feature = "model")]
 pub use llm::{ApiKey, LlmAgent, ModelSpec, render};

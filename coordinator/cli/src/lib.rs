@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`client`]: the HTTP client behind `swarm submit`, `status`, `agents`, `tasks`,
 //!   `approve`, `reject`, `schedules` and `hooks`, and the text it prints.
-//! - [`demo`]: the run behind `swarm demo`.
+//! - [`demo`]: the run behind `swarm demo`; [`batch`]: the durable batch run behind `swarm run`.
 //! - [`bench`](mod@bench): the benchmarks behind `swarm bench` (allocation, durable, HTTP
 //!   submits, dashboard pages).
 //! - [`timeline`]: the chain of work as terminal text (`swarm replay`, `swarm demo`).
@@ -13,6 +13,7 @@
 //! The engine (`swarm-coordinator`) and the HTTP API (`swarm-server`, behind `swarm serve`)
 //! are packages of their own; this one is the edge that owns the terminal.
 
+pub mod batch;
 pub mod bench;
 pub mod client;
 pub mod demo;

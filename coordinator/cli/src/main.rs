@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use swarm_cli::batch::{self, BatchConfig};
 use swarm_cli::bench::{self, BenchConfig};
 use swarm_cli::client::Client;
 use swarm_cli::timeline::timeline;
-use swarm_coordinator::batch::{self, BatchConfig};
 use swarm_coordinator::{StoreConfig, replay};
 use swarm_protocol::ObjectiveId;
 use swarm_server::text::format_duration_short;

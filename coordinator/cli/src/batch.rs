@@ -20,7 +20,7 @@ use serde::Deserialize;
 use swarm_agents::{AgentFactory, EchoAgent, WorkAgent};
 use swarm_protocol::{Capability, Objective, ObjectiveId, ObjectiveStatus};
 
-use crate::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
+use swarm_coordinator::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
 
 /// One line of a batch file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -53,7 +53,7 @@ pub struct BatchConfig {
     /// Submissions in flight at once.
     pub parallel_submits: usize,
     /// Model agents to register too (`swarm.toml`).
-    pub config: Option<crate::config::Config>,
+    pub config: Option<swarm_coordinator::config::Config>,
 }
 
 /// How a batch run ended.
