@@ -10,19 +10,22 @@
 //! - the chain of work: `swarm replay` folds one objective's events into its final state and
 //!   prints its timeline.
 //!
-//! Replaying a finished objective gives exactly the view the live scheduler had of it (a test
-//! compares them), so the log is a complete record.
+//! Each task's part of the model is the scheduler's own [`TaskRecord`], changed by the same
+//! fold ([`TaskRecord::apply`]) the live scheduler runs as it records events, and views are
+//! built from it by the same functions: replaying a finished objective gives exactly the view
+//! the live scheduler had of it (a test compares them), so the log is a complete record.
 
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use swarm_protocol::{
-    AgentId, Capability, Event, EventRecord, Limits, ObjectiveId, ObjectiveStatus, ObjectiveView,
-    OutputError, TaskId, TaskKey, TaskKind, TaskSpec, TaskStatus, TaskView, Usage,
+    Event, EventRecord, Limits, ObjectiveId, ObjectiveStatus, ObjectiveView, TaskId, TaskKey,
+    TaskSpec,
 };
 use swarm_store::{EventStore, StoreError, StoredEvent};
+
+use crate::scheduler::{TaskRecord, link, objective_view, task_of};
 
 /// Tasks added to an objective at once: the submitted graph, or one spawn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,83 +38,33 @@ pub struct TaskBatch {
     pub specs: Vec<TaskSpec>,
 }
 
-/// One task as the log tells it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TaskModel {
-    /// The task.
-    pub id: TaskId,
-    /// Its name.
-    pub key: TaskKey,
-    /// What it needs.
-    pub capability: Capability,
-    /// Its status.
-    pub status: TaskStatus,
-    /// Attempts started.
-    pub attempt: u32,
-    /// Attempts lost to crashes (agents or the coordinator).
-    pub lost: u32,
-    /// The agent of the latest attempt.
-    pub agent: Option<AgentId>,
-    /// Its output (succeeded or in review).
-    pub output: Option<Value>,
-    /// The latest failure message.
-    pub error: Option<String>,
-    /// Output kept from a failed attempt.
-    pub partial: Option<Value>,
-    /// Tokens over all attempts.
-    pub usage: Usage,
-    /// Run time over all attempts.
-    pub run_time: Duration,
-    /// The task that spawned it.
-    pub spawned_by: Option<TaskId>,
-    /// When a pending retry is due (ms since the Unix epoch).
-    pub retry_at_ms: Option<u64>,
-    /// For a compensation: the task it compensates.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub compensates: Option<TaskId>,
-    /// While in review for not matching its schema: where.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub review_errors: Vec<OutputError>,
-    /// While an attempt runs: when it started (ms since the Unix epoch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub started_at_ms: Option<u64>,
-    /// Set on planning tasks (`plan`, `replan-N`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub planning: Option<PlanningModel>,
-    /// Who runs it.
-    #[serde(default, skip_serializing_if = "TaskKind::is_agent")]
-    pub kind: TaskKind,
-    /// For a `wait` task: the key of the event it waits for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<String>,
-    /// While a `wait` task waits: when it stops waiting (ms since the Unix epoch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wait_until_ms: Option<u64>,
+/// An index of an objective's task names, kept beside its model to link each new batch as the
+/// scheduler links it. It is derived from the batches (and rebuilt from them after a snapshot
+/// is read), so it takes no part in comparing models.
+#[derive(Debug, Clone, Default)]
+struct KeyIndex {
+    ids: FxHashMap<TaskKey, TaskId>,
+    /// Batches indexed so far.
+    batches: usize,
 }
 
-/// What the log tells of a planning task beyond a task's fields.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PlanningModel {
-    /// 0 for `plan`, N for `replan-N`.
-    pub replan: u32,
-    /// The task whose failure asked for the re-plan.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failed: Option<TaskId>,
-    /// Plans rejected so far.
-    #[serde(default)]
-    pub rejections: u32,
-    /// The latest rejected plan and why (its repair prompt quotes them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rejected: Option<RejectedPlan>,
+impl PartialEq for KeyIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
-/// A plan the scheduler refused.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RejectedPlan {
-    /// As the planner gave it.
-    pub plan: Value,
-    /// What was wrong with it.
-    pub errors: Vec<String>,
+impl KeyIndex {
+    /// Indexes the batches not yet indexed.
+    fn catch_up(&mut self, batches: &[TaskBatch]) {
+        for batch in batches.iter().skip(self.batches) {
+            for (i, spec) in batch.specs.iter().enumerate() {
+                self.ids
+                    .insert(spec.id.clone(), TaskId(batch.first_task.0 + i as u64));
+            }
+        }
+        self.batches = batches.len();
+    }
 }
 
 /// One objective as the log tells it.
@@ -144,7 +97,7 @@ pub struct ObjectiveModel {
     /// Its task batches, in the order they were added (a planning task is a batch of one).
     pub batches: Vec<TaskBatch>,
     /// Its tasks, by increasing id.
-    pub tasks: Vec<TaskModel>,
+    pub tasks: Vec<TaskRecord>,
     /// Succeeded tasks that have a compensation, in the order they succeeded (the reverse of
     /// the order their compensations run in).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -152,18 +105,21 @@ pub struct ObjectiveModel {
     /// Events folded into this model.
     #[serde(default)]
     pub events: u64,
+    /// Its task names, to link new batches.
+    #[serde(skip)]
+    keys: KeyIndex,
 }
 
 impl ObjectiveModel {
     /// The task with this id.
-    pub fn task(&self, id: TaskId) -> Option<&TaskModel> {
+    pub fn task(&self, id: TaskId) -> Option<&TaskRecord> {
         self.tasks
             .binary_search_by_key(&id, |t| t.id)
             .ok()
             .and_then(|i| self.tasks.get(i))
     }
 
-    fn task_mut(&mut self, id: TaskId) -> Option<&mut TaskModel> {
+    fn task_mut(&mut self, id: TaskId) -> Option<&mut TaskRecord> {
         self.tasks
             .binary_search_by_key(&id, |t| t.id)
             .ok()
@@ -178,109 +134,41 @@ impl ObjectiveModel {
         batch.specs.get(offset)
     }
 
+    /// Adds a batch, each task linked to its dependencies as the scheduler links it.
     fn add_batch(&mut self, first_task: TaskId, parent: Option<TaskId>, specs: Vec<TaskSpec>) {
         if specs.is_empty() {
             return;
         }
+        self.keys.catch_up(&self.batches);
+        for (i, spec) in specs.iter().enumerate() {
+            self.keys
+                .ids
+                .insert(spec.id.clone(), TaskId(first_task.0 + i as u64));
+        }
         self.tasks.reserve(specs.len());
         for (i, spec) in specs.iter().enumerate() {
-            self.tasks.push(TaskModel {
-                id: TaskId(first_task.0 + i as u64),
-                key: spec.id.clone(),
-                capability: spec.capability.clone(),
-                status: TaskStatus::Backlog,
-                attempt: 0,
-                lost: 0,
-                agent: None,
-                output: None,
-                error: None,
-                partial: None,
-                usage: Usage::default(),
-                run_time: Duration::ZERO,
-                spawned_by: parent,
-                retry_at_ms: None,
-                started_at_ms: None,
-                planning: None,
-                compensates: None,
-                review_errors: Vec::new(),
-                kind: spec.kind,
-                event: spec.event_key(self.id),
-                wait_until_ms: None,
-            });
+            let deps = link(&spec.depends_on, parent, |k| self.keys.ids.get(k).copied());
+            let id = TaskId(first_task.0 + i as u64);
+            self.tasks
+                .push(TaskRecord::declared(id, spec, self.id, parent, deps));
         }
         self.batches.push(TaskBatch {
             first_task,
             parent,
             specs,
         });
-    }
-
-    /// Each task's dependencies by id, in task order, resolved as the scheduler resolves them
-    /// when a batch joins the graph: its keys first, then each task's `depends_on`, then the
-    /// task that spawned the batch.
-    fn dependencies(&self) -> FxHashMap<TaskId, Vec<TaskId>> {
-        let mut keys: FxHashMap<&TaskKey, TaskId> = FxHashMap::default();
-        let mut deps = FxHashMap::default();
-        for batch in &self.batches {
-            for (i, spec) in batch.specs.iter().enumerate() {
-                keys.insert(&spec.id, TaskId(batch.first_task.0 + i as u64));
-            }
-            for (i, spec) in batch.specs.iter().enumerate() {
-                let mut of: Vec<TaskId> = spec
-                    .depends_on
-                    .iter()
-                    .filter_map(|k| keys.get(k).copied())
-                    .collect();
-                if let Some(parent) = batch.parent
-                    && !of.contains(&parent)
-                {
-                    of.push(parent);
-                }
-                deps.insert(TaskId(batch.first_task.0 + i as u64), of);
-            }
-        }
-        deps
+        self.keys.batches = self.batches.len();
     }
 
     /// The objective as the scheduler shows it.
     pub fn view(&self) -> ObjectiveView {
-        let mut deps = self.dependencies();
-        ObjectiveView {
-            id: self.id,
-            goal: self.goal.clone(),
-            status: self.status,
-            failure: self.failure.clone(),
-            tasks: self
-                .tasks
-                .iter()
-                .map(|t| TaskView {
-                    id: t.id,
-                    key: t.key.clone(),
-                    capability: t.capability.clone(),
-                    kind: t.kind,
-                    event: t.event.clone(),
-                    waiting_until_ms: t.wait_until_ms.filter(|_| t.status == TaskStatus::Waiting),
-                    status: t.status,
-                    attempts: t.attempt,
-                    agent: t.agent,
-                    output: t.output.clone(),
-                    error: t.error.clone(),
-                    partial_output: t.partial.clone(),
-                    spawned_by: t.spawned_by,
-                    compensates: t.compensates,
-                    // A compensation takes the output of the task it undoes, as the scheduler's
-                    // node records it.
-                    depends_on: deps
-                        .remove(&t.id)
-                        .or_else(|| t.compensates.map(|c| vec![c]))
-                        .unwrap_or_default(),
-                    running_since_ms: t.started_at_ms.filter(|_| t.status == TaskStatus::Running),
-                    review_errors: t.review_errors.clone(),
-                    usage: t.usage,
-                    run_time: t.run_time,
-                })
-                .collect(),
-        }
+        objective_view(
+            self.id,
+            &self.goal,
+            self.status,
+            self.failure.as_deref(),
+            &self.tasks,
+        )
     }
 }
 
@@ -295,13 +183,6 @@ pub struct Replay {
     pub objectives: FxHashMap<ObjectiveId, ObjectiveModel>,
     #[serde(skip)]
     keep_finished: bool,
-}
-
-fn add(total: &mut Usage, usage: Option<Usage>) {
-    if let Some(u) = usage {
-        total.input_tokens += u.input_tokens;
-        total.output_tokens += u.output_tokens;
-    }
 }
 
 impl Replay {
@@ -344,6 +225,7 @@ impl Replay {
                 tasks: Vec::new(),
                 compensable: Vec::new(),
                 events: 1,
+                keys: KeyIndex::default(),
             };
             model.add_batch(first_task, None, spec.tasks);
             self.objectives.insert(objective, model);
@@ -385,57 +267,40 @@ impl Replay {
     }
 }
 
-/// Applies one event of the objective to its model; true when the objective ended.
+/// Applies one event of the objective to its model; true when the objective ended. What an
+/// event does to a task is [`TaskRecord::apply`], the fold the live scheduler runs too.
 fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
+    if let Some(task) = task_of(&event) {
+        match &event {
+            Event::PlanRequested {
+                task, spec, replan, ..
+            } => {
+                model.add_batch(*task, None, vec![TaskSpec::clone(spec)]);
+                model.replans = model.replans.max(*replan);
+            }
+            // A payload that reached review was no success: the task is compensable once it
+            // is approved.
+            Event::TaskInReview { task, .. } => model.compensable.retain(|t| t != task),
+            _ => {}
+        }
+        if let Some(t) = model.task_mut(task) {
+            t.apply(&event, at);
+        }
+        if matches!(
+            event,
+            Event::TaskSucceeded { .. } | Event::WaitSatisfied { .. } | Event::TaskApproved { .. }
+        ) {
+            note_success(model, task);
+        }
+        return false;
+    }
     match event {
-        Event::ObjectiveSubmitted { .. } => {}
         Event::TasksSpawned {
             parent,
             first_task,
             tasks,
             ..
         } => model.add_batch(first_task, Some(parent), tasks),
-        Event::PlanRequested {
-            task,
-            spec,
-            replan,
-            failed,
-            ..
-        } => {
-            model.add_batch(task, None, vec![*spec]);
-            model.replans = model.replans.max(replan);
-            if let Some(t) = model.task_mut(task) {
-                t.planning = Some(PlanningModel {
-                    replan,
-                    failed,
-                    ..PlanningModel::default()
-                });
-            }
-        }
-        Event::PlanRejected {
-            task,
-            plan,
-            errors,
-            repair,
-            usage,
-            duration,
-            ..
-        } => {
-            if let Some(t) = model.task_mut(task) {
-                t.started_at_ms = None;
-                add(&mut t.usage, usage);
-                t.run_time += duration;
-                t.error = Some(format!("plan rejected: {}", errors.join("; ")));
-                t.partial = Some(plan.clone());
-                if repair {
-                    t.status = TaskStatus::Ready;
-                    t.retry_at_ms = None;
-                }
-                let planning = t.planning.get_or_insert_with(PlanningModel::default);
-                planning.rejections += 1;
-                planning.rejected = Some(RejectedPlan { plan, errors });
-            }
-        }
         Event::CompensationStarted {
             reason,
             first_task,
@@ -451,174 +316,11 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
                 else {
                     continue;
                 };
-                let task = TaskModel {
-                    id: TaskId(first_task.0 + i as u64),
-                    key,
-                    capability: compensation.capability.clone(),
-                    status: TaskStatus::Backlog,
-                    attempt: 0,
-                    lost: 0,
-                    agent: None,
-                    output: None,
-                    error: None,
-                    partial: None,
-                    usage: Usage::default(),
-                    run_time: Duration::ZERO,
-                    spawned_by: None,
-                    retry_at_ms: None,
-                    compensates: Some(original),
-                    review_errors: Vec::new(),
-                    planning: None,
-                    started_at_ms: None,
-                    kind: TaskKind::Agent,
-                    event: None,
-                    wait_until_ms: None,
-                };
-                model.tasks.push(task);
-            }
-        }
-        Event::TaskReady { task, .. } => {
-            if let Some(t) = model.task_mut(task) {
-                t.status = TaskStatus::Ready;
-                t.retry_at_ms = None;
-                t.review_errors.clear();
-            }
-        }
-        Event::TaskStarted {
-            task,
-            attempt,
-            agent,
-            ..
-        } => {
-            if let Some(t) = model.task_mut(task) {
-                t.status = TaskStatus::Running;
-                t.attempt = attempt;
-                t.agent = Some(agent);
-                t.retry_at_ms = None;
-                t.started_at_ms = Some(at);
-            }
-        }
-        Event::TaskSucceeded {
-            task,
-            output,
-            usage,
-            duration,
-            ..
-        } => {
-            if let Some(t) = model.task_mut(task) {
-                t.started_at_ms = None;
-                t.status = TaskStatus::Succeeded;
-                t.error = None;
-                t.output = Some(output);
-                add(&mut t.usage, usage);
-                t.run_time += duration;
-            }
-            note_success(model, task);
-        }
-        Event::TaskFailed {
-            task,
-            message,
-            partial_output,
-            usage,
-            duration,
-            retry_in,
-            ..
-        } => {
-            if let Some(t) = model.task_mut(task) {
-                t.started_at_ms = None;
-                t.wait_until_ms = None;
-                add(&mut t.usage, usage);
-                t.run_time += duration.unwrap_or_default();
-                t.error = Some(message);
-                t.review_errors.clear();
-                if partial_output.is_some() {
-                    t.partial = partial_output;
-                }
-                match retry_in {
-                    Some(delay) => {
-                        t.status = TaskStatus::Ready;
-                        let delay = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-                        t.retry_at_ms = Some(at.saturating_add(delay));
-                    }
-                    None => {
-                        t.status = TaskStatus::Failed;
-                        t.retry_at_ms = None;
-                    }
-                }
-            }
-        }
-        Event::AttemptLost { task, reason, .. } => {
-            if let Some(t) = model.task_mut(task) {
-                t.started_at_ms = None;
-                t.status = TaskStatus::Ready;
-                t.lost += 1;
-                t.error = Some(reason);
-                t.retry_at_ms = None;
-            }
-        }
-        Event::TaskInReview {
-            task,
-            attempt,
-            output,
-            reason,
-            errors,
-            usage,
-            duration,
-            ..
-        } => {
-            if let Some(t) = model.task_mut(task) {
-                // An approval's request is its attempt (no `TaskStarted` precedes it).
-                t.attempt = t.attempt.max(attempt);
-                t.started_at_ms = None;
-                t.status = TaskStatus::Review;
-                t.output = output;
-                t.error = Some(reason);
-                t.review_errors = errors;
-                add(&mut t.usage, usage);
-                t.run_time += duration.unwrap_or_default();
-            }
-        }
-        Event::TaskWaiting {
-            task,
-            event,
-            until_ms,
-            ..
-        } => {
-            if let Some(t) = model.task_mut(task) {
-                t.status = TaskStatus::Waiting;
-                t.attempt = t.attempt.max(1);
-                t.event = Some(event);
-                t.wait_until_ms = Some(until_ms);
-                t.started_at_ms = Some(at);
-            }
-        }
-        Event::WaitSatisfied { task, payload, .. } => {
-            if let Some(t) = model.task_mut(task) {
-                t.started_at_ms = None;
-                t.wait_until_ms = None;
-                t.status = TaskStatus::Succeeded;
-                t.error = None;
-                t.output = Some(payload);
-            }
-            note_success(model, task);
-        }
-        Event::TaskApproved { task, output, .. } => {
-            if let Some(t) = model.task_mut(task) {
-                t.status = TaskStatus::Succeeded;
-                t.error = None;
-                t.output = Some(output);
-                t.review_errors.clear();
-            }
-            note_success(model, task);
-        }
-        // The rejection is followed by the task's final `TaskFailed`.
-        Event::TaskRejected { .. } => {}
-        Event::TaskCancelled { task, .. } => {
-            if let Some(t) = model.task_mut(task) {
-                t.started_at_ms = None;
-                t.wait_until_ms = None;
-                t.status = TaskStatus::Cancelled;
-                t.review_errors.clear();
+                let id = TaskId(first_task.0 + i as u64);
+                let capability = compensation.capability.clone();
+                model
+                    .tasks
+                    .push(TaskRecord::compensation(id, key, capability, original));
             }
         }
         Event::ObjectiveSucceeded { .. } => {
@@ -630,7 +332,22 @@ fn apply_to(model: &mut ObjectiveModel, event: Event, at: u64) -> bool {
         Event::ObjectiveCancelled { .. } => {
             return end(model, ObjectiveStatus::Cancelled, None, at);
         }
-        Event::AgentRegistered { .. }
+        // The rejection is followed by the task's final `TaskFailed`.
+        Event::TaskRejected { .. }
+        | Event::ObjectiveSubmitted { .. }
+        | Event::TaskReady { .. }
+        | Event::TaskStarted { .. }
+        | Event::TaskSucceeded { .. }
+        | Event::TaskFailed { .. }
+        | Event::AttemptLost { .. }
+        | Event::TaskInReview { .. }
+        | Event::TaskWaiting { .. }
+        | Event::WaitSatisfied { .. }
+        | Event::TaskApproved { .. }
+        | Event::TaskCancelled { .. }
+        | Event::PlanRequested { .. }
+        | Event::PlanRejected { .. }
+        | Event::AgentRegistered { .. }
         | Event::AgentHealthChanged { .. }
         | Event::AgentRestarted { .. }
         | Event::AgentDeregistered { .. }
@@ -824,7 +541,8 @@ mod tests {
         TaskStatus, Usage,
     };
 
-    use super::{PlanningModel, RejectedPlan, Replay, TaskBatch, TaskModel};
+    use super::{Replay, TaskBatch};
+    use crate::scheduler::{Planning, RejectedPlan, TaskRecord};
 
     fn spec(key: &str, capability: &str) -> TaskSpec {
         TaskSpec::new(
@@ -845,8 +563,8 @@ mod tests {
     }
 
     /// A task as just submitted: what each expectation below starts from.
-    fn fresh(id: u64, key: &str, capability: &str, spawned_by: Option<TaskId>) -> TaskModel {
-        TaskModel {
+    fn fresh(id: u64, key: &str, capability: &str, spawned_by: Option<TaskId>) -> TaskRecord {
+        TaskRecord {
             id: TaskId(id),
             key: TaskKey::new(key).unwrap(),
             capability: Capability::new(capability).unwrap(),
@@ -868,6 +586,7 @@ mod tests {
             kind: swarm_protocol::TaskKind::Agent,
             event: None,
             wait_until_ms: None,
+            deps: spawned_by.into_iter().collect(),
         }
     }
 
@@ -1444,7 +1163,7 @@ mod tests {
             ]
         );
         let expected = vec![
-            TaskModel {
+            TaskRecord {
                 status: TaskStatus::Succeeded,
                 attempt: 2,
                 agent: Some(AgentId(2)),
@@ -1457,7 +1176,7 @@ mod tests {
                 run_time: ms(100),
                 ..fresh(10, "a", "work", None)
             },
-            TaskModel {
+            TaskRecord {
                 status: TaskStatus::Succeeded,
                 attempt: 2,
                 lost: 1,
@@ -1470,7 +1189,7 @@ mod tests {
                 run_time: ms(10),
                 ..fresh(11, "b", "review", None)
             },
-            TaskModel {
+            TaskRecord {
                 status: TaskStatus::Succeeded,
                 attempt: 1,
                 agent: Some(AgentId(2)),
@@ -1478,18 +1197,18 @@ mod tests {
                 run_time: ms(5),
                 ..fresh(12, "c", "work", None)
             },
-            TaskModel {
+            TaskRecord {
                 status: TaskStatus::Cancelled,
                 ..fresh(13, "d", "work", None)
             },
-            TaskModel {
+            TaskRecord {
                 status: TaskStatus::Failed,
                 attempt: 1,
                 agent: Some(AgentId(1)),
                 error: Some("rejected in review: no".into()),
                 ..fresh(20, "s1", "review", Some(TaskId(12)))
             },
-            TaskModel {
+            TaskRecord {
                 status: TaskStatus::Cancelled,
                 ..fresh(21, "s2", "work", Some(TaskId(12)))
             },
@@ -1900,7 +1619,7 @@ mod tests {
             ],
             "the planning tasks are batches of their own; the submission added none"
         );
-        let expected_plan = TaskModel {
+        let expected_plan = TaskRecord {
             status: TaskStatus::Succeeded,
             attempt: 2,
             agent: Some(AgentId(1)),
@@ -1911,7 +1630,7 @@ mod tests {
                 output_tokens: 1,
             },
             run_time: ms(30),
-            planning: Some(PlanningModel {
+            planning: Some(Box::new(Planning {
                 replan: 0,
                 failed: None,
                 rejections: 1,
@@ -1919,7 +1638,7 @@ mod tests {
                     plan: json!("nonsense"),
                     errors: vec!["no JSON".into(), "no tasks".into()],
                 }),
-            }),
+            })),
             ..fresh(60, "plan", "plan", None)
         };
         assert_eq!(model.task(TaskId(60)), Some(&expected_plan));
@@ -1933,11 +1652,11 @@ mod tests {
         assert_eq!(replan.status, TaskStatus::Backlog);
         assert_eq!(
             replan.planning,
-            Some(PlanningModel {
+            Some(Box::new(Planning {
                 replan: 1,
                 failed: Some(TaskId(61)),
-                ..PlanningModel::default()
-            })
+                ..Planning::default()
+            }))
         );
         assert_eq!(all.unfinished().len(), 1);
 

@@ -7,6 +7,7 @@
 
 mod planner;
 mod queue;
+mod record;
 mod schema;
 mod slab;
 mod spawn;
@@ -16,7 +17,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use swarm_agents::ReportInbox;
 use swarm_protocol::SchedulerMsg;
 
+pub use record::{Planning, RejectedPlan, TaskRecord, objective_view};
 pub use state::{AgentRegistry, SchedulerState};
+
+pub(crate) use record::{link, task_of};
 
 use crate::journal::Journal;
 use crate::replay::Recovered;

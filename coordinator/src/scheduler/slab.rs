@@ -45,8 +45,14 @@ impl<T> Slab<T> {
             slots.resize_with(CHUNK, || None);
             Chunk { live: 0, slots }
         });
-        if chunk.slots[offset].replace(value).is_none() {
-            chunk.live += 1;
+        // Written in place, and without dropping first into an empty slot (the usual case):
+        // the node is large, and a `replace` moves it twice.
+        match &mut chunk.slots[offset] {
+            Some(node) => *node = value,
+            empty => {
+                *empty = Some(value);
+                chunk.live += 1;
+            }
         }
     }
 

@@ -34,18 +34,19 @@ use swarm_protocol::{
     Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, OutputError,
     PostedEvent, Report, RetryPolicy, ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats,
     Task, TaskId, TaskItem, TaskKey, TaskKind, TaskOutcome, TaskPage, TaskQuery, TaskSpec,
-    TaskStatus, TaskView, Usage, objective::check_idempotency_key,
+    TaskStatus, Usage, objective::check_idempotency_key,
 };
 use swarm_registry::{Lease, Registry};
 
 use super::SchedulerConfig;
 use super::planner::{self, PLAN_CAPABILITY, PLAN_KEY};
 use super::queue::{Entry, ReadyQueue};
+use super::record::{TaskRecord, link, objective_view, task_of};
 use super::schema::{OutputSchema, review_reason};
 use super::slab::Slab;
 use super::spawn;
 use crate::journal::{Delivery, Effects, Journal, now_ms};
-use crate::replay::{ObjectiveModel, PlanningModel, Recovered};
+use crate::replay::{ObjectiveModel, Recovered};
 
 /// The registry as the coordinator uses it: agents are reached through their actor refs.
 pub type AgentRegistry = Registry<ActorRef<AgentMsg>>;
@@ -80,13 +81,11 @@ struct Answer {
     duration: Duration,
 }
 
-/// One task of an objective.
+/// One task of an objective: its record (what is shown of it, changed only by folding in
+/// the task's events) and what scheduling it takes.
 struct TaskNode {
+    record: TaskRecord,
     objective: ObjectiveId,
-    key: TaskKey,
-    capability: Capability,
-    /// Who runs it (an agent, unless it is a `wait` or `approval` task).
-    kind: TaskKind,
     priority: i32,
     retry: RetryPolicy,
     idle_timeout: Option<Duration>,
@@ -95,24 +94,10 @@ struct TaskNode {
     declared_input: Arc<Value>,
     /// The input an agent receives (set when ready).
     input: Arc<Value>,
-    deps: Vec<TaskId>,
     dependents: Vec<TaskId>,
     /// Dependencies not yet succeeded.
     waiting_on: u32,
     depth: u32,
-    status: TaskStatus,
-    /// Attempts started so far; the running or next attempt is `attempt`.
-    attempt: u32,
-    /// Attempts lost to agent crashes (they do not count against the retry policy, but are
-    /// bounded so a task that crashes every agent fails).
-    lost: u32,
-    agent: Option<AgentId>,
-    output: Option<Value>,
-    error: Option<String>,
-    partial: Option<Value>,
-    usage: Usage,
-    run_time: Duration,
-    spawned_by: Option<TaskId>,
     /// `Some(seq)` while the task sits in its capability's ready queue.
     queued: Option<u64>,
     /// True while the task waits for a retry backoff to pass.
@@ -120,15 +105,10 @@ struct TaskNode {
     /// An agent that refused the task for good; it is not given the task again.
     avoid: Option<AgentId>,
     ready_at: Instant,
-    /// When the latest attempt started (ms since the Unix epoch), for the dashboard.
-    started_at_ms: u64,
-    /// Set on planning tasks (`plan`, `replan-N`): their input is built when they start and
-    /// their output is read as a plan.
-    planning: Option<Box<Planning>>,
     /// True when the objective has a `max_concurrency`: its attempts are counted.
     capped: bool,
-    /// What only some tasks have (a schema, a compensation), boxed so the common node stays
-    /// small and adding it allocates nothing.
+    /// What only some tasks have (a schema, a compensation, a wait's timeout), boxed so the
+    /// common node stays small and adding it allocates nothing.
     extra: Option<Box<TaskExtra>>,
 }
 
@@ -139,23 +119,8 @@ struct TaskExtra {
     schema: Option<OutputSchema>,
     /// What undoes it if its objective fails after it succeeded.
     compensation: Option<Compensation>,
-    /// For a compensation task: the task it compensates.
-    compensates: Option<TaskId>,
-    /// While in review for not matching its schema: where.
-    review_errors: Vec<OutputError>,
-    /// For a `wait` task: what it waits for.
-    wait: Option<WaitFor>,
-}
-
-/// What a `wait` task waits for.
-#[derive(Debug)]
-struct WaitFor {
-    /// The event key (`{objective}` replaced).
-    key: String,
-    /// How long it waits.
-    timeout: Duration,
-    /// While it waits: when it stops (ms since the Unix epoch).
-    until_ms: Option<u64>,
+    /// For a `wait` task: how long it waits for its event.
+    wait_timeout: Option<Duration>,
 }
 
 /// A posted event the scheduler keeps: until a `wait` task consumes it, or (when the sender
@@ -191,58 +156,16 @@ impl TaskNode {
         self.extra.as_ref()?.schema.as_ref()
     }
 
-    fn compensates(&self) -> Option<TaskId> {
-        self.extra.as_ref()?.compensates
-    }
-
     fn has_compensation(&self) -> bool {
         self.extra
             .as_ref()
             .is_some_and(|e| e.compensation.is_some())
     }
 
-    fn wait_for(&self) -> Option<&WaitFor> {
-        self.extra.as_ref()?.wait.as_ref()
-    }
-
-    fn set_review_errors(&mut self, errors: Vec<OutputError>) {
-        match &mut self.extra {
-            Some(extra) => extra.review_errors = errors,
-            None if errors.is_empty() => {}
-            None => {
-                self.extra = Some(Box::new(TaskExtra {
-                    review_errors: errors,
-                    ..TaskExtra::default()
-                }));
-            }
-        }
-    }
-}
-
-/// What a planning task carries besides a task's fields.
-#[derive(Debug, Clone, Default)]
-struct Planning {
-    /// 0 for `plan`, N for `replan-N`.
-    replan: u32,
-    /// The task whose failure asked for this re-plan.
-    failed: Option<TaskId>,
-    /// Plans of this task rejected so far; only the first is sent back for repair.
-    rejections: u32,
-    /// The latest rejected plan and what was wrong with it, for the repair prompt.
-    rejected: Option<(Value, Vec<String>)>,
-}
-
-impl Planning {
-    fn from_model(model: &PlanningModel) -> Self {
-        Self {
-            replan: model.replan,
-            failed: model.failed,
-            rejections: model.rejections,
-            rejected: model
-                .rejected
-                .as_ref()
-                .map(|r| (r.plan.clone(), r.errors.clone())),
-        }
+    /// For a `wait` task: the key of its event and how long it waits.
+    fn wait_for(&self) -> Option<(&str, Duration)> {
+        let timeout = self.extra.as_ref()?.wait_timeout?;
+        Some((self.record.event.as_deref().unwrap_or_default(), timeout))
     }
 }
 
@@ -339,37 +262,6 @@ impl ExistingTasks for Existing<'_> {
             .get(key)
             .and_then(|id| self.tasks.get(*id))
             .map_or(0, |n| n.dependents.len())
-    }
-}
-
-fn task_view(id: TaskId, n: &TaskNode) -> TaskView {
-    TaskView {
-        id,
-        key: n.key.clone(),
-        capability: n.capability.clone(),
-        kind: n.kind,
-        event: n.wait_for().map(|w| w.key.clone()),
-        waiting_until_ms: n
-            .wait_for()
-            .and_then(|w| w.until_ms)
-            .filter(|_| n.status == TaskStatus::Waiting),
-        status: n.status,
-        attempts: n.attempt,
-        agent: n.agent,
-        output: n.output.clone(),
-        error: n.error.clone(),
-        partial_output: n.partial.clone(),
-        spawned_by: n.spawned_by,
-        compensates: n.compensates(),
-        depends_on: n.deps.clone(),
-        running_since_ms: (n.status == TaskStatus::Running).then_some(n.started_at_ms),
-        review_errors: n
-            .extra
-            .as_ref()
-            .map(|e| e.review_errors.clone())
-            .unwrap_or_default(),
-        usage: n.usage,
-        run_time: n.run_time,
     }
 }
 
@@ -532,7 +424,7 @@ impl SchedulerState {
         if let Some(key) = &idempotency_key {
             self.idempotency.insert(key.clone(), (id, fingerprint));
         }
-        self.journal.record(Event::ObjectiveSubmitted {
+        self.emit(Event::ObjectiveSubmitted {
             objective: id,
             spec: objective,
             first_task: first,
@@ -609,14 +501,7 @@ impl SchedulerState {
         run.replans = run.replans.max(replan);
         self.objectives.insert(objective, run);
         let task = *ids.first()?;
-        if let Some(node) = self.tasks.get_mut(task) {
-            node.planning = Some(Box::new(Planning {
-                replan,
-                failed,
-                ..Planning::default()
-            }));
-        }
-        self.journal.record(Event::PlanRequested {
+        self.emit(Event::PlanRequested {
             objective,
             task,
             spec: Box::new(spec),
@@ -746,22 +631,13 @@ impl SchedulerState {
             run.keys.insert(spec.id.clone(), id);
         }
         for (i, ((spec, &id), &depth)) in specs.iter().zip(&ids).zip(depths).enumerate() {
-            let mut deps: Vec<TaskId> = spec
-                .depends_on
-                .iter()
-                .filter_map(|k| run.keys.get(k).copied())
-                .collect();
-            if let Some(p) = parent
-                && !deps.contains(&p)
-            {
-                deps.push(p);
-            }
+            let deps = link(&spec.depends_on, parent, |k| run.keys.get(k).copied());
             let mut waiting_on = 0;
             for dep in &deps {
                 match self.tasks.get_mut(*dep) {
                     Some(d) => {
                         d.dependents.push(id);
-                        if d.status != TaskStatus::Succeeded {
+                        if d.record.status != TaskStatus::Succeeded {
                             waiting_on += 1;
                         }
                     }
@@ -772,45 +648,26 @@ impl SchedulerState {
             let input = Arc::new(spec.input.clone());
             let mut extra = extras.get_mut(i).and_then(Option::take);
             if spec.kind == TaskKind::Wait {
-                extra.get_or_insert_default().wait = Some(WaitFor {
-                    key: spec.event_key(objective).unwrap_or_default(),
-                    timeout: spec.timeout.unwrap_or_default(),
-                    until_ms: None,
-                });
+                extra.get_or_insert_default().wait_timeout = Some(spec.timeout.unwrap_or_default());
             }
             self.tasks.insert(
                 id,
                 TaskNode {
+                    record: TaskRecord::declared(id, spec, objective, parent, deps),
                     objective,
-                    key: spec.id.clone(),
-                    capability: spec.capability.clone(),
-                    kind: spec.kind,
                     priority: run.priority,
                     retry: spec.retry,
                     idle_timeout: spec.idle_timeout,
                     hard_timeout: spec.hard_timeout,
                     input: input.clone(),
                     declared_input: input,
-                    deps,
                     dependents: Vec::new(),
                     waiting_on,
                     depth,
-                    status: TaskStatus::Backlog,
-                    attempt: 0,
-                    lost: 0,
-                    agent: None,
-                    output: None,
-                    error: None,
-                    partial: None,
-                    usage: Usage::default(),
-                    run_time: Duration::ZERO,
-                    spawned_by: parent,
                     queued: None,
                     retry_due: false,
                     avoid: None,
                     ready_at: Instant::now(),
-                    started_at_ms: 0,
-                    planning: None,
                     capped,
                     extra,
                 },
@@ -819,7 +676,7 @@ impl SchedulerState {
         // Second pass: edges from tasks of this batch to later tasks of this batch.
         for &id in &ids {
             let deps = match self.tasks.get(id) {
-                Some(n) => n.deps.clone(),
+                Some(n) => n.record.deps.clone(),
                 None => continue,
             };
             for dep in deps {
@@ -918,21 +775,24 @@ impl SchedulerState {
             let Some(node) = self.tasks.get_mut(t.id) else {
                 continue;
             };
-            node.attempt = t.attempt;
-            node.lost = t.lost;
-            node.agent = t.agent;
-            node.output = t.output.clone();
-            node.error = t.error.clone();
-            node.partial = t.partial.clone();
-            node.usage = t.usage;
-            node.run_time = t.run_time;
-            node.planning = t
-                .planning
-                .as_ref()
-                .map(|p| Box::new(Planning::from_model(p)));
+            // The record as the log tells it, but with the graph's own links (made again
+            // from the batches above; a snapshot written before records kept them has none).
+            // A task that was on its way (ready, running, waiting) is taken up again below;
+            // until then it is in the backlog, holding no slot.
+            let mut record = t.clone();
+            record.deps = std::mem::take(&mut node.record.deps);
+            if !matches!(
+                t.status,
+                TaskStatus::Succeeded
+                    | TaskStatus::Review
+                    | TaskStatus::Failed
+                    | TaskStatus::Cancelled
+            ) {
+                record.status = TaskStatus::Backlog;
+            }
+            node.record = record;
             match t.status {
                 TaskStatus::Succeeded => {
-                    node.status = TaskStatus::Succeeded;
                     if t.compensates.is_some() {
                         continue;
                     }
@@ -946,13 +806,7 @@ impl SchedulerState {
                         run.unfinished = run.unfinished.saturating_sub(1);
                     }
                 }
-                TaskStatus::Review => {
-                    node.status = TaskStatus::Review;
-                    node.set_review_errors(t.review_errors.clone());
-                    self.stats.tasks_in_review += 1;
-                }
-                // Only a compensation ends so while its objective is unfinished.
-                TaskStatus::Failed | TaskStatus::Cancelled => node.status = t.status,
+                TaskStatus::Review => self.stats.tasks_in_review += 1,
                 _ => {}
             }
         }
@@ -966,10 +820,9 @@ impl SchedulerState {
                 TaskStatus::Ready => self.restore_ready(t.id, t.retry_at_ms, now),
                 TaskStatus::Waiting => self.restore_wait(t.id, t.wait_until_ms, now),
                 TaskStatus::Backlog
-                    if self
-                        .tasks
-                        .get(t.id)
-                        .is_some_and(|n| n.status == TaskStatus::Backlog && n.waiting_on == 0) =>
+                    if self.tasks.get(t.id).is_some_and(|n| {
+                        n.record.status == TaskStatus::Backlog && n.waiting_on == 0
+                    }) =>
                 {
                     self.make_ready(t.id);
                 }
@@ -1014,18 +867,14 @@ impl SchedulerState {
         now: u64,
     ) {
         let reason = "the coordinator stopped while the attempt ran";
-        self.journal.record(Event::AttemptLost {
+        self.emit(Event::AttemptLost {
             objective,
             task: id,
             attempt,
             agent,
             reason: reason.into(),
         });
-        let lost = self.tasks.get_mut(id).map_or(0, |n| {
-            n.lost += 1;
-            n.error = Some(reason.into());
-            n.lost
-        });
+        let lost = self.tasks.get(id).map_or(0, |n| n.record.lost);
         if lost > self.config.max_lost_attempts {
             let message = format!("{reason} (the task's attempts were lost {lost} times)");
             self.fail_task(
@@ -1074,12 +923,12 @@ impl SchedulerState {
         let Some(node) = self.tasks.get_mut(id) else {
             return;
         };
-        node.status = TaskStatus::Ready;
+        node.record.status = TaskStatus::Ready;
         node.ready_at = Instant::now();
         match retry_at_ms {
             Some(at) if at > now => {
                 node.retry_due = true;
-                let attempt = node.attempt;
+                let attempt = node.record.attempt;
                 self.myself
                     .send_after(Duration::from_millis(at - now), move || {
                         SchedulerMsg::RetryDue { task: id, attempt }
@@ -1095,15 +944,16 @@ impl SchedulerState {
         let Some(node) = self.tasks.get_mut(id) else {
             return;
         };
-        node.status = TaskStatus::Waiting;
-        node.started_at_ms = now;
-        let attempt = node.attempt;
-        let Some(wait) = node.extra.as_mut().and_then(|e| e.wait.as_mut()) else {
+        // The record as the log left it (no event: the wait goes on).
+        node.record.status = TaskStatus::Waiting;
+        node.record.started_at_ms = Some(now);
+        let attempt = node.record.attempt;
+        let Some((key, _)) = node.wait_for() else {
             return;
         };
+        let key = key.to_owned();
         let until = until_ms.unwrap_or(now);
-        wait.until_ms = Some(until);
-        let key = wait.key.clone();
+        node.record.wait_until_ms = Some(until);
         self.myself.send_after(
             Duration::from_millis(until.saturating_sub(now)),
             move || SchedulerMsg::WaitExpired { task: id, attempt },
@@ -1147,7 +997,7 @@ impl SchedulerState {
         let node = self.tasks.get(id)?;
         // Dependency outputs are only gathered here when the input refers to them; the agent's
         // `upstream` map is built at dispatch.
-        let resolved = if node.deps.is_empty() || !has_references(&node.declared_input) {
+        let resolved = if node.record.deps.is_empty() || !has_references(&node.declared_input) {
             Ok(None)
         } else {
             resolve_input(&node.declared_input, &self.upstream(node)).map(|v| Some(Arc::new(v)))
@@ -1169,8 +1019,9 @@ impl SchedulerState {
     /// The task is ready from now on: record it and queue or dispatch it.
     fn mark_ready(&mut self, objective: ObjectiveId, id: TaskId) {
         if let Some(node) = self.tasks.get_mut(id) {
-            node.status = TaskStatus::Ready;
             node.ready_at = Instant::now();
+            // The fold's step for the event recorded next (see `TaskRecord::apply`).
+            node.record.ready();
         }
         self.journal.record(Event::TaskReady {
             objective,
@@ -1183,7 +1034,7 @@ impl SchedulerState {
     /// for its event or for a person.
     #[inline(always)]
     fn dispatch_ready(&mut self, id: TaskId) {
-        match self.tasks.get(id).map(|n| n.kind) {
+        match self.tasks.get(id).map(|n| n.record.kind) {
             Some(TaskKind::Agent) => self.enqueue_or_dispatch(id),
             Some(TaskKind::Wait) => self.start_wait(id),
             Some(TaskKind::Approval) => self.request_approval(id),
@@ -1194,10 +1045,9 @@ impl SchedulerState {
     /// An `approval` task is ready: it goes to review with its input (what the person
     /// approves, and what its dependents get unless they edit it).
     fn request_approval(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get_mut(id) else {
+        let Some(node) = self.tasks.get(id) else {
             return;
         };
-        node.attempt += 1;
         let input = Value::clone(&node.input);
         self.send_to_review(
             id,
@@ -1205,6 +1055,7 @@ impl SchedulerState {
             "awaiting approval".into(),
             Vec::new(),
             Spent::default(),
+            true,
         );
     }
 
@@ -1214,26 +1065,22 @@ impl SchedulerState {
     /// one posted before, if one is kept.
     fn start_wait(&mut self, id: TaskId) {
         let now = self.turn_ms;
-        let Some(node) = self.tasks.get_mut(id) else {
+        let Some(node) = self.tasks.get(id) else {
             return;
         };
-        node.status = TaskStatus::Waiting;
-        node.attempt += 1;
-        node.started_at_ms = now;
-        let (objective, attempt) = (node.objective, node.attempt);
-        let Some(wait) = node.extra.as_mut().and_then(|e| e.wait.as_mut()) else {
+        let Some((key, timeout)) = node.wait_for() else {
             return;
         };
-        let timeout = wait.timeout;
+        let (objective, key) = (node.objective, key.to_owned());
         let until = now.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        wait.until_ms = Some(until);
-        let key = wait.key.clone();
-        self.journal.record(Event::TaskWaiting {
+        self.emit(Event::TaskWaiting {
             objective,
             task: id,
             event: key.clone(),
             until_ms: until,
         });
+        // The wait is the task's next attempt; its timer names it.
+        let attempt = self.tasks.get(id).map_or(0, |n| n.record.attempt);
         self.myself
             .send_after(timeout, move || SchedulerMsg::WaitExpired {
                 task: id,
@@ -1270,10 +1117,9 @@ impl SchedulerState {
     /// A waiting task consumes a kept event: its payload is the task's output (or goes to
     /// review, when it does not match the task's `output_schema`).
     fn satisfy(&mut self, id: TaskId, event: uuid::Uuid) {
-        let Some(node) = self.tasks.get_mut(id) else {
+        let Some(objective) = self.tasks.get(id).map(|n| n.objective) else {
             return;
         };
-        let objective = node.objective;
         let Some(kept) = self.posted.get_mut(&event) else {
             return;
         };
@@ -1286,25 +1132,26 @@ impl SchedulerState {
             // Nothing asks about it again.
             self.posted.remove(&event);
         }
-        if let Some(wait) = node.extra.as_mut().and_then(|e| e.wait.as_mut()) {
-            wait.until_ms = None;
-        }
-        self.journal.record(Event::WaitSatisfied {
+        self.emit(Event::WaitSatisfied {
             objective,
             task: id,
             event,
             key,
-            payload: payload.clone(),
+            payload,
         });
-        match node.schema().map(|schema| schema.check(&payload)) {
-            Some(Err(errors)) => {
-                let reason = review_reason(&errors);
-                self.send_to_review(id, Some(payload), reason, errors, Spent::default());
+        let Some(node) = self.tasks.get(id) else {
+            return;
+        };
+        let checked = match (node.schema(), &node.record.output) {
+            (Some(schema), Some(payload)) => schema.check(payload),
+            _ => Ok(()),
+        };
+        match checked {
+            Err(errors) => {
+                let (payload, reason) = (node.record.output.clone(), review_reason(&errors));
+                self.send_to_review(id, payload, reason, errors, Spent::default(), false);
             }
-            _ => {
-                node.status = TaskStatus::Succeeded;
-                node.error = None;
-                node.output = Some(payload);
+            Ok(()) => {
                 self.stats.tasks_succeeded += 1;
                 self.task_done(id);
             }
@@ -1316,18 +1163,17 @@ impl SchedulerState {
         let Some(node) = self.tasks.get(id) else {
             return;
         };
-        if node.attempt != attempt || node.status != TaskStatus::Waiting {
+        if node.record.attempt != attempt || node.record.status != TaskStatus::Waiting {
             return;
         }
-        let Some(wait) = node.wait_for() else {
+        let Some((key, timeout)) = node.wait_for() else {
             return;
         };
         let message = format!(
-            "no event `{}` arrived within {}",
-            wait.key,
-            humantime::format_duration(wait.timeout)
+            "no event `{key}` arrived within {}",
+            humantime::format_duration(timeout)
         );
-        remove_from(&mut self.waiting, &wait.key, &id);
+        remove_from(&mut self.waiting, key, &id);
         self.fail_task(
             id,
             None,
@@ -1368,7 +1214,7 @@ impl SchedulerState {
                 .saturating_add(u64::try_from(new.ttl.as_millis()).unwrap_or(u64::MAX)),
             consumed_by: None,
         };
-        self.journal.record(Event::EventReceived {
+        self.emit(Event::EventReceived {
             id: answer.id,
             key: answer.key.clone(),
             payload: answer.payload.clone(),
@@ -1424,7 +1270,7 @@ impl SchedulerState {
             if self
                 .tasks
                 .get(task)
-                .is_some_and(|n| n.status == TaskStatus::Waiting)
+                .is_some_and(|n| n.record.status == TaskStatus::Waiting)
             {
                 found = Some(task);
                 break;
@@ -1462,11 +1308,17 @@ impl SchedulerState {
     /// The outputs of a task's dependencies, by name. A planning task's output (the plan its
     /// tasks came from) is not one of them: the edge only orders the plan's tasks after it.
     fn upstream(&self, node: &TaskNode) -> BTreeMap<TaskKey, Value> {
-        node.deps
+        node.record
+            .deps
             .iter()
             .filter_map(|d| self.tasks.get(*d))
-            .filter(|d| d.planning.is_none())
-            .map(|d| (d.key.clone(), d.output.clone().unwrap_or(Value::Null)))
+            .filter(|d| d.record.planning.is_none())
+            .map(|d| {
+                (
+                    d.record.key.clone(),
+                    d.record.output.clone().unwrap_or(Value::Null),
+                )
+            })
             .collect()
     }
 
@@ -1492,7 +1344,8 @@ impl SchedulerState {
             self.park(objective, entry);
             return;
         }
-        let (priority, capability, avoid) = (node.priority, node.capability.clone(), node.avoid);
+        let (priority, capability, avoid) =
+            (node.priority, node.record.capability.clone(), node.avoid);
         let queue_empty = self
             .queues
             .get(&capability)
@@ -1557,33 +1410,29 @@ impl SchedulerState {
         if let Some(input) = &built {
             node.input = Arc::new(input.clone());
         }
-        node.attempt += 1;
-        node.status = TaskStatus::Running;
-        node.started_at_ms = self.turn_ms;
-        node.agent = Some(lease.agent);
         node.queued = None;
+        let (objective, attempt) = (node.objective, node.record.attempt + 1);
+        // The fold's step for the `TaskStarted` recorded below (see `TaskRecord::apply`).
+        node.record.started(attempt, lease.agent, self.turn_ms);
         if node.capped
-            && let Some(run) = self.objectives.get_mut(&node.objective)
+            && let Some(run) = self.objectives.get_mut(&objective)
         {
             run.running += 1;
         }
-        let upstream = if node.deps.is_empty() {
-            BTreeMap::new()
-        } else {
-            self.tasks
-                .get(id)
-                .map(|node| self.upstream(node))
-                .unwrap_or_default()
-        };
         let Some(node) = self.tasks.get(id) else {
             return;
         };
+        let upstream = if node.record.deps.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.upstream(node)
+        };
         let task = Task {
             id,
-            objective: node.objective,
-            key: node.key.clone(),
-            capability: node.capability.clone(),
-            attempt: node.attempt,
+            objective,
+            key: node.record.key.clone(),
+            capability: node.record.capability.clone(),
+            attempt,
             input: node.input.clone(),
             upstream,
             idle_timeout: node.idle_timeout,
@@ -1591,9 +1440,9 @@ impl SchedulerState {
         };
         let ready_at = node.ready_at;
         self.journal.record(Event::TaskStarted {
-            objective: node.objective,
+            objective,
             task: id,
-            attempt: node.attempt,
+            attempt,
             agent: lease.agent,
             input: built,
         });
@@ -1612,7 +1461,7 @@ impl SchedulerState {
     /// rejection the rejected plan and why. `None` for any other task.
     fn plan_input(&self, id: TaskId) -> Option<Value> {
         let node = self.tasks.get(id)?;
-        let planning = node.planning.as_deref()?;
+        let planning = node.record.planning.as_deref()?;
         let run = self.objectives.get(&node.objective)?;
         let capabilities = planner::capabilities(&self.registry.snapshots());
         let room = planner::Room {
@@ -1629,7 +1478,7 @@ impl SchedulerState {
             rejected: planning
                 .rejected
                 .as_ref()
-                .map(|(plan, errors)| (plan, errors.as_slice())),
+                .map(|r| (&r.plan, r.errors.as_slice())),
         }))
     }
 
@@ -1640,22 +1489,26 @@ impl SchedulerState {
         failed_task: Option<TaskId>,
     ) -> planner::Progress<'a> {
         let mut progress = planner::Progress {
-            failed_task: failed_task.and_then(|t| self.tasks.get(t)).map(|n| &n.key),
+            failed_task: failed_task
+                .and_then(|t| self.tasks.get(t))
+                .map(|n| &n.record.key),
             ..planner::Progress::default()
         };
         for node in run.tasks.iter().filter_map(|t| self.tasks.get(*t)) {
-            if node.planning.is_some() {
+            if node.record.planning.is_some() {
                 continue;
             }
-            match node.status {
-                TaskStatus::Succeeded => progress
-                    .succeeded
-                    .push((&node.key, node.output.as_ref().unwrap_or(&NULL))),
-                TaskStatus::Failed => progress
-                    .failed
-                    .push((&node.key, node.error.as_deref().unwrap_or("failed"))),
-                TaskStatus::Cancelled => progress.dropped.push(&node.key),
-                status => progress.pending.push((&node.key, status)),
+            match node.record.status {
+                TaskStatus::Succeeded => progress.succeeded.push((
+                    &node.record.key,
+                    node.record.output.as_ref().unwrap_or(&NULL),
+                )),
+                TaskStatus::Failed => progress.failed.push((
+                    &node.record.key,
+                    node.record.error.as_deref().unwrap_or("failed"),
+                )),
+                TaskStatus::Cancelled => progress.dropped.push(&node.record.key),
+                status => progress.pending.push((&node.record.key, status)),
             }
         }
         progress
@@ -1754,11 +1607,11 @@ impl SchedulerState {
             let Some(node) = self.tasks.get_mut(entry.task) else {
                 continue;
             };
-            if node.status != TaskStatus::Ready || node.queued.is_some() || node.retry_due {
+            if node.record.status != TaskStatus::Ready || node.queued.is_some() || node.retry_due {
                 continue;
             }
             node.queued = Some(entry.seq);
-            let capability = node.capability.clone();
+            let capability = node.record.capability.clone();
             self.queues
                 .entry(capability.clone())
                 .or_default()
@@ -1875,14 +1728,14 @@ impl SchedulerState {
     }
 
     fn on_report(&mut self, agent: AgentId, report: Report) {
-        let Some(node) = self.tasks.get_mut(report.task) else {
+        let Some(node) = self.tasks.get(report.task) else {
             return;
         };
         // A report for an attempt that is no longer current (cancelled, or taken back when its
         // agent crashed) changes nothing: a late result never commits.
-        if node.status != TaskStatus::Running
-            || node.attempt != report.attempt
-            || node.agent != Some(agent)
+        if node.record.status != TaskStatus::Running
+            || node.record.attempt != report.attempt
+            || node.record.agent != Some(agent)
         {
             return;
         }
@@ -1897,19 +1750,17 @@ impl SchedulerState {
             self.requeue_lost(agent, report.task, &reason);
             return;
         }
-        node.run_time += report.duration;
-        let mut tokens = 0;
-        if let Some(u) = report.outcome.usage() {
-            node.usage.input_tokens += u.input_tokens;
-            node.usage.output_tokens += u.output_tokens;
-            tokens = u.input_tokens.saturating_add(u.output_tokens);
-        }
-        let planning = node.planning.is_some();
+        // The attempt's run time and tokens join the task's record with the event of its
+        // outcome, whichever it turns out to be.
+        let tokens = report
+            .outcome
+            .usage()
+            .map_or(0, |u| u.input_tokens.saturating_add(u.output_tokens));
+        let planning = node.record.planning.is_some();
         // Read once here, so a task without extras costs no further lookup on this path.
         let (objective, capped) = (node.objective, node.capped);
-        let (compensation, checked) = node.extra.as_ref().map_or((false, false), |e| {
-            (e.compensates.is_some(), e.schema.is_some())
-        });
+        let compensation = node.record.compensates.is_some();
+        let checked = node.extra.as_ref().is_some_and(|e| e.schema.is_some());
         // The attempt's tokens count before its outcome is applied, so a success that goes
         // over the budget wakes no dependent (`task_done`).
         let over_budget = tokens > 0 && self.charge(objective, tokens);
@@ -2013,7 +1864,14 @@ impl SchedulerState {
                         spent,
                     );
                 } else {
-                    self.send_to_review(report.task, partial_output, message, Vec::new(), spent);
+                    self.send_to_review(
+                        report.task,
+                        partial_output,
+                        message,
+                        Vec::new(),
+                        spent,
+                        false,
+                    );
                 }
             }
             TaskOutcome::Failed {
@@ -2119,7 +1977,7 @@ impl SchedulerState {
                     duration: Some(duration),
                 };
                 let reason = review_reason(&errors);
-                self.send_to_review(id, Some(output), reason, errors, spent);
+                self.send_to_review(id, Some(output), reason, errors, spent, false);
             }
         }
     }
@@ -2135,22 +1993,20 @@ impl SchedulerState {
         let Some(node) = self.tasks.get_mut(id) else {
             return;
         };
-        node.status = TaskStatus::Succeeded;
-        node.error = None;
-        let (objective, attempt) = (node.objective, node.attempt);
+        let (objective, attempt) = (node.objective, node.record.attempt);
+        // The fold's step for the event recorded next (see `TaskRecord::apply`).
+        node.record.succeeded(&output, usage, duration);
+        let compensable = node.has_compensation();
         self.journal.record(Event::TaskSucceeded {
             objective,
             task: id,
             attempt,
             agent,
-            output: output.clone(),
+            output,
             usage,
             duration,
         });
-        node.output = Some(output);
-        if node.has_compensation()
-            && let Some(run) = self.objectives.get_mut(&objective)
-        {
+        if compensable && let Some(run) = self.objectives.get_mut(&objective) {
             run.compensable.push(id);
         }
         self.stats.tasks_succeeded += 1;
@@ -2165,7 +2021,7 @@ impl SchedulerState {
             return;
         };
         let objective = node.objective;
-        if node.compensates().is_some() {
+        if node.record.compensates.is_some() {
             self.next_compensation(objective);
             return;
         }
@@ -2188,7 +2044,7 @@ impl SchedulerState {
         }
         for dep in dependents {
             let ready = match self.tasks.get_mut(dep) {
-                Some(d) if d.status == TaskStatus::Backlog => {
+                Some(d) if d.record.status == TaskStatus::Backlog => {
                     d.waiting_on = d.waiting_on.saturating_sub(1);
                     d.waiting_on == 0
                 }
@@ -2203,7 +2059,7 @@ impl SchedulerState {
     /// `specs`, each also depending on `parent` (follow-ups and a plan's tasks run after the
     /// task that produced them).
     fn with_parent(&self, parent: TaskId, specs: &[TaskSpec]) -> Vec<TaskSpec> {
-        let parent_key = self.tasks.get(parent).map(|n| n.key.clone());
+        let parent_key = self.tasks.get(parent).map(|n| n.record.key.clone());
         specs
             .iter()
             .map(|s| {
@@ -2299,7 +2155,7 @@ impl SchedulerState {
         );
         self.objectives.insert(objective, run);
         if !specs.is_empty() {
-            self.journal.record(Event::TasksSpawned {
+            self.emit(Event::TasksSpawned {
                 objective,
                 parent,
                 first_task: first,
@@ -2319,7 +2175,7 @@ impl SchedulerState {
             if self
                 .tasks
                 .get(t)
-                .is_some_and(|n| n.status == TaskStatus::Backlog && n.waiting_on == 0)
+                .is_some_and(|n| n.record.status == TaskStatus::Backlog && n.waiting_on == 0)
             {
                 self.make_ready(t);
             }
@@ -2360,7 +2216,7 @@ impl SchedulerState {
             .objectives
             .get(&node.objective)
             .ok_or_else(|| vec!["the objective is gone".to_owned()])?;
-        let replan = node.planning.as_ref().map_or(0, |p| p.replan);
+        let replan = node.record.planning.as_ref().map_or(0, |p| p.replan);
         let mut errors = Vec::new();
         if specs.is_empty() && replan == 0 {
             errors.push("the plan has no tasks: list at least one in `tasks`".to_owned());
@@ -2385,9 +2241,9 @@ impl SchedulerState {
                 }
             }
             // Against the plan's own dependencies: the planning task's output is no input.
-            let references = if spec.depends_on.contains(&node.key) {
+            let references = if spec.depends_on.contains(&node.record.key) {
                 let mut own = spec.clone();
-                own.depends_on.retain(|d| *d != node.key);
+                own.depends_on.retain(|d| *d != node.record.key);
                 check_references(&own)
             } else {
                 check_references(spec)
@@ -2401,8 +2257,10 @@ impl SchedulerState {
                 let Some(existing) = existing.and_then(|t| self.tasks.get(*t)) else {
                     continue;
                 };
-                let why = match existing.status {
-                    _ if existing.planning.is_some() => "is a planning task (its plan is no input)",
+                let why = match existing.record.status {
+                    _ if existing.record.planning.is_some() => {
+                        "is a planning task (its plan is no input)"
+                    }
                     TaskStatus::Failed => "failed and will never succeed",
                     TaskStatus::Cancelled => "was dropped and will never run",
                     _ => continue,
@@ -2441,20 +2299,16 @@ impl SchedulerState {
     /// attempt, its prompt holding the errors and the rejected plan); the second time it
     /// fails, and with it the objective, naming the errors.
     fn reject_plan(&mut self, id: TaskId, answer: Answer, errors: Vec<String>) {
-        let Some(node) = self.tasks.get_mut(id) else {
+        let Some(node) = self.tasks.get(id) else {
             return;
         };
-        let Some(planning) = node.planning.as_deref_mut() else {
+        let Some(planning) = node.record.planning.as_deref() else {
             return;
         };
         let repair = planning.rejections == 0;
-        planning.rejections += 1;
-        planning.rejected = Some((answer.output.clone(), errors.clone()));
         let summary = errors.join("; ");
-        node.error = Some(format!("plan rejected: {summary}"));
-        node.partial = Some(answer.output.clone());
-        let (objective, attempt) = (node.objective, node.attempt);
-        self.journal.record(Event::PlanRejected {
+        let (objective, attempt) = (node.objective, node.record.attempt);
+        self.emit(Event::PlanRejected {
             objective,
             task: id,
             attempt,
@@ -2485,7 +2339,11 @@ impl SchedulerState {
     /// that depended on it (which can never run) are dropped and a `replan-N` task asks the
     /// planner for the rest of the work. False when the objective must fail instead.
     fn replan(&mut self, objective: ObjectiveId, failed: TaskId) -> bool {
-        if self.tasks.get(failed).is_none_or(|n| n.planning.is_some()) {
+        if self
+            .tasks
+            .get(failed)
+            .is_none_or(|n| n.record.planning.is_some())
+        {
             return false;
         }
         let Some(run) = self.objectives.get(&objective) else {
@@ -2504,7 +2362,7 @@ impl SchedulerState {
             if self
                 .tasks
                 .get(task)
-                .is_some_and(|n| !n.status.is_terminal())
+                .is_some_and(|n| !n.record.status.is_terminal())
             {
                 freed.extend(self.cancel_task(task));
                 if let Some(run) = self.objectives.get_mut(&objective) {
@@ -2539,6 +2397,7 @@ impl SchedulerState {
 
     /// The task waits for a person; `errors` says where its output does not match its
     /// schema, when that is why.
+    /// `approval` says the review is an approval's request, which is its next attempt.
     fn send_to_review(
         &mut self,
         id: TaskId,
@@ -2546,19 +2405,17 @@ impl SchedulerState {
         reason: String,
         errors: Vec<OutputError>,
         spent: Spent,
+        approval: bool,
     ) {
-        let Some(node) = self.tasks.get_mut(id) else {
+        let Some(node) = self.tasks.get(id) else {
             return;
         };
-        node.status = TaskStatus::Review;
-        node.output = output.clone();
-        node.error = Some(reason.clone());
-        node.set_review_errors(errors.clone());
+        let (objective, attempt) = (node.objective, node.record.attempt + u32::from(approval));
         self.stats.tasks_in_review += 1;
-        self.journal.record(Event::TaskInReview {
-            objective: node.objective,
+        self.emit(Event::TaskInReview {
+            objective,
             task: id,
-            attempt: node.attempt,
+            attempt,
             output,
             reason,
             errors,
@@ -2588,10 +2445,11 @@ impl SchedulerState {
         };
         // Attempts lost to crashing agents are not the task's failures, nor are a planner's
         // repair attempts: they do not count here.
-        let repairs = node.planning.as_ref().map_or(0, |p| p.rejections);
+        let repairs = node.record.planning.as_ref().map_or(0, |p| p.rejections);
         let failed_attempts = node
+            .record
             .attempt
-            .saturating_sub(node.lost)
+            .saturating_sub(node.record.lost)
             .saturating_sub(repairs);
         let budget_left = failed_attempts
             < node
@@ -2602,7 +2460,10 @@ impl SchedulerState {
         // request that model refuses): the task fails over to another agent with the
         // capability if one can take work now, and fails otherwise.
         let fail_over = kind == FailureKind::Permanent
-            && agent.is_some_and(|a| self.registry.has_other_available(&node.capability, a));
+            && agent.is_some_and(|a| {
+                self.registry
+                    .has_other_available(&node.record.capability, a)
+            });
         let retry = (kind.is_retryable() || fail_over) && budget_left;
         if !retry {
             self.fail_task(id, agent, kind, message, partial, spent);
@@ -2612,21 +2473,16 @@ impl SchedulerState {
             node.avoid = agent;
             Duration::ZERO
         } else {
-            let ceiling = node.retry.backoff_ceiling(node.attempt + 1);
+            let ceiling = node.retry.backoff_ceiling(node.record.attempt + 1);
             let jitter = Duration::from_nanos(
                 self.rng
                     .u64(0..=u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX)),
             );
             jitter.max(retry_after)
         };
-        node.status = TaskStatus::Ready;
         node.retry_due = true;
-        node.error = Some(message.clone());
-        if partial.is_some() {
-            node.partial = partial.clone();
-        }
-        let (objective, attempt) = (node.objective, node.attempt);
-        self.journal.record(Event::TaskFailed {
+        let (objective, attempt) = (node.objective, node.record.attempt);
+        self.emit(Event::TaskFailed {
             objective,
             task: id,
             attempt,
@@ -2646,7 +2502,8 @@ impl SchedulerState {
     /// A retry backoff passed.
     pub(crate) fn on_retry_due(&mut self, id: TaskId, attempt: u32) {
         let due = self.tasks.get_mut(id).is_some_and(|n| {
-            let due = n.retry_due && n.attempt == attempt && n.status == TaskStatus::Ready;
+            let due =
+                n.retry_due && n.record.attempt == attempt && n.record.status == TaskStatus::Ready;
             if due {
                 n.retry_due = false;
                 n.ready_at = Instant::now();
@@ -2695,7 +2552,7 @@ impl SchedulerState {
         if self
             .tasks
             .get(id)
-            .is_some_and(|n| n.compensates().is_some())
+            .is_some_and(|n| n.record.compensates.is_some())
         {
             self.next_compensation(objective);
             return;
@@ -2721,16 +2578,11 @@ impl SchedulerState {
         spent: Spent,
     ) -> Option<(ObjectiveId, TaskKey)> {
         let node = self.tasks.get_mut(id)?;
-        node.status = TaskStatus::Failed;
         node.retry_due = false;
-        node.error = Some(message.to_owned());
-        node.set_review_errors(Vec::new());
         self.stats.tasks_failed += 1;
-        if partial.is_some() {
-            node.partial = partial.clone();
-        }
-        let (objective, attempt, key) = (node.objective, node.attempt, node.key.clone());
-        self.journal.record(Event::TaskFailed {
+        let (objective, attempt, key) =
+            (node.objective, node.record.attempt, node.record.key.clone());
+        self.emit(Event::TaskFailed {
             objective,
             task: id,
             attempt,
@@ -2770,11 +2622,12 @@ impl SchedulerState {
         let Some(node) = self.tasks.get_mut(id) else {
             return;
         };
-        if node.status != TaskStatus::Running || node.agent != Some(agent) {
+        if node.record.status != TaskStatus::Running || node.record.agent != Some(agent) {
             return;
         }
-        node.lost += 1;
-        let (objective, attempt, lost) = (node.objective, node.attempt, node.lost);
+        // Counted in the record by its `AttemptLost`; a loss past the limit fails the task.
+        let (objective, attempt, lost) =
+            (node.objective, node.record.attempt, node.record.lost + 1);
         self.release(agent, id);
         let message = format!("agent {agent} lost the attempt: {reason}");
         if lost > self.config.max_lost_attempts {
@@ -2792,16 +2645,14 @@ impl SchedulerState {
             );
             return;
         }
-        self.journal.record(Event::AttemptLost {
+        self.emit(Event::AttemptLost {
             objective,
             task: id,
             attempt,
             agent: Some(agent),
-            reason: message.clone(),
+            reason: message,
         });
         if let Some(node) = self.tasks.get_mut(id) {
-            node.status = TaskStatus::Ready;
-            node.error = Some(message);
             node.ready_at = Instant::now();
         }
         self.stats.attempts_failed += 1;
@@ -2855,7 +2706,7 @@ impl SchedulerState {
             run.failure = reason.clone();
             run.saga = None;
         }
-        self.journal.record(match status {
+        self.emit(match status {
             ObjectiveStatus::Succeeded => Event::ObjectiveSucceeded { objective: id },
             ObjectiveStatus::Cancelled => Event::ObjectiveCancelled { objective: id },
             _ => Event::ObjectiveFailed {
@@ -2907,9 +2758,9 @@ impl SchedulerState {
             .rev()
             .copied()
             .filter(|t| {
-                tasks
-                    .get(*t)
-                    .is_some_and(|n| n.status == TaskStatus::Succeeded && n.has_compensation())
+                tasks.get(*t).is_some_and(|n| {
+                    n.record.status == TaskStatus::Succeeded && n.has_compensation()
+                })
             })
             .collect();
         if compensates.is_empty() {
@@ -2930,7 +2781,7 @@ impl SchedulerState {
                 pending,
             });
         }
-        self.journal.record(Event::CompensationStarted {
+        self.emit(Event::CompensationStarted {
             objective: id,
             reason: reason.to_owned(),
             first_task: first,
@@ -2948,46 +2799,28 @@ impl SchedulerState {
         let Some(compensation) = node.extra.as_ref().and_then(|e| e.compensation.as_ref()) else {
             return;
         };
-        let spec = compensation.task_spec(&node.key);
+        let spec = compensation.task_spec(&node.record.key);
         let input = Arc::new(spec.input);
         let compensation_node = TaskNode {
+            // Its input and `upstream` come from the compensated task's output.
+            record: TaskRecord::compensation(task, spec.id, spec.capability, original),
             objective,
-            key: spec.id,
-            capability: spec.capability,
-            kind: TaskKind::Agent,
             priority: node.priority,
             retry: spec.retry,
             idle_timeout: spec.idle_timeout,
             hard_timeout: spec.hard_timeout,
             input: input.clone(),
             declared_input: input,
-            // Its input and `upstream` come from the compensated task's output.
-            deps: vec![original],
             dependents: Vec::new(),
             waiting_on: 0,
             depth: node.depth,
-            status: TaskStatus::Backlog,
-            attempt: 0,
-            lost: 0,
-            agent: None,
-            output: None,
-            error: None,
-            partial: None,
-            usage: Usage::default(),
-            run_time: Duration::ZERO,
-            spawned_by: None,
             queued: None,
             retry_due: false,
             avoid: None,
             ready_at: Instant::now(),
-            planning: None,
-            started_at_ms: 0,
             // One runs at a time: the cap is not theirs to count against.
             capped: false,
-            extra: Some(Box::new(TaskExtra {
-                compensates: Some(original),
-                ..TaskExtra::default()
-            })),
+            extra: None,
         };
         self.tasks.insert(task, compensation_node);
         self.next_task = self.next_task.max(task.0 + 1);
@@ -3048,27 +2881,34 @@ impl SchedulerState {
     /// Marks a task cancelled; returns the agent whose slot its running attempt freed.
     fn cancel_task(&mut self, id: TaskId) -> Option<AgentId> {
         let node = self.tasks.get_mut(id)?;
-        if node.status.is_terminal() {
+        if node.record.status.is_terminal() {
             return None;
         }
-        let was = node.status;
-        node.status = TaskStatus::Cancelled;
+        let was = node.record.status;
         node.retry_due = false;
+        let (objective, attempt, agent, queued) = (
+            node.objective,
+            node.record.attempt,
+            node.record.agent,
+            node.queued.take(),
+        );
+        self.emit(Event::TaskCancelled {
+            objective,
+            task: id,
+        });
+        let node = self.tasks.get(id)?;
         if was == TaskStatus::Review {
             self.stats.tasks_in_review = self.stats.tasks_in_review.saturating_sub(1);
         }
         if was == TaskStatus::Waiting
-            && let Some(wait) = node.extra.as_ref().and_then(|e| e.wait.as_ref())
+            && let Some((key, _)) = node.wait_for()
         {
-            remove_from(&mut self.waiting, &wait.key, &id);
+            remove_from(&mut self.waiting, key, &id);
         }
-        let (objective, attempt, agent, queued) =
-            (node.objective, node.attempt, node.agent, node.queued.take());
-        if queued.is_some() {
-            let capability = node.capability.clone();
-            if let Some(q) = self.queues.get_mut(&capability) {
-                q.forget_one();
-            }
+        if queued.is_some()
+            && let Some(q) = self.queues.get_mut(&node.record.capability)
+        {
+            q.forget_one();
         }
         let mut freed = None;
         if was == TaskStatus::Running
@@ -3087,10 +2927,6 @@ impl SchedulerState {
             }
             freed = Some(agent);
         }
-        self.journal.record(Event::TaskCancelled {
-            objective,
-            task: id,
-        });
         freed
     }
 
@@ -3134,10 +2970,10 @@ impl SchedulerState {
             .tasks
             .get_mut(id)
             .ok_or(SchedulerError::UnknownTask(id))?;
-        if node.status != TaskStatus::Review {
+        if node.record.status != TaskStatus::Review {
             return Err(SchedulerError::NotInReview {
                 task: id,
-                status: format!("{:?}", node.status).to_lowercase(),
+                status: format!("{:?}", node.record.status).to_lowercase(),
             });
         }
         let objective = node.objective;
@@ -3154,13 +2990,11 @@ impl SchedulerState {
                         .check(edited)
                         .map_err(|errors| SchedulerError::InvalidOutput { task: id, errors })?;
                 }
-                let output = output.or_else(|| node.output.take()).unwrap_or(Value::Null);
-                node.status = TaskStatus::Succeeded;
-                node.error = None;
-                node.output = Some(output.clone());
-                node.set_review_errors(Vec::new());
+                let output = output
+                    .or_else(|| node.record.output.take())
+                    .unwrap_or(Value::Null);
                 let compensable = node.has_compensation();
-                self.journal.record(Event::TaskApproved {
+                self.emit(Event::TaskApproved {
                     objective,
                     task: id,
                     output,
@@ -3173,8 +3007,8 @@ impl SchedulerState {
             }
             ReviewDecision::Reject { reason } => {
                 // A person said no to an approval: no planner is asked to get round that.
-                let approval = node.kind == TaskKind::Approval;
-                self.journal.record(Event::TaskRejected {
+                let approval = node.record.kind == TaskKind::Approval;
+                self.emit(Event::TaskRejected {
                     objective,
                     task: id,
                     reason: reason.clone(),
@@ -3194,10 +3028,7 @@ impl SchedulerState {
                     !approval,
                 );
             }
-            ReviewDecision::Retry => {
-                node.set_review_errors(Vec::new());
-                self.mark_ready(objective, id);
-            }
+            ReviewDecision::Retry => self.mark_ready(objective, id),
         }
         Ok(())
     }
@@ -3207,18 +3038,14 @@ impl SchedulerState {
     /// The state of an objective and its tasks.
     pub(crate) fn view(&self, id: ObjectiveId) -> Option<ObjectiveView> {
         let run = self.objectives.get(&id)?;
-        let tasks = run
-            .tasks
-            .iter()
-            .filter_map(|t| self.tasks.get(*t).map(|n| task_view(*t, n)))
-            .collect();
-        Some(ObjectiveView {
+        let tasks = run.tasks.iter().filter_map(|t| self.tasks.get(*t));
+        Some(objective_view(
             id,
-            goal: run.goal.clone(),
-            status: run.status,
-            failure: run.failure.clone(),
-            tasks,
-        })
+            &run.goal,
+            run.status,
+            run.failure.as_deref(),
+            tasks.map(|n| &n.record),
+        ))
     }
 
     /// One page of the tasks held in memory (every unfinished objective's, and the finished
@@ -3227,12 +3054,12 @@ impl SchedulerState {
     /// not for the hot path.
     pub(crate) fn task_page(&self, query: &TaskQuery) -> TaskPage {
         let matches = |node: &TaskNode| {
-            query.status.is_none_or(|s| node.status == s)
+            query.status.is_none_or(|s| node.record.status == s)
                 && query
                     .capability
                     .as_ref()
-                    .is_none_or(|c| node.capability == *c)
-                && query.agent.is_none_or(|a| node.agent == Some(a))
+                    .is_none_or(|c| node.record.capability == *c)
+                && query.agent.is_none_or(|a| node.record.agent == Some(a))
                 && query.objective.is_none_or(|o| node.objective == o)
         };
         let beyond = |id: TaskId| match (query.after, query.newest_first) {
@@ -3280,14 +3107,14 @@ impl SchedulerState {
         };
         let tasks = page
             .into_iter()
-            .map(|(id, node)| TaskItem {
+            .map(|(_, node)| TaskItem {
                 objective: node.objective,
                 goal: self
                     .objectives
                     .get(&node.objective)
                     .map(|run| run.goal.clone())
                     .unwrap_or_default(),
-                task: task_view(id, node),
+                task: node.record.view(),
             })
             .collect();
         TaskPage { tasks, next, total }
@@ -3325,6 +3152,18 @@ impl SchedulerState {
 
     /// Records an event that happened outside the scheduler.
     pub(crate) fn record(&mut self, event: Event) {
+        self.journal.record(event);
+    }
+
+    /// Records an event of this turn. An event about a task is first folded into the task's
+    /// record, by the fold the replay of the log runs: the record changes only so, which is
+    /// what makes a replayed view equal the live one.
+    fn emit(&mut self, event: Event) {
+        if let Some(task) = task_of(&event)
+            && let Some(node) = self.tasks.get_mut(task)
+        {
+            node.record.apply(&event, self.turn_ms);
+        }
         self.journal.record(event);
     }
 
