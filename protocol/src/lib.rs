@@ -23,6 +23,7 @@
 
 pub mod agent;
 pub mod event;
+pub mod fingerprint;
 pub mod graph;
 pub mod ids;
 pub mod messages;

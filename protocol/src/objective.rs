@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fingerprint::Fingerprint;
 use crate::task::TaskSpec;
 
 /// A unit of work a user asks the swarm to achieve.
@@ -50,16 +51,17 @@ impl Objective {
         }
     }
 
-    /// A fingerprint of the whole objective, the same in every process and version that
-    /// serializes it the same way: a repeated submit under one idempotency key must carry the
-    /// same objective.
+    /// The fingerprint to store with an idempotency key: stable across processes, builds and
+    /// versions (see [`crate::fingerprint`]).
     pub fn fingerprint(&self) -> u64 {
-        use std::hash::Hasher;
-        let mut hasher = rustc_hash::FxHasher::default();
-        // Serializing plain data to a Vec cannot fail; an empty encoding would still compare
-        // equal only to another objective that also failed to encode.
-        hasher.write(&serde_json::to_vec(self).unwrap_or_default());
-        hasher.finish()
+        Fingerprint::of(self).value()
+    }
+
+    /// What a stored fingerprint is compared with: this objective's fingerprint in every
+    /// version that may have written one, so a retry matches an objective recorded by an
+    /// earlier release.
+    pub fn fingerprints(&self) -> Fingerprint {
+        Fingerprint::of(self)
     }
 }
 
