@@ -82,6 +82,15 @@ impl Effects {
         if durable.is_ok() {
             for (agent, actor, msg) in self.sends {
                 if actor.cast(msg).is_err() {
+                    // An actor its supervisor has replaced since this turn chose it: the
+                    // supervisor marked the agent down before telling the scheduler, so the
+                    // scheduler took back everything that incarnation held when it heard of
+                    // the crash, and the agent now runs as a new actor that must not be marked
+                    // down for its predecessor.
+                    let current = self.delivery.registry.handle(agent);
+                    if current.is_some_and(|now| now.get_id() != actor.get_id()) {
+                        continue;
+                    }
                     // Down first, so the tasks taken back cannot be handed to the same dead
                     // actor again (its supervisor brings it back up when it restarts it).
                     let _ = self.delivery.registry.set_health(agent, Health::Down);
