@@ -14,6 +14,8 @@
 //!   documents every route of [`ROUTES`].
 //! - [`problem`]: every error answer as `application/problem+json`, and the JSON body
 //!   extractor that names the field at fault.
+//! - [`limits`]: how much the API takes: a GCRA quota per client (governor's keyed limiter)
+//!   and failed authentications per remote address; each a 429 with `Retry-After`.
 //! - `auth`: who may call a route (the bearer token, or the dashboard's session cookie with
 //!   its CSRF token), and no state-changing request from another site.
 //! - `ui`: the operator dashboard (`/` and `/ui/...`): server-rendered pages over the same
@@ -33,12 +35,20 @@
 //! - No panic escapes a handler: it is caught and answered as a 500 problem.
 //! - Request bodies are limited (1 MiB by default, 413 past it) and so is the time to a
 //!   response (30 s by default; the body of an event stream is not limited).
+//! - Every request but the probes counts against its client's quota (by default 100 per
+//!   second, 1,000 at once); a client is the token or session it presents, or its remote
+//!   address without auth. Past it: 429 with `Retry-After`.
+//! - An address that presented a wrong token 5 times within a minute (bearer or login form,
+//!   by default) is answered 429 before any further token it presents is compared.
+//!
+//! [`LocalApi`], whose clients are its own process, has no per-client quota.
 
 mod agents;
 mod auth;
 mod event_posts;
 mod events;
 mod hooks;
+pub mod limits;
 mod metrics;
 mod objectives;
 mod openapi;
@@ -73,6 +83,7 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::limits::Limits;
 use crate::problem::{PROBLEM_JSON, Problem};
 use swarm_coordinator::config::AgentConfig;
 use swarm_coordinator::triggers::{Environment, Hooks};
@@ -206,6 +217,12 @@ impl Route {
                 | Endpoint::UiStyle
                 | Endpoint::Hook
         )
+    }
+
+    /// True for the probes (`/healthz`, `/readyz`), which no quota counts: an orchestrator
+    /// polls them on its own schedule.
+    pub fn is_probe(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Healthz | Endpoint::Readyz)
     }
 
     /// True for the dashboard's routes (`/` and `/ui/...`): HTML for people, not part of the
@@ -356,6 +373,8 @@ pub struct ApiConfig {
     pub body_limit_bytes: usize,
     /// The longest a request may take until its response starts.
     pub request_timeout: Duration,
+    /// Quotas and the failed-authentication limit (see [`limits`]).
+    pub limits: Limits,
 }
 
 impl Default for ApiConfig {
@@ -364,6 +383,7 @@ impl Default for ApiConfig {
             token: None,
             body_limit_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
         }
     }
 }
@@ -375,6 +395,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("request_timeout", &self.request_timeout)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -397,6 +418,8 @@ pub struct Shared {
     config: ApiConfig,
     /// Signs and checks the dashboard's session cookies (with a token configured).
     sessions: Option<ui::session::Sessions>,
+    /// The quotas' and admission control's state.
+    limiters: limits::Limiters,
     /// Turns `true` when the server shuts down, which ends every event stream.
     shutdown: watch::Receiver<bool>,
     /// Never sent on: it closes when the last clone of the state is dropped, which
@@ -447,6 +470,7 @@ impl Api {
             state: AppState(Arc::new(Shared {
                 swarm,
                 sessions: config.token.as_deref().map(ui::session::Sessions::new),
+                limiters: limits::Limiters::new(&config.limits),
                 config,
                 shutdown: receiver,
                 _in_use: in_use,
@@ -469,10 +493,12 @@ impl Api {
             .fallback(no_route)
             .layer(DefaultBodyLimit::max(config.body_limit_bytes))
             .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
+            .layer(middleware::from_fn_with_state(state.clone(), limits::quota))
             .layer(middleware::from_fn_with_state(
                 state.clone(),
                 auth::require_token,
             ))
+            .layer(middleware::from_fn(limits::remote))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::SERVICE_UNAVAILABLE,
                 config.request_timeout,
@@ -510,12 +536,16 @@ impl Api {
                 tracing::debug!(%err, "TCP_NODELAY not set");
             }
         });
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stop.send_replace(true);
-            })
-            .await;
+        // Each connection's remote address, which the limits key clients by without a token.
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stop.send_replace(true);
+        })
+        .await;
         // Connection tasks drop their clone of the router just after the graceful shutdown
         // sees them close; wait for that (bounded, in case a handler is stuck).
         if tokio::time::timeout(RELEASE_TIMEOUT, released.recv())
@@ -663,7 +693,16 @@ impl LocalApi {
         let listener = TcpListener::bind(loopback).await.map_err(bind)?;
         let addr = listener.local_addr().map_err(bind)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(swarm, listener, ApiConfig::default(), async move {
+        // Its clients are this process (the demo, a benchmark measuring the server): no
+        // per-client quota, which would cap what a benchmark measures.
+        let config = ApiConfig {
+            limits: Limits {
+                client: None,
+                ..Limits::default()
+            },
+            ..ApiConfig::default()
+        };
+        let task = tokio::spawn(serve(swarm, listener, config, async move {
             let _ = stopped.await;
         }));
         Ok(Self { addr, stop, task })

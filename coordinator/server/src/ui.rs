@@ -34,7 +34,7 @@ use std::sync::LazyLock;
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::extract::{Extension, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -44,6 +44,7 @@ use subtle::ConstantTimeEq;
 use swarm_protocol::{Health, ObjectiveStatus, TaskStatus};
 
 use crate::AppState;
+use crate::limits::Remote;
 use crate::problem::Problem;
 use session::Session;
 
@@ -381,8 +382,14 @@ pub(super) async fn login_page(
     )
 }
 
-/// `POST /ui/login` (a form: `token`, `next`): a session cookie for the right token.
-pub(super) async fn login(State(state): State<AppState>, body: Bytes) -> Response {
+/// `POST /ui/login` (a form: `token`, `next`): a session cookie for the right token. A wrong
+/// token counts as a failed authentication of the remote address; past the limit the form is
+/// answered 429 before the token is compared.
+pub(super) async fn login(
+    State(state): State<AppState>,
+    Extension(remote): Extension<Remote>,
+    body: Bytes,
+) -> Response {
     let mut token = None;
     let mut next = None;
     for (name, value) in form_urlencoded::parse(&body) {
@@ -399,7 +406,19 @@ pub(super) async fn login(State(state): State<AppState>, body: Bytes) -> Respons
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return login_form(&next, Some("Enter the token."), StatusCode::BAD_REQUEST);
     };
+    if let Err(seconds) = state.limiters.may_authenticate(remote) {
+        let mut response = login_form(
+            &next,
+            Some("Too many wrong tokens from this address; try again later."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return response;
+    }
     if !bool::from(token.trim().as_bytes().ct_eq(expected.as_bytes())) {
+        state.limiters.failed_authentication(remote);
         return login_form(
             &next,
             Some("That is not the server's token."),
