@@ -40,6 +40,8 @@
 //!   address without auth. Past it: 429 with `Retry-After`.
 //! - An address that presented a wrong token 5 times within a minute (bearer or login form,
 //!   by default) is answered 429 before any further token it presents is compared.
+//! - The session cookie is `Secure` when [`ApiConfig::secure_cookies`] is set or the login
+//!   came through a proxy that says `X-Forwarded-Proto: https`.
 //!
 //! [`LocalApi`], whose clients are its own process, has no per-client quota.
 
@@ -375,6 +377,10 @@ pub struct ApiConfig {
     pub request_timeout: Duration,
     /// Quotas and the failed-authentication limit (see [`limits`]).
     pub limits: Limits,
+    /// Mark the session cookie `Secure`, so a browser sends it only over HTTPS: set it when
+    /// the server is reached through TLS (a proxy in front). A login request that says
+    /// `X-Forwarded-Proto: https` gets a `Secure` cookie either way. Default: off.
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiConfig {
@@ -384,6 +390,7 @@ impl Default for ApiConfig {
             body_limit_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             limits: Limits::default(),
+            secure_cookies: false,
         }
     }
 }
@@ -396,6 +403,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("request_timeout", &self.request_timeout)
             .field("limits", &self.limits)
+            .field("secure_cookies", &self.secure_cookies)
             .finish()
     }
 }

@@ -388,6 +388,7 @@ pub(super) async fn login_page(
 pub(super) async fn login(
     State(state): State<AppState>,
     Extension(remote): Extension<Remote>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let mut token = None;
@@ -427,19 +428,32 @@ pub(super) async fn login(
     }
     let cookie = sessions.issue(std::time::SystemTime::now());
     let mut response = Redirect::to(&next).into_response();
-    if let Ok(value) = HeaderValue::from_str(&session::set_cookie(&cookie)) {
+    let secure = secure_cookie(&state, &headers);
+    if let Ok(value) = HeaderValue::from_str(&session::set_cookie(&cookie, secure)) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
 }
 
 /// `POST /ui/logout`: forgets the session cookie.
-pub(super) async fn logout() -> Response {
+pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut response = Redirect::to("/ui/login").into_response();
-    if let Ok(value) = HeaderValue::from_str(&session::clear_cookie()) {
+    let secure = secure_cookie(&state, &headers);
+    if let Ok(value) = HeaderValue::from_str(&session::clear_cookie(secure)) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
+}
+
+/// Whether the session cookie is `Secure`: configured so, or the request came through a proxy
+/// that terminated TLS (`X-Forwarded-Proto: https`, the first value if it lists several).
+fn secure_cookie(state: &AppState, headers: &HeaderMap) -> bool {
+    state.config.secure_cookies
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 fn asset(

@@ -1,5 +1,5 @@
-//! The limits of the API over real HTTP: a client's quota and failed authentication per
-//! address (bearer tokens and the login form). A second client comes from another loopback address (127.0.0.2).
+//! The limits of the API over real HTTP: a client's quota, failed authentication per address
+//! (bearer tokens and the login form), and the `Secure` session cookie. A second client comes from another loopback address (127.0.0.2).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -201,6 +201,59 @@ async fn wrong_logins_are_limited_per_address() {
     assert_eq!(other.status(), StatusCode::SEE_OTHER);
     assert!(other.headers().get("set-cookie").is_some());
     server.finish().await;
+}
+
+/// The session cookie is `Secure` when configured so, or when the login came through a proxy
+/// that terminated TLS; not otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_cookie_is_secure_behind_tls() {
+    let cookie = |response: &reqwest::Response| {
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        response.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    let plain = Server::start(Some(TOKEN)).await;
+    let client = raw_client();
+    let login = |server: &Server, proto: Option<&str>| {
+        let mut request = client
+            .post(server.url("/ui/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={TOKEN}&next=/ui/"));
+        if let Some(proto) = proto {
+            request = request.header("x-forwarded-proto", proto);
+        }
+        request.send()
+    };
+    let http = cookie(&login(&plain, None).await.unwrap());
+    assert!(
+        http.starts_with("swarm_session=") && !http.contains("Secure"),
+        "{http}"
+    );
+    let proxied = cookie(&login(&plain, Some("https")).await.unwrap());
+    assert!(proxied.ends_with("; Secure"), "{proxied}");
+    let proxied_http = cookie(&login(&plain, Some("http")).await.unwrap());
+    assert!(!proxied_http.contains("Secure"), "{proxied_http}");
+    plain.finish().await;
+
+    let secure = Server::start_with(ApiConfig {
+        token: Some(TOKEN.to_owned()),
+        secure_cookies: true,
+        ..ApiConfig::default()
+    })
+    .await;
+    let configured = cookie(&login(&secure, None).await.unwrap());
+    assert!(configured.ends_with("; Secure"), "{configured}");
+    let logout = client
+        .post(secure.url("/ui/logout"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let cleared = logout.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0") && cleared.ends_with("; Secure"));
+    secure.finish().await;
 }
 
 /// The document declares the 429s: every route but the probes may answer it, with
