@@ -14,8 +14,9 @@
 //!   documents every route of [`ROUTES`].
 //! - [`problem`]: every error answer as `application/problem+json`, and the JSON body
 //!   extractor that names the field at fault.
-//! - [`limits`]: how much the API takes: a GCRA quota per client (governor's keyed limiter)
-//!   and failed authentications per remote address; each a 429 with `Retry-After`.
+//! - [`limits`]: how much the API takes: a GCRA quota per client (governor's keyed limiter),
+//!   failed authentications per remote address, and admission control over the swarm's
+//!   backlog; each a 429 with `Retry-After`.
 //! - `auth`: who may call a route (the bearer token, or the dashboard's session cookie with
 //!   its CSRF token), and no state-changing request from another site.
 //! - `ui`: the operator dashboard (`/` and `/ui/...`): server-rendered pages over the same
@@ -40,6 +41,9 @@
 //!   address without auth. Past it: 429 with `Retry-After`.
 //! - An address that presented a wrong token 5 times within a minute (bearer or login form,
 //!   by default) is answered 429 before any further token it presents is compared.
+//! - `POST /v1/objectives`, `POST /v1/events` and webhook deliveries answer 429 before reading
+//!   their body while the swarm's backlog (objectives running plus tasks queued) is at its
+//!   bound (10,000 by default).
 //! - The session cookie is `Secure` when [`ApiConfig::secure_cookies`] is set or the login
 //!   came through a proxy that says `X-Forwarded-Proto: https`.
 //!
@@ -227,6 +231,16 @@ impl Route {
         matches!(self.endpoint, Endpoint::Healthz | Endpoint::Readyz)
     }
 
+    /// True for the routes that create work in the swarm (an objective, a posted event, a
+    /// webhook delivery): admission control refuses them while the backlog is past its bound
+    /// (see [`limits`]).
+    pub fn creates_work(&self) -> bool {
+        matches!(
+            self.endpoint,
+            Endpoint::SubmitObjective | Endpoint::PostEvent | Endpoint::Hook
+        )
+    }
+
     /// True for the dashboard's routes (`/` and `/ui/...`): HTML for people, not part of the
     /// API, so the OpenAPI document leaves them out (the test that checks the document
     /// covers every other route).
@@ -375,7 +389,7 @@ pub struct ApiConfig {
     pub body_limit_bytes: usize,
     /// The longest a request may take until its response starts.
     pub request_timeout: Duration,
-    /// Quotas and the failed-authentication limit (see [`limits`]).
+    /// Quotas, the failed-authentication limit and admission control (see [`limits`]).
     pub limits: Limits,
     /// Mark the session cookie `Secure`, so a browser sends it only over HTTPS: set it when
     /// the server is reached through TLS (a proxy in front). A login request that says
@@ -495,7 +509,14 @@ impl Api {
         let config = &state.config;
         let mut router = Router::new();
         for route in ROUTES {
-            router = router.route(route.path, route.endpoint.handler(route.method.clone()));
+            let mut handler = route.endpoint.handler(route.method.clone());
+            if route.creates_work() {
+                handler = handler.layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    limits::admission,
+                ));
+            }
+            router = router.route(route.path, handler);
         }
         router
             .fallback(no_route)

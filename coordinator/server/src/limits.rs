@@ -1,6 +1,6 @@
-//! How much the API takes: a quota per client and a limit on failed authentication per remote
-//! address. Each answers 429 with `Retry-After` (whole seconds, rounded up) before the request
-//! does any work.
+//! How much the API takes: a quota per client, a limit on failed authentication per remote
+//! address, and admission control over the swarm's backlog. Each answers 429 with
+//! `Retry-After` (whole seconds, rounded up) before the request does any work.
 //!
 //! - **Per-client quota** ([`Limits::client`]): a GCRA limiter keyed by client (governor's keyed
 //!   `RateLimiter`). With a token configured, a client is the credential it presents: the
@@ -12,6 +12,13 @@
 //!   `POST /ui/login` or a bearer token that is not the server's counts one failure. Past the
 //!   limit, the address is answered 429 *before* any token it presents is compared, so a guess
 //!   made while limited learns nothing, right or wrong. Successful logins do not count.
+//! - **Admission** ([`Limits::backlog_max`]): the routes that create work (`POST /v1/objectives`,
+//!   `POST /v1/events`, webhook deliveries, see [`crate::Route::creates_work`]) are refused while
+//!   the swarm's backlog (objectives running plus tasks queued, from `Swarm::stats`) is at or
+//!   above the bound. `Swarm::stats` is a round trip to the scheduler, so the figure is read at
+//!   most once per [`Limits::backlog_refresh`], by the first request that finds it older; the
+//!   requests meanwhile use the last figure plus the requests admitted since it was read, so a
+//!   burst cannot pass the bound while the figure is old.
 //!
 //! The limiters read tokio's clock ([`TokioClock`]), so a test that pauses time drives them.
 //! Their keyed state is bounded: every [`PRUNE_EVERY`] checks, the keys whose state is the same
@@ -36,6 +43,7 @@ use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{NotUntil, Quota, RateLimiter};
 use sha2::Digest as _;
+use swarm_coordinator::Swarm;
 
 use crate::problem::Problem;
 use crate::{AppState, ROUTES};
@@ -82,6 +90,11 @@ pub struct Limits {
     pub client: Option<Rate>,
     /// Failed authentications per remote address. Default: 5 per minute, 5 at once.
     pub auth_failures: Rate,
+    /// The backlog (objectives running plus tasks queued) at which the routes that create work
+    /// answer 429 (`None`: no admission control). Default: 10,000.
+    pub backlog_max: Option<u64>,
+    /// How old the backlog figure may get before a request reads it again. Default: 250 ms.
+    pub backlog_refresh: Duration,
 }
 
 const fn nonzero(n: u32) -> NonZeroU32 {
@@ -100,6 +113,8 @@ impl Default for Limits {
                 nonzero(1000),
             )),
             auth_failures: Rate::new(nonzero(5), Duration::from_secs(60), nonzero(5)),
+            backlog_max: Some(10_000),
+            backlog_refresh: Duration::from_millis(250),
         }
     }
 }
@@ -189,6 +204,7 @@ pub(crate) struct Limiters {
     clock: TokioClock,
     clients: Option<Keyed<Client, DashMapStateStore<Client>>>,
     failures: Keyed<Attempt, FailureStore>,
+    backlog: Backlog,
 }
 
 impl Limiters {
@@ -200,6 +216,13 @@ impl Limiters {
                 .client
                 .map(|rate| Keyed::new(rate, DashMapStateStore::default(), clock)),
             failures: Keyed::new(limits.auth_failures, FailureStore::default(), clock),
+            backlog: Backlog {
+                max: limits.backlog_max,
+                refresh: limits.backlog_refresh,
+                last: AtomicU64::new(0),
+                admitted: AtomicU64::new(0),
+                read_at: tokio::sync::Mutex::new(None),
+            },
         }
     }
 
@@ -337,6 +360,60 @@ impl ShrinkableKeyedStateStore<Attempt> for FailureStore {
     }
 }
 
+/// The last backlog figure read from the scheduler, when, and how many requests were let in
+/// since.
+struct Backlog {
+    max: Option<u64>,
+    refresh: Duration,
+    last: AtomicU64,
+    /// Requests admitted since the figure was last read: a burst is counted before the figure
+    /// shows it (each may create one objective or consume one event).
+    admitted: AtomicU64,
+    /// Held by the one request that reads the figure again.
+    read_at: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Backlog {
+    /// Lets one request in, or says the backlog it would add to (`Err`). Concurrent requests
+    /// may each pass at the bound, so it can be passed by as many as arrive at once.
+    async fn admit(&self, swarm: &Swarm) -> Result<(), (u64, u64)> {
+        let Some(max) = self.max else {
+            return Ok(());
+        };
+        let backlog = self
+            .current(swarm)
+            .await
+            .saturating_add(self.admitted.load(Ordering::Relaxed));
+        if backlog >= max {
+            return Err((backlog, max));
+        }
+        self.admitted.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The last figure, read again first if it is older than `refresh` and no other request
+    /// is reading it.
+    async fn current(&self, swarm: &Swarm) -> u64 {
+        if let Ok(mut read_at) = self.read_at.try_lock()
+            && read_at.is_none_or(|at| at.elapsed() >= self.refresh)
+        {
+            // Reset before reading: a request let in meanwhile may be counted twice until the
+            // next reading, never not at all.
+            self.admitted.store(0, Ordering::Relaxed);
+            match swarm.stats().await {
+                Ok(stats) => self.last.store(
+                    stats.objectives_running.saturating_add(stats.tasks_queued),
+                    Ordering::Relaxed,
+                ),
+                // The coordinator is down: the handler answers that itself.
+                Err(err) => tracing::debug!(%err, "backlog not read"),
+            }
+            *read_at = Some(tokio::time::Instant::now());
+        }
+        self.last.load(Ordering::Relaxed)
+    }
+}
+
 /// Middleware: the per-client quota. The client is the credential the auth layer found (its
 /// [`Client`] extension) or else the remote address.
 pub(crate) async fn quota(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -355,6 +432,24 @@ pub(crate) async fn quota(State(state): State<AppState>, req: Request, next: Nex
         return too_many(
             "quota",
             format!("this client's request quota is used up; retry in {seconds} s"),
+            seconds,
+        );
+    }
+    next.run(req).await
+}
+
+/// Route middleware for the routes that create work: refused while the backlog is past the
+/// bound.
+pub(crate) async fn admission(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let backlog = &state.limiters.backlog;
+    if let Err((current, max)) = backlog.admit(&state.swarm).await {
+        let seconds = backlog.refresh.as_secs().max(1);
+        return too_many(
+            "backlog",
+            format!(
+                "the swarm's backlog ({current} objectives running, tasks queued and requests \
+                 just admitted) is at its bound of {max}; retry in {seconds} s"
+            ),
             seconds,
         );
     }
@@ -387,6 +482,7 @@ mod tests {
         Limits {
             client: Some(rate(client)),
             auth_failures: rate(failures),
+            ..Limits::default()
         }
     }
 

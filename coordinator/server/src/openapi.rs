@@ -12,8 +12,8 @@
 //!
 //! What the layers answer on every route is added here, from [`ROUTES`], rather than repeated in
 //! each annotation: the bearer token requirement and its 401 on every route but the probes, the
-//! 429 of the limits (a client's quota, failed authentications; see `limits`), and the 500 of a
-//! caught panic.
+//! 429 of the limits (a client's quota, failed authentications, and on the routes that create
+//! work the backlog; see `limits`), and the 500 of a caught panic.
 
 use std::sync::LazyLock;
 
@@ -178,6 +178,12 @@ fn too_many_description(route: &Route) -> Option<String> {
         causes.push(
             "its address failed to authenticate too often (`urn:swarm:problem:auth-failures`; \
              no token is compared until `Retry-After` has passed)",
+        );
+    }
+    if route.creates_work() {
+        causes.push(
+            "the swarm's backlog is at its bound (`urn:swarm:problem:backlog`): nothing was \
+             created",
         );
     }
     Some(format!(

@@ -1,5 +1,6 @@
 //! The limits of the API over real HTTP: a client's quota, failed authentication per address
-//! (bearer tokens and the login form), and the `Secure` session cookie. A second client comes from another loopback address (127.0.0.2).
+//! (bearer tokens and the login form), the `Secure` session cookie, and admission control over
+//! the backlog. A second client comes from another loopback address (127.0.0.2).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use serde_json::json;
 use swarm_coordinator::{Swarm, SwarmConfig};
 use swarm_server::ApiConfig;
 use swarm_server::limits::{Limits, Rate};
@@ -256,8 +258,74 @@ async fn the_session_cookie_is_secure_behind_tls() {
     secure.finish().await;
 }
 
+/// With a backlog bound of 2, a third running objective is refused before anything is created,
+/// and so is a posted event; once one ends, submits pass again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submits_past_the_backlog_bound_are_refused() {
+    let server = Server::start_with(ApiConfig {
+        limits: Limits {
+            backlog_max: Some(2),
+            // Read the backlog on every request, so each answer sees the one before.
+            backlog_refresh: Duration::ZERO,
+            ..Limits::default()
+        },
+        ..ApiConfig::default()
+    })
+    .await;
+    let first = server.submit_ok(&hold_forever()).await;
+    server.submit_ok(&hold_forever()).await;
+
+    let refused = server.submit(&hold_forever(), Some("k-1")).await;
+    assert!(retry_after(&refused) >= 1);
+    let body = problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(body["type"], "urn:swarm:problem:backlog");
+    let event = server.post_event(&json!({ "key": "deployed" }), None).await;
+    problem(event, StatusCode::TOO_MANY_REQUESTS).await;
+    // Reads are not refused, and nothing was created.
+    let listed = server.get_json("/v1/objectives").await;
+    assert_eq!(
+        listed["objectives"].as_array().unwrap().len(),
+        2,
+        "{listed}"
+    );
+
+    assert_eq!(server.cancel(&first).await.status(), StatusCode::OK);
+    server.wait(&first).await;
+    let accepted = server.submit(&hold_forever(), Some("k-1")).await;
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    server.finish().await;
+}
+
+/// Between two readings of the backlog, the requests let in count: a burst stops at the bound
+/// though the scheduler's figure was read only once, before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_stops_at_the_bound_before_the_figure_is_read_again() {
+    let server = Server::start_with(ApiConfig {
+        limits: Limits {
+            backlog_max: Some(3),
+            backlog_refresh: Duration::from_secs(3600),
+            ..Limits::default()
+        },
+        ..ApiConfig::default()
+    })
+    .await;
+    for _ in 0..3 {
+        server.submit_ok(&two_step()).await;
+    }
+    let refused = server.submit(&two_step(), None).await;
+    assert_eq!(retry_after(&refused), 3600);
+    assert_eq!(
+        server.get_json("/v1/objectives").await["objectives"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    server.finish().await;
+}
+
 /// The document declares the 429s: every route but the probes may answer it, with
-/// `Retry-After`.
+/// `Retry-After`, and the routes that create work name the backlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_declares_the_429s() {
     let server = Server::start(None).await;
@@ -280,6 +348,17 @@ async fn the_document_declares_the_429s() {
             .unwrap()
             .contains("auth-failures")
     );
+    for (path, method) in [
+        ("/v1/objectives", "post"),
+        ("/v1/events", "post"),
+        ("/v1/hooks/{name}", "post"),
+    ] {
+        let description = answer(path, method)["description"].clone();
+        assert!(description.as_str().unwrap().contains("backlog"), "{path}");
+    }
+    let list = answer("/v1/objectives", "get");
+    assert!(list["description"].as_str().unwrap().contains("quota"));
+    assert!(!list["description"].as_str().unwrap().contains("backlog"));
     assert!(answer("/healthz", "get").is_null());
     server.finish().await;
 }
