@@ -47,6 +47,7 @@
 //! - The session cookie is `Secure` when [`ApiConfig::secure_cookies`] is set or the login
 //!   came through a proxy that says `X-Forwarded-Proto: https`.
 //!
+//! `swarm.toml`'s `[server]` section sets the limits (see [`limits::Limits::with_section`]);
 //! [`LocalApi`], whose clients are its own process, has no per-client quota.
 
 mod agents;
@@ -787,7 +788,12 @@ pub async fn run(
     let fire_loop = swarm
         .start_schedule_loop(Arc::new(swarm_agents::clock::TokioClock::new()))
         .await;
-    let served = serve(swarm.clone(), listener, config.api.clone(), shutdown).await;
+    let mut api = config.api.clone();
+    if let Some(section) = config.config.as_ref().map(|file| &file.server) {
+        api.limits = api.limits.with_section(section);
+        api.secure_cookies |= section.secure_cookies.unwrap_or(false);
+    }
+    let served = serve(swarm.clone(), listener, api, shutdown).await;
     fire_loop.stop().await;
     // `serve` returns once no request holds the swarm, so this is the last handle (unless a
     // request was stuck past `RELEASE_TIMEOUT`; then the log is closed when the process ends,

@@ -44,6 +44,7 @@ use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{NotUntil, Quota, RateLimiter};
 use sha2::Digest as _;
 use swarm_coordinator::Swarm;
+use swarm_coordinator::config::ServerSection;
 
 use crate::problem::Problem;
 use crate::{AppState, ROUTES};
@@ -95,6 +96,38 @@ pub struct Limits {
     pub backlog_max: Option<u64>,
     /// How old the backlog figure may get before a request reads it again. Default: 250 ms.
     pub backlog_refresh: Duration,
+}
+
+impl Limits {
+    /// These limits with what swarm.toml's `[server]` section sets.
+    pub fn with_section(mut self, section: &ServerSection) -> Self {
+        match section.client_requests_per_second.map(NonZeroU32::new) {
+            Some(None) => self.client = None,
+            Some(Some(requests)) => {
+                let burst = section
+                    .client_burst
+                    .or(self.client.map(|rate| rate.burst))
+                    .unwrap_or(requests);
+                self.client = Some(Rate::new(requests, Duration::from_secs(1), burst));
+            }
+            None => {
+                if let (Some(rate), Some(burst)) = (self.client.as_mut(), section.client_burst) {
+                    rate.burst = burst;
+                }
+            }
+        }
+        if let Some(per_minute) = section.auth_failures_per_minute {
+            self.auth_failures.requests = per_minute;
+            self.auth_failures.period = Duration::from_secs(60);
+        }
+        if let Some(burst) = section.auth_failure_burst {
+            self.auth_failures.burst = burst;
+        }
+        if let Some(max) = section.backlog_max {
+            self.backlog_max = (max > 0).then_some(max);
+        }
+        self
+    }
 }
 
 const fn nonzero(n: u32) -> NonZeroU32 {
@@ -556,6 +589,27 @@ mod tests {
         let bound = usize::try_from(PRUNE_EVERY).unwrap() + 200;
         assert!(clients <= bound, "{clients} client keys");
         assert!(failures <= bound, "{failures} failure keys");
+    }
+
+    #[test]
+    fn swarm_toml_sets_what_it_names() {
+        assert!(toml::from_str::<ServerSection>("backlog = 1").is_err());
+        let section: ServerSection =
+            toml::from_str("client_requests_per_second = 7\nauth_failure_burst = 2").unwrap();
+        let limits = Limits::default().with_section(&section);
+        let client = limits.client.unwrap();
+        assert_eq!((client.requests.get(), client.burst.get()), (7, 1000));
+        assert_eq!(limits.auth_failures.burst.get(), 2);
+        assert_eq!(limits.auth_failures.requests.get(), 5);
+        assert_eq!(limits.backlog_max, Some(10_000));
+        let off: ServerSection =
+            toml::from_str("client_requests_per_second = 0\nbacklog_max = 0").unwrap();
+        let off = Limits::default().with_section(&off);
+        assert_eq!((off.client, off.backlog_max), (None, None));
+        assert_eq!(
+            Limits::default().with_section(&ServerSection::default()),
+            Limits::default()
+        );
     }
 
     #[test]
