@@ -20,6 +20,8 @@
 //!   requests meanwhile use the last figure plus the requests admitted since it was read, so a
 //!   burst cannot pass the bound while the figure is old.
 //!
+//! `/metrics` counts the requests each limit refused (`swarm_http_refused_total{limit}`).
+//!
 //! The limiters read tokio's clock ([`TokioClock`]), so a test that pauses time drives them.
 //! Their keyed state is bounded: every [`PRUNE_EVERY`] checks, the keys whose state is the same
 //! as a fresh one are dropped (governor's `retain_recent`), so however many addresses a scan
@@ -232,9 +234,36 @@ pub(crate) async fn remote(mut req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// What a 429 of the limits was for, as `/metrics` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// A client's quota.
+    Quota,
+    /// Failed authentications of an address.
+    AuthFailures,
+    /// The backlog bound.
+    Backlog,
+}
+
+impl Limit {
+    /// Every limit, in the order of [`Limiters::refused`].
+    pub(crate) const ALL: [Self; 3] = [Self::Quota, Self::AuthFailures, Self::Backlog];
+
+    /// The `limit` label of `swarm_http_refused_total`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Quota => "quota",
+            Self::AuthFailures => "auth_failures",
+            Self::Backlog => "backlog",
+        }
+    }
+}
+
 /// The limiters of one server.
 pub(crate) struct Limiters {
     clock: TokioClock,
+    /// Requests refused since start, per [`Limit::ALL`].
+    refused: [AtomicU64; 3],
     clients: Option<Keyed<Client, DashMapStateStore<Client>>>,
     failures: Keyed<Attempt, FailureStore>,
     backlog: Backlog,
@@ -245,6 +274,7 @@ impl Limiters {
         let clock = TokioClock::new();
         Self {
             clock,
+            refused: Default::default(),
             clients: limits
                 .client
                 .map(|rate| Keyed::new(rate, DashMapStateStore::default(), clock)),
@@ -262,21 +292,40 @@ impl Limiters {
     /// Counts one request of `client`; `Err` with the seconds to wait when over its quota.
     pub(crate) fn check_client(&self, client: &Client) -> Result<(), u64> {
         match &self.clients {
-            Some(clients) => clients.check(client, &self.clock),
+            Some(clients) => clients
+                .check(client, &self.clock)
+                .inspect_err(|_| self.count_refused(Limit::Quota)),
             None => Ok(()),
         }
+    }
+
+    /// Counts one request refused for `limit`.
+    pub(crate) fn count_refused(&self, limit: Limit) {
+        let i = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
+        self.refused[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many requests were refused since start, per limit.
+    pub(crate) fn refused(&self) -> [(Limit, u64); 3] {
+        let mut counts = Limit::ALL.map(|limit| (limit, 0));
+        for (i, (_, count)) in counts.iter_mut().enumerate() {
+            *count = self.refused[i].load(Ordering::Relaxed);
+        }
+        counts
     }
 
     /// Whether `remote` may present a credential now (counts nothing); `Err` with the seconds to
     /// wait when it failed too often.
     pub(crate) fn may_authenticate(&self, remote: Remote) -> Result<(), u64> {
-        self.failures.check(
-            &Attempt {
-                remote,
-                counts: false,
-            },
-            &self.clock,
-        )
+        self.failures
+            .check(
+                &Attempt {
+                    remote,
+                    counts: false,
+                },
+                &self.clock,
+            )
+            .inspect_err(|_| self.count_refused(Limit::AuthFailures))
     }
 
     /// Counts one failed authentication of `remote`.
@@ -476,6 +525,7 @@ pub(crate) async fn quota(State(state): State<AppState>, req: Request, next: Nex
 pub(crate) async fn admission(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let backlog = &state.limiters.backlog;
     if let Err((current, max)) = backlog.admit(&state.swarm).await {
+        state.limiters.count_refused(Limit::Backlog);
         let seconds = backlog.refresh.as_secs().max(1);
         return too_many(
             "backlog",
@@ -543,6 +593,14 @@ mod tests {
         assert_eq!(limiters.check_client(&a), Err(10));
         // A credential is a client of its own, apart from its address.
         assert_eq!(limiters.check_client(&Client::credential("t")), Ok(()));
+        assert_eq!(
+            limiters.refused(),
+            [
+                (Limit::Quota, 3),
+                (Limit::AuthFailures, 0),
+                (Limit::Backlog, 0)
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]

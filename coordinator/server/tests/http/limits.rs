@@ -156,6 +156,21 @@ async fn wrong_bearer_tokens_are_limited_per_address() {
         call(&two, "guess").await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
+    // The two refusals of 127.0.0.1 are counted (read from the other address).
+    let text = two
+        .get(server.url("/metrics"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let samples = prometheus_samples(&text);
+    assert_eq!(
+        samples["swarm_http_refused_total{limit=\"auth_failures\"}"], 2.0,
+        "{text}"
+    );
     server.finish().await;
 }
 
