@@ -24,6 +24,11 @@
 //! idle_timeout = "30s"                # for tasks that set none
 //! hard_timeout = "5m"
 //! breaker = { consecutive_failures = 5, cool_down = "30s" }
+//!
+//! [server]                            # the API's limits; every key optional
+//! client_requests_per_second = 100
+//! backlog_max = 10000
+//! secure_cookies = true               # served behind TLS
 //! ```
 //!
 //! A file that does not parse, or a key with a wrong value, is an error naming the key and the
@@ -53,6 +58,41 @@ pub struct Config {
     /// Webhooks (`POST /v1/hooks/{name}`).
     #[serde(default)]
     pub hooks: Vec<HookConfig>,
+    /// The limits of `swarm serve`'s API.
+    #[serde(default)]
+    pub server: ServerSection,
+}
+
+/// `[server]`: the limits of `swarm serve`'s API. A key left out keeps the server's default
+/// (`swarm_server::limits` documents them: 100 requests per second per client with bursts of
+/// 1,000; 5 failed authentications per minute per address, 5 at once; a backlog of 10,000;
+/// cookies not `Secure`).
+/// ```toml
+/// [server]
+/// client_requests_per_second = 100   # 0: no per-client quota
+/// client_burst = 1000
+/// auth_failures_per_minute = 5
+/// auth_failure_burst = 5
+/// backlog_max = 10000                # objectives running + tasks queued; 0: no admission control
+/// secure_cookies = true              # served behind TLS
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Requests per second one client (a token, a session, or an address without auth) may
+    /// send, sustained; 0 turns the quota off.
+    pub client_requests_per_second: Option<u32>,
+    /// Requests one client may send at once.
+    pub client_burst: Option<NonZeroU32>,
+    /// Failed authentications per minute per remote address.
+    pub auth_failures_per_minute: Option<NonZeroU32>,
+    /// Failed authentications one address may make at once.
+    pub auth_failure_burst: Option<NonZeroU32>,
+    /// The backlog (objectives running plus tasks queued) at which submitting routes answer
+    /// 429; 0 turns admission control off.
+    pub backlog_max: Option<u64>,
+    /// Mark the dashboard's session cookie `Secure` (the server is reached over HTTPS).
+    pub secure_cookies: Option<bool>,
 }
 
 /// A `[[hooks]]` entry, also the body of `POST /v1/hooks` and what the log keeps of a hook
@@ -417,6 +457,24 @@ description = "Writes and reviews."
         let bad = GOOD.replace("provider = \"openai\"", "provider = \"gemini\"");
         let err = Config::parse(&bad).unwrap_err();
         assert!(err.contains("provider") && err.contains("gemini"), "{err}");
+    }
+
+    #[test]
+    fn the_server_section_is_optional_and_checked() {
+        assert_eq!(
+            Config::parse(GOOD).unwrap().server,
+            ServerSection::default()
+        );
+        let with = format!("{GOOD}\n[server]\nclient_burst = 50\nsecure_cookies = true\n");
+        let server = Config::parse(&with).unwrap().server;
+        assert_eq!(server.client_burst.map(NonZeroU32::get), Some(50));
+        assert_eq!(server.secure_cookies, Some(true));
+        assert_eq!(server.backlog_max, None);
+        let err =
+            Config::parse(&with.replace("client_burst = 50", "client_burst = 0")).unwrap_err();
+        assert!(err.contains("client_burst"), "{err}");
+        let err = Config::parse(&with.replace("client_burst", "client_bust")).unwrap_err();
+        assert!(err.contains("client_bust"), "{err}");
     }
 
     #[test]

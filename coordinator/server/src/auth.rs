@@ -9,6 +9,11 @@
 //! sent by the browser on its own, the header only by the dashboard's script, which read the
 //! token from its page. A bearer token is never sent on its own, so it needs no CSRF token.
 //!
+//! A bearer token that is not the server's counts as a failed authentication of the remote
+//! address; past the limit the address is answered 429 before its token is compared (see
+//! `limits`). A request authenticated by a token or a session carries its `limits::Client`,
+//! which the per-client quota counts against.
+//!
 //! Whether or not a token is configured, a state-changing request that a browser marks as
 //! coming from elsewhere (`Sec-Fetch-Site` other than `same-origin`, or, without it, an
 //! `Origin` other than the server's) is refused, so another site's form cannot cancel an
@@ -20,6 +25,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
+use crate::limits::{self, Client};
 use crate::problem::Problem;
 use crate::ui::session::{self, Session};
 use crate::{AppState, ROUTES, ui};
@@ -55,12 +61,20 @@ pub(super) async fn require_token(
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(bearer);
-    match presented {
-        Some(presented) if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) => {
-            return next.run(req).await;
+    if let Some(presented) = presented {
+        // Asked before the comparison: while an address is limited, a right guess is refused
+        // like a wrong one.
+        let remote = limits::remote_of(&req);
+        if let Err(seconds) = state.limiters.may_authenticate(remote) {
+            return too_many_failures(seconds);
         }
-        Some(_) => return unauthorized("the bearer token is not valid"),
-        None => {}
+        if !bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+            state.limiters.failed_authentication(remote);
+            return unauthorized("the bearer token is not valid");
+        }
+        let client = Client::credential(presented);
+        req.extensions_mut().insert(client);
+        return next.run(req).await;
     }
     let session = req
         .headers()
@@ -68,8 +82,12 @@ pub(super) async fn require_token(
         .iter()
         .filter_map(|value| value.to_str().ok())
         .filter_map(session::cookie_value)
-        .find_map(|value| sessions.check(value, std::time::SystemTime::now()));
-    if let Some(session) = session {
+        .find_map(|value| {
+            sessions
+                .check(value, std::time::SystemTime::now())
+                .map(|session| (session, Client::credential(value)))
+        });
+    if let Some((session, client)) = session {
         if changes_state && !csrf_matches(req.headers(), &session) {
             return Problem::new(
                 StatusCode::FORBIDDEN,
@@ -81,6 +99,7 @@ pub(super) async fn require_token(
             .into_response();
         }
         req.extensions_mut().insert(session);
+        req.extensions_mut().insert(client);
         return next.run(req).await;
     }
     if *req.method() == Method::GET && ui::wants_html(req.headers()) {
@@ -145,6 +164,18 @@ fn bearer(value: &str) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("bearer")
         .then(|| credentials.trim())
+}
+
+/// The answer to an address that failed to authenticate too often.
+pub(crate) fn too_many_failures(seconds: u64) -> Response {
+    limits::too_many(
+        "auth-failures",
+        format!(
+            "too many failed authentications from this address; retry in {seconds} s \
+             (no token is compared until then)"
+        ),
+        seconds,
+    )
 }
 
 fn unauthorized(detail: &str) -> Response {

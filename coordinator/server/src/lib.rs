@@ -14,6 +14,9 @@
 //!   documents every route of [`ROUTES`].
 //! - [`problem`]: every error answer as `application/problem+json`, and the JSON body
 //!   extractor that names the field at fault.
+//! - [`limits`]: how much the API takes: a GCRA quota per client (governor's keyed limiter),
+//!   failed authentications per remote address, and admission control over the swarm's
+//!   backlog; each a 429 with `Retry-After`.
 //! - `auth`: who may call a route (the bearer token, or the dashboard's session cookie with
 //!   its CSRF token), and no state-changing request from another site.
 //! - `ui`: the operator dashboard (`/` and `/ui/...`): server-rendered pages over the same
@@ -33,12 +36,26 @@
 //! - No panic escapes a handler: it is caught and answered as a 500 problem.
 //! - Request bodies are limited (1 MiB by default, 413 past it) and so is the time to a
 //!   response (30 s by default; the body of an event stream is not limited).
+//! - Every request but the probes counts against its client's quota (by default 100 per
+//!   second, 1,000 at once); a client is the token or session it presents, or its remote
+//!   address without auth. Past it: 429 with `Retry-After`.
+//! - An address that presented a wrong token 5 times within a minute (bearer or login form,
+//!   by default) is answered 429 before any further token it presents is compared.
+//! - `POST /v1/objectives`, `POST /v1/events` and webhook deliveries answer 429 before reading
+//!   their body while the swarm's backlog (objectives running plus tasks queued) is at its
+//!   bound (10,000 by default).
+//! - The session cookie is `Secure` when [`ApiConfig::secure_cookies`] is set or the login
+//!   came through a proxy that says `X-Forwarded-Proto: https`.
+//!
+//! `swarm.toml`'s `[server]` section sets the limits (see [`limits::Limits::with_section`]);
+//! [`LocalApi`], whose clients are its own process, has no per-client quota.
 
 mod agents;
 mod auth;
 mod event_posts;
 mod events;
 mod hooks;
+pub mod limits;
 mod metrics;
 mod objectives;
 mod openapi;
@@ -73,6 +90,7 @@ use tower_http::request_id::{
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::limits::Limits;
 use crate::problem::{PROBLEM_JSON, Problem};
 use swarm_coordinator::config::AgentConfig;
 use swarm_coordinator::triggers::{Environment, Hooks};
@@ -205,6 +223,22 @@ impl Route {
                 | Endpoint::UiScript
                 | Endpoint::UiStyle
                 | Endpoint::Hook
+        )
+    }
+
+    /// True for the probes (`/healthz`, `/readyz`), which no quota counts: an orchestrator
+    /// polls them on its own schedule.
+    pub fn is_probe(&self) -> bool {
+        matches!(self.endpoint, Endpoint::Healthz | Endpoint::Readyz)
+    }
+
+    /// True for the routes that create work in the swarm (an objective, a posted event, a
+    /// webhook delivery): admission control refuses them while the backlog is past its bound
+    /// (see [`limits`]).
+    pub fn creates_work(&self) -> bool {
+        matches!(
+            self.endpoint,
+            Endpoint::SubmitObjective | Endpoint::PostEvent | Endpoint::Hook
         )
     }
 
@@ -356,6 +390,12 @@ pub struct ApiConfig {
     pub body_limit_bytes: usize,
     /// The longest a request may take until its response starts.
     pub request_timeout: Duration,
+    /// Quotas, the failed-authentication limit and admission control (see [`limits`]).
+    pub limits: Limits,
+    /// Mark the session cookie `Secure`, so a browser sends it only over HTTPS: set it when
+    /// the server is reached through TLS (a proxy in front). A login request that says
+    /// `X-Forwarded-Proto: https` gets a `Secure` cookie either way. Default: off.
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiConfig {
@@ -364,6 +404,8 @@ impl Default for ApiConfig {
             token: None,
             body_limit_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+            secure_cookies: false,
         }
     }
 }
@@ -375,6 +417,8 @@ impl std::fmt::Debug for ApiConfig {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("body_limit_bytes", &self.body_limit_bytes)
             .field("request_timeout", &self.request_timeout)
+            .field("limits", &self.limits)
+            .field("secure_cookies", &self.secure_cookies)
             .finish()
     }
 }
@@ -397,6 +441,8 @@ pub struct Shared {
     config: ApiConfig,
     /// Signs and checks the dashboard's session cookies (with a token configured).
     sessions: Option<ui::session::Sessions>,
+    /// The quotas' and admission control's state.
+    limiters: limits::Limiters,
     /// Turns `true` when the server shuts down, which ends every event stream.
     shutdown: watch::Receiver<bool>,
     /// Never sent on: it closes when the last clone of the state is dropped, which
@@ -447,6 +493,7 @@ impl Api {
             state: AppState(Arc::new(Shared {
                 swarm,
                 sessions: config.token.as_deref().map(ui::session::Sessions::new),
+                limiters: limits::Limiters::new(&config.limits),
                 config,
                 shutdown: receiver,
                 _in_use: in_use,
@@ -463,16 +510,25 @@ impl Api {
         let config = &state.config;
         let mut router = Router::new();
         for route in ROUTES {
-            router = router.route(route.path, route.endpoint.handler(route.method.clone()));
+            let mut handler = route.endpoint.handler(route.method.clone());
+            if route.creates_work() {
+                handler = handler.layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    limits::admission,
+                ));
+            }
+            router = router.route(route.path, handler);
         }
         router
             .fallback(no_route)
             .layer(DefaultBodyLimit::max(config.body_limit_bytes))
             .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
+            .layer(middleware::from_fn_with_state(state.clone(), limits::quota))
             .layer(middleware::from_fn_with_state(
                 state.clone(),
                 auth::require_token,
             ))
+            .layer(middleware::from_fn(limits::remote))
             .layer(TimeoutLayer::with_status_code(
                 StatusCode::SERVICE_UNAVAILABLE,
                 config.request_timeout,
@@ -510,12 +566,16 @@ impl Api {
                 tracing::debug!(%err, "TCP_NODELAY not set");
             }
         });
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stop.send_replace(true);
-            })
-            .await;
+        // Each connection's remote address, which the limits key clients by without a token.
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stop.send_replace(true);
+        })
+        .await;
         // Connection tasks drop their clone of the router just after the graceful shutdown
         // sees them close; wait for that (bounded, in case a handler is stuck).
         if tokio::time::timeout(RELEASE_TIMEOUT, released.recv())
@@ -663,7 +723,16 @@ impl LocalApi {
         let listener = TcpListener::bind(loopback).await.map_err(bind)?;
         let addr = listener.local_addr().map_err(bind)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(serve(swarm, listener, ApiConfig::default(), async move {
+        // Its clients are this process (the demo, a benchmark measuring the server): no
+        // per-client quota, which would cap what a benchmark measures.
+        let config = ApiConfig {
+            limits: Limits {
+                client: None,
+                ..Limits::default()
+            },
+            ..ApiConfig::default()
+        };
+        let task = tokio::spawn(serve(swarm, listener, config, async move {
             let _ = stopped.await;
         }));
         Ok(Self { addr, stop, task })
@@ -719,7 +788,12 @@ pub async fn run(
     let fire_loop = swarm
         .start_schedule_loop(Arc::new(swarm_agents::clock::TokioClock::new()))
         .await;
-    let served = serve(swarm.clone(), listener, config.api.clone(), shutdown).await;
+    let mut api = config.api.clone();
+    if let Some(section) = config.config.as_ref().map(|file| &file.server) {
+        api.limits = api.limits.with_section(section);
+        api.secure_cookies |= section.secure_cookies.unwrap_or(false);
+    }
+    let served = serve(swarm.clone(), listener, api, shutdown).await;
     fire_loop.stop().await;
     // `serve` returns once no request holds the swarm, so this is the last handle (unless a
     // request was stuck past `RELEASE_TIMEOUT`; then the log is closed when the process ends,

@@ -27,6 +27,7 @@ use swarm_protocol::{
 use swarm_registry::AgentSnapshot;
 
 use crate::AppState;
+use crate::limits::Limit;
 use crate::problem::{PROBLEM_JSON, Problem};
 
 /// The media type of the Prometheus text format.
@@ -77,7 +78,8 @@ pub(super) async fn scrape(State(state): State<AppState>) -> Result<Response, Pr
             }
         })
         .collect();
-    let mut response = render(&stats, &depths, &agents).into_response();
+    let refused = state.limiters.refused();
+    let mut response = render(&stats, &depths, &agents, &refused).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(PROMETHEUS_TEXT),
@@ -86,17 +88,34 @@ pub(super) async fn scrape(State(state): State<AppState>) -> Result<Response, Pr
 }
 
 /// The exposition text of one scrape.
-fn render(stats: &SchedulerStats, depths: &[(Capability, u64)], agents: &[AgentMetrics]) -> String {
+fn render(
+    stats: &SchedulerStats,
+    depths: &[(Capability, u64)],
+    agents: &[AgentMetrics],
+    refused: &[(Limit, u64)],
+) -> String {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
         record_scheduler(stats, depths);
         record_agents(agents);
+        record_refused(refused);
     });
     let mut text = handle.render();
     write_latency_histogram(&mut text, &stats.allocation_latency);
     write_limiter_wait_seconds(&mut text, agents);
     text
+}
+
+fn record_refused(refused: &[(Limit, u64)]) {
+    describe_counter!(
+        "swarm_http_refused_total",
+        "Requests answered 429 by the API's limits since start, by limit (`quota`, \
+         `auth_failures`, `backlog`)."
+    );
+    for (limit, count) in refused {
+        counter!("swarm_http_refused_total", "limit" => limit.label()).absolute(*count);
+    }
 }
 
 fn record_scheduler(stats: &SchedulerStats, depths: &[(Capability, u64)]) {
@@ -420,7 +439,12 @@ mod tests {
                 }),
             },
         };
-        let text = render(&stats, &depths, &[plain, model]);
+        let refused = [
+            (Limit::Quota, 4),
+            (Limit::AuthFailures, 2),
+            (Limit::Backlog, 0),
+        ];
+        let text = render(&stats, &depths, &[plain, model], &refused);
         let samples = samples(&text);
         let value = |name: &str, labels: &str| {
             samples
@@ -429,6 +453,8 @@ mod tests {
                 .unwrap_or_else(|| panic!("no {name}{{{labels}}} in\n{text}"))
                 .2
         };
+        assert_eq!(value("swarm_http_refused_total", "limit=\"quota\""), 4.0);
+        assert_eq!(value("swarm_http_refused_total", "limit=\"backlog\""), 0.0);
         assert_eq!(value("swarm_objectives_running", ""), 2.0);
         assert_eq!(value("swarm_objectives_ended_total", ""), 5.0);
         assert_eq!(value("swarm_tasks_succeeded_total", ""), 7.0);

@@ -11,8 +11,9 @@
 //! without documentation fails it.
 //!
 //! What the layers answer on every route is added here, from [`ROUTES`], rather than repeated in
-//! each annotation: the bearer token requirement and its 401 on every route but the probes, and
-//! the 500 of a caught panic.
+//! each annotation: the bearer token requirement and its 401 on every route but the probes, the
+//! 429 of the limits (a client's quota, failed authentications, and on the routes that create
+//! work the backlog; see `limits`), and the 500 of a caught panic.
 
 use std::sync::LazyLock;
 
@@ -24,8 +25,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Header, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::ROUTES;
 use crate::problem::{PROBLEM_JSON, Problem};
+use crate::{ROUTES, Route};
 
 /// The name of the bearer token's security scheme in the document.
 const BEARER: &str = "bearer";
@@ -139,6 +140,15 @@ impl Modify for Layers {
                     .build()
                     .into()
             });
+            if let Some(description) = too_many_description(route) {
+                let retry_after = Header::new(ObjectBuilder::new().schema_type(Type::Integer));
+                responses.entry("429".to_owned()).or_insert_with(|| {
+                    problem_response(&description)
+                        .header("Retry-After", retry_after)
+                        .build()
+                        .into()
+                });
+            }
             if route.is_public() {
                 // An empty list overrides the document's requirement: no token needed.
                 operation.security = Some(Vec::new());
@@ -156,6 +166,30 @@ impl Modify for Layers {
             }
         }
     }
+}
+
+/// What a route's 429 means, from the limits that apply to it (none for the probes).
+fn too_many_description(route: &Route) -> Option<String> {
+    if route.is_probe() {
+        return None;
+    }
+    let mut causes = vec!["the client's request quota is used up (`urn:swarm:problem:quota`)"];
+    if !route.is_public() {
+        causes.push(
+            "its address failed to authenticate too often (`urn:swarm:problem:auth-failures`; \
+             no token is compared until `Retry-After` has passed)",
+        );
+    }
+    if route.creates_work() {
+        causes.push(
+            "the swarm's backlog is at its bound (`urn:swarm:problem:backlog`): nothing was \
+             created",
+        );
+    }
+    Some(format!(
+        "Too many requests: {}. `Retry-After` gives the seconds to wait.",
+        causes.join("; or ")
+    ))
 }
 
 /// A response whose body is a [`Problem`].

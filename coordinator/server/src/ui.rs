@@ -34,7 +34,7 @@ use std::sync::LazyLock;
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::extract::{Extension, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -44,6 +44,7 @@ use subtle::ConstantTimeEq;
 use swarm_protocol::{Health, ObjectiveStatus, TaskStatus};
 
 use crate::AppState;
+use crate::limits::Remote;
 use crate::problem::Problem;
 use session::Session;
 
@@ -381,8 +382,15 @@ pub(super) async fn login_page(
     )
 }
 
-/// `POST /ui/login` (a form: `token`, `next`): a session cookie for the right token.
-pub(super) async fn login(State(state): State<AppState>, body: Bytes) -> Response {
+/// `POST /ui/login` (a form: `token`, `next`): a session cookie for the right token. A wrong
+/// token counts as a failed authentication of the remote address; past the limit the form is
+/// answered 429 before the token is compared.
+pub(super) async fn login(
+    State(state): State<AppState>,
+    Extension(remote): Extension<Remote>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let mut token = None;
     let mut next = None;
     for (name, value) in form_urlencoded::parse(&body) {
@@ -399,7 +407,19 @@ pub(super) async fn login(State(state): State<AppState>, body: Bytes) -> Respons
     let Some(token) = token.filter(|t| !t.is_empty()) else {
         return login_form(&next, Some("Enter the token."), StatusCode::BAD_REQUEST);
     };
+    if let Err(seconds) = state.limiters.may_authenticate(remote) {
+        let mut response = login_form(
+            &next,
+            Some("Too many wrong tokens from this address; try again later."),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return response;
+    }
     if !bool::from(token.trim().as_bytes().ct_eq(expected.as_bytes())) {
+        state.limiters.failed_authentication(remote);
         return login_form(
             &next,
             Some("That is not the server's token."),
@@ -408,19 +428,32 @@ pub(super) async fn login(State(state): State<AppState>, body: Bytes) -> Respons
     }
     let cookie = sessions.issue(std::time::SystemTime::now());
     let mut response = Redirect::to(&next).into_response();
-    if let Ok(value) = HeaderValue::from_str(&session::set_cookie(&cookie)) {
+    let secure = secure_cookie(&state, &headers);
+    if let Ok(value) = HeaderValue::from_str(&session::set_cookie(&cookie, secure)) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
 }
 
 /// `POST /ui/logout`: forgets the session cookie.
-pub(super) async fn logout() -> Response {
+pub(super) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let mut response = Redirect::to("/ui/login").into_response();
-    if let Ok(value) = HeaderValue::from_str(&session::clear_cookie()) {
+    let secure = secure_cookie(&state, &headers);
+    if let Ok(value) = HeaderValue::from_str(&session::clear_cookie(secure)) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
+}
+
+/// Whether the session cookie is `Secure`: configured so, or the request came through a proxy
+/// that terminated TLS (`X-Forwarded-Proto: https`, the first value if it lists several).
+fn secure_cookie(state: &AppState, headers: &HeaderMap) -> bool {
+    state.config.secure_cookies
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(',').next())
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 fn asset(

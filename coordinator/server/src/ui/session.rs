@@ -8,6 +8,10 @@
 //! and the CSRF token is an HMAC of the cookie under the same key: a page gets it in a
 //! `<meta>` element, a script on another site can read neither. The token itself never
 //! leaves the login form: it is not in the cookie, a URL or the browser's storage.
+//!
+//! The cookie is `Secure` (sent over HTTPS only) when `ApiConfig::secure_cookies` is set, and
+//! also when the login request came through a proxy that says `X-Forwarded-Proto: https`:
+//! the header can only make the cookie stricter, so trusting it risks nothing.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -112,17 +116,22 @@ pub(crate) fn cookie_value(header: &str) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
-/// The `Set-Cookie` value that starts a session.
-pub(crate) fn set_cookie(value: &str) -> String {
+/// The `Set-Cookie` value that starts a session; a `secure` cookie is sent by the browser
+/// over HTTPS only.
+pub(crate) fn set_cookie(value: &str, secure: bool) -> String {
     format!(
-        "{COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict",
-        LIFETIME.as_secs()
+        "{COOKIE}={value}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{}",
+        LIFETIME.as_secs(),
+        if secure { "; Secure" } else { "" }
     )
 }
 
-/// The `Set-Cookie` value that ends a session.
-pub(crate) fn clear_cookie() -> String {
-    format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict")
+/// The `Set-Cookie` value that ends a session (`secure` as the cookie it replaces).
+pub(crate) fn clear_cookie(secure: bool) -> String {
+    format!(
+        "{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    )
 }
 
 #[cfg(test)]
@@ -167,6 +176,9 @@ mod tests {
     fn the_cookie_is_found_among_others() {
         assert_eq!(cookie_value("a=1; swarm_session=xyz; b=2"), Some("xyz"));
         assert_eq!(cookie_value("swarm_session_x=1"), None);
-        assert!(set_cookie("v").contains("HttpOnly; SameSite=Strict"));
+        assert!(set_cookie("v", false).ends_with("HttpOnly; SameSite=Strict"));
+        assert!(set_cookie("v", true).ends_with("HttpOnly; SameSite=Strict; Secure"));
+        assert!(clear_cookie(true).ends_with("; Secure"));
+        assert!(!clear_cookie(false).contains("Secure"));
     }
 }

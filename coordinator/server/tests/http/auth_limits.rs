@@ -1,8 +1,12 @@
 //! What the API refuses, as problems naming the field: malformed and invalid requests, a body
 //! over the limit, and every route but the probes without the token.
 
+use std::num::NonZeroU32;
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use swarm_server::limits::{Limits, Rate};
 use swarm_server::{ApiConfig, ROUTES};
 
 use crate::common::api::*;
@@ -161,7 +165,17 @@ async fn a_body_over_the_limit_is_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_but_the_probes_needs_the_token() {
-    let server = Server::start(Some(TOKEN)).await;
+    // Many wrong tokens from one address: more than the failed-authentication limit allows
+    // (`limits.rs` tests that limit).
+    let server = Server::start_with(ApiConfig {
+        token: Some(TOKEN.to_owned()),
+        limits: Limits {
+            auth_failures: Rate::new(NonZeroU32::MAX, Duration::from_secs(1), NonZeroU32::MAX),
+            ..Limits::default()
+        },
+        ..ApiConfig::default()
+    })
+    .await;
     let id = server.submit_ok(&two_step()).await;
     let anonymous = reqwest::Client::new();
     let mut checked = 0;

@@ -11,6 +11,7 @@ mod agents;
 mod auth_limits;
 mod dashboard;
 mod hooks;
+mod limits;
 mod objectives;
 mod openapi_metrics;
 mod schedules;
