@@ -453,12 +453,6 @@ async fn schedule_command(action: ScheduleAction) -> anyhow::Result<()> {
             paused,
             server,
         } => {
-            let graph = graph
-                .map(|path| {
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))
-                })
-                .transpose()?;
             let template = swarm_cli::client::objective_from(&goal, graph.as_deref())?;
             let spec = ScheduleSpec {
                 name,
@@ -595,12 +589,6 @@ async fn client_command(command: Command) -> anyhow::Result<()> {
             server,
         } => {
             let client = server.client()?;
-            let graph = graph
-                .map(|path| {
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))
-                })
-                .transpose()?;
             let objective = swarm_cli::client::objective_from(&goal, graph.as_deref())?;
             let id = client.submit(&objective, key.as_deref()).await?;
             if !watch {
