@@ -27,7 +27,7 @@ use std::io::IsTerminal as _;
 
 use swarm_coordinator::config::Config;
 use swarm_coordinator::{Registration, StoreConfig, Swarm, SwarmConfig};
-use swarm_server::text::format_duration_short;
+use swarm_server::text::format_duration_precise;
 
 use crate::Error;
 use crate::client::Client;
@@ -291,7 +291,7 @@ description = "Finds one fact about a topic."
             t.key.as_str(),
             format!("{:?}", t.status).to_lowercase(),
             t.attempts,
-            format_duration_short(t.run_time),
+            format_duration_precise(t.run_time),
             t.output.as_ref().map(clip).unwrap_or_default()
         );
     }

@@ -14,7 +14,7 @@ use swarm_coordinator::StoreConfig;
 use swarm_coordinator::config::Config;
 use swarm_coordinator::replay::replay_objective;
 use swarm_protocol::ObjectiveId;
-use swarm_server::text::format_duration_short;
+use swarm_server::text::format_duration_precise;
 
 /// The flags of `swarm bench`.
 #[derive(clap::Args)]
@@ -349,7 +349,7 @@ pub(crate) async fn replay(
             format!("{:?}", t.status).to_lowercase(),
             t.attempts,
             t.agent.map_or("-".to_string(), |a| a.to_string()),
-            format_duration_short(t.run_time),
+            format_duration_precise(t.run_time),
             output
         );
     }
