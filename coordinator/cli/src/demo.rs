@@ -33,7 +33,7 @@ use crate::Error;
 use crate::client::Client;
 use crate::timeline::timeline;
 
-fn cap(name: &str) -> Result<Capability, Error> {
+fn capability(name: &str) -> Result<Capability, Error> {
     Ok(Capability::new(name)?)
 }
 
@@ -111,7 +111,7 @@ pub async fn run(data_dir: &Path) -> Result<(), Error> {
         );
     }
 
-    let (write, review) = (cap("write")?, cap("review")?);
+    let (write, review) = (capability("write")?, capability("review")?);
     let sim = SimServer::start(SimConfig {
         seed: 7,
         tokens: (8, 16),
