@@ -189,9 +189,13 @@ impl Swarm {
             fatal: fatal_tx,
             live: live.clone(),
         };
-        let (root, root_handle) = Actor::spawn(None, Coordinator, args)
-            .await
-            .map_err(|e| Error::Actor(format!("coordinator could not start: {e}")))?;
+        let (root, root_handle) =
+            Actor::spawn(None, Coordinator, args)
+                .await
+                .map_err(|e| Error::ActorStart {
+                    actor: "coordinator".into(),
+                    cause: e.to_string(),
+                })?;
         let ms = millis(config.call_timeout);
         let (scheduler, supervisor) = call_t!(root, CoordinatorMsg::Children, ms)?;
         // Linked to the root: a trigger actor that fails stops the tree, as any child does.
@@ -204,7 +208,10 @@ impl Swarm {
         };
         let (triggers, _) = Actor::spawn_linked(None, Triggers, args, root.get_cell())
             .await
-            .map_err(|e| Error::Actor(format!("triggers could not start: {e}")))?;
+            .map_err(|e| Error::ActorStart {
+                actor: "triggers".into(),
+                cause: e.to_string(),
+            })?;
         Ok(Self {
             root,
             root_handle,
