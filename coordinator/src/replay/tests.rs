@@ -34,7 +34,7 @@ fn ms(n: u64) -> Duration {
 }
 
 /// A task as just submitted: what each expectation below starts from.
-fn fresh(id: u64, key: &str, capability: &str, spawned_by: Option<TaskId>) -> TaskRecord {
+fn declared_task(id: u64, key: &str, capability: &str, spawned_by: Option<TaskId>) -> TaskRecord {
     TaskRecord {
         id: TaskId(id),
         key: TaskKey::new(key).unwrap(),

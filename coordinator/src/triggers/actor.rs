@@ -230,7 +230,7 @@ impl TriggerState {
             return;
         }
         match message {
-            TriggerMsg::CreateSchedule { spec, reply } => match checked(spec) {
+            TriggerMsg::CreateSchedule { spec, reply } => match checked_schedule(spec) {
                 Ok(schedule) if self.schedules.contains(&schedule.spec().name) => {
                     let name = schedule.spec().name.clone();
                     let _ = reply.send(Err(TriggerError::ScheduleExists(name).into()));
@@ -653,7 +653,7 @@ impl TriggerState {
 /// A schedule's spec, checked: its fields (naming the one at fault), and its template's task
 /// graph as a submit checks it (whether its capabilities, or a planner, are registered is left
 /// to each fire, as agents come and go).
-fn checked(spec: ScheduleSpec) -> Result<Schedule, Error> {
+fn checked_schedule(spec: ScheduleSpec) -> Result<Schedule, Error> {
     let schedule = Schedule::new(spec).map_err(TriggerError::from)?;
     let template = &schedule.spec().template;
     if !template.tasks.is_empty() {

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use swarm_protocol::{AgentId, Event, ObjectiveId, ObjectiveStatus, TaskId, TaskStatus, Usage};
 
 use super::every_kind_log::log_of_every_kind;
-use super::{fold_all, fold_through, fresh, ms, spec};
+use super::{declared_task, fold_all, fold_through, ms, spec};
 use crate::replay::{Replay, TaskBatch};
 use crate::scheduler::TaskRecord;
 
@@ -120,7 +120,7 @@ fn replay_of_every_event_kind_gives_the_model_of_each_objective() {
                 output_tokens: 6,
             },
             run_time: ms(100),
-            ..fresh(10, "a", "work", None)
+            ..declared_task(10, "a", "work", None)
         },
         TaskRecord {
             status: TaskStatus::Succeeded,
@@ -133,7 +133,7 @@ fn replay_of_every_event_kind_gives_the_model_of_each_objective() {
                 output_tokens: 5,
             },
             run_time: ms(10),
-            ..fresh(11, "b", "review", None)
+            ..declared_task(11, "b", "review", None)
         },
         TaskRecord {
             status: TaskStatus::Succeeded,
@@ -141,22 +141,22 @@ fn replay_of_every_event_kind_gives_the_model_of_each_objective() {
             agent: Some(AgentId(2)),
             output: Some(json!({"sum": 3})),
             run_time: ms(5),
-            ..fresh(12, "c", "work", None)
+            ..declared_task(12, "c", "work", None)
         },
         TaskRecord {
             status: TaskStatus::Cancelled,
-            ..fresh(13, "d", "work", None)
+            ..declared_task(13, "d", "work", None)
         },
         TaskRecord {
             status: TaskStatus::Failed,
             attempt: 1,
             agent: Some(AgentId(1)),
             error: Some("rejected in review: no".into()),
-            ..fresh(20, "s1", "review", Some(TaskId(12)))
+            ..declared_task(20, "s1", "review", Some(TaskId(12)))
         },
         TaskRecord {
             status: TaskStatus::Cancelled,
-            ..fresh(21, "s2", "work", Some(TaskId(12)))
+            ..declared_task(21, "s2", "work", Some(TaskId(12)))
         },
     ];
     assert_eq!(failed.tasks, expected);

@@ -6,7 +6,7 @@ use swarm_protocol::{
     TaskKey, TaskStatus, Usage,
 };
 
-use super::{Log, fold_all, fold_through, fresh, ms, spec};
+use super::{Log, declared_task, fold_all, fold_through, ms, spec};
 use crate::replay::Replay;
 use crate::scheduler::{Planning, RejectedPlan, TaskRecord};
 
@@ -205,7 +205,7 @@ fn planning_events_replay_into_planning_tasks() {
                 errors: vec!["no JSON".into(), "no tasks".into()],
             }),
         })),
-        ..fresh(60, "plan", "plan", None)
+        ..declared_task(60, "plan", "plan", None)
     };
     assert_eq!(model.task(TaskId(60)), Some(&expected_plan));
     assert_eq!(model.task(TaskId(61)).unwrap().status, TaskStatus::Failed);

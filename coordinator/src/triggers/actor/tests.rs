@@ -84,7 +84,8 @@ fn spec(name: &str) -> ScheduleSpec {
     }
 }
 
-fn kinds(events: &Mutex<Vec<Event>>) -> Vec<String> {
+/// The schedule events recorded so far, each as `<what> <schedule>`.
+fn recorded(events: &Mutex<Vec<Event>>) -> Vec<String> {
     events
         .lock()
         .unwrap()
@@ -175,7 +176,7 @@ async fn a_slow_fire_blocks_neither_reads_nor_other_schedules() {
     assert!(views[0].recent_fires.is_empty());
     assert!(paused.try_recv().is_err(), "the pause waits for the fire");
     create("t").await;
-    assert_eq!(kinds(&events), ["created s", "created t"]);
+    assert_eq!(recorded(&events), ["created s", "created t"]);
 
     gate.add_permits(1);
     let objective = fire.await.unwrap();
@@ -183,7 +184,7 @@ async fn a_slow_fire_blocks_neither_reads_nor_other_schedules() {
     assert!(view.spec.paused);
     assert_eq!(view.recent_fires[0].objective, objective);
     assert_eq!(
-        kinds(&events),
+        recorded(&events),
         ["created s", "created t", "fired s", "paused s"]
     );
 
@@ -201,7 +202,7 @@ async fn a_slow_fire_blocks_neither_reads_nor_other_schedules() {
     .unwrap()
     .unwrap();
     assert_eq!(again, objective);
-    assert_eq!(kinds(&events).len(), 4);
+    assert_eq!(recorded(&events).len(), 4);
 
     triggers.stop(None);
     triggers_task.await.unwrap();
