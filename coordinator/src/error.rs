@@ -58,7 +58,16 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// An actor could not be started or did not answer.
+    /// An actor could not be started.
+    #[error("{actor} could not start: {cause}")]
+    ActorStart {
+        /// The actor (`coordinator`, `triggers`, `agent A3`).
+        actor: String,
+        /// Why.
+        cause: String,
+    },
+    /// An actor did not answer (it has stopped, or the call timed out), or the coordinator's
+    /// task failed.
     #[error("actor error: {0}")]
     Actor(String),
     /// The event log failed (the message names the file and the cause).

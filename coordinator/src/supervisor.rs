@@ -636,6 +636,9 @@ async fn spawn_agent(
     };
     let (actor, _join) = Actor::spawn_linked(None, AgentActor, args, myself.get_cell())
         .await
-        .map_err(|e| crate::Error::Actor(format!("agent {id} could not start: {e}")))?;
+        .map_err(|e| crate::Error::ActorStart {
+            actor: format!("agent {id}"),
+            cause: e.to_string(),
+        })?;
     Ok(actor)
 }

@@ -55,8 +55,8 @@ impl ObjectiveId {
         self.0
     }
 
-    /// An 8-character form for logs: the UUID's last random bits, which differ between ids made
-    /// in the same millisecond (the leading bits are the timestamp and do not).
+    /// A short form for logs, `O-` and 8 hex digits: the UUID's last random bits, which differ
+    /// between ids made in the same millisecond (the leading bits are the timestamp and do not).
     pub fn short(&self) -> String {
         let simple = self.0.simple().to_string();
         format!("O-{}", &simple[24..])

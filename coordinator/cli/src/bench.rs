@@ -344,7 +344,7 @@ pub async fn http_submits(
         ..Default::default()
     };
     let swarm = Swarm::open(config, StoreConfig::new(data_dir)).await?;
-    let cap = Capability::new("noop").map_err(|e| Error::Input(e.to_string()))?;
+    let cap = Capability::new("noop")?;
     for i in 0..4 {
         swarm
             .register_agent(
@@ -357,11 +357,11 @@ pub async fn http_submits(
     let api = swarm_server::LocalApi::start(swarm.clone()).await?;
     let addr = api.addr;
     let body = Bytes::from(
-        serde_json::to_vec(&serde_json::json!({
+        serde_json::json!({
             "goal": "bench",
             "tasks": [{"id": "t", "capability": "noop"}],
-        }))
-        .map_err(|e| Error::Input(e.to_string()))?,
+        })
+        .to_string(),
     );
     let connections = connections.max(1);
     let per_connection = submits.div_ceil(connections as u64);
@@ -379,7 +379,7 @@ pub async fn http_submits(
         let latencies = client
             .await
             .map_err(|e| Error::Run(format!("client task: {e}")))?
-            .map_err(Error::Input)?;
+            .map_err(Error::Remote)?;
         done += latencies.len() as u64;
         for us in latencies {
             merged.saturating_record((u64::from(us) * 1_000).max(1));
@@ -506,8 +506,8 @@ pub async fn ui_pages(
         ..Default::default()
     };
     let swarm = Swarm::open(config, StoreConfig::new(data_dir)).await?;
-    let noop = Capability::new("noop").map_err(|e| Error::Input(e.to_string()))?;
-    let hold = Capability::new("hold").map_err(|e| Error::Input(e.to_string()))?;
+    let noop = Capability::new("noop")?;
+    let hold = Capability::new("hold")?;
     swarm
         .register_agent(
             Registration::new("noop-0", vec![noop.clone()], 1024),
@@ -545,7 +545,7 @@ pub async fn ui_pages(
     for id in finished {
         swarm.wait_summary(id, Duration::from_secs(120)).await?;
     }
-    let held = held.ok_or_else(|| Error::Input("no objective was submitted".into()))?;
+    let held = held.ok_or_else(|| Error::Run("no objective was submitted".into()))?;
     let on_board = swarm
         .tasks(swarm_protocol::TaskQuery {
             status: None,
@@ -572,10 +572,10 @@ pub async fn ui_pages(
     let mut pages = Vec::with_capacity(paths.len());
     for path in paths {
         // One warm-up request: the first answer pays for lazily built state.
-        get_loop(api.addr, &path, 1).await.map_err(Error::Input)?;
+        get_loop(api.addr, &path, 1).await.map_err(Error::Remote)?;
         let (bytes, mut times) = get_loop(api.addr, &path, requests.max(1))
             .await
-            .map_err(Error::Input)?;
+            .map_err(Error::Remote)?;
         times.sort_unstable();
         let at = |q: f64| {
             let i = ((times.len() as f64 - 1.0) * q).round() as usize;
@@ -601,13 +601,9 @@ pub async fn ui_pages(
 }
 
 fn task_spec(key: &str, capability: &Capability, deps: &[&str]) -> Result<TaskSpec, Error> {
-    let mut spec = TaskSpec::new(
-        TaskKey::new(key).map_err(|e| Error::Input(e.to_string()))?,
-        capability.clone(),
-    );
+    let mut spec = TaskSpec::new(TaskKey::new(key)?, capability.clone());
     for dep in deps {
-        spec.depends_on
-            .push(TaskKey::new(*dep).map_err(|e| Error::Input(e.to_string()))?);
+        spec.depends_on.push(TaskKey::new(*dep)?);
     }
     Ok(spec)
 }

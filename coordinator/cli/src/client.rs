@@ -7,6 +7,7 @@
 //! result.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::time::Duration;
 
 use eventsource_stream::Eventsource as _;
@@ -340,21 +341,32 @@ fn problem_text(status: StatusCode, body: &str) -> String {
     }
 }
 
-/// The objective `swarm submit` sends: the goal, and the graph file's tasks (the file holds an
-/// objective, or a list of tasks).
-pub fn objective_from(goal: &str, graph: Option<&str>) -> Result<Objective, Error> {
-    let Some(text) = graph else {
+/// The objective `swarm submit` (and `swarm schedules add`) sends: the goal, and the tasks of
+/// the graph file when one is given (the file holds an objective, or a list of tasks). An
+/// error names the file.
+pub fn objective_from(goal: &str, graph: Option<&Path>) -> Result<Objective, Error> {
+    let Some(path) = graph else {
         return Ok(Objective::with_tasks(goal, Vec::new()));
     };
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| Error::Input(format!("graph file: {e}")))?;
+    let file = |message: String| Error::File {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
+    objective_from_graph(goal, &text).map_err(file)
+}
+
+/// The objective of a graph file's text: an objective (whose goal `goal` replaces unless it is
+/// empty), or a list of tasks.
+fn objective_from_graph(goal: &str, text: &str) -> Result<Objective, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
     if value.is_array() {
-        let tasks = serde_json::from_value(value)
-            .map_err(|e| Error::Input(format!("graph file (a list of tasks): {e}")))?;
+        let tasks =
+            serde_json::from_value(value).map_err(|e| format!("not a list of tasks: {e}"))?;
         return Ok(Objective::with_tasks(goal, tasks));
     }
-    let mut objective: Objective = serde_json::from_value(value)
-        .map_err(|e| Error::Input(format!("graph file (an objective): {e}")))?;
+    let mut objective: Objective =
+        serde_json::from_value(value).map_err(|e| format!("not an objective: {e}"))?;
     if !goal.is_empty() {
         objective.goal = goal.to_owned();
     }
@@ -474,14 +486,19 @@ pub fn render_hooks(hooks: &Value) -> String {
 /// A hook's template from `--template`: JSON text (starting with `{`), or the name of a file
 /// holding it.
 pub fn template_from(arg: &str) -> Result<Value, Error> {
-    let (text, from) = if arg.trim_start().starts_with('{') {
-        (arg.to_owned(), "--template".to_owned())
-    } else {
-        let text = std::fs::read_to_string(arg)
-            .map_err(|e| Error::Input(format!("--template: reading {arg}: {e}")))?;
-        (text, format!("--template {arg}"))
+    if arg.trim_start().starts_with('{') {
+        return serde_json::from_str(arg).map_err(|e| Error::Argument {
+            flag: "--template",
+            message: format!("not JSON: {e}"),
+        });
+    }
+    let path = Path::new(arg);
+    let file = |message: String| Error::File {
+        path: path.to_owned(),
+        message,
     };
-    serde_json::from_str(&text).map_err(|e| Error::Input(format!("{from}: not JSON: {e}")))
+    let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| file(format!("not JSON: {e}")))
 }
 
 /// The final state as lines of text.
@@ -535,16 +552,58 @@ mod tests {
     #[test]
     fn graph_files_hold_an_objective_or_a_task_list() {
         let list = r#"[{"id": "a", "capability": "x"}]"#;
-        let o = objective_from("g", Some(list)).unwrap();
+        let o = objective_from_graph("g", list).unwrap();
         assert_eq!((o.goal.as_str(), o.tasks.len()), ("g", 1));
         let whole =
             r#"{"goal": "inner", "tasks": [{"id": "a", "capability": "x"}], "priority": 3}"#;
-        let o = objective_from("", Some(whole)).unwrap();
+        let o = objective_from_graph("", whole).unwrap();
         assert_eq!((o.goal.as_str(), o.priority), ("inner", 3));
-        let err = objective_from("g", Some(r#"[{"id": "a"}]"#))
-            .unwrap_err()
-            .to_string();
+        let err = objective_from_graph("g", r#"[{"id": "a"}]"#).unwrap_err();
+        assert!(err.starts_with("not a list of tasks: "), "{err}");
         assert!(err.contains("capability"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_graph_or_template_file_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("graph.json");
+        std::fs::write(&path, "[{").unwrap();
+        let err = objective_from("g", Some(&path)).unwrap_err();
+        assert!(
+            matches!(&err, Error::File { path: p, message } if *p == path && message.starts_with("not JSON: ")),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}: not JSON: ", path.display()))
+        );
+        let missing = dir.path().join("missing.json");
+        let err = objective_from("g", Some(&missing)).unwrap_err();
+        assert!(
+            matches!(&err, Error::File { path: p, .. } if *p == missing),
+            "{err:?}"
+        );
+
+        let err = template_from(path.to_str().unwrap()).unwrap_err();
+        assert!(
+            matches!(&err, Error::File { path: p, .. } if *p == path),
+            "{err:?}"
+        );
+        let err = template_from("{not json").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Argument {
+                    flag: "--template",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            template_from(r#"{"goal": "g"}"#).unwrap(),
+            json!({"goal": "g"})
+        );
     }
 
     #[test]

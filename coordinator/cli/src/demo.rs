@@ -27,14 +27,14 @@ use std::io::IsTerminal as _;
 
 use swarm_coordinator::config::Config;
 use swarm_coordinator::{Registration, StoreConfig, Swarm, SwarmConfig};
-use swarm_server::text::format_duration_short;
+use swarm_server::text::format_duration_precise;
 
 use crate::Error;
 use crate::client::Client;
 use crate::timeline::timeline;
 
-fn cap(name: &str) -> Result<Capability, Error> {
-    Capability::new(name).map_err(|e| Error::Run(e.to_string()))
+fn capability(name: &str) -> Result<Capability, Error> {
+    Ok(Capability::new(name)?)
 }
 
 fn registration(name: &str, capability: &Capability, description: &str) -> Registration {
@@ -56,6 +56,10 @@ fn clip(output: &serde_json::Value) -> String {
         None => text,
     }
 }
+
+/// How long the demo's objective may run before the demo gives up on it (it ends in a few
+/// seconds on simulated models).
+const WATCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The planner's model name on the simulated server.
 const PLANNER_MODEL: &str = "sim-planner";
@@ -107,7 +111,7 @@ pub async fn run(data_dir: &Path) -> Result<(), Error> {
         );
     }
 
-    let (write, review) = (cap("write")?, cap("review")?);
+    let (write, review) = (capability("write")?, capability("review")?);
     let sim = SimServer::start(SimConfig {
         seed: 7,
         tokens: (8, 16),
@@ -158,7 +162,7 @@ description = "Finds one fact about a topic."
         openai = sim.base_url(),
         anthropic = sim.base_url(),
     ))
-    .map_err(Error::Input)?;
+    .map_err(|e| Error::Run(format!("the demo's agent declarations: {e}")))?;
     let mut models = Vec::new();
     for agent in &agents.agents {
         let (registration, factory, model) = agent.build()?;
@@ -257,12 +261,15 @@ description = "Finds one fact about a topic."
         Ok(())
     });
     let watched = tokio::time::timeout(
-        Duration::from_secs(60),
+        WATCH_TIMEOUT,
         client.watch(id, std::io::stderr().is_terminal()),
     )
     .await;
     on_duty.abort();
-    watched.map_err(|_| Error::Input(format!("objective {id} did not end within 60 s")))??;
+    watched.map_err(|_| Error::Timeout {
+        what: format!("objective {id}"),
+        after: WATCH_TIMEOUT,
+    })??;
     let view = swarm.objective(id).await?;
     let chain = swarm.chain(id).await?;
     api.stop().await;
@@ -284,7 +291,7 @@ description = "Finds one fact about a topic."
             t.key.as_str(),
             format!("{:?}", t.status).to_lowercase(),
             t.attempts,
-            format_duration_short(t.run_time),
+            format_duration_precise(t.run_time),
             t.output.as_ref().map(clip).unwrap_or_default()
         );
     }

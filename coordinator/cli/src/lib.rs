@@ -1,5 +1,5 @@
-//! The `swarm` command line and the library behind it: the binary (`src/main.rs`) parses the
-//! command line and calls into these modules, and the benches call [`bench`](mod@bench) too.
+//! The `swarm` command line and the library behind it: the binary (`src/bin/swarm/`) parses
+//! the command line and calls into these modules, and the benches call [`bench`](mod@bench) too.
 //!
 //! # Layout
 //! - [`client`]: the HTTP client behind `swarm submit`, `status`, `agents`, `tasks`,

@@ -187,7 +187,7 @@ impl Problem {
                 "no-event-log",
                 Error::NoStore.to_string(),
             ),
-            err @ (Error::Actor(_) | Error::Stopped(_)) => {
+            err @ (Error::ActorStart { .. } | Error::Actor(_) | Error::Stopped(_)) => {
                 tracing::error!(%err, "request failed: coordinator unavailable");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,

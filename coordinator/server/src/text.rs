@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use swarm_protocol::{Event, EventRecord, TaskId};
 
-/// A duration to a tenth of a millisecond (`6.8ms`, `1.250s`).
-pub fn format_duration_short(d: Duration) -> String {
+/// A duration to a tenth of a millisecond (`6.8ms`, `1.250s`), for the chain of work and run
+/// times; the dashboard's cards round theirs (`ui::format_duration_rounded`).
+pub fn format_duration_precise(d: Duration) -> String {
     if d < Duration::from_secs(1) {
         format!("{:.1}ms", d.as_secs_f64() * 1000.0)
     } else {
@@ -159,7 +160,7 @@ pub fn timeline_entries(events: &[EventRecord]) -> Vec<TimelineEntry> {
                 let mut s = format!(
                     "{} attempt {attempt} succeeded on {agent} in {}",
                     name(&names, *task),
-                    format_duration_short(*duration)
+                    format_duration_precise(*duration)
                 );
                 if let Some(u) = usage {
                     let _ = write!(
@@ -184,11 +185,11 @@ pub fn timeline_entries(events: &[EventRecord]) -> Vec<TimelineEntry> {
                     name(&names, *task)
                 );
                 if let Some(d) = duration {
-                    let _ = write!(s, " after {}", format_duration_short(*d));
+                    let _ = write!(s, " after {}", format_duration_precise(*d));
                 }
                 match retry_in {
                     Some(r) => {
-                        let _ = write!(s, "; retry in {}", format_duration_short(*r));
+                        let _ = write!(s, "; retry in {}", format_duration_precise(*r));
                     }
                     None => s.push_str("; no retry"),
                 }
@@ -211,7 +212,9 @@ pub fn timeline_entries(events: &[EventRecord]) -> Vec<TimelineEntry> {
             } => format!(
                 "{} waits for event `{event}` (for {})",
                 name(&names, *task),
-                format_duration_short(Duration::from_millis(until_ms.saturating_sub(record.at_ms)))
+                format_duration_precise(Duration::from_millis(
+                    until_ms.saturating_sub(record.at_ms)
+                ))
             ),
             Event::WaitSatisfied {
                 task, key, event, ..

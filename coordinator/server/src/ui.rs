@@ -61,10 +61,11 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 
 /// A version of each static file, for its URL and `ETag`: a new build's files are fetched
 /// again, an unchanged file is not.
-static SCRIPT_TAG: LazyLock<String> = LazyLock::new(|| tag(SCRIPT));
-static STYLE_TAG: LazyLock<String> = LazyLock::new(|| tag(STYLE));
+static SCRIPT_TAG: LazyLock<String> = LazyLock::new(|| content_version(SCRIPT));
+static STYLE_TAG: LazyLock<String> = LazyLock::new(|| content_version(STYLE));
 
-fn tag(content: &str) -> String {
+/// The first 8 bytes of the content's SHA-256, in hex.
+fn content_version(content: &str) -> String {
     use sha2::Digest as _;
     hex::encode(&sha2::Sha256::digest(content.as_bytes())[..8])
 }
@@ -219,8 +220,8 @@ pub(crate) fn health_badge(health: Health) -> Badge {
     Badge { class, icon, label }
 }
 
-/// A duration for people: `850ms`, `12.3s`, `4m 05s`, `2h 10m`.
-pub(crate) fn short_duration(ms: u64) -> String {
+/// A duration rounded for people at a glance: `850ms`, `12.3s`, `4m 05s`, `2h 10m`.
+pub(crate) fn format_duration_rounded(ms: u64) -> String {
     match ms {
         0..1_000 => format!("{ms}ms"),
         1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
@@ -516,10 +517,10 @@ mod tests {
 
     #[test]
     fn durations_and_long_text_read_well() {
-        assert_eq!(short_duration(850), "850ms");
-        assert_eq!(short_duration(12_340), "12.3s");
-        assert_eq!(short_duration(245_000), "4m 05s");
-        assert_eq!(short_duration(7_800_000), "2h 10m");
+        assert_eq!(format_duration_rounded(850), "850ms");
+        assert_eq!(format_duration_rounded(12_340), "12.3s");
+        assert_eq!(format_duration_rounded(245_000), "4m 05s");
+        assert_eq!(format_duration_rounded(7_800_000), "2h 10m");
         assert_eq!(clip("abcdef", 3), "abc… (6 characters in all)");
         assert_eq!(clip("abc", 3), "abc");
     }

@@ -12,7 +12,7 @@ use axum::response::Response;
 use futures::future::try_join_all;
 use swarm_protocol::{TaskId, TaskItem, TaskKind, TaskQuery, TaskStatus};
 
-use super::{Badge, Layout, Visitor, html, short_duration, task_badge};
+use super::{Badge, Layout, Visitor, format_duration_rounded, html, task_badge};
 use crate::AppState;
 use crate::problem::Problem;
 use crate::tasks::{LIST_LIMIT_MAX, STATUSES, parse_filter, parse_limit, status_name};
@@ -59,7 +59,7 @@ impl Card {
             attempts: task.attempts,
             run_ms,
             since_ms: task.running_since_ms,
-            elapsed: short_duration(run_ms.saturating_add(running_ms)),
+            elapsed: format_duration_rounded(run_ms.saturating_add(running_ms)),
             tokens: task.usage.input_tokens + task.usage.output_tokens,
             error: task.error.as_deref().map(|e| super::clip(e, 160)),
             note: match (task.kind, &task.event) {

@@ -17,7 +17,8 @@ use rustc_hash::FxHashMap;
 use swarm_protocol::{ObjectiveView, TaskId, TaskStatus};
 
 use super::{
-    Badge, Layout, Visitor, clip, html, objective_badge, pretty_json, short_duration, task_badge,
+    Badge, Layout, Visitor, clip, format_duration_rounded, html, objective_badge, pretty_json,
+    task_badge,
 };
 use crate::AppState;
 use crate::objectives::objective_id;
@@ -220,7 +221,7 @@ async fn live_of(state: &AppState, raw: &str) -> Result<Live, Problem> {
         .skip(timeline_omitted)
         .map(|e| Moment {
             seq: e.seq,
-            at: format!("+{}", short_duration(e.since_start_ms)),
+            at: format!("+{}", format_duration_rounded(e.since_start_ms)),
             text: e.text,
             task: e.task.map(|t| t.to_string()),
         })
@@ -258,7 +259,7 @@ async fn live_of(state: &AppState, raw: &str) -> Result<Live, Problem> {
                 badge: task_badge(t.status),
                 agent: t.agent.map(|a| a.to_string()),
                 attempts: t.attempts,
-                time: short_duration(run_ms.saturating_add(running)),
+                time: format_duration_rounded(run_ms.saturating_add(running)),
                 run_ms,
                 since_ms: t.running_since_ms,
                 tokens: t.usage.input_tokens + t.usage.output_tokens,

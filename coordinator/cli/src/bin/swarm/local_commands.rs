@@ -1,0 +1,415 @@
+//! The commands that run in this process: a benchmark, a durable batch run, the HTTP server,
+//! a replay of the event log, and the simulated model server. Each takes its flags as parsed
+//! and prints what it reports.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use swarm_cli::batch::{self, BatchConfig};
+use swarm_cli::bench::{self, BenchConfig};
+use swarm_cli::timeline::timeline;
+use swarm_coordinator::StoreConfig;
+use swarm_coordinator::config::Config;
+use swarm_coordinator::replay::replay_objective;
+use swarm_protocol::ObjectiveId;
+use swarm_server::text::format_duration_precise;
+
+/// The flags of `swarm bench`.
+#[derive(clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Agents to register.
+    #[arg(long, default_value_t = 64)]
+    agents: usize,
+    /// Distinct capabilities (agent i has capability i % C).
+    #[arg(long, default_value_t = 8)]
+    capabilities: usize,
+    /// Tasks to run.
+    #[arg(long, default_value_t = 1_000_000)]
+    tasks: u64,
+    /// Tasks per objective.
+    #[arg(long, default_value_t = 1_000)]
+    objective_size: usize,
+    /// Each agent's concurrency limit.
+    #[arg(long, default_value_t = 64)]
+    concurrency: u32,
+    /// Commit every state change to an event log (SQLite in a temporary directory, or in
+    /// --data-dir) before acting on it, and measure restart time afterwards.
+    #[arg(long)]
+    durable: bool,
+    /// With --durable: where the log goes (it must not hold one yet).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Instead: post this many one-task objectives to the HTTP API on loopback (a durable
+    /// swarm in a temporary directory) and report submits/s and latency.
+    #[arg(long)]
+    http_submits: Option<u64>,
+    /// With --http-submits: client connections (keep-alive, one request in flight each).
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Instead: put --tasks tasks on the dashboard's board (a durable swarm in a temporary
+    /// directory; half of them done, half waiting or running) and time each page, this
+    /// many requests per page.
+    #[arg(long)]
+    ui_pages: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `swarm bench`: one of the benchmarks (allocation, durable, HTTP submits, dashboard pages),
+/// printed as text or one JSON object.
+pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let BenchArgs {
+        agents,
+        capabilities,
+        tasks,
+        objective_size,
+        concurrency,
+        durable,
+        data_dir,
+        http_submits,
+        connections,
+        ui_pages,
+        json,
+    } = args;
+    if let Some(requests) = ui_pages {
+        let temp = tempfile::tempdir().context("making a temporary data directory")?;
+        let report = bench::ui_pages(temp.path(), tasks, requests).await?;
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "dashboard pages with {} tasks on the board, {} requests each:",
+                report.tasks, report.requests
+            );
+            for page in &report.pages {
+                println!(
+                    "  {:<52} {:>8} bytes  p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms",
+                    page.path, page.bytes, page.p50_ms, page.p99_ms, page.max_ms
+                );
+            }
+        }
+        return Ok(());
+    }
+    if let Some(submits) = http_submits {
+        let temp = tempfile::tempdir().context("making a temporary data directory")?;
+        let report = bench::http_submits(temp.path(), submits, connections).await?;
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "HTTP submits: {} over {} keep-alive connections in {:.3}s\n\
+                 durable submits/s: {:.0}\n\
+                 latency: p50 {:.0} us, p99 {:.0} us",
+                report.submits,
+                report.connections,
+                report.elapsed_s,
+                report.submits_per_s,
+                report.p50_us,
+                report.p99_us
+            );
+        }
+        return Ok(());
+    }
+    let temp;
+    let data_dir = match (durable, data_dir) {
+        (false, _) => None,
+        (true, Some(dir)) => Some(dir),
+        (true, None) => {
+            temp = tempfile::tempdir().context("making a temporary data directory")?;
+            Some(temp.path().to_path_buf())
+        }
+    };
+    let config = BenchConfig {
+        agents,
+        capabilities,
+        tasks,
+        objective_size,
+        concurrency,
+        data_dir,
+    };
+    let report = bench::run(config).await?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "agents={} capabilities={} tasks={} durable={} elapsed={:.3}s\n\
+             tasks/s (allocated and completed): {:.0}\n\
+             allocation latency (ready -> agent): p50 {:.1} us, p99 {:.1} us\n\
+             peak RSS: {:.1} MiB",
+            report.agents,
+            report.capabilities,
+            report.tasks,
+            report.durable.is_some(),
+            report.elapsed_s,
+            report.tasks_per_s,
+            report.alloc_p50_us,
+            report.alloc_p99_us,
+            report.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+        );
+        if let Some(d) = report.durable {
+            println!(
+                "event log: {} events, {:.0} events/s committed\n\
+                 restart (snapshot at {} + {} events): {:.0} ms\n\
+                 restart from the full log ({} events, no snapshot): {:.0} ms",
+                d.events,
+                d.events as f64 / report.elapsed_s,
+                d.snapshot_seq,
+                d.tail_events,
+                d.restart_ms,
+                d.events,
+                d.full_replay_ms
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The flags of `swarm run`.
+#[derive(clap::Args)]
+pub(crate) struct RunArgs {
+    /// The data directory holding the event log.
+    #[arg(long, env = "SWARM_DATA_DIR", default_value = "swarm-data")]
+    data_dir: PathBuf,
+    /// Objectives, one JSON per line: an objective, or {"idempotency_key", "objective"}.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Built-in `work` agents to register (and as many `echo` agents).
+    #[arg(long, default_value_t = 4)]
+    agents: usize,
+    /// A `swarm.toml` whose model agents are registered too.
+    #[arg(long, env = "SWARM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Each agent's concurrency limit.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+    /// Append every attempt a `work` agent begins to this file (an execution audit kept
+    /// outside the event log).
+    #[arg(long)]
+    exec_log: Option<PathBuf>,
+    /// Commit without fsync: an acknowledged change survives a crash of the process but
+    /// not a power loss.
+    #[arg(long)]
+    no_fsync: bool,
+    /// Prune objectives that ended longer ago than this (e.g. `30d`); unfinished ones are
+    /// never pruned. Without it the log keeps everything.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    retention: Option<Duration>,
+    /// Snapshot the recovery state after this many events, so a restart reads the latest
+    /// snapshot and the events after it rather than the whole log.
+    #[arg(long, default_value_t = 200_000)]
+    snapshot_every: u64,
+}
+
+/// `swarm run`: a durable batch run; fails when an objective did not succeed.
+pub(crate) async fn run_batch(args: RunArgs) -> anyhow::Result<()> {
+    let RunArgs {
+        data_dir,
+        file,
+        agents,
+        config,
+        concurrency,
+        exec_log,
+        no_fsync,
+        retention,
+        snapshot_every,
+    } = args;
+    let config = config.map(|path| Config::load(&path)).transpose()?;
+    let mut store = StoreConfig::new(data_dir);
+    store.fsync = !no_fsync;
+    store.writer.retention = retention;
+    store.writer.snapshot_every = snapshot_every.max(1);
+    let config = BatchConfig {
+        store,
+        file,
+        agents,
+        concurrency,
+        exec_log,
+        parallel_submits: 64,
+        config,
+    };
+    let outcome = batch::run(config).await?;
+    eprintln!(
+        "{} objectives succeeded, {} failed or cancelled",
+        outcome.succeeded, outcome.failed
+    );
+    if outcome.failed > 0 {
+        anyhow::bail!("{} objectives did not succeed", outcome.failed);
+    }
+    Ok(())
+}
+
+/// The flags of `swarm serve`.
+#[derive(clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The data directory holding the event log (default: swarm.toml's, else swarm-data).
+    #[arg(long, env = "SWARM_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// A `swarm.toml` whose model agents are registered.
+    #[arg(long, env = "SWARM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Built-in `work` agents to register (and as many `echo` agents).
+    #[arg(long, default_value_t = 0)]
+    builtin_agents: usize,
+    /// The built-in agents' concurrency limit.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+    /// The largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    body_limit: usize,
+    /// At SIGINT/SIGTERM, how long running attempts may go on finishing (nothing new
+    /// starts); what does not finish resumes on the next start.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    grace: Duration,
+}
+
+/// `swarm serve`: the HTTP API and the dashboard over a durable swarm, until Ctrl-C or SIGTERM.
+pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let ServeArgs {
+        data_dir,
+        config,
+        addr,
+        builtin_agents,
+        concurrency,
+        body_limit,
+        grace,
+    } = args;
+    let config = config.map(|path| Config::load(&path)).transpose()?;
+    let section = config.as_ref().map(|c| c.store.clone()).unwrap_or_default();
+    let mut store = StoreConfig::new(data_dir.unwrap_or(section.data_dir));
+    store.fsync = section.fsync;
+    store.writer.retention = section.retention;
+    // Read once; never logged.
+    let token = match std::env::var("SWARM_API_TOKEN") {
+        Ok(token) if token.trim().is_empty() => {
+            anyhow::bail!("SWARM_API_TOKEN is set but empty")
+        }
+        Ok(token) => Some(token),
+        Err(_) => None,
+    };
+    let serve = swarm_server::ServeConfig {
+        store,
+        config,
+        builtin_agents,
+        concurrency,
+        addr,
+        grace,
+        api: swarm_server::ApiConfig {
+            token,
+            body_limit_bytes: body_limit,
+            ..Default::default()
+        },
+    };
+    swarm_server::run(serve, swarm_server::shutdown_signal()).await?;
+    Ok(())
+}
+
+/// `swarm replay`: rebuilds one objective from the event log alone and prints its chain of
+/// work and final state (or both as JSON).
+pub(crate) async fn replay(
+    objective: ObjectiveId,
+    data_dir: PathBuf,
+    json: bool,
+) -> anyhow::Result<()> {
+    // Reading only: a running coordinator may hold the data directory's lock.
+    let mut options = swarm_store::SqliteOptions::new(data_dir);
+    options.lock = false;
+    let store = swarm_store::SqliteStore::open(options).await?;
+    let Some((model, events)) = replay_objective(&store, objective).await? else {
+        anyhow::bail!("objective {objective} is not in the event log (never submitted, or pruned)");
+    };
+    let view = model.view();
+    if json {
+        let out = serde_json::json!({ "objective": view, "events": events });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("objective {} ({:?}): {:?}", view.id, view.goal, view.status);
+    if let Some(failure) = &view.failure {
+        println!("  failure: {failure}");
+    }
+    println!("\nchain of work ({} events):", events.len());
+    print!("{}", timeline(&events));
+    println!("\nfinal state:");
+    for t in &view.tasks {
+        let output = t
+            .output
+            .as_ref()
+            .map(|o| o.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "  {:<6} {:<16} {:<10} attempts={} agent={} run_time={} output={}",
+            t.id.to_string(),
+            t.key.as_str(),
+            format!("{:?}", t.status).to_lowercase(),
+            t.attempts,
+            t.agent.map_or("-".to_string(), |a| a.to_string()),
+            format_duration_precise(t.run_time),
+            output
+        );
+    }
+    Ok(())
+}
+
+/// The flags of `swarm sim-model`.
+#[derive(clap::Args)]
+pub(crate) struct SimModelArgs {
+    /// The port.
+    #[arg(long, default_value_t = 8089)]
+    port: u16,
+    /// Seed of the generated answers.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Fraction of requests answered with an error (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Requests per minute before answering 429 with Retry-After.
+    #[arg(long)]
+    rate_limit: Option<u32>,
+    /// Milliseconds before the first token, and between tokens.
+    #[arg(long, num_args = 2, value_names = ["FIRST", "EACH"])]
+    latency_ms: Option<Vec<u64>>,
+    /// A JSON file with the full simulation settings (overrides the flags above).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// `swarm sim-model`: the simulated model API on 127.0.0.1, until Ctrl-C.
+pub(crate) async fn sim_model(args: SimModelArgs) -> anyhow::Result<()> {
+    let SimModelArgs {
+        port,
+        seed,
+        error_rate,
+        rate_limit,
+        latency_ms,
+        config,
+    } = args;
+    let config = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a simulation config", path.display()))?
+        }
+        None => {
+            let mut config = swarm_agents::sim::SimConfig {
+                seed,
+                error_rate,
+                rate_limit,
+                ..Default::default()
+            };
+            if let Some([first, each]) = latency_ms.as_deref() {
+                config.latency = swarm_agents::sim::Latency::fixed(*first, *each);
+            }
+            config
+        }
+    };
+    eprintln!("simulated model API on http://127.0.0.1:{port}/v1 (Ctrl-C stops it)");
+    swarm_agents::sim::serve(config, port).await?;
+    Ok(())
+}
