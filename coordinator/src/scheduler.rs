@@ -12,6 +12,7 @@ mod schema;
 mod slab;
 mod spawn;
 mod state;
+mod waits;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use swarm_agents::ReportInbox;

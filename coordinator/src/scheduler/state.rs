@@ -30,11 +30,11 @@ use swarm_protocol::graph::{self, ExistingTasks, GraphError, NoTasks};
 use swarm_protocol::task::{Compensation, resolve_input};
 use swarm_protocol::task::{check_compensation_references, check_references, has_references};
 use swarm_protocol::{
-    AgentId, AgentMsg, Assignment, Capability, Event, EventConsumer, FailureKind, Limits, NewEvent,
-    Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, OutputError,
-    PostedEvent, Report, RetryPolicy, ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats,
-    Task, TaskId, TaskItem, TaskKey, TaskKind, TaskOutcome, TaskPage, TaskQuery, TaskSpec,
-    TaskStatus, Usage, objective::check_idempotency_key,
+    AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Limits, Objective, ObjectiveId,
+    ObjectiveStatus, ObjectiveSummary, ObjectiveView, OutputError, Report, RetryPolicy,
+    ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskItem, TaskKey,
+    TaskKind, TaskOutcome, TaskPage, TaskQuery, TaskSpec, TaskStatus, Usage,
+    objective::check_idempotency_key,
 };
 use swarm_registry::{Lease, Registry};
 
@@ -45,6 +45,7 @@ use super::record::{TaskRecord, link, objective_view, task_of};
 use super::schema::{OutputSchema, review_reason};
 use super::slab::Slab;
 use super::spawn;
+use super::waits::Waits;
 use crate::journal::{Delivery, Effects, Journal, now_ms};
 use crate::replay::{ObjectiveModel, Recovered};
 
@@ -52,118 +53,90 @@ use crate::replay::{ObjectiveModel, Recovered};
 pub type AgentRegistry = Registry<ActorRef<AgentMsg>>;
 
 /// Per task of a batch, its [`TaskExtra`]; empty when no task of the batch has one.
-type Extras = Vec<Option<Box<TaskExtra>>>;
+pub(super) type Extras = Vec<Option<Box<TaskExtra>>>;
 
 /// What an attempt cost, carried into its event.
 #[derive(Debug, Clone, Copy, Default)]
-struct Spent {
-    usage: Option<Usage>,
-    duration: Option<Duration>,
+pub(super) struct Spent {
+    pub(super) usage: Option<Usage>,
+    pub(super) duration: Option<Duration>,
 }
 
 /// A plan that passed every check.
-struct CheckedPlan {
+pub(super) struct CheckedPlan {
     /// Its tasks as the planner declared them (as `TasksSpawned` records them).
-    specs: Vec<TaskSpec>,
+    pub(super) specs: Vec<TaskSpec>,
     /// The same, each also depending on the planning task, as validated.
-    with_parent: Vec<TaskSpec>,
+    pub(super) with_parent: Vec<TaskSpec>,
     /// The depth of each.
-    depths: Vec<u32>,
+    pub(super) depths: Vec<u32>,
     /// Their compiled schemas and compensations.
-    extras: Extras,
+    pub(super) extras: Extras,
 }
 
 /// A successful attempt's result, on its way into the graph.
-struct Answer {
-    agent: AgentId,
-    output: Value,
-    usage: Option<Usage>,
-    duration: Duration,
+pub(super) struct Answer {
+    pub(super) agent: AgentId,
+    pub(super) output: Value,
+    pub(super) usage: Option<Usage>,
+    pub(super) duration: Duration,
 }
 
 /// One task of an objective: its record (what is shown of it, changed only by folding in
 /// the task's events) and what scheduling it takes.
-struct TaskNode {
-    record: TaskRecord,
-    objective: ObjectiveId,
-    priority: i32,
-    retry: RetryPolicy,
-    idle_timeout: Option<Duration>,
-    hard_timeout: Option<Duration>,
+pub(super) struct TaskNode {
+    pub(super) record: TaskRecord,
+    pub(super) objective: ObjectiveId,
+    pub(super) priority: i32,
+    pub(super) retry: RetryPolicy,
+    pub(super) idle_timeout: Option<Duration>,
+    pub(super) hard_timeout: Option<Duration>,
     /// The input as declared; `$from` references are resolved when the task becomes ready.
-    declared_input: Arc<Value>,
+    pub(super) declared_input: Arc<Value>,
     /// The input an agent receives (set when ready).
-    input: Arc<Value>,
-    dependents: Vec<TaskId>,
+    pub(super) input: Arc<Value>,
+    pub(super) dependents: Vec<TaskId>,
     /// Dependencies not yet succeeded.
-    waiting_on: u32,
-    depth: u32,
+    pub(super) waiting_on: u32,
+    pub(super) depth: u32,
     /// `Some(seq)` while the task sits in its capability's ready queue.
-    queued: Option<u64>,
+    pub(super) queued: Option<u64>,
     /// True while the task waits for a retry backoff to pass.
-    retry_due: bool,
+    pub(super) retry_due: bool,
     /// An agent that refused the task for good; it is not given the task again.
-    avoid: Option<AgentId>,
-    ready_at: Instant,
+    pub(super) avoid: Option<AgentId>,
+    pub(super) ready_at: Instant,
     /// True when the objective has a `max_concurrency`: its attempts are counted.
-    capped: bool,
+    pub(super) capped: bool,
     /// What only some tasks have (a schema, a compensation, a wait's timeout), boxed so the
     /// common node stays small and adding it allocates nothing.
-    extra: Option<Box<TaskExtra>>,
+    pub(super) extra: Option<Box<TaskExtra>>,
 }
 
 /// The rarer parts of a task.
 #[derive(Debug, Default)]
-struct TaskExtra {
+pub(super) struct TaskExtra {
     /// Its `output_schema`, compiled when the task was added.
-    schema: Option<OutputSchema>,
+    pub(super) schema: Option<OutputSchema>,
     /// What undoes it if its objective fails after it succeeded.
-    compensation: Option<Compensation>,
+    pub(super) compensation: Option<Compensation>,
     /// For a `wait` task: how long it waits for its event.
-    wait_timeout: Option<Duration>,
-}
-
-/// A posted event the scheduler keeps: until a `wait` task consumes it, or (when the sender
-/// gave an idempotency key, which keeps answering with it) until it expires.
-struct Kept {
-    event: PostedEvent,
-    idempotency_key: Option<String>,
-}
-
-/// Takes `item` out of the queue of `key` (waiting tasks, or kept events), and drops the
-/// queue once it is empty.
-fn remove_from<T: PartialEq>(queues: &mut FxHashMap<String, VecDeque<T>>, key: &str, item: &T) {
-    if let Some(queue) = queues.get_mut(key) {
-        queue.retain(|t| t != item);
-        if queue.is_empty() {
-            queues.remove(key);
-        }
-    }
-}
-
-/// What an event's idempotency key is compared by: its key and payload.
-fn event_fingerprint(key: &str, payload: &Value) -> u64 {
-    use std::hash::Hasher;
-    let mut hasher = rustc_hash::FxHasher::default();
-    hasher.write(key.as_bytes());
-    hasher.write_u8(0);
-    hasher.write(&serde_json::to_vec(payload).unwrap_or_default());
-    hasher.finish()
+    pub(super) wait_timeout: Option<Duration>,
 }
 
 impl TaskNode {
-    fn schema(&self) -> Option<&OutputSchema> {
+    pub(super) fn schema(&self) -> Option<&OutputSchema> {
         self.extra.as_ref()?.schema.as_ref()
     }
 
-    fn has_compensation(&self) -> bool {
+    pub(super) fn has_compensation(&self) -> bool {
         self.extra
             .as_ref()
             .is_some_and(|e| e.compensation.is_some())
     }
 
     /// For a `wait` task: the key of its event and how long it waits.
-    fn wait_for(&self) -> Option<(&str, Duration)> {
+    pub(super) fn wait_for(&self) -> Option<(&str, Duration)> {
         let timeout = self.extra.as_ref()?.wait_timeout?;
         Some((self.record.event.as_deref().unwrap_or_default(), timeout))
     }
@@ -173,42 +146,42 @@ impl TaskNode {
 static NULL: Value = Value::Null;
 
 /// One objective.
-struct ObjectiveRun {
-    goal: String,
-    priority: i32,
-    limits: Limits,
-    status: ObjectiveStatus,
-    failure: Option<String>,
-    tasks: Vec<TaskId>,
-    keys: FxHashMap<TaskKey, TaskId>,
-    unfinished: usize,
+pub(super) struct ObjectiveRun {
+    pub(super) goal: String,
+    pub(super) priority: i32,
+    pub(super) limits: Limits,
+    pub(super) status: ObjectiveStatus,
+    pub(super) failure: Option<String>,
+    pub(super) tasks: Vec<TaskId>,
+    pub(super) keys: FxHashMap<TaskKey, TaskId>,
+    pub(super) unfinished: usize,
     /// Submitted without tasks: the planner decomposed it.
-    planned: bool,
+    pub(super) planned: bool,
     /// Re-plans asked for so far.
-    replans: u32,
+    pub(super) replans: u32,
     /// Succeeded tasks that have a compensation, in the order they succeeded.
-    compensable: Vec<TaskId>,
+    pub(super) compensable: Vec<TaskId>,
     /// While compensating: the compensations still to run, and why the objective failed.
-    saga: Option<Saga>,
+    pub(super) saga: Option<Saga>,
     /// Attempts running now (counted only with a `max_concurrency`).
-    running: u32,
+    pub(super) running: u32,
     /// Ready tasks held back while the objective is at its `max_concurrency`, best first;
     /// each keeps the queue entry (so the place) it had.
-    parked: BinaryHeap<Entry>,
+    pub(super) parked: BinaryHeap<Entry>,
     /// Model tokens (input and output) spent by every attempt so far.
-    tokens: u64,
+    pub(super) tokens: u64,
 }
 
 /// An objective's compensations in progress.
-struct Saga {
+pub(super) struct Saga {
     /// Why the objective failed; its `ObjectiveFailed` says so once the saga is over.
-    reason: String,
+    pub(super) reason: String,
     /// Compensation tasks not yet started, in the order they run.
-    pending: VecDeque<TaskId>,
+    pub(super) pending: VecDeque<TaskId>,
 }
 
 impl ObjectiveRun {
-    fn new(goal: String, priority: i32, limits: Limits, tasks: usize) -> Self {
+    pub(super) fn new(goal: String, priority: i32, limits: Limits, tasks: usize) -> Self {
         Self {
             goal,
             priority,
@@ -229,13 +202,13 @@ impl ObjectiveRun {
     }
 
     /// True when a capped objective may not start another attempt now.
-    fn at_cap(&self) -> bool {
+    pub(super) fn at_cap(&self) -> bool {
         self.limits
             .max_concurrency
             .is_some_and(|cap| self.running >= cap.get())
     }
 
-    fn over_budget(&self) -> bool {
+    pub(super) fn over_budget(&self) -> bool {
         self.limits
             .token_budget
             .is_some_and(|budget| self.tokens > budget)
@@ -243,9 +216,9 @@ impl ObjectiveRun {
 }
 
 /// Lets graph validation see an objective's existing tasks (for spawned tasks).
-struct Existing<'a> {
-    run: &'a ObjectiveRun,
-    tasks: &'a Slab<TaskNode>,
+pub(super) struct Existing<'a> {
+    pub(super) run: &'a ObjectiveRun,
+    pub(super) tasks: &'a Slab<TaskNode>,
 }
 
 impl ExistingTasks for Existing<'_> {
@@ -267,53 +240,46 @@ impl ExistingTasks for Existing<'_> {
 
 /// Everything the scheduler owns.
 pub struct SchedulerState {
-    registry: AgentRegistry,
-    myself: ActorRef<SchedulerMsg>,
-    config: SchedulerConfig,
-    journal: Box<dyn Journal>,
-    delivery: Arc<Delivery>,
+    pub(super) registry: AgentRegistry,
+    pub(super) myself: ActorRef<SchedulerMsg>,
+    pub(super) config: SchedulerConfig,
+    pub(super) journal: Box<dyn Journal>,
+    pub(super) delivery: Arc<Delivery>,
     /// What the current turn does once its events are durable.
-    effects: Effects,
+    pub(super) effects: Effects,
     /// Idempotency keys of submitted objectives: the objective and its fingerprint.
-    idempotency: FxHashMap<String, (ObjectiveId, u64)>,
-    objectives: FxHashMap<ObjectiveId, ObjectiveRun>,
+    pub(super) idempotency: FxHashMap<String, (ObjectiveId, u64)>,
+    pub(super) objectives: FxHashMap<ObjectiveId, ObjectiveRun>,
     /// Finished objectives still in memory, oldest first, with the sequence number of the
     /// event that ended them (only kept track of with a durable log, which holds them once
     /// they are dropped).
-    finished: VecDeque<(ObjectiveId, u64)>,
-    tasks: Slab<TaskNode>,
-    queues: FxHashMap<Capability, ReadyQueue>,
-    in_flight: FxHashMap<AgentId, FxHashSet<TaskId>>,
-    agent_caps: FxHashMap<AgentId, Arc<[Capability]>>,
+    pub(super) finished: VecDeque<(ObjectiveId, u64)>,
+    pub(super) tasks: Slab<TaskNode>,
+    pub(super) queues: FxHashMap<Capability, ReadyQueue>,
+    pub(super) in_flight: FxHashMap<AgentId, FxHashSet<TaskId>>,
+    pub(super) agent_caps: FxHashMap<AgentId, Arc<[Capability]>>,
     /// Assignments made while handling the current message, sent as one batch per agent.
-    outbox: FxHashMap<AgentId, (ActorRef<AgentMsg>, Vec<Assignment>)>,
+    pub(super) outbox: FxHashMap<AgentId, (ActorRef<AgentMsg>, Vec<Assignment>)>,
     /// Cancellations made while handling the current message, sent after its assignments.
-    cancels: Vec<(AgentId, ActorRef<AgentMsg>, AgentMsg)>,
+    pub(super) cancels: Vec<(AgentId, ActorRef<AgentMsg>, AgentMsg)>,
     /// Per capability, the agent taking this turn's burst and how many more it may take.
-    burst: FxHashMap<Capability, (AgentId, u32)>,
+    pub(super) burst: FxHashMap<Capability, (AgentId, u32)>,
     /// Capabilities whose queues got parked tasks back this turn: offered to their agents
     /// when the turn ends.
-    kicks: Vec<Capability>,
+    pub(super) kicks: Vec<Capability>,
     /// Tasks parked by objectives at their `max_concurrency`, over all objectives.
-    parked: u64,
-    waiters: FxHashMap<ObjectiveId, Vec<RpcReplyPort<Option<ObjectiveSummary>>>>,
-    reports: ReportInbox,
-    next_task: u64,
-    next_seq: u64,
-    rng: fastrand::Rng,
-    stats: SchedulerStats,
+    pub(super) parked: u64,
+    pub(super) waiters: FxHashMap<ObjectiveId, Vec<RpcReplyPort<Option<ObjectiveSummary>>>>,
+    pub(super) reports: ReportInbox,
+    pub(super) next_task: u64,
+    pub(super) next_seq: u64,
+    pub(super) rng: fastrand::Rng,
+    pub(super) stats: SchedulerStats,
     /// The wall clock when the current handler turn began (ms since the Unix epoch): attempts
     /// started in the turn are stamped with it, so an assignment reads no clock.
-    turn_ms: u64,
-    /// Posted events kept (see [`Kept`]), by id.
-    posted: FxHashMap<uuid::Uuid, Kept>,
-    /// Per key, the kept events no task consumed yet, oldest first.
-    mailbox: FxHashMap<String, VecDeque<uuid::Uuid>>,
-    /// Per key, the `wait` tasks waiting, in the order they started; a task leaves when it
-    /// takes an event, times out or is cancelled.
-    waiting: FxHashMap<String, VecDeque<TaskId>>,
-    /// Idempotency keys of kept events: the event and its fingerprint.
-    event_keys: FxHashMap<String, (uuid::Uuid, u64)>,
+    pub(super) turn_ms: u64,
+    /// Posted events and the `wait` tasks waiting for them.
+    pub(super) waits: Waits,
 }
 
 impl SchedulerState {
@@ -351,10 +317,7 @@ impl SchedulerState {
             rng: fastrand::Rng::new(),
             stats: SchedulerStats::default(),
             turn_ms: now_ms(),
-            posted: FxHashMap::default(),
-            mailbox: FxHashMap::default(),
-            waiting: FxHashMap::default(),
-            event_keys: FxHashMap::default(),
+            waits: Waits::default(),
         }
     }
 
@@ -449,7 +412,7 @@ impl SchedulerState {
 
     /// A planning task's declaration: capability `plan`, no input (it is built when the task
     /// starts).
-    fn planning_spec(key: &str) -> Option<TaskSpec> {
+    pub(super) fn planning_spec(key: &str) -> Option<TaskSpec> {
         let key = TaskKey::new(key).ok()?;
         let capability = Capability::new(PLAN_CAPABILITY).ok()?;
         Some(TaskSpec::new(key, capability))
@@ -457,7 +420,7 @@ impl SchedulerState {
 
     /// Adds a planning task to a running objective (`plan`, or `replan-N` after `failed`
     /// failed for good) and makes it ready. `None` when the objective's limits leave no room.
-    fn request_plan(
+    pub(super) fn request_plan(
         &mut self,
         objective: ObjectiveId,
         replan: u32,
@@ -515,7 +478,7 @@ impl SchedulerState {
     /// Checks what graph validation cannot: capabilities, `$from` references, output schemas
     /// and compensations. Returns each task's [`TaskExtra`] (schemas compiled here, once), or
     /// an empty list when no task has one.
-    fn check_tasks(&self, specs: &[TaskSpec]) -> Result<Extras, SchedulerError> {
+    pub(super) fn check_tasks(&self, specs: &[TaskSpec]) -> Result<Extras, SchedulerError> {
         let mut known: Option<&Capability> = None;
         let mut extras = Extras::new();
         for (i, spec) in specs.iter().enumerate() {
@@ -578,7 +541,7 @@ impl SchedulerState {
     /// The extras of tasks accepted before a restart: they were checked then, so a schema that
     /// no longer compiles (a newer validator) is dropped with a warning rather than losing the
     /// objective.
-    fn restored_extras(specs: &[TaskSpec]) -> Extras {
+    pub(super) fn restored_extras(specs: &[TaskSpec]) -> Extras {
         let mut extras = Extras::new();
         for (i, spec) in specs.iter().enumerate() {
             if spec.output_schema.is_none() && spec.compensation.is_none() {
@@ -604,7 +567,7 @@ impl SchedulerState {
     }
 
     /// Sets the timer of an objective's deadline.
-    fn arm_deadline(&self, objective: ObjectiveId, deadline: Option<Duration>) {
+    pub(super) fn arm_deadline(&self, objective: ObjectiveId, deadline: Option<Duration>) {
         if let Some(deadline) = deadline {
             self.myself
                 .send_after(deadline, move || SchedulerMsg::DeadlinePassed { objective });
@@ -613,7 +576,7 @@ impl SchedulerState {
 
     /// Adds validated tasks to an objective and returns their ids (consecutive, in order).
     /// `extras` is what `check_tasks` returned for them.
-    fn add_tasks(
+    pub(super) fn add_tasks(
         &mut self,
         objective: ObjectiveId,
         run: &mut ObjectiveRun,
@@ -714,7 +677,7 @@ impl SchedulerState {
         self.next_task = self.next_task.max(recovered.next_task);
     }
 
-    fn restore_objective(&mut self, model: &ObjectiveModel, now: u64) {
+    pub(super) fn restore_objective(&mut self, model: &ObjectiveModel, now: u64) {
         let id = model.id;
         let mut run = ObjectiveRun::new(
             model.goal.clone(),
@@ -858,7 +821,7 @@ impl SchedulerState {
 
     /// An attempt that was running when the coordinator stopped: recorded as lost, and the
     /// task runs again (or fails, past `max_lost_attempts`).
-    fn restore_running(
+    pub(super) fn restore_running(
         &mut self,
         objective: ObjectiveId,
         id: TaskId,
@@ -892,7 +855,7 @@ impl SchedulerState {
 
     /// A recovered objective that was compensating: the compensation that had started goes
     /// on (a running attempt is lost and runs again), the rest follow.
-    fn resume_saga(&mut self, model: &ObjectiveModel, now: u64) {
+    pub(super) fn resume_saga(&mut self, model: &ObjectiveModel, now: u64) {
         let id = model.id;
         let mut current = None;
         let mut pending = VecDeque::new();
@@ -916,7 +879,7 @@ impl SchedulerState {
     }
 
     /// A recovered task that was ready: queue it now, or when its retry backoff ends.
-    fn restore_ready(&mut self, id: TaskId, retry_at_ms: Option<u64>, now: u64) {
+    pub(super) fn restore_ready(&mut self, id: TaskId, retry_at_ms: Option<u64>, now: u64) {
         if self.resolve(id).is_none() {
             return;
         }
@@ -940,7 +903,7 @@ impl SchedulerState {
 
     /// A recovered `wait` task that was waiting: it waits on for the rest of its time (and
     /// takes an event posted meanwhile), or fails now if its time is up.
-    fn restore_wait(&mut self, id: TaskId, until_ms: Option<u64>, now: u64) {
+    pub(super) fn restore_wait(&mut self, id: TaskId, until_ms: Option<u64>, now: u64) {
         let Some(node) = self.tasks.get_mut(id) else {
             return;
         };
@@ -964,7 +927,7 @@ impl SchedulerState {
     // ---- Readiness and allocation ----------------------------------------------------------
 
     /// All dependencies succeeded: resolve the input and queue or dispatch the task.
-    fn make_ready(&mut self, id: TaskId) {
+    pub(super) fn make_ready(&mut self, id: TaskId) {
         if let Some(objective) = self.resolve(id) {
             self.mark_ready(objective, id);
         }
@@ -972,7 +935,7 @@ impl SchedulerState {
 
     /// Builds the task's input from its dependencies' outputs; a task whose input cannot be
     /// built fails. Returns the objective when the input is ready.
-    fn resolve(&mut self, id: TaskId) -> Option<ObjectiveId> {
+    pub(super) fn resolve(&mut self, id: TaskId) -> Option<ObjectiveId> {
         match self.build_input(id)? {
             Ok(objective) => Some(objective),
             Err(message) => {
@@ -993,7 +956,7 @@ impl SchedulerState {
     /// (Inlined: `resolve` runs for every task that becomes ready, and the call otherwise costs
     /// a measurable share of the allocation path.)
     #[inline(always)]
-    fn build_input(&mut self, id: TaskId) -> Option<Result<ObjectiveId, String>> {
+    pub(super) fn build_input(&mut self, id: TaskId) -> Option<Result<ObjectiveId, String>> {
         let node = self.tasks.get(id)?;
         // Dependency outputs are only gathered here when the input refers to them; the agent's
         // `upstream` map is built at dispatch.
@@ -1017,7 +980,7 @@ impl SchedulerState {
     }
 
     /// The task is ready from now on: record it and queue or dispatch it.
-    fn mark_ready(&mut self, objective: ObjectiveId, id: TaskId) {
+    pub(super) fn mark_ready(&mut self, objective: ObjectiveId, id: TaskId) {
         if let Some(node) = self.tasks.get_mut(id) {
             node.ready_at = Instant::now();
             // The fold's step for the event recorded next (see `TaskRecord::apply`).
@@ -1033,7 +996,7 @@ impl SchedulerState {
     /// A ready task goes to an agent, or, for the kinds the coordinator runs, starts waiting
     /// for its event or for a person.
     #[inline(always)]
-    fn dispatch_ready(&mut self, id: TaskId) {
+    pub(super) fn dispatch_ready(&mut self, id: TaskId) {
         match self.tasks.get(id).map(|n| n.record.kind) {
             Some(TaskKind::Agent) => self.enqueue_or_dispatch(id),
             Some(TaskKind::Wait) => self.start_wait(id),
@@ -1044,7 +1007,7 @@ impl SchedulerState {
 
     /// An `approval` task is ready: it goes to review with its input (what the person
     /// approves, and what its dependents get unless they edit it).
-    fn request_approval(&mut self, id: TaskId) {
+    pub(super) fn request_approval(&mut self, id: TaskId) {
         let Some(node) = self.tasks.get(id) else {
             return;
         };
@@ -1059,255 +1022,9 @@ impl SchedulerState {
         );
     }
 
-    // ---- Events and waits -------------------------------------------------------------------
-
-    /// A `wait` task is ready: it waits for its event (for at most its timeout), and takes
-    /// one posted before, if one is kept.
-    fn start_wait(&mut self, id: TaskId) {
-        let now = self.turn_ms;
-        let Some(node) = self.tasks.get(id) else {
-            return;
-        };
-        let Some((key, timeout)) = node.wait_for() else {
-            return;
-        };
-        let (objective, key) = (node.objective, key.to_owned());
-        let until = now.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        self.emit(Event::TaskWaiting {
-            objective,
-            task: id,
-            event: key.clone(),
-            until_ms: until,
-        });
-        // The wait is the task's next attempt; its timer names it.
-        let attempt = self.tasks.get(id).map_or(0, |n| n.record.attempt);
-        self.myself
-            .send_after(timeout, move || SchedulerMsg::WaitExpired {
-                task: id,
-                attempt,
-            });
-        self.take_or_wait(id, key);
-    }
-
-    /// The waiting task takes the oldest kept event of its key, or joins the key's waiters.
-    fn take_or_wait(&mut self, id: TaskId, key: String) {
-        let now = self.turn_ms;
-        let event = self.mailbox.get_mut(&key).and_then(|queue| {
-            // An event past its time whose expiry timer has not run yet is not taken.
-            while let Some(event) = queue.pop_front() {
-                if self
-                    .posted
-                    .get(&event)
-                    .is_some_and(|k| k.event.expires_at_ms > now)
-                {
-                    return Some(event);
-                }
-            }
-            None
-        });
-        if self.mailbox.get(&key).is_some_and(VecDeque::is_empty) {
-            self.mailbox.remove(&key);
-        }
-        match event {
-            Some(event) => self.satisfy(id, event),
-            None => self.waiting.entry(key).or_default().push_back(id),
-        }
-    }
-
-    /// A waiting task consumes a kept event: its payload is the task's output (or goes to
-    /// review, when it does not match the task's `output_schema`).
-    fn satisfy(&mut self, id: TaskId, event: uuid::Uuid) {
-        let Some(objective) = self.tasks.get(id).map(|n| n.objective) else {
-            return;
-        };
-        let Some(kept) = self.posted.get_mut(&event) else {
-            return;
-        };
-        kept.event.consumed_by = Some(EventConsumer {
-            objective,
-            task: id,
-        });
-        let (key, payload) = (kept.event.key.clone(), kept.event.payload.clone());
-        if kept.idempotency_key.is_none() {
-            // Nothing asks about it again.
-            self.posted.remove(&event);
-        }
-        self.emit(Event::WaitSatisfied {
-            objective,
-            task: id,
-            event,
-            key,
-            payload,
-        });
-        let Some(node) = self.tasks.get(id) else {
-            return;
-        };
-        let checked = match (node.schema(), &node.record.output) {
-            (Some(schema), Some(payload)) => schema.check(payload),
-            _ => Ok(()),
-        };
-        match checked {
-            Err(errors) => {
-                let (payload, reason) = (node.record.output.clone(), review_reason(&errors));
-                self.send_to_review(id, payload, reason, errors, Spent::default(), false);
-            }
-            Ok(()) => {
-                self.stats.tasks_succeeded += 1;
-                self.task_done(id);
-            }
-        }
-    }
-
-    /// A `wait` task's time is up: if it still waits, it fails with a timeout.
-    pub(crate) fn on_wait_expired(&mut self, id: TaskId, attempt: u32) {
-        let Some(node) = self.tasks.get(id) else {
-            return;
-        };
-        if node.record.attempt != attempt || node.record.status != TaskStatus::Waiting {
-            return;
-        }
-        let Some((key, timeout)) = node.wait_for() else {
-            return;
-        };
-        let message = format!(
-            "no event `{key}` arrived within {}",
-            humantime::format_duration(timeout)
-        );
-        remove_from(&mut self.waiting, key, &id);
-        self.fail_task(
-            id,
-            None,
-            FailureKind::Timeout,
-            message,
-            None,
-            Spent::default(),
-        );
-    }
-
-    /// An event posted from outside: recorded, then consumed by the first task waiting for its
-    /// key, or kept until one comes or it expires. A repeated idempotency key returns the
-    /// event first posted with it.
-    pub(crate) fn post_event(&mut self, new: NewEvent) -> Result<PostedEvent, SchedulerError> {
-        if let Some(idem) = &new.idempotency_key {
-            check_idempotency_key(idem).map_err(SchedulerError::BadIdempotencyKey)?;
-            if let Some(&(existing, first)) = self.event_keys.get(idem)
-                && let Some(kept) = self.posted.get(&existing)
-            {
-                return if first == event_fingerprint(&new.key, &new.payload) {
-                    Ok(kept.event.clone())
-                } else {
-                    Err(SchedulerError::EventConflict {
-                        key: idem.clone(),
-                        existing,
-                        event: kept.event.key.clone(),
-                    })
-                };
-            }
-        }
-        let now = self.turn_ms;
-        let mut answer = PostedEvent {
-            id: uuid::Uuid::now_v7(),
-            key: new.key,
-            payload: new.payload,
-            received_at_ms: now,
-            expires_at_ms: now
-                .saturating_add(u64::try_from(new.ttl.as_millis()).unwrap_or(u64::MAX)),
-            consumed_by: None,
-        };
-        self.emit(Event::EventReceived {
-            id: answer.id,
-            key: answer.key.clone(),
-            payload: answer.payload.clone(),
-            expires_at_ms: answer.expires_at_ms,
-            idempotency_key: new.idempotency_key.clone(),
-        });
-        let id = answer.id;
-        self.keep(answer.clone(), new.idempotency_key, now);
-        // The first task still waiting for the key takes it.
-        if let Some(task) = self.next_waiter(&answer.key) {
-            remove_from(&mut self.mailbox, &answer.key, &id);
-            answer.consumed_by = self.tasks.get(task).map(|n| EventConsumer {
-                objective: n.objective,
-                task,
-            });
-            self.satisfy(task, id);
-        }
-        Ok(answer)
-    }
-
-    /// Keeps a posted event (unconsumed ones in their key's mailbox) and sets its expiry.
-    fn keep(&mut self, event: PostedEvent, idempotency_key: Option<String>, now: u64) {
-        if event.expires_at_ms <= now {
-            return;
-        }
-        let (id, key) = (event.id, event.key.clone());
-        if let Some(idem) = &idempotency_key {
-            let fingerprint = event_fingerprint(&event.key, &event.payload);
-            self.event_keys.insert(idem.clone(), (id, fingerprint));
-        }
-        if event.consumed_by.is_none() {
-            self.mailbox.entry(key.clone()).or_default().push_back(id);
-        } else if idempotency_key.is_none() {
-            return;
-        }
-        let ttl = Duration::from_millis(event.expires_at_ms - now);
-        self.posted.insert(
-            id,
-            Kept {
-                event,
-                idempotency_key,
-            },
-        );
-        self.myself
-            .send_after(ttl, move || SchedulerMsg::EventExpired { id, key });
-    }
-
-    /// The first task still waiting for `key`, taken off the key's waiters.
-    fn next_waiter(&mut self, key: &str) -> Option<TaskId> {
-        let queue = self.waiting.get_mut(key)?;
-        let mut found = None;
-        while let Some(task) = queue.pop_front() {
-            if self
-                .tasks
-                .get(task)
-                .is_some_and(|n| n.record.status == TaskStatus::Waiting)
-            {
-                found = Some(task);
-                break;
-            }
-        }
-        if queue.is_empty() {
-            self.waiting.remove(key);
-        }
-        found
-    }
-
-    /// A kept event's time is up: it is dropped (no record: its expiry was in its
-    /// `EventReceived`).
-    pub(crate) fn on_event_expired(&mut self, id: uuid::Uuid, key: &str) {
-        if let Some(kept) = self.posted.remove(&id)
-            && let Some(idem) = kept.idempotency_key
-        {
-            self.event_keys.remove(&idem);
-        }
-        remove_from(&mut self.mailbox, key, &id);
-    }
-
-    /// The kept events no task consumed yet, oldest first.
-    pub(crate) fn pending_events(&self) -> Vec<PostedEvent> {
-        let mut events: Vec<PostedEvent> = self
-            .posted
-            .values()
-            .filter(|k| k.event.consumed_by.is_none())
-            .map(|k| k.event.clone())
-            .collect();
-        events.sort_unstable_by_key(|e| e.id);
-        events
-    }
-
     /// The outputs of a task's dependencies, by name. A planning task's output (the plan its
     /// tasks came from) is not one of them: the edge only orders the plan's tasks after it.
-    fn upstream(&self, node: &TaskNode) -> BTreeMap<TaskKey, Value> {
+    pub(super) fn upstream(&self, node: &TaskNode) -> BTreeMap<TaskKey, Value> {
         node.record
             .deps
             .iter()
@@ -1400,7 +1117,7 @@ impl SchedulerState {
     }
 
     /// Starts the task's next attempt on the leased agent (sent when the handler ends).
-    fn assign(&mut self, id: TaskId, lease: Lease<ActorRef<AgentMsg>>) {
+    pub(super) fn assign(&mut self, id: TaskId, lease: Lease<ActorRef<AgentMsg>>) {
         // A planning task's prompt is built now, from the agents registered now.
         let built = self.plan_input(id);
         let Some(node) = self.tasks.get_mut(id) else {
@@ -1459,7 +1176,7 @@ impl SchedulerState {
     /// A planning task's input: the goal, the capabilities registered now with their agents'
     /// descriptions, the room the limits leave, for a re-plan the work so far, and after a
     /// rejection the rejected plan and why. `None` for any other task.
-    fn plan_input(&self, id: TaskId) -> Option<Value> {
+    pub(super) fn plan_input(&self, id: TaskId) -> Option<Value> {
         let node = self.tasks.get(id)?;
         let planning = node.record.planning.as_deref()?;
         let run = self.objectives.get(&node.objective)?;
@@ -1483,7 +1200,7 @@ impl SchedulerState {
     }
 
     /// Where an objective's work stands, for a re-planning prompt (planning tasks left out).
-    fn progress<'a>(
+    pub(super) fn progress<'a>(
         &'a self,
         run: &'a ObjectiveRun,
         failed_task: Option<TaskId>,
@@ -1727,7 +1444,7 @@ impl SchedulerState {
         self.pull_for(agent);
     }
 
-    fn on_report(&mut self, agent: AgentId, report: Report) {
+    pub(super) fn on_report(&mut self, agent: AgentId, report: Report) {
         let Some(node) = self.tasks.get(report.task) else {
             return;
         };
@@ -1911,7 +1628,7 @@ impl SchedulerState {
 
     /// Adds an attempt's tokens to its objective; true when that takes a running objective
     /// over its `token_budget`.
-    fn charge(&mut self, objective: ObjectiveId, tokens: u64) -> bool {
+    pub(super) fn charge(&mut self, objective: ObjectiveId, tokens: u64) -> bool {
         let Some(run) = self.objectives.get_mut(&objective) else {
             return false;
         };
@@ -1937,7 +1654,7 @@ impl SchedulerState {
 
     /// An attempt ended or was taken back: its agent slot is free, and its objective may
     /// start another if it has a cap.
-    fn release(&mut self, agent: AgentId, task: TaskId) {
+    pub(super) fn release(&mut self, agent: AgentId, task: TaskId) {
         self.release_slot(agent, task);
         if let Some(node) = self.tasks.get(task)
             && node.capped
@@ -1947,7 +1664,7 @@ impl SchedulerState {
     }
 
     /// Frees the agent slot of an attempt (`release` without the objective's cap).
-    fn release_slot(&mut self, agent: AgentId, task: TaskId) {
+    pub(super) fn release_slot(&mut self, agent: AgentId, task: TaskId) {
         self.registry.release(agent);
         if let Some(set) = self.in_flight.get_mut(&agent) {
             set.remove(&task);
@@ -1957,7 +1674,7 @@ impl SchedulerState {
 
     /// A successful attempt's output: checked against the task's `output_schema`; output
     /// that does not match goes to review with the errors, the rest succeeds.
-    fn on_output(
+    pub(super) fn on_output(
         &mut self,
         id: TaskId,
         agent: AgentId,
@@ -1982,7 +1699,7 @@ impl SchedulerState {
         }
     }
 
-    fn succeed(
+    pub(super) fn succeed(
         &mut self,
         id: TaskId,
         agent: AgentId,
@@ -2016,7 +1733,7 @@ impl SchedulerState {
     /// A task reached a terminal success: wake its dependents and maybe end the objective
     /// (unless the objective went over its token budget: it is about to fail). A finished
     /// compensation lets the next one start.
-    fn task_done(&mut self, id: TaskId) {
+    pub(super) fn task_done(&mut self, id: TaskId) {
         let Some(node) = self.tasks.get(id) else {
             return;
         };
@@ -2058,7 +1775,7 @@ impl SchedulerState {
 
     /// `specs`, each also depending on `parent` (follow-ups and a plan's tasks run after the
     /// task that produced them).
-    fn with_parent(&self, parent: TaskId, specs: &[TaskSpec]) -> Vec<TaskSpec> {
+    pub(super) fn with_parent(&self, parent: TaskId, specs: &[TaskSpec]) -> Vec<TaskSpec> {
         let parent_key = self.tasks.get(parent).map(|n| n.record.key.clone());
         specs
             .iter()
@@ -2077,7 +1794,7 @@ impl SchedulerState {
     /// A task succeeded and asks for follow-up tasks: they are checked as a submitted graph
     /// is, then join the graph; if refused, the task fails (a breached limit fails the
     /// objective outright: re-planning would only grow it again).
-    fn spawn(&mut self, id: TaskId, answer: Answer, specs: Vec<TaskSpec>) {
+    pub(super) fn spawn(&mut self, id: TaskId, answer: Answer, specs: Vec<TaskSpec>) {
         let Some(objective) = self.tasks.get(id).map(|n| n.objective) else {
             return;
         };
@@ -2129,7 +1846,7 @@ impl SchedulerState {
     /// Adds checked tasks (`specs` as declared, `with_parent` as validated, at `depths`) as
     /// children of `parent`, which succeeds with its answer; those with nothing left to wait
     /// for become ready.
-    fn grow(
+    pub(super) fn grow(
         &mut self,
         parent: TaskId,
         answer: Answer,
@@ -2186,7 +1903,12 @@ impl SchedulerState {
 
     /// A planning task answered: a valid plan's tasks join the graph as its children; an
     /// invalid one goes back to the planner once, with what is wrong with it.
-    fn plan_answered(&mut self, id: TaskId, answer: Answer, given: Option<Vec<TaskSpec>>) {
+    pub(super) fn plan_answered(
+        &mut self,
+        id: TaskId,
+        answer: Answer,
+        given: Option<Vec<TaskSpec>>,
+    ) {
         let specs = match given {
             Some(tasks) => Ok(tasks),
             None => planner::parse_plan(&answer.output).map_err(|e| vec![e]),
@@ -2207,7 +1929,11 @@ impl SchedulerState {
     /// Checks a plan as a submitted graph is checked (the graph first, then each task's
     /// capability, `$from` references, and dependencies on tasks that failed or were
     /// dropped), collecting every error.
-    fn check_plan(&self, id: TaskId, specs: Vec<TaskSpec>) -> Result<CheckedPlan, Vec<String>> {
+    pub(super) fn check_plan(
+        &self,
+        id: TaskId,
+        specs: Vec<TaskSpec>,
+    ) -> Result<CheckedPlan, Vec<String>> {
         let node = self
             .tasks
             .get(id)
@@ -2298,7 +2024,7 @@ impl SchedulerState {
     /// A plan was invalid. The first time, the planning task runs again at once (a repair
     /// attempt, its prompt holding the errors and the rejected plan); the second time it
     /// fails, and with it the objective, naming the errors.
-    fn reject_plan(&mut self, id: TaskId, answer: Answer, errors: Vec<String>) {
+    pub(super) fn reject_plan(&mut self, id: TaskId, answer: Answer, errors: Vec<String>) {
         let Some(node) = self.tasks.get(id) else {
             return;
         };
@@ -2338,7 +2064,7 @@ impl SchedulerState {
     /// A task of the objective failed for good: if re-planning is allowed and left, the tasks
     /// that depended on it (which can never run) are dropped and a `replan-N` task asks the
     /// planner for the rest of the work. False when the objective must fail instead.
-    fn replan(&mut self, objective: ObjectiveId, failed: TaskId) -> bool {
+    pub(super) fn replan(&mut self, objective: ObjectiveId, failed: TaskId) -> bool {
         if self
             .tasks
             .get(failed)
@@ -2378,7 +2104,7 @@ impl SchedulerState {
     }
 
     /// Every task that depends on `id`, directly or not, by increasing id.
-    fn dependents_of(&self, id: TaskId) -> Vec<TaskId> {
+    pub(super) fn dependents_of(&self, id: TaskId) -> Vec<TaskId> {
         let mut seen = FxHashSet::default();
         let mut stack = vec![id];
         while let Some(t) = stack.pop() {
@@ -2398,7 +2124,7 @@ impl SchedulerState {
     /// The task waits for a person; `errors` says where its output does not match its
     /// schema, when that is why.
     /// `approval` says the review is an approval's request, which is its next attempt.
-    fn send_to_review(
+    pub(super) fn send_to_review(
         &mut self,
         id: TaskId,
         output: Option<Value>,
@@ -2429,7 +2155,7 @@ impl SchedulerState {
         clippy::too_many_arguments,
         reason = "each is one field of the failure's event"
     )]
-    fn attempt_failed(
+    pub(super) fn attempt_failed(
         &mut self,
         id: TaskId,
         agent: Option<AgentId>,
@@ -2518,7 +2244,7 @@ impl SchedulerState {
     /// A task failed for good: the planner is asked to re-plan if the objective allows it,
     /// else its objective fails and the rest of it is cancelled (a failed compensation is
     /// recorded, and the next compensation runs).
-    fn fail_task(
+    pub(super) fn fail_task(
         &mut self,
         id: TaskId,
         agent: Option<AgentId>,
@@ -2535,7 +2261,7 @@ impl SchedulerState {
         clippy::too_many_arguments,
         reason = "each is one field of the failure's event, plus whether to re-plan"
     )]
-    fn fail_task_with(
+    pub(super) fn fail_task_with(
         &mut self,
         id: TaskId,
         agent: Option<AgentId>,
@@ -2568,7 +2294,7 @@ impl SchedulerState {
     }
 
     /// Marks a task failed for good and records it; returns its objective and name.
-    fn record_failure(
+    pub(super) fn record_failure(
         &mut self,
         id: TaskId,
         agent: Option<AgentId>,
@@ -2618,7 +2344,7 @@ impl SchedulerState {
     }
 
     /// Takes back an attempt that its agent lost (crash, or gone before it got the work).
-    fn requeue_lost(&mut self, agent: AgentId, id: TaskId, reason: &str) {
+    pub(super) fn requeue_lost(&mut self, agent: AgentId, id: TaskId, reason: &str) {
         let Some(node) = self.tasks.get_mut(id) else {
             return;
         };
@@ -2664,7 +2390,12 @@ impl SchedulerState {
     /// Ends a running objective: every unfinished task is cancelled (running attempts too).
     /// A failure first runs the compensations of the tasks that succeeded, if any have one;
     /// the objective then ends when the last compensation has (`next_compensation`).
-    fn end_objective(&mut self, id: ObjectiveId, status: ObjectiveStatus, reason: Option<String>) {
+    pub(super) fn end_objective(
+        &mut self,
+        id: ObjectiveId,
+        status: ObjectiveStatus,
+        reason: Option<String>,
+    ) {
         let Some(run) = self.objectives.get_mut(&id) else {
             return;
         };
@@ -2695,7 +2426,7 @@ impl SchedulerState {
     }
 
     /// Records the end of an objective and answers whoever waits for it.
-    fn finish_objective(
+    pub(super) fn finish_objective(
         &mut self,
         id: ObjectiveId,
         status: ObjectiveStatus,
@@ -2747,7 +2478,7 @@ impl SchedulerState {
     /// The objective failed: if tasks with a compensation had succeeded, their compensations
     /// are added as tasks (newest success first), recorded, and the first one starts; true
     /// when there is a saga to run.
-    fn start_compensation(&mut self, id: ObjectiveId, reason: &str) -> bool {
+    pub(super) fn start_compensation(&mut self, id: ObjectiveId, reason: &str) -> bool {
         let Some(run) = self.objectives.get(&id) else {
             return false;
         };
@@ -2792,7 +2523,12 @@ impl SchedulerState {
     }
 
     /// Adds the compensation of `original` to its objective as task `task` (not yet ready).
-    fn add_compensation(&mut self, objective: ObjectiveId, original: TaskId, task: TaskId) {
+    pub(super) fn add_compensation(
+        &mut self,
+        objective: ObjectiveId,
+        original: TaskId,
+        task: TaskId,
+    ) {
         let Some(node) = self.tasks.get(original) else {
             return;
         };
@@ -2832,7 +2568,7 @@ impl SchedulerState {
     /// The previous compensation ended (or none ran yet): the next one becomes ready; after
     /// the last, the objective ends failed. A compensation whose input cannot be built fails
     /// at once and the next one follows.
-    fn next_compensation(&mut self, objective: ObjectiveId) {
+    pub(super) fn next_compensation(&mut self, objective: ObjectiveId) {
         loop {
             let Some(run) = self.objectives.get_mut(&objective) else {
                 return;
@@ -2869,7 +2605,7 @@ impl SchedulerState {
     }
 
     /// Drops a finished objective and its tasks from memory (the log still has them).
-    fn forget(&mut self, id: ObjectiveId) {
+    pub(super) fn forget(&mut self, id: ObjectiveId) {
         let Some(run) = self.objectives.remove(&id) else {
             return;
         };
@@ -2879,7 +2615,7 @@ impl SchedulerState {
     }
 
     /// Marks a task cancelled; returns the agent whose slot its running attempt freed.
-    fn cancel_task(&mut self, id: TaskId) -> Option<AgentId> {
+    pub(super) fn cancel_task(&mut self, id: TaskId) -> Option<AgentId> {
         let node = self.tasks.get_mut(id)?;
         if node.record.status.is_terminal() {
             return None;
@@ -2903,7 +2639,7 @@ impl SchedulerState {
         if was == TaskStatus::Waiting
             && let Some((key, _)) = node.wait_for()
         {
-            remove_from(&mut self.waiting, key, &id);
+            self.waits.stop_waiting(key, id);
         }
         if queued.is_some()
             && let Some(q) = self.queues.get_mut(&node.record.capability)
@@ -3158,7 +2894,7 @@ impl SchedulerState {
     /// Records an event of this turn. An event about a task is first folded into the task's
     /// record, by the fold the replay of the log runs: the record changes only so, which is
     /// what makes a replayed view equal the live one.
-    fn emit(&mut self, event: Event) {
+    pub(super) fn emit(&mut self, event: Event) {
         if let Some(task) = task_of(&event)
             && let Some(node) = self.tasks.get_mut(task)
         {
@@ -3172,9 +2908,8 @@ impl SchedulerState {
         let mut stats = self.stats;
         stats.tasks_queued =
             self.queues.values().map(|q| q.len() as u64).sum::<u64>() + self.parked;
-        stats.events_kept = self.mailbox.values().map(|q| q.len() as u64).sum();
-        // Every waiting task is among its key's waiters, and only while it waits.
-        stats.tasks_waiting = self.waiting.values().map(|q| q.len() as u64).sum();
+        stats.events_kept = self.waits.kept();
+        stats.tasks_waiting = self.waits.waiting();
         stats
     }
 
