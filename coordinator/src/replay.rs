@@ -15,8 +15,6 @@
 //! built from it by the same functions: replaying a finished objective gives exactly the view
 //! the live scheduler had of it (a test compares them), so the log is a complete record.
 
-use std::time::Duration;
-
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use swarm_protocol::{
