@@ -1,24 +1,14 @@
 //! The scheduler's state and every transition of it. The actor in `scheduler.rs` only routes
 //! messages here, so this logic can be read (and tested) without the mailbox around it.
 //!
-//! Allocation invariant: while a capability's ready queue holds a task, every agent with that
-//! capability was full (or unhealthy) when the task was queued. Every event that frees room on
-//! an agent (a report, a registration, a recovery) pulls from that agent's queues, so a queued
-//! task never waits while a capable agent has room, and a newly ready task only asks the
-//! registry to select an agent when its queue is empty.
-//!
-//! Fairness: queues order tasks by priority, then age. A task of an objective at its
-//! `max_concurrency` is *parked* with its objective (its queue entry, so its place, is kept)
-//! instead of being allocated; when one of the objective's attempts ends, as many parked
-//! entries as there is room go back into their queues, and those queues are offered to their
-//! agents at the end of the turn (`kick`), which keeps the invariant above. Objectives without
-//! a cap pay one flag test per allocation.
+//! The allocation invariant and fairness (ready queues, parking, bursts) live in
+//! [`Dispatch`], which decides where a ready task goes; this state starts the attempt.
 //!
 //! Sagas: when an objective fails, the compensations of its succeeded tasks run one at a time,
 //! newest success first, as tasks of the objective (`start_compensation`,
 //! `next_compensation`); it ends `Failed` after the last.
 
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,8 +29,8 @@ use swarm_protocol::{
 use swarm_registry::{Lease, Registry};
 
 use super::SchedulerConfig;
+use super::dispatch::Dispatch;
 use super::planner::{self, PLAN_CAPABILITY, PLAN_KEY};
-use super::queue::{Entry, ReadyQueue};
 use super::record::{TaskRecord, link, objective_view, task_of};
 use super::schema::{OutputSchema, review_reason};
 use super::slab::Slab;
@@ -163,11 +153,6 @@ pub(super) struct ObjectiveRun {
     pub(super) compensable: Vec<TaskId>,
     /// While compensating: the compensations still to run, and why the objective failed.
     pub(super) saga: Option<Saga>,
-    /// Attempts running now (counted only with a `max_concurrency`).
-    pub(super) running: u32,
-    /// Ready tasks held back while the objective is at its `max_concurrency`, best first;
-    /// each keeps the queue entry (so the place) it had.
-    pub(super) parked: BinaryHeap<Entry>,
     /// Model tokens (input and output) spent by every attempt so far.
     pub(super) tokens: u64,
 }
@@ -195,17 +180,8 @@ impl ObjectiveRun {
             replans: 0,
             compensable: Vec::new(),
             saga: None,
-            running: 0,
-            parked: BinaryHeap::new(),
             tokens: 0,
         }
-    }
-
-    /// True when a capped objective may not start another attempt now.
-    pub(super) fn at_cap(&self) -> bool {
-        self.limits
-            .max_concurrency
-            .is_some_and(|cap| self.running >= cap.get())
     }
 
     pub(super) fn over_budget(&self) -> bool {
@@ -255,24 +231,11 @@ pub struct SchedulerState {
     /// they are dropped).
     pub(super) finished: VecDeque<(ObjectiveId, u64)>,
     pub(super) tasks: Slab<TaskNode>,
-    pub(super) queues: FxHashMap<Capability, ReadyQueue>,
-    pub(super) in_flight: FxHashMap<AgentId, FxHashSet<TaskId>>,
-    pub(super) agent_caps: FxHashMap<AgentId, Arc<[Capability]>>,
-    /// Assignments made while handling the current message, sent as one batch per agent.
-    pub(super) outbox: FxHashMap<AgentId, (ActorRef<AgentMsg>, Vec<Assignment>)>,
-    /// Cancellations made while handling the current message, sent after its assignments.
-    pub(super) cancels: Vec<(AgentId, ActorRef<AgentMsg>, AgentMsg)>,
-    /// Per capability, the agent taking this turn's burst and how many more it may take.
-    pub(super) burst: FxHashMap<Capability, (AgentId, u32)>,
-    /// Capabilities whose queues got parked tasks back this turn: offered to their agents
-    /// when the turn ends.
-    pub(super) kicks: Vec<Capability>,
-    /// Tasks parked by objectives at their `max_concurrency`, over all objectives.
-    pub(super) parked: u64,
+    /// The ready queues, parking and what the turn sends to agents.
+    pub(super) dispatch: Dispatch<ActorRef<AgentMsg>>,
     pub(super) waiters: FxHashMap<ObjectiveId, Vec<RpcReplyPort<Option<ObjectiveSummary>>>>,
     pub(super) reports: ReportInbox,
     pub(super) next_task: u64,
-    pub(super) next_seq: u64,
     pub(super) rng: fastrand::Rng,
     pub(super) stats: SchedulerStats,
     /// The wall clock when the current handler turn began (ms since the Unix epoch): attempts
@@ -302,18 +265,10 @@ impl SchedulerState {
             objectives: FxHashMap::default(),
             finished: VecDeque::new(),
             tasks: Slab::default(),
-            queues: FxHashMap::default(),
-            in_flight: FxHashMap::default(),
-            agent_caps: FxHashMap::default(),
-            outbox: FxHashMap::default(),
-            cancels: Vec::new(),
-            burst: FxHashMap::default(),
-            kicks: Vec::new(),
-            parked: 0,
+            dispatch: Dispatch::new(config.burst_divisor),
             waiters: FxHashMap::default(),
             reports,
             next_task: 1,
-            next_seq: 0,
             rng: fastrand::Rng::new(),
             stats: SchedulerStats::default(),
             turn_ms: now_ms(),
@@ -382,6 +337,7 @@ impl SchedulerState {
         run.planned = planned;
         let new_ids = self.add_tasks(id, &mut run, &objective.tasks, &depths, None, extras);
         self.objectives.insert(id, run);
+        self.dispatch.limit(id, objective.limits.max_concurrency);
         self.arm_deadline(id, objective.limits.deadline);
         self.stats.objectives_running += 1;
         if let Some(key) = &idempotency_key {
@@ -725,6 +681,9 @@ impl SchedulerState {
             });
         }
         self.objectives.insert(id, run);
+        if !compensating {
+            self.dispatch.limit(id, model.limits.max_concurrency);
+        }
         self.stats.objectives_running += 1;
         // Compensation tasks are not in any batch: they are built again from the specs of the
         // tasks they compensate.
@@ -1040,80 +999,11 @@ impl SchedulerState {
     }
 
     /// Gives a ready task to an agent now if its queue is empty and an agent has room;
-    /// otherwise queues it.
-    fn enqueue_or_dispatch(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get(id) else {
-            return;
-        };
-        if node.capped
-            && self
-                .objectives
-                .get(&node.objective)
-                .is_some_and(ObjectiveRun::at_cap)
-        {
-            let objective = node.objective;
-            let entry = Entry {
-                priority: node.priority,
-                seq: self.next_seq,
-                task: id,
-            };
-            self.next_seq += 1;
-            self.park(objective, entry);
-            return;
+    /// otherwise queues it, or parks it while its objective is at its cap (see [`Dispatch`]).
+    pub(super) fn enqueue_or_dispatch(&mut self, id: TaskId) {
+        if let Some(lease) = self.dispatch.place(&mut self.tasks, &self.registry, id) {
+            self.assign(id, lease);
         }
-        let (priority, capability, avoid) =
-            (node.priority, node.record.capability.clone(), node.avoid);
-        let queue_empty = self
-            .queues
-            .get(&capability)
-            .is_none_or(ReadyQueue::is_empty);
-        if queue_empty {
-            let lease = match avoid {
-                None => self.lease_for_burst(&capability),
-                Some(agent) => self.registry.select_other(&capability, agent),
-            };
-            if let Some(lease) = lease {
-                self.assign(id, lease);
-                return;
-            }
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        if let Some(node) = self.tasks.get_mut(id) {
-            node.queued = Some(seq);
-        }
-        self.queues.entry(capability).or_default().push(Entry {
-            priority,
-            seq,
-            task: id,
-        });
-    }
-
-    /// A slot for a newly ready task. Within one handler turn, the least-loaded agent the
-    /// registry chose for a capability keeps taking that capability's new tasks until it has
-    /// taken `capacity / burst_divisor` of them (at least one), so a burst reaches it in one
-    /// message; then the registry chooses again. Agents of small capacity, as model agents are,
-    /// therefore get one task per choice.
-    fn lease_for_burst(&mut self, capability: &Capability) -> Option<Lease<ActorRef<AgentMsg>>> {
-        if let Some((agent, left)) = self.burst.get_mut(capability)
-            && *left > 0
-        {
-            if let Some(lease) = self.registry.try_acquire(*agent) {
-                *left -= 1;
-                return Some(lease);
-            }
-            *left = 0;
-        }
-        let lease = self.registry.select(capability)?;
-        let share = (lease.capacity / self.config.burst_divisor.max(1)).max(1);
-        match self.burst.get_mut(capability) {
-            Some(entry) => *entry = (lease.agent, share - 1),
-            None => {
-                self.burst
-                    .insert(capability.clone(), (lease.agent, share - 1));
-            }
-        }
-        Some(lease)
     }
 
     /// Starts the task's next attempt on the leased agent (sent when the handler ends).
@@ -1131,11 +1021,6 @@ impl SchedulerState {
         let (objective, attempt) = (node.objective, node.record.attempt + 1);
         // The fold's step for the `TaskStarted` recorded below (see `TaskRecord::apply`).
         node.record.started(attempt, lease.agent, self.turn_ms);
-        if node.capped
-            && let Some(run) = self.objectives.get_mut(&objective)
-        {
-            run.running += 1;
-        }
         let Some(node) = self.tasks.get(id) else {
             return;
         };
@@ -1155,7 +1040,7 @@ impl SchedulerState {
             idle_timeout: node.idle_timeout,
             hard_timeout: node.hard_timeout,
         };
-        let ready_at = node.ready_at;
+        let (ready_at, capped) = (node.ready_at, node.capped.then_some(objective));
         self.journal.record(Event::TaskStarted {
             objective,
             task: id,
@@ -1163,12 +1048,8 @@ impl SchedulerState {
             agent: lease.agent,
             input: built,
         });
-        self.in_flight.entry(lease.agent).or_default().insert(id);
-        self.outbox
-            .entry(lease.agent)
-            .or_insert_with(|| (lease.handle, Vec::new()))
-            .1
-            .push(Assignment { task, ready_at });
+        self.dispatch
+            .assigned(lease, Assignment { task, ready_at }, capped);
         self.stats.allocations += 1;
         self.stats.tasks_running += 1;
     }
@@ -1233,130 +1114,22 @@ impl SchedulerState {
 
     /// The agent has room: give it queued tasks of its capabilities, best first.
     pub(crate) fn pull_for(&mut self, agent: AgentId) {
-        let caps = match self.agent_caps.get(&agent) {
-            Some(caps) => caps.clone(),
-            None => match self.registry.capabilities(agent) {
-                Some(caps) => {
-                    let caps: Arc<[Capability]> = caps.into();
-                    self.agent_caps.insert(agent, caps.clone());
-                    caps
-                }
-                None => return,
-            },
-        };
-        loop {
-            let mut best: Option<(Entry, usize)> = None;
-            for (i, cap) in caps.iter().enumerate() {
-                let Some((head, avoid)) = self.head(cap) else {
-                    continue;
-                };
-                // A head this agent refused for good waits for another agent.
-                if avoid != Some(agent) && best.is_none_or(|(b, _)| head > b) {
-                    best = Some((head, i));
-                }
-            }
-            let Some((entry, i)) = best else { return };
-            let Some(lease) = self.registry.try_acquire(agent) else {
-                return;
-            };
-            if let Some(queue) = self.queues.get_mut(&caps[i]) {
-                queue.pop();
-            }
-            self.assign(entry.task, lease);
-        }
-    }
-
-    /// The first live entry of a capability's queue that may run now, with the agent it
-    /// avoids. Entries of objectives at their `max_concurrency` met on the way are parked with
-    /// their objective (they keep their entry, so their place).
-    fn head(&mut self, capability: &Capability) -> Option<(Entry, Option<AgentId>)> {
-        let queue = self.queues.get_mut(capability)?;
-        loop {
-            let tasks = &self.tasks;
-            let head =
-                queue.peek(|e| tasks.get(e.task).is_some_and(|n| n.queued == Some(e.seq)))?;
-            let node = tasks.get(head.task)?;
-            if !node.capped {
-                return Some((head, node.avoid));
-            }
-            let objective = node.objective;
-            let Some(run) = self.objectives.get_mut(&objective) else {
-                return Some((head, node.avoid));
-            };
-            if !run.at_cap() {
-                return Some((head, node.avoid));
-            }
-            queue.pop();
-            run.parked.push(head);
-            self.parked += 1;
-            if let Some(node) = self.tasks.get_mut(head.task) {
-                node.queued = None;
-            }
-        }
-    }
-
-    /// Holds a ready task back while its objective is at its `max_concurrency`.
-    fn park(&mut self, objective: ObjectiveId, entry: Entry) {
-        if let Some(run) = self.objectives.get_mut(&objective) {
-            run.parked.push(entry);
-            self.parked += 1;
-        }
-    }
-
-    /// An attempt of a capped objective ended: as many parked tasks as there is room for go
-    /// back to their queues, at the place their entries had, and those queues are offered to
-    /// their agents when the turn ends.
-    fn capped_attempt_ended(&mut self, objective: ObjectiveId) {
-        let Some(run) = self.objectives.get_mut(&objective) else {
+        let Some(caps) = self.dispatch.capabilities_of(&self.registry, agent) else {
             return;
         };
-        run.running = run.running.saturating_sub(1);
-        if run.status != ObjectiveStatus::Running {
-            return;
-        }
-        let cap = run.limits.max_concurrency.map_or(u32::MAX, |c| c.get());
-        let mut room = cap.saturating_sub(run.running);
-        while room > 0 {
-            let Some(entry) = run.parked.pop() else {
-                break;
-            };
-            self.parked = self.parked.saturating_sub(1);
-            let Some(node) = self.tasks.get_mut(entry.task) else {
-                continue;
-            };
-            if node.record.status != TaskStatus::Ready || node.queued.is_some() || node.retry_due {
-                continue;
-            }
-            node.queued = Some(entry.seq);
-            let capability = node.record.capability.clone();
-            self.queues
-                .entry(capability.clone())
-                .or_default()
-                .push(entry);
-            if !self.kicks.contains(&capability) {
-                self.kicks.push(capability);
-            }
-            room -= 1;
+        while let Some((task, lease)) =
+            self.dispatch
+                .next_for(&mut self.tasks, &self.registry, agent, &caps)
+        {
+            self.assign(task, lease);
         }
     }
 
     /// Offers the queues that got parked tasks back to their agents, until each is empty or
     /// no agent of its capability has room (which keeps the allocation invariant).
-    fn kick(&mut self) {
-        while let Some(capability) = self.kicks.pop() {
-            while let Some((head, avoid)) = self.head(&capability) {
-                let lease = match avoid {
-                    None => self.registry.select(&capability),
-                    Some(agent) => self.registry.select_other(&capability, agent),
-                };
-                let Some(lease) = lease else {
-                    break;
-                };
-                if let Some(queue) = self.queues.get_mut(&capability) {
-                    queue.pop();
-                }
-                self.assign(head.task, lease);
-            }
+    pub(super) fn kick(&mut self) {
+        while let Some((task, lease)) = self.dispatch.next_kicked(&mut self.tasks, &self.registry) {
+            self.assign(task, lease);
         }
     }
 
@@ -1365,38 +1138,21 @@ impl SchedulerState {
     /// once the turn's events are durable. An agent whose actor turns out to be gone is marked
     /// down and its attempts are taken back (`AgentLost`).
     pub(crate) fn flush(&mut self) {
-        if !self.kicks.is_empty() {
+        if self.dispatch.has_kicks() {
             self.kick();
         }
-        self.burst.clear();
-        if !self.outbox.is_empty() {
-            // The turn's batches are handed over now, so their allocation latency ends now:
-            // one clock read per turn, not per assignment, into a fixed-bucket histogram (no
-            // lock, no allocation). Assignments cancelled within the turn were never sent and
-            // are not counted.
-            let now = Instant::now();
-            for (_, batch) in self.outbox.values() {
-                for assignment in batch {
-                    self.stats
-                        .allocation_latency
-                        .record(now.saturating_duration_since(assignment.ready_at));
-                }
+        // The turn's batches are handed over now, so their allocation latency ends now: one
+        // clock read per turn, not per assignment, into a fixed-bucket histogram (no lock, no
+        // allocation). Assignments cancelled within the turn were never sent and are not counted.
+        if let Some(now) = self.dispatch.outgoing().next().map(|_| Instant::now()) {
+            for assignment in self.dispatch.outgoing() {
+                self.stats
+                    .allocation_latency
+                    .record(now.saturating_duration_since(assignment.ready_at));
             }
-        }
-        if self.outbox.is_empty() && self.cancels.is_empty() && self.effects.is_empty() {
-            self.journal.commit(Effects::new(self.delivery.clone()));
-            return;
         }
         let mut effects = std::mem::replace(&mut self.effects, Effects::new(self.delivery.clone()));
-        effects
-            .sends
-            .reserve(self.outbox.len() + self.cancels.len());
-        for (agent, (actor, batch)) in self.outbox.drain() {
-            if !batch.is_empty() {
-                effects.sends.push((agent, actor, AgentMsg::Run(batch)));
-            }
-        }
-        effects.sends.append(&mut self.cancels);
+        self.dispatch.end_turn(&mut effects.sends);
         self.journal.commit(effects);
     }
 
@@ -1483,7 +1239,7 @@ impl SchedulerState {
         let over_budget = tokens > 0 && self.charge(objective, tokens);
         self.release_slot(agent, report.task);
         if capped {
-            self.capped_attempt_ended(objective);
+            self.dispatch.attempt_ended(&mut self.tasks, objective);
         }
         let duration = report.duration;
         let spent = |usage| Spent {
@@ -1659,16 +1415,14 @@ impl SchedulerState {
         if let Some(node) = self.tasks.get(task)
             && node.capped
         {
-            self.capped_attempt_ended(node.objective);
+            let objective = node.objective;
+            self.dispatch.attempt_ended(&mut self.tasks, objective);
         }
     }
 
     /// Frees the agent slot of an attempt (`release` without the objective's cap).
     pub(super) fn release_slot(&mut self, agent: AgentId, task: TaskId) {
-        self.registry.release(agent);
-        if let Some(set) = self.in_flight.get_mut(&agent) {
-            set.remove(&task);
-        }
+        self.dispatch.released(&self.registry, agent, task);
         self.stats.tasks_running = self.stats.tasks_running.saturating_sub(1);
     }
 
@@ -2327,18 +2081,13 @@ impl SchedulerState {
 
     /// An agent registered, recovered or grew: it may take queued work.
     pub(crate) fn on_agent_available(&mut self, agent: AgentId) {
-        self.agent_caps.remove(&agent);
+        self.dispatch.agent_changed(agent);
         self.pull_for(agent);
     }
 
     /// An agent's actor died: every attempt it had goes back to the queue.
     pub(crate) fn on_agent_lost(&mut self, agent: AgentId, reason: &str) {
-        let lost: Vec<TaskId> = self
-            .in_flight
-            .get(&agent)
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default();
-        for task in lost {
+        for task in self.dispatch.running_on(agent) {
             self.requeue_lost(agent, task, reason);
         }
     }
@@ -2404,9 +2153,8 @@ impl SchedulerState {
         }
         run.status = status;
         run.failure = reason.clone();
-        self.parked = self.parked.saturating_sub(run.parked.len() as u64);
-        run.parked.clear();
         let tasks = run.tasks.clone();
+        self.dispatch.close(id);
         // Slots freed by cancelled attempts go to other objectives' queued tasks, once every
         // task of this one is marked (so none of its own is handed out again).
         let freed: Vec<AgentId> = tasks
@@ -2612,6 +2360,7 @@ impl SchedulerState {
         for task in run.tasks {
             self.tasks.remove(task);
         }
+        self.dispatch.forget(id);
     }
 
     /// Marks a task cancelled; returns the agent whose slot its running attempt freed.
@@ -2641,26 +2390,15 @@ impl SchedulerState {
         {
             self.waits.stop_waiting(key, id);
         }
-        if queued.is_some()
-            && let Some(q) = self.queues.get_mut(&node.record.capability)
-        {
-            q.forget_one();
+        if queued.is_some() {
+            self.dispatch.unqueued(&node.record.capability);
         }
         let mut freed = None;
         if was == TaskStatus::Running
             && let Some(agent) = agent
         {
             self.release(agent, id);
-            // An attempt assigned in this same turn is simply not sent.
-            let unsent = self.outbox.get_mut(&agent).is_some_and(|(_, batch)| {
-                let before = batch.len();
-                batch.retain(|a| a.task.id != id);
-                batch.len() != before
-            });
-            if !unsent && let Some(actor) = self.registry.handle(agent) {
-                self.cancels
-                    .push((agent, actor, AgentMsg::Cancel { task: id, attempt }));
-            }
+            self.dispatch.withdraw(&self.registry, agent, id, attempt);
             freed = Some(agent);
         }
         freed
@@ -2906,8 +2644,7 @@ impl SchedulerState {
     /// Counters.
     pub(crate) fn stats(&self) -> SchedulerStats {
         let mut stats = self.stats;
-        stats.tasks_queued =
-            self.queues.values().map(|q| q.len() as u64).sum::<u64>() + self.parked;
+        stats.tasks_queued = self.dispatch.waiting();
         stats.events_kept = self.waits.kept();
         stats.tasks_waiting = self.waits.waiting();
         stats
@@ -2915,12 +2652,6 @@ impl SchedulerState {
 
     /// Tasks waiting for an agent, per capability, ordered by capability.
     pub(crate) fn queue_depths(&self) -> Vec<(Capability, u64)> {
-        let mut depths: Vec<_> = self
-            .queues
-            .iter()
-            .map(|(capability, queue)| (capability.clone(), queue.len() as u64))
-            .collect();
-        depths.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        depths
+        self.dispatch.depths()
     }
 }
