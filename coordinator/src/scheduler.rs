@@ -6,6 +6,7 @@
 //! out as one batch per agent when the handler ends.
 
 mod dispatch;
+mod graph;
 mod planner;
 mod queue;
 mod record;
@@ -141,7 +142,7 @@ impl Actor for Scheduler {
                 state.reply_after_commit(reply, result);
             }
             SchedulerMsg::Get { objective, reply } => {
-                let _ = reply.send(state.view(objective));
+                let _ = reply.send(state.graph.view(objective));
             }
             SchedulerMsg::AwaitEnd { objective, reply } => state.await_end(objective, reply),
             SchedulerMsg::Stats(reply) => {
@@ -151,7 +152,7 @@ impl Actor for Scheduler {
                 let _ = reply.send(state.queue_depths());
             }
             SchedulerMsg::Tasks { query, reply } => {
-                let _ = reply.send(state.task_page(&query));
+                let _ = reply.send(state.graph.task_page(&query));
             }
             SchedulerMsg::PostEvent { event, reply } => {
                 let result = state.post_event(event);

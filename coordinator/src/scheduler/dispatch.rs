@@ -28,9 +28,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use swarm_protocol::{AgentId, AgentMsg, Assignment, Capability, ObjectiveId, TaskId, TaskStatus};
 use swarm_registry::{Lease, Registry};
 
+use super::graph::TaskNode;
 use super::queue::{Entry, ReadyQueue};
 use super::slab::Slab;
-use super::state::TaskNode;
 
 /// The ready queues, parking, the turn's outbox and who runs what.
 #[derive(Debug)]

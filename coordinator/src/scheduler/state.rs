@@ -13,27 +13,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{ActorRef, RpcReplyPort};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 use swarm_agents::ReportInbox;
-use swarm_protocol::graph::{self, ExistingTasks, GraphError, NoTasks};
-use swarm_protocol::task::{Compensation, resolve_input};
-use swarm_protocol::task::{check_compensation_references, check_references, has_references};
+use swarm_protocol::graph::{self, GraphError, NoTasks};
+use swarm_protocol::task::{check_compensation_references, check_references};
 use swarm_protocol::{
     AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Limits, Objective, ObjectiveId,
-    ObjectiveStatus, ObjectiveSummary, ObjectiveView, OutputError, Report, RetryPolicy,
-    ReviewDecision, SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskItem, TaskKey,
-    TaskKind, TaskOutcome, TaskPage, TaskQuery, TaskSpec, TaskStatus, Usage,
-    objective::check_idempotency_key,
+    ObjectiveStatus, ObjectiveSummary, OutputError, Report, RetryPolicy, ReviewDecision,
+    SchedulerError, SchedulerMsg, SchedulerStats, Task, TaskId, TaskKey, TaskKind, TaskOutcome,
+    TaskSpec, TaskStatus, Usage, objective::check_idempotency_key,
 };
 use swarm_registry::{Lease, Registry};
 
 use super::SchedulerConfig;
 use super::dispatch::Dispatch;
+use super::graph::{BatchExtras, Graph, ObjectiveRun, ObjectiveTasks, Saga, TaskExtra, TaskNode};
 use super::planner::{self, PLAN_CAPABILITY, PLAN_KEY};
-use super::record::{TaskRecord, link, objective_view, task_of};
+use super::record::task_of;
 use super::schema::{OutputSchema, review_reason};
-use super::slab::Slab;
 use super::spawn;
 use super::waits::Waits;
 use crate::journal::{Delivery, Effects, Journal, now_ms};
@@ -42,12 +40,9 @@ use crate::replay::{ObjectiveModel, Recovered};
 /// The registry as the coordinator uses it: agents are reached through their actor refs.
 pub type AgentRegistry = Registry<ActorRef<AgentMsg>>;
 
-/// Per task of a batch, its [`TaskExtra`]; empty when no task of the batch has one.
-pub(super) type Extras = Vec<Option<Box<TaskExtra>>>;
-
 /// What an attempt cost, carried into its event.
 #[derive(Debug, Clone, Copy, Default)]
-pub(super) struct Spent {
+pub(super) struct AttemptCost {
     pub(super) usage: Option<Usage>,
     pub(super) duration: Option<Duration>,
 }
@@ -61,157 +56,15 @@ pub(super) struct CheckedPlan {
     /// The depth of each.
     pub(super) depths: Vec<u32>,
     /// Their compiled schemas and compensations.
-    pub(super) extras: Extras,
+    pub(super) extras: BatchExtras,
 }
 
 /// A successful attempt's result, on its way into the graph.
-pub(super) struct Answer {
+pub(super) struct SuccessfulAttempt {
     pub(super) agent: AgentId,
     pub(super) output: Value,
     pub(super) usage: Option<Usage>,
     pub(super) duration: Duration,
-}
-
-/// One task of an objective: its record (what is shown of it, changed only by folding in
-/// the task's events) and what scheduling it takes.
-pub(super) struct TaskNode {
-    pub(super) record: TaskRecord,
-    pub(super) objective: ObjectiveId,
-    pub(super) priority: i32,
-    pub(super) retry: RetryPolicy,
-    pub(super) idle_timeout: Option<Duration>,
-    pub(super) hard_timeout: Option<Duration>,
-    /// The input as declared; `$from` references are resolved when the task becomes ready.
-    pub(super) declared_input: Arc<Value>,
-    /// The input an agent receives (set when ready).
-    pub(super) input: Arc<Value>,
-    pub(super) dependents: Vec<TaskId>,
-    /// Dependencies not yet succeeded.
-    pub(super) waiting_on: u32,
-    pub(super) depth: u32,
-    /// `Some(seq)` while the task sits in its capability's ready queue.
-    pub(super) queued: Option<u64>,
-    /// True while the task waits for a retry backoff to pass.
-    pub(super) retry_due: bool,
-    /// An agent that refused the task for good; it is not given the task again.
-    pub(super) avoid: Option<AgentId>,
-    pub(super) ready_at: Instant,
-    /// True when the objective has a `max_concurrency`: its attempts are counted.
-    pub(super) capped: bool,
-    /// What only some tasks have (a schema, a compensation, a wait's timeout), boxed so the
-    /// common node stays small and adding it allocates nothing.
-    pub(super) extra: Option<Box<TaskExtra>>,
-}
-
-/// The rarer parts of a task.
-#[derive(Debug, Default)]
-pub(super) struct TaskExtra {
-    /// Its `output_schema`, compiled when the task was added.
-    pub(super) schema: Option<OutputSchema>,
-    /// What undoes it if its objective fails after it succeeded.
-    pub(super) compensation: Option<Compensation>,
-    /// For a `wait` task: how long it waits for its event.
-    pub(super) wait_timeout: Option<Duration>,
-}
-
-impl TaskNode {
-    pub(super) fn schema(&self) -> Option<&OutputSchema> {
-        self.extra.as_ref()?.schema.as_ref()
-    }
-
-    pub(super) fn has_compensation(&self) -> bool {
-        self.extra
-            .as_ref()
-            .is_some_and(|e| e.compensation.is_some())
-    }
-
-    /// For a `wait` task: the key of its event and how long it waits.
-    pub(super) fn wait_for(&self) -> Option<(&str, Duration)> {
-        let timeout = self.extra.as_ref()?.wait_timeout?;
-        Some((self.record.event.as_deref().unwrap_or_default(), timeout))
-    }
-}
-
-/// Output-less stand-in for a succeeded task's missing output in a re-planning prompt.
-static NULL: Value = Value::Null;
-
-/// One objective.
-pub(super) struct ObjectiveRun {
-    pub(super) goal: String,
-    pub(super) priority: i32,
-    pub(super) limits: Limits,
-    pub(super) status: ObjectiveStatus,
-    pub(super) failure: Option<String>,
-    pub(super) tasks: Vec<TaskId>,
-    pub(super) keys: FxHashMap<TaskKey, TaskId>,
-    pub(super) unfinished: usize,
-    /// Submitted without tasks: the planner decomposed it.
-    pub(super) planned: bool,
-    /// Re-plans asked for so far.
-    pub(super) replans: u32,
-    /// Succeeded tasks that have a compensation, in the order they succeeded.
-    pub(super) compensable: Vec<TaskId>,
-    /// While compensating: the compensations still to run, and why the objective failed.
-    pub(super) saga: Option<Saga>,
-    /// Model tokens (input and output) spent by every attempt so far.
-    pub(super) tokens: u64,
-}
-
-/// An objective's compensations in progress.
-pub(super) struct Saga {
-    /// Why the objective failed; its `ObjectiveFailed` says so once the saga is over.
-    pub(super) reason: String,
-    /// Compensation tasks not yet started, in the order they run.
-    pub(super) pending: VecDeque<TaskId>,
-}
-
-impl ObjectiveRun {
-    pub(super) fn new(goal: String, priority: i32, limits: Limits, tasks: usize) -> Self {
-        Self {
-            goal,
-            priority,
-            limits,
-            status: ObjectiveStatus::Running,
-            failure: None,
-            tasks: Vec::with_capacity(tasks),
-            keys: FxHashMap::default(),
-            unfinished: 0,
-            planned: false,
-            replans: 0,
-            compensable: Vec::new(),
-            saga: None,
-            tokens: 0,
-        }
-    }
-
-    pub(super) fn over_budget(&self) -> bool {
-        self.limits
-            .token_budget
-            .is_some_and(|budget| self.tokens > budget)
-    }
-}
-
-/// Lets graph validation see an objective's existing tasks (for spawned tasks).
-pub(super) struct Existing<'a> {
-    pub(super) run: &'a ObjectiveRun,
-    pub(super) tasks: &'a Slab<TaskNode>,
-}
-
-impl ExistingTasks for Existing<'_> {
-    fn depth(&self, key: &TaskKey) -> Option<u32> {
-        let id = self.run.keys.get(key)?;
-        self.tasks.get(*id).map(|n| n.depth)
-    }
-    fn count(&self) -> usize {
-        self.run.tasks.len()
-    }
-    fn dependents(&self, key: &TaskKey) -> usize {
-        self.run
-            .keys
-            .get(key)
-            .and_then(|id| self.tasks.get(*id))
-            .map_or(0, |n| n.dependents.len())
-    }
 }
 
 /// Everything the scheduler owns.
@@ -225,17 +78,16 @@ pub struct SchedulerState {
     pub(super) effects: Effects,
     /// Idempotency keys of submitted objectives: the objective and its fingerprint.
     pub(super) idempotency: FxHashMap<String, (ObjectiveId, u64)>,
-    pub(super) objectives: FxHashMap<ObjectiveId, ObjectiveRun>,
     /// Finished objectives still in memory, oldest first, with the sequence number of the
     /// event that ended them (only kept track of with a durable log, which holds them once
     /// they are dropped).
     pub(super) finished: VecDeque<(ObjectiveId, u64)>,
-    pub(super) tasks: Slab<TaskNode>,
+    /// The objectives held in memory and their tasks.
+    pub(super) graph: Graph,
     /// The ready queues, parking and what the turn sends to agents.
     pub(super) dispatch: Dispatch<ActorRef<AgentMsg>>,
     pub(super) waiters: FxHashMap<ObjectiveId, Vec<RpcReplyPort<Option<ObjectiveSummary>>>>,
     pub(super) reports: ReportInbox,
-    pub(super) next_task: u64,
     pub(super) rng: fastrand::Rng,
     pub(super) stats: SchedulerStats,
     /// The wall clock when the current handler turn began (ms since the Unix epoch): attempts
@@ -262,13 +114,11 @@ impl SchedulerState {
             effects: Effects::new(delivery.clone()),
             delivery,
             idempotency: FxHashMap::default(),
-            objectives: FxHashMap::default(),
             finished: VecDeque::new(),
-            tasks: Slab::default(),
+            graph: Graph::default(),
             dispatch: Dispatch::new(config.burst_divisor),
             waiters: FxHashMap::default(),
             reports,
-            next_task: 1,
             rng: fastrand::Rng::new(),
             stats: SchedulerStats::default(),
             turn_ms: now_ms(),
@@ -319,7 +169,7 @@ impl SchedulerState {
             }
             // The planning task counts against the limits like any task.
             graph::validate(std::slice::from_ref(&plan), &NoTasks, &objective.limits)?;
-            (Vec::new(), Extras::new())
+            (Vec::new(), BatchExtras::new())
         } else {
             let depths = graph::validate(&objective.tasks, &NoTasks, &objective.limits)?;
             let extras = self.check_tasks(&objective.tasks)?;
@@ -327,7 +177,7 @@ impl SchedulerState {
         };
 
         let id = ObjectiveId::new();
-        let first = TaskId(self.next_task);
+        let first = TaskId(self.graph.next_task);
         let mut run = ObjectiveRun::new(
             objective.goal.clone(),
             objective.priority,
@@ -335,8 +185,10 @@ impl SchedulerState {
             objective.tasks.len().max(1),
         );
         run.planned = planned;
-        let new_ids = self.add_tasks(id, &mut run, &objective.tasks, &depths, None, extras);
-        self.objectives.insert(id, run);
+        let new_ids = self
+            .graph
+            .add_tasks(id, &mut run, &objective.tasks, &depths, None, extras);
+        self.graph.objectives.insert(id, run);
         self.dispatch.limit(id, objective.limits.max_concurrency);
         self.arm_deadline(id, objective.limits.deadline);
         self.stats.objectives_running += 1;
@@ -359,7 +211,12 @@ impl SchedulerState {
             return Ok(id);
         }
         for task in new_ids {
-            if self.tasks.get(task).is_some_and(|n| n.waiting_on == 0) {
+            if self
+                .graph
+                .tasks
+                .get(task)
+                .is_some_and(|n| n.waiting_on == 0)
+            {
                 self.make_ready(task);
             }
         }
@@ -382,7 +239,7 @@ impl SchedulerState {
         replan: u32,
         failed: Option<TaskId>,
     ) -> Option<TaskId> {
-        let mut run = self.objectives.remove(&objective)?;
+        let mut run = self.graph.objectives.remove(&objective)?;
         let base = if replan == 0 {
             PLAN_KEY.to_owned()
         } else {
@@ -397,28 +254,28 @@ impl SchedulerState {
             .filter_map(|key| Self::planning_spec(&key))
             .find(|spec| !run.keys.contains_key(&spec.id));
         let checked = spec.and_then(|spec| {
-            let existing = Existing {
+            let existing = ObjectiveTasks {
                 run: &run,
-                tasks: &self.tasks,
+                tasks: &self.graph.tasks,
             };
             graph::validate(std::slice::from_ref(&spec), &existing, &run.limits)
                 .ok()
                 .map(|depths| (spec, depths))
         });
         let Some((spec, depths)) = checked else {
-            self.objectives.insert(objective, run);
+            self.graph.objectives.insert(objective, run);
             return None;
         };
-        let ids = self.add_tasks(
+        let ids = self.graph.add_tasks(
             objective,
             &mut run,
             std::slice::from_ref(&spec),
             &depths,
             None,
-            Extras::new(),
+            BatchExtras::new(),
         );
         run.replans = run.replans.max(replan);
-        self.objectives.insert(objective, run);
+        self.graph.objectives.insert(objective, run);
         let task = *ids.first()?;
         self.emit(Event::PlanRequested {
             objective,
@@ -434,9 +291,9 @@ impl SchedulerState {
     /// Checks what graph validation cannot: capabilities, `$from` references, output schemas
     /// and compensations. Returns each task's [`TaskExtra`] (schemas compiled here, once), or
     /// an empty list when no task has one.
-    pub(super) fn check_tasks(&self, specs: &[TaskSpec]) -> Result<Extras, SchedulerError> {
+    pub(super) fn check_tasks(&self, specs: &[TaskSpec]) -> Result<BatchExtras, SchedulerError> {
         let mut known: Option<&Capability> = None;
-        let mut extras = Extras::new();
+        let mut extras = BatchExtras::new();
         for (i, spec) in specs.iter().enumerate() {
             if spec.kind == TaskKind::Agent && known != Some(&spec.capability) {
                 if !self.registry.knows_capability(&spec.capability) {
@@ -497,8 +354,8 @@ impl SchedulerState {
     /// The extras of tasks accepted before a restart: they were checked then, so a schema that
     /// no longer compiles (a newer validator) is dropped with a warning rather than losing the
     /// objective.
-    pub(super) fn restored_extras(specs: &[TaskSpec]) -> Extras {
-        let mut extras = Extras::new();
+    pub(super) fn restored_extras(specs: &[TaskSpec]) -> BatchExtras {
+        let mut extras = BatchExtras::new();
         for (i, spec) in specs.iter().enumerate() {
             if spec.output_schema.is_none() && spec.compensation.is_none() {
                 continue;
@@ -530,88 +387,6 @@ impl SchedulerState {
         }
     }
 
-    /// Adds validated tasks to an objective and returns their ids (consecutive, in order).
-    /// `extras` is what `check_tasks` returned for them.
-    pub(super) fn add_tasks(
-        &mut self,
-        objective: ObjectiveId,
-        run: &mut ObjectiveRun,
-        specs: &[TaskSpec],
-        depths: &[u32],
-        parent: Option<TaskId>,
-        mut extras: Extras,
-    ) -> Vec<TaskId> {
-        let capped = run.limits.max_concurrency.is_some();
-        let first = self.next_task;
-        self.next_task += specs.len() as u64;
-        let ids: Vec<TaskId> = (0..specs.len() as u64).map(|i| TaskId(first + i)).collect();
-        run.keys.reserve(specs.len());
-        for (spec, &id) in specs.iter().zip(&ids) {
-            run.keys.insert(spec.id.clone(), id);
-        }
-        for (i, ((spec, &id), &depth)) in specs.iter().zip(&ids).zip(depths).enumerate() {
-            let deps = link(&spec.depends_on, parent, |k| run.keys.get(k).copied());
-            let mut waiting_on = 0;
-            for dep in &deps {
-                match self.tasks.get_mut(*dep) {
-                    Some(d) => {
-                        d.dependents.push(id);
-                        if d.record.status != TaskStatus::Succeeded {
-                            waiting_on += 1;
-                        }
-                    }
-                    // A dependency added in this same batch (later in the order).
-                    None => waiting_on += 1,
-                }
-            }
-            let input = Arc::new(spec.input.clone());
-            let mut extra = extras.get_mut(i).and_then(Option::take);
-            if spec.kind == TaskKind::Wait {
-                extra.get_or_insert_default().wait_timeout = Some(spec.timeout.unwrap_or_default());
-            }
-            self.tasks.insert(
-                id,
-                TaskNode {
-                    record: TaskRecord::declared(id, spec, objective, parent, deps),
-                    objective,
-                    priority: run.priority,
-                    retry: spec.retry,
-                    idle_timeout: spec.idle_timeout,
-                    hard_timeout: spec.hard_timeout,
-                    input: input.clone(),
-                    declared_input: input,
-                    dependents: Vec::new(),
-                    waiting_on,
-                    depth,
-                    queued: None,
-                    retry_due: false,
-                    avoid: None,
-                    ready_at: Instant::now(),
-                    capped,
-                    extra,
-                },
-            );
-        }
-        // Second pass: edges from tasks of this batch to later tasks of this batch.
-        for &id in &ids {
-            let deps = match self.tasks.get(id) {
-                Some(n) => n.record.deps.clone(),
-                None => continue,
-            };
-            for dep in deps {
-                if dep.0 >= first
-                    && dep > id
-                    && let Some(d) = self.tasks.get_mut(dep)
-                {
-                    d.dependents.push(id);
-                }
-            }
-        }
-        run.tasks.extend_from_slice(&ids);
-        run.unfinished += ids.len();
-        ids
-    }
-
     // ---- Recovery ---------------------------------------------------------------------------
 
     /// Rebuilds every unfinished objective from the log. Tasks recorded as succeeded keep their
@@ -630,7 +405,7 @@ impl SchedulerState {
         for model in recovered.replay.unfinished() {
             self.restore_objective(model, now);
         }
-        self.next_task = self.next_task.max(recovered.next_task);
+        self.graph.next_task = self.graph.next_task.max(recovered.next_task);
     }
 
     pub(super) fn restore_objective(&mut self, model: &ObjectiveModel, now: u64) {
@@ -653,17 +428,18 @@ impl SchedulerState {
                 }
             }
             let depths = {
-                let existing = Existing {
+                let existing = ObjectiveTasks {
                     run: &run,
-                    tasks: &self.tasks,
+                    tasks: &self.graph.tasks,
                 };
                 // Accepted once, so valid; depths only bound later spawns.
                 graph::validate(&specs, &existing, &run.limits)
                     .unwrap_or_else(|_| vec![1; specs.len()])
             };
-            self.next_task = batch.first_task.0;
+            self.graph.next_task = batch.first_task.0;
             let extras = Self::restored_extras(&specs);
-            self.add_tasks(id, &mut run, &specs, &depths, batch.parent, extras);
+            self.graph
+                .add_tasks(id, &mut run, &specs, &depths, batch.parent, extras);
         }
         run.compensable = model.compensable.clone();
         run.tokens = model
@@ -680,7 +456,7 @@ impl SchedulerState {
                 pending: VecDeque::new(),
             });
         }
-        self.objectives.insert(id, run);
+        self.graph.objectives.insert(id, run);
         if !compensating {
             self.dispatch.limit(id, model.limits.max_concurrency);
         }
@@ -689,12 +465,12 @@ impl SchedulerState {
         // tasks they compensate.
         for t in &model.tasks {
             if let Some(original) = t.compensates {
-                self.add_compensation(id, original, t.id);
+                self.graph.add_compensation(id, original, t.id);
             }
         }
         // Outcomes first, so dependents count only unfinished dependencies.
         for t in &model.tasks {
-            let Some(node) = self.tasks.get_mut(t.id) else {
+            let Some(node) = self.graph.tasks.get_mut(t.id) else {
                 continue;
             };
             // The record as the log tells it, but with the graph's own links (made again
@@ -720,11 +496,11 @@ impl SchedulerState {
                     }
                     let dependents = node.dependents.clone();
                     for d in dependents {
-                        if let Some(dep) = self.tasks.get_mut(d) {
+                        if let Some(dep) = self.graph.tasks.get_mut(d) {
                             dep.waiting_on = dep.waiting_on.saturating_sub(1);
                         }
                     }
-                    if let Some(run) = self.objectives.get_mut(&id) {
+                    if let Some(run) = self.graph.objectives.get_mut(&id) {
                         run.unfinished = run.unfinished.saturating_sub(1);
                     }
                 }
@@ -742,7 +518,7 @@ impl SchedulerState {
                 TaskStatus::Ready => self.restore_ready(t.id, t.retry_at_ms, now),
                 TaskStatus::Waiting => self.restore_wait(t.id, t.wait_until_ms, now),
                 TaskStatus::Backlog
-                    if self.tasks.get(t.id).is_some_and(|n| {
+                    if self.graph.tasks.get(t.id).is_some_and(|n| {
                         n.record.status == TaskStatus::Backlog && n.waiting_on == 0
                     }) =>
                 {
@@ -751,6 +527,7 @@ impl SchedulerState {
                 _ => {}
             }
             if self
+                .graph
                 .objectives
                 .get(&id)
                 .is_none_or(|run| run.status != ObjectiveStatus::Running)
@@ -759,6 +536,7 @@ impl SchedulerState {
             }
         }
         if self
+            .graph
             .objectives
             .get(&id)
             .is_some_and(|run| run.unfinished == 0)
@@ -796,7 +574,7 @@ impl SchedulerState {
             agent,
             reason: reason.into(),
         });
-        let lost = self.tasks.get(id).map_or(0, |n| n.record.lost);
+        let lost = self.graph.tasks.get(id).map_or(0, |n| n.record.lost);
         if lost > self.config.max_lost_attempts {
             let message = format!("{reason} (the task's attempts were lost {lost} times)");
             self.fail_task(
@@ -805,7 +583,7 @@ impl SchedulerState {
                 FailureKind::Transient,
                 message,
                 None,
-                Spent::default(),
+                AttemptCost::default(),
             );
         } else {
             self.restore_ready(id, None, now);
@@ -825,7 +603,12 @@ impl SchedulerState {
                 _ => {}
             }
         }
-        if let Some(saga) = self.objectives.get_mut(&id).and_then(|r| r.saga.as_mut()) {
+        if let Some(saga) = self
+            .graph
+            .objectives
+            .get_mut(&id)
+            .and_then(|r| r.saga.as_mut())
+        {
             saga.pending = pending;
         }
         match current {
@@ -842,7 +625,7 @@ impl SchedulerState {
         if self.resolve(id).is_none() {
             return;
         }
-        let Some(node) = self.tasks.get_mut(id) else {
+        let Some(node) = self.graph.tasks.get_mut(id) else {
             return;
         };
         node.record.status = TaskStatus::Ready;
@@ -863,7 +646,7 @@ impl SchedulerState {
     /// A recovered `wait` task that was waiting: it waits on for the rest of its time (and
     /// takes an event posted meanwhile), or fails now if its time is up.
     pub(super) fn restore_wait(&mut self, id: TaskId, until_ms: Option<u64>, now: u64) {
-        let Some(node) = self.tasks.get_mut(id) else {
+        let Some(node) = self.graph.tasks.get_mut(id) else {
             return;
         };
         // The record as the log left it (no event: the wait goes on).
@@ -895,7 +678,7 @@ impl SchedulerState {
     /// Builds the task's input from its dependencies' outputs; a task whose input cannot be
     /// built fails. Returns the objective when the input is ready.
     pub(super) fn resolve(&mut self, id: TaskId) -> Option<ObjectiveId> {
-        match self.build_input(id)? {
+        match self.graph.build_input(id)? {
             Ok(objective) => Some(objective),
             Err(message) => {
                 self.fail_task(
@@ -904,43 +687,16 @@ impl SchedulerState {
                     FailureKind::Permanent,
                     message,
                     None,
-                    Spent::default(),
+                    AttemptCost::default(),
                 );
                 None
             }
         }
     }
 
-    /// Sets the task's input from its dependencies' outputs; `Err` says why it cannot be built.
-    /// (Inlined: `resolve` runs for every task that becomes ready, and the call otherwise costs
-    /// a measurable share of the allocation path.)
-    #[inline(always)]
-    pub(super) fn build_input(&mut self, id: TaskId) -> Option<Result<ObjectiveId, String>> {
-        let node = self.tasks.get(id)?;
-        // Dependency outputs are only gathered here when the input refers to them; the agent's
-        // `upstream` map is built at dispatch.
-        let resolved = if node.record.deps.is_empty() || !has_references(&node.declared_input) {
-            Ok(None)
-        } else {
-            resolve_input(&node.declared_input, &self.upstream(node)).map(|v| Some(Arc::new(v)))
-        };
-        let objective = node.objective;
-        Some(match resolved {
-            Ok(input) => {
-                if let Some(input) = input
-                    && let Some(node) = self.tasks.get_mut(id)
-                {
-                    node.input = input;
-                }
-                Ok(objective)
-            }
-            Err(err) => Err(format!("input could not be built: {err}")),
-        })
-    }
-
     /// The task is ready from now on: record it and queue or dispatch it.
     pub(super) fn mark_ready(&mut self, objective: ObjectiveId, id: TaskId) {
-        if let Some(node) = self.tasks.get_mut(id) {
+        if let Some(node) = self.graph.tasks.get_mut(id) {
             node.ready_at = Instant::now();
             // The fold's step for the event recorded next (see `TaskRecord::apply`).
             node.record.ready();
@@ -956,7 +712,7 @@ impl SchedulerState {
     /// for its event or for a person.
     #[inline(always)]
     pub(super) fn dispatch_ready(&mut self, id: TaskId) {
-        match self.tasks.get(id).map(|n| n.record.kind) {
+        match self.graph.tasks.get(id).map(|n| n.record.kind) {
             Some(TaskKind::Agent) => self.enqueue_or_dispatch(id),
             Some(TaskKind::Wait) => self.start_wait(id),
             Some(TaskKind::Approval) => self.request_approval(id),
@@ -967,7 +723,7 @@ impl SchedulerState {
     /// An `approval` task is ready: it goes to review with its input (what the person
     /// approves, and what its dependents get unless they edit it).
     pub(super) fn request_approval(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get(id) else {
+        let Some(node) = self.graph.tasks.get(id) else {
             return;
         };
         let input = Value::clone(&node.input);
@@ -976,32 +732,18 @@ impl SchedulerState {
             Some(input),
             "awaiting approval".into(),
             Vec::new(),
-            Spent::default(),
+            AttemptCost::default(),
             true,
         );
-    }
-
-    /// The outputs of a task's dependencies, by name. A planning task's output (the plan its
-    /// tasks came from) is not one of them: the edge only orders the plan's tasks after it.
-    pub(super) fn upstream(&self, node: &TaskNode) -> BTreeMap<TaskKey, Value> {
-        node.record
-            .deps
-            .iter()
-            .filter_map(|d| self.tasks.get(*d))
-            .filter(|d| d.record.planning.is_none())
-            .map(|d| {
-                (
-                    d.record.key.clone(),
-                    d.record.output.clone().unwrap_or(Value::Null),
-                )
-            })
-            .collect()
     }
 
     /// Gives a ready task to an agent now if its queue is empty and an agent has room;
     /// otherwise queues it, or parks it while its objective is at its cap (see [`Dispatch`]).
     pub(super) fn enqueue_or_dispatch(&mut self, id: TaskId) {
-        if let Some(lease) = self.dispatch.place(&mut self.tasks, &self.registry, id) {
+        if let Some(lease) = self
+            .dispatch
+            .place(&mut self.graph.tasks, &self.registry, id)
+        {
             self.assign(id, lease);
         }
     }
@@ -1010,7 +752,7 @@ impl SchedulerState {
     pub(super) fn assign(&mut self, id: TaskId, lease: Lease<ActorRef<AgentMsg>>) {
         // A planning task's prompt is built now, from the agents registered now.
         let built = self.plan_input(id);
-        let Some(node) = self.tasks.get_mut(id) else {
+        let Some(node) = self.graph.tasks.get_mut(id) else {
             self.registry.release(lease.agent);
             return;
         };
@@ -1021,13 +763,13 @@ impl SchedulerState {
         let (objective, attempt) = (node.objective, node.record.attempt + 1);
         // The fold's step for the `TaskStarted` recorded below (see `TaskRecord::apply`).
         node.record.started(attempt, lease.agent, self.turn_ms);
-        let Some(node) = self.tasks.get(id) else {
+        let Some(node) = self.graph.tasks.get(id) else {
             return;
         };
         let upstream = if node.record.deps.is_empty() {
             BTreeMap::new()
         } else {
-            self.upstream(node)
+            self.graph.upstream(node)
         };
         let task = Task {
             id,
@@ -1058,16 +800,16 @@ impl SchedulerState {
     /// descriptions, the room the limits leave, for a re-plan the work so far, and after a
     /// rejection the rejected plan and why. `None` for any other task.
     pub(super) fn plan_input(&self, id: TaskId) -> Option<Value> {
-        let node = self.tasks.get(id)?;
+        let node = self.graph.tasks.get(id)?;
         let planning = node.record.planning.as_deref()?;
-        let run = self.objectives.get(&node.objective)?;
+        let run = self.graph.objectives.get(&node.objective)?;
         let capabilities = planner::capabilities(&self.registry.snapshots());
         let room = planner::Room {
             tasks: u64::from(run.limits.max_tasks).saturating_sub(run.tasks.len() as u64),
             depth: run.limits.max_depth.saturating_sub(node.depth),
             fanout: run.limits.max_fanout,
         };
-        let progress = (planning.replan > 0).then(|| self.progress(run, planning.failed));
+        let progress = (planning.replan > 0).then(|| self.graph.progress(run, planning.failed));
         Some(planner::input(&planner::Request {
             goal: &run.goal,
             capabilities: &capabilities,
@@ -1080,38 +822,6 @@ impl SchedulerState {
         }))
     }
 
-    /// Where an objective's work stands, for a re-planning prompt (planning tasks left out).
-    pub(super) fn progress<'a>(
-        &'a self,
-        run: &'a ObjectiveRun,
-        failed_task: Option<TaskId>,
-    ) -> planner::Progress<'a> {
-        let mut progress = planner::Progress {
-            failed_task: failed_task
-                .and_then(|t| self.tasks.get(t))
-                .map(|n| &n.record.key),
-            ..planner::Progress::default()
-        };
-        for node in run.tasks.iter().filter_map(|t| self.tasks.get(*t)) {
-            if node.record.planning.is_some() {
-                continue;
-            }
-            match node.record.status {
-                TaskStatus::Succeeded => progress.succeeded.push((
-                    &node.record.key,
-                    node.record.output.as_ref().unwrap_or(&NULL),
-                )),
-                TaskStatus::Failed => progress.failed.push((
-                    &node.record.key,
-                    node.record.error.as_deref().unwrap_or("failed"),
-                )),
-                TaskStatus::Cancelled => progress.dropped.push(&node.record.key),
-                status => progress.pending.push((&node.record.key, status)),
-            }
-        }
-        progress
-    }
-
     /// The agent has room: give it queued tasks of its capabilities, best first.
     pub(crate) fn pull_for(&mut self, agent: AgentId) {
         let Some(caps) = self.dispatch.capabilities_of(&self.registry, agent) else {
@@ -1119,7 +829,7 @@ impl SchedulerState {
         };
         while let Some((task, lease)) =
             self.dispatch
-                .next_for(&mut self.tasks, &self.registry, agent, &caps)
+                .next_for(&mut self.graph.tasks, &self.registry, agent, &caps)
         {
             self.assign(task, lease);
         }
@@ -1128,7 +838,10 @@ impl SchedulerState {
     /// Offers the queues that got parked tasks back to their agents, until each is empty or
     /// no agent of its capability has room (which keeps the allocation invariant).
     pub(super) fn kick(&mut self) {
-        while let Some((task, lease)) = self.dispatch.next_kicked(&mut self.tasks, &self.registry) {
+        while let Some((task, lease)) = self
+            .dispatch
+            .next_kicked(&mut self.graph.tasks, &self.registry)
+        {
             self.assign(task, lease);
         }
     }
@@ -1201,7 +914,7 @@ impl SchedulerState {
     }
 
     pub(super) fn on_report(&mut self, agent: AgentId, report: Report) {
-        let Some(node) = self.tasks.get(report.task) else {
+        let Some(node) = self.graph.tasks.get(report.task) else {
             return;
         };
         // A report for an attempt that is no longer current (cancelled, or taken back when its
@@ -1239,14 +952,15 @@ impl SchedulerState {
         let over_budget = tokens > 0 && self.charge(objective, tokens);
         self.release_slot(agent, report.task);
         if capped {
-            self.dispatch.attempt_ended(&mut self.tasks, objective);
+            self.dispatch
+                .attempt_ended(&mut self.graph.tasks, objective);
         }
         let duration = report.duration;
-        let spent = |usage| Spent {
+        let spent = |usage| AttemptCost {
             usage,
             duration: Some(duration),
         };
-        let answer = |output, usage| Answer {
+        let answer = |output, usage| SuccessfulAttempt {
             agent,
             output,
             usage,
@@ -1322,7 +1036,7 @@ impl SchedulerState {
                 usage,
                 ..
             } => {
-                let spent = Spent {
+                let spent = AttemptCost {
                     usage,
                     duration: Some(report.duration),
                 };
@@ -1355,7 +1069,7 @@ impl SchedulerState {
                 usage,
             } => {
                 let retry_after = retry_after.unwrap_or(Duration::ZERO);
-                let spent = Spent {
+                let spent = AttemptCost {
                     usage,
                     duration: Some(report.duration),
                 };
@@ -1371,7 +1085,7 @@ impl SchedulerState {
             }
         }
         if over_budget {
-            let reason = self.objectives.get(&objective).map(|run| {
+            let reason = self.graph.objectives.get(&objective).map(|run| {
                 format!(
                     "the objective spent {} model tokens, over its `token_budget` of {}",
                     run.tokens,
@@ -1385,7 +1099,7 @@ impl SchedulerState {
     /// Adds an attempt's tokens to its objective; true when that takes a running objective
     /// over its `token_budget`.
     pub(super) fn charge(&mut self, objective: ObjectiveId, tokens: u64) -> bool {
-        let Some(run) = self.objectives.get_mut(&objective) else {
+        let Some(run) = self.graph.objectives.get_mut(&objective) else {
             return false;
         };
         run.tokens = run.tokens.saturating_add(tokens);
@@ -1394,7 +1108,7 @@ impl SchedulerState {
 
     /// An objective's deadline passed: a running objective fails.
     pub(crate) fn on_deadline(&mut self, objective: ObjectiveId) {
-        let Some(run) = self.objectives.get(&objective) else {
+        let Some(run) = self.graph.objectives.get(&objective) else {
             return;
         };
         if run.status != ObjectiveStatus::Running {
@@ -1412,11 +1126,12 @@ impl SchedulerState {
     /// start another if it has a cap.
     pub(super) fn release(&mut self, agent: AgentId, task: TaskId) {
         self.release_slot(agent, task);
-        if let Some(node) = self.tasks.get(task)
+        if let Some(node) = self.graph.tasks.get(task)
             && node.capped
         {
             let objective = node.objective;
-            self.dispatch.attempt_ended(&mut self.tasks, objective);
+            self.dispatch
+                .attempt_ended(&mut self.graph.tasks, objective);
         }
     }
 
@@ -1436,14 +1151,14 @@ impl SchedulerState {
         usage: Option<Usage>,
         duration: Duration,
     ) {
-        let checked = match self.tasks.get(id).and_then(TaskNode::schema) {
+        let checked = match self.graph.tasks.get(id).and_then(TaskNode::schema) {
             Some(schema) => schema.check(&output),
             None => Ok(()),
         };
         match checked {
             Ok(()) => self.succeed(id, agent, output, usage, duration),
             Err(errors) => {
-                let spent = Spent {
+                let spent = AttemptCost {
                     usage,
                     duration: Some(duration),
                 };
@@ -1461,7 +1176,7 @@ impl SchedulerState {
         usage: Option<Usage>,
         duration: Duration,
     ) {
-        let Some(node) = self.tasks.get_mut(id) else {
+        let Some(node) = self.graph.tasks.get_mut(id) else {
             return;
         };
         let (objective, attempt) = (node.objective, node.record.attempt);
@@ -1477,7 +1192,7 @@ impl SchedulerState {
             usage,
             duration,
         });
-        if compensable && let Some(run) = self.objectives.get_mut(&objective) {
+        if compensable && let Some(run) = self.graph.objectives.get_mut(&objective) {
             run.compensable.push(id);
         }
         self.stats.tasks_succeeded += 1;
@@ -1488,7 +1203,7 @@ impl SchedulerState {
     /// (unless the objective went over its token budget: it is about to fail). A finished
     /// compensation lets the next one start.
     pub(super) fn task_done(&mut self, id: TaskId) {
-        let Some(node) = self.tasks.get(id) else {
+        let Some(node) = self.graph.tasks.get(id) else {
             return;
         };
         let objective = node.objective;
@@ -1497,7 +1212,7 @@ impl SchedulerState {
             return;
         }
         let dependents = node.dependents.clone();
-        let (halted, done) = match self.objectives.get_mut(&objective) {
+        let (halted, done) = match self.graph.objectives.get_mut(&objective) {
             Some(run) => {
                 run.unfinished = run.unfinished.saturating_sub(1);
                 let halted = run.status != ObjectiveStatus::Running || run.over_budget();
@@ -1514,7 +1229,7 @@ impl SchedulerState {
             return;
         }
         for dep in dependents {
-            let ready = match self.tasks.get_mut(dep) {
+            let ready = match self.graph.tasks.get_mut(dep) {
                 Some(d) if d.record.status == TaskStatus::Backlog => {
                     d.waiting_on = d.waiting_on.saturating_sub(1);
                     d.waiting_on == 0
@@ -1527,39 +1242,21 @@ impl SchedulerState {
         }
     }
 
-    /// `specs`, each also depending on `parent` (follow-ups and a plan's tasks run after the
-    /// task that produced them).
-    pub(super) fn with_parent(&self, parent: TaskId, specs: &[TaskSpec]) -> Vec<TaskSpec> {
-        let parent_key = self.tasks.get(parent).map(|n| n.record.key.clone());
-        specs
-            .iter()
-            .map(|s| {
-                let mut s = s.clone();
-                if let Some(k) = &parent_key
-                    && !s.depends_on.contains(k)
-                {
-                    s.depends_on.push(k.clone());
-                }
-                s
-            })
-            .collect()
-    }
-
     /// A task succeeded and asks for follow-up tasks: they are checked as a submitted graph
     /// is, then join the graph; if refused, the task fails (a breached limit fails the
     /// objective outright: re-planning would only grow it again).
-    pub(super) fn spawn(&mut self, id: TaskId, answer: Answer, specs: Vec<TaskSpec>) {
-        let Some(objective) = self.tasks.get(id).map(|n| n.objective) else {
+    pub(super) fn spawn(&mut self, id: TaskId, answer: SuccessfulAttempt, specs: Vec<TaskSpec>) {
+        let Some(objective) = self.graph.tasks.get(id).map(|n| n.objective) else {
             return;
         };
-        let with_parent = self.with_parent(id, &specs);
+        let with_parent = self.graph.with_parent(id, &specs);
         let checked = {
-            let Some(run) = self.objectives.get(&objective) else {
+            let Some(run) = self.graph.objectives.get(&objective) else {
                 return;
             };
-            let existing = Existing {
+            let existing = ObjectiveTasks {
                 run,
-                tasks: &self.tasks,
+                tasks: &self.graph.tasks,
             };
             graph::validate(&with_parent, &existing, &run.limits)
                 .map_err(SchedulerError::from)
@@ -1580,7 +1277,7 @@ impl SchedulerState {
                     )
                 );
                 let message = format!("spawned tasks refused: {err}");
-                let spent = Spent {
+                let spent = AttemptCost {
                     usage: answer.usage,
                     duration: Some(answer.duration),
                 };
@@ -1603,20 +1300,20 @@ impl SchedulerState {
     pub(super) fn grow(
         &mut self,
         parent: TaskId,
-        answer: Answer,
+        answer: SuccessfulAttempt,
         specs: Vec<TaskSpec>,
         with_parent: &[TaskSpec],
         depths: &[u32],
-        extras: Extras,
+        extras: BatchExtras,
     ) {
-        let Some(objective) = self.tasks.get(parent).map(|n| n.objective) else {
+        let Some(objective) = self.graph.tasks.get(parent).map(|n| n.objective) else {
             return;
         };
-        let Some(mut run) = self.objectives.remove(&objective) else {
+        let Some(mut run) = self.graph.objectives.remove(&objective) else {
             return;
         };
-        let first = TaskId(self.next_task);
-        let new_ids = self.add_tasks(
+        let first = TaskId(self.graph.next_task);
+        let new_ids = self.graph.add_tasks(
             objective,
             &mut run,
             with_parent,
@@ -1624,7 +1321,7 @@ impl SchedulerState {
             Some(parent),
             extras,
         );
-        self.objectives.insert(objective, run);
+        self.graph.objectives.insert(objective, run);
         if !specs.is_empty() {
             self.emit(Event::TasksSpawned {
                 objective,
@@ -1644,6 +1341,7 @@ impl SchedulerState {
         // other dependencies had already succeeded are ready too.
         for t in new_ids {
             if self
+                .graph
                 .tasks
                 .get(t)
                 .is_some_and(|n| n.record.status == TaskStatus::Backlog && n.waiting_on == 0)
@@ -1660,7 +1358,7 @@ impl SchedulerState {
     pub(super) fn plan_answered(
         &mut self,
         id: TaskId,
-        answer: Answer,
+        answer: SuccessfulAttempt,
         given: Option<Vec<TaskSpec>>,
     ) {
         let specs = match given {
@@ -1689,10 +1387,12 @@ impl SchedulerState {
         specs: Vec<TaskSpec>,
     ) -> Result<CheckedPlan, Vec<String>> {
         let node = self
+            .graph
             .tasks
             .get(id)
             .ok_or_else(|| vec!["the task is gone".to_owned()])?;
         let run = self
+            .graph
             .objectives
             .get(&node.objective)
             .ok_or_else(|| vec!["the objective is gone".to_owned()])?;
@@ -1734,7 +1434,7 @@ impl SchedulerState {
             for dep in &spec.depends_on {
                 // (Naming the planning task itself only repeats the implicit edge.)
                 let existing = run.keys.get(dep).filter(|t| **t != id);
-                let Some(existing) = existing.and_then(|t| self.tasks.get(*t)) else {
+                let Some(existing) = existing.and_then(|t| self.graph.tasks.get(*t)) else {
                     continue;
                 };
                 let why = match existing.record.status {
@@ -1751,10 +1451,10 @@ impl SchedulerState {
                 ));
             }
         }
-        let with_parent = self.with_parent(id, &specs);
-        let existing = Existing {
+        let with_parent = self.graph.with_parent(id, &specs);
+        let existing = ObjectiveTasks {
             run,
-            tasks: &self.tasks,
+            tasks: &self.graph.tasks,
         };
         match graph::validate(&with_parent, &existing, &run.limits) {
             // Schemas and compensations last: the plan is otherwise sound.
@@ -1778,8 +1478,13 @@ impl SchedulerState {
     /// A plan was invalid. The first time, the planning task runs again at once (a repair
     /// attempt, its prompt holding the errors and the rejected plan); the second time it
     /// fails, and with it the objective, naming the errors.
-    pub(super) fn reject_plan(&mut self, id: TaskId, answer: Answer, errors: Vec<String>) {
-        let Some(node) = self.tasks.get(id) else {
+    pub(super) fn reject_plan(
+        &mut self,
+        id: TaskId,
+        answer: SuccessfulAttempt,
+        errors: Vec<String>,
+    ) {
+        let Some(node) = self.graph.tasks.get(id) else {
             return;
         };
         let Some(planning) = node.record.planning.as_deref() else {
@@ -1809,7 +1514,7 @@ impl SchedulerState {
                 FailureKind::Permanent,
                 format!("its plan was rejected again: {summary}"),
                 None,
-                Spent::default(),
+                AttemptCost::default(),
                 false,
             );
         }
@@ -1820,13 +1525,14 @@ impl SchedulerState {
     /// planner for the rest of the work. False when the objective must fail instead.
     pub(super) fn replan(&mut self, objective: ObjectiveId, failed: TaskId) -> bool {
         if self
+            .graph
             .tasks
             .get(failed)
             .is_none_or(|n| n.record.planning.is_some())
         {
             return false;
         }
-        let Some(run) = self.objectives.get(&objective) else {
+        let Some(run) = self.graph.objectives.get(&objective) else {
             return false;
         };
         let allowed = run.limits.replans(run.planned);
@@ -1838,14 +1544,15 @@ impl SchedulerState {
         }
         let replan = run.replans + 1;
         let mut freed = Vec::new();
-        for task in self.dependents_of(failed) {
+        for task in self.graph.dependents_of(failed) {
             if self
+                .graph
                 .tasks
                 .get(task)
                 .is_some_and(|n| !n.record.status.is_terminal())
             {
                 freed.extend(self.cancel_task(task));
-                if let Some(run) = self.objectives.get_mut(&objective) {
+                if let Some(run) = self.graph.objectives.get_mut(&objective) {
                     run.unfinished = run.unfinished.saturating_sub(1);
                 }
             }
@@ -1857,24 +1564,6 @@ impl SchedulerState {
         requested
     }
 
-    /// Every task that depends on `id`, directly or not, by increasing id.
-    pub(super) fn dependents_of(&self, id: TaskId) -> Vec<TaskId> {
-        let mut seen = FxHashSet::default();
-        let mut stack = vec![id];
-        while let Some(t) = stack.pop() {
-            if let Some(node) = self.tasks.get(t) {
-                for &d in &node.dependents {
-                    if seen.insert(d) {
-                        stack.push(d);
-                    }
-                }
-            }
-        }
-        let mut all: Vec<TaskId> = seen.into_iter().collect();
-        all.sort_unstable();
-        all
-    }
-
     /// The task waits for a person; `errors` says where its output does not match its
     /// schema, when that is why.
     /// `approval` says the review is an approval's request, which is its next attempt.
@@ -1884,10 +1573,10 @@ impl SchedulerState {
         output: Option<Value>,
         reason: String,
         errors: Vec<OutputError>,
-        spent: Spent,
+        spent: AttemptCost,
         approval: bool,
     ) {
-        let Some(node) = self.tasks.get(id) else {
+        let Some(node) = self.graph.tasks.get(id) else {
             return;
         };
         let (objective, attempt) = (node.objective, node.record.attempt + u32::from(approval));
@@ -1917,10 +1606,10 @@ impl SchedulerState {
         message: String,
         partial: Option<Value>,
         retry_after: Duration,
-        spent: Spent,
+        spent: AttemptCost,
     ) {
         self.stats.attempts_failed += 1;
-        let Some(node) = self.tasks.get_mut(id) else {
+        let Some(node) = self.graph.tasks.get_mut(id) else {
             return;
         };
         // Attempts lost to crashing agents are not the task's failures, nor are a planner's
@@ -1981,7 +1670,7 @@ impl SchedulerState {
 
     /// A retry backoff passed.
     pub(crate) fn on_retry_due(&mut self, id: TaskId, attempt: u32) {
-        let due = self.tasks.get_mut(id).is_some_and(|n| {
+        let due = self.graph.tasks.get_mut(id).is_some_and(|n| {
             let due =
                 n.retry_due && n.record.attempt == attempt && n.record.status == TaskStatus::Ready;
             if due {
@@ -2005,7 +1694,7 @@ impl SchedulerState {
         kind: FailureKind,
         message: String,
         partial: Option<Value>,
-        spent: Spent,
+        spent: AttemptCost,
     ) {
         self.fail_task_with(id, agent, kind, message, partial, spent, true);
     }
@@ -2022,7 +1711,7 @@ impl SchedulerState {
         kind: FailureKind,
         message: String,
         partial: Option<Value>,
-        spent: Spent,
+        spent: AttemptCost,
         may_replan: bool,
     ) {
         let Some((objective, key)) = self.record_failure(id, agent, kind, &message, partial, spent)
@@ -2030,6 +1719,7 @@ impl SchedulerState {
             return;
         };
         if self
+            .graph
             .tasks
             .get(id)
             .is_some_and(|n| n.record.compensates.is_some())
@@ -2037,7 +1727,7 @@ impl SchedulerState {
             self.next_compensation(objective);
             return;
         }
-        if let Some(run) = self.objectives.get_mut(&objective) {
+        if let Some(run) = self.graph.objectives.get_mut(&objective) {
             run.unfinished = run.unfinished.saturating_sub(1);
         }
         if may_replan && self.replan(objective, id) {
@@ -2055,9 +1745,9 @@ impl SchedulerState {
         kind: FailureKind,
         message: &str,
         partial: Option<Value>,
-        spent: Spent,
+        spent: AttemptCost,
     ) -> Option<(ObjectiveId, TaskKey)> {
-        let node = self.tasks.get_mut(id)?;
+        let node = self.graph.tasks.get_mut(id)?;
         node.retry_due = false;
         self.stats.tasks_failed += 1;
         let (objective, attempt, key) =
@@ -2094,7 +1784,7 @@ impl SchedulerState {
 
     /// Takes back an attempt that its agent lost (crash, or gone before it got the work).
     pub(super) fn requeue_lost(&mut self, agent: AgentId, id: TaskId, reason: &str) {
-        let Some(node) = self.tasks.get_mut(id) else {
+        let Some(node) = self.graph.tasks.get_mut(id) else {
             return;
         };
         if node.record.status != TaskStatus::Running || node.record.agent != Some(agent) {
@@ -2116,7 +1806,7 @@ impl SchedulerState {
                 FailureKind::Transient,
                 message,
                 None,
-                Spent::default(),
+                AttemptCost::default(),
             );
             return;
         }
@@ -2127,7 +1817,7 @@ impl SchedulerState {
             agent: Some(agent),
             reason: message,
         });
-        if let Some(node) = self.tasks.get_mut(id) {
+        if let Some(node) = self.graph.tasks.get_mut(id) {
             node.ready_at = Instant::now();
         }
         self.stats.attempts_failed += 1;
@@ -2145,7 +1835,7 @@ impl SchedulerState {
         status: ObjectiveStatus,
         reason: Option<String>,
     ) {
-        let Some(run) = self.objectives.get_mut(&id) else {
+        let Some(run) = self.graph.objectives.get_mut(&id) else {
             return;
         };
         if run.status != ObjectiveStatus::Running {
@@ -2180,7 +1870,7 @@ impl SchedulerState {
         status: ObjectiveStatus,
         reason: Option<String>,
     ) {
-        if let Some(run) = self.objectives.get_mut(&id) {
+        if let Some(run) = self.graph.objectives.get_mut(&id) {
             run.status = status;
             run.failure = reason.clone();
             run.saga = None;
@@ -2196,7 +1886,7 @@ impl SchedulerState {
         self.stats.objectives_running = self.stats.objectives_running.saturating_sub(1);
         self.stats.objectives_ended += 1;
         if let Some(waiters) = self.waiters.remove(&id) {
-            let summary = self.summary(id);
+            let summary = self.graph.summary(id);
             for reply in waiters {
                 let summary = summary.clone();
                 self.effects.replies.push(Box::new(move |_durable| {
@@ -2215,7 +1905,8 @@ impl SchedulerState {
                     .is_some_and(|&(_, end)| end <= durable)
             {
                 if let Some((old, _)) = self.finished.pop_front() {
-                    self.forget(old);
+                    self.graph.forget(old);
+                    self.dispatch.forget(old);
                 }
             }
         }
@@ -2227,10 +1918,10 @@ impl SchedulerState {
     /// are added as tasks (newest success first), recorded, and the first one starts; true
     /// when there is a saga to run.
     pub(super) fn start_compensation(&mut self, id: ObjectiveId, reason: &str) -> bool {
-        let Some(run) = self.objectives.get(&id) else {
+        let Some(run) = self.graph.objectives.get(&id) else {
             return false;
         };
-        let tasks = &self.tasks;
+        let tasks = &self.graph.tasks;
         let compensates: Vec<TaskId> = run
             .compensable
             .iter()
@@ -2245,15 +1936,15 @@ impl SchedulerState {
         if compensates.is_empty() {
             return false;
         }
-        let first = TaskId(self.next_task);
-        self.next_task += compensates.len() as u64;
+        let first = TaskId(self.graph.next_task);
+        self.graph.next_task += compensates.len() as u64;
         let mut pending = VecDeque::with_capacity(compensates.len());
         for (i, &original) in compensates.iter().enumerate() {
             let task = TaskId(first.0 + i as u64);
-            self.add_compensation(id, original, task);
+            self.graph.add_compensation(id, original, task);
             pending.push_back(task);
         }
-        if let Some(run) = self.objectives.get_mut(&id) {
+        if let Some(run) = self.graph.objectives.get_mut(&id) {
             run.status = ObjectiveStatus::Compensating;
             run.saga = Some(Saga {
                 reason: reason.to_owned(),
@@ -2270,55 +1961,12 @@ impl SchedulerState {
         true
     }
 
-    /// Adds the compensation of `original` to its objective as task `task` (not yet ready).
-    pub(super) fn add_compensation(
-        &mut self,
-        objective: ObjectiveId,
-        original: TaskId,
-        task: TaskId,
-    ) {
-        let Some(node) = self.tasks.get(original) else {
-            return;
-        };
-        let Some(compensation) = node.extra.as_ref().and_then(|e| e.compensation.as_ref()) else {
-            return;
-        };
-        let spec = compensation.task_spec(&node.record.key);
-        let input = Arc::new(spec.input);
-        let compensation_node = TaskNode {
-            // Its input and `upstream` come from the compensated task's output.
-            record: TaskRecord::compensation(task, spec.id, spec.capability, original),
-            objective,
-            priority: node.priority,
-            retry: spec.retry,
-            idle_timeout: spec.idle_timeout,
-            hard_timeout: spec.hard_timeout,
-            input: input.clone(),
-            declared_input: input,
-            dependents: Vec::new(),
-            waiting_on: 0,
-            depth: node.depth,
-            queued: None,
-            retry_due: false,
-            avoid: None,
-            ready_at: Instant::now(),
-            // One runs at a time: the cap is not theirs to count against.
-            capped: false,
-            extra: None,
-        };
-        self.tasks.insert(task, compensation_node);
-        self.next_task = self.next_task.max(task.0 + 1);
-        if let Some(run) = self.objectives.get_mut(&objective) {
-            run.tasks.push(task);
-        }
-    }
-
     /// The previous compensation ended (or none ran yet): the next one becomes ready; after
     /// the last, the objective ends failed. A compensation whose input cannot be built fails
     /// at once and the next one follows.
     pub(super) fn next_compensation(&mut self, objective: ObjectiveId) {
         loop {
-            let Some(run) = self.objectives.get_mut(&objective) else {
+            let Some(run) = self.graph.objectives.get_mut(&objective) else {
                 return;
             };
             if run.status != ObjectiveStatus::Compensating {
@@ -2332,7 +1980,7 @@ impl SchedulerState {
                 self.finish_objective(objective, ObjectiveStatus::Failed, Some(reason));
                 return;
             };
-            match self.build_input(task) {
+            match self.graph.build_input(task) {
                 Some(Ok(_)) => {
                     self.mark_ready(objective, task);
                     return;
@@ -2344,7 +1992,7 @@ impl SchedulerState {
                         FailureKind::Permanent,
                         &message,
                         None,
-                        Spent::default(),
+                        AttemptCost::default(),
                     );
                 }
                 None => {}
@@ -2352,20 +2000,9 @@ impl SchedulerState {
         }
     }
 
-    /// Drops a finished objective and its tasks from memory (the log still has them).
-    pub(super) fn forget(&mut self, id: ObjectiveId) {
-        let Some(run) = self.objectives.remove(&id) else {
-            return;
-        };
-        for task in run.tasks {
-            self.tasks.remove(task);
-        }
-        self.dispatch.forget(id);
-    }
-
     /// Marks a task cancelled; returns the agent whose slot its running attempt freed.
     pub(super) fn cancel_task(&mut self, id: TaskId) -> Option<AgentId> {
-        let node = self.tasks.get_mut(id)?;
+        let node = self.graph.tasks.get_mut(id)?;
         if node.record.status.is_terminal() {
             return None;
         }
@@ -2381,7 +2018,7 @@ impl SchedulerState {
             objective,
             task: id,
         });
-        let node = self.tasks.get(id)?;
+        let node = self.graph.tasks.get(id)?;
         if was == TaskStatus::Review {
             self.stats.tasks_in_review = self.stats.tasks_in_review.saturating_sub(1);
         }
@@ -2407,6 +2044,7 @@ impl SchedulerState {
     /// A user cancels an objective.
     pub(crate) fn cancel(&mut self, id: ObjectiveId) -> Result<(), SchedulerError> {
         let run = self
+            .graph
             .objectives
             .get(&id)
             .ok_or(SchedulerError::UnknownObjective(id))?;
@@ -2441,6 +2079,7 @@ impl SchedulerState {
         decision: ReviewDecision,
     ) -> Result<(), SchedulerError> {
         let node = self
+            .graph
             .tasks
             .get_mut(id)
             .ok_or(SchedulerError::UnknownTask(id))?;
@@ -2473,7 +2112,7 @@ impl SchedulerState {
                     task: id,
                     output,
                 });
-                if compensable && let Some(run) = self.objectives.get_mut(&objective) {
+                if compensable && let Some(run) = self.graph.objectives.get_mut(&objective) {
                     run.compensable.push(id);
                 }
                 self.stats.tasks_succeeded += 1;
@@ -2498,7 +2137,7 @@ impl SchedulerState {
                     FailureKind::Permanent,
                     message,
                     None,
-                    Spent::default(),
+                    AttemptCost::default(),
                     !approval,
                 );
             }
@@ -2509,114 +2148,19 @@ impl SchedulerState {
 
     // ---- Queries ----------------------------------------------------------------------------
 
-    /// The state of an objective and its tasks.
-    pub(crate) fn view(&self, id: ObjectiveId) -> Option<ObjectiveView> {
-        let run = self.objectives.get(&id)?;
-        let tasks = run.tasks.iter().filter_map(|t| self.tasks.get(*t));
-        Some(objective_view(
-            id,
-            &run.goal,
-            run.status,
-            run.failure.as_deref(),
-            tasks.map(|n| &n.record),
-        ))
-    }
-
-    /// One page of the tasks held in memory (every unfinished objective's, and the finished
-    /// ones not yet dropped), across objectives, by task id. Linear in the tasks held (one
-    /// objective's, with that filter), since `total` counts every match: for people looking,
-    /// not for the hot path.
-    pub(crate) fn task_page(&self, query: &TaskQuery) -> TaskPage {
-        let matches = |node: &TaskNode| {
-            query.status.is_none_or(|s| node.record.status == s)
-                && query
-                    .capability
-                    .as_ref()
-                    .is_none_or(|c| node.record.capability == *c)
-                && query.agent.is_none_or(|a| node.record.agent == Some(a))
-                && query.objective.is_none_or(|o| node.objective == o)
-        };
-        let beyond = |id: TaskId| match (query.after, query.newest_first) {
-            (None, _) => true,
-            (Some(after), false) => id > after,
-            (Some(after), true) => id < after,
-        };
-        let in_run = |run: &'_ ObjectiveRun| -> Vec<TaskId> {
-            if query.newest_first {
-                run.tasks.iter().rev().copied().collect()
-            } else {
-                run.tasks.clone()
-            }
-        };
-        let candidates: Box<dyn Iterator<Item = (TaskId, &TaskNode)> + '_> = match query.objective {
-            // One objective's tasks are listed by id already.
-            Some(o) => match self.objectives.get(&o) {
-                Some(run) => Box::new(
-                    in_run(run)
-                        .into_iter()
-                        .filter_map(|t| self.tasks.get(t).map(|n| (t, n))),
-                ),
-                None => Box::new(std::iter::empty()),
-            },
-            None if query.newest_first => Box::new(self.tasks.iter().rev()),
-            None => Box::new(self.tasks.iter()),
-        };
-        let mut total = 0u64;
-        let mut page: Vec<(TaskId, &TaskNode)> = Vec::new();
-        let mut more = false;
-        for (id, node) in candidates.filter(|(_, node)| matches(node)) {
-            total += 1;
-            if beyond(id) {
-                if page.len() < query.limit {
-                    page.push((id, node));
-                } else {
-                    more = true;
-                }
-            }
-        }
-        let next = if more {
-            page.last().map(|(id, _)| *id)
-        } else {
-            None
-        };
-        let tasks = page
-            .into_iter()
-            .map(|(_, node)| TaskItem {
-                objective: node.objective,
-                goal: self
-                    .objectives
-                    .get(&node.objective)
-                    .map(|run| run.goal.clone())
-                    .unwrap_or_default(),
-                task: node.record.view(),
-            })
-            .collect();
-        TaskPage { tasks, next, total }
-    }
-
-    /// How an objective stands, without its tasks.
-    pub(crate) fn summary(&self, id: ObjectiveId) -> Option<ObjectiveSummary> {
-        self.objectives.get(&id).map(|run| ObjectiveSummary {
-            id,
-            status: run.status,
-            failure: run.failure.clone(),
-            tasks: run.tasks.len() as u64,
-        })
-    }
-
     /// Answers now if the objective ended (or is unknown), else when it ends.
     pub(crate) fn await_end(
         &mut self,
         id: ObjectiveId,
         reply: RpcReplyPort<Option<ObjectiveSummary>>,
     ) {
-        match self.objectives.get(&id) {
+        match self.graph.objectives.get(&id) {
             Some(run) if !run.status.is_terminal() => {
                 self.waiters.entry(id).or_default().push(reply)
             }
             _ => {
                 // The end may have been recorded in a turn not yet durable.
-                let summary = self.summary(id);
+                let summary = self.graph.summary(id);
                 self.effects.replies.push(Box::new(move |_durable| {
                     let _ = reply.send(summary);
                 }));
@@ -2634,7 +2178,7 @@ impl SchedulerState {
     /// what makes a replayed view equal the live one.
     pub(super) fn emit(&mut self, event: Event) {
         if let Some(task) = task_of(&event)
-            && let Some(node) = self.tasks.get_mut(task)
+            && let Some(node) = self.graph.tasks.get_mut(task)
         {
             node.record.apply(&event, self.turn_ms);
         }

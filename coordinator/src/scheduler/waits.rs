@@ -24,12 +24,12 @@ use swarm_protocol::{
 use uuid::Uuid;
 
 use super::schema::review_reason;
-use super::state::{SchedulerState, Spent};
+use super::state::{AttemptCost, SchedulerState};
 
 /// A posted event the scheduler keeps: until a `wait` task consumes it, or (when the sender
 /// gave an idempotency key, which keeps answering with it) until it expires.
 #[derive(Debug)]
-struct Kept {
+struct KeptEvent {
     event: PostedEvent,
     idempotency_key: Option<String>,
 }
@@ -38,7 +38,7 @@ struct Kept {
 #[derive(Debug, Default)]
 pub(super) struct Waits {
     /// Posted events kept, by id.
-    posted: FxHashMap<Uuid, Kept>,
+    posted: FxHashMap<Uuid, KeptEvent>,
     /// Per key, the kept events no task consumed yet, oldest first.
     mailbox: FxHashMap<String, VecDeque<Uuid>>,
     /// Per key, the `wait` tasks waiting, in the order they started; a task leaves when it
@@ -115,7 +115,7 @@ impl Waits {
         let ttl = Duration::from_millis(event.expires_at_ms - now);
         self.posted.insert(
             id,
-            Kept {
+            KeptEvent {
                 event,
                 idempotency_key,
             },
@@ -233,7 +233,7 @@ impl SchedulerState {
     /// one posted before, if one is kept.
     pub(super) fn start_wait(&mut self, id: TaskId) {
         let now = self.turn_ms;
-        let Some(node) = self.tasks.get(id) else {
+        let Some(node) = self.graph.tasks.get(id) else {
             return;
         };
         let Some((key, timeout)) = node.wait_for() else {
@@ -248,7 +248,7 @@ impl SchedulerState {
             until_ms: until,
         });
         // The wait is the task's next attempt; its timer names it.
-        let attempt = self.tasks.get(id).map_or(0, |n| n.record.attempt);
+        let attempt = self.graph.tasks.get(id).map_or(0, |n| n.record.attempt);
         self.myself
             .send_after(timeout, move || SchedulerMsg::WaitExpired {
                 task: id,
@@ -268,7 +268,7 @@ impl SchedulerState {
     /// A waiting task consumes a kept event: its payload is the task's output (or goes to
     /// review, when it does not match the task's `output_schema`).
     fn satisfy(&mut self, id: TaskId, event: Uuid) {
-        let Some(objective) = self.tasks.get(id).map(|n| n.objective) else {
+        let Some(objective) = self.graph.tasks.get(id).map(|n| n.objective) else {
             return;
         };
         let by = EventConsumer {
@@ -285,7 +285,7 @@ impl SchedulerState {
             key,
             payload,
         });
-        let Some(node) = self.tasks.get(id) else {
+        let Some(node) = self.graph.tasks.get(id) else {
             return;
         };
         let checked = match (node.schema(), &node.record.output) {
@@ -295,7 +295,7 @@ impl SchedulerState {
         match checked {
             Err(errors) => {
                 let (payload, reason) = (node.record.output.clone(), review_reason(&errors));
-                self.send_to_review(id, payload, reason, errors, Spent::default(), false);
+                self.send_to_review(id, payload, reason, errors, AttemptCost::default(), false);
             }
             Ok(()) => {
                 self.stats.tasks_succeeded += 1;
@@ -306,7 +306,7 @@ impl SchedulerState {
 
     /// A `wait` task's time is up: if it still waits, it fails with a timeout.
     pub(crate) fn on_wait_expired(&mut self, id: TaskId, attempt: u32) {
-        let Some(node) = self.tasks.get(id) else {
+        let Some(node) = self.graph.tasks.get(id) else {
             return;
         };
         if node.record.attempt != attempt || node.record.status != TaskStatus::Waiting {
@@ -326,7 +326,7 @@ impl SchedulerState {
             FailureKind::Timeout,
             message,
             None,
-            Spent::default(),
+            AttemptCost::default(),
         );
     }
 
@@ -360,7 +360,7 @@ impl SchedulerState {
         let id = answer.id;
         self.keep(answer.clone(), new.idempotency_key, now);
         // The first task still waiting for the key takes it.
-        let tasks = &self.tasks;
+        let tasks = &self.graph.tasks;
         let waiter = self.waits.next_waiter(&answer.key, |task| {
             tasks
                 .get(task)
@@ -368,7 +368,7 @@ impl SchedulerState {
         });
         if let Some(task) = waiter {
             self.waits.unqueue(&answer.key, id);
-            answer.consumed_by = self.tasks.get(task).map(|n| EventConsumer {
+            answer.consumed_by = self.graph.tasks.get(task).map(|n| EventConsumer {
                 objective: n.objective,
                 task,
             });
