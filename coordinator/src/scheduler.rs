@@ -5,6 +5,7 @@
 //! backoffs are timers that send a message back. Assignments made while handling one message go
 //! out as one batch per agent when the handler ends.
 
+mod checks;
 mod dispatch;
 mod graph;
 mod planner;

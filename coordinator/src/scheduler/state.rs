@@ -17,7 +17,6 @@ use rustc_hash::FxHashMap;
 use serde_json::Value;
 use swarm_agents::ReportInbox;
 use swarm_protocol::graph::{self, GraphError, NoTasks};
-use swarm_protocol::task::{check_compensation_references, check_references};
 use swarm_protocol::{
     AgentId, AgentMsg, Assignment, Capability, Event, FailureKind, Limits, Objective, ObjectiveId,
     ObjectiveStatus, ObjectiveSummary, OutputError, Report, RetryPolicy, ReviewDecision,
@@ -27,11 +26,12 @@ use swarm_protocol::{
 use swarm_registry::{Lease, Registry};
 
 use super::SchedulerConfig;
+use super::checks;
 use super::dispatch::Dispatch;
-use super::graph::{BatchExtras, Graph, ObjectiveRun, ObjectiveTasks, Saga, TaskExtra, TaskNode};
-use super::planner::{self, PLAN_CAPABILITY, PLAN_KEY};
+use super::graph::{BatchExtras, Graph, ObjectiveRun, ObjectiveTasks, Saga, TaskNode};
+use super::planner::{self, PLAN_KEY};
 use super::record::task_of;
-use super::schema::{OutputSchema, review_reason};
+use super::schema::review_reason;
 use super::spawn;
 use super::waits::Waits;
 use crate::journal::{Delivery, Effects, Journal, now_ms};
@@ -45,18 +45,6 @@ pub type AgentRegistry = Registry<ActorRef<AgentMsg>>;
 pub(super) struct AttemptCost {
     pub(super) usage: Option<Usage>,
     pub(super) duration: Option<Duration>,
-}
-
-/// A plan that passed every check.
-pub(super) struct CheckedPlan {
-    /// Its tasks as the planner declared them (as `TasksSpawned` records them).
-    pub(super) specs: Vec<TaskSpec>,
-    /// The same, each also depending on the planning task, as validated.
-    pub(super) with_parent: Vec<TaskSpec>,
-    /// The depth of each.
-    pub(super) depths: Vec<u32>,
-    /// Their compiled schemas and compensations.
-    pub(super) extras: BatchExtras,
 }
 
 /// A successful attempt's result, on its way into the graph.
@@ -163,7 +151,7 @@ impl SchedulerState {
         let planned = objective.tasks.is_empty();
         let (depths, extras) = if planned {
             // The goal alone: a planning task decomposes it, on an agent with capability `plan`.
-            let plan = Self::planning_spec(PLAN_KEY).ok_or(SchedulerError::NoPlanner)?;
+            let plan = checks::planning_spec(PLAN_KEY).ok_or(SchedulerError::NoPlanner)?;
             if !self.registry.knows_capability(&plan.capability) {
                 return Err(SchedulerError::NoPlanner);
             }
@@ -172,7 +160,7 @@ impl SchedulerState {
             (Vec::new(), BatchExtras::new())
         } else {
             let depths = graph::validate(&objective.tasks, &NoTasks, &objective.limits)?;
-            let extras = self.check_tasks(&objective.tasks)?;
+            let extras = checks::check_tasks(&self.registry, &objective.tasks)?;
             (depths, extras)
         };
 
@@ -223,14 +211,6 @@ impl SchedulerState {
         Ok(id)
     }
 
-    /// A planning task's declaration: capability `plan`, no input (it is built when the task
-    /// starts).
-    pub(super) fn planning_spec(key: &str) -> Option<TaskSpec> {
-        let key = TaskKey::new(key).ok()?;
-        let capability = Capability::new(PLAN_CAPABILITY).ok()?;
-        Some(TaskSpec::new(key, capability))
-    }
-
     /// Adds a planning task to a running objective (`plan`, or `replan-N` after `failed`
     /// failed for good) and makes it ready. `None` when the objective's limits leave no room.
     pub(super) fn request_plan(
@@ -251,7 +231,7 @@ impl SchedulerState {
                 1 => base.clone(),
                 n => format!("{base}-{n}"),
             })
-            .filter_map(|key| Self::planning_spec(&key))
+            .filter_map(|key| checks::planning_spec(&key))
             .find(|spec| !run.keys.contains_key(&spec.id));
         let checked = spec.and_then(|spec| {
             let existing = ObjectiveTasks {
@@ -286,97 +266,6 @@ impl SchedulerState {
         });
         self.make_ready(task);
         Some(task)
-    }
-
-    /// Checks what graph validation cannot: capabilities, `$from` references, output schemas
-    /// and compensations. Returns each task's [`TaskExtra`] (schemas compiled here, once), or
-    /// an empty list when no task has one.
-    pub(super) fn check_tasks(&self, specs: &[TaskSpec]) -> Result<BatchExtras, SchedulerError> {
-        let mut known: Option<&Capability> = None;
-        let mut extras = BatchExtras::new();
-        for (i, spec) in specs.iter().enumerate() {
-            if spec.kind == TaskKind::Agent && known != Some(&spec.capability) {
-                if !self.registry.knows_capability(&spec.capability) {
-                    return Err(SchedulerError::UnknownCapability {
-                        task: spec.id.clone(),
-                        capability: spec.capability.clone(),
-                    });
-                }
-                known = Some(&spec.capability);
-            }
-            check_references(spec).map_err(|e| SchedulerError::BadInput {
-                task: spec.id.clone(),
-                reason: e.to_string(),
-            })?;
-            if spec.output_schema.is_none() && spec.compensation.is_none() {
-                continue;
-            }
-            if let Some(compensation) = &spec.compensation {
-                if !self.registry.knows_capability(&compensation.capability) {
-                    return Err(SchedulerError::BadCompensation {
-                        task: spec.id.clone(),
-                        field: "capability",
-                        reason: format!(
-                            "no registered agent has capability `{}`",
-                            compensation.capability
-                        ),
-                    });
-                }
-                check_compensation_references(spec).map_err(|e| {
-                    SchedulerError::BadCompensation {
-                        task: spec.id.clone(),
-                        field: "input",
-                        reason: e.to_string(),
-                    }
-                })?;
-            }
-            let schema = match &spec.output_schema {
-                Some(schema) => Some(OutputSchema::compile(schema).map_err(|reason| {
-                    SchedulerError::BadSchema {
-                        task: spec.id.clone(),
-                        reason,
-                    }
-                })?),
-                None => None,
-            };
-            if extras.is_empty() {
-                extras.resize_with(specs.len(), || None);
-            }
-            extras[i] = Some(Box::new(TaskExtra {
-                schema,
-                compensation: spec.compensation.clone(),
-                ..TaskExtra::default()
-            }));
-        }
-        Ok(extras)
-    }
-
-    /// The extras of tasks accepted before a restart: they were checked then, so a schema that
-    /// no longer compiles (a newer validator) is dropped with a warning rather than losing the
-    /// objective.
-    pub(super) fn restored_extras(specs: &[TaskSpec]) -> BatchExtras {
-        let mut extras = BatchExtras::new();
-        for (i, spec) in specs.iter().enumerate() {
-            if spec.output_schema.is_none() && spec.compensation.is_none() {
-                continue;
-            }
-            let schema = spec.output_schema.as_ref().and_then(|schema| {
-                OutputSchema::compile(schema)
-                    .map_err(|err| {
-                        tracing::warn!(task = %spec.id, %err, "output_schema no longer compiles");
-                    })
-                    .ok()
-            });
-            if extras.is_empty() {
-                extras.resize_with(specs.len(), || None);
-            }
-            extras[i] = Some(Box::new(TaskExtra {
-                schema,
-                compensation: spec.compensation.clone(),
-                ..TaskExtra::default()
-            }));
-        }
-        extras
     }
 
     /// Sets the timer of an objective's deadline.
@@ -437,7 +326,7 @@ impl SchedulerState {
                     .unwrap_or_else(|_| vec![1; specs.len()])
             };
             self.graph.next_task = batch.first_task.0;
-            let extras = Self::restored_extras(&specs);
+            let extras = checks::restored_extras(&specs);
             self.graph
                 .add_tasks(id, &mut run, &specs, &depths, batch.parent, extras);
         }
@@ -1261,8 +1150,7 @@ impl SchedulerState {
             graph::validate(&with_parent, &existing, &run.limits)
                 .map_err(SchedulerError::from)
                 .and_then(|depths| {
-                    self.check_tasks(&with_parent)
-                        .map(|extras| (depths, extras))
+                    checks::check_tasks(&self.registry, &with_parent).map(|extras| (depths, extras))
                 })
         };
         match checked {
@@ -1365,7 +1253,7 @@ impl SchedulerState {
             Some(tasks) => Ok(tasks),
             None => planner::parse_plan(&answer.output).map_err(|e| vec![e]),
         };
-        match specs.and_then(|specs| self.check_plan(id, specs)) {
+        match specs.and_then(|specs| checks::check_plan(&self.graph, &self.registry, id, specs)) {
             Ok(plan) => self.grow(
                 id,
                 answer,
@@ -1375,103 +1263,6 @@ impl SchedulerState {
                 plan.extras,
             ),
             Err(errors) => self.reject_plan(id, answer, errors),
-        }
-    }
-
-    /// Checks a plan as a submitted graph is checked (the graph first, then each task's
-    /// capability, `$from` references, and dependencies on tasks that failed or were
-    /// dropped), collecting every error.
-    pub(super) fn check_plan(
-        &self,
-        id: TaskId,
-        specs: Vec<TaskSpec>,
-    ) -> Result<CheckedPlan, Vec<String>> {
-        let node = self
-            .graph
-            .tasks
-            .get(id)
-            .ok_or_else(|| vec!["the task is gone".to_owned()])?;
-        let run = self
-            .graph
-            .objectives
-            .get(&node.objective)
-            .ok_or_else(|| vec!["the objective is gone".to_owned()])?;
-        let replan = node.record.planning.as_ref().map_or(0, |p| p.replan);
-        let mut errors = Vec::new();
-        if specs.is_empty() && replan == 0 {
-            errors.push("the plan has no tasks: list at least one in `tasks`".to_owned());
-        }
-        let mut known: Option<&Capability> = None;
-        for (i, spec) in specs.iter().enumerate() {
-            if spec.capability.as_str() == PLAN_CAPABILITY {
-                errors.push(format!(
-                    "tasks[{i}] (`{}`): capability `{PLAN_CAPABILITY}` is the planner's own; \
-                     use one of the capabilities listed",
-                    spec.id
-                ));
-            } else if known != Some(&spec.capability) {
-                if self.registry.knows_capability(&spec.capability) {
-                    known = Some(&spec.capability);
-                } else {
-                    let err = SchedulerError::UnknownCapability {
-                        task: spec.id.clone(),
-                        capability: spec.capability.clone(),
-                    };
-                    errors.push(err.to_string());
-                }
-            }
-            // Against the plan's own dependencies: the planning task's output is no input.
-            let references = if spec.depends_on.contains(&node.record.key) {
-                let mut own = spec.clone();
-                own.depends_on.retain(|d| *d != node.record.key);
-                check_references(&own)
-            } else {
-                check_references(spec)
-            };
-            if let Err(err) = references {
-                errors.push(format!("task `{}`: {err}", spec.id));
-            }
-            for dep in &spec.depends_on {
-                // (Naming the planning task itself only repeats the implicit edge.)
-                let existing = run.keys.get(dep).filter(|t| **t != id);
-                let Some(existing) = existing.and_then(|t| self.graph.tasks.get(*t)) else {
-                    continue;
-                };
-                let why = match existing.record.status {
-                    _ if existing.record.planning.is_some() => {
-                        "is a planning task (its plan is no input)"
-                    }
-                    TaskStatus::Failed => "failed and will never succeed",
-                    TaskStatus::Cancelled => "was dropped and will never run",
-                    _ => continue,
-                };
-                errors.push(format!(
-                    "task `{}` depends on `{dep}`, which {why}",
-                    spec.id
-                ));
-            }
-        }
-        let with_parent = self.graph.with_parent(id, &specs);
-        let existing = ObjectiveTasks {
-            run,
-            tasks: &self.graph.tasks,
-        };
-        match graph::validate(&with_parent, &existing, &run.limits) {
-            // Schemas and compensations last: the plan is otherwise sound.
-            Ok(depths) if errors.is_empty() => match self.check_tasks(&with_parent) {
-                Ok(extras) => Ok(CheckedPlan {
-                    specs,
-                    with_parent,
-                    depths,
-                    extras,
-                }),
-                Err(err) => Err(vec![err.to_string()]),
-            },
-            Ok(_) => Err(errors),
-            Err(err) => {
-                errors.insert(0, err.to_string());
-                Err(errors)
-            }
         }
     }
 
@@ -1537,7 +1328,7 @@ impl SchedulerState {
         };
         let allowed = run.limits.replans(run.planned);
         let room = (run.tasks.len() as u64) < u64::from(run.limits.max_tasks);
-        let planner_known = Self::planning_spec(PLAN_KEY)
+        let planner_known = checks::planning_spec(PLAN_KEY)
             .is_some_and(|spec| self.registry.knows_capability(&spec.capability));
         if run.status.is_terminal() || run.replans >= allowed || !room || !planner_known {
             return false;
