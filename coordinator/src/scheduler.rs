@@ -11,6 +11,7 @@ mod graph;
 mod planner;
 mod queue;
 mod record;
+mod recovery;
 mod schema;
 mod slab;
 mod spawn;
