@@ -12,6 +12,7 @@ mod planner;
 mod queue;
 mod record;
 mod recovery;
+mod sagas;
 mod schema;
 mod slab;
 mod spawn;

@@ -12,7 +12,7 @@
 //! What a graph shows (an objective's view, a page of tasks) is read here too, from the
 //! records alone.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use swarm_protocol::{
 
 use super::planner;
 use super::record::{TaskRecord, link, objective_view};
+use super::sagas::Saga;
 use super::schema::OutputSchema;
 use super::slab::Slab;
 
@@ -116,14 +117,6 @@ pub(super) struct ObjectiveRun {
     pub(super) saga: Option<Saga>,
     /// Model tokens (input and output) spent by every attempt so far.
     pub(super) tokens: u64,
-}
-
-/// An objective's compensations in progress.
-pub(super) struct Saga {
-    /// Why the objective failed; its `ObjectiveFailed` says so once the saga is over.
-    pub(super) reason: String,
-    /// Compensation tasks not yet started, in the order they run.
-    pub(super) pending: VecDeque<TaskId>,
 }
 
 impl ObjectiveRun {

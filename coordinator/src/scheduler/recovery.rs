@@ -17,7 +17,8 @@ use swarm_protocol::{
 };
 
 use super::checks;
-use super::graph::{ObjectiveRun, ObjectiveTasks, Saga};
+use super::graph::{ObjectiveRun, ObjectiveTasks};
+use super::sagas::Saga;
 use super::state::{AttemptCost, SchedulerState};
 use crate::journal::now_ms;
 use crate::replay::{ObjectiveModel, Recovered};
@@ -85,10 +86,10 @@ impl SchedulerState {
         if compensating {
             run.status = ObjectiveStatus::Compensating;
             run.failure = model.failure.clone();
-            run.saga = Some(Saga {
-                reason: model.failure.clone().unwrap_or_default(),
-                pending: VecDeque::new(),
-            });
+            run.saga = Some(Saga::new(
+                model.failure.clone().unwrap_or_default(),
+                VecDeque::new(),
+            ));
         }
         self.graph.objectives.insert(id, run);
         if !compensating {

@@ -28,14 +28,14 @@ use swarm_registry::{Lease, Registry};
 use super::SchedulerConfig;
 use super::checks;
 use super::dispatch::Dispatch;
-use super::graph::{BatchExtras, Graph, ObjectiveRun, ObjectiveTasks, Saga, TaskNode};
+use super::graph::{BatchExtras, Graph, ObjectiveRun, ObjectiveTasks, TaskNode};
 use super::planner::{self, PLAN_KEY};
 use super::record::task_of;
+use super::sagas::Saga;
 use super::schema::review_reason;
 use super::spawn;
 use super::waits::Waits;
 use crate::journal::{Delivery, Effects, Journal, now_ms};
-use crate::replay::ObjectiveModel;
 
 /// The registry as the coordinator uses it: agents are reached through their actor refs.
 pub type AgentRegistry = Registry<ActorRef<AgentMsg>>;
@@ -273,36 +273,6 @@ impl SchedulerState {
         if let Some(deadline) = deadline {
             self.myself
                 .send_after(deadline, move || SchedulerMsg::DeadlinePassed { objective });
-        }
-    }
-
-    /// A recovered objective that was compensating: the compensation that had started goes
-    /// on (a running attempt is lost and runs again), the rest follow.
-    pub(super) fn resume_saga(&mut self, model: &ObjectiveModel, now: u64) {
-        let id = model.id;
-        let mut current = None;
-        let mut pending = VecDeque::new();
-        for t in model.tasks.iter().filter(|t| t.compensates.is_some()) {
-            match t.status {
-                TaskStatus::Running | TaskStatus::Ready if current.is_none() => current = Some(t),
-                TaskStatus::Backlog => pending.push_back(t.id),
-                _ => {}
-            }
-        }
-        if let Some(saga) = self
-            .graph
-            .objectives
-            .get_mut(&id)
-            .and_then(|r| r.saga.as_mut())
-        {
-            saga.pending = pending;
-        }
-        match current {
-            Some(t) if t.status == TaskStatus::Running => {
-                self.restore_running(id, t.id, t.attempt, t.agent, now);
-            }
-            Some(t) => self.restore_ready(t.id, t.retry_at_ms, now),
-            None => self.next_compensation(id),
         }
     }
 
@@ -1454,94 +1424,6 @@ impl SchedulerState {
         }
     }
 
-    // ---- Compensation ------------------------------------------------------------------------
-
-    /// The objective failed: if tasks with a compensation had succeeded, their compensations
-    /// are added as tasks (newest success first), recorded, and the first one starts; true
-    /// when there is a saga to run.
-    pub(super) fn start_compensation(&mut self, id: ObjectiveId, reason: &str) -> bool {
-        let Some(run) = self.graph.objectives.get(&id) else {
-            return false;
-        };
-        let tasks = &self.graph.tasks;
-        let compensates: Vec<TaskId> = run
-            .compensable
-            .iter()
-            .rev()
-            .copied()
-            .filter(|t| {
-                tasks.get(*t).is_some_and(|n| {
-                    n.record.status == TaskStatus::Succeeded && n.has_compensation()
-                })
-            })
-            .collect();
-        if compensates.is_empty() {
-            return false;
-        }
-        let first = TaskId(self.graph.next_task);
-        self.graph.next_task += compensates.len() as u64;
-        let mut pending = VecDeque::with_capacity(compensates.len());
-        for (i, &original) in compensates.iter().enumerate() {
-            let task = TaskId(first.0 + i as u64);
-            self.graph.add_compensation(id, original, task);
-            pending.push_back(task);
-        }
-        if let Some(run) = self.graph.objectives.get_mut(&id) {
-            run.status = ObjectiveStatus::Compensating;
-            run.saga = Some(Saga {
-                reason: reason.to_owned(),
-                pending,
-            });
-        }
-        self.emit(Event::CompensationStarted {
-            objective: id,
-            reason: reason.to_owned(),
-            first_task: first,
-            compensates,
-        });
-        self.next_compensation(id);
-        true
-    }
-
-    /// The previous compensation ended (or none ran yet): the next one becomes ready; after
-    /// the last, the objective ends failed. A compensation whose input cannot be built fails
-    /// at once and the next one follows.
-    pub(super) fn next_compensation(&mut self, objective: ObjectiveId) {
-        loop {
-            let Some(run) = self.graph.objectives.get_mut(&objective) else {
-                return;
-            };
-            if run.status != ObjectiveStatus::Compensating {
-                return;
-            }
-            let Some(saga) = run.saga.as_mut() else {
-                return;
-            };
-            let Some(task) = saga.pending.pop_front() else {
-                let reason = saga.reason.clone();
-                self.finish_objective(objective, ObjectiveStatus::Failed, Some(reason));
-                return;
-            };
-            match self.graph.build_input(task) {
-                Some(Ok(_)) => {
-                    self.mark_ready(objective, task);
-                    return;
-                }
-                Some(Err(message)) => {
-                    self.record_failure(
-                        task,
-                        None,
-                        FailureKind::Permanent,
-                        &message,
-                        None,
-                        AttemptCost::default(),
-                    );
-                }
-                None => {}
-            }
-        }
-    }
-
     /// Marks a task cancelled; returns the agent whose slot its running attempt freed.
     pub(super) fn cancel_task(&mut self, id: TaskId) -> Option<AgentId> {
         let node = self.graph.tasks.get_mut(id)?;
@@ -1594,10 +1476,7 @@ impl SchedulerState {
             ObjectiveStatus::Running => self.end_objective(id, ObjectiveStatus::Cancelled, None),
             // It failed already: the compensations left are cancelled, and it ends failed.
             ObjectiveStatus::Compensating => {
-                let reason = run
-                    .saga
-                    .as_ref()
-                    .map_or_else(String::new, |s| s.reason.clone());
+                let reason = run.saga.as_ref().map_or("", Saga::reason).to_owned();
                 let tasks = run.tasks.clone();
                 let freed: Vec<AgentId> = tasks
                     .into_iter()
