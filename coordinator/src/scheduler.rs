@@ -7,7 +7,9 @@
 
 mod checks;
 mod dispatch;
+mod failures;
 mod graph;
+mod outcomes;
 mod planner;
 mod queue;
 mod record;

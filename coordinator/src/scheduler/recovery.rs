@@ -17,9 +17,10 @@ use swarm_protocol::{
 };
 
 use super::checks;
+use super::failures::AttemptCost;
 use super::graph::{ObjectiveRun, ObjectiveTasks};
 use super::sagas::Saga;
-use super::state::{AttemptCost, SchedulerState};
+use super::state::SchedulerState;
 use crate::journal::now_ms;
 use crate::replay::{ObjectiveModel, Recovered};
 

@@ -12,8 +12,9 @@ use std::collections::VecDeque;
 
 use swarm_protocol::{Event, FailureKind, ObjectiveId, ObjectiveStatus, TaskId, TaskStatus};
 
+use super::failures::AttemptCost;
 use super::record::TaskRecord;
-use super::state::{AttemptCost, SchedulerState};
+use super::state::SchedulerState;
 use crate::replay::ObjectiveModel;
 
 /// An objective's compensations in progress.

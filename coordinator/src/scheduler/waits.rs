@@ -23,8 +23,9 @@ use swarm_protocol::{
 };
 use uuid::Uuid;
 
+use super::failures::AttemptCost;
 use super::schema::review_reason;
-use super::state::{AttemptCost, SchedulerState};
+use super::state::SchedulerState;
 
 /// A posted event the scheduler keeps: until a `wait` task consumes it, or (when the sender
 /// gave an idempotency key, which keeps answering with it) until it expires.
