@@ -1,12 +1,17 @@
-//! The scheduler's state and every transition of it. The actor in `scheduler.rs` only routes
-//! messages here, so this logic can be read (and tested) without the mailbox around it.
+//! The scheduler's state: the parts it is made of, and the turn they run in. The actor in
+//! `scheduler.rs` only routes messages here, so this logic can be read (and tested) without
+//! the mailbox around it.
 //!
-//! The allocation invariant and fairness (ready queues, parking, bursts) live in
-//! [`Dispatch`], which decides where a ready task goes; this state starts the attempt.
-//!
-//! Sagas: when an objective fails, the compensations of its succeeded tasks run one at a time,
-//! newest success first, as tasks of the objective (`start_compensation`,
-//! `next_compensation`); it ends `Failed` after the last.
+//! Each part owns its data and keeps its own rules, and is tested on plain values: the task
+//! graph ([`Graph`]), dispatch ([`Dispatch`], where the allocation invariant and fairness
+//! live), the posted events and waiting tasks ([`Waits`]), and each failed objective's saga
+//! (`Saga`, where the order of compensations lives). [`SchedulerState`] holds them with what a
+//! turn needs (the registry, the journal, the effects carried out once the turn is durable)
+//! and makes the calls between them. This file has the steps every path goes through: a task
+//! becomes ready and goes to dispatch (`make_ready`), an attempt starts (`assign`), an event
+//! is recorded (`emit`) and a turn ends (`flush`). The transitions of each concern are in a
+//! file of their own: `objectives.rs`, `outcomes.rs`, `failures.rs`, `plans.rs`, `sagas.rs`,
+//! `recovery.rs` and `waits.rs`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
