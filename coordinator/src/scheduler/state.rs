@@ -40,10 +40,15 @@ pub type AgentRegistry = Registry<ActorRef<AgentMsg>>;
 
 /// Everything the scheduler owns.
 pub struct SchedulerState {
+    /// The agents, shared with the supervisor: slots are taken and given back through it.
     pub(super) registry: AgentRegistry,
+    /// The actor's own ref, for the timers that send a message back (retries, deadlines,
+    /// waits, expiries).
     pub(super) myself: ActorRef<SchedulerMsg>,
     pub(super) config: SchedulerConfig,
+    /// Where the turn's events go; it carries out the turn's effects once they are durable.
     pub(super) journal: Box<dyn Journal>,
+    /// How effects reach agents and callers.
     pub(super) delivery: Arc<Delivery>,
     /// What the current turn does once its events are durable.
     pub(super) effects: Effects,
@@ -57,9 +62,13 @@ pub struct SchedulerState {
     pub(super) graph: Graph,
     /// The ready queues, parking and what the turn sends to agents.
     pub(super) dispatch: Dispatch<ActorRef<AgentMsg>>,
+    /// Callers waiting for an objective to end.
     pub(super) waiters: FxHashMap<ObjectiveId, Vec<RpcReplyPort<Option<ObjectiveSummary>>>>,
+    /// Where agents' reports arrive.
     pub(super) reports: ReportInbox,
+    /// For the jitter of retry backoffs.
     pub(super) rng: fastrand::Rng,
+    /// Counters; the depths of queues and waits are read from their owners when asked.
     pub(super) stats: SchedulerStats,
     /// The wall clock when the current handler turn began (ms since the Unix epoch): attempts
     /// started in the turn are stamped with it, so an assignment reads no clock.
