@@ -326,3 +326,38 @@ fn a_withdrawn_attempt_is_not_sent_or_is_cancelled() {
         "the unsent one is dropped, the sent one cancelled"
     );
 }
+
+#[test]
+fn a_task_refused_for_good_by_an_agent_waits_for_another() {
+    let mut w = World::new(u32::MAX);
+    let objective = ObjectiveId::new();
+    let refuser = w.agent(&["code"], 2);
+    let other = w.agent(&["code"], 1);
+    w.task(1, objective, "code", 0, false);
+    w.task(2, objective, "code", 5, false);
+    w.task(3, objective, "code", 0, false);
+    assert!(w.place(1).is_some(), "one of them takes it");
+    let busy_other = w.dispatch.running_on(other).len() == 1;
+    if !busy_other {
+        // Make `other` full so the refused task has nowhere to go.
+        w.task(9, objective, "code", 0, false);
+        assert_eq!(w.place(9), Some(other));
+    }
+    if let Some(node) = w.tasks.get_mut(TaskId(2)) {
+        node.avoid = Some(refuser);
+    }
+    assert_eq!(
+        w.place(2),
+        None,
+        "only the agent it avoids has room: queued"
+    );
+    assert_eq!(w.place(3), None, "behind it");
+    assert!(
+        w.pull(refuser).is_empty(),
+        "the refused head is not given to the agent it avoids, and keeps its place"
+    );
+    let running = w.dispatch.running_on(other);
+    w.end(other, running[0].0);
+    assert_eq!(w.pull(other), vec![2]);
+    assert_eq!(w.pull(refuser), vec![3], "then the queue moves on");
+}
