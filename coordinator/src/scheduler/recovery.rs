@@ -5,8 +5,9 @@
 //! task keeps its output and never runs again; an attempt that was running is recorded as
 //! lost and runs again with the next attempt (so the next idempotency key); a pending retry
 //! waits out the rest of its backoff; a `wait` task waits for the rest of its time; a saga
-//! goes on with the compensation that had started. The restore records only what a restart
-//! adds (lost attempts, ends that fell due while it was down), as any turn does.
+//! goes on with the compensation that had started. What taking them up changes (attempts
+//! lost, tasks made ready, ends that fell due while the coordinator was down) is recorded, as
+//! in any turn.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
