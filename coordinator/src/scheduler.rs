@@ -4,14 +4,49 @@
 //! The handler does only in-memory work; agents run attempts off their own mailboxes and retry
 //! backoffs are timers that send a message back. Assignments made while handling one message go
 //! out as one batch per agent when the handler ends.
+//!
+//! # Layout
+//!
+//! [`SchedulerState`] (`state.rs`) is composed of parts that each own their data, keep their
+//! rules in one place, and are tested on plain values, without an actor:
+//! - `graph.rs`: the objectives, the task nodes and the task ids; edges, inputs, views and
+//!   pages of tasks.
+//! - `dispatch.rs`: the ready queues, the objectives' concurrency caps and parked tasks, the
+//!   turn's bursts and outbox, and who runs what. The *allocation invariant* (a queued task
+//!   never waits while a capable agent has room) and *fairness* (priority then age; an
+//!   objective at its `max_concurrency` parks its tasks, keeping their places) live here.
+//! - `waits.rs`: posted events, each key's mailbox and waiting tasks, and the events'
+//!   idempotency keys (first waiter first, oldest event first).
+//! - `sagas.rs`: the *saga* rule: a failed objective's compensations run one at a time,
+//!   newest success first, and it ends `Failed` after the last.
+//! - `checks.rs`: the planning checks, functions of the registry and the graph.
+//! - `record.rs`: one task's record, folded from its events by the same code live and in
+//!   replay; `queue.rs` and `slab.rs`: a ready queue and the task slab.
+//!
+//! The transitions that take several parts are the state's, a file per concern:
+//! `objectives.rs` (submit, end, cancel, review), `outcomes.rs` (reports and successes),
+//! `failures.rs` (retries, review, failing for good), `plans.rs` (planning tasks and
+//! re-planning), `recovery.rs` (the restore from the log) and the second half of `waits.rs`
+//! (`wait` tasks). `planner.rs` writes the planner's prompt and reads its plan, `schema.rs`
+//! checks outputs, and `spawn.rs` reads follow-up tasks out of an output.
 
+mod checks;
+mod dispatch;
+mod failures;
+mod graph;
+mod objectives;
+mod outcomes;
 mod planner;
+mod plans;
 mod queue;
 mod record;
+mod recovery;
+mod sagas;
 mod schema;
 mod slab;
 mod spawn;
 mod state;
+mod waits;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use swarm_agents::ReportInbox;
@@ -139,7 +174,7 @@ impl Actor for Scheduler {
                 state.reply_after_commit(reply, result);
             }
             SchedulerMsg::Get { objective, reply } => {
-                let _ = reply.send(state.view(objective));
+                let _ = reply.send(state.graph.view(objective));
             }
             SchedulerMsg::AwaitEnd { objective, reply } => state.await_end(objective, reply),
             SchedulerMsg::Stats(reply) => {
@@ -149,7 +184,7 @@ impl Actor for Scheduler {
                 let _ = reply.send(state.queue_depths());
             }
             SchedulerMsg::Tasks { query, reply } => {
-                let _ = reply.send(state.task_page(&query));
+                let _ = reply.send(state.graph.task_page(&query));
             }
             SchedulerMsg::PostEvent { event, reply } => {
                 let result = state.post_event(event);

@@ -1,0 +1,454 @@
+//! Ready tasks on their way to agents: the ready queues, the objectives' concurrency caps with
+//! their parked tasks, the turn's bursts and outbox, and the attempts each agent runs.
+//!
+//! Allocation invariant: while a capability's ready queue holds a task, every agent with that
+//! capability was full (or unhealthy) when the task was queued. Every event that frees room on
+//! an agent (a report, a registration, a recovery) pulls from that agent's queues
+//! ([`Dispatch::next_for`]), so a queued task never waits while a capable agent has room, and a
+//! newly ready task only asks the registry to select an agent when its queue is empty
+//! ([`Dispatch::place`]).
+//!
+//! Fairness: queues order tasks by priority, then age. A task of an objective at its
+//! `max_concurrency` is *parked* with its objective (its queue entry, so its place, is kept)
+//! instead of being allocated; when one of the objective's attempts ends
+//! ([`Dispatch::attempt_ended`]), as many parked entries as there is room go back into their
+//! queues, and those queues are offered to their agents at the end of the turn
+//! ([`Dispatch::next_kicked`]), which keeps the invariant above. Objectives without a cap pay
+//! one flag test per allocation.
+//!
+//! [`Dispatch`] decides where a ready task goes and holds what the turn sends; the scheduler
+//! starts the attempt and records it. It is generic over the agents' handle, as the registry
+//! is, so its rules are tested on plain values.
+
+use std::collections::BinaryHeap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+use swarm_protocol::{AgentId, AgentMsg, Assignment, Capability, ObjectiveId, TaskId, TaskStatus};
+use swarm_registry::{Lease, Registry};
+
+use super::graph::TaskNode;
+use super::queue::{Entry, ReadyQueue};
+use super::slab::Slab;
+
+/// The ready queues, parking, the turn's outbox and who runs what.
+#[derive(Debug)]
+pub(super) struct Dispatch<H> {
+    /// `SchedulerConfig::burst_divisor`.
+    burst_divisor: u32,
+    queues: FxHashMap<Capability, ReadyQueue>,
+    /// The next queue entry's sequence number (its age).
+    next_seq: u64,
+    /// Objectives with a `max_concurrency`, by id.
+    caps: FxHashMap<ObjectiveId, Cap>,
+    /// Tasks parked, over all objectives.
+    parked: u64,
+    /// Capabilities whose queues got parked tasks back this turn: offered to their agents
+    /// when the turn ends.
+    kicks: Vec<Capability>,
+    /// Per capability, the agent taking this turn's burst and how many more it may take.
+    burst: FxHashMap<Capability, (AgentId, u32)>,
+    /// Assignments made this turn, sent as one batch per agent when it ends.
+    outbox: FxHashMap<AgentId, (H, Vec<Assignment>)>,
+    /// Cancellations made this turn, sent after its assignments.
+    cancels: Vec<(AgentId, H, AgentMsg)>,
+    /// The tasks each agent runs an attempt of.
+    in_flight: FxHashMap<AgentId, FxHashSet<TaskId>>,
+    /// The capabilities of agents that took work, read once from the registry.
+    agent_caps: FxHashMap<AgentId, Arc<[Capability]>>,
+}
+
+/// An objective's `max_concurrency` and the attempts it runs.
+#[derive(Debug)]
+struct Cap {
+    max: u32,
+    running: u32,
+    /// Ready tasks held back while the objective is at its cap, best first; each keeps the
+    /// queue entry (so the place) it had.
+    parked: BinaryHeap<Entry>,
+    /// False once the objective stopped running: nothing parked goes back.
+    open: bool,
+}
+
+impl Cap {
+    fn full(&self) -> bool {
+        self.running >= self.max
+    }
+}
+
+/// The first live entry of `queue` that may run now, with the agent it avoids. Entries of
+/// objectives at their cap met on the way are parked (they keep their entry, so their place).
+fn head(
+    queue: &mut ReadyQueue,
+    caps: &mut FxHashMap<ObjectiveId, Cap>,
+    parked: &mut u64,
+    tasks: &mut Slab<TaskNode>,
+) -> Option<(Entry, Option<AgentId>)> {
+    loop {
+        let head = queue.peek(|e| tasks.get(e.task).is_some_and(|n| n.queued == Some(e.seq)))?;
+        let node = tasks.get_mut(head.task)?;
+        if !node.capped {
+            return Some((head, node.avoid));
+        }
+        let Some(cap) = caps.get_mut(&node.objective).filter(|cap| cap.full()) else {
+            return Some((head, node.avoid));
+        };
+        queue.pop();
+        cap.parked.push(head);
+        *parked += 1;
+        node.queued = None;
+    }
+}
+
+impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
+    pub(super) fn new(burst_divisor: u32) -> Self {
+        Self {
+            burst_divisor: burst_divisor.max(1),
+            queues: FxHashMap::default(),
+            next_seq: 0,
+            caps: FxHashMap::default(),
+            parked: 0,
+            kicks: Vec::new(),
+            burst: FxHashMap::default(),
+            outbox: FxHashMap::default(),
+            cancels: Vec::new(),
+            in_flight: FxHashMap::default(),
+            agent_caps: FxHashMap::default(),
+        }
+    }
+
+    /// A running objective's `max_concurrency`, if it has one: its attempts are counted from
+    /// now on.
+    pub(super) fn limit(&mut self, objective: ObjectiveId, max_concurrency: Option<NonZeroU32>) {
+        if let Some(max) = max_concurrency {
+            self.caps.insert(
+                objective,
+                Cap {
+                    max: max.get(),
+                    running: 0,
+                    parked: BinaryHeap::new(),
+                    open: true,
+                },
+            );
+        }
+    }
+
+    /// The objective stopped running: its parked tasks are dropped and none go back.
+    pub(super) fn close(&mut self, objective: ObjectiveId) {
+        if let Some(cap) = self.caps.get_mut(&objective) {
+            self.parked = self.parked.saturating_sub(cap.parked.len() as u64);
+            cap.parked.clear();
+            cap.open = false;
+        }
+    }
+
+    /// The objective is dropped from memory.
+    pub(super) fn forget(&mut self, objective: ObjectiveId) {
+        self.close(objective);
+        self.caps.remove(&objective);
+    }
+
+    /// Where a newly ready task goes. With a lease, an agent takes it now and the caller
+    /// starts the attempt. Otherwise it is parked (its objective is at its cap) or queued (its
+    /// queue is not empty, or no agent has room).
+    pub(super) fn place(
+        &mut self,
+        tasks: &mut Slab<TaskNode>,
+        registry: &Registry<H>,
+        id: TaskId,
+    ) -> Option<Lease<H>> {
+        let node = tasks.get_mut(id)?;
+        if node.capped
+            && let Some(cap) = self.caps.get_mut(&node.objective)
+            && cap.full()
+        {
+            cap.parked.push(Entry {
+                priority: node.priority,
+                seq: self.next_seq,
+                task: id,
+            });
+            self.next_seq += 1;
+            self.parked += 1;
+            return None;
+        }
+        let capability = &node.record.capability;
+        let queue_empty = self.queues.get(capability).is_none_or(ReadyQueue::is_empty);
+        if queue_empty {
+            let lease = match node.avoid {
+                None => self.lease_for_burst(registry, capability),
+                Some(agent) => registry.select_other(capability, agent),
+            };
+            if lease.is_some() {
+                return lease;
+            }
+        }
+        let entry = Entry {
+            priority: node.priority,
+            seq: self.next_seq,
+            task: id,
+        };
+        self.next_seq += 1;
+        node.queued = Some(entry.seq);
+        match self.queues.get_mut(capability) {
+            Some(queue) => queue.push(entry),
+            None => self
+                .queues
+                .entry(capability.clone())
+                .or_default()
+                .push(entry),
+        }
+        None
+    }
+
+    /// A slot for a newly ready task. Within one handler turn, the least-loaded agent the
+    /// registry chose for a capability keeps taking that capability's new tasks until it has
+    /// taken `capacity / burst_divisor` of them (at least one), so a burst reaches it in one
+    /// message; then the registry chooses again. Agents of small capacity, as model agents
+    /// are, therefore get one task per choice.
+    fn lease_for_burst(
+        &mut self,
+        registry: &Registry<H>,
+        capability: &Capability,
+    ) -> Option<Lease<H>> {
+        if let Some((agent, left)) = self.burst.get_mut(capability)
+            && *left > 0
+        {
+            if let Some(lease) = registry.try_acquire(*agent) {
+                *left -= 1;
+                return Some(lease);
+            }
+            *left = 0;
+        }
+        let lease = registry.select(capability)?;
+        let share = (lease.capacity / self.burst_divisor).max(1);
+        match self.burst.get_mut(capability) {
+            Some(entry) => *entry = (lease.agent, share - 1),
+            None => {
+                self.burst
+                    .insert(capability.clone(), (lease.agent, share - 1));
+            }
+        }
+        Some(lease)
+    }
+
+    /// An attempt starts on the leased agent: it goes out with the turn's batch for that
+    /// agent. `capped` is the task's objective when the objective has a cap.
+    pub(super) fn assigned(
+        &mut self,
+        lease: Lease<H>,
+        assignment: Assignment,
+        capped: Option<ObjectiveId>,
+    ) {
+        if let Some(cap) = capped.and_then(|o| self.caps.get_mut(&o)) {
+            cap.running += 1;
+        }
+        self.in_flight
+            .entry(lease.agent)
+            .or_default()
+            .insert(assignment.task.id);
+        self.outbox
+            .entry(lease.agent)
+            .or_insert_with(|| (lease.handle, Vec::new()))
+            .1
+            .push(assignment);
+    }
+
+    /// The capabilities `agent` takes work of (read from the registry once, until
+    /// [`Dispatch::agent_changed`]).
+    pub(super) fn capabilities_of(
+        &mut self,
+        registry: &Registry<H>,
+        agent: AgentId,
+    ) -> Option<Arc<[Capability]>> {
+        if let Some(caps) = self.agent_caps.get(&agent) {
+            return Some(caps.clone());
+        }
+        let caps: Arc<[Capability]> = registry.capabilities(agent)?.into();
+        self.agent_caps.insert(agent, caps.clone());
+        Some(caps)
+    }
+
+    /// The agent registered again, recovered or grew: its capabilities are read again.
+    pub(super) fn agent_changed(&mut self, agent: AgentId) {
+        self.agent_caps.remove(&agent);
+    }
+
+    /// The next queued task for `agent` (of capabilities `caps`), with a slot taken on it: the
+    /// best head of its queues that it did not refuse. `None` when none is queued for it, or
+    /// it has no room.
+    pub(super) fn next_for(
+        &mut self,
+        tasks: &mut Slab<TaskNode>,
+        registry: &Registry<H>,
+        agent: AgentId,
+        caps: &[Capability],
+    ) -> Option<(TaskId, Lease<H>)> {
+        let mut best: Option<(Entry, usize)> = None;
+        for (i, cap) in caps.iter().enumerate() {
+            let Some(queue) = self.queues.get_mut(cap) else {
+                continue;
+            };
+            let Some((entry, avoid)) = head(queue, &mut self.caps, &mut self.parked, tasks) else {
+                continue;
+            };
+            // A head this agent refused for good waits for another agent.
+            if avoid != Some(agent) && best.is_none_or(|(b, _)| entry > b) {
+                best = Some((entry, i));
+            }
+        }
+        let (entry, i) = best?;
+        let lease = registry.try_acquire(agent)?;
+        if let Some(queue) = self.queues.get_mut(&caps[i]) {
+            queue.pop();
+        }
+        Some((entry.task, lease))
+    }
+
+    /// An attempt of a capped objective ended: as many parked tasks as there is room for go
+    /// back to their queues, at the place their entries had, and those queues are offered to
+    /// their agents when the turn ends.
+    pub(super) fn attempt_ended(&mut self, tasks: &mut Slab<TaskNode>, objective: ObjectiveId) {
+        let Some(cap) = self.caps.get_mut(&objective) else {
+            return;
+        };
+        cap.running = cap.running.saturating_sub(1);
+        if !cap.open {
+            return;
+        }
+        let mut room = cap.max.saturating_sub(cap.running);
+        while room > 0 {
+            let Some(entry) = cap.parked.pop() else {
+                break;
+            };
+            self.parked = self.parked.saturating_sub(1);
+            let Some(node) = tasks.get_mut(entry.task) else {
+                continue;
+            };
+            if node.record.status != TaskStatus::Ready || node.queued.is_some() || node.retry_due {
+                continue;
+            }
+            node.queued = Some(entry.seq);
+            let capability = &node.record.capability;
+            self.queues
+                .entry(capability.clone())
+                .or_default()
+                .push(entry);
+            if !self.kicks.contains(capability) {
+                self.kicks.push(capability.clone());
+            }
+            room -= 1;
+        }
+    }
+
+    /// The next task of a queue that got parked tasks back this turn, with a slot taken on an
+    /// agent. `None` once each such queue is empty or no agent of its capability has room
+    /// (which keeps the allocation invariant).
+    pub(super) fn next_kicked(
+        &mut self,
+        tasks: &mut Slab<TaskNode>,
+        registry: &Registry<H>,
+    ) -> Option<(TaskId, Lease<H>)> {
+        while let Some(capability) = self.kicks.last() {
+            if let Some(queue) = self.queues.get_mut(capability)
+                && let Some((entry, avoid)) = head(queue, &mut self.caps, &mut self.parked, tasks)
+            {
+                let lease = match avoid {
+                    None => registry.select(capability),
+                    Some(agent) => registry.select_other(capability, agent),
+                };
+                if let Some(lease) = lease {
+                    queue.pop();
+                    return Some((entry.task, lease));
+                }
+            }
+            self.kicks.pop();
+        }
+        None
+    }
+
+    /// A queued task left its queue without being taken (it was cancelled).
+    pub(super) fn unqueued(&mut self, capability: &Capability) {
+        if let Some(queue) = self.queues.get_mut(capability) {
+            queue.forget_one();
+        }
+    }
+
+    /// An attempt ended or was taken back: its agent's slot is free.
+    pub(super) fn released(&mut self, registry: &Registry<H>, agent: AgentId, task: TaskId) {
+        registry.release(agent);
+        if let Some(set) = self.in_flight.get_mut(&agent) {
+            set.remove(&task);
+        }
+    }
+
+    /// A running attempt is cancelled: one assigned this turn is simply not sent; one sent
+    /// before is told to stop.
+    pub(super) fn withdraw(
+        &mut self,
+        registry: &Registry<H>,
+        agent: AgentId,
+        task: TaskId,
+        attempt: u32,
+    ) {
+        let unsent = self.outbox.get_mut(&agent).is_some_and(|(_, batch)| {
+            let before = batch.len();
+            batch.retain(|a| a.task.id != task);
+            batch.len() != before
+        });
+        if !unsent && let Some(handle) = registry.handle(agent) {
+            self.cancels
+                .push((agent, handle, AgentMsg::Cancel { task, attempt }));
+        }
+    }
+
+    /// The tasks `agent` runs an attempt of.
+    pub(super) fn running_on(&self, agent: AgentId) -> Vec<TaskId> {
+        self.in_flight
+            .get(&agent)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// True when queues got parked tasks back this turn.
+    pub(super) fn has_kicks(&self) -> bool {
+        !self.kicks.is_empty()
+    }
+
+    /// The assignments made this turn.
+    pub(super) fn outgoing(&self) -> impl Iterator<Item = &Assignment> {
+        self.outbox.values().flat_map(|(_, batch)| batch)
+    }
+
+    /// Ends a turn: its assignments (one batch per agent), then its cancellations, go into
+    /// `sends`, and its bursts end.
+    pub(super) fn end_turn(&mut self, sends: &mut Vec<(AgentId, H, AgentMsg)>) {
+        self.burst.clear();
+        sends.reserve(self.outbox.len() + self.cancels.len());
+        for (agent, (handle, batch)) in self.outbox.drain() {
+            if !batch.is_empty() {
+                sends.push((agent, handle, AgentMsg::Run(batch)));
+            }
+        }
+        sends.append(&mut self.cancels);
+    }
+
+    /// Tasks waiting for an agent: queued or parked.
+    pub(super) fn waiting(&self) -> u64 {
+        self.queues.values().map(|q| q.len() as u64).sum::<u64>() + self.parked
+    }
+
+    /// Tasks waiting for an agent, per capability, ordered by capability.
+    pub(super) fn depths(&self) -> Vec<(Capability, u64)> {
+        let mut depths: Vec<_> = self
+            .queues
+            .iter()
+            .map(|(capability, queue)| (capability.clone(), queue.len() as u64))
+            .collect();
+        depths.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        depths
+    }
+}
+
+#[cfg(test)]
+mod tests;
