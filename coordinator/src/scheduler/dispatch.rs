@@ -8,6 +8,12 @@
 //! newly ready task only asks the registry to select an agent when its queue is empty
 //! ([`Dispatch::place`]).
 //!
+//! A task an agent refused for good (a permanent failure that fails over) must not run there
+//! again, so it never waits in its capability's queue, where it would stand between that
+//! agent and the tasks behind it: it waits apart, with its capability's other *refused*
+//! tasks, for any other agent ([`Dispatch::place`] tries one at once; [`Dispatch::next_for`]
+//! offers it to every agent that frees room, except the one it avoids).
+//!
 //! Fairness: queues order tasks by priority, then age. A task of an objective at its
 //! `max_concurrency` is *parked* with its objective (its queue entry, so its place, is kept)
 //! instead of being allocated; when one of the objective's attempts ends
@@ -38,6 +44,9 @@ pub(super) struct Dispatch<H> {
     /// `SchedulerConfig::burst_divisor`.
     burst_divisor: u32,
     queues: FxHashMap<Capability, ReadyQueue>,
+    /// Per capability, tasks refused for good by an agent and waiting for another, oldest
+    /// first (each with the agent it avoids on its node). Short: failures path only.
+    refused: FxHashMap<Capability, Vec<Entry>>,
     /// The next queue entry's sequence number (its age).
     next_seq: u64,
     /// Objectives with a `max_concurrency`, by id.
@@ -106,6 +115,7 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
         Self {
             burst_divisor: burst_divisor.max(1),
             queues: FxHashMap::default(),
+            refused: FxHashMap::default(),
             next_seq: 0,
             caps: FxHashMap::default(),
             parked: 0,
@@ -173,15 +183,27 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
             return None;
         }
         let capability = &node.record.capability;
-        let queue_empty = self.queues.get(capability).is_none_or(ReadyQueue::is_empty);
-        if queue_empty {
-            let lease = match node.avoid {
-                None => self.lease_for_burst(registry, capability),
-                Some(agent) => registry.select_other(capability, agent),
-            };
-            if lease.is_some() {
-                return lease;
+        if let Some(avoid) = node.avoid {
+            // Refused for good by `avoid`: another agent now, or wait apart for one.
+            if let Some(lease) = registry.select_other(capability, avoid) {
+                return Some(lease);
             }
+            let entry = Entry {
+                priority: node.priority,
+                seq: self.next_seq,
+                task: id,
+            };
+            self.next_seq += 1;
+            node.queued = Some(entry.seq);
+            self.refused
+                .entry(capability.clone())
+                .or_default()
+                .push(entry);
+            return None;
+        }
+        let queue_empty = self.queues.get(capability).is_none_or(ReadyQueue::is_empty);
+        if queue_empty && let Some(lease) = self.lease_for_burst(registry, capability) {
+            return Some(lease);
         }
         let entry = Entry {
             priority: node.priority,
@@ -274,9 +296,9 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
         self.agent_caps.remove(&agent);
     }
 
-    /// The next queued task for `agent` (of capabilities `caps`), with a slot taken on it: the
-    /// best head of its queues that it did not refuse. `None` when none is queued for it, or
-    /// it has no room.
+    /// The next task for `agent` (of capabilities `caps`), with a slot taken on it: a task
+    /// another agent refused for good first (the oldest), else the best head of its queues.
+    /// `None` when nothing waits for it, or it has no room.
     pub(super) fn next_for(
         &mut self,
         tasks: &mut Slab<TaskNode>,
@@ -284,16 +306,18 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
         agent: AgentId,
         caps: &[Capability],
     ) -> Option<(TaskId, Lease<H>)> {
+        if let Some(taken) = self.next_refused_for(tasks, registry, agent, caps) {
+            return Some(taken);
+        }
         let mut best: Option<(Entry, usize)> = None;
         for (i, cap) in caps.iter().enumerate() {
             let Some(queue) = self.queues.get_mut(cap) else {
                 continue;
             };
-            let Some((entry, avoid)) = head(queue, &mut self.caps, &mut self.parked, tasks) else {
+            let Some((entry, _)) = head(queue, &mut self.caps, &mut self.parked, tasks) else {
                 continue;
             };
-            // A head this agent refused for good waits for another agent.
-            if avoid != Some(agent) && best.is_none_or(|(b, _)| entry > b) {
+            if best.is_none_or(|(b, _)| entry > b) {
                 best = Some((entry, i));
             }
         }
@@ -303,6 +327,43 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
             queue.pop();
         }
         Some((entry.task, lease))
+    }
+
+    /// The oldest task of `caps` refused for good by an agent other than `agent`, with a slot
+    /// taken on `agent`. Entries no longer live (the task left the list) are dropped.
+    fn next_refused_for(
+        &mut self,
+        tasks: &Slab<TaskNode>,
+        registry: &Registry<H>,
+        agent: AgentId,
+        caps: &[Capability],
+    ) -> Option<(TaskId, Lease<H>)> {
+        if self.refused.is_empty() {
+            return None;
+        }
+        for cap in caps {
+            let Some(waiting) = self.refused.get_mut(cap) else {
+                continue;
+            };
+            waiting.retain(|e| tasks.get(e.task).is_some_and(|n| n.queued == Some(e.seq)));
+            let found = waiting
+                .iter()
+                .position(|e| tasks.get(e.task).is_some_and(|n| n.avoid != Some(agent)));
+            if waiting.is_empty() {
+                self.refused.remove(cap);
+                continue;
+            }
+            let Some(at) = found else {
+                continue;
+            };
+            let lease = registry.try_acquire(agent)?;
+            let entry = waiting.remove(at);
+            if waiting.is_empty() {
+                self.refused.remove(cap);
+            }
+            return Some((entry.task, lease));
+        }
+        None
     }
 
     /// An attempt of a capped objective ended: as many parked tasks as there is room for go
@@ -330,10 +391,17 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
             }
             node.queued = Some(entry.seq);
             let capability = &node.record.capability;
-            self.queues
-                .entry(capability.clone())
-                .or_default()
-                .push(entry);
+            if node.avoid.is_some() {
+                self.refused
+                    .entry(capability.clone())
+                    .or_default()
+                    .push(entry);
+            } else {
+                self.queues
+                    .entry(capability.clone())
+                    .or_default()
+                    .push(entry);
+            }
             if !self.kicks.contains(capability) {
                 self.kicks.push(capability.clone());
             }
@@ -350,6 +418,19 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
         registry: &Registry<H>,
     ) -> Option<(TaskId, Lease<H>)> {
         while let Some(capability) = self.kicks.last() {
+            if let Some(waiting) = self.refused.get_mut(capability) {
+                waiting.retain(|e| tasks.get(e.task).is_some_and(|n| n.queued == Some(e.seq)));
+                for at in 0..waiting.len() {
+                    let entry = waiting[at];
+                    let Some(avoid) = tasks.get(entry.task).and_then(|n| n.avoid) else {
+                        continue;
+                    };
+                    if let Some(lease) = registry.select_other(capability, avoid) {
+                        waiting.remove(at);
+                        return Some((entry.task, lease));
+                    }
+                }
+            }
             if let Some(queue) = self.queues.get_mut(capability)
                 && let Some((entry, avoid)) = head(queue, &mut self.caps, &mut self.parked, tasks)
             {
@@ -368,7 +449,13 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
     }
 
     /// A queued task left its queue without being taken (it was cancelled).
-    pub(super) fn unqueued(&mut self, capability: &Capability) {
+    pub(super) fn unqueued(&mut self, capability: &Capability, task: TaskId) {
+        if let Some(waiting) = self.refused.get_mut(capability)
+            && let Some(at) = waiting.iter().position(|e| e.task == task)
+        {
+            waiting.remove(at);
+            return;
+        }
         if let Some(queue) = self.queues.get_mut(capability) {
             queue.forget_one();
         }
@@ -435,16 +522,22 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
 
     /// Tasks waiting for an agent: queued or parked.
     pub(super) fn waiting(&self) -> u64 {
-        self.queues.values().map(|q| q.len() as u64).sum::<u64>() + self.parked
+        self.queues.values().map(|q| q.len() as u64).sum::<u64>()
+            + self.refused.values().map(|r| r.len() as u64).sum::<u64>()
+            + self.parked
     }
 
     /// Tasks waiting for an agent, per capability, ordered by capability.
     pub(super) fn depths(&self) -> Vec<(Capability, u64)> {
-        let mut depths: Vec<_> = self
+        let mut depths: FxHashMap<Capability, u64> = self
             .queues
             .iter()
             .map(|(capability, queue)| (capability.clone(), queue.len() as u64))
             .collect();
+        for (capability, waiting) in &self.refused {
+            *depths.entry(capability.clone()).or_default() += waiting.len() as u64;
+        }
+        let mut depths: Vec<_> = depths.into_iter().collect();
         depths.sort_unstable_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         depths
     }

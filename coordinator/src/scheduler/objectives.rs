@@ -258,7 +258,7 @@ impl SchedulerState {
             self.waits.stop_waiting(key, id);
         }
         if queued.is_some() {
-            self.dispatch.unqueued(&node.record.capability);
+            self.dispatch.unqueued(&node.record.capability, id);
         }
         let mut freed = None;
         if was == TaskStatus::Running

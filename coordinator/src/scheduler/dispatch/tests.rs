@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use swarm_protocol::{RetryPolicy, Task, TaskKey, TaskSpec};
+use swarm_protocol::{Health, RetryPolicy, Task, TaskKey, TaskSpec};
 use swarm_registry::Registration;
 
 use super::*;
@@ -328,36 +328,66 @@ fn a_withdrawn_attempt_is_not_sent_or_is_cancelled() {
 }
 
 #[test]
-fn a_task_refused_for_good_by_an_agent_waits_for_another() {
+fn a_task_refused_for_good_waits_for_another_agent_without_holding_up_the_queue() {
     let mut w = World::new(u32::MAX);
     let objective = ObjectiveId::new();
     let refuser = w.agent(&["code"], 2);
     let other = w.agent(&["code"], 1);
-    w.task(1, objective, "code", 0, false);
+    // `other` is full.
+    w.task(9, objective, "code", 0, false);
+    w.registry
+        .set_health(refuser, Health::Down)
+        .expect("registered");
+    assert_eq!(w.place(9), Some(other));
+    w.registry
+        .set_health(refuser, Health::Up)
+        .expect("registered");
     w.task(2, objective, "code", 5, false);
     w.task(3, objective, "code", 0, false);
-    assert!(w.place(1).is_some(), "one of them takes it");
-    let busy_other = w.dispatch.running_on(other).len() == 1;
-    if !busy_other {
-        // Make `other` full so the refused task has nowhere to go.
-        w.task(9, objective, "code", 0, false);
-        assert_eq!(w.place(9), Some(other));
-    }
     if let Some(node) = w.tasks.get_mut(TaskId(2)) {
         node.avoid = Some(refuser);
     }
     assert_eq!(
         w.place(2),
         None,
-        "only the agent it avoids has room: queued"
+        "only the agent it avoids has room: it waits"
     );
-    assert_eq!(w.place(3), None, "behind it");
+    assert_eq!(
+        w.place(3),
+        Some(refuser),
+        "the refused task does not stand between the refuser and the next task"
+    );
     assert!(
         w.pull(refuser).is_empty(),
-        "the refused head is not given to the agent it avoids, and keeps its place"
+        "never given to the agent it avoids"
     );
-    let running = w.dispatch.running_on(other);
-    w.end(other, running[0].0);
-    assert_eq!(w.pull(other), vec![2]);
-    assert_eq!(w.pull(refuser), vec![3], "then the queue moves on");
+    assert_eq!(w.dispatch.waiting(), 1);
+    assert_eq!(w.dispatch.depths(), vec![(capability("code"), 1)]);
+    w.end(other, 9);
+    assert_eq!(w.pull(other), vec![2], "the next agent with room takes it");
+    assert_eq!(w.dispatch.waiting(), 0);
+}
+
+#[test]
+fn a_refused_task_cancelled_while_it_waits_leaves_the_queue_counts_alone() {
+    let mut w = World::new(u32::MAX);
+    let objective = ObjectiveId::new();
+    let refuser = w.agent(&["code"], 1);
+    w.task(1, objective, "code", 0, false);
+    w.task(2, objective, "code", 0, false);
+    assert_eq!(w.place(1), Some(refuser));
+    assert_eq!(w.place(2), None, "queued behind the running one");
+    w.task(3, objective, "code", 0, false);
+    if let Some(node) = w.tasks.get_mut(TaskId(3)) {
+        node.avoid = Some(refuser);
+    }
+    assert_eq!(w.place(3), None, "no other agent: it waits apart");
+    assert_eq!(w.dispatch.waiting(), 2);
+    if let Some(node) = w.tasks.get_mut(TaskId(3)) {
+        node.queued = None;
+    }
+    w.dispatch.unqueued(&capability("code"), TaskId(3));
+    assert_eq!(w.dispatch.waiting(), 1, "the queue still holds task 2");
+    w.end(refuser, 1);
+    assert_eq!(w.pull(refuser), vec![2]);
 }
