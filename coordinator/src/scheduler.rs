@@ -5,7 +5,7 @@
 //! backoffs are timers that send a message back. Assignments made while handling one message go
 //! out as one batch per agent when the handler ends.
 
-mod planner;
+pub mod planner;
 mod queue;
 mod record;
 mod schema;
