@@ -27,7 +27,9 @@ fuzz_target!(|data: &[u8]| {
             assert!(!agent.name.trim().is_empty());
             assert!(names.insert(agent.name.as_str()));
             assert!(!agent.capabilities.is_empty());
-            assert!(agent.base_url.starts_with("http://") || agent.base_url.starts_with("https://"));
+            assert!(
+                agent.base_url.starts_with("http://") || agent.base_url.starts_with("https://")
+            );
         }
     }
 });

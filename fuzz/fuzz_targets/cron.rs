@@ -50,7 +50,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let at_ms = after_ms.saturating_add(span_ms);
     if let Some(latest) = schedule.latest_slot_between(after_ms, at_ms) {
-        assert!(after_ms < latest && latest <= at_ms, "{latest} not in ({after_ms}, {at_ms}]");
+        assert!(
+            after_ms < latest && latest <= at_ms,
+            "{latest} not in ({after_ms}, {at_ms}]"
+        );
     }
     if let Some(&first) = schedule.next_slots(after_ms, 1).first() {
         assert_eq!(

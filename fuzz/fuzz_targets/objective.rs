@@ -1,9 +1,11 @@
 //! Task graphs as users and schedules submit them: the JSON of an `Objective` (and of one
 //! `TaskSpec`), the graph checks every submitted graph passes, and `$from` references.
 //!
-//! Properties: nothing panics; whatever parses re-serializes and parses back equal (the event
-//! log stores specs as JSON and must read them back); validation is deterministic; a task whose
-//! references check out resolves them against its dependencies' outputs without `NotADependency`.
+//! Properties: nothing panics; the server's body parser (`swarm_server::problem::parse_json`,
+//! which names the field at fault) accepts exactly what `serde_json` accepts; whatever parses
+//! re-serializes and parses back equal (the event log stores specs as JSON and must read them
+//! back); validation is deterministic; a task whose references check out resolves them
+//! against its dependencies' outputs without `NotADependency`.
 
 #![no_main]
 
@@ -18,7 +20,14 @@ use swarm_protocol::task::{
 use swarm_protocol::{Limits, Objective, TaskSpec};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(objective) = serde_json::from_slice::<Objective>(data) {
+    let parsed = serde_json::from_slice::<Objective>(data);
+    let served = swarm_server::problem::parse_json::<Objective>(data);
+    match (&parsed, &served) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(_), Err(problem)) => assert!(matches!(problem.status, 400 | 422), "{problem:?}"),
+        _ => panic!("serde_json: {parsed:?}, the server: {served:?}"),
+    }
+    if let Ok(objective) = parsed {
         check_objective(&objective);
     }
     if let Ok(spec) = serde_json::from_slice::<TaskSpec>(data) {
@@ -44,7 +53,11 @@ fn check_objective(objective: &Objective) {
     let own = graph::validate(&objective.tasks, &NoTasks, &objective.limits);
     if let Ok(depths) = &own {
         assert_eq!(depths.len(), objective.tasks.len());
-        assert!(depths.iter().all(|&d| d >= 1 && d <= objective.limits.max_depth));
+        assert!(
+            depths
+                .iter()
+                .all(|&d| d >= 1 && d <= objective.limits.max_depth)
+        );
     }
     // Each task's dependencies "answer" with their own input: resolution then runs over
     // arbitrary JSON, as it does over agents' outputs.
@@ -68,11 +81,18 @@ fn check_spec(spec: &TaskSpec, upstream: &BTreeMap<swarm_protocol::TaskKey, Valu
     let _ = check_compensation_references(spec);
     let resolved = resolve_input(&spec.input, upstream);
     if !has_references(&spec.input) {
-        assert_eq!(resolved.as_ref(), Ok(&spec.input), "no reference, nothing changes");
+        assert_eq!(
+            resolved.as_ref(),
+            Ok(&spec.input),
+            "no reference, nothing changes"
+        );
     }
     if checked.is_ok() && upstream.len() == spec.depends_on.len() {
         assert!(
-            !matches!(resolved, Err(InputError::NotADependency(_)) | Err(InputError::Malformed)),
+            !matches!(
+                resolved,
+                Err(InputError::NotADependency(_)) | Err(InputError::Malformed)
+            ),
             "references that check out resolve: {resolved:?}"
         );
     }

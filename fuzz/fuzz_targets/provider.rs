@@ -35,7 +35,11 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(text) = std::str::from_utf8(body) {
         let message = error_message(text);
-        assert!(message.len() <= 500 + '…'.len_utf8(), "{} bytes", message.len());
+        assert!(
+            message.len() <= 500 + '…'.len_utf8(),
+            "{} bytes",
+            message.len()
+        );
     }
 
     let whole = fold(provider, body, body.len().max(1));
@@ -92,8 +96,8 @@ fn fold(provider: Provider, body: &[u8], chunk: usize) -> Folded {
     });
     assert_eq!(text, state.completion.text, "the text is the steps' text");
     Folded {
-        completion: state.completion,
         done: state.is_done(),
+        completion: state.completion,
         error,
     }
 }

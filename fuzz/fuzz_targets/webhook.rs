@@ -59,7 +59,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(err) => {
             assert!(err.field.starts_with("template"), "{err}");
-            assert!(err.message.starts_with("the payload has nothing at"), "{err}");
+            assert!(
+                err.message.starts_with("the payload has nothing at"),
+                "{err}"
+            );
         }
     }
 });

@@ -66,6 +66,8 @@ mod tasks;
 pub mod text;
 mod ui;
 
+pub use events::parse_event_id;
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
