@@ -197,7 +197,7 @@ impl AgentState {
             Ok(Poll::Ready(outcome)) => Started::Done(Report {
                 task: task_id,
                 attempt,
-                outcome,
+                outcome: outcome.bounded(),
                 duration: ctx.started().elapsed(),
             }),
             Ok(Poll::Pending) => {
@@ -311,7 +311,7 @@ async fn run_attempt(
         Ok(outcome) => Ok(Report {
             task,
             attempt,
-            outcome,
+            outcome: outcome.bounded(),
             duration: ctx.started().elapsed(),
         }),
         Err(payload) => Err(AttemptPanic {

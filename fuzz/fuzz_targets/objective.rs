@@ -2,10 +2,11 @@
 //! `TaskSpec`), the graph checks every submitted graph passes, and `$from` references.
 //!
 //! Properties: nothing panics; the server's body parser (`swarm_server::problem::parse_json`,
-//! which names the field at fault) accepts exactly what `serde_json` accepts; whatever parses
-//! re-serializes and parses back equal (the event log stores specs as JSON and must read them
-//! back); validation is deterministic; a task whose references check out resolves them
-//! against its dependencies' outputs without `NotADependency`.
+//! which names the field at fault) accepts exactly what `serde_json` accepts within the
+//! ceilings on JSON (`swarm_protocol::bounds`); whatever parses re-serializes and parses back
+//! equal (the event log stores specs as JSON and must read them back); validation is
+//! deterministic; a task whose references check out resolves them against its dependencies'
+//! outputs without `NotADependency`.
 
 #![no_main]
 
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
+use swarm_protocol::bounds::{JsonLimits, check_json};
 use swarm_protocol::graph::{self, NoTasks};
 use swarm_protocol::task::{
     InputError, check_compensation_references, check_references, has_references, resolve_input,
@@ -25,6 +27,14 @@ fuzz_target!(|data: &[u8]| {
     match (&parsed, &served) {
         (Ok(a), Ok(b)) => assert_eq!(a, b),
         (Err(_), Err(problem)) => assert!(matches!(problem.status, 400 | 422), "{problem:?}"),
+        // Past the server's ceilings on JSON (depth, string and array sizes).
+        (Ok(_), Err(problem)) if problem.kind.ends_with(":over-limit") => {
+            let value: Value = serde_json::from_slice(data).expect("it parsed as an objective");
+            assert!(
+                check_json(&value, &JsonLimits::default()).is_err(),
+                "{problem:?}"
+            );
+        }
         _ => panic!("serde_json: {parsed:?}, the server: {served:?}"),
     }
     if let Ok(objective) = parsed {
