@@ -197,7 +197,7 @@ impl AgentState {
             Ok(Poll::Ready(outcome)) => Started::Done(Report {
                 task: task_id,
                 attempt,
-                outcome,
+                outcome: outcome.bounded(),
                 duration: ctx.started().elapsed(),
             }),
             Ok(Poll::Pending) => {
@@ -311,7 +311,7 @@ async fn run_attempt(
         Ok(outcome) => Ok(Report {
             task,
             attempt,
-            outcome,
+            outcome: outcome.bounded(),
             duration: ctx.started().elapsed(),
         }),
         Err(payload) => Err(AttemptPanic {
@@ -332,10 +332,11 @@ pub(crate) async fn watch(
     idle: Option<Duration>,
     hard: Option<Duration>,
 ) -> TaskOutcome {
-    let hard_deadline = hard.map(|h| ctx.started() + h);
+    // Checked: a timeout too long for an `Instant` to hold is a deadline that never comes.
+    let hard_deadline = hard.and_then(|h| ctx.started().checked_add(h));
     tokio::pin!(attempt_future);
     loop {
-        let idle_deadline = idle.map(|i| ctx.last_beat() + i);
+        let idle_deadline = idle.and_then(|i| ctx.last_beat().checked_add(i));
         let wake = match (hard_deadline, idle_deadline) {
             (Some(h), Some(i)) => h.min(i),
             (Some(at), None) | (None, Some(at)) => at,
@@ -352,7 +353,7 @@ pub(crate) async fn watch(
                     return timed_out(ctx, format!("ran past its hard timeout of {h:?}"));
                 }
                 if let Some(i) = idle
-                    && now >= ctx.last_beat() + i
+                    && ctx.last_beat().checked_add(i).is_some_and(|at| now >= at)
                 {
                     return timed_out(ctx, format!("stalled: no progress for {i:?} (idle timeout)"));
                 }
@@ -605,6 +606,32 @@ mod tests {
             waited >= Duration::from_secs(7) && waited < Duration::from_secs(8),
             "{waited:?}"
         );
+        assert_eq!(harness.in_flight().await, 0);
+    }
+
+    /// Timeouts too long for an `Instant` (as a client once sent: `10000000000000000000s`)
+    /// never come; the attempt runs to its end and the actor lives on.
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_past_what_an_instant_holds_never_fire_and_never_panic() {
+        let agent = FnAgent::new(|_task, ctx| async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            ctx.heartbeat();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            TaskOutcome::success(json!("done"))
+        });
+        let mut harness = Harness::start(agent, 2).await;
+        let huge = Duration::from_secs(10_000_000_000_000_000_000);
+        harness.run(vec![
+            assignment_with_timeouts(1, Value::Null, Some(huge), Some(huge)),
+            assignment_with_timeouts(2, Value::Null, Some(Duration::MAX), None),
+        ]);
+        let mut reports = harness.next_reports().await;
+        while reports.len() < 2 {
+            reports.extend(harness.next_reports().await);
+        }
+        for report in &reports {
+            assert_eq!(report.outcome, TaskOutcome::success(json!("done")));
+        }
         assert_eq!(harness.in_flight().await, 0);
     }
 

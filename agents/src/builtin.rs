@@ -19,16 +19,34 @@ impl Agent for NoopAgent {
 }
 
 /// Succeeds at once, echoing its input and its dependencies' outputs:
-/// `{"task": key, "input": ..., "upstream": {dep: output}}`.
+/// `{"task": key, "input": ..., "upstream": {dep: output}}`, where a dependency that is an
+/// echo shows its `task` and `input` only (not its own `upstream`), so a chain of echoes
+/// answers equally deep at every step.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EchoAgent;
 
 impl Agent for EchoAgent {
     async fn run(&self, task: Task, _ctx: TaskContext) -> TaskOutcome {
+        // An echo's answer among the dependencies' outputs is shown without its own
+        // `upstream`: repeating it would nest each answer of a chain of echoes one level deeper
+        // than the one before, past what the log can read back.
+        let upstream: serde_json::Map<String, Value> = task
+            .upstream
+            .into_iter()
+            .map(|(key, mut output)| {
+                if let Value::Object(answer) = &mut output
+                    && answer.contains_key("task")
+                    && answer.contains_key("input")
+                {
+                    answer.remove("upstream");
+                }
+                (key.as_str().to_owned(), output)
+            })
+            .collect();
         TaskOutcome::success(json!({
             "task": task.key,
             "input": *task.input,
-            "upstream": task.upstream,
+            "upstream": upstream,
         }))
     }
 }

@@ -29,7 +29,18 @@
 //! client_requests_per_second = 100
 //! backlog_max = 10000
 //! secure_cookies = true               # served behind TLS
+//!
+//! [limits]                            # ceilings on what clients send (these are the defaults)
+//! json_depth_max = 64                 # at most 64: deeper could not be read back from the log
+//! string_bytes_max = 1048576
+//! array_items_max = 100000
+//! max_tasks = 10000                   # an objective's `limits` may lower these, never raise them
+//! max_depth = 64
+//! max_fanout = 10000
 //! ```
+//!
+//! Every duration (timeouts, `cool_down`, `window`, `tolerance`, `retention`) is at most a
+//! year ([`swarm_protocol::bounds::DURATION_MAX`]).
 //!
 //! A file that does not parse, or a key with a wrong value, is an error naming the key and the
 //! line; an API key variable that is not set is reported when the agents are built, naming the
@@ -41,7 +52,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use swarm_agents::model::provider::Provider;
-use swarm_protocol::Capability;
+use swarm_protocol::bounds::{JsonLimits, OutOfBounds, check_duration};
+use swarm_protocol::{Capability, Limits};
 
 use crate::Error;
 
@@ -61,6 +73,81 @@ pub struct Config {
     /// The limits of `swarm serve`'s API.
     #[serde(default)]
     pub server: ServerSection,
+    /// Ceilings on what clients send.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: the server's ceilings on what clients send. JSON request bodies are checked
+/// against the first three; an objective's own `limits` are lowered to the last three (a
+/// client may ask for less, never for more).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// The deepest a JSON value may nest, at most
+    /// [`swarm_protocol::bounds::JSON_DEPTH_CEILING`].
+    pub json_depth_max: u32,
+    /// The longest JSON string (or object key), in bytes.
+    pub string_bytes_max: usize,
+    /// The most items of a JSON array, or entries of an object.
+    pub array_items_max: usize,
+    /// The most tasks an objective may hold.
+    pub max_tasks: u32,
+    /// The longest dependency chain of an objective.
+    pub max_depth: u32,
+    /// The most tasks depending directly on one task.
+    pub max_fanout: u32,
+}
+
+impl LimitsSection {
+    /// The ceilings on JSON values.
+    pub fn json(&self) -> JsonLimits {
+        JsonLimits {
+            json_depth_max: self.json_depth_max,
+            string_bytes_max: self.string_bytes_max,
+            array_items_max: self.array_items_max,
+        }
+    }
+
+    /// Lowers an objective's graph limits to these ceilings.
+    pub fn clamp(&self, limits: &mut Limits) {
+        limits.max_tasks = limits.max_tasks.min(self.max_tasks);
+        limits.max_depth = limits.max_depth.min(self.max_depth);
+        limits.max_fanout = limits.max_fanout.min(self.max_fanout);
+    }
+
+    fn check(&self) -> Result<(), String> {
+        self.json()
+            .check()
+            .map_err(|e| format!("limits.{}: {}", e.field, e.message))?;
+        for (key, value, ceiling) in [
+            ("max_tasks", self.max_tasks, Limits::MAX_TASKS_CEILING),
+            ("max_depth", self.max_depth, u32::MAX),
+            ("max_fanout", self.max_fanout, u32::MAX),
+        ] {
+            if value == 0 || value > ceiling {
+                return Err(format!(
+                    "limits.{key}: {value} is not between 1 and {ceiling}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let json = JsonLimits::default();
+        let graph = Limits::default();
+        Self {
+            json_depth_max: json.json_depth_max,
+            string_bytes_max: json.string_bytes_max,
+            array_items_max: json.array_items_max,
+            max_tasks: graph.max_tasks,
+            max_depth: graph.max_depth,
+            max_fanout: graph.max_fanout,
+        }
+    }
 }
 
 /// `[server]`: the limits of `swarm serve`'s API. A key left out keeps the server's default
@@ -281,6 +368,25 @@ impl Default for BreakerSection {
     }
 }
 
+impl AgentConfig {
+    /// Checks the agent's durations against [`swarm_protocol::bounds::DURATION_MAX`]; the
+    /// error names the field (`hard_timeout`, `breaker.cool_down`).
+    pub fn check_bounds(&self) -> Result<(), OutOfBounds> {
+        let durations = [
+            ("idle_timeout", self.idle_timeout),
+            ("hard_timeout", self.hard_timeout),
+            ("breaker.window", Some(self.breaker.window)),
+            ("breaker.cool_down", Some(self.breaker.cool_down)),
+        ];
+        for (field, duration) in durations {
+            if let Some(duration) = duration {
+                check_duration(field, duration)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn default_concurrency() -> NonZeroU32 {
     NonZeroU32::MIN.saturating_add(7)
 }
@@ -312,6 +418,16 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), String> {
+        self.limits.check()?;
+        if let Some(retention) = self.store.retention {
+            check_duration("store.retention", retention).map_err(|e| e.to_string())?;
+        }
+        for (i, hook) in self.hooks.iter().enumerate() {
+            if let Some(tolerance) = hook.tolerance {
+                check_duration(&format!("hooks[{i}].tolerance"), tolerance)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for (i, agent) in self.agents.iter().enumerate() {
             let at = format!("agents[{i}] (`{}`)", agent.name);
@@ -330,6 +446,9 @@ impl Config {
                     agent.base_url
                 ));
             }
+            agent
+                .check_bounds()
+                .map_err(|e| format!("{at}.{}: {}", e.field, e.message))?;
             if agent.max_tokens == 0 {
                 return Err(format!("{at}.max_tokens: must be at least 1"));
             }
@@ -475,6 +594,42 @@ description = "Writes and reviews."
         assert!(err.contains("client_burst"), "{err}");
         let err = Config::parse(&with.replace("client_burst", "client_bust")).unwrap_err();
         assert!(err.contains("client_bust"), "{err}");
+    }
+
+    #[test]
+    fn limits_may_lower_the_ceilings_but_not_raise_them() {
+        let config = Config::parse("[limits]\njson_depth_max = 8\nmax_depth = 3\n").unwrap();
+        assert_eq!(config.limits.json().json_depth_max, 8);
+        let mut asked = Limits {
+            max_depth: 1000,
+            max_tasks: 5,
+            ..Limits::default()
+        };
+        config.limits.clamp(&mut asked);
+        assert_eq!((asked.max_depth, asked.max_tasks), (3, 5));
+        let err = Config::parse("[limits]\njson_depth_max = 65\n").unwrap_err();
+        assert!(err.contains("limits.json_depth_max"), "{err}");
+        let err = Config::parse("[limits]\nmax_tasks = 0\n").unwrap_err();
+        assert!(err.contains("limits.max_tasks"), "{err}");
+    }
+
+    #[test]
+    fn durations_past_a_year_are_refused_naming_the_key() {
+        let bad = GOOD.replace(
+            "rpm = 60",
+            "rpm = 60\nhard_timeout = \"10000000000000000000s\"",
+        );
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(
+            err.contains("agents[0]") && err.contains("hard_timeout"),
+            "{err}"
+        );
+        let bad = GOOD.replace("cool_down = \"10s\"", "cool_down = \"400days\"");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(err.contains("breaker.cool_down"), "{err}");
+        let bad = GOOD.replace("retention = \"7d\"", "retention = \"500years\"");
+        let err = Config::parse(&bad).unwrap_err();
+        assert!(err.contains("store.retention"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,10 @@ impl AgentConfig {
     /// a value), its breaker, its limiter, and the registration. The factory hands out one
     /// shared instance, so breaker state and quota survive restarts of its actor.
     pub fn build(&self) -> Result<(Registration, AgentFactory, LlmAgent), Error> {
+        self.check_bounds().map_err(|e| Error::InvalidAgent {
+            agent: self.name.clone(),
+            message: e.to_string(),
+        })?;
         let api_key = match &self.api_key_env {
             Some(var) => Some(
                 ApiKey::from_env(var).map_err(|message| Error::InvalidAgent {

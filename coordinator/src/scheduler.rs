@@ -36,7 +36,7 @@ mod failures;
 mod graph;
 mod objectives;
 mod outcomes;
-mod planner;
+pub mod planner;
 mod plans;
 mod queue;
 mod record;

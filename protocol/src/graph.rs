@@ -1,5 +1,7 @@
 //! Validation of task graphs: the checks every graph passes before the scheduler accepts it,
-//! whether a user wrote it, a planner produced it, or a task spawned it.
+//! whether a user wrote it, a planner produced it, or a task spawned it. Each task's own
+//! fields are checked against their ceilings ([`crate::bounds`]) here too, so no path into
+//! the scheduler skips them.
 
 use std::collections::HashMap;
 
@@ -57,6 +59,17 @@ pub enum GraphError {
         /// The limit.
         limit: u32,
     },
+    /// A field of a task is past its ceiling (see [`crate::bounds`]): a duration longer than
+    /// [`crate::bounds::DURATION_MAX`], or JSON nested deeper than the log can read back.
+    #[error("task `{task}`: `{field}`: {message}")]
+    OutOfBounds {
+        /// The task.
+        task: TaskKey,
+        /// The field within the task (`hard_timeout`, `input.a.b`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 fn cycle_text(cycle: &[TaskKey]) -> String {
@@ -107,6 +120,14 @@ pub fn validate(
             count: total,
             limit: limits.max_tasks,
         });
+    }
+    for spec in new {
+        spec.check_bounds()
+            .map_err(|bound| GraphError::OutOfBounds {
+                task: spec.id.clone(),
+                field: bound.field,
+                message: bound.message,
+            })?;
     }
     let mut index: HashMap<&TaskKey, usize> = HashMap::with_capacity(new.len());
     for (i, spec) in new.iter().enumerate() {

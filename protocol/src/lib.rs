@@ -8,6 +8,8 @@
 //! - [`task`]: a task's declaration ([`TaskSpec`]), its kanban [`TaskStatus`], and the [`Task`]
 //!   an agent receives.
 //! - [`outcome`]: what an agent reports back ([`TaskOutcome`]).
+//! - [`bounds`]: ceilings on outside input (durations, JSON depth and sizes) that keep every
+//!   accepted value safe to run and to store.
 //! - [`graph`]: validation of a task graph (duplicates, unknown dependencies, cycles, limits).
 //! - [`agent`]: the discovery descriptor of an agent and its [`Health`].
 //! - [`event`]: the [`Event`] that records every state change: the audit trail and, once the
@@ -22,6 +24,7 @@
 //! every input type rejects unknown fields and names the offending field in its error.
 
 pub mod agent;
+pub mod bounds;
 pub mod event;
 pub mod fingerprint;
 pub mod graph;

@@ -51,6 +51,10 @@ pub const PROBE_IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
 /// the memory of an agent that makes many calls within one window.
 pub const FAILURE_RATE_WINDOW_CALLS_MAX: usize = 10_000;
 
+/// How far ahead "open for ever" lies: 30 years, as tokio's own far future (an `Instant` counts
+/// from the machine's start, so this never overflows where a configured cool-down might).
+const FAR_FUTURE_SECS: u64 = 30 * 365 * 24 * 60 * 60;
+
 /// Where a breaker is.
 ///
 /// Not serializable on purpose: `until` is a point on the process's monotonic clock and means
@@ -349,7 +353,11 @@ impl Shared {
         self.transition(
             machine,
             BreakerState::Open {
-                until: now + open_for,
+                // A cool-down too long for an `Instant` is as long as one can be: open for
+                // (practically) ever, never a panic.
+                until: now
+                    .checked_add(open_for)
+                    .unwrap_or_else(|| now + Duration::from_secs(FAR_FUTURE_SECS)),
             },
         );
     }
@@ -458,6 +466,19 @@ mod tests {
                 until: start + COOL_DOWN
             }
         );
+    }
+
+    /// A cool-down too long for an `Instant` (a client's `POST /v1/agents` may ask for one)
+    /// keeps the breaker open for ever instead of panicking the caller.
+    #[tokio::test(start_paused = true)]
+    async fn a_cool_down_past_what_an_instant_holds_opens_for_ever() {
+        let breaker = breaker(BreakerConfig {
+            cool_down: Duration::MAX,
+            ..BreakerConfig::default()
+        });
+        fail(&breaker, 5);
+        assert!(matches!(breaker.state(), BreakerState::Open { .. }));
+        assert!(wait(&breaker) >= Duration::from_secs(FAR_FUTURE_SECS - 1));
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,7 +18,7 @@ use swarm_agents::model::ApiKey;
 use swarm_protocol::{AgentDescriptor, AgentId, AgentStatus, Health};
 
 use crate::AppState;
-use crate::problem::{JsonBody, PROBLEM_JSON, Problem};
+use crate::problem::{JsonBody, PROBLEM_JSON, Problem, over_limit};
 use swarm_coordinator::config::AgentConfig;
 
 /// One agent: its registration, health and load, how often it was restarted, and what its
@@ -109,6 +109,7 @@ pub(super) async fn register(
     State(state): State<AppState>,
     JsonBody(config): JsonBody<AgentConfig>,
 ) -> Result<Response, Problem> {
+    config.check_bounds().map_err(over_limit)?;
     if let Some(var) = &config.api_key_env {
         // `from_env` names the variable and says whether it is unset or empty, never a value.
         ApiKey::from_env(var).map_err(|detail| {

@@ -180,19 +180,27 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
     let Some(value) = headers.get("last-event-id") else {
         return Ok(None);
     };
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-header",
-                "header `Last-Event-ID`: expected the sequence number of an event",
-            )
-            .field("Last-Event-ID")
-        })
+    parse_event_id(value.as_bytes()).map(Some).ok_or_else(|| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-header",
+            "header `Last-Event-ID`: expected the sequence number of an event",
+        )
+        .field("Last-Event-ID")
+    })
+}
+
+/// Reads the value of a `Last-Event-ID` header: the sequence number of an event, in decimal
+/// ASCII, optionally surrounded by spaces or tabs. `None` for anything else (another text, a
+/// number past `u64::MAX`, bytes that are not ASCII).
+pub fn parse_event_id(value: &[u8]) -> Option<u64> {
+    if !value.is_ascii() {
+        return None;
+    }
+    // ASCII, so this is UTF-8. Only spaces and tabs are trimmed (a header's optional
+    // whitespace), not every ASCII whitespace: a carriage return is no part of an id.
+    let text = std::str::from_utf8(value).ok()?;
+    text.trim_matches([' ', '\t']).parse().ok()
 }
 
 fn sse(follow: Follow) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
@@ -402,5 +410,31 @@ mod tests {
             sent.push(record.seq);
         }
         assert_eq!(sent, [1, 3, 5, 7, 9, 11]);
+    }
+
+    #[test]
+    fn an_event_id_is_a_decimal_sequence_number() {
+        assert_eq!(parse_event_id(b"42"), Some(42));
+        assert_eq!(parse_event_id(b" \t7 "), Some(7));
+        assert_eq!(parse_event_id(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"-1",
+            b"1.0",
+            b"null",
+            b"\xc2\xa05",
+            b"0x10",
+            // Found by the `event_id` fuzz target: only spaces and tabs surround an id.
+            b"\r\r 4",
+            b"4\n",
+        ] {
+            assert_eq!(
+                parse_event_id(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -19,10 +19,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use swarm_protocol::bounds::check_json;
 use swarm_protocol::{Objective, SchedulerError};
 
 use crate::AppState;
-use crate::problem::{JsonBody, PROBLEM_JSON, Problem};
+use crate::problem::{JsonBody, PROBLEM_JSON, Problem, over_limit};
 use swarm_coordinator::Error;
 use swarm_coordinator::config::HookConfig;
 use swarm_coordinator::triggers::HookView;
@@ -208,6 +209,8 @@ pub(super) async fn receive(
         )
         .field("body")
     })?;
+    check_json(&payload, &state.config.ceilings.json())
+        .map_err(|bound| over_limit(bound.within("body")))?;
     let mapped = hook.objective(&payload).map_err(|err| {
         Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -216,7 +219,7 @@ pub(super) async fn receive(
         )
         .field(err.field)
     })?;
-    let objective: Objective = serde_json::from_value(mapped).map_err(|e| {
+    let mut objective: Objective = serde_json::from_value(mapped).map_err(|e| {
         Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-objective",
@@ -224,6 +227,7 @@ pub(super) async fn receive(
         )
         .field("template")
     })?;
+    crate::objectives::bound(&mut objective, &state.config.ceilings)?;
     let key = delivery_idempotency_key(&name, delivery);
     let id = state
         .swarm

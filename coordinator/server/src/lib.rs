@@ -66,6 +66,8 @@ mod tasks;
 pub mod text;
 mod ui;
 
+pub use events::parse_event_id;
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -93,7 +95,7 @@ use tower_http::trace::TraceLayer;
 use crate::limits::Limits;
 use crate::problem::{PROBLEM_JSON, Problem};
 pub use crate::routes::{Endpoint, ROUTES, Route};
-use swarm_coordinator::config::AgentConfig;
+use swarm_coordinator::config::{AgentConfig, LimitsSection};
 use swarm_coordinator::triggers::{Environment, Hooks};
 use swarm_coordinator::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
 
@@ -116,6 +118,8 @@ pub struct ApiConfig {
     /// the server is reached through TLS (a proxy in front). A login request that says
     /// `X-Forwarded-Proto: https` gets a `Secure` cookie either way. Default: off.
     pub secure_cookies: bool,
+    /// Ceilings on what a request may hold (`[limits]` of `swarm.toml`).
+    pub ceilings: LimitsSection,
 }
 
 impl Default for ApiConfig {
@@ -126,6 +130,7 @@ impl Default for ApiConfig {
             request_timeout: Duration::from_secs(30),
             limits: Limits::default(),
             secure_cookies: false,
+            ceilings: LimitsSection::default(),
         }
     }
 }
@@ -139,6 +144,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("request_timeout", &self.request_timeout)
             .field("limits", &self.limits)
             .field("secure_cookies", &self.secure_cookies)
+            .field("ceilings", &self.ceilings)
             .finish()
     }
 }
@@ -512,6 +518,9 @@ pub async fn run(
     if let Some(section) = config.config.as_ref().map(|file| &file.server) {
         api.limits = api.limits.with_section(section);
         api.secure_cookies |= section.secure_cookies.unwrap_or(false);
+    }
+    if let Some(file) = &config.config {
+        api.ceilings = file.limits;
     }
     let served = serve(swarm.clone(), listener, api, shutdown).await;
     fire_loop.stop().await;

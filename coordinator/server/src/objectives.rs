@@ -5,11 +5,13 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use swarm_coordinator::config::LimitsSection;
+use swarm_protocol::bounds::check_duration;
 use swarm_protocol::{EventRecord, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView};
 use swarm_store::StoredObjective;
 
 use crate::AppState;
-use crate::problem::{JsonBody, PROBLEM_JSON, Problem};
+use crate::problem::{JsonBody, PROBLEM_JSON, Problem, over_limit};
 use crate::tasks::{LIST_LIMIT_DEFAULT, parse_limit};
 
 /// The header that makes a submit idempotent.
@@ -77,9 +79,10 @@ pub(super) fn objective_id(raw: &str) -> Result<ObjectiveId, Problem> {
 pub(super) async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
-    JsonBody(objective): JsonBody<Objective>,
+    JsonBody(mut objective): JsonBody<Objective>,
 ) -> Result<Response, Problem> {
     let key = idempotency_key(&headers)?;
+    bound(&mut objective, &state.config.ceilings)?;
     // The body is kept so that a graph error can name the task's index in `tasks`.
     let id = state
         .swarm
@@ -100,6 +103,19 @@ pub(super) async fn submit(
         response.headers_mut().insert(header::LOCATION, location);
     }
     Ok(response)
+}
+
+/// Holds a submitted objective to the server's ceilings: its `deadline` within
+/// [`swarm_protocol::bounds::DURATION_MAX`] (422 naming `limits.deadline`), and its graph
+/// limits lowered to `[limits]` (a client may ask for less than the server allows, never more;
+/// a graph past the lowered limits is then refused naming them). Each task's own fields are
+/// checked with the graph.
+pub(super) fn bound(objective: &mut Objective, limits: &LimitsSection) -> Result<(), Problem> {
+    if let Some(deadline) = objective.limits.deadline {
+        check_duration("limits.deadline", deadline).map_err(over_limit)?;
+    }
+    limits.clamp(&mut objective.limits);
+    Ok(())
 }
 
 /// One page of `GET /v1/objectives`.

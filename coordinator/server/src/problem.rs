@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use swarm_protocol::bounds::{JsonLimits, OutOfBounds, check_json};
 use swarm_protocol::{GraphError, Objective, OutputError, SchedulerError, TaskKey};
 
 use crate::AppState;
@@ -291,6 +292,7 @@ fn from_scheduler(err: SchedulerError, objective: Option<&Objective>) -> Problem
                 GraphError::TooManyTasks { .. } => "limits.max_tasks".to_string(),
                 GraphError::TooDeep { .. } => "limits.max_depth".to_string(),
                 GraphError::TooWide { .. } => "limits.max_fanout".to_string(),
+                GraphError::OutOfBounds { task, field, .. } => task_field(objective, task, field),
             };
             Problem::new(unprocessable, "invalid-graph", detail).field(field)
         }
@@ -368,7 +370,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Problem> {
         let (headers, bytes) = read_body(req, state).await?;
         check_content_type(&headers)?;
-        parse_json(&bytes).map(Self)
+        parse_json_within(&bytes, &state.config.ceilings.json()).map(Self)
     }
 }
 
@@ -381,7 +383,7 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T
             return Ok(Self(T::default()));
         }
         check_content_type(&headers)?;
-        parse_json(&bytes).map(Self)
+        parse_json_within(&bytes, &state.config.ceilings.json()).map(Self)
     }
 }
 
@@ -429,8 +431,42 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
-/// Parses a JSON body, naming the path of the field at fault.
+/// A field past one of the server's ceilings: 422 `over-limit`, naming it.
+pub fn over_limit(bound: OutOfBounds) -> Problem {
+    let detail = if bound.field.is_empty() {
+        format!("the body {}", bound.message)
+    } else {
+        bound.to_string()
+    };
+    let problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "over-limit", detail);
+    if bound.field.is_empty() {
+        problem
+    } else {
+        problem.field(bound.field)
+    }
+}
+
+/// Parses a JSON body within the hard ceilings on JSON ([`JsonLimits::default`]), naming
+/// the path of the field at fault.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    parse_json_within(bytes, &JsonLimits::default())
+}
+
+/// Parses a JSON body, naming the path of the field at fault: first its shape against
+/// `limits` (depth, string and array sizes; 422 `over-limit`), then as a `T`.
+pub fn parse_json_within<T: DeserializeOwned>(
+    bytes: &[u8],
+    limits: &JsonLimits,
+) -> Result<T, Problem> {
+    // A body that is not JSON is reported by the typed parse below, with its position.
+    // `serde_json` reads at most 128 levels, so this parse cannot exhaust the stack.
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        check_json(&value, limits).map_err(over_limit)?;
+    }
+    typed(bytes)
+}
+
+fn typed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
         let path = err.path().to_string();

@@ -253,7 +253,7 @@ struct Plan {
 /// Reads a planner's answer into tasks: a JSON value, or text holding one (see
 /// [`extract_json`]); either `{"tasks": [...]}` or the bare list. The error names the field at
 /// fault (`tasks[1].depends_on: ...`).
-pub(crate) fn parse_plan(output: &Value) -> Result<Vec<TaskSpec>, String> {
+pub fn parse_plan(output: &Value) -> Result<Vec<TaskSpec>, String> {
     let extracted;
     let value = match output {
         Value::String(text) => {
@@ -303,7 +303,7 @@ fn kind(value: &Value) -> &'static str {
 /// ```` ```json ````) whose body is JSON, else the first object or array in the text that
 /// parses as one, read from its `{` or `[` to its balanced end (so braces inside strings, and
 /// prose after it, do no harm). A text that is JSON as a whole is that JSON.
-pub(crate) fn extract_json(text: &str) -> Result<Value, String> {
+pub fn extract_json(text: &str) -> Result<Value, String> {
     if text.len() > ANSWER_MAX_BYTES {
         return Err(format!(
             "the answer is {} bytes long; a plan is read from at most {ANSWER_MAX_BYTES}",

@@ -9,6 +9,7 @@ mod common;
 
 mod agents;
 mod auth_limits;
+mod bounds;
 mod dashboard;
 mod hooks;
 mod limits;
