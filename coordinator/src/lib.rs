@@ -271,15 +271,18 @@ impl Swarm {
         objective: Objective,
         idempotency_key: Option<String>,
     ) -> Result<ObjectiveId, Error> {
-        Ok(call_t!(
-            self.scheduler,
-            |reply| SchedulerMsg::Submit {
-                objective,
-                idempotency_key,
-                reply
-            },
-            self.call_timeout_ms()
-        )
+        // No timeout of our own: the scheduler refuses a submit it reaches after
+        // `accept_by`, and otherwise answers once the objective is durable, so the answer is
+        // the outcome (a submit that timed out here could still be accepted later).
+        let accept_by = std::time::Instant::now()
+            .checked_add(self.call_timeout)
+            .unwrap_or_else(std::time::Instant::now);
+        Ok(ractor::call!(self.scheduler, |reply| SchedulerMsg::Submit {
+            objective,
+            idempotency_key,
+            accept_by,
+            reply
+        })
         .map_err(|e| self.explain(e.into()))??)
     }
 

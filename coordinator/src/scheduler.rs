@@ -50,7 +50,7 @@ mod waits;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use swarm_agents::ReportInbox;
-use swarm_protocol::SchedulerMsg;
+use swarm_protocol::{SchedulerError, SchedulerMsg};
 
 pub use record::{Planning, RejectedPlan, TaskRecord, objective_view};
 pub use state::{AgentRegistry, SchedulerState};
@@ -151,9 +151,16 @@ impl Actor for Scheduler {
             SchedulerMsg::Submit {
                 objective,
                 idempotency_key,
+                accept_by,
                 reply,
             } => {
-                let result = state.submit(objective, idempotency_key);
+                // Reached after the caller's deadline: refused, nothing recorded, so a caller
+                // told that its submit failed never finds it accepted later.
+                let result = if std::time::Instant::now() > accept_by {
+                    Err(SchedulerError::NotTaken)
+                } else {
+                    state.submit(objective, idempotency_key)
+                };
                 state.reply_after_commit(reply, result);
             }
             SchedulerMsg::Reports { agent, reports } => state.on_reports(agent, reports),

@@ -12,7 +12,7 @@ use swarm_agents::{AgentFactory, EchoAgent, FnAgent};
 use swarm_coordinator::Error;
 use swarm_protocol::{
     Event, FailureKind, GraphError, Objective, ObjectiveStatus, RetryPolicy, SchedulerError,
-    TaskOutcome, TaskSpec, TaskStatus,
+    SchedulerMsg, TaskOutcome, TaskSpec, TaskStatus,
 };
 use swarm_testkit::{PATIENCE, cap, finish, key, reg, start};
 use tokio::sync::Semaphore;
@@ -41,6 +41,48 @@ async fn a_cycle_is_rejected_naming_its_tasks() {
     names.sort_unstable();
     assert_eq!(names, ["b", "c", "d"]);
     assert!(err.to_string().contains("cycle"), "{err}");
+    finish(swarm).await;
+}
+
+/// A submit the scheduler reaches after its caller's deadline is refused and leaves nothing
+/// behind: `Swarm::submit` waits for this answer instead of timing out on its own, so a
+/// client told that its submit failed (503) never finds the objective accepted afterwards.
+#[tokio::test]
+async fn a_submit_reached_after_its_deadline_is_refused_and_never_accepted() {
+    let (swarm, mut events) = start().await;
+    swarm
+        .register_agent(reg("e", &["x"], 1), AgentFactory::shared(EchoAgent))
+        .await
+        .unwrap();
+    let late = std::time::Instant::now()
+        .checked_sub(Duration::from_secs(1))
+        .unwrap_or_else(std::time::Instant::now);
+    let objective = Objective::with_tasks("late", vec![TaskSpec::new(key("a"), cap("x"))]);
+    let answer = ractor::call!(swarm.scheduler(), |reply| SchedulerMsg::Submit {
+        objective: objective.clone(),
+        idempotency_key: Some("late-1".into()),
+        accept_by: late,
+        reply,
+    })
+    .unwrap();
+    assert_eq!(answer, Err(SchedulerError::NotTaken));
+    // Nothing was recorded, counted or keyed: the same key with the same objective in time
+    // is a new objective, which runs.
+    let id = swarm
+        .submit_with_key(objective, Some("late-1".into()))
+        .await
+        .unwrap();
+    let first = events
+        .until("the objective's submit", |e| {
+            matches!(e, Event::ObjectiveSubmitted { .. })
+        })
+        .await;
+    assert!(matches!(first, Event::ObjectiveSubmitted { objective, .. } if objective == id));
+    assert_eq!(
+        swarm.wait(id, PATIENCE).await.unwrap().status,
+        ObjectiveStatus::Succeeded
+    );
+    assert_eq!(swarm.stats().await.unwrap().objectives_ended, 1);
     finish(swarm).await;
 }
 

@@ -173,6 +173,10 @@ pub enum SchedulerError {
     /// The scheduler holds as many unfinished objectives as it may.
     #[error("the scheduler is at its limit of {0} unfinished objectives; try again later")]
     Overloaded(usize),
+    /// The scheduler reached the submit only after its deadline (it was busy for longer
+    /// than the caller's patience): nothing was accepted.
+    #[error("the scheduler did not take the submit in time; nothing was accepted, try again later")]
+    NotTaken,
     /// The idempotency key was used before, for a different objective.
     #[error("idempotency key `{key}` was already used for a different objective ({existing})")]
     IdempotencyConflict {
@@ -216,6 +220,11 @@ pub enum SchedulerMsg {
         /// The client's idempotency key: a submit with a key already used returns the
         /// objective first submitted with it.
         idempotency_key: Option<String>,
+        /// A submit the scheduler reaches after this instant is refused
+        /// ([`SchedulerError::NotTaken`]) and nothing is recorded: the caller waits for the
+        /// answer instead of giving up on its own, so a submit it was told failed is never
+        /// accepted afterwards.
+        accept_by: std::time::Instant,
         /// Answered with its id once accepted.
         reply: RpcReplyPort<Result<ObjectiveId, SchedulerError>>,
     },

@@ -37,9 +37,10 @@ impl SchedulerState {
         let fingerprint = match &idempotency_key {
             Some(key) => {
                 check_idempotency_key(key).map_err(SchedulerError::BadIdempotencyKey)?;
-                let fingerprint = objective.fingerprint();
+                let fingerprints = objective.fingerprints();
                 if let Some(&(existing, first)) = self.idempotency.get(key) {
-                    return if first == fingerprint {
+                    // Matches a fingerprint stored by any version (see `fingerprint`).
+                    return if fingerprints.matches(first) {
                         Ok(existing)
                     } else {
                         Err(SchedulerError::IdempotencyConflict {
@@ -48,7 +49,7 @@ impl SchedulerState {
                         })
                     };
                 }
-                fingerprint
+                fingerprints.value()
             }
             None => 0,
         };

@@ -4,6 +4,7 @@
 //! timeout, so each piece of work ends.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{ActorRef, call_t};
 use swarm_protocol::schedule::{OverlapPolicy, fire_idempotency_key};
@@ -80,15 +81,17 @@ impl Durable {
         template: &Objective,
         fires: &[ScheduleFire],
     ) -> Result<(ObjectiveId, bool), Error> {
-        let objective = call_t!(
-            self.scheduler,
-            |reply| SchedulerMsg::Submit {
-                objective: template.clone(),
-                idempotency_key: Some(fire_idempotency_key(name, slot_ms)),
-                reply
-            },
-            self.call_timeout_ms
-        )
+        // As `Swarm::submit`: the scheduler refuses the submit past `accept_by`, so a fire
+        // recorded as failed never has an objective accepted after it.
+        let accept_by = std::time::Instant::now()
+            .checked_add(Duration::from_millis(self.call_timeout_ms))
+            .unwrap_or_else(std::time::Instant::now);
+        let objective = ractor::call!(self.scheduler, |reply| SchedulerMsg::Submit {
+            objective: template.clone(),
+            idempotency_key: Some(fire_idempotency_key(name, slot_ms)),
+            accept_by,
+            reply
+        })
         .map_err(|e| self.explain(e.into()))??;
         let recorded = fires
             .iter()
