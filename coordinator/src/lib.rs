@@ -48,9 +48,10 @@ use ractor::{ActorRef, RpcReplyPort, call_t};
 use swarm_agents::AgentFactory;
 use swarm_agents::clock::Clock;
 use swarm_protocol::{
-    AgentDescriptor, AgentId, Capability, Event, EventRecord, Health, NewEvent, Objective,
-    ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, PostedEvent, ReviewDecision,
-    ScheduleSpec, SchedulerError, SchedulerMsg, SchedulerStats, TaskId, TaskPage, TaskQuery,
+    AgentDescriptor, AgentId, Capability, Event, EventRecord, ExternalEvent, Health,
+    NewExternalEvent, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView,
+    ReviewDecision, ScheduleSpec, SchedulerError, SchedulerMsg, SchedulerStats, TaskId, TaskPage,
+    TaskQuery,
 };
 pub use swarm_registry::Registration;
 pub use swarm_store::{DeclaredAgent, DeclaredHook};
@@ -366,7 +367,7 @@ impl Swarm {
     /// payload becomes the task's output), or it is kept until one does or `ttl` passes.
     /// Answers once the event is durable. A repeated `idempotency_key` returns the event first
     /// posted with it (a different key or payload under it is a conflict).
-    pub async fn post_event(&self, event: NewEvent) -> Result<PostedEvent, Error> {
+    pub async fn post_event(&self, event: NewExternalEvent) -> Result<ExternalEvent, Error> {
         Ok(call_t!(
             self.scheduler,
             |reply| SchedulerMsg::PostEvent { event, reply },
@@ -375,7 +376,7 @@ impl Swarm {
     }
 
     /// The posted events no `wait` task consumed yet (and not expired), oldest first.
-    pub async fn pending_events(&self) -> Result<Vec<PostedEvent>, Error> {
+    pub async fn pending_events(&self) -> Result<Vec<ExternalEvent>, Error> {
         call_t!(
             self.scheduler,
             SchedulerMsg::PendingEvents,

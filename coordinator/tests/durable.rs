@@ -331,7 +331,7 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
         .await
         .unwrap();
     let posted = swarm
-        .post_event(swarm_protocol::NewEvent {
+        .post_event(swarm_protocol::NewExternalEvent {
             key: format!("ci-{gated}"),
             payload: json!({"sum": 10}),
             ttl: Duration::from_secs(60),

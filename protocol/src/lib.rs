@@ -50,7 +50,7 @@ pub use outcome::{FailureKind, TaskOutcome, Usage};
 pub use schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 pub use task::{Compensation, OutputError, RetryPolicy, Task, TaskKind, TaskSpec, TaskStatus};
 pub use view::{
-    AgentStatus, BreakerStatus, EventConsumer, LatencyHistogram, LimiterStatus, NewEvent,
-    ObjectiveSummary, ObjectiveView, PostedEvent, QuotaUse, SchedulerStats, TaskItem, TaskPage,
-    TaskQuery, TaskView,
+    AgentStatus, BreakerStatus, EventConsumer, ExternalEvent, LatencyHistogram, LimiterStatus,
+    NewExternalEvent, ObjectiveSummary, ObjectiveView, QuotaUse, SchedulerStats, TaskItem,
+    TaskPage, TaskQuery, TaskView,
 };

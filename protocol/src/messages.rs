@@ -17,7 +17,8 @@ use crate::objective::Objective;
 use crate::outcome::TaskOutcome;
 use crate::task::{OutputError, Task};
 use crate::view::{
-    NewEvent, ObjectiveSummary, ObjectiveView, PostedEvent, SchedulerStats, TaskPage, TaskQuery,
+    ExternalEvent, NewExternalEvent, ObjectiveSummary, ObjectiveView, SchedulerStats, TaskPage,
+    TaskQuery,
 };
 
 /// One attempt handed to an agent.
@@ -307,12 +308,12 @@ pub enum SchedulerMsg {
     /// key consumes it, or it is kept until one does or it expires.
     PostEvent {
         /// The event.
-        event: NewEvent,
+        event: NewExternalEvent,
         /// Answered once it is durable (and delivered, if a task was waiting).
-        reply: RpcReplyPort<Result<PostedEvent, SchedulerError>>,
+        reply: RpcReplyPort<Result<ExternalEvent, SchedulerError>>,
     },
     /// The events posted and not yet consumed nor expired, oldest first.
-    PendingEvents(RpcReplyPort<Vec<PostedEvent>>),
+    PendingEvents(RpcReplyPort<Vec<ExternalEvent>>),
     /// A `wait` task's `timeout` passed (a timer set when it started waiting).
     WaitExpired {
         /// The task.

@@ -375,7 +375,7 @@ mod tests {
 
 /// An event to post (`POST /v1/events`), as the scheduler takes it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct NewEvent {
+pub struct NewExternalEvent {
     /// Its key (checked with [`crate::task::check_event_key`]).
     pub key: String,
     /// What it carries.
@@ -389,7 +389,7 @@ pub struct NewEvent {
 /// A posted event, as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PostedEvent {
+pub struct ExternalEvent {
     /// Its id.
     #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub id: uuid::Uuid,

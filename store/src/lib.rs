@@ -30,7 +30,7 @@ use std::path::PathBuf;
 
 use futures::future::BoxFuture;
 use swarm_protocol::{
-    AgentId, EventRecord, ObjectiveId, ObjectiveStatus, PostedEvent, ScheduleSpec,
+    AgentId, EventRecord, ExternalEvent, ObjectiveId, ObjectiveStatus, ScheduleSpec,
 };
 
 pub use sqlite::{SqliteOptions, SqliteStore};
@@ -147,7 +147,7 @@ pub struct StoredSchedule {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
     /// The event as the API shows it (`consumed_by` set once a `wait` task consumed it).
-    pub event: PostedEvent,
+    pub event: ExternalEvent,
     /// The sender's idempotency key, if it gave one.
     pub idempotency_key: Option<String>,
 }

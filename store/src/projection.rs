@@ -2,7 +2,7 @@
 //!
 //! Beside the log, a store keeps indexes that the coordinator reads when it starts and that the
 //! API lists: the objective index (status, idempotency key and fingerprint), the counters, the
-//! declared agents, the schedules, the posted events and the declared hooks. They are written in
+//! declared agents, the schedules, the external events (posted for `wait` tasks) and the declared hooks. They are written in
 //! the same transaction as the append that carries their events, so they are never behind or
 //! ahead of the log, and they outlive the events that pruning removes.
 //!
@@ -16,18 +16,18 @@
 
 mod agents;
 mod counters;
+mod external_events;
 mod hooks;
 mod objectives;
-mod posted;
 mod schedules;
 
 use swarm_protocol::EventRecord;
 
 pub(crate) use agents::DeclaredAgentChange;
 pub(crate) use counters::CounterChanges;
+pub(crate) use external_events::ExternalEventChange;
 pub(crate) use hooks::DeclaredHookChange;
 pub(crate) use objectives::{ObjectiveChanges, status_from_name, status_name};
-pub(crate) use posted::PostedEventChange;
 pub(crate) use schedules::ScheduleChange;
 
 use crate::log::{BatchError, to_sql_int};
@@ -44,7 +44,7 @@ pub(crate) struct IndexChanges {
     /// Schedules created, paused, resumed, deleted and fired, in log order.
     pub(crate) schedules: Vec<ScheduleChange>,
     /// Events posted, consumed and expired, in log order.
-    pub(crate) posted_events: Vec<PostedEventChange>,
+    pub(crate) posted_events: Vec<ExternalEventChange>,
     /// Hooks declared and deleted through the API, in log order.
     pub(crate) declared_hooks: Vec<DeclaredHookChange>,
 }
@@ -70,7 +70,7 @@ impl IndexChanges {
             changes.objectives.observe(&record.event, stamp);
             agents::observe(&mut changes.declared_agents, &record.event, stamp)?;
             schedules::observe(&mut changes.schedules, record, stamp)?;
-            posted::observe(&mut changes.posted_events, &record.event, stamp)?;
+            external_events::observe(&mut changes.posted_events, &record.event, stamp)?;
             hooks::observe(&mut changes.declared_hooks, &record.event, stamp);
         }
         Ok(changes)

@@ -468,7 +468,7 @@ async fn an_event_payload_that_does_not_match_the_wait_tasks_schema_goes_to_revi
         .await
         .unwrap();
     let posted = swarm
-        .post_event(swarm_protocol::NewEvent {
+        .post_event(swarm_protocol::NewExternalEvent {
             key: "ci-7".into(),
             payload: json!({"state": "green"}),
             ttl: std::time::Duration::from_secs(60),

@@ -6,8 +6,9 @@
 //! # Layout
 //! - `routes`: [`ROUTES`], every route the router declares, in one list; the router is built
 //!   from it and the auth test walks it, so a route cannot be added without being covered.
-//! - `objectives`, `events` (Server-Sent Events), `tasks`, `agents`, `schedules`, `hooks`:
-//!   the handlers.
+//! - `objectives`, `streams` (the log's events as Server-Sent Events), `external_events`
+//!   (events from outside, for `wait` tasks), `tasks`, `agents`, `schedules`, `hooks`: the
+//!   handlers.
 //! - `metrics`: `GET /metrics`, gathered from the scheduler and registry at scrape time.
 //! - `openapi`: `GET /openapi.json`, the OpenAPI 3.1 document generated from the handlers'
 //!   `#[utoipa::path]` annotations and the body types' schemas; a test checks that it
@@ -52,8 +53,7 @@
 
 mod agents;
 mod auth;
-mod event_posts;
-mod events;
+mod external_events;
 mod hooks;
 pub mod limits;
 mod metrics;
@@ -62,11 +62,12 @@ mod openapi;
 pub mod problem;
 mod routes;
 mod schedules;
+mod streams;
 mod tasks;
 pub mod text;
 mod ui;
 
-pub use events::parse_event_id;
+pub use streams::parse_event_id;
 
 use std::collections::BTreeSet;
 use std::future::Future;

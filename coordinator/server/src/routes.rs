@@ -7,8 +7,8 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, on};
 
 use crate::{
-    AppState, agents, event_posts, events, healthz, hooks, metrics, objectives, openapi, readyz,
-    schedules, tasks, ui,
+    AppState, agents, external_events, healthz, hooks, metrics, objectives, openapi, readyz,
+    schedules, streams, tasks, ui,
 };
 
 /// What a route does; each maps to its handler in the router.
@@ -251,11 +251,11 @@ impl Endpoint {
             Self::ListObjectives => on(filter, objectives::list),
             Self::GetObjective => on(filter, objectives::get),
             Self::Chain => on(filter, objectives::chain),
-            Self::Events => on(filter, events::stream),
+            Self::Events => on(filter, streams::stream),
             Self::Cancel => on(filter, objectives::cancel),
-            Self::SwarmEvents => on(filter, events::stream_all),
-            Self::PostEvent => on(filter, event_posts::post),
-            Self::PendingEvents => on(filter, event_posts::pending),
+            Self::SwarmEvents => on(filter, streams::stream_all),
+            Self::PostEvent => on(filter, external_events::post),
+            Self::PendingEvents => on(filter, external_events::pending),
             Self::ListTasks => on(filter, tasks::list),
             Self::Approve => on(filter, tasks::approve),
             Self::Reject => on(filter, tasks::reject),

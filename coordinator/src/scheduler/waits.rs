@@ -18,8 +18,8 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 use swarm_protocol::{
-    Event, EventConsumer, FailureKind, NewEvent, PostedEvent, SchedulerError, SchedulerMsg, TaskId,
-    TaskStatus, objective::check_idempotency_key,
+    Event, EventConsumer, ExternalEvent, FailureKind, NewExternalEvent, SchedulerError,
+    SchedulerMsg, TaskId, TaskStatus, objective::check_idempotency_key,
 };
 use uuid::Uuid;
 
@@ -31,7 +31,7 @@ use super::state::SchedulerState;
 /// gave an idempotency key, which keeps answering with it) until it expires.
 #[derive(Debug)]
 struct KeptEvent {
-    event: PostedEvent,
+    event: ExternalEvent,
     idempotency_key: Option<String>,
 }
 
@@ -73,7 +73,10 @@ fn event_fingerprint(key: &str, payload: &Value) -> u64 {
 impl Waits {
     /// For an event posted again with an idempotency key still kept: the event first posted
     /// with it (the same key and payload), or why not. `None` for a key not kept (or none).
-    pub(super) fn repeated(&self, new: &NewEvent) -> Option<Result<PostedEvent, SchedulerError>> {
+    pub(super) fn repeated(
+        &self,
+        new: &NewExternalEvent,
+    ) -> Option<Result<ExternalEvent, SchedulerError>> {
         let idem = new.idempotency_key.as_ref()?;
         let &(existing, first) = self.event_keys.get(idem)?;
         let kept = self.posted.get(&existing)?;
@@ -93,7 +96,7 @@ impl Waits {
     /// with no idempotency key to answer.
     pub(super) fn keep(
         &mut self,
-        event: PostedEvent,
+        event: ExternalEvent,
         idempotency_key: Option<String>,
         now: u64,
     ) -> Option<Duration> {
@@ -206,8 +209,8 @@ impl Waits {
     }
 
     /// The kept events no task consumed yet, oldest first.
-    pub(super) fn pending(&self) -> Vec<PostedEvent> {
-        let mut events: Vec<PostedEvent> = self
+    pub(super) fn pending(&self) -> Vec<ExternalEvent> {
+        let mut events: Vec<ExternalEvent> = self
             .posted
             .values()
             .filter(|k| k.event.consumed_by.is_none())
@@ -334,7 +337,10 @@ impl SchedulerState {
     /// An event posted from outside: recorded, then consumed by the first task waiting for its
     /// key, or kept until one comes or it expires. A repeated idempotency key returns the
     /// event first posted with it.
-    pub(crate) fn post_event(&mut self, new: NewEvent) -> Result<PostedEvent, SchedulerError> {
+    pub(crate) fn post_event(
+        &mut self,
+        new: NewExternalEvent,
+    ) -> Result<ExternalEvent, SchedulerError> {
         if let Some(idem) = &new.idempotency_key {
             check_idempotency_key(idem).map_err(SchedulerError::BadIdempotencyKey)?;
         }
@@ -342,7 +348,7 @@ impl SchedulerState {
             return answer;
         }
         let now = self.turn_ms;
-        let mut answer = PostedEvent {
+        let mut answer = ExternalEvent {
             id: Uuid::now_v7(),
             key: new.key,
             payload: new.payload,
@@ -379,7 +385,7 @@ impl SchedulerState {
     }
 
     /// Keeps a posted event and arms its expiry.
-    pub(super) fn keep(&mut self, event: PostedEvent, idempotency_key: Option<String>, now: u64) {
+    pub(super) fn keep(&mut self, event: ExternalEvent, idempotency_key: Option<String>, now: u64) {
         let (id, key) = (event.id, event.key.clone());
         if let Some(ttl) = self.waits.keep(event, idempotency_key, now) {
             self.myself
@@ -394,7 +400,7 @@ impl SchedulerState {
     }
 
     /// The kept events no task consumed yet, oldest first.
-    pub(crate) fn pending_events(&self) -> Vec<PostedEvent> {
+    pub(crate) fn pending_events(&self) -> Vec<ExternalEvent> {
         self.waits.pending()
     }
 }

@@ -13,7 +13,7 @@ use sqlx::sqlite::SqliteConnection;
 use super::error::{sql_int, store_error};
 use super::multirow::{MultiRowStatements, SqliteQuery, execute_multirow};
 use crate::projection::{
-    DeclaredAgentChange, DeclaredHookChange, IndexChanges, PostedEventChange, ScheduleChange,
+    DeclaredAgentChange, DeclaredHookChange, ExternalEventChange, IndexChanges, ScheduleChange,
     status_name,
 };
 use crate::{StoreError, StoreInfo};
@@ -178,12 +178,12 @@ fn schedule_statement(change: ScheduleChange) -> SqliteQuery {
 }
 
 /// The statement for a change to the posted events.
-fn posted_event_statement(change: PostedEventChange) -> SqliteQuery {
+fn posted_event_statement(change: ExternalEventChange) -> SqliteQuery {
     match change {
-        PostedEventChange::Expire { now_ms } => {
+        ExternalEventChange::Expire { now_ms } => {
             sqlx::query("DELETE FROM posted_events WHERE expires_at_ms <= ?").bind(now_ms)
         }
-        PostedEventChange::Receive {
+        ExternalEventChange::Receive {
             id,
             key,
             payload,
@@ -203,7 +203,7 @@ fn posted_event_statement(change: PostedEventChange) -> SqliteQuery {
         .bind(received_at_ms)
         .bind(expires_at_ms)
         .bind(idempotency_key),
-        PostedEventChange::Consume {
+        ExternalEventChange::Consume {
             id,
             objective,
             task,

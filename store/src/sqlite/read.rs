@@ -10,7 +10,7 @@ use std::str::FromStr;
 use sqlx::Sqlite;
 use sqlx::sqlite::SqliteArguments;
 use swarm_protocol::{
-    AgentId, EventConsumer, EventRecord, ObjectiveId, ObjectiveStatus, PostedEvent, ScheduleSpec,
+    AgentId, EventConsumer, EventRecord, ExternalEvent, ObjectiveId, ObjectiveStatus, ScheduleSpec,
     TaskId,
 };
 
@@ -339,7 +339,7 @@ impl SqliteStore {
                         _ => None,
                     };
                     Ok(StoredEvent {
-                        event: PostedEvent {
+                        event: ExternalEvent {
                             id: id
                                 .parse()
                                 .map_err(|e: uuid::Error| corrupt(e.to_string()))?,

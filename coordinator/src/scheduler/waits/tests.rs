@@ -6,8 +6,8 @@ use swarm_protocol::ObjectiveId;
 use super::*;
 
 /// An event posted at `now` for `ttl_ms`.
-fn posted(key: &str, payload: Value, now: u64, ttl_ms: u64) -> PostedEvent {
-    PostedEvent {
+fn posted(key: &str, payload: Value, now: u64, ttl_ms: u64) -> ExternalEvent {
+    ExternalEvent {
         id: Uuid::now_v7(),
         key: key.into(),
         payload,
@@ -17,8 +17,8 @@ fn posted(key: &str, payload: Value, now: u64, ttl_ms: u64) -> PostedEvent {
     }
 }
 
-fn new_event(key: &str, payload: Value, idempotency_key: &str) -> NewEvent {
-    NewEvent {
+fn new_event(key: &str, payload: Value, idempotency_key: &str) -> NewExternalEvent {
+    NewExternalEvent {
         key: key.into(),
         payload,
         ttl: Duration::from_secs(60),

@@ -1,4 +1,4 @@
-//! Events as Server-Sent Events: `GET /v1/objectives/{id}/events` (one objective's) and
+//! The log's events as Server-Sent Events: `GET /v1/objectives/{id}/events` (one objective's) and
 //! `GET /v1/events` (every event of the swarm, which the dashboard's board and agents page
 //! follow).
 //!

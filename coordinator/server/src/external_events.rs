@@ -1,6 +1,6 @@
-//! Posted events: `POST /v1/events`, events from outside, which `wait` tasks consume; and
-//! `GET /v1/events/pending`, the events kept because no task consumed them yet. (The event
-//! *streams*, `GET /v1/events` and an objective's, are `events`.)
+//! External events: `POST /v1/events`, events from outside the swarm, which `wait` tasks
+//! consume; and `GET /v1/events/pending`, the ones kept because no task consumed them yet.
+//! (The event *streams* of the log, `GET /v1/events` and an objective's, are `streams`.)
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::Value;
 use swarm_protocol::task::check_event_key;
-use swarm_protocol::{NewEvent, PostedEvent};
+use swarm_protocol::{ExternalEvent, NewExternalEvent};
 
 use crate::AppState;
 use crate::objectives::idempotency_key;
@@ -58,7 +58,7 @@ pub(crate) struct EventPost {
     request_body(content = EventPost, content_type = "application/json"),
     responses(
         (status = 202, description = "Received (and consumed, if a task was waiting).",
-         body = PostedEvent),
+         body = ExternalEvent),
         (status = 400, description = "The body is not JSON.", body = Problem,
          content_type = PROBLEM_JSON),
         (status = 409, description = "The idempotency key was used for another event.",
@@ -78,7 +78,7 @@ pub(super) async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,
     JsonBody(post): JsonBody<EventPost>,
-) -> Result<(StatusCode, Json<PostedEvent>), Problem> {
+) -> Result<(StatusCode, Json<ExternalEvent>), Problem> {
     let idempotency_key = idempotency_key(&headers)?;
     let invalid = |field: &str, detail: String| {
         Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-field", detail).field(field)
@@ -94,7 +94,7 @@ pub(super) async fn post(
             ),
         ));
     }
-    let event = NewEvent {
+    let event = NewExternalEvent {
         key: post.key,
         payload: post.payload,
         ttl,
@@ -111,13 +111,13 @@ pub(super) async fn post(
     tag = "events",
     operation_id = "pending_events",
     responses(
-        (status = 200, description = "The kept events.", body = Vec<PostedEvent>),
+        (status = 200, description = "The kept events.", body = Vec<ExternalEvent>),
         (status = 503, description = "The coordinator is not available.", body = Problem,
          content_type = PROBLEM_JSON),
     ),
 )]
 pub(super) async fn pending(
     State(state): State<AppState>,
-) -> Result<Json<Vec<PostedEvent>>, Problem> {
+) -> Result<Json<Vec<ExternalEvent>>, Problem> {
     Ok(Json(state.swarm.pending_events().await?))
 }

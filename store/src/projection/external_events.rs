@@ -14,7 +14,7 @@ use crate::log::{BatchError, to_sql_int};
 
 /// A change to the posted events.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PostedEventChange {
+pub(crate) enum ExternalEventChange {
     /// Delete the rows that expire at or before `now_ms`.
     Expire {
         /// The receiving event's time.
@@ -50,7 +50,7 @@ pub(crate) enum PostedEventChange {
 
 /// Appends the changes `event` makes, if any, to `changes`.
 pub(super) fn observe(
-    changes: &mut Vec<PostedEventChange>,
+    changes: &mut Vec<ExternalEventChange>,
     event: &Event,
     stamp: Stamp,
 ) -> Result<(), BatchError> {
@@ -62,7 +62,7 @@ pub(super) fn observe(
             expires_at_ms,
             idempotency_key,
         } => {
-            let receive = PostedEventChange::Receive {
+            let receive = ExternalEventChange::Receive {
                 id: id.to_string(),
                 key: key.clone(),
                 payload: payload.to_string(),
@@ -71,7 +71,7 @@ pub(super) fn observe(
                 expires_at_ms: to_sql_int("expiry time", *expires_at_ms)?,
                 idempotency_key: idempotency_key.clone(),
             };
-            changes.push(PostedEventChange::Expire {
+            changes.push(ExternalEventChange::Expire {
                 now_ms: stamp.at_ms,
             });
             changes.push(receive);
@@ -81,7 +81,7 @@ pub(super) fn observe(
             task,
             event,
             ..
-        } => changes.push(PostedEventChange::Consume {
+        } => changes.push(ExternalEventChange::Consume {
             id: event.to_string(),
             objective: objective.to_string(),
             task: to_sql_int("task id", task.0)?,
@@ -134,8 +134,8 @@ mod tests {
         assert_eq!(
             changes,
             [
-                PostedEventChange::Expire { now_ms: 1_000 },
-                PostedEventChange::Receive {
+                ExternalEventChange::Expire { now_ms: 1_000 },
+                ExternalEventChange::Receive {
                     id: id.to_string(),
                     key: "build".into(),
                     payload: r#"{"key":"build"}"#.into(),
@@ -144,7 +144,7 @@ mod tests {
                     expires_at_ms: 9_000,
                     idempotency_key: Some("ci".into()),
                 },
-                PostedEventChange::Consume {
+                ExternalEventChange::Consume {
                     id: id.to_string(),
                     objective: objective.to_string(),
                     task: 6,
