@@ -104,8 +104,8 @@ impl Swarm {
     }
 
     /// What the durable start found in the log (`None` without a log).
-    pub fn recovery(&self) -> Option<RecoveryReport> {
-        self.recovery
+    pub fn recovery(&self) -> Option<&RecoveryReport> {
+        self.recovery.as_ref()
     }
 
     /// The event log, when the swarm keeps one.

@@ -42,6 +42,10 @@ pub struct Replay {
     pub next_task: u64,
     /// The objectives (unfinished ones only, unless made with [`Replay::keeping_finished`]).
     pub objectives: FxHashMap<ObjectiveId, ObjectiveModel>,
+    /// Unfinished objectives left out because a record of theirs could not be decoded (one
+    /// written by an older version, say), with the reason: the rest of the log is served.
+    #[serde(skip)]
+    pub unreadable: Vec<(ObjectiveId, String)>,
     #[serde(skip)]
     keep_finished: bool,
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, call_t};
-use swarm_protocol::AgentId;
+use swarm_protocol::{AgentId, ObjectiveId};
 use swarm_store::{EventStore, SqliteOptions, SqliteStore};
 use tokio::sync::watch;
 
@@ -69,7 +69,7 @@ impl StoreConfig {
 }
 
 /// What a durable start found in the log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
     /// Unfinished objectives rebuilt.
     pub objectives: usize,
@@ -81,6 +81,9 @@ pub struct RecoveryReport {
     pub events_read: u64,
     /// Time spent opening the log and folding it.
     pub took: Duration,
+    /// Unfinished objectives left out because a record of theirs could not be decoded, with
+    /// the reason (each also logged as an error at start).
+    pub unreadable: Vec<(ObjectiveId, String)>,
 }
 
 impl Swarm {
@@ -125,6 +128,7 @@ impl Swarm {
             snapshot_seq: recovered.snapshot_seq,
             events_read: recovered.events_read,
             took: started.elapsed(),
+            unreadable: recovered.replay.unreadable.clone(),
         };
         tracing::info!(
             dir = %store.data_dir.display(),

@@ -1080,3 +1080,112 @@ async fn subscribers_see_every_committed_event_of_an_objective_in_log_order() {
     assert_eq!(mine, swarm.chain(id).await.unwrap());
     finish(swarm).await;
 }
+
+/// A log holding a record this version cannot decode (nested past serde_json's limit, as
+/// older versions could write) does not keep the swarm down: it starts, reports the
+/// objective the record belongs to, and serves the rest of the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_record_leaves_out_its_objective_not_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (held_tx, _held_rx) = unbounded_channel::<()>();
+    let swarm = open(dir.path()).await;
+    let hold = FnAgent::new(move |_task: Task, _ctx| {
+        let held = held_tx.clone();
+        async move {
+            held.closed().await;
+            TaskOutcome::success(json!("never"))
+        }
+    });
+    register(&swarm, "hold", &["hold"], 4, AgentFactory::shared(hold)).await;
+    register(
+        &swarm,
+        "echo",
+        &["echo"],
+        4,
+        AgentFactory::shared(swarm_agents::EchoAgent),
+    )
+    .await;
+    let damaged = swarm
+        .submit(Objective::with_tasks(
+            "damaged",
+            vec![TaskSpec::new(key("a"), cap("hold"))],
+        ))
+        .await
+        .unwrap();
+    let fine = swarm
+        .submit(Objective::with_tasks(
+            "fine",
+            vec![TaskSpec::new(key("a"), cap("hold"))],
+        ))
+        .await
+        .unwrap();
+    swarm.shutdown().await.unwrap();
+
+    // An older version's record: an output nested 200 levels deep.
+    let store = SqliteStore::open(SqliteOptions::new(dir.path()))
+        .await
+        .unwrap();
+    let last = store.info().await.unwrap().last_seq;
+    let mut deep = json!("bottom");
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let task = whole_log(&store)
+        .await
+        .into_iter()
+        .find_map(|r| match r.event {
+            Event::ObjectiveSubmitted {
+                objective,
+                first_task,
+                ..
+            } if objective == damaged => Some(first_task),
+            _ => None,
+        })
+        .unwrap();
+    store
+        .append(&[EventRecord {
+            seq: last + 1,
+            at_ms: 1,
+            event: Event::TaskSucceeded {
+                objective: damaged,
+                task,
+                attempt: 1,
+                agent: AgentId(1),
+                output: deep,
+                usage: None,
+                duration: Duration::from_millis(1),
+            },
+        }])
+        .await
+        .unwrap();
+    drop(store);
+
+    let swarm = open(dir.path()).await;
+    let report = swarm.recovery().unwrap();
+    assert_eq!(report.unreadable.len(), 1, "{report:?}");
+    assert_eq!(report.unreadable[0].0, damaged);
+    assert!(
+        report.unreadable[0].1.contains("could not be decoded"),
+        "{report:?}"
+    );
+    // The rest is served: the other objective resumed, and new work runs.
+    assert_eq!(swarm.resumed(), &[fine]);
+    register(
+        &swarm,
+        "echo",
+        &["echo"],
+        4,
+        AgentFactory::shared(swarm_agents::EchoAgent),
+    )
+    .await;
+    let new = swarm
+        .submit(Objective::with_tasks(
+            "new",
+            vec![TaskSpec::new(key("a"), cap("echo"))],
+        ))
+        .await
+        .unwrap();
+    let view = swarm.wait(new, PATIENCE).await.unwrap();
+    assert_eq!(view.status, ObjectiveStatus::Succeeded);
+    finish(swarm).await;
+}

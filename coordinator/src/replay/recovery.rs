@@ -78,9 +78,20 @@ pub async fn fold_running(
             }
             None => 0,
         };
-        for record in store.read_objective_range(id, after, upto).await? {
-            read += 1;
-            replay.apply(record);
+        match store.read_objective_range(id, after, upto).await {
+            Ok(records) => {
+                for record in records {
+                    read += 1;
+                    replay.apply(record);
+                }
+            }
+            // One objective's undecodable record leaves that objective out, not the log.
+            Err(err @ StoreError::Corrupt { .. }) => {
+                tracing::error!(objective = %id, %err, "an unfinished objective cannot be read back; it is left out");
+                replay.objectives.remove(&id);
+                replay.unreadable.push((id, err.to_string()));
+            }
+            Err(err) => return Err(err),
         }
     }
     replay.seq = upto;
@@ -91,15 +102,14 @@ pub async fn fold_running(
 /// none).
 async fn latest_snapshot(store: &dyn EventStore) -> Result<(Replay, u64), StoreError> {
     match store.latest_snapshot().await? {
-        Some(snapshot) => {
-            let replay: Replay =
-                serde_json::from_slice(&snapshot.body).map_err(|e| StoreError::Corrupt {
-                    path: "snapshot".into(),
-                    what: format!("snapshot at {}", snapshot.seq),
-                    cause: e.to_string(),
-                })?;
-            Ok((replay, snapshot.seq))
-        }
+        Some(snapshot) => match serde_json::from_slice::<Replay>(&snapshot.body) {
+            Ok(replay) => Ok((replay, snapshot.seq)),
+            // An undecodable snapshot is only a shortcut lost: fold from the events instead.
+            Err(err) => {
+                tracing::error!(seq = snapshot.seq, %err, "the snapshot cannot be read back; folding the log from its start");
+                Ok((Replay::default(), 0))
+            }
+        },
         None => Ok((Replay::default(), 0)),
     }
 }
