@@ -478,6 +478,72 @@ impl Schedule {
     }
 }
 
+/// Sends an open-loop run's bursts, each when the schedule says (or at once, all that are
+/// due, when it fell behind), never waiting for earlier submits to be answered.
+struct Sender {
+    schedule: Schedule,
+    tasks: u64,
+    bursts: u64,
+    capabilities: Vec<Capability>,
+    keys: Vec<TaskKey>,
+    limits: swarm_protocol::Limits,
+}
+
+impl Sender {
+    /// Burst `j`: one objective of independent tasks whose input is `j`, capabilities
+    /// round-robin.
+    fn objective(&self, j: u64) -> Objective {
+        let burst = self.schedule.burst;
+        let n = (self.tasks - j * burst).min(burst);
+        let specs = (0..n)
+            .map(|i| {
+                let cap = &self.capabilities[((j * burst + i) as usize) % self.capabilities.len()];
+                let mut spec = TaskSpec::new(self.keys[i as usize].clone(), cap.clone());
+                spec.input = Value::from(j);
+                spec
+            })
+            .collect();
+        let mut objective = Objective::with_tasks("bench", specs);
+        objective.limits = self.limits;
+        objective
+    }
+
+    /// Sends every burst; returns once all are submitted, with the furthest it fell behind.
+    async fn run(self, swarm: Arc<Swarm>) -> Result<Duration, Error> {
+        let schedule = self.schedule;
+        let mut submits = tokio::task::JoinSet::new();
+        let mut sent = 0u64;
+        let mut lag_max = Duration::ZERO;
+        while sent < self.bursts {
+            let now = Instant::now();
+            let due = schedule.due_by(now).min(self.bursts);
+            if sent < due {
+                lag_max = lag_max.max(now.saturating_duration_since(schedule.due_at(sent)));
+            }
+            for j in sent..due {
+                let objective = self.objective(j);
+                let swarm = swarm.clone();
+                submits.spawn(async move { swarm.submit(objective).await.map(drop) });
+            }
+            sent = due;
+            while let Some(submitted) = submits.try_join_next() {
+                submitted.map_err(|e| Error::Run(format!("submit task: {e}")))??;
+            }
+            if sent == self.bursts {
+                break;
+            }
+            match schedule.wake(sent, now) {
+                Wake::SleepUntil(at) => tokio::time::sleep_until(at).await,
+                Wake::Yield => tokio::task::yield_now().await,
+            }
+        }
+        while let Some(submitted) = submits.join_next().await {
+            submitted.map_err(|e| Error::Run(format!("submit task: {e}")))??;
+        }
+        Ok(lag_max)
+    }
+}
+
 /// Runs the open-loop benchmark on the current tokio runtime: `config.tasks` tasks offered at
 /// `config.rate` per second in bursts of `config.burst`, each burst submitted when it is due
 /// without waiting for earlier submits to be answered.
@@ -519,45 +585,20 @@ pub async fn open_loop(config: OpenLoopConfig) -> Result<OpenLoopReport, Error> 
 
     let faults_before = page_faults();
     let schedule = *origin.get_or_init(|| Schedule::new(Instant::now(), rate, burst));
-    let mut submits = tokio::task::JoinSet::new();
-    let mut sent = 0u64;
-    let mut send_lag_max = Duration::ZERO;
-    while sent < bursts {
-        let now = Instant::now();
-        let due = schedule.due_by(now).min(bursts);
-        if sent < due {
-            send_lag_max = send_lag_max.max(now.saturating_duration_since(schedule.due_at(sent)));
-        }
-        for j in sent..due {
-            let n = (tasks - j * burst).min(burst);
-            let specs = (0..n)
-                .map(|i| {
-                    let cap = &capabilities[((j * burst + i) as usize) % capabilities.len()];
-                    let mut spec = TaskSpec::new(keys[i as usize].clone(), cap.clone());
-                    spec.input = Value::from(j);
-                    spec
-                })
-                .collect();
-            let mut objective = Objective::with_tasks("bench", specs);
-            objective.limits = limits;
-            let swarm = swarm.clone();
-            submits.spawn(async move { swarm.submit(objective).await.map(drop) });
-        }
-        sent = due;
-        while let Some(submitted) = submits.try_join_next() {
-            submitted.map_err(|e| Error::Run(format!("submit task: {e}")))??;
-        }
-        if sent == bursts {
-            break;
-        }
-        match schedule.wake(sent, now) {
-            Wake::SleepUntil(at) => tokio::time::sleep_until(at).await,
-            Wake::Yield => tokio::task::yield_now().await,
-        }
-    }
-    while let Some(submitted) = submits.join_next().await {
-        submitted.map_err(|e| Error::Run(format!("submit task: {e}")))??;
-    }
+    // The sender runs as a task of the runtime, beside the actors, rather than on the thread
+    // that blocks on this future: its yields then hand the worker to them, where a thread of
+    // its own would spin against theirs for the machine's cores.
+    let sender = Sender {
+        schedule,
+        tasks,
+        bursts,
+        capabilities,
+        keys,
+        limits,
+    };
+    let send_lag_max = tokio::spawn(sender.run(swarm.clone()))
+        .await
+        .map_err(|e| Error::Run(format!("sender task: {e}")))??;
     let offered_for = schedule
         .due_at(bursts)
         .saturating_duration_since(schedule.start);
