@@ -41,7 +41,11 @@ pub(crate) struct BenchArgs {
     /// Instead: offer tasks at this fixed rate (tasks/s, open loop, in memory), --tasks of
     /// them or for --duration, and report the latency from each task's scheduled send time
     /// to its agent (coordinated omission accounted for).
-    #[arg(long, conflicts_with_all = ["durable", "http_submits", "ui_pages"])]
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(u64).range(1..),
+        conflicts_with_all = ["durable", "data_dir", "http_submits", "ui_pages", "objectives_in_flight"]
+    )]
     rate: Option<u64>,
     /// With --rate: offer tasks for this long (e.g. `10s`) rather than --tasks of them.
     #[arg(long, value_parser = humantime::parse_duration, requires = "rate")]
