@@ -150,11 +150,19 @@ struct Arrivals {
     all_in: Notify,
 }
 
-/// A no-op agent that notes each task's latency, in nanoseconds, in its own list (one per
-/// agent, so agents never contend on it; merged into one histogram at the end).
+/// Latencies in nanoseconds, in one of a few histograms shared by the probes: a histogram has
+/// a fixed size, so memory does not grow with the tasks run (as a list of every latency would),
+/// and a few of them, each shared by every [`LATENCY_SHARDS`]th agent, keep agents on
+/// different worker threads from contending on one lock.
+type Latencies = Arc<Mutex<Histogram<u64>>>;
+
+/// How many latency histograms the probes share (each takes about 200 KiB).
+const LATENCY_SHARDS: usize = 16;
+
+/// A no-op agent that notes each task's latency.
 struct LatencyProbe {
     origin: Origin,
-    waits_ns: Arc<Mutex<Vec<u64>>>,
+    waits_ns: Latencies,
     arrivals: Option<Arc<Arrivals>>,
 }
 
@@ -169,7 +177,7 @@ impl Agent for LatencyProbe {
         self.waits_ns
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX));
+            .saturating_record(u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX).max(1));
         if let Some(arrivals) = &self.arrivals
             && arrivals.count.fetch_add(1, Ordering::AcqRel) + 1 == arrivals.expected
         {
@@ -185,13 +193,19 @@ fn new_histogram() -> Result<Histogram<u64>, Error> {
         .map_err(|e| Error::Run(format!("histogram: {e}")))
 }
 
-/// The probes' latencies in one histogram, in nanoseconds.
-fn merge(probes: &[Arc<Mutex<Vec<u64>>>]) -> Result<Histogram<u64>, Error> {
+/// The probes' latencies in one histogram, in nanoseconds, checked to hold one per task run.
+fn merged_for(shards: &[Latencies], tasks: u64) -> Result<Histogram<u64>, Error> {
     let mut merged = new_histogram()?;
-    for probe in probes {
-        for &waited in probe.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-            merged.saturating_record(waited.max(1));
-        }
+    for shard in shards {
+        merged
+            .add(&*shard.lock().unwrap_or_else(PoisonError::into_inner))
+            .map_err(|e| Error::Run(format!("histogram: {e}")))?;
+    }
+    if merged.len() != tasks {
+        return Err(Error::Run(format!(
+            "{tasks} tasks ran but {} latencies were noted",
+            merged.len()
+        )));
     }
     Ok(merged)
 }
@@ -226,8 +240,8 @@ fn bench_swarm_config(finished_kept: usize) -> SwarmConfig {
     }
 }
 
-/// Registers `agents` probes, agent `i` with capability `i % capabilities.len()`; returns each
-/// probe's latency list.
+/// Registers `agents` probes, agent `i` with capability `i % capabilities.len()`; returns the
+/// histograms they note latencies in.
 async fn register_probes(
     swarm: &Swarm,
     agents: usize,
@@ -235,11 +249,12 @@ async fn register_probes(
     concurrency: u32,
     origin: Origin,
     arrivals: Option<&Arc<Arrivals>>,
-) -> Result<Vec<Arc<Mutex<Vec<u64>>>>, Error> {
-    let mut probes = Vec::with_capacity(agents);
+) -> Result<Vec<Latencies>, Error> {
+    let shards = (0..agents.clamp(1, LATENCY_SHARDS))
+        .map(|_| new_histogram().map(|h| Arc::new(Mutex::new(h))))
+        .collect::<Result<Vec<_>, _>>()?;
     for i in 0..agents {
-        let waits_ns = Arc::new(Mutex::new(Vec::new()));
-        probes.push(waits_ns.clone());
+        let waits_ns = shards[i % shards.len()].clone();
         let registration = Registration {
             name: format!("bench-{i}"),
             capabilities: vec![capabilities[i % capabilities.len()].clone()],
@@ -256,7 +271,7 @@ async fn register_probes(
         });
         swarm.register_agent(registration, factory).await?;
     }
-    Ok(probes)
+    Ok(shards)
 }
 
 /// Counts the closed loop's objectives in flight, from before an objective's submit until its
@@ -381,7 +396,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
         None => None,
     };
 
-    let merged = merge(&probes)?;
+    let merged = merged_for(&probes, config.tasks)?;
     let us = |q: f64| merged.value_at_quantile(q) as f64 / 1_000.0;
     Ok(BenchReport {
         agents: config.agents,
@@ -663,7 +678,7 @@ pub async fn open_loop(config: OpenLoopConfig) -> Result<OpenLoopReport, Error> 
         Arc::try_unwrap(swarm).map_err(|_| Error::Run("a submit still holds the swarm".into()))?;
     swarm.shutdown().await?;
 
-    let merged = merge(&probes)?;
+    let merged = merged_for(&probes, tasks)?;
     let us = |q: f64| merged.value_at_quantile(q) as f64 / 1_000.0;
     Ok(OpenLoopReport {
         agents: config.agents,
