@@ -24,6 +24,7 @@ fn allocation(c: &mut Criterion) {
             capabilities: 8,
             tasks: TASKS,
             objective_size: 1_000,
+            objectives_in_flight: None,
             concurrency: 64,
             data_dir: None,
         };

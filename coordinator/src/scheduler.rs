@@ -75,8 +75,14 @@ pub struct SchedulerConfig {
     /// its capacity; a value above every capacity gives strict one-task-per-choice balance.
     pub burst_divisor: u32,
     /// With a durable log, the most finished objectives kept in memory; older ones are
-    /// dropped and read back from the log when asked for. Without a log all are kept.
+    /// dropped and read back from the log when asked for. Without a log all are kept, unless
+    /// `forget_finished_in_memory` is set.
     pub keep_finished: usize,
+    /// Without a durable log, drop finished objectives past `keep_finished` too. Nothing can
+    /// read a dropped objective back then (asking for it answers that it is unknown), so this
+    /// is off by default; it bounds the memory of an in-memory swarm that runs for long, such
+    /// as `swarm bench`.
+    pub forget_finished_in_memory: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -86,6 +92,7 @@ impl Default for SchedulerConfig {
             max_objectives_running: 100_000,
             burst_divisor: 8,
             keep_finished: 10_000,
+            forget_finished_in_memory: false,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Objectives through the real scheduler, registry and agent actors: graph validation,
 //! dependencies with outputs flowing along edges, retries, spawned tasks, waiting for capacity,
-//! priorities and cancellation.
+//! priorities and cancellation, and which finished objectives an in-memory swarm keeps.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::sync::Arc;
@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use swarm_agents::{AgentFactory, EchoAgent, FnAgent};
-use swarm_coordinator::Error;
+use swarm_coordinator::{Error, Swarm};
 use swarm_protocol::{
-    Event, FailureKind, GraphError, Objective, ObjectiveStatus, RetryPolicy, SchedulerError,
-    SchedulerMsg, TaskOutcome, TaskSpec, TaskStatus,
+    Event, FailureKind, GraphError, Objective, ObjectiveId, ObjectiveStatus, RetryPolicy,
+    SchedulerError, SchedulerMsg, TaskOutcome, TaskQuery, TaskSpec, TaskStatus,
 };
-use swarm_testkit::{PATIENCE, cap, finish, key, reg, start};
+use swarm_testkit::{PATIENCE, cap, fast_restarts, finish, key, reg, start};
 use tokio::sync::Semaphore;
 
 #[tokio::test]
@@ -713,5 +713,97 @@ async fn draining_lets_running_attempts_finish_and_starts_nothing_new() {
         "a draining agent took new work: {view:#?}"
     );
     assert_eq!(started[0].status, TaskStatus::Succeeded);
+    finish(swarm).await;
+}
+
+/// A swarm without a log that keeps `keep_finished` finished objectives, forgetting older ones
+/// only when `forget` is set; one `x` agent echoes.
+async fn in_memory_keeping(keep_finished: usize, forget: bool) -> Swarm {
+    let mut config = fast_restarts(2);
+    config.scheduler.keep_finished = keep_finished;
+    config.scheduler.forget_finished_in_memory = forget;
+    let swarm = Swarm::start(config).await.unwrap();
+    swarm
+        .register_agent(reg("e", &["x"], 1), AgentFactory::shared(EchoAgent))
+        .await
+        .unwrap();
+    swarm
+}
+
+/// Runs `count` one-task objectives, one after the other, each to its end.
+async fn run_in_turn(swarm: &Swarm, count: usize) -> Vec<ObjectiveId> {
+    let mut ids = Vec::new();
+    for i in 0..count {
+        let objective =
+            Objective::with_tasks(format!("o{i}"), vec![TaskSpec::new(key("a"), cap("x"))]);
+        let id = swarm.submit(objective).await.unwrap();
+        let summary = swarm.wait_summary(id, PATIENCE).await.unwrap();
+        assert_eq!(summary.status, ObjectiveStatus::Succeeded);
+        ids.push(id);
+    }
+    ids
+}
+
+/// Every task the scheduler holds in memory.
+async fn tasks_held(swarm: &Swarm) -> u64 {
+    let query = TaskQuery {
+        status: None,
+        objective: None,
+        capability: None,
+        agent: None,
+        after: None,
+        limit: 0,
+        newest_first: false,
+    };
+    swarm.tasks(query).await.unwrap().total
+}
+
+#[tokio::test]
+async fn an_in_memory_swarm_told_to_forget_drops_finished_objectives_past_its_bound() {
+    let swarm = in_memory_keeping(2, true).await;
+    let ids = run_in_turn(&swarm, 5).await;
+    for &old in &ids[..3] {
+        for asked in [
+            swarm.objective(old).await.map(|view| view.status),
+            swarm
+                .wait_summary(old, PATIENCE)
+                .await
+                .map(|summary| summary.status),
+        ] {
+            assert!(
+                matches!(
+                    asked,
+                    Err(Error::Scheduler(SchedulerError::UnknownObjective(id))) if id == old
+                ),
+                "{old} was dropped, yet asking for it answered {asked:?}"
+            );
+        }
+    }
+    for &kept in &ids[3..] {
+        assert_eq!(
+            swarm.objective(kept).await.unwrap().status,
+            ObjectiveStatus::Succeeded
+        );
+    }
+    assert_eq!(
+        tasks_held(&swarm).await,
+        2,
+        "the two kept objectives' tasks only"
+    );
+    finish(swarm).await;
+}
+
+#[tokio::test]
+async fn an_in_memory_swarm_keeps_every_finished_objective_unless_told_to_forget() {
+    // The same bound, without the flag: nothing could read a dropped objective back, so none is.
+    let swarm = in_memory_keeping(2, false).await;
+    let ids = run_in_turn(&swarm, 5).await;
+    for id in ids {
+        assert_eq!(
+            swarm.objective(id).await.unwrap().status,
+            ObjectiveStatus::Succeeded
+        );
+    }
+    assert_eq!(tasks_held(&swarm).await, 5);
     finish(swarm).await;
 }

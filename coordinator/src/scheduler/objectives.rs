@@ -213,7 +213,13 @@ impl SchedulerState {
                 }));
             }
         }
-        if let Some((recorded, durable)) = self.journal.progress() {
+        // Without a log, every event is as final as it will ever be: `(0, 0)` lets the oldest
+        // go at once when the in-memory swarm is asked to forget.
+        let progress = self
+            .journal
+            .progress()
+            .or(self.config.forget_finished_in_memory.then_some((0, 0)));
+        if let Some((recorded, durable)) = progress {
             self.finished.push_back((id, recorded));
             // Only an objective whose end is durable may be dropped: until then the log would
             // still show it running.

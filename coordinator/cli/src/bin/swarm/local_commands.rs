@@ -31,9 +31,29 @@ pub(crate) struct BenchArgs {
     /// Tasks per objective.
     #[arg(long, default_value_t = 1_000)]
     objective_size: usize,
+    /// Objectives in flight at once; the next is submitted as soon as one ends [default:
+    /// enough for 4,096 tasks, at least 2].
+    #[arg(long)]
+    objectives_in_flight: Option<usize>,
     /// Each agent's concurrency limit.
     #[arg(long, default_value_t = 64)]
     concurrency: u32,
+    /// Instead: offer tasks at this fixed rate (tasks/s, open loop, in memory), --tasks of
+    /// them or for --duration, and report the latency from each task's scheduled send time
+    /// to its agent (coordinated omission accounted for).
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(u64).range(1..),
+        conflicts_with_all = ["durable", "data_dir", "http_submits", "ui_pages", "objectives_in_flight"]
+    )]
+    rate: Option<u64>,
+    /// With --rate: offer tasks for this long (e.g. `10s`) rather than --tasks of them.
+    #[arg(long, value_parser = humantime::parse_duration, requires = "rate")]
+    duration: Option<Duration>,
+    /// With --rate: tasks per burst (one objective), sent every burst/rate seconds
+    /// [default: a burst every 200 us].
+    #[arg(long, requires = "rate")]
+    burst: Option<u64>,
     /// Commit every state change to an event log (SQLite in a temporary directory, or in
     /// --data-dir) before acting on it, and measure restart time afterwards.
     #[arg(long)]
@@ -66,7 +86,11 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         capabilities,
         tasks,
         objective_size,
+        objectives_in_flight,
         concurrency,
+        rate,
+        duration,
+        burst,
         durable,
         data_dir,
         http_submits,
@@ -113,6 +137,47 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Some(rate) = rate {
+        let tasks = duration.map_or(tasks, |d| (rate as f64 * d.as_secs_f64()) as u64);
+        let config = bench::OpenLoopConfig {
+            agents,
+            capabilities,
+            concurrency,
+            rate,
+            tasks,
+            burst,
+        };
+        let report = bench::open_loop(config).await?;
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "agents={} capabilities={} tasks={} open loop: {:.0} tasks/s offered in \
+                 bursts of {} elapsed={:.3}s\n\
+                 tasks/s (reached an agent): {:.0}\n\
+                 allocation latency (scheduled send -> agent): p50 {:.1} us, \
+                 p90 {:.1} us, p99 {:.1} us, p99.9 {:.1} us, max {:.1} us\n\
+                 sender behind schedule: at most {:.1} us (counted in the latency)\n\
+                 peak RSS: {:.1} MiB, page faults while offering: {}",
+                report.agents,
+                report.capabilities,
+                report.tasks,
+                report.offered_per_s,
+                report.burst,
+                report.elapsed_s,
+                report.tasks_per_s,
+                report.p50_us,
+                report.p90_us,
+                report.p99_us,
+                report.p999_us,
+                report.max_us,
+                report.send_lag_max_us,
+                report.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+                report.page_faults
+            );
+        }
+        return Ok(());
+    }
     let temp;
     let data_dir = match (durable, data_dir) {
         (false, _) => None,
@@ -127,6 +192,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         capabilities,
         tasks,
         objective_size,
+        objectives_in_flight,
         concurrency,
         data_dir,
     };
@@ -135,19 +201,22 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "agents={} capabilities={} tasks={} durable={} elapsed={:.3}s\n\
+            "agents={} capabilities={} tasks={} durable={} objectives in flight={} \
+             elapsed={:.3}s\n\
              tasks/s (allocated and completed): {:.0}\n\
              allocation latency (ready -> agent): p50 {:.1} us, p99 {:.1} us\n\
-             peak RSS: {:.1} MiB",
+             peak RSS: {:.1} MiB, page faults during the run: {}",
             report.agents,
             report.capabilities,
             report.tasks,
             report.durable.is_some(),
+            report.objectives_in_flight,
             report.elapsed_s,
             report.tasks_per_s,
             report.alloc_p50_us,
             report.alloc_p99_us,
-            report.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+            report.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+            report.page_faults
         );
         if let Some(d) = report.durable {
             println!(
