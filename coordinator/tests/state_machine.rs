@@ -17,8 +17,8 @@
 //! At the end every accepted objective must end, and each one's view rebuilt from the log
 //! alone must equal the live one.
 //!
-//! `PROPTEST_CASES` (default 24) and `SWARM_SM_STEPS` (default 200) set the size; CI runs
-//! 1,000 cases of 200 steps in a release build (`scripts/battery.sh`). A failing case prints
+//! `PROPTEST_CASES` (default 24, split over four tests that run at once) and `SWARM_SM_STEPS`
+//! (default 200) set the size; CI runs 1,000 cases of 200 steps (`scripts/battery.sh`). A failing case prints
 //! its seed and is saved under `proptest-regressions/`, so it replays.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
@@ -640,18 +640,44 @@ fn quiet_scripted_crashes() {
     });
 }
 
+/// The runs of the whole test, split over [`SHARDS`] tests that run at once (a run mostly
+/// waits on its swarm, so they share the cores well).
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
+    let total: u32 = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(24)
+        .unwrap_or(24);
+    total.div_ceil(SHARDS)
 }
+
+const SHARDS: u32 = 4;
 
 fn steps() -> usize {
     std::env::var("SWARM_SM_STEPS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200)
+}
+
+/// One run: the ops in order, then every objective brought to its end and compared with its
+/// replay.
+fn run(ops: &[Op]) {
+    quiet_scripted_crashes();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut run = Run::start().await;
+        run.check().await;
+        for op in ops {
+            run.apply(op).await;
+        }
+        run.settle().await;
+        run.compare_views().await;
+        run.swarm.take().unwrap().shutdown().await.unwrap();
+    });
 }
 
 proptest! {
@@ -665,24 +691,30 @@ proptest! {
     })]
 
     #[test]
-    fn the_scheduler_keeps_its_invariants_under_random_runs(
+    fn the_scheduler_keeps_its_invariants_shard_1(
         ops in prop::collection::vec(op(), steps()..=steps())
     ) {
-        quiet_scripted_crashes();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let mut run = Run::start().await;
-            run.check().await;
-            for op in &ops {
-                run.apply(op).await;
-            }
-            run.settle().await;
-            run.compare_views().await;
-            run.swarm.take().unwrap().shutdown().await.unwrap();
-        });
+        run(&ops);
+    }
+
+    #[test]
+    fn the_scheduler_keeps_its_invariants_shard_2(
+        ops in prop::collection::vec(op(), steps()..=steps())
+    ) {
+        run(&ops);
+    }
+
+    #[test]
+    fn the_scheduler_keeps_its_invariants_shard_3(
+        ops in prop::collection::vec(op(), steps()..=steps())
+    ) {
+        run(&ops);
+    }
+
+    #[test]
+    fn the_scheduler_keeps_its_invariants_shard_4(
+        ops in prop::collection::vec(op(), steps()..=steps())
+    ) {
+        run(&ops);
     }
 }
