@@ -160,8 +160,9 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
     }
 
     /// Where a newly ready task goes. With a lease, an agent takes it now and the caller
-    /// starts the attempt. Otherwise it is parked (its objective is at its cap) or queued (its
-    /// queue is not empty, or no agent has room).
+    /// starts the attempt. Otherwise it is parked (its objective is at its cap), waits apart
+    /// (an agent refused it for good and no other has room) or is queued (its queue is not
+    /// empty, or no agent has room).
     pub(super) fn place(
         &mut self,
         tasks: &mut Slab<TaskNode>,
@@ -188,12 +189,7 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
             if let Some(lease) = registry.select_other(capability, avoid) {
                 return Some(lease);
             }
-            let entry = Entry {
-                priority: node.priority,
-                seq: self.next_seq,
-                task: id,
-            };
-            self.next_seq += 1;
+            let entry = self.entry_for(id, node.priority);
             node.queued = Some(entry.seq);
             self.refused
                 .entry(capability.clone())
@@ -205,12 +201,7 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
         if queue_empty && let Some(lease) = self.lease_for_burst(registry, capability) {
             return Some(lease);
         }
-        let entry = Entry {
-            priority: node.priority,
-            seq: self.next_seq,
-            task: id,
-        };
-        self.next_seq += 1;
+        let entry = self.entry_for(id, node.priority);
         node.queued = Some(entry.seq);
         match self.queues.get_mut(capability) {
             Some(queue) => queue.push(entry),
@@ -221,6 +212,17 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
                 .push(entry),
         }
         None
+    }
+
+    /// A new place in line for task `id`.
+    fn entry_for(&mut self, id: TaskId, priority: i32) -> Entry {
+        let entry = Entry {
+            priority,
+            seq: self.next_seq,
+            task: id,
+        };
+        self.next_seq += 1;
+        entry
     }
 
     /// A slot for a newly ready task. Within one handler turn, the least-loaded agent the
