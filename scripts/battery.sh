@@ -5,8 +5,7 @@
 #   scripts/battery.sh                         # 1,000 cases x 200 steps (release), 10 s per fuzzer
 #   SM_CASES=10000 FUZZ_SECONDS=300 scripts/battery.sh
 #
-# CI runs a smaller state machine (SM_CASES=200, on the debug build the test suite made) to
-# stay within its time budget. A failing state-machine case prints its seed and is saved in
+# CI runs it as it is. A failing state-machine case prints its seed and is saved in
 # coordinator/tests/state_machine.proptest-regressions, which replays it first on every run; a
 # fuzzing crash is saved under fuzz/artifacts/<target>/ (fuzz/README.md says how to replay it).
 set -euo pipefail
@@ -23,7 +22,7 @@ fi
 echo "== state machine: ${cases} cases of ${steps} steps (${SM_PROFILE:-release} build)"
 started=$(date +%s)
 PROPTEST_CASES="$cases" SWARM_SM_STEPS="$steps" \
-    cargo test "${profile[@]}" --locked -p swarm-coordinator --test state_machine
+    cargo test "${profile[@]}" --locked -p swarm-coordinator --test state_machine -- --test-threads=4
 echo "state machine: ${cases} cases of ${steps} steps passed in $(( $(date +%s) - started )) s"
 
 echo "== fuzz: every target for ${FUZZ_SECONDS:-10} s"
