@@ -31,12 +31,8 @@ impl Fingerprint {
         // Serializing plain data cannot fail; an empty encoding would compare equal only to
         // another value that also failed to encode.
         let as_written = serde_json::to_vec(value).unwrap_or_default();
-        let mut canonical = Vec::with_capacity(as_written.len());
-        if let Ok(tree) = serde_json::to_value(value) {
-            write_canonical(&tree, &mut canonical);
-        }
         Self {
-            current: current(&canonical),
+            current: current(value),
             legacy: fx_v1(&as_written),
         }
     }
@@ -52,10 +48,15 @@ impl Fingerprint {
     }
 }
 
-fn current(canonical: &[u8]) -> u64 {
+/// The current version's fingerprint of `value` alone (what is stored).
+pub(crate) fn current<T: Serialize>(value: &T) -> u64 {
+    let mut canonical = Vec::new();
+    if let Ok(tree) = serde_json::to_value(value) {
+        write_canonical(&tree, &mut canonical);
+    }
     let digest = Sha256::new()
         .chain_update(b"swarm objective fingerprint\n")
-        .chain_update(canonical)
+        .chain_update(&canonical)
         .finalize();
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
@@ -74,7 +75,7 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_scalar(&Value::String(key.clone()), out);
+                write_scalar(key, out);
                 out.push(b':');
                 write_canonical(member, out);
             }
@@ -94,7 +95,7 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     }
 }
 
-fn write_scalar(value: &Value, out: &mut Vec<u8>) {
+fn write_scalar<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
     // Writing a scalar into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, value);
 }

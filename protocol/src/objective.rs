@@ -54,7 +54,7 @@ impl Objective {
     /// The fingerprint to store with an idempotency key: stable across processes, builds and
     /// versions (see [`crate::fingerprint`]).
     pub fn fingerprint(&self) -> u64 {
-        Fingerprint::of(self).value()
+        crate::fingerprint::current(self)
     }
 
     /// What a stored fingerprint is compared with: this objective's fingerprint in every
