@@ -18,8 +18,10 @@
 //! alone must equal the live one.
 //!
 //! `PROPTEST_CASES` (default 24, split over four tests that run at once) and `SWARM_SM_STEPS`
-//! (default 200) set the size; CI runs 1,000 cases of 200 steps (`scripts/battery.sh`). A failing case prints
-//! its seed and is saved under `proptest-regressions/`, so it replays.
+//! (default 200) set the size; CI runs 1,000 cases of 200 steps (`scripts/battery.sh`). A
+//! failing case prints its seed and is saved in `tests/state_machine.proptest-regressions`,
+//! which replays it first. When objectives never end, `SWARM_SM_DUMP=<file>` writes the whole
+//! log there for reading.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
