@@ -12,11 +12,12 @@
 //! - `graph.rs`: the objectives, the task nodes and the task ids; edges, inputs, views and
 //!   pages of tasks.
 //! - `dispatch.rs`: the ready queues, the objectives' concurrency caps and parked tasks, the
-//!   turn's bursts and outbox, and who runs what. The *allocation invariant* (a queued task
-//!   never waits while a capable agent has room) and *fairness* (priority then age; an
-//!   objective at its `max_concurrency` parks its tasks, keeping their places) live here.
-//! - `waits.rs`: posted events, each key's mailbox and waiting tasks, and the events'
-//!   idempotency keys (first waiter first, oldest event first).
+//!   turn's bursts and outbox, who runs what, and the tasks an agent refused for good. The
+//!   *allocation invariant* (a queued task never waits while a capable agent has room) and
+//!   *fairness* (priority then age; an objective at its `max_concurrency` parks its tasks,
+//!   keeping their places) live here.
+//! - `waits.rs`: external events (posted for `wait` tasks), each key's mailbox and waiting
+//!   tasks, and the events' idempotency keys (first waiter first, oldest event first).
 //! - `sagas.rs`: the *saga* rule: a failed objective's compensations run one at a time,
 //!   newest success first, and it ends `Failed` after the last.
 //! - `checks.rs`: the planning checks, functions of the registry and the graph.
