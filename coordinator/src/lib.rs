@@ -37,6 +37,7 @@ pub mod model_agents;
 pub mod replay;
 pub mod scheduler;
 mod startup;
+mod submit;
 pub mod supervisor;
 pub mod triggers;
 pub mod writer;
@@ -272,19 +273,18 @@ impl Swarm {
         objective: Objective,
         idempotency_key: Option<String>,
     ) -> Result<ObjectiveId, Error> {
-        // No timeout of our own: the scheduler refuses a submit it reaches after
-        // `accept_by`, and otherwise answers once the objective is durable, so the answer is
-        // the outcome (a submit that timed out here could still be accepted later).
-        let accept_by = std::time::Instant::now()
-            .checked_add(self.call_timeout)
-            .unwrap_or_else(std::time::Instant::now);
-        Ok(ractor::call!(self.scheduler, |reply| SchedulerMsg::Submit {
+        // No timeout of our own: the scheduler refuses a submit it reaches after the call
+        // timeout, and otherwise answers once the objective is durable, so the answer is the
+        // outcome (a submit that timed out here could still be accepted later).
+        submit::submit(
+            &self.scheduler,
+            self.store.as_deref(),
             objective,
             idempotency_key,
-            accept_by,
-            reply
-        })
-        .map_err(|e| self.explain(e.into()))??)
+            self.call_timeout,
+            |e| self.explain(e),
+        )
+        .await
     }
 
     /// Waits, up to `timeout`, for an objective to end and returns its final state.

@@ -35,6 +35,7 @@ mod checks;
 mod dispatch;
 mod failures;
 mod graph;
+mod idempotency;
 mod objectives;
 mod outcomes;
 pub mod planner;
@@ -84,6 +85,10 @@ pub struct SchedulerConfig {
     /// is off by default; it bounds the memory of an in-memory swarm that runs for long, such
     /// as `swarm bench`.
     pub forget_finished_in_memory: bool,
+    /// The most idempotency keys of submitted objectives held in memory. With a durable log,
+    /// older keys (once durable) are answered from the log's objective index, until their
+    /// objectives are pruned; without one, they are forgotten.
+    pub idempotency_keys_in_memory: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -94,6 +99,7 @@ impl Default for SchedulerConfig {
             burst_divisor: 8,
             keep_finished: 10_000,
             forget_finished_in_memory: false,
+            idempotency_keys_in_memory: 100_000,
         }
     }
 }
@@ -159,6 +165,7 @@ impl Actor for Scheduler {
             SchedulerMsg::Submit {
                 objective,
                 idempotency_key,
+                key_index_as_of,
                 accept_by,
                 reply,
             } => {
@@ -167,7 +174,7 @@ impl Actor for Scheduler {
                 let result = if std::time::Instant::now() > accept_by {
                     Err(SchedulerError::NotTaken)
                 } else {
-                    state.submit(objective, idempotency_key)
+                    state.submit(objective, idempotency_key, key_index_as_of)
                 };
                 state.reply_after_commit(reply, result);
             }

@@ -17,8 +17,8 @@ use swarm_coordinator::writer::take_snapshot;
 use swarm_coordinator::{Error, StoreConfig, Swarm, SwarmConfig, WriterConfig};
 use swarm_protocol::{
     AgentId, AgentMsg, Event, EventRecord, FailureKind, Objective, ObjectiveId, ObjectiveStatus,
-    ObjectiveView, RetryPolicy, ReviewDecision, SchedulerError, Task, TaskOutcome, TaskSpec,
-    TaskStatus, Usage,
+    ObjectiveView, RetryPolicy, ReviewDecision, SchedulerError, SchedulerMsg, Task, TaskOutcome,
+    TaskSpec, TaskStatus, Usage,
 };
 use swarm_store::{EventStore, SqliteOptions, SqliteStore};
 use swarm_testkit::{PATIENCE, cap, fast_restarts, finish, key, open, register};
@@ -541,6 +541,84 @@ async fn a_repeated_submit_under_one_key_creates_one_objective_also_after_a_rest
         [first, longest]
     );
     assert_eq!(runs.of("t"), 2, "once for `first`, once for `longest`");
+    finish(swarm).await;
+}
+
+/// The scheduler holds only the newest keys; an older one is answered from the log's index,
+/// before and after a restart, and a submit that skips the index is refused once a key was
+/// dropped, never accepted as new.
+#[tokio::test]
+async fn keys_past_the_memory_bound_answer_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = Runs::default();
+    let open_bounded = || async {
+        let mut config = config();
+        config.scheduler.idempotency_keys_in_memory = 2;
+        Swarm::open(config, StoreConfig::new(dir.path()))
+            .await
+            .unwrap()
+    };
+    let swarm = open_bounded().await;
+    register(&swarm, "work", &["work"], 4, counted_work(&runs)).await;
+    let objective = |n: u64| Objective::with_tasks(format!("order {n}"), vec![work("t", n)]);
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let id = swarm
+            .submit_with_key(objective(n), Some(format!("order-{n}")))
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    for (n, id) in (0..).zip(&ids) {
+        assert_eq!(
+            swarm
+                .submit_with_key(objective(n), Some(format!("order-{n}")))
+                .await
+                .unwrap(),
+            *id,
+            "order-{n}"
+        );
+    }
+    let err = swarm
+        .submit_with_key(objective(9), Some("order-0".into()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Scheduler(SchedulerError::IdempotencyConflict { existing, .. }) if *existing == ids[0]),
+        "{err}"
+    );
+    // Straight to the scheduler, without reading the index: `order-0` is no longer held, so
+    // the submit is refused rather than taken as new.
+    let skipped = ractor::call!(swarm.scheduler(), |reply| SchedulerMsg::Submit {
+        objective: objective(0),
+        idempotency_key: Some("order-0".into()),
+        key_index_as_of: None,
+        accept_by: std::time::Instant::now() + PATIENCE,
+        reply,
+    })
+    .unwrap();
+    assert_eq!(
+        skipped,
+        Err(SchedulerError::KeyNotChecked("order-0".into()))
+    );
+    for id in &ids {
+        swarm.wait(*id, PATIENCE).await.unwrap();
+    }
+    finish(swarm).await;
+
+    let swarm = open_bounded().await;
+    register(&swarm, "work", &["work"], 4, counted_work(&runs)).await;
+    for (n, id) in (0..).zip(&ids) {
+        assert_eq!(
+            swarm
+                .submit_with_key(objective(n), Some(format!("order-{n}")))
+                .await
+                .unwrap(),
+            *id,
+            "order-{n} after the restart"
+        );
+    }
+    assert_eq!(submissions(&whole_log(&*log_of(&swarm)).await), ids);
     finish(swarm).await;
 }
 

@@ -178,6 +178,14 @@ pub enum SchedulerError {
     /// than the caller's patience): nothing was accepted.
     #[error("the scheduler did not take the submit in time; nothing was accepted, try again later")]
     NotTaken,
+    /// The scheduler no longer holds every idempotency key in memory, and the caller's read
+    /// of the log's objective index (if any) is older than a key it dropped: nothing was
+    /// accepted; submitting again reads the index again.
+    #[error(
+        "idempotency key `{0}` could not be checked against the event log in time; nothing was \
+         accepted, try again"
+    )]
+    KeyNotChecked(String),
     /// The idempotency key was used before, for a different objective.
     #[error("idempotency key `{key}` was already used for a different objective ({existing})")]
     IdempotencyConflict {
@@ -221,6 +229,12 @@ pub enum SchedulerMsg {
         /// The client's idempotency key: a submit with a key already used returns the
         /// objective first submitted with it.
         idempotency_key: Option<String>,
+        /// The commit as of which the caller read the log's objective index and did not find
+        /// `idempotency_key` there (`None`: not read). The scheduler holds only the newest
+        /// keys; a key it does not hold is new if it dropped none, or if the read covered every
+        /// key it dropped, and otherwise the submit is refused with
+        /// [`SchedulerError::KeyNotChecked`].
+        key_index_as_of: Option<u64>,
         /// A submit the scheduler reaches after this instant is refused
         /// ([`SchedulerError::NotTaken`]) and nothing is recorded: the caller waits for the
         /// answer instead of giving up on its own, so a submit it was told failed is never

@@ -177,6 +177,16 @@ pub struct StoreInfo {
     pub events: u64,
 }
 
+/// What the objective index holds for one idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLookup {
+    /// The objective submitted under the key, if any.
+    pub objective: Option<StoredObjective>,
+    /// The last sequence number committed as of the read: a key submitted by an event up to
+    /// this one would have been found.
+    pub as_of_seq: u64,
+}
+
 /// What a prune removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pruned {
@@ -229,6 +239,11 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Every indexed objective that has an idempotency key.
     fn keyed_objectives(&self) -> BoxFuture<'_, Result<Vec<StoredObjective>, StoreError>>;
+
+    /// The indexed objective submitted under idempotency key `key`, if any (until it is
+    /// pruned), and the last sequence number committed when the index was read.
+    fn objective_by_key<'a>(&'a self, key: &'a str)
+    -> BoxFuture<'a, Result<KeyLookup, StoreError>>;
 
     /// Up to `limit` indexed objectives with `id > after` (all when `after` is `None`), of
     /// `status` only when given, ordered by id: a UUIDv7, so oldest submission first, and the

@@ -41,8 +41,8 @@ use tokio::sync::Mutex;
 use self::multirow::MultiRowStatements;
 use self::writer::Writer;
 use crate::{
-    DeclaredAgent, DeclaredHook, EventStore, Pruned, Snapshot, StoreError, StoreInfo, StoredEvent,
-    StoredObjective, StoredSchedule,
+    DeclaredAgent, DeclaredHook, EventStore, KeyLookup, Pruned, Snapshot, StoreError, StoreInfo,
+    StoredEvent, StoredObjective, StoredSchedule,
 };
 
 /// Where [`SqliteStore`] keeps its file and how hard it syncs.
@@ -159,6 +159,13 @@ impl EventStore for SqliteStore {
 
     fn keyed_objectives(&self) -> BoxFuture<'_, Result<Vec<StoredObjective>, StoreError>> {
         Box::pin(self.load_keyed_objectives())
+    }
+
+    fn objective_by_key<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<KeyLookup, StoreError>> {
+        Box::pin(self.load_objective_by_key(key))
     }
 
     fn list_objectives(

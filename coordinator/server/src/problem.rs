@@ -333,7 +333,9 @@ fn from_scheduler(err: SchedulerError, objective: Option<&Objective>) -> Problem
         SchedulerError::NotInReview { .. } => {
             Problem::new(StatusCode::CONFLICT, "not-in-review", detail).field("id")
         }
-        SchedulerError::Overloaded(_) | SchedulerError::NotTaken => {
+        SchedulerError::Overloaded(_)
+        | SchedulerError::NotTaken
+        | SchedulerError::KeyNotChecked(_) => {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", detail).retry_after(1)
         }
         SchedulerError::IdempotencyConflict { .. } => {

@@ -20,6 +20,7 @@ use swarm_protocol::{
 use super::checks;
 use super::failures::AttemptCost;
 use super::graph::{BatchExtras, ObjectiveRun};
+use super::idempotency::Keyed;
 use super::planner::PLAN_KEY;
 use super::sagas::Saga;
 use super::state::SchedulerState;
@@ -32,22 +33,26 @@ impl SchedulerState {
         &mut self,
         mut objective: Objective,
         idempotency_key: Option<String>,
+        key_index_as_of: Option<u64>,
     ) -> Result<ObjectiveId, SchedulerError> {
         objective.limits.max_tasks = objective.limits.max_tasks.min(Limits::MAX_TASKS_CEILING);
         let fingerprint = match &idempotency_key {
             Some(key) => {
                 check_idempotency_key(key).map_err(SchedulerError::BadIdempotencyKey)?;
                 let fingerprints = objective.fingerprints();
-                if let Some(&(existing, first)) = self.idempotency.get(key) {
+                if let Some(first) = self.keys.get(key) {
                     // Matches a fingerprint stored by any version (see `fingerprint`).
-                    return if fingerprints.matches(first) {
-                        Ok(existing)
+                    return if fingerprints.matches(first.fingerprint) {
+                        Ok(first.objective)
                     } else {
                         Err(SchedulerError::IdempotencyConflict {
                             key: key.clone(),
-                            existing,
+                            existing: first.objective,
                         })
                     };
+                }
+                if !self.keys.is_new(key_index_as_of) {
+                    return Err(SchedulerError::KeyNotChecked(key.clone()));
                 }
                 fingerprints.value()
             }
@@ -90,15 +95,16 @@ impl SchedulerState {
         self.dispatch.limit(id, objective.limits.max_concurrency);
         self.arm_deadline(id, objective.limits.deadline);
         self.stats.objectives_running += 1;
-        if let Some(key) = &idempotency_key {
-            self.idempotency.insert(key.clone(), (id, fingerprint));
-        }
+        let key = idempotency_key.clone();
         self.emit(Event::ObjectiveSubmitted {
             objective: id,
             spec: objective,
             first_task: first,
             idempotency_key,
         });
+        if let Some(key) = key {
+            self.take_key(key, id, fingerprint);
+        }
         if planned {
             if self.request_plan(id, 0, None).is_none() {
                 // Validated above, so this does not happen; but an objective must not be left
@@ -122,6 +128,28 @@ impl SchedulerState {
     }
 
     /// Sets the timer of an objective's deadline.
+    /// Holds `key` for objective `id`, whose `ObjectiveSubmitted` was just recorded, and drops
+    /// the oldest keys past the bound (see `idempotency`).
+    fn take_key(&mut self, key: String, id: ObjectiveId, fingerprint: u64) {
+        let keyed = Keyed {
+            objective: id,
+            fingerprint,
+        };
+        match self.journal.progress() {
+            Some((recorded, durable)) => {
+                self.keys.take(key, keyed, recorded);
+                self.keys.drop_oldest(durable, true);
+            }
+            None => {
+                self.keys.take(key, keyed, 0);
+                // Without a log the keys are as bounded as the objectives kept in memory.
+                if self.config.forget_finished_in_memory {
+                    self.keys.drop_oldest(u64::MAX, false);
+                }
+            }
+        }
+    }
+
     pub(super) fn arm_deadline(&self, objective: ObjectiveId, deadline: Option<Duration>) {
         if let Some(deadline) = deadline {
             self.myself

@@ -20,6 +20,7 @@ use swarm_protocol::{
 use super::checks;
 use super::failures::AttemptCost;
 use super::graph::{ObjectiveRun, ObjectiveTasks};
+use super::idempotency::Keyed;
 use super::sagas::Saga;
 use super::state::SchedulerState;
 use crate::journal::now_ms;
@@ -31,8 +32,20 @@ impl SchedulerState {
     /// recorded as lost and the task runs again with the next attempt (and so the next
     /// idempotency key); a pending retry waits out the rest of its backoff.
     pub(crate) fn restore(&mut self, recovered: Recovered) {
-        for (key, id, fingerprint) in recovered.keys {
-            self.idempotency.insert(key, (id, fingerprint));
+        // The newest keys (the list is oldest first); older ones are read from the index.
+        let skip = recovered
+            .keys
+            .len()
+            .saturating_sub(self.config.idempotency_keys_in_memory);
+        if skip > 0 {
+            self.keys.dropped_before_start(recovered.last_seq);
+        }
+        for (key, objective, fingerprint) in recovered.keys.into_iter().skip(skip) {
+            let keyed = Keyed {
+                objective,
+                fingerprint,
+            };
+            self.keys.take(key, keyed, 0);
         }
         let now = now_ms();
         // Events first, so a task that was waiting finds one posted before the restart.

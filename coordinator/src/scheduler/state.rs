@@ -31,6 +31,7 @@ use super::SchedulerConfig;
 use super::dispatch::Dispatch;
 use super::failures::AttemptCost;
 use super::graph::Graph;
+use super::idempotency::Keys;
 use super::record::task_of;
 use super::waits::Waits;
 use crate::journal::{Delivery, Effects, Journal, now_ms};
@@ -52,8 +53,9 @@ pub struct SchedulerState {
     pub(super) delivery: Arc<Delivery>,
     /// What the current turn does once its events are durable.
     pub(super) effects: Effects,
-    /// Idempotency keys of submitted objectives: the objective and its fingerprint.
-    pub(super) idempotency: FxHashMap<String, (ObjectiveId, u64)>,
+    /// The newest idempotency keys of submitted objectives (older ones are in the log's
+    /// index).
+    pub(super) keys: Keys,
     /// Finished objectives still in memory, oldest first, with the sequence number of the
     /// event that ended them (only kept track of with a durable log, which holds them once
     /// they are dropped).
@@ -93,7 +95,7 @@ impl SchedulerState {
             journal,
             effects: Effects::new(delivery.clone()),
             delivery,
-            idempotency: FxHashMap::default(),
+            keys: Keys::new(config.idempotency_keys_in_memory),
             finished: VecDeque::new(),
             graph: Graph::default(),
             dispatch: Dispatch::new(config.burst_divisor),

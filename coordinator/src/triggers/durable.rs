@@ -81,18 +81,17 @@ impl Durable {
         template: &Objective,
         fires: &[ScheduleFire],
     ) -> Result<(ObjectiveId, bool), Error> {
-        // As `Swarm::submit`: the scheduler refuses the submit past `accept_by`, so a fire
-        // recorded as failed never has an objective accepted after it.
-        let accept_by = std::time::Instant::now()
-            .checked_add(Duration::from_millis(self.call_timeout_ms))
-            .unwrap_or_else(std::time::Instant::now);
-        let objective = ractor::call!(self.scheduler, |reply| SchedulerMsg::Submit {
-            objective: template.clone(),
-            idempotency_key: Some(fire_idempotency_key(name, slot_ms)),
-            accept_by,
-            reply
-        })
-        .map_err(|e| self.explain(e.into()))??;
+        // As `Swarm::submit`: the scheduler refuses the submit past the call timeout, so a
+        // fire recorded as failed never has an objective accepted after it.
+        let objective = crate::submit::submit(
+            &self.scheduler,
+            self.store.as_deref(),
+            template.clone(),
+            Some(fire_idempotency_key(name, slot_ms)),
+            Duration::from_millis(self.call_timeout_ms),
+            |e| self.explain(e),
+        )
+        .await?;
         let recorded = fires
             .iter()
             .any(|f| f.slot_ms == slot_ms && f.objective == objective);

@@ -81,6 +81,16 @@ pub async fn the_objective_index_follows_status_and_keys(backend: &mut impl Back
     let keys: Vec<_> = keyed.iter().map(|o| o.idempotency_key.as_deref()).collect();
     assert_eq!(keys, [Some("key-a"), Some("key-c")]);
     assert_eq!(keyed[0], stored_a);
+    assert_eq!(
+        store.objective_by_key("key-a").await.unwrap().objective,
+        Some(stored_a)
+    );
+    assert_eq!(
+        store.objective_by_key("key-c").await.unwrap().objective,
+        Some(stored_c)
+    );
+    let missing = store.objective_by_key("key-b").await.unwrap();
+    assert_eq!((missing.objective, missing.as_of_seq), (None, 7));
     assert!(store.objective(ObjectiveId::new()).await.unwrap().is_none());
 }
 

@@ -263,6 +263,14 @@ pub async fn prune_removes_old_finished_objectives_and_old_agent_events_only(
         record(8, 6000, agent_event(2)),
     ];
     store.append(&batch).await.unwrap();
+    assert!(
+        store
+            .objective_by_key("gone")
+            .await
+            .unwrap()
+            .objective
+            .is_some()
+    );
 
     let pruned = store.prune(3000).await.unwrap();
     assert_eq!(
@@ -275,6 +283,14 @@ pub async fn prune_removes_old_finished_objectives_and_old_agent_events_only(
     assert!(store.objective(old_done).await.unwrap().is_none());
     assert!(store.read_objective(old_done).await.unwrap().is_empty());
     assert!(store.keyed_objectives().await.unwrap().is_empty());
+    assert!(
+        store
+            .objective_by_key("gone")
+            .await
+            .unwrap()
+            .objective
+            .is_none()
+    );
     assert_eq!(
         store.read_objective(old_running).await.unwrap(),
         [batch[2].clone()]

@@ -18,8 +18,8 @@ use super::SqliteStore;
 use super::error::{sql_int, store_error, stored_u64};
 use crate::projection::{status_from_name, status_name};
 use crate::{
-    DeclaredAgent, DeclaredHook, Snapshot, StoreError, StoreInfo, StoredEvent, StoredObjective,
-    StoredSchedule,
+    DeclaredAgent, DeclaredHook, KeyLookup, Snapshot, StoreError, StoreInfo, StoredEvent,
+    StoredObjective, StoredSchedule,
 };
 
 /// The counters in `meta`, read on `executor` (a reader, or the writer inside a transaction).
@@ -182,6 +182,32 @@ impl SqliteStore {
         rows.into_iter()
             .map(|row| decode_objective(&self.path, row))
             .collect()
+    }
+
+    /// See [`crate::EventStore::objective_by_key`].
+    pub(super) async fn load_objective_by_key(&self, key: &str) -> Result<KeyLookup, StoreError> {
+        let error = |e| store_error(&self.path, e);
+        // One read transaction: both reads see the same commit.
+        let mut tx = self.readers.begin().await.map_err(error)?;
+        let (last_seq,): (i64,) = sqlx::query_as("SELECT value FROM meta WHERE key = 'last_seq'")
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(error)?;
+        let row: Option<ObjectiveColumns> = sqlx::query_as(
+            "SELECT id, idempotency_key, fingerprint, status, submitted_at_ms, ended_at_ms \
+             FROM objectives WHERE idempotency_key = ?",
+        )
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(error)?;
+        tx.commit().await.map_err(error)?;
+        Ok(KeyLookup {
+            objective: row
+                .map(|row| decode_objective(&self.path, row))
+                .transpose()?,
+            as_of_seq: stored_u64(&self.path, || "the counter last_seq".into(), last_seq)?,
+        })
     }
 
     /// See [`crate::EventStore::list_objectives`].
