@@ -160,7 +160,7 @@ impl Default for LimitsSection {
 /// client_burst = 1000
 /// auth_failures_per_minute = 5
 /// auth_failure_burst = 5
-/// backlog_max = 10000                # objectives running + tasks queued; 0: no admission control
+/// backlog_max = 10000                # objectives running + tasks queued + events unwritten; 0: off
 /// secure_cookies = true              # served behind TLS
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

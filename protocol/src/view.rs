@@ -195,6 +195,10 @@ pub struct SchedulerStats {
     /// Posted events kept because no task consumed them yet.
     #[serde(default)]
     pub events_kept: u64,
+    /// Events recorded and not yet committed to the durable log (0 without one): the
+    /// writer's queue.
+    #[serde(default)]
+    pub events_unwritten: u64,
     /// For every attempt handed to an agent since start, how long its task had been ready
     /// (queued, or waiting for a slot) until then.
     #[serde(default)]

@@ -14,8 +14,10 @@
 //!   made while limited learns nothing, right or wrong. Successful logins do not count.
 //! - **Admission** ([`Limits::backlog_max`]): the routes that create work (`POST /v1/objectives`,
 //!   `POST /v1/events`, webhook deliveries, see [`crate::Route::creates_work`]) are refused while
-//!   the swarm's backlog (objectives running plus tasks queued, from `Swarm::stats`) is at or
-//!   above the bound. `Swarm::stats` is a round trip to the scheduler, so the figure is read at
+//!   the swarm's backlog (objectives running, tasks queued and events not yet written to the
+//!   log, from `Swarm::stats`) is at or above the bound. With the writer's queue in the
+//!   figure, a disk that falls behind refuses new work instead of letting the queue to it
+//!   grow. `Swarm::stats` is a round trip to the scheduler, so the figure is read at
 //!   most once per [`Limits::backlog_refresh`], by the first request that finds it older; the
 //!   requests meanwhile use the last figure plus the requests admitted since it was read, so a
 //!   burst cannot pass the bound while the figure is old.
@@ -93,8 +95,8 @@ pub struct Limits {
     pub client: Option<Rate>,
     /// Failed authentications per remote address. Default: 5 per minute, 5 at once.
     pub auth_failures: Rate,
-    /// The backlog (objectives running plus tasks queued) at which the routes that create work
-    /// answer 429 (`None`: no admission control). Default: 10,000.
+    /// The backlog (objectives running, tasks queued and events not yet written to the log)
+    /// at which the routes that create work answer 429 (`None`: no admission control). Default: 10,000.
     pub backlog_max: Option<u64>,
     /// How old the backlog figure may get before a request reads it again. Default: 250 ms.
     pub backlog_refresh: Duration,
@@ -484,7 +486,10 @@ impl Backlog {
             self.admitted.store(0, Ordering::Relaxed);
             match swarm.stats().await {
                 Ok(stats) => self.last.store(
-                    stats.objectives_running.saturating_add(stats.tasks_queued),
+                    stats
+                        .objectives_running
+                        .saturating_add(stats.tasks_queued)
+                        .saturating_add(stats.events_unwritten),
                     Ordering::Relaxed,
                 ),
                 // The coordinator is down: the handler answers that itself.
@@ -530,8 +535,9 @@ pub(crate) async fn admission(State(state): State<AppState>, req: Request, next:
         return too_many(
             "backlog",
             format!(
-                "the swarm's backlog ({current} objectives running, tasks queued and requests \
-                 just admitted) is at its bound of {max}; retry in {seconds} s"
+                "the swarm's backlog ({current} objectives running, tasks queued, events not \
+                 yet written and requests just admitted) is at its bound of {max}; retry in \
+                 {seconds} s"
             ),
             seconds,
         );

@@ -153,6 +153,11 @@ fn record_scheduler(stats: &SchedulerStats, depths: &[(Capability, u64)]) {
         "Posted events kept because no `wait` task consumed them yet."
     );
     gauge!("swarm_events_kept").set(stats.events_kept as f64);
+    describe_gauge!(
+        "swarm_events_unwritten",
+        "Events recorded and not yet committed to the durable log (the writer's queue)."
+    );
+    gauge!("swarm_events_unwritten").set(stats.events_unwritten as f64);
     describe_counter!(
         "swarm_allocations_total",
         "Attempts handed to agents since the coordinator started."
@@ -399,6 +404,7 @@ mod tests {
             tasks_failed: 1,
             tasks_waiting: 6,
             events_kept: 8,
+            events_unwritten: 9,
             allocation_latency,
         };
         let depths = [(Capability::new("work").unwrap(), 3)];
@@ -462,6 +468,7 @@ mod tests {
         assert_eq!(value("swarm_tasks_in_review", ""), 4.0);
         assert_eq!(value("swarm_tasks_waiting", ""), 6.0);
         assert_eq!(value("swarm_events_kept", ""), 8.0);
+        assert_eq!(value("swarm_events_unwritten", ""), 9.0);
         assert_eq!(value("swarm_attempts_failed_total", ""), 2.0);
         assert_eq!(value("swarm_allocations_total", ""), 9.0);
         assert_eq!(

@@ -372,6 +372,10 @@ impl SchedulerState {
         stats.tasks_queued = self.dispatch.waiting();
         stats.events_kept = self.waits.kept();
         stats.tasks_waiting = self.waits.waiting();
+        stats.events_unwritten = self
+            .journal
+            .progress()
+            .map_or(0, |(recorded, durable)| recorded.saturating_sub(durable));
         stats
     }
 
