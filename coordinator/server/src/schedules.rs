@@ -51,8 +51,13 @@ fn name(raw: &str) -> Result<&str, Problem> {
 )]
 pub(super) async fn create(
     State(state): State<AppState>,
-    JsonBody(spec): JsonBody<ScheduleSpec>,
+    JsonBody(mut spec): JsonBody<ScheduleSpec>,
 ) -> Result<Response, Problem> {
+    // Each fire submits the template: it is held to the server's ceilings as a submit is.
+    crate::objectives::bound(&mut spec.template, &state.config.ceilings).map_err(|mut p| {
+        p.field = p.field.map(|f| format!("template.{f}"));
+        p
+    })?;
     let template = spec.template.clone();
     let view = state
         .swarm

@@ -141,7 +141,8 @@ async fn json_past_the_ceilings_is_refused_naming_the_field() {
     server.finish().await;
 }
 
-/// A client may lower the graph limits, never raise them past the server's.
+/// A client may lower the graph limits, never raise them past the server's (in a submit or a
+/// schedule's template).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_objective_cannot_raise_the_servers_graph_limits() {
     let server = Server::start(None).await;
@@ -171,6 +172,15 @@ async fn an_objective_cannot_raise_the_servers_graph_limits() {
     );
     let answer = server.submit(&lowered, None).await;
     problem_at(answer, StatusCode::UNPROCESSABLE_ENTITY, "limits.max_depth").await;
+    // Nor through a schedule's template, which every fire submits.
+    let schedule = json!({ "name": "deep", "cron": "0 * * * *", "template": raised });
+    let answer = server.post("/v1/schedules", &schedule).await;
+    problem_at(
+        answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "template.limits.max_depth",
+    )
+    .await;
     server.finish().await;
 }
 
