@@ -430,7 +430,8 @@ impl utoipa::PartialSchema for ProviderSchema {
             .enum_values(Some(["openai", "anthropic"]))
             .description(Some(
                 "The API a model agent speaks: `openai` (`POST {base_url}/chat/completions`, \
-                 also any OpenAI-compatible server) or `anthropic` (`POST {base_url}/messages`).",
+                 also any OpenAI-compatible server) or `anthropic` (`POST {base_url}/messages`, \
+                 `/v1` added when the base URL does not end in it).",
             ))
             .into()
     }

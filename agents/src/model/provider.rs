@@ -18,7 +18,8 @@ pub enum Provider {
     /// `POST {base_url}/chat/completions`, bearer auth.
     #[serde(alias = "openai-compatible", alias = "open_ai")]
     Openai,
-    /// `POST {base_url}/messages`, `x-api-key` and `anthropic-version` headers.
+    /// `POST {base_url}/messages` (`{base_url}/v1/messages` when the base URL does not end in
+    /// `/v1`), `x-api-key` and `anthropic-version` headers.
     Anthropic,
 }
 
