@@ -66,8 +66,7 @@ fn capabilities(prompt: &str) -> Vec<&str> {
     lines
         .map_while(|line| line.strip_prefix("- "))
         .filter(|item| !item.starts_with(NONE_REGISTERED))
-        // `- name: descriptions` or `- name`; a name holds no space.
-        .filter_map(|item| item.split([' ', ':']).next())
+        .map(name_of)
         .filter(|name| !name.is_empty())
         .collect()
 }
@@ -108,9 +107,16 @@ fn listed_task_ids(prompt: &str) -> BTreeSet<&str> {
     progress
         .lines()
         .filter_map(|line| line.strip_prefix("- "))
-        .filter_map(|item| item.split([' ', ':']).next())
+        .map(name_of)
         .filter(|id| !id.is_empty())
         .collect()
+}
+
+/// The name a list item starts with: `name: text`, `name (text)` or `name`. A name holds no
+/// space but may hold `:` (`code:rust`), so it ends at the first `": "` or space.
+fn name_of(item: &str) -> &str {
+    let head = item.split_once(": ").map_or(item, |(head, _)| head);
+    head.split_whitespace().next().unwrap_or_default()
 }
 
 /// `base`, or `base-2`, `base-3`, ... : the first that neither `taken` nor `used` holds.
@@ -193,6 +199,15 @@ Rules:
             .map(|t| t["id"].as_str().unwrap())
             .collect();
         assert_eq!(ids, ["research-2", "write-2", "review-3"]);
+    }
+
+    #[test]
+    fn names_may_hold_colons() {
+        assert_eq!(name_of("code:rust: Writes Rust."), "code:rust");
+        assert_eq!(name_of("code:rust"), "code:rust");
+        assert_eq!(name_of("a:: text"), "a:");
+        assert_eq!(name_of("step:1 (ready)"), "step:1");
+        assert_eq!(name_of("step:1: \"output\""), "step:1");
     }
 
     #[test]
