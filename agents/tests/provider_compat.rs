@@ -151,7 +151,7 @@ async fn extra_headers_and_query_reach_the_server_and_stay_secret() {
     let base = format!("{}/openai/deployments/gpt4o", server.uri());
     let mut spec = ModelSpec::new(Provider::Openai, base.clone(), "gpt-4o");
     spec.stream = false;
-    spec.extras.add_header("api-key", secret).unwrap();
+    spec.extras.add_secret_header("api-key", secret).unwrap();
     spec.extras.add_query("api-version", "2024-10-21");
     let shown = format!("{spec:?}");
     assert!(
@@ -163,7 +163,7 @@ async fn extra_headers_and_query_reach_the_server_and_stay_secret() {
 
     let mut wrong = ModelSpec::new(Provider::Openai, base, "gpt-4o");
     wrong.stream = false;
-    wrong.extras.add_header("api-key", secret).unwrap();
+    wrong.extras.add_secret_header("api-key", secret).unwrap();
     wrong.extras.add_query("api-version", "2099-01-01");
     let (kind, message) = failure(run(&agent(wrong), json!("hi")).await);
     assert_eq!(kind, FailureKind::Permanent, "{message}");

@@ -108,7 +108,7 @@ impl AgentConfig {
                             ));
                         }
                     };
-                    extras.add_header(name, value.trim())?;
+                    extras.add_secret_header(name, value.trim())?;
                 }
             }
         }

@@ -88,9 +88,10 @@ pub fn is_reasoning_model(model: &str) -> bool {
 /// after the provider's own headers, so a header named here replaces the agent's (an
 /// `authorization` of a gateway's own scheme, say).
 ///
-/// Header values may be secrets: they are marked sensitive (HTTP/2 never indexes them), and
-/// `Debug` shows header names only. Query values are not secret (an error message may show
-/// the URL without its query, never with it).
+/// A header's value may be a secret ([`Extras::add_secret_header`]): it is marked sensitive
+/// (HTTP/2 never indexes it) and taken out of the agent's error messages. `Debug` shows header
+/// names only. Query values are not secret (yet an error message shows a URL without its
+/// query).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Extras {
     headers: HeaderMap,
@@ -100,12 +101,21 @@ pub struct Extras {
 impl Extras {
     /// Adds header `name: value`; the error names the header, never the value.
     pub fn add_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.insert(name, value, false)
+    }
+
+    /// Adds header `name: value` where the value is a secret (read from the environment).
+    pub fn add_secret_header(&mut self, name: &str, value: &str) -> Result<(), String> {
+        self.insert(name, value, true)
+    }
+
+    fn insert(&mut self, name: &str, value: &str, secret: bool) -> Result<(), String> {
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("`{name}` is not a valid HTTP header name"))?;
         let mut value = HeaderValue::from_str(value).map_err(|_| {
             format!("the value of header `{name}` is not valid in HTTP (visible ASCII only)")
         })?;
-        value.set_sensitive(true);
+        value.set_sensitive(secret);
         self.headers.append(header, value);
         Ok(())
     }
@@ -125,11 +135,12 @@ impl Extras {
         &self.query
     }
 
-    /// The header values, to take out of error messages (some servers quote what they were
-    /// sent).
+    /// The secret header values, to take out of error messages (some servers quote what they
+    /// were sent).
     pub fn secrets(&self) -> impl Iterator<Item = &str> {
         self.headers
             .values()
+            .filter(|value| value.is_sensitive())
             .filter_map(|value| value.to_str().ok())
             .filter(|value| !value.is_empty())
     }
@@ -638,19 +649,26 @@ mod tests {
     #[test]
     fn extras_check_header_names_and_hide_values() {
         let mut extras = Extras::default();
-        extras.add_header("api-key", "s3cret-value").unwrap();
+        extras.add_secret_header("api-key", "s3cret-value").unwrap();
+        extras.add_header("x-team", "blue").unwrap();
         extras.add_query("api-version", "2024-10-21");
         let shown = format!("{extras:?}");
         assert!(
-            shown.contains("api-key") && shown.contains("api-version"),
+            shown.contains("api-key") && shown.contains("x-team") && shown.contains("api-version"),
             "{shown}"
         );
-        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("blue"),
+            "{shown}"
+        );
         assert!(extras.headers()["api-key"].is_sensitive());
+        assert!(!extras.headers()["x-team"].is_sensitive());
         assert_eq!(extras.secrets().collect::<Vec<_>>(), ["s3cret-value"]);
         let err = extras.add_header("bad header", "v").unwrap_err();
         assert!(err.contains("`bad header`"), "{err}");
-        let err = extras.add_header("x-ok", "line\nbreak-s3cret").unwrap_err();
+        let err = extras
+            .add_secret_header("x-ok", "line\nbreak-s3cret")
+            .unwrap_err();
         assert!(err.contains("x-ok") && !err.contains("s3cret"), "{err}");
     }
 
