@@ -217,7 +217,7 @@ impl SimHandle {
     }
 
     /// `http://<addr>`: the server's root (`/healthz`, `/sim/stats`; the Anthropic SDK's own
-    /// base URL, to which it appends `/v1/messages`).
+    /// base URL, to which it appends `/v1/messages`, as an Anthropic model agent does too).
     pub fn root_url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -252,7 +252,8 @@ pub struct AgentConfig {
     /// The API it speaks.
     #[schema(value_type = ProviderSchema)]
     pub provider: Provider,
-    /// The API's base URL.
+    /// The API's base URL: OpenAI-compatible, up to the path before `/chat/completions`
+    /// (`https://api.openai.com/v1`); Anthropic, with or without `/v1`.
     pub base_url: String,
     /// The model.
     pub model: String,
