@@ -7,6 +7,7 @@
 //! (off by default; the server, the CLI and the tests' harness turn it on), because it brings
 //! the model gateway's HTTP client, and the engine alone builds without one.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use swarm_agents::AgentFactory;
@@ -16,7 +17,7 @@ use swarm_agents::model::limiter::{RateLimiter, RateLimits};
 use swarm_agents::model::provider::Extras;
 use swarm_agents::model::{ApiKey, LlmAgent, ModelSpec};
 
-use crate::config::{AgentConfig, HeaderSource};
+use crate::config::{AgentConfig, HeaderSource, Headers};
 use crate::{Error, Registration};
 
 impl AgentConfig {
@@ -87,36 +88,42 @@ impl AgentConfig {
 }
 
 impl AgentConfig {
-    /// The headers (values read from the environment where named so) and query parameters
-    /// added to every request. An error names the header and the variable, never a value.
+    /// The headers and query parameters added to every request ([`extras`]).
     pub fn extras(&self) -> Result<Extras, String> {
-        let mut extras = Extras::default();
-        for (name, source) in &self.headers.0 {
-            match source {
-                HeaderSource::Value(value) => extras.add_header(name, value)?,
-                HeaderSource::Env { env } => {
-                    let value = match std::env::var(env) {
-                        Ok(value) if !value.trim().is_empty() => value,
-                        Ok(_) => {
-                            return Err(format!(
-                                "environment variable `{env}` (header `{name}`) is empty"
-                            ));
-                        }
-                        Err(_) => {
-                            return Err(format!(
-                                "environment variable `{env}` (header `{name}`) is not set"
-                            ));
-                        }
-                    };
-                    extras.add_secret_header(name, value.trim())?;
-                }
+        extras(&self.headers, &self.query)
+    }
+}
+
+/// The headers (values read from the environment where named so) and query parameters of a
+/// configuration section, as the model gateway sends them. An error names the header and the
+/// variable, never a value.
+pub fn extras(headers: &Headers, query: &BTreeMap<String, String>) -> Result<Extras, String> {
+    let mut extras = Extras::default();
+    for (name, source) in &headers.0 {
+        match source {
+            HeaderSource::Value(value) => extras.add_header(name, value)?,
+            HeaderSource::Env { env } => {
+                let value = match std::env::var(env) {
+                    Ok(value) if !value.trim().is_empty() => value,
+                    Ok(_) => {
+                        return Err(format!(
+                            "environment variable `{env}` (header `{name}`) is empty"
+                        ));
+                    }
+                    Err(_) => {
+                        return Err(format!(
+                            "environment variable `{env}` (header `{name}`) is not set"
+                        ));
+                    }
+                };
+                extras.add_secret_header(name, value.trim())?;
             }
         }
-        for (name, value) in &self.query {
-            extras.add_query(name, value);
-        }
-        Ok(extras)
     }
+    for (name, value) in query {
+        extras.add_query(name, value);
+    }
+    Ok(extras)
 }
 
 #[cfg(test)]
