@@ -15,7 +15,10 @@
 //! streamed piece is one completion token; prompt tokens are the characters of every message
 //! (and the system prompt) divided by four, rounded up. `max_tokens` (or
 //! `max_completion_tokens`) cuts the answer, which then ends with `finish_reason: "length"`
-//! (OpenAI) or `stop_reason: "max_tokens"` (Anthropic).
+//! (OpenAI) or `stop_reason: "max_tokens"` (Anthropic). As OpenAI does, a model named like
+//! one of its reasoning models (`o1`, `o3-mini`, `gpt-5`, ...; see
+//! [`is_reasoning_model`](crate::model::provider::is_reasoning_model)) refuses `max_tokens`
+//! with 400 (`param: "max_tokens"`): it takes `max_completion_tokens` only.
 //!
 //! JSON mode (OpenAI `response_format` `json_object` or `json_schema`, or the `json` directive
 //! below) answers a JSON object as a string, streamed in pieces of four characters:
@@ -53,6 +56,13 @@
 //!
 //! ```text
 //! json               answer in JSON mode
+//! plan               play the swarm's planner: answer a valid plan over the capabilities the
+//!                    planner's prompt lists (one task each, chained when the depth limit
+//!                    allows), for any goal; `$sim_reply` and `$sim_replies` still win
+//! late_usage         Anthropic streams: input tokens 0 in `message_start`, the count in
+//!                    `message_delta` (as LiteLLM's `/v1/messages` reports them)
+//! nostream           answer a streamed request with the whole JSON answer (content type
+//!                    application/json), as proxies that do not stream do
 //! seed=N             the seed of the content hash
 //! tokens=N | N-M     output length, in pieces
 //! ttft=MS | MS-MS    delay before the first token
@@ -82,6 +92,7 @@ mod config;
 mod directive;
 mod openai;
 mod output;
+mod plan;
 mod state;
 mod stats;
 #[cfg(test)]
@@ -206,7 +217,7 @@ impl SimHandle {
     }
 
     /// `http://<addr>`: the server's root (`/healthz`, `/sim/stats`; the Anthropic SDK's own
-    /// base URL, to which it appends `/v1/messages`).
+    /// base URL, to which it appends `/v1/messages`, as an Anthropic model agent does too).
     pub fn root_url(&self) -> String {
         format!("http://{}", self.addr)
     }

@@ -20,6 +20,9 @@
 //! rpm = 500                           # requests per minute
 //! tpm = 200000                        # tokens per minute (prompt estimate + max tokens)
 //! max_tokens = 1024
+//! max_tokens_field = "auto"           # or "max_tokens", "max_completion_tokens" (OpenAI)
+//! headers = { "x-team" = "research", "api-key" = { env = "AZURE_OPENAI_KEY" } }
+//! query = { "api-version" = "2024-10-21" }
 //! system_prompt = "You are terse."
 //! idle_timeout = "30s"                # for tasks that set none
 //! hard_timeout = "5m"
@@ -46,12 +49,13 @@
 //! line; an API key variable that is not set is reported when the agents are built, naming the
 //! variable and never a value.
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use swarm_agents::model::provider::Provider;
+use swarm_agents::model::provider::{MaxTokensField, Provider};
 use swarm_protocol::bounds::{JsonLimits, OutOfBounds, check_duration};
 use swarm_protocol::{Capability, Limits};
 
@@ -248,7 +252,8 @@ pub struct AgentConfig {
     /// The API it speaks.
     #[schema(value_type = ProviderSchema)]
     pub provider: Provider,
-    /// The API's base URL.
+    /// The API's base URL: OpenAI-compatible, up to the path before `/chat/completions`
+    /// (`https://api.openai.com/v1`); Anthropic, with or without `/v1`.
     pub base_url: String,
     /// The model.
     pub model: String,
@@ -277,6 +282,19 @@ pub struct AgentConfig {
     #[serde(default = "default_max_tokens")]
     #[schema(minimum = 1, default = default_max_tokens)]
     pub max_tokens: u32,
+    /// Which request field carries `max_tokens` (OpenAI-compatible agents): `auto` (the
+    /// default: `max_completion_tokens` for OpenAI's reasoning models, o1, o3, o4 and gpt-5,
+    /// `max_tokens` for any other), `max_tokens` or `max_completion_tokens`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    #[schema(value_type = Option<String>, example = "max_completion_tokens")]
+    pub max_tokens_field: MaxTokensField,
+    /// Headers added to every request, each a value or `{ env = "VAR" }` (a secret read from
+    /// the environment when the agent is built, never shown).
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
+    /// Query parameters added to every request (Azure OpenAI's `api-version`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, String>,
     /// Sampling temperature.
     #[serde(default)]
     pub temperature: Option<f32>,
@@ -298,6 +316,75 @@ pub struct AgentConfig {
     /// Circuit breaker thresholds.
     #[serde(default)]
     pub breaker: BreakerSection,
+}
+
+/// `headers = { ... }` of an agent: header names and where each value comes from.
+/// ```toml
+/// headers = { "api-key" = { env = "AZURE_OPENAI_KEY" }, "x-team" = "research" }
+/// ```
+/// A value given in the file is kept as it is (in the log too, for an agent registered over
+/// the API); a secret belongs in an environment variable. `Debug` shows the names and the
+/// variables, never a value.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = Object, example = json!({"api-key": {"env": "AZURE_OPENAI_KEY"}}))]
+pub struct Headers(pub BTreeMap<String, HeaderSource>);
+
+impl Headers {
+    /// Whether no header is added.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Checks the names, the values given in the file, and the variables' names; the error
+    /// names the header, never a value.
+    pub fn check(&self) -> Result<(), String> {
+        let mut extras = swarm_agents::model::provider::Extras::default();
+        for (name, source) in &self.0 {
+            match source {
+                HeaderSource::Value(value) => extras.add_header(name, value)?,
+                HeaderSource::Env { env } if env.trim().is_empty() => {
+                    return Err(format!("`{name}`: `env` names no variable"));
+                }
+                // The value is read when the agent is built; only the name is checked here.
+                HeaderSource::Env { .. } => extras.add_header(name, "")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Headers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(&self.0).finish()
+    }
+}
+
+/// Shows the variable's name, never a value.
+impl std::fmt::Debug for HeaderSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Value(_) => f.write_str("<value>"),
+            Self::Env { env } => write!(f, "${env}"),
+        }
+    }
+}
+
+/// Where a header's value comes from.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum HeaderSource {
+    /// The value itself.
+    Value(String),
+    /// The environment variable holding it (of the coordinator's process).
+    Env {
+        /// The variable's name.
+        env: String,
+    },
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// `breaker = { ... }` of an agent.
@@ -344,7 +431,8 @@ impl utoipa::PartialSchema for ProviderSchema {
             .enum_values(Some(["openai", "anthropic"]))
             .description(Some(
                 "The API a model agent speaks: `openai` (`POST {base_url}/chat/completions`, \
-                 also any OpenAI-compatible server) or `anthropic` (`POST {base_url}/messages`).",
+                 also any OpenAI-compatible server) or `anthropic` (`POST {base_url}/messages`, \
+                 `/v1` added when the base URL does not end in it).",
             ))
             .into()
     }
@@ -452,6 +540,17 @@ impl Config {
             if agent.max_tokens == 0 {
                 return Err(format!("{at}.max_tokens: must be at least 1"));
             }
+            if agent.provider == Provider::Anthropic
+                && agent.max_tokens_field == MaxTokensField::MaxCompletionTokens
+            {
+                return Err(format!(
+                    "{at}.max_tokens_field: the Anthropic Messages API takes `max_tokens` only"
+                ));
+            }
+            agent
+                .headers
+                .check()
+                .map_err(|message| format!("{at}.headers: {message}"))?;
             if let Some(rate) = agent.breaker.failure_rate
                 && !(rate > 0.0 && rate <= 1.0)
             {
@@ -630,6 +729,60 @@ description = "Writes and reviews."
         let bad = GOOD.replace("retention = \"7d\"", "retention = \"500years\"");
         let err = Config::parse(&bad).unwrap_err();
         assert!(err.contains("store.retention"), "{err}");
+    }
+
+    #[test]
+    fn request_extras_parse_and_bad_ones_are_named() {
+        let with = GOOD.replace(
+            "rpm = 60",
+            "rpm = 60\nheaders = { \"api-key\" = { env = \"AZURE_KEY\" }, \"x-team\" = \"blue\" }\n\
+             query = { \"api-version\" = \"2024-10-21\" }\nmax_tokens_field = \"max_completion_tokens\"",
+        );
+        let config = Config::parse(&with).unwrap();
+        let a = &config.agents[0];
+        assert_eq!(
+            a.headers.0["api-key"],
+            HeaderSource::Env {
+                env: "AZURE_KEY".into()
+            }
+        );
+        assert_eq!(a.headers.0["x-team"], HeaderSource::Value("blue".into()));
+        assert_eq!(a.query["api-version"], "2024-10-21");
+        assert_eq!(a.max_tokens_field, MaxTokensField::MaxCompletionTokens);
+        assert_eq!(config.agents[1].max_tokens_field, MaxTokensField::Auto);
+        let shown = format!("{a:?}");
+        assert!(
+            shown.contains("$AZURE_KEY") && !shown.contains("blue"),
+            "{shown}"
+        );
+        // What the log keeps: the same, read back; nothing for an agent without them.
+        let fields = serde_json::to_value(a).unwrap();
+        assert_eq!(fields["headers"]["api-key"]["env"], "AZURE_KEY");
+        assert_eq!(serde_json::from_value::<AgentConfig>(fields).unwrap(), *a);
+        let plain = serde_json::to_value(&config.agents[1]).unwrap();
+        assert!(
+            plain.get("headers").is_none() && plain.get("max_tokens_field").is_none(),
+            "{plain}"
+        );
+
+        let err = Config::parse(&with.replace("\"x-team\"", "\"x team\"")).unwrap_err();
+        assert!(
+            err.contains("agents[0]") && err.contains("headers") && err.contains("`x team`"),
+            "{err}"
+        );
+        let err = Config::parse(&with.replace("env = \"AZURE_KEY\"", "env = \"\"")).unwrap_err();
+        assert!(err.contains("api-key"), "{err}");
+        let err = Config::parse(&with.replace("max_completion_tokens", "max_toks")).unwrap_err();
+        assert!(err.contains("max_tokens_field"), "{err}");
+        let anthropic = GOOD.replace(
+            "description = \"Writes and reviews.\"",
+            "max_tokens_field = \"max_completion_tokens\"",
+        );
+        let err = Config::parse(&anthropic).unwrap_err();
+        assert!(
+            err.contains("agents[1]") && err.contains("max_tokens_field"),
+            "{err}"
+        );
     }
 
     #[test]

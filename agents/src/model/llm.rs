@@ -15,7 +15,9 @@ use tokio::sync::watch;
 
 use super::breaker::{self, Admission, Breaker, BreakerState, CallOutcome};
 use super::limiter::RateLimiter;
-use super::provider::{self, Message, Prompt, Provider, StreamState, StreamStep};
+use super::provider::{
+    self, Extras, MaxTokensField, Message, Prompt, Provider, StreamState, StreamStep, StreamedBody,
+};
 use crate::actor::watch as watch_attempt;
 use crate::agent::{Agent, HealthFeed, HealthReport};
 use crate::context::TaskContext;
@@ -69,6 +71,11 @@ pub struct ModelSpec {
     pub system_prompt: Option<String>,
     /// The most tokens to generate (a task's input may carry `max_tokens`).
     pub max_tokens: u32,
+    /// Which request field carries `max_tokens` (OpenAI's reasoning models take
+    /// `max_completion_tokens`).
+    pub max_tokens_field: MaxTokensField,
+    /// Headers and query parameters added to every request.
+    pub extras: Extras,
     /// Sampling temperature.
     pub temperature: Option<f32>,
     /// Stream answers (so idle timeouts see progress and partial output is kept).
@@ -91,6 +98,8 @@ impl ModelSpec {
             api_key: None,
             system_prompt: None,
             max_tokens: 1024,
+            max_tokens_field: MaxTokensField::Auto,
+            extras: Extras::default(),
             temperature: None,
             stream: true,
             connect_timeout: Duration::from_secs(10),
@@ -228,23 +237,31 @@ impl LlmAgent {
         }
     }
 
-    /// Takes the API key out of a message: some providers quote the key they refused, and it
-    /// must reach neither logs nor the event log.
+    /// Takes the API key and the extra headers' values out of a message: some providers quote
+    /// what they refused, and it must reach neither logs nor the event log.
     fn redact(&self, message: String) -> String {
-        match &self.inner.spec.api_key {
-            Some(key) if !key.expose().is_empty() => message.replace(key.expose(), "<redacted>"),
-            _ => message,
-        }
+        let spec = &self.inner.spec;
+        let key = spec.api_key.as_ref().map(ApiKey::expose);
+        key.into_iter()
+            .chain(spec.extras.secrets())
+            .filter(|secret| !secret.is_empty())
+            .fold(message, |message, secret| {
+                message.replace(secret, "<redacted>")
+            })
     }
 
     async fn call(&self, task: &Task, prompt: &Prompt, ctx: &TaskContext) -> TaskOutcome {
         let spec = &self.inner.spec;
         let url = spec.provider.url(&spec.base_url);
-        let body = provider::body(spec.provider, &spec.model, prompt);
+        let body = provider::body(spec.provider, &spec.model, prompt, spec.max_tokens_field);
+        let target = match with_query(&url, spec.extras.query()) {
+            Ok(target) => target,
+            Err(message) => return failure(FailureKind::Permanent, message, None, None),
+        };
         let mut request = self
             .inner
             .client
-            .post(&url)
+            .post(target)
             .header("idempotency-key", task.idempotency_key())
             .json(&body);
         match spec.provider {
@@ -259,6 +276,10 @@ impl LlmAgent {
                     request = request.header("x-api-key", key.expose());
                 }
             }
+        }
+        if !spec.extras.headers().is_empty() {
+            // After the provider's headers, so a header named here replaces one of those.
+            request = request.headers(spec.extras.headers().clone());
         }
         let response = match request.send().await {
             Ok(response) => response,
@@ -297,26 +318,51 @@ impl LlmAgent {
                 _ => failure(FailureKind::Permanent, message, None, None),
             };
         }
-        if prompt.stream {
-            self.read_stream(response, ctx, prompt.json).await
-        } else {
-            match response.json::<Value>().await {
-                Ok(value) => match provider::parse_completion(spec.provider, &value) {
-                    Ok(completion) => finish(completion, prompt.json),
-                    Err(err) => failure(
-                        FailureKind::Transient,
-                        format!("{} answer not understood: {err}", spec.model),
-                        None,
-                        None,
-                    ),
-                },
+        if !prompt.stream {
+            return self.read_whole(response, prompt.json).await;
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
+        match StreamedBody::of(content_type.as_deref()) {
+            StreamedBody::Events => self.read_stream(response, ctx, prompt.json).await,
+            // A server that does not stream (some proxies and gateways) answers as if the
+            // request had not asked to.
+            StreamedBody::Json => self.read_whole(response, prompt.json).await,
+            StreamedBody::Other(content_type) => failure(
+                FailureKind::Permanent,
+                format!(
+                    "{} answered a streamed request with content type `{content_type}`, \
+                     neither a stream of events (text/event-stream) nor JSON: is `base_url` \
+                     the API's?",
+                    spec.model
+                ),
+                None,
+                None,
+            ),
+        }
+    }
+
+    /// Reads a whole (not streamed) JSON answer.
+    async fn read_whole(&self, response: reqwest::Response, json: bool) -> TaskOutcome {
+        let spec = &self.inner.spec;
+        match response.json::<Value>().await {
+            Ok(value) => match provider::parse_completion(spec.provider, &value) {
+                Ok(completion) => finish(completion, json),
                 Err(err) => failure(
                     FailureKind::Transient,
-                    format!("{} answer unreadable: {}", spec.model, without_url(&err)),
+                    format!("{} answer not understood: {err}", spec.model),
                     None,
                     None,
                 ),
-            }
+            },
+            Err(err) => failure(
+                FailureKind::Transient,
+                format!("{} answer unreadable: {}", spec.model, without_url(&err)),
+                None,
+                None,
+            ),
         }
     }
 
@@ -368,6 +414,16 @@ impl LlmAgent {
         }
         finish(state.completion, json)
     }
+}
+
+/// `url` with the query parameters appended (percent-encoded).
+fn with_query(url: &str, query: &[(String, String)]) -> Result<reqwest::Url, String> {
+    let mut url =
+        reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a valid URL: {e}"))?;
+    if !query.is_empty() {
+        url.query_pairs_mut().extend_pairs(query);
+    }
+    Ok(url)
 }
 
 /// A reqwest error's text without the URL's query (which could carry a key in some setups).

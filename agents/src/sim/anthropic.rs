@@ -50,7 +50,7 @@ pub(super) async fn messages(
     state.record(Endpoint::Messages, status);
     match decided {
         Err(refusal) => error_response(&refusal),
-        Ok((plan, true)) => {
+        Ok((plan, true)) if !plan.no_stream => {
             let steps = stream_steps(&plan);
             (
                 rate_headers(plan.rate),
@@ -58,7 +58,7 @@ pub(super) async fn messages(
             )
                 .into_response()
         }
-        Ok((plan, false)) => complete(&state, &plan).await,
+        Ok((plan, _)) => complete(&state, &plan).await,
     }
 }
 
@@ -149,6 +149,16 @@ async fn complete(state: &SimState, plan: &Plan) -> Response {
 fn stream_steps(plan: &Plan) -> Vec<Step> {
     let event =
         |name: &'static str, data: Value| Event::default().event(name).data(data.to_string());
+    // With `late_usage`, as LiteLLM's `/v1/messages` does: 0 at the start, the count at the end.
+    let start_input_tokens = if plan.late_usage {
+        0
+    } else {
+        plan.prompt_tokens
+    };
+    let mut end_usage = json!({"output_tokens": plan.completion_tokens()});
+    if plan.late_usage {
+        end_usage["input_tokens"] = json!(plan.prompt_tokens);
+    }
     let start = json!({
         "type": "message_start",
         "message": {
@@ -159,7 +169,7 @@ fn stream_steps(plan: &Plan) -> Vec<Step> {
             "content": [],
             "stop_reason": null,
             "stop_sequence": null,
-            "usage": {"input_tokens": plan.prompt_tokens, "output_tokens": 1},
+            "usage": {"input_tokens": start_input_tokens, "output_tokens": 1},
         },
     });
     let mut steps = vec![
@@ -196,7 +206,7 @@ fn stream_steps(plan: &Plan) -> Vec<Step> {
                 json!({
                     "type": "message_delta",
                     "delta": {"stop_reason": stop_reason(plan), "stop_sequence": null},
-                    "usage": {"output_tokens": plan.completion_tokens()},
+                    "usage": end_usage,
                 }),
             ),
             ("message_stop", json!({"type": "message_stop"})),

@@ -7,6 +7,12 @@ use super::config::{check_delay, check_rate, check_status, check_tokens};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Directives {
     pub(super) json: bool,
+    /// Play the swarm's planner (see `plan.rs`).
+    pub(super) plan: bool,
+    /// Anthropic streams: report the input tokens in `message_delta`, not `message_start`.
+    pub(super) late_usage: bool,
+    /// Answer a streamed request with the whole JSON answer.
+    pub(super) no_stream: bool,
     pub(super) seed: Option<u64>,
     pub(super) tokens: Option<(u32, u32)>,
     pub(super) first_token_ms: Option<(u64, u64)>,
@@ -66,6 +72,9 @@ impl Directives {
         let (key, value) = segment.split_once('=').unwrap_or((segment, ""));
         match key {
             "json" if value.is_empty() => self.json = true,
+            "plan" if value.is_empty() => self.plan = true,
+            "late_usage" if value.is_empty() => self.late_usage = true,
+            "nostream" if value.is_empty() => self.no_stream = true,
             "seed" => self.seed = Some(number(key, value)?),
             "tokens" => {
                 let range = range(key, value)?;
@@ -200,6 +209,13 @@ mod tests {
     }
 
     #[test]
+    fn the_flags_parse() {
+        let (name, d) = parse("sim:plan:late_usage", Some("nostream")).unwrap();
+        assert_eq!(name, "sim");
+        assert!(d.plan && d.late_usage && d.no_stream && !d.json);
+    }
+
+    #[test]
     fn the_header_overrides_the_model_and_extends_the_script() {
         let (_, d) = parse("sim:stall=2:fail=500x1", Some("stall=5, 429=1x1")).unwrap();
         assert_eq!(d.stall_after, Some(5));
@@ -242,5 +258,6 @@ mod tests {
         assert!(err.starts_with("header x-sim"), "{err}");
         assert!(parse("sim:fail=500xq", None).is_err());
         assert!(parse("sim:json=1", None).is_err());
+        assert!(parse("sim:plan=2", None).is_err());
     }
 }

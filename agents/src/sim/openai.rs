@@ -82,7 +82,7 @@ pub(super) async fn chat_completions(
     state.record(Endpoint::ChatCompletions, status);
     match decided {
         Err(refusal) => error_response(&refusal),
-        Ok((plan, delivery)) if delivery.stream => {
+        Ok((plan, delivery)) if delivery.stream && !plan.no_stream => {
             let steps = stream_steps(&plan, delivery.include_usage);
             (
                 rate_headers(plan.rate),
@@ -102,6 +102,16 @@ fn decide(state: &SimState, headers: &HeaderMap, body: &[u8]) -> Result<(Plan, D
         return Err(Refusal::invalid(
             "messages must not be empty".into(),
             Some("messages"),
+        ));
+    }
+    // As OpenAI answers for its reasoning models.
+    let name = request.model.split(':').next().unwrap_or_default();
+    if request.max_tokens.is_some() && crate::model::provider::is_reasoning_model(name) {
+        return Err(Refusal::invalid(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. \
+             Use 'max_completion_tokens' instead."
+                .into(),
+            Some("max_tokens"),
         ));
     }
     let shape = match request.response_format {

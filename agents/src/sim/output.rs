@@ -70,7 +70,7 @@ pub(super) fn prompt_tokens(messages: &[Message]) -> u32 {
     u32::try_from(chars.div_ceil(4)).unwrap_or(u32::MAX)
 }
 
-fn last_user(messages: &[Message]) -> &str {
+pub(super) fn last_user(messages: &[Message]) -> &str {
     messages
         .iter()
         .rev()

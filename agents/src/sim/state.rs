@@ -78,6 +78,10 @@ pub(super) struct Plan {
     pub(super) per_token: Duration,
     pub(super) stall_after: Option<u32>,
     pub(super) rate: Option<RateInfo>,
+    /// Anthropic streams: the input tokens in `message_delta` (`late_usage`).
+    pub(super) late_usage: bool,
+    /// A streamed request gets the whole JSON answer (`nostream`).
+    pub(super) no_stream: bool,
 }
 
 /// An error answer, rendered in the provider's shape.
@@ -186,13 +190,16 @@ impl SimState {
             }
             None => None,
         };
+        let planned = directives
+            .plan
+            .then(|| super::plan::answer(output::last_user(&request.messages)));
         let mut pieces = output::pieces(
             &mut Rng::with_seed(hash),
             tokens,
             &shape,
             &request.messages,
             scripted,
-            self.config.replies.get(name),
+            planned.as_ref().or_else(|| self.config.replies.get(name)),
         );
         let max = request.max_tokens.map_or(usize::MAX, |max| max as usize);
         let truncated = pieces.len() > max;
@@ -220,6 +227,8 @@ impl SimState {
             per_token,
             stall_after: directives.stall_after.or(self.config.stall_after),
             rate,
+            late_usage: directives.late_usage,
+            no_stream: directives.no_stream,
         })
     }
 

@@ -806,3 +806,87 @@ async fn a_bad_config_is_refused() {
     assert_eq!(parsed.tokens, SimConfig::default().tokens);
     assert!(serde_json::from_value::<SimConfig>(json!({"sede": 3})).is_err());
 }
+
+#[tokio::test]
+async fn late_usage_moves_the_input_count_to_message_delta() {
+    let sim = start(SimConfig::default()).await;
+    let mut body = messages("sim:tokens=2:late_usage", "count me, please");
+    body["stream"] = json!(true);
+    let events = SseReader::new(post_anthropic(&sim, &body).await)
+        .all()
+        .await;
+    let of = |name: &str| {
+        events
+            .iter()
+            .find(|e| e.event.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} event"))
+            .json()
+    };
+    assert_eq!(of("message_start")["message"]["usage"]["input_tokens"], 0);
+    let delta = of("message_delta");
+    assert_eq!(delta["usage"]["input_tokens"], 4, "{delta}");
+    assert_eq!(delta["usage"]["output_tokens"], 2, "{delta}");
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn nostream_answers_a_streamed_request_with_json() {
+    let sim = start(SimConfig::default()).await;
+    let mut chat = chat("sim:tokens=3:nostream", "hi");
+    chat["stream"] = json!(true);
+    let mut message = messages("sim:tokens=3:nostream", "hi");
+    message["stream"] = json!(true);
+    for response in [
+        post_openai(&sim, &chat).await,
+        post_anthropic(&sim, &message).await,
+    ] {
+        assert_eq!(response.status(), 200);
+        assert!(header(&response, "content-type").starts_with("application/json"));
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            answer.get("choices").is_some() || answer.get("content").is_some(),
+            "{answer}"
+        );
+    }
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reasoning_model_refuses_max_tokens() {
+    let sim = start(SimConfig::default()).await;
+    let mut body = chat("o3-mini", "hi");
+    body["max_tokens"] = json!(10);
+    let refused = post_openai(&sim, &body).await;
+    assert_eq!(refused.status(), 400);
+    let error: Value = refused.json().await.unwrap();
+    assert_eq!(error["error"]["param"], "max_tokens");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_completion_tokens")
+    );
+    let mut body = chat("o3-mini", "hi");
+    body["max_completion_tokens"] = json!(10);
+    assert_eq!(post_openai(&sim, &body).await.status(), 200);
+    // Other models take either.
+    let mut body = chat("gpt-4o-mini", "hi");
+    body["max_tokens"] = json!(10);
+    assert_eq!(post_openai(&sim, &body).await.status(), 200);
+    sim.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn sim_plan_answers_a_plan_over_the_listed_capabilities() {
+    let sim = start(SimConfig::default()).await;
+    let prompt = "Goal: tidy the docs\n\nCapabilities (each task needs exactly one of them):\n\
+                  - edit: Edits text.\n- check\n\nLimits: at most 10 tasks in your plan; no \
+                  chain of dependent tasks longer than 4; no task with more than 5 tasks \
+                  depending on it directly.\n";
+    let text = openai_content(&sim, &chat("sim:plan", prompt)).await;
+    let plan: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(plan["tasks"][0]["capability"], "edit");
+    assert_eq!(plan["tasks"][1]["capability"], "check");
+    assert_eq!(plan["tasks"][1]["depends_on"], json!(["edit"]));
+    sim.shutdown().await.unwrap();
+}

@@ -342,35 +342,69 @@ fn problem_text(status: StatusCode, body: &str) -> String {
 }
 
 /// The objective `swarm submit` (and `swarm schedules add`) sends: the goal, and the tasks of
-/// the graph file when one is given (the file holds an objective, or a list of tasks). An
-/// error names the file.
-pub fn objective_from(goal: &str, graph: Option<&Path>) -> Result<Objective, Error> {
+/// the graph file when one is given. The file holds an objective, with or without its `goal`,
+/// or a list of tasks. The goal is given once: on the command line, or in the file; both may
+/// give it only if they agree, so a goal is never silently replaced. An error names the file.
+pub fn objective_from(goal: Option<&str>, graph: Option<&Path>) -> Result<Objective, Error> {
+    let no_goal = || Error::Argument {
+        flag: "goal",
+        message: "give the objective's goal (or a --graph file whose objective has one)".into(),
+    };
     let Some(path) = graph else {
-        return Ok(Objective::with_tasks(goal, Vec::new()));
+        return Ok(Objective::with_tasks(goal.ok_or_else(no_goal)?, Vec::new()));
     };
     let file = |message: String| Error::File {
         path: path.to_owned(),
         message,
     };
     let text = std::fs::read_to_string(path).map_err(|e| file(e.to_string()))?;
-    objective_from_graph(goal, &text).map_err(file)
+    match objective_from_graph(goal, &text) {
+        Ok(objective) => Ok(objective),
+        Err(GraphFileError::NoGoal) => Err(no_goal()),
+        Err(GraphFileError::File(message)) => Err(file(message)),
+    }
 }
 
-/// The objective of a graph file's text: an objective (whose goal `goal` replaces unless it is
-/// empty), or a list of tasks.
-fn objective_from_graph(goal: &str, text: &str) -> Result<Objective, String> {
-    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+/// Why a graph file gives no objective.
+#[derive(Debug, PartialEq)]
+enum GraphFileError {
+    /// Neither the command line nor the file gives a goal.
+    NoGoal,
+    /// What the file holds is wrong.
+    File(String),
+}
+
+/// The objective of a graph file's text: an objective (its `goal` may be left out, or must be
+/// `goal` when both are given), or a list of tasks.
+fn objective_from_graph(goal: Option<&str>, text: &str) -> Result<Objective, GraphFileError> {
+    let file = GraphFileError::File;
+    let mut value: Value =
+        serde_json::from_str(text).map_err(|e| file(format!("not JSON: {e}")))?;
     if value.is_array() {
         let tasks =
-            serde_json::from_value(value).map_err(|e| format!("not a list of tasks: {e}"))?;
-        return Ok(Objective::with_tasks(goal, tasks));
+            serde_json::from_value(value).map_err(|e| file(format!("not a list of tasks: {e}")))?;
+        return Ok(Objective::with_tasks(
+            goal.ok_or(GraphFileError::NoGoal)?,
+            tasks,
+        ));
     }
-    let mut objective: Objective =
-        serde_json::from_value(value).map_err(|e| format!("not an objective: {e}"))?;
-    if !goal.is_empty() {
-        objective.goal = goal.to_owned();
+    if let Value::Object(fields) = &mut value {
+        match (fields.get("goal"), goal) {
+            (None, Some(goal)) => {
+                fields.insert("goal".into(), Value::String(goal.to_owned()));
+            }
+            (None, None) => return Err(GraphFileError::NoGoal),
+            (Some(Value::String(inner)), Some(goal)) if inner != goal => {
+                return Err(file(format!(
+                    "the file's objective has the goal {inner:?}, and the command line gives \
+                     {goal:?}: give the goal once (leave it out of the file, or out of the \
+                     command line)"
+                )));
+            }
+            (Some(_), _) => {}
+        }
     }
-    Ok(objective)
+    serde_json::from_value(value).map_err(|e| file(format!("not an objective: {e}")))
 }
 
 /// One task of the review queue as lines of text: the task, why it is in review, its output,
@@ -552,15 +586,52 @@ mod tests {
     #[test]
     fn graph_files_hold_an_objective_or_a_task_list() {
         let list = r#"[{"id": "a", "capability": "x"}]"#;
-        let o = objective_from_graph("g", list).unwrap();
+        let o = objective_from_graph(Some("g"), list).unwrap();
         assert_eq!((o.goal.as_str(), o.tasks.len()), ("g", 1));
         let whole =
             r#"{"goal": "inner", "tasks": [{"id": "a", "capability": "x"}], "priority": 3}"#;
-        let o = objective_from_graph("", whole).unwrap();
+        let o = objective_from_graph(None, whole).unwrap();
         assert_eq!((o.goal.as_str(), o.priority), ("inner", 3));
-        let err = objective_from_graph("g", r#"[{"id": "a"}]"#).unwrap_err();
+        let o = objective_from_graph(Some("inner"), whole).unwrap();
+        assert_eq!(o.goal, "inner");
+        let Err(GraphFileError::File(err)) = objective_from_graph(Some("g"), r#"[{"id": "a"}]"#)
+        else {
+            panic!("a task without a capability is refused");
+        };
         assert!(err.starts_with("not a list of tasks: "), "{err}");
         assert!(err.contains("capability"), "{err}");
+    }
+
+    #[test]
+    fn the_goal_is_given_once() {
+        // `swarm submit "goal" --graph graph.json` with a file of tasks only.
+        let tasks_only = r#"{"tasks": [{"id": "a", "capability": "x"}], "priority": 2}"#;
+        let o = objective_from_graph(Some("from the command line"), tasks_only).unwrap();
+        assert_eq!(
+            (o.goal.as_str(), o.tasks.len(), o.priority),
+            ("from the command line", 1, 2)
+        );
+        assert_eq!(
+            objective_from_graph(None, tasks_only).unwrap_err(),
+            GraphFileError::NoGoal
+        );
+        assert_eq!(
+            objective_from_graph(None, r#"[{"id": "a", "capability": "x"}]"#).unwrap_err(),
+            GraphFileError::NoGoal
+        );
+        let whole = r#"{"goal": "inner", "tasks": []}"#;
+        let Err(GraphFileError::File(err)) = objective_from_graph(Some("outer"), whole) else {
+            panic!("two different goals are refused");
+        };
+        assert!(
+            err.contains("\"inner\"") && err.contains("\"outer\"") && err.contains("once"),
+            "{err}"
+        );
+        let err = objective_from(None, None).unwrap_err();
+        assert!(
+            matches!(err, Error::Argument { flag: "goal", .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -568,7 +639,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("graph.json");
         std::fs::write(&path, "[{").unwrap();
-        let err = objective_from("g", Some(&path)).unwrap_err();
+        let err = objective_from(Some("g"), Some(&path)).unwrap_err();
         assert!(
             matches!(&err, Error::File { path: p, message } if *p == path && message.starts_with("not JSON: ")),
             "{err:?}"
@@ -578,7 +649,7 @@ mod tests {
                 .starts_with(&format!("{}: not JSON: ", path.display()))
         );
         let missing = dir.path().join("missing.json");
-        let err = objective_from("g", Some(&missing)).unwrap_err();
+        let err = objective_from(Some("g"), Some(&missing)).unwrap_err();
         assert!(
             matches!(&err, Error::File { path: p, .. } if *p == missing),
             "{err:?}"

@@ -45,6 +45,9 @@ fn serve_with_env(
             "--data-dir",
         ])
         .arg(data_dir)
+        // A swarm.toml of the working directory, or SWARM_CONFIG, would be read: neither is.
+        .current_dir(data_dir)
+        .env_remove("SWARM_CONFIG")
         .env("RUST_LOG", "error")
         .env_remove("SWARM_API_TOKEN")
         .stdout(Stdio::null())

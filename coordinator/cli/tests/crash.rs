@@ -91,6 +91,9 @@ fn start(data_dir: &Path, batch: &Path, exec_log: &Path, concurrency: u32) -> Ru
         .arg(batch)
         .arg("--exec-log")
         .arg(exec_log)
+        // A swarm.toml of the working directory, or SWARM_CONFIG, would be read: neither is.
+        .current_dir(batch.parent().unwrap())
+        .env_remove("SWARM_CONFIG")
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

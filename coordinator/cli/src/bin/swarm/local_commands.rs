@@ -248,7 +248,8 @@ pub(crate) struct RunArgs {
     /// Built-in `work` agents to register (and as many `echo` agents).
     #[arg(long, default_value_t = 4)]
     agents: usize,
-    /// A `swarm.toml` whose model agents are registered too.
+    /// A `swarm.toml` whose model agents are registered too [default: ./swarm.toml, when it
+    /// exists].
     #[arg(long, env = "SWARM_CONFIG")]
     config: Option<PathBuf>,
     /// Each agent's concurrency limit.
@@ -285,7 +286,7 @@ pub(crate) async fn run_batch(args: RunArgs) -> anyhow::Result<()> {
         retention,
         snapshot_every,
     } = args;
-    let config = config.map(|path| Config::load(&path)).transpose()?;
+    let config = load_config(config)?;
     let mut store = StoreConfig::new(data_dir);
     store.fsync = !no_fsync;
     store.writer.retention = retention;
@@ -316,7 +317,8 @@ pub(crate) struct ServeArgs {
     /// The data directory holding the event log (default: swarm.toml's, else swarm-data).
     #[arg(long, env = "SWARM_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// A `swarm.toml` whose model agents are registered.
+    /// A `swarm.toml` whose model agents, hooks and limits are used [default: ./swarm.toml,
+    /// when it exists].
     #[arg(long, env = "SWARM_CONFIG")]
     config: Option<PathBuf>,
     /// Where to listen.
@@ -348,7 +350,7 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         body_limit,
         grace,
     } = args;
-    let config = config.map(|path| Config::load(&path)).transpose()?;
+    let config = load_config(config)?;
     let section = config.as_ref().map(|c| c.store.clone()).unwrap_or_default();
     let mut store = StoreConfig::new(data_dir.unwrap_or(section.data_dir));
     store.fsync = section.fsync;
@@ -376,6 +378,38 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     swarm_server::run(serve, swarm_server::shutdown_signal()).await?;
     Ok(())
+}
+
+/// The configuration file `swarm serve` and `swarm run` read when no `--config` (nor
+/// `SWARM_CONFIG`) names one, if it exists in the working directory.
+const DEFAULT_CONFIG: &str = "swarm.toml";
+
+/// The configuration: the file `--config` names, else `./swarm.toml` when it exists, else
+/// none. Says on standard error which one it loaded, so a file that was (or was not) picked
+/// up is never a surprise.
+fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Option<Config>> {
+    let path = match flag {
+        Some(path) => path,
+        None => {
+            let default = PathBuf::from(DEFAULT_CONFIG);
+            if !default.is_file() {
+                eprintln!(
+                    "configuration: none (no --config, and no {DEFAULT_CONFIG} in the working \
+                     directory)"
+                );
+                return Ok(None);
+            }
+            default
+        }
+    };
+    let config = Config::load(&path)?;
+    eprintln!(
+        "configuration: {} ({} model agents, {} hooks)",
+        path.display(),
+        config.agents.len(),
+        config.hooks.len()
+    );
+    Ok(Some(config))
 }
 
 /// `swarm replay`: rebuilds one objective from the event log alone and prints its chain of

@@ -19,10 +19,11 @@ use swarm_protocol::{CatchUpPolicy, ObjectiveId, OverlapPolicy, ScheduleSpec};
 pub(crate) enum RemoteCommand {
     /// Submit an objective to a running `swarm serve`.
     Submit {
-        /// The goal.
-        goal: String,
-        /// A JSON file with the task graph: an objective, or a list of tasks. Without it, a
-        /// planner agent (capability `plan`) decomposes the goal.
+        /// The goal (it may be left out when the --graph file's objective has one; given in
+        /// both places, they must agree).
+        goal: Option<String>,
+        /// A JSON file with the task graph: an objective (its `goal` may be left out), or a
+        /// list of tasks. Without it, a planner agent (capability `plan`) decomposes the goal.
         #[arg(long)]
         graph: Option<PathBuf>,
         /// Follow it with a live progress view until it ends, then print the result.
@@ -132,9 +133,10 @@ pub(crate) enum ScheduleAction {
         name: String,
         /// A cron expression: five fields, or six with seconds first (`0 30 2 * * *`).
         cron: String,
-        /// The goal of the objective each slot submits.
+        /// The goal of the objective each slot submits (it may be left out when the --graph
+        /// file's objective has one; given in both places, they must agree).
         #[arg(long)]
-        goal: String,
+        goal: Option<String>,
         /// A JSON file with the task graph (as for `swarm submit`).
         #[arg(long)]
         graph: Option<PathBuf>,
@@ -250,7 +252,7 @@ pub(crate) async fn run(command: RemoteCommand) -> anyhow::Result<()> {
             server,
         } => {
             let client = server.client()?;
-            let objective = objective_from(&goal, graph.as_deref())?;
+            let objective = objective_from(goal.as_deref(), graph.as_deref())?;
             let id = client.submit(&objective, key.as_deref()).await?;
             if !watch {
                 println!("{id}");
@@ -414,7 +416,7 @@ async fn schedule_command(action: ScheduleAction) -> anyhow::Result<()> {
             paused,
             server,
         } => {
-            let template = objective_from(&goal, graph.as_deref())?;
+            let template = objective_from(goal.as_deref(), graph.as_deref())?;
             let spec = ScheduleSpec {
                 name,
                 cron,
