@@ -405,6 +405,16 @@ fn parameters(doc: &mut Value) {
                     *schema = (*one).clone();
                 }
             }
+            // A task or agent id in a path or query may leave out its letter (`T42` or `42`).
+            for (id, letter) in [("TaskId", 'T'), ("AgentId", 'A')] {
+                if schema["$ref"] == format!("#/components/schemas/{id}") {
+                    *schema = json!({
+                        "type": "string",
+                        "pattern": format!("^{letter}?[0-9]+$"),
+                        "examples": [format!("{letter}42")],
+                    });
+                }
+            }
         }
     }
     set_parameter(
