@@ -10,16 +10,19 @@
 //! Violations are collected, so one run lists every mismatch, and reported at the end.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
-use swarm_coordinator::config::HookConfig;
+use swarm_coordinator::config::{HookConfig, LimitsSection};
 use swarm_coordinator::triggers::signature::sign;
 use swarm_coordinator::triggers::{Environment, Hooks};
 use swarm_server::ApiConfig;
+use swarm_server::limits::{Limits, Rate};
 
 use crate::common::PATIENCE;
 use crate::common::api::*;
@@ -251,6 +254,36 @@ impl Contract {
         }
     }
 
+    /// Records a violation unless the document's query parameters of `GET template` admit
+    /// every pair of `query` (when the server takes it) or refuse one (when it does not; a
+    /// parameter the document lacks is refused).
+    fn query_declared(&self, template: &str, query: &str, admitted: bool) {
+        let parameters = self.operation(&Method::GET, template)["parameters"]
+            .as_array()
+            .unwrap();
+        let all_admitted = query.split('&').all(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            parameters
+                .iter()
+                .find(|p| p["name"] == name && p["in"] == "query")
+                .is_some_and(|p| {
+                    let schema = &p["schema"];
+                    let typed = match self.resolve(schema)["type"].as_str() {
+                        Some("integer") => value.parse::<i64>().map_or(json!(value), |n| json!(n)),
+                        _ => json!(value),
+                    };
+                    self.errors(schema, &typed).is_empty()
+                })
+        });
+        if all_admitted != admitted {
+            self.violation(format!(
+                "GET {template}?{query}: the document {} it, the server {} it",
+                if all_admitted { "admits" } else { "refuses" },
+                if admitted { "takes" } else { "refuses" },
+            ));
+        }
+    }
+
     /// Records a violation unless `answer` has `status`.
     fn expect(&self, answer: &Answer, status: StatusCode, context: impl std::fmt::Display) {
         if answer.status != status {
@@ -448,22 +481,30 @@ async fn every_answer_conforms_to_the_openapi_document() {
 
     // Listing objectives: every documented status works, each parameter is checked.
     let list = "/v1/objectives";
+    let answer = c.call(Method::GET, list, get(list)).await;
+    c.expect(&answer, StatusCode::OK, list);
     for status in c.enum_values(list, "status") {
         let answer = c
             .call(Method::GET, list, get(&format!("{list}?status={status}")))
             .await;
         c.expect(&answer, StatusCode::OK, format!("status={status}"));
     }
-    for query in ["", "?limit=1", &format!("?after={done}")] {
+    for query in [
+        "limit=1",
+        &format!("after={done}"),
+        "status=failed&limit=500",
+    ] {
         let answer = c
-            .call(Method::GET, list, get(&format!("{list}{query}")))
+            .call(Method::GET, list, get(&format!("{list}?{query}")))
             .await;
+        c.query_declared(list, query, true);
         c.expect(&answer, StatusCode::OK, query);
     }
     for query in ["status=review", "limit=0", "after=x", "page=2", "status="] {
         let answer = c
             .call(Method::GET, list, get(&format!("{list}?{query}")))
             .await;
+        c.query_declared(list, query, false);
         c.expect(&answer, StatusCode::BAD_REQUEST, query);
     }
 
@@ -538,11 +579,14 @@ async fn every_answer_conforms_to_the_openapi_document() {
         format!("objective={done}"),
         "capability=judge".to_owned(),
         "agent=A1".to_owned(),
+        "agent=1".to_owned(),
         "limit=2&after=T1".to_owned(),
+        "after=7".to_owned(),
     ] {
         let answer = c
             .call(Method::GET, tasks, get(&format!("{tasks}?{query}")))
             .await;
+        c.query_declared(tasks, &query, true);
         c.expect(&answer, StatusCode::OK, query);
     }
     for query in [
@@ -551,11 +595,13 @@ async fn every_answer_conforms_to_the_openapi_document() {
         "limit=501",
         "agent=B1",
         "after=T",
+        "after=X7",
         "page=1",
     ] {
         let answer = c
             .call(Method::GET, tasks, get(&format!("{tasks}?{query}")))
             .await;
+        c.query_declared(tasks, query, false);
         c.expect(&answer, StatusCode::BAD_REQUEST, query);
     }
     // An empty value is a value: refused where the document's schema refuses it.
@@ -1114,5 +1160,152 @@ async fn every_answer_conforms_to_the_openapi_document() {
         violations.len(),
         violations.join("\n")
     );
+    server.finish().await;
+}
+
+/// The limits answer as the document declares (413 past the body limit, 422 `over-limit` past
+/// a ceiling on JSON, 422 past the graph ceiling, 429 with `Retry-After` for the backlog, the
+/// quota and failed authentications), and the document states this server's ceilings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_answer_as_the_document_declares() {
+    let ceilings = LimitsSection {
+        json_depth_max: 4,
+        string_bytes_max: 32,
+        array_items_max: 3,
+        max_tasks: 2,
+        ..LimitsSection::default()
+    };
+    let quota = 12;
+    let server = Server::start_with(ApiConfig {
+        token: Some(TOKEN.into()),
+        body_limit_bytes: 4096,
+        limits: Limits {
+            client: Some(Rate::new(
+                NonZeroU32::new(quota).unwrap(),
+                Duration::from_secs(3600),
+                NonZeroU32::new(quota).unwrap(),
+            )),
+            backlog_max: Some(1),
+            // Read the backlog on every request, so each answer sees the one before.
+            backlog_refresh: Duration::ZERO,
+            ..Limits::default()
+        },
+        ceilings,
+        ..ApiConfig::default()
+    })
+    .await;
+    let s = &server;
+    let doc: Value = s.get("/openapi.json").await.json().await.unwrap();
+    assert_eq!(
+        doc["info"]["x-ceilings"],
+        json!({
+            "body_bytes_max": 4096, "json_depth_max": 4, "string_bytes_max": 32,
+            "array_items_max": 3, "duration_max": "366 days", "max_tasks": 2,
+            "max_depth": ceilings.max_depth, "max_fanout": ceilings.max_fanout,
+        })
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["Objective"]["properties"]["tasks"]["maxItems"],
+        2
+    );
+    let c = Contract::new(doc);
+    let submit = "/v1/objectives";
+    let post = |body: &Value| s.request(Method::POST, submit).json(body);
+    let task = |id: &str| json!({ "id": id, "capability": "work" });
+    let over = [
+        (
+            post(
+                &json!({ "goal": "g", "tasks": [{ "id": "a", "capability": "work", "input": [[[[1]]]] }] }),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "over-limit",
+        ),
+        (
+            post(&json!({ "goal": "g".repeat(33), "tasks": [task("a")] })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "over-limit",
+        ),
+        (
+            post(&json!({ "goal": "g", "tasks": [task("a"), task("b"), task("c"), task("d")] })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "over-limit",
+        ),
+        (
+            post(&json!({ "goal": "g", "tasks": [task("a"), task("b"), task("c")] })),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-graph",
+        ),
+        (
+            s.request(Method::POST, submit)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 4097]),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+        ),
+        (post(&hold_forever()), StatusCode::ACCEPTED, ""),
+        (post(&two_step()), StatusCode::TOO_MANY_REQUESTS, "backlog"),
+    ];
+    let mut held = None;
+    for (request, status, kind) in over {
+        let answer = c.call(Method::POST, submit, request).await;
+        c.expect(&answer, status, kind);
+        if status.is_success() {
+            held = answer.body["id"].as_str().map(str::to_owned);
+        } else {
+            assert_eq!(
+                answer.body["type"],
+                format!("urn:swarm:problem:{kind}"),
+                "{}",
+                answer.body
+            );
+        }
+    }
+    let answer = c
+        .call(
+            Method::POST,
+            "/v1/events",
+            s.request(Method::POST, "/v1/events")
+                .json(&json!({ "key": "k" })),
+        )
+        .await;
+    c.expect(&answer, StatusCode::TOO_MANY_REQUESTS, "the backlog");
+    // The quota: every request so far counted, the document's included.
+    let mut answers = Vec::new();
+    for _ in 0..quota {
+        let answer = c
+            .call(
+                Method::GET,
+                "/v1/agents",
+                s.request(Method::GET, "/v1/agents"),
+            )
+            .await;
+        answers.push(answer.status);
+    }
+    assert_eq!(
+        answers.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{answers:?}"
+    );
+    // Failed authentications, from a client that presents a wrong token.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let request = s.client.get(s.url("/v1/agents")).bearer_auth("wrong");
+        statuses.push(c.call(Method::GET, "/v1/agents", request).await.status);
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+
+    let violations = c.violations.lock().unwrap().clone();
+    assert!(
+        violations.is_empty(),
+        "{} answers violate the document:\n{}",
+        violations.len(),
+        violations.join("\n")
+    );
+    let held: swarm_protocol::ObjectiveId = held.unwrap().parse().unwrap();
+    server.swarm.cancel(held).await.unwrap();
     server.finish().await;
 }
