@@ -146,8 +146,8 @@ pub(super) async fn delete(
         ("X-Swarm-Delivery" = String, Header,
          description = "The sender's id of this delivery (1 to 200 printable characters)."),
     ),
-    request_body(content = Object, content_type = "application/json",
-                 description = "The payload, mapped into the hook's template."),
+    request_body(content = serde_json::Value, content_type = "application/json",
+                 description = "The payload (any JSON), mapped into the hook's template."),
     responses(
         (status = 202, description = "Submitted (or submitted before, for a delivery id seen \
          already).", body = Delivered),
