@@ -5,7 +5,10 @@
 //! `$ref`s, formats checked). The events of an event stream are checked one by one against the
 //! per-event schema the document declares (`x-itemSchema`). Values the document lists (every
 //! `status`, every `order`) must be accepted, and a query value the document's schema refuses
-//! must be refused.
+//! must be refused. A body or query value the server refuses for a reason a schema can say
+//! (a name's pattern, a task kind's fields, an empty capability list) must be refused by the
+//! document too, and what the server takes, admitted. A second server with low limits checks
+//! the over-limit answers (413, 422, 429) and that the document states its ceilings.
 //!
 //! Violations are collected, so one run lists every mismatch, and reported at the end.
 
@@ -320,6 +323,17 @@ impl Contract {
             .unwrap_or_else(|| panic!("{method} {template}: no parameter `{name}`"))
     }
 
+    /// Panics listing every violation seen, if there is one.
+    fn assert_conforms(&self) {
+        let violations = self.violations.lock().unwrap();
+        assert!(
+            violations.is_empty(),
+            "{} answers violate the document:\n{}",
+            violations.len(),
+            violations.join("\n")
+        );
+    }
+
     /// Every operation of the document that was not called.
     fn uncalled(&self) -> Vec<String> {
         let called = self.called.lock().unwrap();
@@ -336,6 +350,32 @@ impl Contract {
     }
 }
 
+/// A `wait` task for `contract-<objective id>`, and an `echo` task after it.
+fn waits() -> Value {
+    json!({ "goal": "wait", "tasks": [
+        { "id": "w", "kind": "wait", "event": "contract-{objective}", "timeout": "1h" },
+        { "id": "after", "capability": "echo", "input": { "$from": "w" }, "depends_on": ["w"] }
+    ] })
+}
+
+/// A model agent with a breaker and a limiter (nothing calls its server).
+fn model_agent() -> Value {
+    json!({
+        "name": "model-1", "provider": "openai", "base_url": "http://127.0.0.1:9",
+        "model": "m", "capabilities": ["write"], "rpm": 60,
+        "breaker": { "consecutive_failures": 3, "cool_down": "10s" }
+    })
+}
+
+/// A schedule that fires at 3:00 in Berlin.
+fn nightly() -> Value {
+    json!({
+        "name": "nightly", "cron": "0 3 * * *", "time_zone": "Europe/Berlin",
+        "template": { "goal": "g", "tasks": [{ "id": "a", "capability": "work" }] }
+    })
+}
+
+/// A hook named `name` whose deliveries submit an `echo` task of their payload.
 fn hook_config(name: &str) -> Value {
     json!({
         "name": name,
@@ -351,7 +391,7 @@ fn hook_config(name: &str) -> Value {
 /// answer against it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_conforms_to_the_openapi_document() {
-    let hooks = Hooks::configured(
+    let configured = Hooks::configured(
         &[serde_json::from_value::<HookConfig>(hook_config("configured")).unwrap()],
         Environment::fixed([(HOOK_VAR, HOOK_SECRET)]),
     )
@@ -361,16 +401,47 @@ async fn every_answer_conforms_to_the_openapi_document() {
         ..ApiConfig::default()
     })
     .await;
-    server.swarm.serve_hooks(hooks).await.unwrap();
+    server.swarm.serve_hooks(configured).await.unwrap();
     let doc: Value = server.get("/openapi.json").await.json().await.unwrap();
     let c = Contract::new(doc);
     let s = &server;
-    let get = |path: &str| s.request(Method::GET, path);
-    let post = |path: &str| s.request(Method::POST, path);
-    let delete = |path: &str| s.request(Method::DELETE, path);
-    let unknown_objective = "0190a2b4-7c1d-7e3f-8a5b-6c7d8e9f0a1b";
+    probes(&c, s).await;
+    let ids = submits(&c, s).await;
+    objectives(&c, s, &ids).await;
+    task_listing(&c, s, &ids).await;
+    review(&c, s, &ids).await;
+    cancel(&c, s, &ids).await;
+    external_events(&c, s, &ids).await;
+    agents(&c, s).await;
+    schedules(&c, s).await;
+    hooks(&c, s).await;
+    swarm_stream(&c, s).await;
+    declared(&c);
 
-    // The probes and the document.
+    let uncalled = c.uncalled();
+    assert!(uncalled.is_empty(), "operations not driven: {uncalled:#?}");
+    c.assert_conforms();
+    server.finish().await;
+}
+
+/// The objectives the scenario submitted, by what they are for.
+struct Submitted {
+    /// Two `work` tasks; succeeded.
+    done: String,
+    /// Three objectives of one `judge` task each, which goes to review.
+    reviewed: Vec<String>,
+    /// One `hold` task: runs until cancelled.
+    held: String,
+    /// A `wait` task and one after it.
+    waiting: String,
+}
+
+/// An objective id no objective has.
+const UNKNOWN_OBJECTIVE: &str = "0190a2b4-7c1d-7e3f-8a5b-6c7d8e9f0a1b";
+
+/// The probes and the document, and a route without the token.
+async fn probes(c: &Contract, s: &Server) {
+    let get = |path: &str| s.request(Method::GET, path);
     for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
         let answer = c.call(Method::GET, path, get(path)).await;
         c.expect(&answer, StatusCode::OK, path);
@@ -380,9 +451,12 @@ async fn every_answer_conforms_to_the_openapi_document() {
         .call(Method::GET, "/v1/agents", s.client.get(s.url("/v1/agents")))
         .await;
     c.expect(&answer, StatusCode::UNAUTHORIZED, "");
+}
 
-    // Objectives: one that succeeds, one whose task goes to review (three times), one that
-    // runs until cancelled, one that waits for an event.
+/// Submits the scenario's objectives (one that succeeds, three whose task goes to review, one
+/// that runs until cancelled, one that waits for an event) and refused ones.
+async fn submits(c: &Contract, s: &Server) -> Submitted {
+    let post = |path: &str| s.request(Method::POST, path);
     let submit = "/v1/objectives";
     let done = c
         .call(Method::POST, submit, post(submit).json(&two_step()))
@@ -408,12 +482,8 @@ async fn every_answer_conforms_to_the_openapi_document() {
         .call(Method::POST, submit, post(submit).json(&hold_forever()))
         .await;
     let held = held.body["id"].as_str().unwrap().to_owned();
-    let waits = json!({ "goal": "wait", "tasks": [
-        { "id": "w", "kind": "wait", "event": "contract-{objective}", "timeout": "1h" },
-        { "id": "after", "capability": "echo", "input": { "$from": "w" }, "depends_on": ["w"] }
-    ] });
     let waiting = c
-        .call(Method::POST, submit, post(submit).json(&waits))
+        .call(Method::POST, submit, post(submit).json(&waits()))
         .await;
     assert_eq!(waiting.status, StatusCode::ACCEPTED);
     let waiting = waiting.body["id"].as_str().unwrap().to_owned();
@@ -477,9 +547,19 @@ async fn every_answer_conforms_to_the_openapi_document() {
         c.expect(&answer, status, "");
         assert_ne!(answer.body["field"], "?", "{}", answer.body);
     }
-    server.wait(&done).await;
+    s.wait(&done).await;
+    Submitted {
+        done,
+        reviewed,
+        held,
+        waiting,
+    }
+}
 
-    // Listing objectives: every documented status works, each parameter is checked.
+/// Lists objectives (every documented status), reads one, its chain and its event stream.
+async fn objectives(c: &Contract, s: &Server, ids: &Submitted) {
+    let Submitted { done, waiting, .. } = ids;
+    let get = |path: &str| s.request(Method::GET, path);
     let list = "/v1/objectives";
     let answer = c.call(Method::GET, list, get(list)).await;
     c.expect(&answer, StatusCode::OK, list);
@@ -514,7 +594,7 @@ async fn every_answer_conforms_to_the_openapi_document() {
             (done.as_str(), StatusCode::OK),
             (waiting.as_str(), StatusCode::OK),
             ("nope", StatusCode::BAD_REQUEST),
-            (unknown_objective, StatusCode::NOT_FOUND),
+            (UNKNOWN_OBJECTIVE, StatusCode::NOT_FOUND),
         ] {
             let path = template.replace("{id}", id);
             let answer = c.call(Method::GET, template, get(&path)).await;
@@ -547,7 +627,7 @@ async fn every_answer_conforms_to_the_openapi_document() {
             StatusCode::BAD_REQUEST,
         ),
         (
-            format!("/v1/objectives/{unknown_objective}/events"),
+            format!("/v1/objectives/{UNKNOWN_OBJECTIVE}/events"),
             "",
             StatusCode::NOT_FOUND,
         ),
@@ -559,9 +639,14 @@ async fn every_answer_conforms_to_the_openapi_document() {
         let answer = c.call(Method::GET, events, request).await;
         c.expect(&answer, status, path);
     }
+}
 
-    // Tasks: every documented status and order works; a value the document refuses is
-    // refused.
+/// Lists tasks: every documented status and order works; a value the document refuses is
+/// refused, an empty one included.
+async fn task_listing(c: &Contract, s: &Server, ids: &Submitted) {
+    let Submitted { done, .. } = ids;
+    let list = "/v1/objectives";
+    let get = |path: &str| s.request(Method::GET, path);
     let tasks = "/v1/tasks";
     for status in c.enum_values(tasks, "status") {
         let answer = c
@@ -625,8 +710,12 @@ async fn every_answer_conforms_to_the_openapi_document() {
             }
         }
     }
+}
 
-    // The review queue: approve (with no body, `null`, an edited output), reject, retry.
+/// The review queue: approve (with `null`, refused bodies), reject, retry.
+async fn review(c: &Contract, s: &Server, ids: &Submitted) {
+    let Submitted { reviewed, .. } = ids;
+    let post = |path: &str| s.request(Method::POST, path);
     let in_review = |objective: &str| {
         let objective = objective.to_owned();
         async move {
@@ -714,13 +803,17 @@ async fn every_answer_conforms_to_the_openapi_document() {
             .await;
         c.expect(&answer, status, id);
     }
+}
 
-    // Cancel.
+/// Cancels the objective that runs until cancelled.
+async fn cancel(c: &Contract, s: &Server, ids: &Submitted) {
+    let Submitted { held, .. } = ids;
+    let post = |path: &str| s.request(Method::POST, path);
     let cancel = "/v1/objectives/{id}/cancel";
     for (id, status) in [
         (held.as_str(), StatusCode::OK),
         ("nope", StatusCode::BAD_REQUEST),
-        (unknown_objective, StatusCode::NOT_FOUND),
+        (UNKNOWN_OBJECTIVE, StatusCode::NOT_FOUND),
     ] {
         let answer = c
             .call(
@@ -731,8 +824,13 @@ async fn every_answer_conforms_to_the_openapi_document() {
             .await;
         c.expect(&answer, status, id);
     }
+}
 
-    // External events: one the `wait` task takes, one kept, refused ones.
+/// External events: one the `wait` task takes, one kept, refused ones.
+async fn external_events(c: &Contract, s: &Server, ids: &Submitted) {
+    let Submitted { waiting, .. } = ids;
+    let get = |path: &str| s.request(Method::GET, path);
+    let post = |path: &str| s.request(Method::POST, path);
     let post_event = "/v1/events";
     let key = format!("contract-{waiting}");
     for (body, idempotency, status) in [
@@ -785,21 +883,21 @@ async fn every_answer_conforms_to_the_openapi_document() {
         let answer = c.call(Method::POST, post_event, request).await;
         c.expect(&answer, status, body);
     }
-    server.wait(&waiting).await;
+    s.wait(&waiting).await;
     let pending = "/v1/events/pending";
     let answer = c.call(Method::GET, pending, get(pending)).await;
     c.expect(&answer, StatusCode::OK, "");
     assert_eq!(answer.body.as_array().unwrap().len(), 1, "{}", answer.body);
+}
 
-    // Agents: the list (with a model agent's breaker and limiter), a registration, a removal.
+/// Agents: the list (with a model agent's breaker and limiter), a registration, a removal.
+async fn agents(c: &Contract, s: &Server) {
+    let get = |path: &str| s.request(Method::GET, path);
+    let post = |path: &str| s.request(Method::POST, path);
+    let delete = |path: &str| s.request(Method::DELETE, path);
     let agents = "/v1/agents";
-    let model = json!({
-        "name": "model-1", "provider": "openai", "base_url": "http://127.0.0.1:9",
-        "model": "m", "capabilities": ["write"], "rpm": 60,
-        "breaker": { "consecutive_failures": 3, "cool_down": "10s" }
-    });
     let registered = c
-        .call(Method::POST, agents, post(agents).json(&model))
+        .call(Method::POST, agents, post(agents).json(&model_agent()))
         .await;
     assert_eq!(
         registered.status,
@@ -857,19 +955,19 @@ async fn every_answer_conforms_to_the_openapi_document() {
         let answer = c.call(Method::DELETE, deregister, delete(&path)).await;
         c.expect(&answer, status, path);
     }
+}
 
-    // Schedules.
+/// Schedules: created, refused, listed, paused, resumed, deleted.
+async fn schedules(c: &Contract, s: &Server) {
+    let get = |path: &str| s.request(Method::GET, path);
+    let post = |path: &str| s.request(Method::POST, path);
     let schedules = "/v1/schedules";
-    let schedule = json!({
-        "name": "nightly", "cron": "0 3 * * *", "time_zone": "Europe/Berlin",
-        "template": { "goal": "g", "tasks": [{ "id": "a", "capability": "work" }] }
-    });
     let answer = c
-        .call(Method::POST, schedules, post(schedules).json(&schedule))
+        .call(Method::POST, schedules, post(schedules).json(&nightly()))
         .await;
     c.expect(&answer, StatusCode::CREATED, "");
     for body in [
-        schedule.clone(),
+        nightly(),
         json!({ "name": "", "cron": "0 3 * * *", "template": { "goal": "g" } }),
         json!({ "name": "a b", "cron": "0 3 * * *", "template": { "goal": "g" } }),
         json!({ "name": "x".repeat(65), "cron": "0 3 * * *", "template": { "goal": "g" } }),
@@ -910,8 +1008,13 @@ async fn every_answer_conforms_to_the_openapi_document() {
             c.expect(&answer, status, format!("{method} {path}"));
         }
     }
+}
 
-    // Hooks: declared, listed, delivered to, deleted.
+/// Hooks: declared, listed, delivered to, deleted.
+async fn hooks(c: &Contract, s: &Server) {
+    let get = |path: &str| s.request(Method::GET, path);
+    let post = |path: &str| s.request(Method::POST, path);
+    let delete = |path: &str| s.request(Method::DELETE, path);
     let hooks = "/v1/hooks";
     let answer = c
         .call(Method::POST, hooks, post(hooks).json(&hook_config("build")))
@@ -1017,10 +1120,13 @@ async fn every_answer_conforms_to_the_openapi_document() {
             .await;
         c.expect(&answer, status, name);
     }
+}
 
-    // The swarm's stream, from the start of the log to the last event so far: every kind of
-    // event the scenario produced.
-    let last = server.swarm.store().unwrap().info().await.unwrap().last_seq;
+/// The swarm's stream, from the start of the log to the last event so far: every kind of
+/// event the scenario produced.
+async fn swarm_stream(c: &Contract, s: &Server) {
+    let get = |path: &str| s.request(Method::GET, path);
+    let last = s.swarm.store().unwrap().info().await.unwrap().last_seq;
     let all = "/v1/events";
     let seen = c
         .stream(all, get(all).header("Last-Event-ID", "0"), |data| {
@@ -1039,9 +1145,19 @@ async fn every_answer_conforms_to_the_openapi_document() {
         let answer = c.call(Method::GET, all, request).await;
         c.expect(&answer, status, "");
     }
+}
 
-    // What the server refuses for a reason a schema can say, the document says; what it
-    // takes, the document admits.
+/// What the server refuses for a reason a schema can say, the document says; what it takes,
+/// the document admits; and the parameters say what the server takes.
+fn declared(c: &Contract) {
+    let submit = "/v1/objectives";
+    let approve = "/v1/tasks/{id}/approve";
+    let post_event = "/v1/events";
+    let agents = "/v1/agents";
+    let schedules = "/v1/schedules";
+    let hooks = "/v1/hooks";
+    let all = "/v1/events";
+    let events = "/v1/objectives/{id}/events";
     let agent = |name: &str, capabilities: Value, base_url: &str| json!({ "name": name, "provider": "openai", "base_url": base_url, "model": "m", "capabilities": capabilities });
     let named =
         |name: &str| json!({ "name": name, "cron": "0 3 * * *", "template": { "goal": "g" } });
@@ -1054,7 +1170,7 @@ async fn every_answer_conforms_to_the_openapi_document() {
         json!({ "goal": "g", "tasks": [{ "id": "a", "kind": "approval", "input": 1 }] });
     for (method, template, body, admitted) in [
         (Method::POST, submit, two_step(), true),
-        (Method::POST, submit, waits, true),
+        (Method::POST, submit, waits(), true),
         (Method::POST, submit, approval_task, true),
         (Method::POST, submit, json!({ "goal": 3 }), false),
         (Method::POST, submit, json!(null), false),
@@ -1097,7 +1213,7 @@ async fn every_answer_conforms_to_the_openapi_document() {
             json!({ "key": "k", "ttl": "soon" }),
             false,
         ),
-        (Method::POST, agents, model, true),
+        (Method::POST, agents, model_agent(), true),
         (
             Method::POST,
             agents,
@@ -1116,7 +1232,7 @@ async fn every_answer_conforms_to_the_openapi_document() {
             agent("m", json!(["w"]), "ftp://x"),
             false,
         ),
-        (Method::POST, schedules, schedule, true),
+        (Method::POST, schedules, nightly(), true),
         (Method::POST, schedules, named(""), false),
         (Method::POST, schedules, named("a b"), false),
         (Method::POST, schedules, named(&"x".repeat(65)), false),
@@ -1150,17 +1266,6 @@ async fn every_answer_conforms_to_the_openapi_document() {
             ));
         }
     }
-
-    let uncalled = c.uncalled();
-    assert!(uncalled.is_empty(), "operations not driven: {uncalled:#?}");
-    let violations = c.violations.lock().unwrap().clone();
-    assert!(
-        violations.is_empty(),
-        "{} answers violate the document:\n{}",
-        violations.len(),
-        violations.join("\n")
-    );
-    server.finish().await;
 }
 
 /// The limits answer as the document declares (413 past the body limit, 422 `over-limit` past
@@ -1298,13 +1403,7 @@ async fn limits_answer_as_the_document_declares() {
         "{statuses:?}"
     );
 
-    let violations = c.violations.lock().unwrap().clone();
-    assert!(
-        violations.is_empty(),
-        "{} answers violate the document:\n{}",
-        violations.len(),
-        violations.join("\n")
-    );
+    c.assert_conforms();
     let held: swarm_protocol::ObjectiveId = held.unwrap().parse().unwrap();
     server.swarm.cancel(held).await.unwrap();
     server.finish().await;
