@@ -701,12 +701,18 @@ fn answers(doc: &mut Value) {
         let Some(responses) = operation["responses"].as_object_mut() else {
             continue;
         };
-        match responses.get_mut("503") {
-            Some(existing) => describe(existing, &format!("Or: {timeout}")),
-            None => {
-                responses.insert("503".into(), problem(timeout));
-            }
-        }
+        let unavailable = responses
+            .entry("503")
+            .and_modify(|existing| describe(existing, &format!("Or: {timeout}")))
+            .or_insert_with(|| problem(timeout));
+        // A 503 says when to try again, unless waiting would not help (no event log).
+        merge(
+            Some(unavailable),
+            &json!({ "headers": { "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": { "type": "integer", "minimum": 0 }
+            } } }),
+        );
         if has_body {
             responses.entry("413").or_insert_with(|| {
                 problem("The body is over the limit (`urn:swarm:problem:body-too-large`).")

@@ -489,7 +489,8 @@ async fn submits(c: &Contract, s: &Server) -> Submitted {
     let waiting = waiting.body["id"].as_str().unwrap().to_owned();
     // Refused submits: not JSON, not an objective, a graph error, a `wait` task given a
     // capability, JSON nested too deep, another content type, an idempotency key reused for
-    // another body.
+    // another body. (The 413 of a body over the limit is the limits test's: a body of a few
+    // kilobytes, which the client finishes writing before the server answers.)
     let mut deep = json!(1);
     for _ in 0..70 {
         deep = json!([deep]);
@@ -534,12 +535,6 @@ async fn submits(c: &Contract, s: &Server) -> Submitted {
                 .header("Idempotency-Key", "judge-0")
                 .json(&two_step()),
             StatusCode::CONFLICT,
-        ),
-        (
-            post(submit)
-                .header("content-type", "application/json")
-                .body(vec![b' '; 1024 * 1024 + 1]),
-            StatusCode::PAYLOAD_TOO_LARGE,
         ),
     ];
     for (request, status) in bad_bodies {
