@@ -347,18 +347,14 @@ fn flatten(doc: &mut Value, name: &str) {
     }
 }
 
-/// Every operation of the document, with its path and method.
-fn operations(doc: &mut Value) -> impl Iterator<Item = (String, String, &mut Value)> {
-    doc["paths"]
-        .as_object_mut()
+/// Every operation of the document.
+fn operations(doc: &mut Value) -> impl Iterator<Item = &mut Value> {
+    at(doc, &["paths"])
+        .and_then(Value::as_object_mut)
         .into_iter()
-        .flat_map(|paths| paths.iter_mut())
-        .flat_map(|(path, item)| {
-            item.as_object_mut()
-                .into_iter()
-                .flat_map(|item| item.iter_mut())
-                .map(move |(method, operation)| (path.clone(), method.clone(), operation))
-        })
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
 }
 
 /// The schema of the parameter `name` of `method path`.
@@ -386,7 +382,7 @@ fn set_parameter(doc: &mut Value, method: &str, path: &str, name: &str, schema: 
 /// A parameter left out is how a client gives no value, so none is `null` (`Last-Event-ID:
 /// null` is not a sequence number); and the values the handlers take are listed.
 fn parameters(doc: &mut Value) {
-    for (_, _, operation) in operations(doc) {
+    for operation in operations(doc) {
         let parameters = operation
             .get_mut("parameters")
             .and_then(Value::as_array_mut);
@@ -696,7 +692,7 @@ fn answers(doc: &mut Value) {
     };
     let timeout = "The request took longer than the server allows \
                    (`urn:swarm:problem:timeout`); try again after `Retry-After`.";
-    for (_, _, operation) in operations(doc) {
+    for operation in operations(doc) {
         let has_body = operation.get("requestBody").is_some();
         let Some(responses) = operation["responses"].as_object_mut() else {
             continue;
