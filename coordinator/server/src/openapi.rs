@@ -466,30 +466,43 @@ fn parameters(doc: &mut Value) {
 }
 
 /// Durations are humantime text, at most [`DURATION_MAX`] (some shorter: their descriptions
-/// say).
+/// say), wherever a schema has one (a variant's fields included).
 fn durations(doc: &mut Value) {
     let most = duration_max();
-    for schema in doc["components"]["schemas"]
-        .as_object_mut()
-        .into_iter()
-        .flat_map(|schemas| schemas.values_mut())
-    {
-        for (name, property) in schema
-            .get_mut("properties")
-            .and_then(Value::as_object_mut)
-            .into_iter()
-            .flat_map(|properties| properties.iter_mut())
-        {
+    if let Some(schemas) = at(doc, &["components", "schemas"]) {
+        each_property(schemas, &mut |name, property| {
             let is_text =
                 property["type"] == "string" || property["type"] == json!(["string", "null"]);
-            if DURATION_FIELDS.contains(&name.as_str()) && is_text {
+            if DURATION_FIELDS.contains(&name) && is_text {
                 property["pattern"] = json!(DURATION_PATTERN);
                 describe(
                     property,
                     &format!("A humantime duration (`500ms`, `30s`, `1h 30m`), at most {most}."),
                 );
             }
+        });
+    }
+}
+
+/// Calls `f` with every property of every schema under `value`, by name.
+fn each_property(value: &mut Value, f: &mut impl FnMut(&str, &mut Value)) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                if key == "properties"
+                    && let Some(properties) = inner.as_object_mut()
+                {
+                    for (name, property) in properties.iter_mut() {
+                        f(name, property);
+                        each_property(property, f);
+                    }
+                } else {
+                    each_property(inner, f);
+                }
+            }
         }
+        Value::Array(items) => items.iter_mut().for_each(|item| each_property(item, f)),
+        _ => {}
     }
 }
 

@@ -487,6 +487,17 @@ async fn submits(c: &Contract, s: &Server) -> Submitted {
         .await;
     assert_eq!(waiting.status, StatusCode::ACCEPTED);
     let waiting = waiting.body["id"].as_str().unwrap().to_owned();
+    // Every kind of task is taken.
+    let kinds = json!({ "goal": "kinds", "tasks": [
+        { "id": "a", "kind": "agent", "capability": "echo", "input": 1 },
+        { "id": "w", "kind": "wait", "event": "never-posted", "timeout": "1h" },
+        { "id": "p", "kind": "approval", "input": { "$from": "a" }, "depends_on": ["a"] }
+    ] });
+    let answer = c
+        .call(Method::POST, submit, post(submit).json(&kinds))
+        .await;
+    c.expect(&answer, StatusCode::ACCEPTED, "every kind of task");
+    c.body_declared(&Method::POST, submit, &kinds, true);
     // Refused submits: not JSON, not an objective, a graph error, a `wait` task given a
     // capability, JSON nested too deep, another content type, an idempotency key reused for
     // another body. (The 413 of a body over the limit is the limits test's: a body of a few
@@ -976,6 +987,22 @@ async fn schedules(c: &Contract, s: &Server) {
         if !answer.status.is_client_error() {
             c.violation(format!("{body}: expected a 4xx, got {}", answer.status));
         }
+    }
+    // Every documented overlap policy, and a catch-up window.
+    let overlaps = c.resolve(&json!({ "$ref": "#/components/schemas/OverlapPolicy" }))["enum"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for overlap in overlaps {
+        let mut body = nightly();
+        body["name"] = json!(format!("overlap-{}", overlap.as_str().unwrap()));
+        body["overlap"] = overlap;
+        body["catch_up"] = json!({ "policy": "run_latest", "window": "1h" });
+        c.body_declared(&Method::POST, schedules, &body, true);
+        let answer = c
+            .call(Method::POST, schedules, post(schedules).json(&body))
+            .await;
+        c.expect(&answer, StatusCode::CREATED, body);
     }
     let answer = c.call(Method::GET, schedules, get(schedules)).await;
     c.expect(&answer, StatusCode::OK, "");
