@@ -457,6 +457,59 @@ impl Default for BreakerSection {
 }
 
 impl AgentConfig {
+    /// Checks the fields the types do not: a name, at least one capability, an http(s)
+    /// `base_url`, `max_tokens`, the breaker's thresholds, `max_tokens_field` against the
+    /// provider, the extra headers' names, and the durations (see
+    /// [`AgentConfig::check_bounds`]); the error names the field.
+    pub fn check(&self) -> Result<(), OutOfBounds> {
+        let invalid = |field: &str, message: String| OutOfBounds {
+            field: field.to_owned(),
+            message,
+        };
+        if self.name.trim().is_empty() {
+            return Err(invalid("name", "must not be empty".into()));
+        }
+        if self.capabilities.is_empty() {
+            return Err(invalid("capabilities", "list at least one".into()));
+        }
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+            return Err(invalid(
+                "base_url",
+                format!("`{}` is not an http(s) URL", self.base_url),
+            ));
+        }
+        self.check_bounds()?;
+        if self.max_tokens == 0 {
+            return Err(invalid("max_tokens", "must be at least 1".into()));
+        }
+        if let Some(rate) = self.breaker.failure_rate
+            && !(rate > 0.0 && rate <= 1.0)
+        {
+            return Err(invalid(
+                "breaker.failure_rate",
+                format!("{rate} is not in (0, 1]"),
+            ));
+        }
+        if self.breaker.consecutive_failures == 0 && self.breaker.failure_rate.is_none() {
+            return Err(invalid(
+                "breaker.consecutive_failures",
+                "must be at least 1 (or set failure_rate)".into(),
+            ));
+        }
+        if self.provider == Provider::Anthropic
+            && self.max_tokens_field == MaxTokensField::MaxCompletionTokens
+        {
+            return Err(invalid(
+                "max_tokens_field",
+                "the Anthropic Messages API takes `max_tokens` only".into(),
+            ));
+        }
+        self.headers
+            .check()
+            .map_err(|message| invalid("headers", message))?;
+        Ok(())
+    }
+
     /// Checks the agent's durations against [`swarm_protocol::bounds::DURATION_MAX`]; the
     /// error names the field (`hard_timeout`, `breaker.cool_down`).
     pub fn check_bounds(&self) -> Result<(), OutOfBounds> {
@@ -519,50 +572,12 @@ impl Config {
         let mut names = std::collections::BTreeSet::new();
         for (i, agent) in self.agents.iter().enumerate() {
             let at = format!("agents[{i}] (`{}`)", agent.name);
-            if agent.name.trim().is_empty() {
-                return Err(format!("agents[{i}].name: must not be empty"));
-            }
             if !names.insert(agent.name.as_str()) {
                 return Err(format!("{at}.name: another agent has this name"));
             }
-            if agent.capabilities.is_empty() {
-                return Err(format!("{at}.capabilities: list at least one"));
-            }
-            if !(agent.base_url.starts_with("http://") || agent.base_url.starts_with("https://")) {
-                return Err(format!(
-                    "{at}.base_url: `{}` is not an http(s) URL",
-                    agent.base_url
-                ));
-            }
             agent
-                .check_bounds()
-                .map_err(|e| format!("{at}.{}: {}", e.field, e.message))?;
-            if agent.max_tokens == 0 {
-                return Err(format!("{at}.max_tokens: must be at least 1"));
-            }
-            if agent.provider == Provider::Anthropic
-                && agent.max_tokens_field == MaxTokensField::MaxCompletionTokens
-            {
-                return Err(format!(
-                    "{at}.max_tokens_field: the Anthropic Messages API takes `max_tokens` only"
-                ));
-            }
-            agent
-                .headers
                 .check()
-                .map_err(|message| format!("{at}.headers: {message}"))?;
-            if let Some(rate) = agent.breaker.failure_rate
-                && !(rate > 0.0 && rate <= 1.0)
-            {
-                return Err(format!(
-                    "{at}.breaker.failure_rate: {rate} is not in (0, 1]"
-                ));
-            }
-            if agent.breaker.consecutive_failures == 0 && agent.breaker.failure_rate.is_none() {
-                return Err(format!(
-                    "{at}.breaker.consecutive_failures: must be at least 1 (or set failure_rate)"
-                ));
-            }
+                .map_err(|e| format!("{at}.{}: {}", e.field, e.message))?;
         }
         Ok(())
     }

@@ -110,6 +110,14 @@ pub(super) async fn register(
     JsonBody(config): JsonBody<AgentConfig>,
 ) -> Result<Response, Problem> {
     config.check_bounds().map_err(over_limit)?;
+    config.check().map_err(|e| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-field",
+            e.to_string(),
+        )
+        .field(e.field)
+    })?;
     if let Some(var) = &config.api_key_env {
         // `from_env` names the variable and says whether it is unset or empty, never a value.
         ApiKey::from_env(var).map_err(|detail| {

@@ -18,9 +18,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
-use swarm_protocol::bounds::check_json;
-use swarm_protocol::{Objective, SchedulerError};
+use serde::Serialize;
+use serde_json::Value;
+use swarm_protocol::bounds::{check_duration, check_json};
+use swarm_protocol::{Objective, ObjectiveId, SchedulerError};
 
 use crate::AppState;
 use crate::problem::{JsonBody, PROBLEM_JSON, Problem, over_limit};
@@ -72,6 +73,9 @@ pub(super) async fn declare(
     State(state): State<AppState>,
     JsonBody(config): JsonBody<HookConfig>,
 ) -> Result<Response, Problem> {
+    if let Some(tolerance) = config.tolerance {
+        check_duration("tolerance", tolerance).map_err(over_limit)?;
+    }
     let view = state.swarm.declare_hook(config).await?;
     let location = format!("/v1/hooks/{}", view.name);
     let mut response = (StatusCode::CREATED, Json(view)).into_response();
@@ -142,11 +146,11 @@ pub(super) async fn delete(
         ("X-Swarm-Delivery" = String, Header,
          description = "The sender's id of this delivery (1 to 200 printable characters)."),
     ),
-    request_body(content = Object, content_type = "application/json",
-                 description = "The payload, mapped into the hook's template."),
+    request_body(content = serde_json::Value, content_type = "application/json",
+                 description = "The payload (any JSON), mapped into the hook's template."),
     responses(
         (status = 202, description = "Submitted (or submitted before, for a delivery id seen \
-         already).", body = Object),
+         already).", body = Delivered),
         (status = 400, description = "The body is not JSON, or `X-Swarm-Delivery` is missing \
          or not valid; `field` names it.", body = Problem, content_type = PROBLEM_JSON),
         (status = 401, description = "The signature is missing, wrong or stale.", body = Problem,
@@ -244,9 +248,21 @@ pub(super) async fn receive(
             .field("X-Swarm-Delivery"),
             err => Problem::from_error(err, Some(&objective)),
         })?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "id": id, "hook": name, "delivery": delivery })),
-    )
-        .into_response())
+    let delivered = Delivered {
+        id,
+        hook: name,
+        delivery: delivery.to_owned(),
+    };
+    Ok((StatusCode::ACCEPTED, Json(delivered)).into_response())
+}
+
+/// The answer to a delivery.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Delivered {
+    /// The objective the delivery submitted (the first one, for a delivery id seen already).
+    id: ObjectiveId,
+    /// The hook.
+    hook: String,
+    /// The delivery's id (`X-Swarm-Delivery`).
+    delivery: String,
 }

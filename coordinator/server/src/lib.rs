@@ -172,6 +172,8 @@ pub struct Shared {
     limiters: limits::Limiters,
     /// Turns `true` when the server shuts down, which ends every event stream.
     shutdown: watch::Receiver<bool>,
+    /// `GET /openapi.json`'s body, built once for this configuration (its ceilings).
+    openapi: bytes::Bytes,
     /// Never sent on: it closes when the last clone of the state is dropped, which
     /// [`Api::serve`] waits for, so that its caller holds the only `Arc<Swarm>` again.
     _in_use: mpsc::Sender<()>,
@@ -221,6 +223,7 @@ impl Api {
                 swarm,
                 sessions: config.token.as_deref().map(ui::session::Sessions::new),
                 limiters: limits::Limiters::new(&config.limits),
+                openapi: openapi::document_bytes(&config.ceilings, config.body_limit_bytes),
                 config,
                 shutdown: receiver,
                 _in_use: in_use,

@@ -52,7 +52,7 @@ struct AgentMetrics {
     operation_id = "metrics",
     responses(
         (status = 200, description = "Prometheus text exposition.", body = String,
-         content_type = "text/plain; version=0.0.4"),
+         content_type = PROMETHEUS_TEXT),
         (status = 503, description = "The coordinator is not available.", body = Problem,
          content_type = PROBLEM_JSON),
     ),

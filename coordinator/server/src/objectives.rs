@@ -173,21 +173,16 @@ impl ListQuery {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             match name {
                 "status" => {
-                    list.status = Some(match value {
-                        "running" => ObjectiveStatus::Running,
-                        "succeeded" => ObjectiveStatus::Succeeded,
-                        "failed" => ObjectiveStatus::Failed,
-                        "cancelled" => ObjectiveStatus::Cancelled,
-                        other => {
-                            return Err(Problem::bad_query(
-                                "status",
-                                &format!(
-                                    "`{other}` is not a status; use running, succeeded, \
-                                     failed or cancelled"
-                                ),
-                            ));
-                        }
-                    });
+                    let status = serde_json::from_value(serde_json::Value::from(value));
+                    list.status = Some(status.map_err(|_| {
+                        Problem::bad_query(
+                            "status",
+                            &format!(
+                                "`{value}` is not a status; use running, compensating, \
+                                 succeeded, failed or cancelled"
+                            ),
+                        )
+                    })?);
                 }
                 "limit" => list.limit = parse_limit(value)?,
                 "after" => {

@@ -13,12 +13,22 @@
 //! What the layers answer on every route is added here, from [`ROUTES`], rather than repeated in
 //! each annotation: the bearer token requirement and its 401 on every route but the probes, the
 //! 429 of the limits (a client's quota, failed authentications, and on the routes that create
-//! work the backlog; see `limits`), and the 500 of a caught panic.
+//! work the backlog; see `limits`), the 503 of the request timeout, the 413 and 422 of the
+//! body limit and the ceilings on JSON, and the 500 of a caught panic.
+//!
+//! The document is the server's contract: what a handler enforces beyond the types (name
+//! patterns, the fields of each kind of task, humantime durations, the ceilings of `[limits]`)
+//! is declared too, in [`complete`], which edits the generated document as JSON; and the
+//! contract test (`tests/http/contract.rs`) drives every operation and validates every answer
+//! against the document. The document is built once per server, with its ceilings.
 
-use std::sync::LazyLock;
-
-use axum::Json;
-use axum::http::Method;
+use axum::extract::State;
+use axum::http::{Method, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+use swarm_coordinator::config::LimitsSection;
+use swarm_protocol::bounds::{DURATION_MAX, JSON_DEPTH_CEILING};
 use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
@@ -26,7 +36,7 @@ use utoipa::openapi::{ContentBuilder, Header, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::{PROBLEM_JSON, Problem};
-use crate::{ROUTES, Route};
+use crate::{AppState, ROUTES, Route};
 
 /// The name of the bearer token's security scheme in the document.
 const BEARER: &str = "bearer";
@@ -90,8 +100,15 @@ const BEARER: &str = "bearer";
 )]
 struct ApiDoc;
 
-/// Built once: the document does not change while the process runs.
-static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::openapi);
+/// The document this server publishes: the generated one, completed with what the
+/// generator cannot say (see [`complete`]) and this server's ceilings. Serialized once, when
+/// the API is built: it does not change while the process runs.
+pub(crate) fn document_bytes(ceilings: &LimitsSection, body_limit_bytes: usize) -> Bytes {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    complete(&mut doc, ceilings, body_limit_bytes);
+    // A `Value` always serializes.
+    Bytes::from(serde_json::to_vec(&doc).unwrap_or_default())
+}
 
 /// The API's OpenAPI 3.1 document (this one).
 #[utoipa::path(
@@ -101,8 +118,12 @@ static DOCUMENT: LazyLock<utoipa::openapi::OpenApi> = LazyLock::new(ApiDoc::open
     operation_id = "openapi",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API.", body = serde_json::Value)),
 )]
-pub(super) async fn document() -> Json<&'static utoipa::openapi::OpenApi> {
-    Json(&DOCUMENT)
+pub(super) async fn document(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.openapi.clone(),
+    )
+        .into_response()
 }
 
 /// Adds what the layers answer on every route (see the module docs).
@@ -210,5 +231,509 @@ fn operation_mut<'a>(item: &'a mut PathItem, method: &Method) -> Option<&'a mut 
         Method::PATCH => item.patch.as_mut(),
         Method::DELETE => item.delete.as_mut(),
         _ => None,
+    }
+}
+
+/// The durations the API reads: humantime text (`500ms`, `30s`, `1h 30m`, `1.5h`, `2 days`).
+const DURATION_PATTERN: &str = "^\\s*(0|([0-9]+(\\.[0-9]+)?\\s*(nanos|nsec|ns|usec|us|µs|millis|\
+     msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|\
+     weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)\\s*)+)$";
+
+/// The fields, in any schema of the document, that are durations.
+const DURATION_FIELDS: [&str; 10] = [
+    "deadline",
+    "timeout",
+    "idle_timeout",
+    "hard_timeout",
+    "initial_backoff",
+    "max_backoff",
+    "tolerance",
+    "ttl",
+    "window",
+    "cool_down",
+];
+
+/// The names of schedules and hooks: a path segment and a part of an idempotency key.
+const NAME_PATTERN: &str = "^[A-Za-z0-9_.-]+$";
+
+/// Completes the generated document with what the generator cannot say: the server's
+/// ceilings (`[limits]`, the body limit, [`DURATION_MAX`]), the constraints its handlers
+/// enforce beyond the types (name patterns, the kinds of task, durations' syntax), one schema
+/// for each event of an event stream, and the answers the layers give on every route. Each
+/// step works on the JSON of the document, so that it reads as the document does.
+fn complete(doc: &mut Value, ceilings: &LimitsSection, body_limit_bytes: usize) {
+    for name in ["AgentView", "ScheduleView"] {
+        flatten(doc, name);
+    }
+    parameters(doc);
+    durations(doc);
+    names(doc);
+    task_kinds(doc);
+    event_streams(doc);
+    bodies(doc, ceilings, body_limit_bytes);
+    answers(doc);
+}
+
+/// The value at `keys` under `value`, if there is one (indexing a `Value` mutably would add
+/// what is missing).
+fn at<'a>(value: &'a mut Value, keys: &[&str]) -> Option<&'a mut Value> {
+    keys.iter()
+        .try_fold(value, |value, key| value.get_mut(*key))
+}
+
+/// The property `property` of the component schema `name`.
+fn property<'a>(doc: &'a mut Value, name: &str, property: &str) -> Option<&'a mut Value> {
+    at(
+        doc,
+        &["components", "schemas", name, "properties", property],
+    )
+}
+
+/// Adds `extra`'s keys to the schema `into` (replacing those it has).
+fn merge(into: Option<&mut Value>, extra: &Value) {
+    if let (Some(into), Some(extra)) = (into.and_then(Value::as_object_mut), extra.as_object()) {
+        into.extend(extra.clone());
+    }
+}
+
+/// Appends `more` to the description of `schema` (a schema or a response).
+fn describe(schema: &mut Value, more: &str) {
+    let described = schema["description"].as_str().unwrap_or("").to_owned();
+    let joined = if described.is_empty() {
+        more.to_owned()
+    } else {
+        format!("{described} {more}")
+    };
+    schema["description"] = json!(joined);
+}
+
+/// Merges a schema made of `allOf` parts (what `#[serde(flatten)]` generates) into one object
+/// schema. `allOf` is wrong for these: a part that allows no other properties (such as
+/// `AgentDescriptor`) refuses the fields of the other parts.
+fn flatten(doc: &mut Value, name: &str) {
+    let schemas = doc["components"]["schemas"].clone();
+    let Some(schema) = at(doc, &["components", "schemas", name]) else {
+        return;
+    };
+    let Some(parts) = schema.get("allOf").and_then(Value::as_array).cloned() else {
+        return;
+    };
+    let mut properties = Map::new();
+    let mut required = Vec::new();
+    for part in parts {
+        let part = match part.get("$ref").and_then(Value::as_str) {
+            Some(target) => {
+                let name = target.trim_start_matches("#/components/schemas/");
+                schemas[name].clone()
+            }
+            None => part,
+        };
+        if let Some(own) = part.get("properties").and_then(Value::as_object) {
+            properties.extend(own.clone());
+        }
+        if let Some(own) = part.get("required").and_then(Value::as_array) {
+            required.extend(own.iter().cloned());
+        }
+    }
+    let description = schema.get("description").cloned();
+    *schema = json!({
+        "type": "object",
+        "required": required,
+        "properties": properties,
+        "additionalProperties": false,
+    });
+    if let Some(description) = description {
+        schema["description"] = description;
+    }
+}
+
+/// Every operation of the document.
+fn operations(doc: &mut Value) -> impl Iterator<Item = &mut Value> {
+    at(doc, &["paths"])
+        .and_then(Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+}
+
+/// The schema of the parameter `name` of `method path`.
+fn parameter<'a>(
+    doc: &'a mut Value,
+    method: &str,
+    path: &str,
+    name: &str,
+) -> Option<&'a mut Value> {
+    at(doc, &["paths", path, method, "parameters"])?
+        .as_array_mut()?
+        .iter_mut()
+        .find(|p| p["name"] == name)
+        .map(|p| &mut p["schema"])
+}
+
+/// Replaces the schema of the parameter `name` of `method path` (the contract test finds one
+/// an annotation renamed, which this leaves as generated).
+fn set_parameter(doc: &mut Value, method: &str, path: &str, name: &str, schema: Value) {
+    if let Some(parameter) = parameter(doc, method, path, name) {
+        *parameter = schema;
+    }
+}
+
+/// A parameter left out is how a client gives no value, so none is `null` (`Last-Event-ID:
+/// null` is not a sequence number); and the values the handlers take are listed.
+fn parameters(doc: &mut Value) {
+    for operation in operations(doc) {
+        let parameters = operation
+            .get_mut("parameters")
+            .and_then(Value::as_array_mut);
+        for parameter in parameters.into_iter().flatten() {
+            let schema = &mut parameter["schema"];
+            if let Some(types) = schema.get("type").and_then(Value::as_array) {
+                let types: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+                schema["type"] = match types.as_slice() {
+                    [one] => one.clone(),
+                    _ => Value::Array(types),
+                };
+            }
+            if let Some(choices) = schema.get("oneOf").and_then(Value::as_array) {
+                let choices: Vec<&Value> = choices.iter().filter(|c| c["type"] != "null").collect();
+                if let [one] = choices.as_slice() {
+                    *schema = (*one).clone();
+                }
+            }
+            // A task or agent id in a path or query may leave out its letter (`T42` or `42`).
+            for (id, letter) in [("TaskId", 'T'), ("AgentId", 'A')] {
+                if schema["$ref"] == format!("#/components/schemas/{id}") {
+                    *schema = json!({
+                        "type": "string",
+                        "pattern": format!("^{letter}?[0-9]+$"),
+                        "examples": [format!("{letter}42")],
+                    });
+                }
+            }
+        }
+    }
+    set_parameter(
+        doc,
+        "get",
+        "/v1/tasks",
+        "order",
+        json!({
+            "type": "string", "enum": ["oldest", "newest"], "default": "oldest"
+        }),
+    );
+    set_parameter(
+        doc,
+        "get",
+        "/v1/tasks",
+        "capability",
+        json!({ "$ref": "#/components/schemas/Capability" }),
+    );
+    for path in ["/v1/tasks", "/v1/objectives"] {
+        if let Some(limit) = parameter(doc, "get", path, "limit") {
+            limit["default"] = json!(50);
+        }
+    }
+    set_parameter(
+        doc,
+        "delete",
+        "/v1/agents/{id}",
+        "grace",
+        json!({
+            "type": "string", "pattern": DURATION_PATTERN, "default": "60s", "example": "30s"
+        }),
+    );
+    for path in ["/v1/objectives", "/v1/events"] {
+        set_parameter(
+            doc,
+            "post",
+            path,
+            "Idempotency-Key",
+            json!({
+                "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"
+            }),
+        );
+    }
+    set_parameter(
+        doc,
+        "post",
+        "/v1/hooks/{name}",
+        "X-Swarm-Delivery",
+        json!({
+            "type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$"
+        }),
+    );
+}
+
+/// Durations are humantime text, at most [`DURATION_MAX`] (some shorter: their descriptions
+/// say), wherever a schema has one (a variant's fields included).
+fn durations(doc: &mut Value) {
+    let most = duration_max();
+    if let Some(schemas) = at(doc, &["components", "schemas"]) {
+        each_property(schemas, &mut |name, property| {
+            let is_text =
+                property["type"] == "string" || property["type"] == json!(["string", "null"]);
+            if DURATION_FIELDS.contains(&name) && is_text {
+                property["pattern"] = json!(DURATION_PATTERN);
+                describe(
+                    property,
+                    &format!("A humantime duration (`500ms`, `30s`, `1h 30m`), at most {most}."),
+                );
+            }
+        });
+    }
+}
+
+/// Calls `f` with every property of every schema under `value`, by name.
+fn each_property(value: &mut Value, f: &mut impl FnMut(&str, &mut Value)) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                if key == "properties"
+                    && let Some(properties) = inner.as_object_mut()
+                {
+                    for (name, property) in properties.iter_mut() {
+                        f(name, property);
+                        each_property(property, f);
+                    }
+                } else {
+                    each_property(inner, f);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| each_property(item, f)),
+        _ => {}
+    }
+}
+
+/// [`DURATION_MAX`] in days, as people count a year.
+fn duration_max() -> String {
+    format!("{} days", DURATION_MAX.as_secs() / (24 * 60 * 60))
+}
+
+/// Names of schedules and hooks, in bodies and paths.
+fn names(doc: &mut Value) {
+    let name = |most: usize| json!({ "type": "string", "minLength": 1, "maxLength": most, "pattern": NAME_PATTERN });
+    let schedule = name(swarm_protocol::schedule::MAX_SCHEDULE_NAME_LEN);
+    let hook = name(swarm_coordinator::triggers::hooks::MAX_HOOK_NAME_LEN);
+    merge(property(doc, "ScheduleSpec", "name"), &schedule);
+    merge(property(doc, "HookConfig", "name"), &hook);
+    for (method, path) in [
+        ("delete", "/v1/schedules/{name}"),
+        ("post", "/v1/schedules/{name}/pause"),
+        ("post", "/v1/schedules/{name}/resume"),
+    ] {
+        set_parameter(doc, method, path, "name", schedule.clone());
+    }
+    for method in ["post", "delete"] {
+        set_parameter(doc, method, "/v1/hooks/{name}", "name", hook.clone());
+    }
+    let key = json!({
+        "type": "string", "minLength": 1,
+        "maxLength": swarm_protocol::task::MAX_EVENT_KEY_LEN, "pattern": "^[!-~]+$"
+    });
+    merge(property(doc, "EventPost", "key"), &key);
+    merge(
+        property(doc, "AgentConfig", "name"),
+        &json!({ "minLength": 1, "pattern": "\\S" }),
+    );
+    merge(
+        property(doc, "AgentConfig", "capabilities"),
+        &json!({ "minItems": 1 }),
+    );
+    merge(
+        property(doc, "AgentConfig", "base_url"),
+        &json!({ "pattern": "^https?://" }),
+    );
+}
+
+/// Which fields each kind of task takes: a `wait` or `approval` task is run by the coordinator
+/// and takes no capability (or only its kind's name, as it reads back), and the fields of one
+/// kind are refused on another.
+fn task_kinds(doc: &mut Value) {
+    let none = json!({ "type": "null" });
+    let kind =
+        |name: &str| json!({ "properties": { "kind": { "const": name } }, "required": ["kind"] });
+    let coordinator_only = |name: &str, mut fields: Map<String, Value>| {
+        fields.insert("capability".into(), json!({ "const": name }));
+        for field in ["idle_timeout", "hard_timeout", "compensation"] {
+            fields.insert(field.into(), none.clone());
+        }
+        fields
+    };
+    let mut wait = Map::new();
+    wait.insert("timeout".into(), json!({ "type": "string" }));
+    let mut approval = Map::new();
+    approval.insert("event".into(), none.clone());
+    let rules = json!([
+        {
+            "if": { "anyOf": [{ "not": { "required": ["kind"] } }, kind("agent")] },
+            "then": {
+                "required": ["capability"],
+                "properties": { "event": none, "timeout": none }
+            }
+        },
+        {
+            "if": kind("wait"),
+            "then": {
+                "required": ["event", "timeout"],
+                "properties": coordinator_only("wait", wait)
+            }
+        },
+        {
+            "if": kind("approval"),
+            "then": { "properties": coordinator_only("approval", approval) }
+        }
+    ]);
+    merge(
+        at(doc, &["components", "schemas", "TaskSpec"]),
+        &json!({ "allOf": rules }),
+    );
+    merge(
+        property(doc, "TaskSpec", "event"),
+        &json!({ "minLength": 1, "maxLength": swarm_protocol::task::MAX_EVENT_KEY_LEN }),
+    );
+}
+
+/// An event stream's answer is text; each of its events is described by the
+/// `ServerSentEvent` schema (`x-itemSchema`, as OpenAPI 3.2's `itemSchema`), whose `data` is
+/// the JSON of an `EventRecord`.
+fn event_streams(doc: &mut Value) {
+    let event = json!({
+        "type": "object",
+        "description": "One event of an event stream (`text/event-stream`): `id` is the \
+                        record's `seq` (send it back as `Last-Event-ID` to resume after it), \
+                        `event` its `type`, and `data` the record as JSON. Keep-alive comments \
+                        carry no event.",
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": { "type": "string", "pattern": "^[0-9]+$" },
+            "event": { "type": "string" },
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": { "$ref": "#/components/schemas/EventRecord" }
+            }
+        }
+    });
+    merge(
+        at(doc, &["components", "schemas"]),
+        &json!({ "ServerSentEvent": event }),
+    );
+    for path in ["/v1/events", "/v1/objectives/{id}/events"] {
+        let media = at(
+            doc,
+            &[
+                "paths",
+                path,
+                "get",
+                "responses",
+                "200",
+                "content",
+                "text/event-stream",
+            ],
+        );
+        merge(
+            media,
+            &json!({ "x-itemSchema": { "$ref": "#/components/schemas/ServerSentEvent" } }),
+        );
+    }
+}
+
+/// The ceilings on request bodies: the body limit (413), the shape of JSON (422
+/// `over-limit`), the graph limits of `[limits]` (a client's `limits` are lowered to them).
+fn bodies(doc: &mut Value, ceilings: &LimitsSection, body_limit_bytes: usize) {
+    let note = format!(
+        "\n\n## Ceilings\n\nA request body is at most {body_limit_bytes} bytes (413 \
+         `urn:swarm:problem:body-too-large`). In a JSON body, values nest at most {depth} \
+         levels deep (the hard ceiling is {JSON_DEPTH_CEILING}), a string (or object key) is at \
+         most {strings} bytes, and an array or object holds at most {items} items; durations \
+         are at most {duration}. Past any of these the answer is 422 \
+         `urn:swarm:problem:over-limit`, whose `field` names the value. An objective's graph \
+         holds at most {tasks} tasks, chains of at most {chain} and at most {fanout} \
+         dependents of one task: an objective's own `limits` may ask for less, and are \
+         lowered to these.",
+        depth = ceilings.json_depth_max,
+        strings = ceilings.string_bytes_max,
+        items = ceilings.array_items_max,
+        duration = duration_max(),
+        tasks = ceilings.max_tasks,
+        chain = ceilings.max_depth,
+        fanout = ceilings.max_fanout,
+    );
+    if let Some(description) = doc["info"]["description"].as_str() {
+        doc["info"]["description"] = json!(format!("{description}{note}"));
+    }
+    for (field, ceiling) in [
+        ("max_tasks", ceilings.max_tasks),
+        ("max_depth", ceilings.max_depth),
+        ("max_fanout", ceilings.max_fanout),
+    ] {
+        if let Some(limit) = property(doc, "Limits", field) {
+            describe(
+                limit,
+                &format!("A larger value is lowered to this server's ceiling, {ceiling}."),
+            );
+            limit["x-ceiling"] = json!(ceiling);
+        }
+    }
+    merge(
+        property(doc, "Objective", "tasks"),
+        &json!({ "maxItems": ceilings.max_tasks }),
+    );
+    doc["info"]["x-ceilings"] = json!({
+        "body_bytes_max": body_limit_bytes,
+        "json_depth_max": ceilings.json_depth_max,
+        "string_bytes_max": ceilings.string_bytes_max,
+        "array_items_max": ceilings.array_items_max,
+        "duration_max": duration_max(),
+        "max_tasks": ceilings.max_tasks,
+        "max_depth": ceilings.max_depth,
+        "max_fanout": ceilings.max_fanout,
+    });
+}
+
+/// What every route may answer beyond its handler: 503 when a request takes longer than the
+/// server allows, and on the routes that read a body, 413 past the body limit and 422 past a
+/// ceiling on JSON.
+fn answers(doc: &mut Value) {
+    let problem = |description: &str| {
+        json!({
+            "description": description,
+            "content": { PROBLEM_JSON: { "schema": { "$ref": "#/components/schemas/Problem" } } }
+        })
+    };
+    let timeout = "The request took longer than the server allows \
+                   (`urn:swarm:problem:timeout`); try again after `Retry-After`.";
+    for operation in operations(doc) {
+        let has_body = operation.get("requestBody").is_some();
+        let Some(responses) = operation["responses"].as_object_mut() else {
+            continue;
+        };
+        let unavailable = responses
+            .entry("503")
+            .and_modify(|existing| describe(existing, &format!("Or: {timeout}")))
+            .or_insert_with(|| problem(timeout));
+        // A 503 says when to try again, unless waiting would not help (no event log).
+        merge(
+            Some(unavailable),
+            &json!({ "headers": { "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "schema": { "type": "integer", "minimum": 0 }
+            } } }),
+        );
+        if has_body {
+            responses.entry("413").or_insert_with(|| {
+                problem("The body is over the limit (`urn:swarm:problem:body-too-large`).")
+            });
+            let over = "A value is past one of the server's ceilings on JSON \
+                        (`urn:swarm:problem:over-limit`; see the document's description).";
+            match responses.get_mut("422") {
+                Some(existing) => describe(existing, &format!("Or: {over}")),
+                None => {
+                    responses.insert("422".into(), problem(over));
+                }
+            }
+        }
     }
 }

@@ -43,7 +43,8 @@ pub struct Problem {
     pub status: u16,
     /// What is wrong with this request.
     pub detail: String,
-    /// The part of the request at fault: a JSON path in the body, a path parameter or a header.
+    /// The part of the request at fault: a JSON path in the body (`body` for the body as a
+    /// whole), a path parameter, a query parameter or a header.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// Where an output does not match its task's `output_schema` (an approval's edited
@@ -199,7 +200,12 @@ impl Problem {
             }
             Error::Store(err) => {
                 tracing::error!(%err, "request failed: event log");
-                storage_unavailable()
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage",
+                    "the event log is not available; try again",
+                )
+                .retry_after(1)
             }
             err @ (Error::Bind { .. } | Error::Serve { .. }) => {
                 // A server's own sockets: no request causes this.
@@ -455,7 +461,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
 }
 
 /// Parses a JSON body, naming the path of the field at fault: first its shape against
-/// `limits` (depth, string and array sizes; 422 `over-limit`), then as a `T`.
+/// `limits` (depth, string and array sizes; 422 `over-limit`), then as a `T` (a struct: an
+/// array is refused, 422).
 pub fn parse_json_within<T: DeserializeOwned>(
     bytes: &[u8],
     limits: &JsonLimits,
@@ -464,8 +471,36 @@ pub fn parse_json_within<T: DeserializeOwned>(
     // `serde_json` reads at most 128 levels, so this parse cannot exhaust the stack.
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
         check_json(&value, limits).map_err(over_limit)?;
+        // Every body is an object (or `null` where the body is optional); serde would read an
+        // array into a struct field by field.
+        if value.is_array() {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-field",
+                "the body is not valid: expected a JSON object, got an array",
+            )
+            .field(BODY));
+        }
     }
     typed(bytes)
+}
+
+/// The `field` of a problem with the body as a whole.
+const BODY: &str = "body";
+
+/// The part of a JSON path that names something: `serde_path_to_error` writes `?` for a
+/// segment it could not tell (a key not read yet, where the JSON broke off), and `.` for the
+/// root, which is the body.
+fn known_path(path: &str) -> String {
+    let mut known = path;
+    while let Some(rest) = known.strip_suffix('?') {
+        known = rest.strip_suffix('.').unwrap_or(rest);
+    }
+    if known.is_empty() || known == "." {
+        BODY.to_owned()
+    } else {
+        known.to_owned()
+    }
 }
 
 fn typed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
@@ -479,18 +514,13 @@ fn typed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             }
             _ => (StatusCode::BAD_REQUEST, "malformed-json"),
         };
-        let at_root = path == ".";
-        let detail = if at_root || status == StatusCode::BAD_REQUEST {
+        let field = known_path(&path);
+        let detail = if field == BODY || status == StatusCode::BAD_REQUEST {
             format!("the body is not valid: {inner}")
         } else {
-            format!("`{path}`: {inner}")
+            format!("`{field}`: {inner}")
         };
-        let problem = Problem::new(status, slug, detail);
-        if at_root {
-            problem
-        } else {
-            problem.field(path)
-        }
+        Problem::new(status, slug, detail).field(field)
     })?;
     deserializer.end().map_err(|inner| {
         Problem::new(
@@ -498,6 +528,42 @@ fn typed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             "malformed-json",
             format!("the body is not valid: {inner}"),
         )
+        .field(BODY)
     })?;
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_with_the_body_names_the_part_that_is_known() {
+        assert_eq!(known_path("."), "body");
+        assert_eq!(known_path("?"), "body");
+        assert_eq!(known_path("tasks[0].?"), "tasks[0]");
+        assert_eq!(known_path("tasks[1].capability"), "tasks[1].capability");
+    }
+
+    /// A body that breaks off names where (the JSON path read so far, or `body`); one that
+    /// is not an object names the body.
+    #[test]
+    fn malformed_json_and_arrays_name_the_body() {
+        for (body, status, field) in [
+            (&b"{\"goal\": "[..], StatusCode::BAD_REQUEST, "goal"),
+            (b"{\"goal\": \"g\"} x", StatusCode::BAD_REQUEST, "body"),
+            (
+                b"{\"goal\": \"g\", \"tasks\": [{\"id\": \"a\" x",
+                StatusCode::BAD_REQUEST,
+                "tasks[0]",
+            ),
+            (b"{\"go", StatusCode::BAD_REQUEST, "body"),
+            (b"[\"g\"]", StatusCode::UNPROCESSABLE_ENTITY, "body"),
+            (b"null", StatusCode::UNPROCESSABLE_ENTITY, "body"),
+        ] {
+            let problem = parse_json::<Objective>(body).unwrap_err();
+            assert_eq!(problem.status, status.as_u16(), "{problem:?}");
+            assert_eq!(problem.field.as_deref(), Some(field), "{problem:?}");
+        }
+    }
 }

@@ -16,7 +16,7 @@ use crate::problem::{JsonBody, OptionalJsonBody, PROBLEM_JSON, Problem};
 /// The body of an approval: the reviewed output is kept unless `output` replaces it. An edited
 /// output is checked against the task's `output_schema`; one that does not match is refused
 /// (422, with `errors`) and the task stays in review.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Approval {
     /// Replaces the reviewed output; dependents receive this.
@@ -72,8 +72,8 @@ fn parse_status(value: &str) -> Result<TaskStatus, Problem> {
             Problem::bad_query(
                 "status",
                 &format!(
-                    "`{value}` is not a task status; use backlog, ready, running, review, \
-                     succeeded, failed or cancelled"
+                    "`{value}` is not a task status; use backlog, ready, running, waiting, \
+                     review, succeeded, failed or cancelled"
                 ),
             )
         })
@@ -136,6 +136,13 @@ pub(crate) fn parse_list_query(raw: Option<&str>) -> Result<TaskQuery, Problem> 
         newest_first: false,
     };
     for (name, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        // The dashboard's form sends empty filters; a client of the API leaves them out.
+        if value.is_empty() && matches!(&*name, "objective" | "capability" | "agent") {
+            return Err(Problem::bad_query(
+                &name,
+                "is empty; leave it out to list tasks of every one",
+            ));
+        }
         if parse_filter(&mut query, &name, &value)? {
             continue;
         }
@@ -224,7 +231,8 @@ fn task_id(raw: &str) -> Result<TaskId, Problem> {
     operation_id = "approve_task",
     params(("id" = TaskId, Path, description = "The task in review.")),
     request_body(content = Option<Approval>, content_type = "application/json",
-                 description = "Optional: an empty body keeps the reviewed output."),
+                 description = "Optional: an empty body, `null` or `{}` keeps the reviewed \
+                                output."),
     responses(
         (status = 204, description = "Decided."),
         (status = 400, description = "`id` is not a task id, or the body is not JSON.",
@@ -248,11 +256,11 @@ fn task_id(raw: &str) -> Result<TaskId, Problem> {
 pub(super) async fn approve(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    OptionalJsonBody(approval): OptionalJsonBody<Approval>,
+    OptionalJsonBody(approval): OptionalJsonBody<Option<Approval>>,
 ) -> Result<StatusCode, Problem> {
     let task = task_id(&id)?;
     let decision = ReviewDecision::Approve {
-        output: approval.output,
+        output: approval.and_then(|a| a.output),
     };
     state.swarm.review(task, decision).await?;
     Ok(StatusCode::NO_CONTENT)

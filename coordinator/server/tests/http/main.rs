@@ -10,6 +10,7 @@ mod common;
 mod agents;
 mod auth_limits;
 mod bounds;
+mod contract;
 mod dashboard;
 mod hooks;
 mod limits;
