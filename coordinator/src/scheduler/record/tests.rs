@@ -177,6 +177,7 @@ fn a_wait_sent_back_by_a_review_waits_again_as_its_next_attempt() {
             }],
             usage: None,
             duration: None,
+            until_ms: None,
         },
         10,
     );
@@ -210,6 +211,7 @@ fn an_approval_request_is_its_attempt_and_a_cancel_clears_its_review() {
             }],
             usage: None,
             duration: None,
+            until_ms: None,
         },
         0,
     );
