@@ -11,6 +11,7 @@ mod agents;
 mod auth_limits;
 mod bounds;
 mod dashboard;
+mod escalations;
 mod hooks;
 mod limits;
 mod objectives;
