@@ -496,7 +496,10 @@ pub async fn run(
     };
     let swarm = Swarm::open(SwarmConfig::default(), config.store.clone()).await?;
     // Escalations are announced from now on, as they commit.
-    let notifier = notify.and_then(|notify| notify::Notifier::for_swarm(&swarm, notify));
+    let notifier = match notify {
+        Some(notify) => notify::Notifier::for_swarm(&swarm, notify).await,
+        None => None,
+    };
     register_agents(&swarm, &config).await?;
     // Then those declared through the API; one whose variable is unset now is left out with
     // a warning, and does not stop the start.

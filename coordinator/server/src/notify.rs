@@ -4,7 +4,9 @@
 //! The engine only records `TaskEscalated`; the [`Notifier`] follows the swarm's committed
 //! events and POSTs each `TaskEscalated` record, as its JSON (the same record the log and the
 //! event streams carry), to `[approvals] notify_url`. So a notice is sent only for an
-//! escalation that is durable, and the engine never makes an HTTP call.
+//! escalation that is durable, and the engine never makes an HTTP call. Escalations recorded
+//! while the swarm opened (deadlines that passed while the coordinator was down) are read
+//! from the log, so they are announced too.
 //!
 //! # Guarantees
 //! - Each notice is signed as inbound webhooks are: `X-Swarm-Signature: t=<unix
@@ -44,6 +46,9 @@ use tokio::task::JoinHandle;
 
 /// The most notices waiting to be sent.
 pub const QUEUE_MAX: usize = 1024;
+
+/// The most events recorded while the swarm opened that are read for escalations.
+const OPENING_EVENTS_MAX: usize = 100_000;
 
 /// The header naming a notice, the same on each of its tries.
 pub const DELIVERY_HEADER: &str = "x-swarm-delivery";
@@ -180,19 +185,57 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Follows `swarm`'s committed events from now on (a swarm without a durable log has no
-    /// feed, and so no notices: `None`).
-    pub fn for_swarm(swarm: &Swarm, config: NotifierConfig) -> Option<Self> {
-        Some(Self::spawn(swarm.subscribe()?, config))
+    /// Follows `swarm`'s committed events, from those it recorded while it opened (a
+    /// deadline that passed while the coordinator was down escalates then) on. A swarm
+    /// without a durable log has no feed, and so no notices: `None`.
+    pub async fn for_swarm(swarm: &Swarm, config: NotifierConfig) -> Option<Self> {
+        let feed = swarm.subscribe()?;
+        // Subscribed first, so nothing falls between what is read here and the feed.
+        let opened = match (swarm.store(), swarm.recovery()) {
+            (Some(store), Some(report)) => {
+                match store.read_after(report.last_seq, OPENING_EVENTS_MAX).await {
+                    Ok(records) => records,
+                    Err(err) => {
+                        tracing::warn!(%err, "escalations recorded while the swarm opened get no notice: the log could not be read");
+                        Vec::new()
+                    }
+                }
+            }
+            _ => Vec::new(),
+        };
+        Some(Self::spawn_after(feed, opened, config))
     }
 
     /// Follows `feed`, sending a notice for each `TaskEscalated` in it.
     pub fn spawn(feed: broadcast::Receiver<Arc<EventRecord>>, config: NotifierConfig) -> Self {
+        Self::spawn_after(feed, Vec::new(), config)
+    }
+
+    /// Sends a notice for each `TaskEscalated` of `first` (records already committed), then
+    /// follows `feed`, past the last of `first`.
+    fn spawn_after(
+        feed: broadcast::Receiver<Arc<EventRecord>>,
+        first: Vec<EventRecord>,
+        config: NotifierConfig,
+    ) -> Self {
         let (stop, stopped) = watch::channel(false);
         let (stats_tx, stats) = watch::channel(NotifyStats::default());
         let stats_tx = Arc::new(stats_tx);
         let (queue, notices) = mpsc::channel(QUEUE_MAX);
-        let follower = tokio::spawn(follow(feed, queue, stats_tx.clone(), stopped.clone()));
+        let mut after_seq = 0;
+        for record in first {
+            after_seq = record.seq;
+            if matches!(record.event, Event::TaskEscalated { .. }) {
+                enqueue(&queue, Arc::new(record), &stats_tx);
+            }
+        }
+        let follower = tokio::spawn(follow(
+            feed,
+            after_seq,
+            queue,
+            stats_tx.clone(),
+            stopped.clone(),
+        ));
         let sender = tokio::spawn(Sender::new(config, stats_tx).run(notices, stopped));
         Self {
             stop,
@@ -215,9 +258,22 @@ impl Notifier {
     }
 }
 
-/// Reads the feed and queues a notice for each escalation.
+/// Queues a notice, or drops it when the queue is full.
+fn enqueue(
+    queue: &mpsc::Sender<Arc<EventRecord>>,
+    record: Arc<EventRecord>,
+    stats: &watch::Sender<NotifyStats>,
+) {
+    if queue.try_send(record).is_err() {
+        tracing::warn!("escalation notice dropped: {QUEUE_MAX} notices wait already");
+        stats.send_modify(|s| s.dropped += 1);
+    }
+}
+
+/// Reads the feed and queues a notice for each escalation after `after_seq`.
 async fn follow(
     mut feed: broadcast::Receiver<Arc<EventRecord>>,
+    after_seq: u64,
     queue: mpsc::Sender<Arc<EventRecord>>,
     stats: Arc<watch::Sender<NotifyStats>>,
     mut stopped: watch::Receiver<bool>,
@@ -228,11 +284,11 @@ async fn follow(
             record = feed.recv() => record,
         };
         match record {
-            Ok(record) if matches!(record.event, Event::TaskEscalated { .. }) => {
-                if queue.try_send(record).is_err() {
-                    tracing::warn!("escalation notice dropped: {QUEUE_MAX} notices wait already");
-                    stats.send_modify(|s| s.dropped += 1);
-                }
+            Ok(record)
+                if record.seq > after_seq
+                    && matches!(record.event, Event::TaskEscalated { .. }) =>
+            {
+                enqueue(&queue, record, &stats);
             }
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {

@@ -1,7 +1,8 @@
 //! Escalation notices: a review escalated by its deadline reaches a receiver on loopback as
 //! its signed `TaskEscalated` record; a failing receiver gets retries and then trips the
 //! breaker, which refuses the next notice without calling it; a receiver that refuses a
-//! notice (a wrong secret) is not asked again.
+//! notice (a wrong secret) is not asked again; an escalation recorded while the swarm opened
+//! (its deadline passed while the coordinator was down) is announced too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +15,10 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use swarm_agents::model::breaker::BreakerConfig;
 use swarm_coordinator::triggers::signature::{SIGNATURE_HEADER, verify};
-use swarm_protocol::{Event, EventRecord, ObjectiveId, TaskId};
+use swarm_coordinator::{StoreConfig, Swarm, SwarmConfig};
+use swarm_protocol::{Event, EventRecord, Objective, ObjectiveId, TaskId, TaskStatus};
 use swarm_server::notify::{DELIVERY_HEADER, Notifier, NotifierConfig, NotifyStats};
+use swarm_store::{EventStore, SqliteOptions, SqliteStore};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::common::PATIENCE;
@@ -137,7 +140,9 @@ async fn stats_until(notifier: &Notifier, what: impl Fn(&NotifyStats) -> bool) -
 async fn an_escalated_approval_is_announced_to_the_receiver_signed() {
     let server = Server::start(None).await;
     let (url, mut got, stop) = receiver(StatusCode::NO_CONTENT).await;
-    let notifier = Notifier::for_swarm(&server.swarm, config(url, SECRET)).unwrap();
+    let notifier = Notifier::for_swarm(&server.swarm, config(url, SECRET))
+        .await
+        .unwrap();
     let id = server
         .submit_ok(&json!({
             "goal": "ship it",
@@ -252,4 +257,72 @@ async fn a_notice_the_receiver_refuses_is_not_tried_again() {
     let request = got.try_recv().unwrap();
     assert!(!request.signed);
     assert!(got.try_recv().is_err(), "tried again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_escalation_recorded_while_the_swarm_opened_is_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || Swarm::open(SwarmConfig::default(), StoreConfig::new(dir.path()));
+    let swarm = open().await.unwrap();
+    let objective: Objective = serde_json::from_value(json!({
+        "goal": "ship it",
+        "tasks": [{ "id": "gate", "kind": "approval", "timeout": "300d",
+                    "on_timeout": "escalate" }]
+    }))
+    .unwrap();
+    let id = swarm.submit(objective).await.unwrap();
+    let mut feed = swarm.subscribe().unwrap();
+    while swarm
+        .objective(id)
+        .await
+        .unwrap()
+        .task("gate")
+        .unwrap()
+        .status
+        != TaskStatus::Review
+    {
+        tokio::time::timeout(PATIENCE, feed.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let task = swarm.objective(id).await.unwrap().task("gate").unwrap().id;
+    swarm.shutdown().await.unwrap();
+    // While the coordinator was down, the deadline of an escalation passed.
+    let store = SqliteStore::open(SqliteOptions::new(dir.path()))
+        .await
+        .unwrap();
+    let last = store.info().await.unwrap().last_seq;
+    let past = swarm_agents::clock::system_now_ms() - 60_000;
+    store
+        .append(&[EventRecord {
+            seq: last + 1,
+            at_ms: past,
+            event: Event::TaskEscalated {
+                objective: id,
+                task,
+                attempt: 1,
+                escalation: 1,
+                until_ms: past,
+            },
+        }])
+        .await
+        .unwrap();
+    drop(store);
+
+    let swarm = open().await.unwrap();
+    let (url, mut got, stop) = receiver(StatusCode::NO_CONTENT).await;
+    let notifier = Notifier::for_swarm(&swarm, config(url, SECRET))
+        .await
+        .unwrap();
+    let notice = tokio::time::timeout(PATIENCE, got.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(notice.signed, "{notice:?}");
+    assert_eq!(notice.body["escalation"], 2, "{notice:?}");
+    assert_eq!(notice.body["objective"], id.to_string());
+    notifier.stop().await;
+    let _ = stop.send(());
+    swarm.shutdown().await.unwrap();
 }
