@@ -315,7 +315,7 @@ enum Try {
 /// Sends the queued notices one at a time.
 struct Sender {
     config: NotifierConfig,
-    client: reqwest::Client,
+    client: Result<reqwest::Client, String>,
     breaker: ConsecutiveBreaker,
     stats: Arc<watch::Sender<NotifyStats>>,
     rng: fastrand::Rng,
@@ -324,10 +324,12 @@ struct Sender {
 impl Sender {
     fn new(config: NotifierConfig, stats: Arc<watch::Sender<NotifyStats>>) -> Self {
         let breaker = ConsecutiveBreaker::new(config.breaker, TokioClock::new());
+        // Building fails only when no TLS backend can start; every notice then fails, saying
+        // so, rather than the server.
         let client = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .build()
-            .unwrap_or_default();
+            .map_err(|e| format!("no HTTP client: {e}"));
         Self {
             config,
             client,
@@ -403,8 +405,11 @@ impl Sender {
     async fn try_once(&self, body: &[u8], delivery: &str) -> Try {
         let now_secs = swarm_agents::clock::system_now_ms() / 1000;
         let signature = sign(&self.config.secret, now_secs, body);
-        let sent = self
-            .client
+        let client = match &self.client {
+            Ok(client) => client,
+            Err(why) => return Try::Refused(why.clone()),
+        };
+        let sent = client
             .post(self.config.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(SIGNATURE_HEADER, signature)
