@@ -172,6 +172,10 @@ async fn an_escalated_approval_is_announced_to_the_receiver_signed() {
     assert!(gate["escalations"].as_u64().unwrap() >= 1, "{gate}");
     assert!(gate["review_until_ms"].is_u64(), "{gate}");
     let task = gate["id"].as_str().unwrap().to_owned();
+    // The review page tells the reviewer when the deadline decides.
+    let page = server.get_text("/ui/review").await;
+    assert!(page.contains("Its deadline decides at"), "{page}");
+    assert!(page.contains("escalated ×"), "{page}");
     let approved = server.approve(&task, None).await;
     assert_eq!(
         approved.status(),
