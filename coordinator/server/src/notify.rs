@@ -435,3 +435,59 @@ impl Sender {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn section(fields: &str) -> ApprovalsSection {
+        let text = format!("[approvals]\nnotify_url = \"http://127.0.0.1:9/n\"\n{fields}");
+        swarm_coordinator::config::Config::parse(&text)
+            .unwrap()
+            .approvals
+    }
+
+    #[test]
+    fn the_secret_is_read_from_the_variable_or_the_file_and_never_shown() {
+        let env = Environment::fixed([("NOTIFY_SECRET", "s3cret-value")]);
+        let config = NotifierConfig::from_section(&section("secret_env = \"NOTIFY_SECRET\""), &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&*config.secret, b"s3cret-value");
+        assert!(!format!("{config:?}").contains("s3cret"), "{config:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-a-file\n").unwrap();
+        let fields = format!("secret_file = {:?}", file.display().to_string());
+        let config = NotifierConfig::from_section(&section(&fields), &env)
+            .unwrap()
+            .unwrap();
+        assert_eq!(&*config.secret, b"from-a-file");
+
+        let unset = NotifierConfig::from_section(&section("secret_env = \"UNSET\""), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(unset.starts_with("approvals.secret_env"), "{unset}");
+        assert!(unset.contains("`UNSET`"), "{unset}");
+        let none = NotifierConfig::from_section(&ApprovalsSection::default(), &env).unwrap();
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_ceiling() {
+        let env = Environment::fixed([("S", "x")]);
+        let config = NotifierConfig::from_section(
+            &section("secret_env = \"S\"\ninitial_backoff = \"1s\"\nmax_backoff = \"5s\""),
+            &env,
+        )
+        .unwrap()
+        .unwrap();
+        let ceilings: Vec<u64> = (2..=6)
+            .map(|next| config.backoff_ceiling(next).as_secs())
+            .collect();
+        assert_eq!(ceilings, [1, 2, 4, 5, 5]);
+        assert_eq!(config.backoff_ceiling(u32::MAX), Duration::from_secs(5));
+    }
+}
