@@ -124,6 +124,9 @@ pub struct ApiConfig {
     pub secure_cookies: bool,
     /// Ceilings on what a request may hold (`[limits]` of `swarm.toml`).
     pub ceilings: LimitsSection,
+    /// What became of the escalation notices, when a [`notify::Notifier`] runs: `/metrics`
+    /// counts them.
+    pub notices: Option<watch::Receiver<notify::NotifyStats>>,
 }
 
 impl Default for ApiConfig {
@@ -135,6 +138,7 @@ impl Default for ApiConfig {
             limits: Limits::default(),
             secure_cookies: false,
             ceilings: LimitsSection::default(),
+            notices: None,
         }
     }
 }
@@ -149,6 +153,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("limits", &self.limits)
             .field("secure_cookies", &self.secure_cookies)
             .field("ceilings", &self.ceilings)
+            .field("notices", &self.notices.is_some())
             .finish()
     }
 }
@@ -536,6 +541,7 @@ pub async fn run(
     if let Some(file) = &config.config {
         api.ceilings = file.limits;
     }
+    api.notices = notifier.as_ref().map(notify::Notifier::stats);
     let served = serve(swarm.clone(), listener, api, shutdown).await;
     fire_loop.stop().await;
     if let Some(notifier) = notifier {
