@@ -33,6 +33,12 @@
 //! backlog_max = 10000
 //! secure_cookies = true               # served behind TLS
 //!
+//! [approvals]                         # who hears of escalated reviews; every key optional
+//! notify_url = "https://ops.example.com/swarm/escalations"
+//! secret_env = "SWARM_NOTIFY_SECRET"  # or secret_file = "/run/secrets/notify"
+//! attempts = 5                        # tries per notification, with exponential backoff
+//! breaker = { consecutive_failures = 5, cool_down = "30s" }
+//!
 //! [limits]                            # ceilings on what clients send (these are the defaults)
 //! json_depth_max = 64                 # at most 64: deeper could not be read back from the log
 //! string_bytes_max = 1048576
@@ -80,6 +86,104 @@ pub struct Config {
     /// Ceilings on what clients send.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// Where escalated reviews are announced.
+    #[serde(default)]
+    pub approvals: ApprovalsSection,
+}
+
+/// `[approvals]`: where the edge announces a review its deadline escalated
+/// (`on_timeout = "escalate"`). Each `TaskEscalated` of the log is POSTed, as its JSON
+/// record, to `notify_url`, signed like an inbound webhook (`X-Swarm-Signature: t=<unix
+/// seconds>,v1=<hex HMAC-SHA256 of "<t>." and the body>`) under the secret read from the
+/// variable `secret_env` or the file `secret_file` (never from this file, never logged).
+/// A failed POST is tried again with exponential backoff, up to `attempts` tries, behind a
+/// circuit breaker that refuses notifications at once while the receiver keeps failing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalsSection {
+    /// Where notifications are POSTed (http or https); none are sent without it.
+    pub notify_url: Option<String>,
+    /// The environment variable holding the signing secret.
+    pub secret_env: Option<String>,
+    /// A file holding the signing secret (one trailing newline is ignored).
+    pub secret_file: Option<PathBuf>,
+    /// Tries per notification, the first included (1 to 100).
+    pub attempts: u32,
+    /// The backoff ceiling before the first retry; it doubles each retry (full jitter).
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// The backoff never grows past this.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// How long one POST may take.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// When the breaker in front of the receiver opens, and for how long.
+    pub breaker: BreakerSection,
+}
+
+impl Default for ApprovalsSection {
+    fn default() -> Self {
+        Self {
+            notify_url: None,
+            secret_env: None,
+            secret_file: None,
+            attempts: 5,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+            breaker: BreakerSection::default(),
+        }
+    }
+}
+
+impl ApprovalsSection {
+    /// The most tries one notification may be given.
+    pub const ATTEMPTS_MAX: u32 = 100;
+
+    fn check(&self) -> Result<(), String> {
+        for (field, duration) in [
+            ("initial_backoff", self.initial_backoff),
+            ("max_backoff", self.max_backoff),
+            ("request_timeout", self.request_timeout),
+            ("breaker.window", self.breaker.window),
+            ("breaker.cool_down", self.breaker.cool_down),
+        ] {
+            check_duration(&format!("approvals.{field}"), duration).map_err(|e| e.to_string())?;
+        }
+        if self.attempts == 0 || self.attempts > Self::ATTEMPTS_MAX {
+            return Err(format!(
+                "approvals.attempts: {} is not between 1 and {}",
+                self.attempts,
+                Self::ATTEMPTS_MAX
+            ));
+        }
+        if self.request_timeout.is_zero() {
+            return Err("approvals.request_timeout: must be longer than zero".into());
+        }
+        let Some(url) = &self.notify_url else {
+            return Ok(());
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!(
+                "approvals.notify_url: `{url}` is not an http(s) URL"
+            ));
+        }
+        match (&self.secret_env, &self.secret_file) {
+            (Some(_), Some(_)) => Err(
+                "approvals.secret_env: give either `secret_env` or `secret_file`, not both".into(),
+            ),
+            (None, None) => Err(
+                "approvals.secret_env: `notify_url` needs a signing secret, from `secret_env` \
+                 or `secret_file`"
+                    .into(),
+            ),
+            (Some(name), None) if name.is_empty() => {
+                Err("approvals.secret_env: must name an environment variable".into())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `[limits]`: the server's ceilings on what clients send. JSON request bodies are checked
@@ -560,6 +664,7 @@ impl Config {
 
     fn check(&self) -> Result<(), String> {
         self.limits.check()?;
+        self.approvals.check()?;
         if let Some(retention) = self.store.retention {
             check_duration("store.retention", retention).map_err(|e| e.to_string())?;
         }
@@ -587,6 +692,53 @@ impl Config {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approvals_name_their_secret_and_are_checked() {
+        let config = Config::parse(
+            r#"
+            [approvals]
+            notify_url = "http://127.0.0.1:9/escalations"
+            secret_env = "SWARM_NOTIFY_SECRET"
+            attempts = 3
+            initial_backoff = "10ms"
+            breaker = { consecutive_failures = 2, cool_down = "1m" }
+            "#,
+        )
+        .unwrap();
+        let approvals = &config.approvals;
+        assert_eq!(approvals.attempts, 3);
+        assert_eq!(approvals.initial_backoff, Duration::from_millis(10));
+        assert_eq!(approvals.max_backoff, Duration::from_secs(60));
+        assert_eq!(approvals.breaker.consecutive_failures, 2);
+        assert_eq!(Config::parse("").unwrap().approvals.notify_url, None);
+        for (text, says) in [
+            (
+                "[approvals]\nnotify_url = \"http://x/\"",
+                "needs a signing secret",
+            ),
+            (
+                "[approvals]\nnotify_url = \"ftp://x/\"\nsecret_env = \"S\"",
+                "approvals.notify_url",
+            ),
+            (
+                "[approvals]\nnotify_url = \"http://x/\"\nsecret_env = \"S\"\nsecret_file = \"f\"",
+                "not both",
+            ),
+            ("[approvals]\nattempts = 0", "approvals.attempts"),
+            (
+                "[approvals]\nmax_backoff = \"1000y\"",
+                "approvals.max_backoff",
+            ),
+            (
+                "[approvals]\nnotify = \"http://x/\"",
+                "unknown field `notify`",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
 
     #[test]
     fn hooks_are_read_with_their_secret_only_named() {

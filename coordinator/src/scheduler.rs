@@ -25,7 +25,8 @@
 //!   replay; `queue.rs` and `slab.rs`: a ready queue and the task slab.
 //!
 //! The transitions that take several parts are the state's, a file per concern:
-//! `objectives.rs` (submit, end, cancel, review), `outcomes.rs` (reports and successes),
+//! `objectives.rs` (submit, end, cancel), `reviews.rs` (a person's decisions on a review and
+//! the review deadline's), `outcomes.rs` (reports and successes),
 //! `failures.rs` (retries, review, failing for good), `plans.rs` (planning tasks and
 //! re-planning), `recovery.rs` (the restore from the log) and the second half of `waits.rs`
 //! (`wait` tasks). `planner.rs` writes the planner's prompt and reads its plan, `schema.rs`
@@ -43,6 +44,7 @@ mod plans;
 mod queue;
 mod record;
 mod recovery;
+mod reviews;
 mod sagas;
 mod schema;
 mod slab;
@@ -216,6 +218,9 @@ impl Actor for Scheduler {
                 let _ = reply.send(state.pending_events());
             }
             SchedulerMsg::WaitExpired { task, attempt } => state.on_wait_expired(task, attempt),
+            SchedulerMsg::ReviewExpired { task, until_ms } => {
+                state.on_review_expired(task, until_ms)
+            }
             SchedulerMsg::EventExpired { id, key } => state.on_event_expired(id, &key),
             SchedulerMsg::Record(event) => state.record(event),
             SchedulerMsg::Flush(reply) => state.reply_after_commit(reply, Ok(())),

@@ -2,10 +2,11 @@
 //!
 //! proptest generates a run: random submits of small graphs whose tasks follow a script per
 //! attempt (success, transient and permanent failures, stalls that hit the hard timeout,
-//! output that fails its schema and goes to review, agent crashes, spawned follow-ups, and
-//! attempts held until the run releases them), agent registrations, releases, cancels,
-//! review decisions and restarts of the whole swarm from its log. After every step the
-//! events committed since the last one are checked against a model:
+//! output that fails its schema and goes to review, where a review deadline may decide it,
+//! agent crashes, spawned follow-ups, and attempts held until the run releases them), agent
+//! registrations, releases, cancels, review decisions and restarts of the whole swarm from
+//! its log. After every step the events committed since the last one are checked against a
+//! model:
 //! - capacity is never exceeded: an agent never has more attempts started and not ended than
 //!   it registered for;
 //! - no task starts before each of its dependencies succeeded (or was approved), and a task
@@ -84,7 +85,13 @@ struct TaskPlan {
     /// Indices of earlier tasks of the same objective.
     depends_on: Vec<usize>,
     script: Vec<Step>,
+    /// For a task whose output may go to review: a review deadline of a few milliseconds
+    /// and what it decides (`ON_REVIEW_TIMEOUT`), or none.
+    review_deadline: Option<usize>,
 }
+
+/// The decisions a review deadline may take.
+const ON_REVIEW_TIMEOUT: [&str; 3] = ["approve", "reject", "escalate"];
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -115,6 +122,7 @@ fn graph() -> impl Strategy<Value = Vec<TaskPlan>> {
             0..CAPABILITIES.len(),
             prop::collection::vec(any::<prop::sample::Index>(), 0..3),
             prop::collection::vec(step(), 1..4),
+            prop::option::of(0..ON_REVIEW_TIMEOUT.len()),
         ),
         1..5,
     )
@@ -122,7 +130,7 @@ fn graph() -> impl Strategy<Value = Vec<TaskPlan>> {
         tasks
             .into_iter()
             .enumerate()
-            .map(|(i, (capability, deps, script))| {
+            .map(|(i, (capability, deps, script, review_deadline))| {
                 let mut depends_on: Vec<usize> = if i == 0 {
                     Vec::new()
                 } else {
@@ -134,6 +142,7 @@ fn graph() -> impl Strategy<Value = Vec<TaskPlan>> {
                     capability,
                     depends_on,
                     script,
+                    review_deadline,
                 }
             })
             .collect()
@@ -171,6 +180,10 @@ fn objective_of(plans: &[TaskPlan]) -> Objective {
             }
             if plan.script.contains(&Step::Invalid) {
                 spec["output_schema"] = json!({"type": "object"});
+                if let Some(then) = plan.review_deadline {
+                    spec["review_timeout"] = json!("3ms");
+                    spec["on_review_timeout"] = json!(ON_REVIEW_TIMEOUT[then]);
+                }
             }
             serde_json::from_value::<TaskSpec>(spec).unwrap()
         })

@@ -72,6 +72,7 @@ impl TaskSpec {
     pub fn check_bounds(&self) -> Result<(), OutOfBounds> {
         let durations = [
             ("timeout", self.timeout),
+            ("review_timeout", self.review_timeout),
             ("idle_timeout", self.idle_timeout),
             ("hard_timeout", self.hard_timeout),
             ("retry.initial_backoff", Some(self.retry.initial_backoff)),
@@ -361,6 +362,9 @@ mod tests {
         spec.hard_timeout = Some(DURATION_MAX);
         spec.retry.max_backoff = DURATION_MAX + Duration::from_secs(1);
         assert_eq!(spec.check_bounds().unwrap_err().field, "retry.max_backoff");
+        spec.retry.max_backoff = DURATION_MAX;
+        spec.review_timeout = Some(Duration::from_secs(u64::MAX));
+        assert_eq!(spec.check_bounds().unwrap_err().field, "review_timeout");
     }
 
     #[test]

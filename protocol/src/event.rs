@@ -30,6 +30,25 @@ pub struct EventRecord {
     pub event: Event,
 }
 
+/// Who took a review's decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    /// A person, through the API (the default, left out of the JSON).
+    #[default]
+    Person,
+    /// The review's deadline passed with no decision, and the task's `on_timeout` decided.
+    Deadline,
+}
+
+impl DecidedBy {
+    /// True for [`DecidedBy::Person`] (left out of the JSON).
+    pub fn is_person(&self) -> bool {
+        *self == Self::Person
+    }
+}
+
 /// One state change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -174,6 +193,10 @@ pub enum Event {
         )]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "1s 500ms"))]
         duration: Option<Duration>,
+        /// When the task's review deadline decides, if it has one: ms since the Unix epoch.
+        /// A restart arms the deadline again from it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until_ms: Option<u64>,
     },
     /// A `wait` task started waiting for the event posted under `event` (its key, with
     /// `{objective}` replaced); it fails with a timeout at `until_ms` if none comes.
@@ -211,8 +234,11 @@ pub enum Event {
         task: TaskId,
         /// The output dependents receive (possibly edited).
         output: Value,
+        /// Who decided: a person, or the review's deadline (`on_timeout: approve`).
+        #[serde(default, skip_serializing_if = "DecidedBy::is_person")]
+        decided_by: DecidedBy,
     },
-    /// A person rejected a task in review; it failed.
+    /// A person (or the review's deadline) rejected a task in review; it failed.
     TaskRejected {
         /// The objective.
         objective: ObjectiveId,
@@ -220,6 +246,24 @@ pub enum Event {
         task: TaskId,
         /// Why.
         reason: String,
+        /// Who decided: a person, or the review's deadline.
+        #[serde(default, skip_serializing_if = "DecidedBy::is_person")]
+        decided_by: DecidedBy,
+    },
+    /// Nobody decided on a task in review by its deadline, and its `on_timeout` is
+    /// `escalate`: it stays in review, marked escalated, until a new deadline. The edge that
+    /// follows the log notifies whoever is configured to hear of it.
+    TaskEscalated {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+        /// The attempt under review.
+        attempt: u32,
+        /// How many times this review has been escalated, this one included (from 1).
+        escalation: u32,
+        /// When the new deadline decides, ms since the Unix epoch.
+        until_ms: u64,
     },
     /// A task succeeded and added tasks to the graph, with consecutive ids from `first_task`.
     TasksSpawned {
@@ -471,6 +515,7 @@ impl Event {
             | Self::WaitSatisfied { objective, .. }
             | Self::TaskApproved { objective, .. }
             | Self::TaskRejected { objective, .. }
+            | Self::TaskEscalated { objective, .. }
             | Self::TasksSpawned { objective, .. }
             | Self::PlanRequested { objective, .. }
             | Self::PlanRejected { objective, .. }
@@ -526,6 +571,6 @@ mod tests {
     fn events_name_their_objective() {
         let events = every_kind();
         let with = events.iter().filter(|e| e.objective().is_some()).count();
-        assert_eq!(with, 19);
+        assert_eq!(with, 20);
     }
 }

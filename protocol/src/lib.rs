@@ -39,7 +39,7 @@ pub mod task;
 pub mod view;
 
 pub use agent::{AgentDescriptor, Health};
-pub use event::{Event, EventRecord};
+pub use event::{DecidedBy, Event, EventRecord};
 pub use graph::GraphError;
 pub use ids::{AgentId, Capability, IdError, ObjectiveId, TaskId, TaskKey};
 pub use messages::{
@@ -48,7 +48,10 @@ pub use messages::{
 pub use objective::{Limits, Objective, ObjectiveStatus};
 pub use outcome::{FailureKind, TaskOutcome, Usage};
 pub use schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
-pub use task::{Compensation, OutputError, RetryPolicy, Task, TaskKind, TaskSpec, TaskStatus};
+pub use task::{
+    Compensation, OnTimeout, OutputError, RetryPolicy, ReviewDeadline, Task, TaskKind, TaskSpec,
+    TaskStatus,
+};
 pub use view::{
     AgentStatus, BreakerStatus, EventConsumer, ExternalEvent, LatencyHistogram, LimiterStatus,
     NewExternalEvent, ObjectiveSummary, ObjectiveView, QuotaUse, SchedulerStats, TaskItem,

@@ -335,6 +335,15 @@ pub enum SchedulerMsg {
         /// The attempt (the wait) the timer is for.
         attempt: u32,
     },
+    /// A review's deadline passed (a timer set when the task went to review, or was
+    /// escalated).
+    ReviewExpired {
+        /// The task.
+        task: TaskId,
+        /// The deadline the timer is for, ms since the Unix epoch: a timer of an earlier
+        /// review (or of one escalated since) finds another and does nothing.
+        until_ms: u64,
+    },
     /// A posted event's time to live passed.
     EventExpired {
         /// The event.

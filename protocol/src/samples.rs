@@ -91,6 +91,7 @@ pub fn every_event_kind() -> Vec<Event> {
             }],
             usage: None,
             duration: Some(Duration::from_millis(7)),
+            until_ms: Some(1_700_000_060_000),
         },
         Event::TaskWaiting {
             objective,
@@ -109,11 +110,20 @@ pub fn every_event_kind() -> Vec<Event> {
             objective,
             task,
             output: json!(2),
+            decided_by: crate::DecidedBy::Person,
         },
         Event::TaskRejected {
             objective,
             task,
             reason: "no".into(),
+            decided_by: crate::DecidedBy::Deadline,
+        },
+        Event::TaskEscalated {
+            objective,
+            task,
+            attempt: 1,
+            escalation: 1,
+            until_ms: 1_700_000_060_000,
         },
         Event::TasksSpawned {
             objective,

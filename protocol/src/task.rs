@@ -29,6 +29,17 @@ use crate::ids::{Capability, ObjectiveId, TaskId, TaskKey};
 /// { "id": "ci", "kind": "wait", "event": "build-42-done", "timeout": "1h" }
 /// { "id": "ship-it", "kind": "approval", "input": { "$from": "draft" }, "depends_on": ["draft"] }
 /// ```
+///
+/// A review may have a deadline, after which the coordinator decides as the task says (see
+/// [`OnTimeout`]): an `approval` task's `timeout` with `on_timeout`, and for the review of
+/// output that does not match its `output_schema`, an `agent` or `wait` task's
+/// `review_timeout` with `on_review_timeout`:
+///
+/// ```json
+/// { "id": "ship-it", "kind": "approval", "timeout": "4h", "on_timeout": "escalate" }
+/// { "id": "sum", "capability": "summarize", "output_schema": { "type": "object" },
+///   "review_timeout": "1d", "on_review_timeout": "reject" }
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "wire::TaskSpecWire", deny_unknown_fields)]
@@ -47,6 +58,7 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
     /// For a `wait` task: how long it waits for its event before it fails with a timeout.
+    /// For an `approval` task: how long it waits for a person before `on_timeout` decides.
     #[serde(
         default,
         with = "humantime_serde",
@@ -54,6 +66,23 @@ pub struct TaskSpec {
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "1h"))]
     pub timeout: Option<Duration>,
+    /// For an `approval` task with a `timeout`: what is decided when nobody decided in time
+    /// (`reject` when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnTimeout>,
+    /// For an `agent` or `wait` task: how long its output waits in review (when it does not
+    /// match the `output_schema`) before `on_review_timeout` decides.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "1d"))]
+    pub review_timeout: Option<Duration>,
+    /// With `review_timeout`: what is decided when nobody decided in time (`reject` when
+    /// left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_review_timeout: Option<OnTimeout>,
     /// The task's input. An object `{"$from": "<dependency>"}` anywhere inside it is replaced by
     /// that dependency's output (or by the part of it at `"pointer"`, a JSON Pointer).
     #[serde(default, skip_serializing_if = "Value::is_null")]
@@ -149,6 +178,9 @@ impl Compensation {
             kind: TaskKind::Agent,
             event: None,
             timeout: None,
+            on_timeout: None,
+            review_timeout: None,
+            on_review_timeout: None,
             input: self.input.clone(),
             depends_on: vec![compensated.clone()],
             retry: self.retry,
@@ -190,6 +222,9 @@ impl TaskSpec {
             kind: TaskKind::Agent,
             event: None,
             timeout: None,
+            on_timeout: None,
+            review_timeout: None,
+            on_review_timeout: None,
             input: Value::Null,
             depends_on: Vec::new(),
             retry: RetryPolicy::default(),
@@ -208,6 +243,20 @@ impl TaskSpec {
             event.replace("{objective}", &objective.to_string())
         } else {
             event.clone()
+        })
+    }
+
+    /// The deadline of the task's reviews, if it has one: an `approval` task's `timeout` and
+    /// `on_timeout`, another task's `review_timeout` and `on_review_timeout` (`reject` when
+    /// the decision is left out).
+    pub fn review_deadline(&self) -> Option<ReviewDeadline> {
+        let (after, then) = match self.kind {
+            TaskKind::Approval => (self.timeout?, self.on_timeout),
+            TaskKind::Agent | TaskKind::Wait => (self.review_timeout?, self.on_review_timeout),
+        };
+        Some(ReviewDeadline {
+            after,
+            then: then.unwrap_or_default(),
         })
     }
 
@@ -254,6 +303,48 @@ impl TaskKind {
     }
 }
 
+/// What the coordinator decides for a person who did not decide on a review in time.
+///
+/// The default is `reject`: a deadline fails safe, giving no approval that nobody gave.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    /// Approve the output under review as it is.
+    Approve,
+    /// Reject it: the task fails.
+    #[default]
+    Reject,
+    /// Keep it in review for another `timeout`, marked escalated, and notify whoever the
+    /// coordinator is configured to notify; after [`ESCALATIONS_MAX`] escalations the next
+    /// deadline rejects.
+    Escalate,
+}
+
+impl OnTimeout {
+    /// The decision's name, as in the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::Reject => "reject",
+            Self::Escalate => "escalate",
+        }
+    }
+}
+
+/// The most times one review is escalated; the deadline after the last escalation rejects,
+/// so a review with a deadline always ends.
+pub const ESCALATIONS_MAX: u32 = 3;
+
+/// A review's deadline: how long a review waits for a person, and what is decided then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReviewDeadline {
+    /// How long each review (and each escalation) waits.
+    pub after: Duration,
+    /// What is decided when the time is up.
+    pub then: OnTimeout,
+}
+
 /// The longest event key, in bytes.
 pub const MAX_EVENT_KEY_LEN: usize = 200;
 
@@ -294,6 +385,12 @@ mod wire {
         #[serde(default, with = "humantime_serde")]
         timeout: Option<Duration>,
         #[serde(default)]
+        on_timeout: Option<OnTimeout>,
+        #[serde(default, with = "humantime_serde")]
+        review_timeout: Option<Duration>,
+        #[serde(default)]
+        on_review_timeout: Option<OnTimeout>,
+        #[serde(default)]
         input: Value,
         #[serde(default)]
         depends_on: Vec<TaskKey>,
@@ -332,13 +429,42 @@ mod wire {
                     kind.name()
                 )
             };
-            if kind != TaskKind::Wait {
-                if w.event.is_some() {
-                    return Err(only("event", "`wait`"));
+            if kind != TaskKind::Wait && w.event.is_some() {
+                return Err(only("event", "`wait`"));
+            }
+            if kind == TaskKind::Agent && w.timeout.is_some() {
+                return Err(only("timeout", "`wait` or `approval`"));
+            }
+            if kind != TaskKind::Approval && w.on_timeout.is_some() {
+                return Err(only("on_timeout", "`approval`"));
+            }
+            if kind == TaskKind::Approval {
+                if w.review_timeout.is_some() {
+                    return Err(only("review_timeout", "`agent` or `wait`"));
                 }
-                if w.timeout.is_some() {
-                    return Err(only("timeout", "`wait`"));
+                if w.on_review_timeout.is_some() {
+                    return Err(only("on_review_timeout", "`agent` or `wait`"));
                 }
+                if w.on_timeout.is_some() && w.timeout.is_none() {
+                    return Err(
+                        "`on_timeout` needs a `timeout`: it says what is decided when the \
+                         timeout passes"
+                            .into(),
+                    );
+                }
+            }
+            if w.on_review_timeout.is_some() && w.review_timeout.is_none() {
+                return Err(
+                    "`on_review_timeout` needs a `review_timeout`: it says what is decided \
+                     when the review timeout passes"
+                        .into(),
+                );
+            }
+            if w.timeout.is_some_and(|t| t.is_zero()) {
+                return Err("`timeout` must be longer than zero".into());
+            }
+            if w.review_timeout.is_some_and(|t| t.is_zero()) {
+                return Err("`review_timeout` must be longer than zero".into());
             }
             if kind != TaskKind::Agent {
                 if w.idle_timeout.is_some() {
@@ -360,18 +486,12 @@ mod wire {
                     );
                 };
                 check_event_key(event).map_err(|e| format!("`event` {e}"))?;
-                match w.timeout {
-                    None => {
-                        return Err(
-                            "missing field `timeout`: a `wait` task says how long it waits, \
-                             e.g. \"1h\""
-                                .into(),
-                        );
-                    }
-                    Some(t) if t.is_zero() => {
-                        return Err("`timeout` must be longer than zero".into());
-                    }
-                    Some(_) => {}
+                if w.timeout.is_none() {
+                    return Err(
+                        "missing field `timeout`: a `wait` task says how long it waits, \
+                         e.g. \"1h\""
+                            .into(),
+                    );
                 }
             }
             Ok(TaskSpec {
@@ -380,6 +500,9 @@ mod wire {
                 kind,
                 event: w.event,
                 timeout: w.timeout,
+                on_timeout: w.on_timeout,
+                review_timeout: w.review_timeout,
+                on_review_timeout: w.on_review_timeout,
                 input: w.input,
                 depends_on: w.depends_on,
                 retry: w.retry,
@@ -765,6 +888,93 @@ mod tests {
         ] {
             let message = refused(body.clone());
             assert!(message.contains(says), "{body}: {message}");
+        }
+    }
+
+    #[test]
+    fn review_deadlines_belong_to_their_kinds_and_fail_safe_by_default() {
+        let approval: TaskSpec = serde_json::from_value(json!({
+            "id": "ok", "kind": "approval", "timeout": "4h", "on_timeout": "escalate"
+        }))
+        .unwrap();
+        assert_eq!(
+            approval.review_deadline(),
+            Some(ReviewDeadline {
+                after: Duration::from_secs(4 * 3600),
+                then: OnTimeout::Escalate
+            })
+        );
+        let text = serde_json::to_value(&approval).unwrap();
+        assert_eq!(text["on_timeout"], "escalate");
+        assert_eq!(
+            serde_json::from_value::<TaskSpec>(text).ok(),
+            Some(approval)
+        );
+        let plain: TaskSpec =
+            serde_json::from_value(json!({"id": "ok", "kind": "approval", "timeout": "1m"}))
+                .unwrap();
+        assert_eq!(
+            plain.review_deadline().map(|d| d.then),
+            Some(OnTimeout::Reject),
+            "a deadline rejects unless told otherwise"
+        );
+        let agent: TaskSpec = serde_json::from_value(json!({
+            "id": "a", "capability": "x", "review_timeout": "1d", "on_review_timeout": "approve"
+        }))
+        .unwrap();
+        assert_eq!(
+            agent.review_deadline(),
+            Some(ReviewDeadline {
+                after: Duration::from_secs(86_400),
+                then: OnTimeout::Approve
+            })
+        );
+        let none: TaskSpec =
+            serde_json::from_value(json!({"id": "ok", "kind": "approval"})).unwrap();
+        assert_eq!(none.review_deadline(), None);
+        let text = serde_json::to_string(&none).unwrap();
+        assert!(!text.contains("timeout"), "{text}");
+
+        for (body, says) in [
+            (
+                json!({"id": "a", "capability": "x", "timeout": "1m"}),
+                "`timeout` is only for tasks of kind `wait` or `approval`",
+            ),
+            (
+                json!({"id": "a", "kind": "wait", "event": "k", "timeout": "1m",
+                       "on_timeout": "approve"}),
+                "`on_timeout` is only for tasks of kind `approval`",
+            ),
+            (
+                json!({"id": "a", "kind": "approval", "on_timeout": "approve"}),
+                "`on_timeout` needs a `timeout`",
+            ),
+            (
+                json!({"id": "a", "kind": "approval", "timeout": "0s"}),
+                "`timeout` must be longer than zero",
+            ),
+            (
+                json!({"id": "a", "kind": "approval", "review_timeout": "1m"}),
+                "`review_timeout` is only for tasks of kind `agent` or `wait`",
+            ),
+            (
+                json!({"id": "a", "capability": "x", "on_review_timeout": "reject"}),
+                "`on_review_timeout` needs a `review_timeout`",
+            ),
+            (
+                json!({"id": "a", "capability": "x", "review_timeout": "0s"}),
+                "`review_timeout` must be longer than zero",
+            ),
+            (
+                json!({"id": "a", "kind": "approval", "timeout": "1m", "on_timeout": "wait"}),
+                "unknown variant `wait`",
+            ),
+        ] {
+            let err = serde_json::from_value::<TaskSpec>(body.clone())
+                .map(|_| ())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{body}: {err}");
         }
     }
 

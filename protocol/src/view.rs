@@ -98,6 +98,12 @@ pub struct TaskView {
     /// While in review because its output does not match its `output_schema`: where.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub review_errors: Vec<OutputError>,
+    /// While in review with a deadline: when the deadline decides, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_until_ms: Option<u64>,
+    /// How many times its current (or latest) review was escalated by its deadline.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub escalations: u32,
     /// Tokens spent over all attempts.
     #[serde(default)]
     pub usage: Usage,
@@ -105,6 +111,10 @@ pub struct TaskView {
     #[serde(with = "humantime_serde")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, example = "1s 500ms"))]
     pub run_time: Duration,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// One task of the listing across objectives (`GET /v1/tasks`, the dashboard's board): the

@@ -152,6 +152,7 @@ pub(crate) fn event_kind_name(event: &Event) -> &'static str {
         Event::TaskInReview { .. } => "task_in_review",
         Event::TaskApproved { .. } => "task_approved",
         Event::TaskRejected { .. } => "task_rejected",
+        Event::TaskEscalated { .. } => "task_escalated",
         Event::TasksSpawned { .. } => "tasks_spawned",
         Event::PlanRequested { .. } => "plan_requested",
         Event::PlanRejected { .. } => "plan_rejected",

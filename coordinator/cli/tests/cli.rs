@@ -33,6 +33,16 @@ fn serve_with_env(
     token: Option<&str>,
     vars: &[(&str, &str)],
 ) -> Server {
+    serve_with(data_dir, token, vars, &[])
+}
+
+/// [`serve_with_env`], with these arguments added.
+fn serve_with(
+    data_dir: &std::path::Path,
+    token: Option<&str>,
+    vars: &[(&str, &str)],
+    args: &[&str],
+) -> Server {
     let mut command = Command::new(BIN);
     command.envs(vars.iter().copied());
     command
@@ -45,6 +55,7 @@ fn serve_with_env(
             "--data-dir",
         ])
         .arg(data_dir)
+        .args(args)
         // A swarm.toml of the working directory, or SWARM_CONFIG, would be read: neither is.
         .current_dir(data_dir)
         .env_remove("SWARM_CONFIG")
@@ -579,4 +590,103 @@ fn hooks_are_managed_from_the_command_line() {
         "{}",
         text(&missing.stderr)
     );
+}
+
+/// A receiver of escalation notices on a loopback port: each request's head and body, as
+/// text, answered 204.
+fn notice_receiver() -> (String, mpsc::Receiver<(String, String)>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/escalations", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                head.push_str(&line);
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+            if tx
+                .send((head, String::from_utf8_lossy(&body).into_owned()))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+/// `swarm serve` with `[approvals]` in its `swarm.toml`: an approval its deadline escalates is
+/// announced to `notify_url`, signed with the secret of the named variable.
+#[test]
+fn swarm_serve_announces_an_escalated_approval() {
+    const VAR: &str = "SWARM_TEST_CLI_NOTIFY_SECRET";
+    const SECRET: &str = "cli-notify-secret";
+    let dir = tempfile::tempdir().unwrap();
+    let (url, notices) = notice_receiver();
+    let config = dir.path().join("swarm.toml");
+    std::fs::write(
+        &config,
+        format!("[approvals]\nnotify_url = \"{url}\"\nsecret_env = \"{VAR}\"\n"),
+    )
+    .unwrap();
+    let server = serve_with(
+        dir.path(),
+        None,
+        &[(VAR, SECRET)],
+        &["--config", config.to_str().unwrap()],
+    );
+    let graph = dir.path().join("gate.json");
+    std::fs::write(
+        &graph,
+        r#"[{"id": "gate", "kind": "approval", "input": {"release": "1.2"},
+             "timeout": "1s", "on_timeout": "escalate"}]"#,
+    )
+    .unwrap();
+    let out = swarm(
+        &server,
+        None,
+        &["submit", "release 1.2", "--graph", graph.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    let (head, body) = notices
+        .recv_timeout(Duration::from_secs(60))
+        .expect("no notice came");
+    let notice: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(notice["type"], "task_escalated", "{body}");
+    assert_eq!(notice["objective"], id.as_str(), "{body}");
+    let signature = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-swarm-signature:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no signature: {head}"));
+    let now_secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    swarm_coordinator::triggers::signature::verify(
+        SECRET.as_bytes(),
+        Some(&signature),
+        body.as_bytes(),
+        now_secs,
+        Duration::from_secs(300),
+    )
+    .unwrap_or_else(|e| panic!("{e}: {head}"));
 }

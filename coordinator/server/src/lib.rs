@@ -10,6 +10,8 @@
 //!   (events from outside, for `wait` tasks), `tasks`, `agents`, `schedules`, `hooks`: the
 //!   handlers.
 //! - `metrics`: `GET /metrics`, gathered from the scheduler and registry at scrape time.
+//! - [`notify`]: the notices of escalated reviews, POSTed (signed, retried behind a breaker)
+//!   to `[approvals] notify_url` as their `TaskEscalated` events commit.
 //! - `openapi`: `GET /openapi.json`, the OpenAPI 3.1 document generated from the handlers'
 //!   `#[utoipa::path]` annotations and the body types' schemas; a test checks that it
 //!   documents every route of [`ROUTES`].
@@ -57,6 +59,7 @@ mod external_events;
 mod hooks;
 pub mod limits;
 mod metrics;
+pub mod notify;
 mod objectives;
 mod openapi;
 pub mod problem;
@@ -121,6 +124,9 @@ pub struct ApiConfig {
     pub secure_cookies: bool,
     /// Ceilings on what a request may hold (`[limits]` of `swarm.toml`).
     pub ceilings: LimitsSection,
+    /// What became of the escalation notices, when a [`notify::Notifier`] runs: `/metrics`
+    /// counts them.
+    pub notices: Option<watch::Receiver<notify::NotifyStats>>,
 }
 
 impl Default for ApiConfig {
@@ -132,6 +138,7 @@ impl Default for ApiConfig {
             limits: Limits::default(),
             secure_cookies: false,
             ceilings: LimitsSection::default(),
+            notices: None,
         }
     }
 }
@@ -146,6 +153,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("limits", &self.limits)
             .field("secure_cookies", &self.secure_cookies)
             .field("ceilings", &self.ceilings)
+            .field("notices", &self.notices.is_some())
             .finish()
     }
 }
@@ -489,7 +497,17 @@ pub async fn run(
         .as_ref()
         .map_or(&[][..], |file| &file.hooks[..]);
     let hooks = Hooks::configured(configured, Environment::Process)?;
+    // So is a notifier whose secret is missing.
+    let notify = match &config.config {
+        Some(file) => notify::NotifierConfig::from_section(&file.approvals, &Environment::Process)?,
+        None => None,
+    };
     let swarm = Swarm::open(SwarmConfig::default(), config.store.clone()).await?;
+    // Escalations are announced from now on, as they commit.
+    let notifier = match notify {
+        Some(notify) => notify::Notifier::for_swarm(&swarm, notify).await,
+        None => None,
+    };
     register_agents(&swarm, &config).await?;
     // Then those declared through the API; one whose variable is unset now is left out with
     // a warning, and does not stop the start.
@@ -526,8 +544,12 @@ pub async fn run(
     if let Some(file) = &config.config {
         api.ceilings = file.limits;
     }
+    api.notices = notifier.as_ref().map(notify::Notifier::stats);
     let served = serve(swarm.clone(), listener, api, shutdown).await;
     fire_loop.stop().await;
+    if let Some(notifier) = notifier {
+        notifier.stop().await;
+    }
     // `serve` returns once no request holds the swarm, so this is the last handle (unless a
     // request was stuck past `RELEASE_TIMEOUT`; then the log is closed when the process ends,
     // and what was unfinished resumes on the next start).

@@ -28,6 +28,7 @@ use swarm_registry::AgentSnapshot;
 
 use crate::AppState;
 use crate::limits::Limit;
+use crate::notify::NotifyStats;
 use crate::problem::{PROBLEM_JSON, Problem};
 
 /// The media type of the Prometheus text format.
@@ -79,7 +80,8 @@ pub(super) async fn scrape(State(state): State<AppState>) -> Result<Response, Pr
         })
         .collect();
     let refused = state.limiters.refused();
-    let mut response = render(&stats, &depths, &agents, &refused).into_response();
+    let notices = state.config.notices.as_ref().map(|n| *n.borrow());
+    let mut response = render(&stats, &depths, &agents, &refused, notices).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(PROMETHEUS_TEXT),
@@ -93,6 +95,7 @@ fn render(
     depths: &[(Capability, u64)],
     agents: &[AgentMetrics],
     refused: &[(Limit, u64)],
+    notices: Option<NotifyStats>,
 ) -> String {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
@@ -100,11 +103,35 @@ fn render(
         record_scheduler(stats, depths);
         record_agents(agents);
         record_refused(refused);
+        if let Some(notices) = &notices {
+            record_notices(notices);
+        }
     });
     let mut text = handle.render();
     write_latency_histogram(&mut text, &stats.allocation_latency);
     write_limiter_wait_seconds(&mut text, agents);
     text
+}
+
+fn record_notices(notices: &NotifyStats) {
+    describe_counter!(
+        "swarm_escalation_notices_total",
+        "Escalation notices since start, by outcome (`delivered`, `failed`: out of tries or \
+         refused by the receiver, `refused_by_breaker`, `dropped`: queue full or feed lagged)."
+    );
+    for (outcome, count) in [
+        ("delivered", notices.delivered),
+        ("failed", notices.failed),
+        ("refused_by_breaker", notices.refused_by_breaker),
+        ("dropped", notices.dropped),
+    ] {
+        counter!("swarm_escalation_notices_total", "outcome" => outcome).absolute(count);
+    }
+    describe_counter!(
+        "swarm_escalation_notice_tries_total",
+        "POSTs made to `[approvals] notify_url` since start, retries included."
+    );
+    counter!("swarm_escalation_notice_tries_total").absolute(notices.tries);
 }
 
 fn record_refused(refused: &[(Limit, u64)]) {
@@ -450,7 +477,14 @@ mod tests {
             (Limit::AuthFailures, 2),
             (Limit::Backlog, 0),
         ];
-        let text = render(&stats, &depths, &[plain, model], &refused);
+        let notices = NotifyStats {
+            delivered: 3,
+            tries: 7,
+            failed: 1,
+            refused_by_breaker: 2,
+            dropped: 0,
+        };
+        let text = render(&stats, &depths, &[plain, model], &refused, Some(notices));
         let samples = samples(&text);
         let value = |name: &str, labels: &str| {
             samples
@@ -461,6 +495,18 @@ mod tests {
         };
         assert_eq!(value("swarm_http_refused_total", "limit=\"quota\""), 4.0);
         assert_eq!(value("swarm_http_refused_total", "limit=\"backlog\""), 0.0);
+        assert_eq!(
+            value("swarm_escalation_notices_total", "outcome=\"delivered\""),
+            3.0
+        );
+        assert_eq!(
+            value(
+                "swarm_escalation_notices_total",
+                "outcome=\"refused_by_breaker\""
+            ),
+            2.0
+        );
+        assert_eq!(value("swarm_escalation_notice_tries_total", ""), 7.0);
         assert_eq!(value("swarm_objectives_running", ""), 2.0);
         assert_eq!(value("swarm_objectives_ended_total", ""), 5.0);
         assert_eq!(value("swarm_tasks_succeeded_total", ""), 7.0);

@@ -563,14 +563,19 @@ fn task_kinds(doc: &mut Value) {
     };
     let mut wait = Map::new();
     wait.insert("timeout".into(), json!({ "type": "string" }));
+    // Only an approval's own wait has `on_timeout`; the review of another task's invalid
+    // output has `review_timeout` and `on_review_timeout`.
+    wait.insert("on_timeout".into(), none.clone());
     let mut approval = Map::new();
-    approval.insert("event".into(), none.clone());
+    for field in ["event", "review_timeout", "on_review_timeout"] {
+        approval.insert(field.into(), none.clone());
+    }
     let rules = json!([
         {
             "if": { "anyOf": [{ "not": { "required": ["kind"] } }, kind("agent")] },
             "then": {
                 "required": ["capability"],
-                "properties": { "event": none, "timeout": none }
+                "properties": { "event": none, "timeout": none, "on_timeout": none }
             }
         },
         {
@@ -587,7 +592,13 @@ fn task_kinds(doc: &mut Value) {
     ]);
     merge(
         at(doc, &["components", "schemas", "TaskSpec"]),
-        &json!({ "allOf": rules }),
+        &json!({
+            "allOf": rules,
+            "dependentRequired": {
+                "on_timeout": ["timeout"],
+                "on_review_timeout": ["review_timeout"]
+            }
+        }),
     );
     merge(
         property(doc, "TaskSpec", "event"),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use swarm_protocol::{Event, EventRecord, TaskId};
+use swarm_protocol::{DecidedBy, Event, EventRecord, TaskId};
 
 /// A duration to a tenth of a millisecond (`6.8ms`, `1.250s`), for the chain of work and run
 /// times; the dashboard's cards round theirs (`ui::format_duration_rounded`).
@@ -201,9 +201,37 @@ pub fn timeline_entries(events: &[EventRecord]) -> Vec<TimelineEntry> {
                 reason,
                 ..
             } => format!("{} attempt {attempt} lost: {reason}", name(&names, *task)),
-            Event::TaskInReview { task, reason, .. } => {
-                format!("{} in review: {reason}", name(&names, *task))
+            Event::TaskInReview {
+                task,
+                reason,
+                until_ms,
+                ..
+            } => {
+                let mut s = format!("{} in review: {reason}", name(&names, *task));
+                if let Some(until) = until_ms {
+                    let _ = write!(
+                        s,
+                        "; its deadline decides in {}",
+                        format_duration_precise(Duration::from_millis(
+                            until.saturating_sub(record.at_ms)
+                        ))
+                    );
+                }
+                s
             }
+            Event::TaskEscalated {
+                task,
+                escalation,
+                until_ms,
+                ..
+            } => format!(
+                "{} escalated by its deadline (escalation {escalation}): nobody decided; it \
+                 stays in review, its deadline decides again in {}",
+                name(&names, *task),
+                format_duration_precise(Duration::from_millis(
+                    until_ms.saturating_sub(record.at_ms)
+                ))
+            ),
             Event::TaskWaiting {
                 task,
                 event,
@@ -219,10 +247,19 @@ pub fn timeline_entries(events: &[EventRecord]) -> Vec<TimelineEntry> {
             Event::WaitSatisfied {
                 task, key, event, ..
             } => format!("{} got event `{key}` ({event})", name(&names, *task)),
-            Event::TaskApproved { task, .. } => format!("{} approved", name(&names, *task)),
-            Event::TaskRejected { task, reason, .. } => {
-                format!("{} rejected: {reason}", name(&names, *task))
-            }
+            Event::TaskApproved {
+                task, decided_by, ..
+            } => format!("{} approved{}", name(&names, *task), by_whom(*decided_by)),
+            Event::TaskRejected {
+                task,
+                reason,
+                decided_by,
+                ..
+            } => format!(
+                "{} rejected{}: {reason}",
+                name(&names, *task),
+                by_whom(*decided_by)
+            ),
             Event::TaskCancelled { task, .. } => format!("{} cancelled", name(&names, *task)),
             Event::ObjectiveSucceeded { .. } => "objective succeeded".to_string(),
             Event::ObjectiveFailed { reason, .. } => format!("objective failed: {reason}"),
@@ -239,6 +276,14 @@ pub fn timeline_entries(events: &[EventRecord]) -> Vec<TimelineEntry> {
     out
 }
 
+/// Who took a review's decision, as the chain says it after the verb.
+fn by_whom(decided_by: DecidedBy) -> &'static str {
+    match decided_by {
+        DecidedBy::Person => "",
+        DecidedBy::Deadline => " by its deadline",
+    }
+}
+
 /// The task an event is about.
 fn event_task(event: &Event) -> Option<TaskId> {
     match event {
@@ -250,6 +295,7 @@ fn event_task(event: &Event) -> Option<TaskId> {
         | Event::TaskInReview { task, .. }
         | Event::TaskApproved { task, .. }
         | Event::TaskRejected { task, .. }
+        | Event::TaskEscalated { task, .. }
         | Event::TaskCancelled { task, .. }
         | Event::TaskWaiting { task, .. }
         | Event::WaitSatisfied { task, .. }
@@ -265,14 +311,78 @@ fn event_task(event: &Event) -> Option<TaskId> {
 mod tests {
     use serde_json::json;
     use swarm_protocol::{
-        AgentId, Capability, Compensation, Event, EventRecord, Objective, ObjectiveId, TaskId,
-        TaskKey, TaskSpec,
+        AgentId, Capability, Compensation, DecidedBy, Event, EventRecord, Objective, ObjectiveId,
+        TaskId, TaskKey, TaskSpec,
     };
 
     use super::timeline_entries;
 
     fn spec(key: &str) -> TaskSpec {
         TaskSpec::new(TaskKey::new(key).unwrap(), Capability::new("work").unwrap())
+    }
+
+    /// An approval whose deadline escalated it, then rejected it: the timeline says the
+    /// deadline decided.
+    #[test]
+    fn a_decision_of_the_deadline_is_told_as_the_deadline_s() {
+        let o = ObjectiveId::new();
+        let gate: TaskSpec = serde_json::from_value(json!({
+            "id": "gate", "kind": "approval", "timeout": "1m", "on_timeout": "escalate"
+        }))
+        .unwrap();
+        let events = [
+            Event::ObjectiveSubmitted {
+                objective: o,
+                spec: Objective::with_tasks("ship", vec![gate]),
+                first_task: TaskId(1),
+                idempotency_key: None,
+            },
+            Event::TaskInReview {
+                objective: o,
+                task: TaskId(1),
+                attempt: 1,
+                output: None,
+                reason: "awaiting approval".into(),
+                errors: Vec::new(),
+                usage: None,
+                duration: None,
+                until_ms: Some(120_001),
+            },
+            Event::TaskEscalated {
+                objective: o,
+                task: TaskId(1),
+                attempt: 1,
+                escalation: 1,
+                until_ms: 180_001,
+            },
+            Event::TaskRejected {
+                objective: o,
+                task: TaskId(1),
+                reason: "no decision within 1m".into(),
+                decided_by: DecidedBy::Deadline,
+            },
+        ];
+        let records: Vec<EventRecord> = events
+            .into_iter()
+            .zip(1..)
+            .map(|(event, seq)| EventRecord {
+                seq,
+                at_ms: (seq - 1) * 60_000 + 1,
+                event,
+            })
+            .collect();
+        let entries = timeline_entries(&records);
+        let text: Vec<&str> = entries.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(
+            text[1..],
+            [
+                "T1 `gate` in review: awaiting approval; its deadline decides in 60.000s",
+                "T1 `gate` escalated by its deadline (escalation 1): nobody decided; it stays in \
+                 review, its deadline decides again in 60.000s",
+                "T1 `gate` rejected by its deadline: no decision within 1m",
+            ]
+        );
+        assert_eq!(entries[2].task, Some(TaskId(1)));
     }
 
     /// A saga whose `c` failed: the compensations of `b` then `a` run (T4, T5), and the

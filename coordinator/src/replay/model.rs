@@ -268,6 +268,7 @@ impl ObjectiveModel {
             | Event::TaskWaiting { .. }
             | Event::WaitSatisfied { .. }
             | Event::TaskApproved { .. }
+            | Event::TaskEscalated { .. }
             | Event::TaskCancelled { .. }
             | Event::PlanRequested { .. }
             | Event::PlanRejected { .. }

@@ -57,6 +57,8 @@ fn declared_task(id: u64, key: &str, capability: &str, spawned_by: Option<TaskId
         kind: swarm_protocol::TaskKind::Agent,
         event: None,
         wait_until_ms: None,
+        review_until_ms: None,
+        escalations: 0,
         deps: spawned_by.into_iter().collect(),
     }
 }

@@ -25,8 +25,8 @@ pub(super) struct AttemptCost {
 }
 
 impl SchedulerState {
-    /// The task waits for a person; `errors` says where its output does not match its
-    /// schema, when that is why.
+    /// The task waits for a person (until its review deadline, if it has one); `errors` says
+    /// where its output does not match its schema, when that is why.
     /// `approval` says the review is an approval's request, which is its next attempt.
     pub(super) fn send_to_review(
         &mut self,
@@ -42,6 +42,7 @@ impl SchedulerState {
         };
         let (objective, attempt) = (node.objective, node.record.attempt + u32::from(approval));
         self.stats.tasks_in_review += 1;
+        let until_ms = self.arm_review_deadline(id);
         self.emit(Event::TaskInReview {
             objective,
             task: id,
@@ -51,6 +52,7 @@ impl SchedulerState {
             errors,
             usage: spent.usage,
             duration: spent.duration,
+            until_ms,
         });
     }
 

@@ -22,7 +22,7 @@ use swarm_protocol::graph::ExistingTasks;
 use swarm_protocol::task::{Compensation, has_references, resolve_input};
 use swarm_protocol::{
     AgentId, Limits, ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, RetryPolicy,
-    TaskId, TaskItem, TaskKey, TaskKind, TaskPage, TaskQuery, TaskSpec, TaskStatus,
+    ReviewDeadline, TaskId, TaskItem, TaskKey, TaskKind, TaskPage, TaskQuery, TaskSpec, TaskStatus,
 };
 
 use super::planner;
@@ -74,6 +74,8 @@ pub(super) struct TaskExtra {
     pub(super) compensation: Option<Compensation>,
     /// For a `wait` task: how long it waits for its event.
     pub(super) wait_timeout: Option<Duration>,
+    /// The deadline of its reviews, if it has one.
+    pub(super) review_deadline: Option<ReviewDeadline>,
 }
 
 impl TaskNode {
@@ -85,6 +87,11 @@ impl TaskNode {
         self.extra
             .as_ref()
             .is_some_and(|e| e.compensation.is_some())
+    }
+
+    /// The deadline of its reviews, if it has one.
+    pub(super) fn review_deadline(&self) -> Option<ReviewDeadline> {
+        self.extra.as_ref()?.review_deadline
     }
 
     /// For a `wait` task: the key of its event and how long it waits.
@@ -225,6 +232,9 @@ impl Graph {
             let mut extra = extras.get_mut(i).and_then(Option::take);
             if spec.kind == TaskKind::Wait {
                 extra.get_or_insert_default().wait_timeout = Some(spec.timeout.unwrap_or_default());
+            }
+            if let Some(deadline) = spec.review_deadline() {
+                extra.get_or_insert_default().review_deadline = Some(deadline);
             }
             self.tasks.insert(
                 id,

@@ -1,4 +1,4 @@
-//! An objective's life: submitted, ended (succeeded, failed or cancelled) and reviewed.
+//! An objective's life: submitted and ended (succeeded, failed or cancelled).
 //!
 //! A submit is checked whole before anything is recorded (graph limits, then `checks.rs`); an
 //! idempotency key used before answers with the objective first submitted with it. Ending a
@@ -9,16 +9,13 @@
 use std::time::Duration;
 
 use ractor::RpcReplyPort;
-use serde_json::Value;
 use swarm_protocol::graph::{self, NoTasks};
 use swarm_protocol::{
-    AgentId, Event, FailureKind, Limits, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary,
-    ReviewDecision, SchedulerError, SchedulerMsg, TaskId, TaskKind, TaskStatus,
-    objective::check_idempotency_key,
+    AgentId, Event, Limits, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary,
+    SchedulerError, SchedulerMsg, TaskId, TaskStatus, objective::check_idempotency_key,
 };
 
 use super::checks;
-use super::failures::AttemptCost;
 use super::graph::{BatchExtras, ObjectiveRun};
 use super::idempotency::Keyed;
 use super::planner::PLAN_KEY;
@@ -330,80 +327,6 @@ impl SchedulerState {
                 self.finish_objective(id, ObjectiveStatus::Failed, Some(reason));
             }
             _ => {}
-        }
-        Ok(())
-    }
-
-    /// A person decides on a task in review.
-    pub(crate) fn review(
-        &mut self,
-        id: TaskId,
-        decision: ReviewDecision,
-    ) -> Result<(), SchedulerError> {
-        let node = self
-            .graph
-            .tasks
-            .get_mut(id)
-            .ok_or(SchedulerError::UnknownTask(id))?;
-        if node.record.status != TaskStatus::Review {
-            return Err(SchedulerError::NotInReview {
-                task: id,
-                status: format!("{:?}", node.record.status).to_lowercase(),
-            });
-        }
-        let objective = node.objective;
-        // Every decision takes the task out of review.
-        self.stats.tasks_in_review = self.stats.tasks_in_review.saturating_sub(1);
-        match decision {
-            ReviewDecision::Approve { output } => {
-                // An edited output must match the schema; approving the reviewed output as it
-                // is overrides the schema (that is what review is for).
-                if let Some(edited) = &output
-                    && let Some(schema) = node.schema()
-                {
-                    schema
-                        .check(edited)
-                        .map_err(|errors| SchedulerError::InvalidOutput { task: id, errors })?;
-                }
-                let output = output
-                    .or_else(|| node.record.output.take())
-                    .unwrap_or(Value::Null);
-                let compensable = node.has_compensation();
-                self.emit(Event::TaskApproved {
-                    objective,
-                    task: id,
-                    output,
-                });
-                if compensable && let Some(run) = self.graph.objectives.get_mut(&objective) {
-                    run.compensable.push(id);
-                }
-                self.stats.tasks_succeeded += 1;
-                self.task_done(id);
-            }
-            ReviewDecision::Reject { reason } => {
-                // A person said no to an approval: no planner is asked to get round that.
-                let approval = node.record.kind == TaskKind::Approval;
-                self.emit(Event::TaskRejected {
-                    objective,
-                    task: id,
-                    reason: reason.clone(),
-                });
-                let message = if approval {
-                    format!("not approved: {reason}")
-                } else {
-                    format!("rejected in review: {reason}")
-                };
-                self.fail_task_with(
-                    id,
-                    None,
-                    FailureKind::Permanent,
-                    message,
-                    None,
-                    AttemptCost::default(),
-                    !approval,
-                );
-            }
-            ReviewDecision::Retry => self.mark_ready(objective, id),
         }
         Ok(())
     }

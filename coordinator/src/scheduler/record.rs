@@ -73,11 +73,21 @@ pub struct TaskRecord {
     /// While a `wait` task waits: when it stops waiting (ms since the Unix epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_until_ms: Option<u64>,
+    /// While in review with a deadline: when the deadline decides (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review_until_ms: Option<u64>,
+    /// How many times its latest review was escalated by its deadline.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub escalations: u32,
     /// The tasks it waits for, as [`link`] resolved them when it joined the graph (a
     /// compensation: the task it undoes). Empty in a snapshot written before records kept
     /// them; a restart links the graph again from the batches.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deps: Vec<TaskId>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// What a planning task carries beyond a task's fields.
@@ -134,6 +144,7 @@ pub(crate) fn task_of(event: &Event) -> Option<TaskId> {
         | Event::TaskWaiting { task, .. }
         | Event::WaitSatisfied { task, .. }
         | Event::TaskApproved { task, .. }
+        | Event::TaskEscalated { task, .. }
         | Event::TaskCancelled { task, .. }
         | Event::PlanRequested { task, .. }
         | Event::PlanRejected { task, .. } => Some(*task),
@@ -186,6 +197,8 @@ impl TaskRecord {
             kind: spec.kind,
             event,
             wait_until_ms: None,
+            review_until_ms: None,
+            escalations: 0,
             deps,
         }
     }
@@ -220,6 +233,8 @@ impl TaskRecord {
             kind: TaskKind::Agent,
             event: None,
             wait_until_ms: None,
+            review_until_ms: None,
+            escalations: 0,
             deps: vec![original],
         }
     }
@@ -259,8 +274,17 @@ impl TaskRecord {
                 errors,
                 usage,
                 duration,
+                until_ms,
                 ..
-            } => self.in_review(*attempt, output, reason, errors, *usage, *duration),
+            } => {
+                self.in_review(*attempt, output, reason, errors, *usage, *duration);
+                self.review_until_ms = *until_ms;
+            }
+            Event::TaskEscalated {
+                escalation,
+                until_ms,
+                ..
+            } => self.escalated(*escalation, *until_ms),
             Event::TaskWaiting {
                 event, until_ms, ..
             } => self.waiting(event, *until_ms, at_ms),
@@ -286,6 +310,7 @@ impl TaskRecord {
         self.status = TaskStatus::Ready;
         self.retry_at_ms = None;
         self.review_errors.clear();
+        self.review_until_ms = None;
     }
 
     /// `TaskStarted`: attempt `attempt` runs on `agent` from `at_ms`.
@@ -320,6 +345,7 @@ impl TaskRecord {
     ) {
         self.started_at_ms = None;
         self.wait_until_ms = None;
+        self.review_until_ms = None;
         add(&mut self.usage, usage);
         self.run_time += duration.unwrap_or_default();
         self.error = Some(message.to_owned());
@@ -360,8 +386,15 @@ impl TaskRecord {
         self.output.clone_from(output);
         self.error = Some(reason.to_owned());
         self.review_errors = errors.to_vec();
+        self.escalations = 0;
         add(&mut self.usage, usage);
         self.run_time += duration.unwrap_or_default();
+    }
+
+    /// `TaskEscalated`: nobody decided by the deadline; the review goes on until `until_ms`.
+    fn escalated(&mut self, escalation: u32, until_ms: u64) {
+        self.escalations = escalation;
+        self.review_until_ms = Some(until_ms);
     }
 
     /// `TaskWaiting`: a `wait` task waits for `event` until `until_ms`.
@@ -392,12 +425,14 @@ impl TaskRecord {
         self.error = None;
         self.output = Some(output.clone());
         self.review_errors.clear();
+        self.review_until_ms = None;
     }
 
     /// `TaskCancelled`.
     fn cancelled(&mut self) {
         self.started_at_ms = None;
         self.wait_until_ms = None;
+        self.review_until_ms = None;
         self.status = TaskStatus::Cancelled;
         self.review_errors.clear();
     }
@@ -461,6 +496,10 @@ impl TaskRecord {
                 .started_at_ms
                 .filter(|_| self.status == TaskStatus::Running),
             review_errors: self.review_errors.clone(),
+            review_until_ms: self
+                .review_until_ms
+                .filter(|_| self.status == TaskStatus::Review),
+            escalations: self.escalations,
             usage: self.usage,
             run_time: self.run_time,
         }

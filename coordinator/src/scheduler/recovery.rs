@@ -4,7 +4,8 @@
 //! task's record as the log tells it. Then each task is taken up where it was: a succeeded
 //! task keeps its output and never runs again; an attempt that was running is recorded as
 //! lost and runs again with the next attempt (so the next idempotency key); a pending retry
-//! waits out the rest of its backoff; a `wait` task waits for the rest of its time; a saga
+//! waits out the rest of its backoff; a `wait` task waits for the rest of its time, and a
+//! review with a deadline until its deadline (or is decided now, if it passed); a saga
 //! goes on with the compensation that had started. What taking them up changes (attempts
 //! lost, tasks made ready, ends that fell due while the coordinator was down) is recorded, as
 //! in any turn.
@@ -167,6 +168,7 @@ impl SchedulerState {
                 TaskStatus::Running => self.restore_running(id, t.id, t.attempt, t.agent, now),
                 TaskStatus::Ready => self.restore_ready(t.id, t.retry_at_ms, now),
                 TaskStatus::Waiting => self.restore_wait(t.id, t.wait_until_ms, now),
+                TaskStatus::Review => self.restore_review(t.id, t.review_until_ms, now),
                 TaskStatus::Backlog
                     if self.graph.tasks.get(t.id).is_some_and(|n| {
                         n.record.status == TaskStatus::Backlog && n.waiting_on == 0

@@ -10,7 +10,7 @@ use askama::Template;
 use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use futures::future::try_join_all;
-use swarm_protocol::{TaskId, TaskItem, TaskKind, TaskQuery, TaskStatus};
+use swarm_protocol::{TaskId, TaskItem, TaskKind, TaskQuery, TaskStatus, TaskView};
 
 use super::{Badge, Layout, Visitor, format_duration_rounded, html, task_badge};
 use crate::AppState;
@@ -62,19 +62,42 @@ impl Card {
             elapsed: format_duration_rounded(run_ms.saturating_add(running_ms)),
             tokens: task.usage.input_tokens + task.usage.output_tokens,
             error: task.error.as_deref().map(|e| super::clip(e, 160)),
-            note: match (task.kind, &task.event) {
-                (TaskKind::Wait, Some(key)) => {
-                    Some(format!("waits for event {}", super::clip(key, 80)))
-                }
-                (TaskKind::Approval, _) if task.status == TaskStatus::Review => {
-                    Some("awaiting approval".to_owned())
-                }
-                (TaskKind::Approval, _) => Some("approval gate".to_owned()),
-                _ => None,
-            },
+            note: review_note(
+                task,
+                match (task.kind, &task.event) {
+                    (TaskKind::Wait, Some(key)) => {
+                        Some(format!("waits for event {}", super::clip(key, 80)))
+                    }
+                    (TaskKind::Approval, _) if task.status == TaskStatus::Review => {
+                        Some("awaiting approval".to_owned())
+                    }
+                    (TaskKind::Approval, _) => Some("approval gate".to_owned()),
+                    _ => None,
+                },
+                now_ms,
+            ),
             badge: task_badge(task.status),
         }
     }
+}
+
+/// A card's note with what its review's deadline adds: how often it was escalated and when
+/// the deadline decides.
+fn review_note(task: &TaskView, note: Option<String>, now_ms: u64) -> Option<String> {
+    if task.status != TaskStatus::Review {
+        return note;
+    }
+    let mut parts: Vec<String> = note.into_iter().collect();
+    if task.escalations > 0 {
+        parts.push(format!("escalated ×{}", task.escalations));
+    }
+    if let Some(until) = task.review_until_ms {
+        parts.push(format!(
+            "deadline in {}",
+            format_duration_rounded(until.saturating_sub(now_ms))
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(" · "))
 }
 
 /// One column.

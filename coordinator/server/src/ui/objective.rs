@@ -357,6 +357,8 @@ mod tests {
             depends_on: deps.iter().map(|&d| TaskId(d)).collect(),
             running_since_ms: None,
             review_errors: Vec::new(),
+            review_until_ms: None,
+            escalations: 0,
             usage: Usage::default(),
             run_time: Duration::ZERO,
         }

@@ -34,6 +34,8 @@ pub(crate) struct Item {
     pub(crate) has_output: bool,
     /// An `approval` task (a gate), rather than output that needs a look.
     pub(crate) approval: bool,
+    /// When the review's deadline decides, and how often it escalated it, if it has one.
+    pub(crate) deadline: Option<String>,
 }
 
 impl From<&TaskItem> for Item {
@@ -56,6 +58,13 @@ impl From<&TaskItem> for Item {
                 .map(|o| pretty_json(o, usize::MAX))
                 .unwrap_or_default(),
             has_output: task.output.is_some(),
+            deadline: task.review_until_ms.map(|until| {
+                let mut text = format!("Its deadline decides at {}", crate::text::utc(Some(until)));
+                if task.escalations > 0 {
+                    text.push_str(&format!(" (escalated ×{})", task.escalations));
+                }
+                text
+            }),
         }
     }
 }

@@ -12,6 +12,7 @@ mod auth_limits;
 mod bounds;
 mod contract;
 mod dashboard;
+mod escalations;
 mod hooks;
 mod limits;
 mod objectives;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use swarm_protocol::{
-    AgentDescriptor, AgentId, Capability, Event, EventRecord, FailureKind, Health, Objective,
-    ObjectiveId, OutputError, TaskId,
+    AgentDescriptor, AgentId, Capability, DecidedBy, Event, EventRecord, FailureKind, Health,
+    Objective, ObjectiveId, OutputError, TaskId,
 };
 
 use super::{Log, ms, spec, usage};
@@ -221,6 +221,7 @@ pub(super) fn log_of_every_kind() -> (Ids, Vec<EventRecord>) {
             }],
             usage: usage(5, 5),
             duration: Some(ms(10)),
+            until_ms: None,
         },
     );
     log.at(
@@ -229,6 +230,7 @@ pub(super) fn log_of_every_kind() -> (Ids, Vec<EventRecord>) {
             objective: o,
             task: b,
             output: json!({"final": 1}),
+            decided_by: DecidedBy::Person,
         },
     );
     // `c` spawns `s1` and `s2`.
@@ -315,6 +317,7 @@ pub(super) fn log_of_every_kind() -> (Ids, Vec<EventRecord>) {
             errors: Vec::new(),
             usage: None,
             duration: None,
+            until_ms: None,
         },
     );
     log.at(
@@ -323,6 +326,7 @@ pub(super) fn log_of_every_kind() -> (Ids, Vec<EventRecord>) {
             objective: o,
             task: s1,
             reason: "no".into(),
+            decided_by: DecidedBy::Person,
         },
     );
     log.at(

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 use swarm_protocol::{
-    AgentId, Capability, Compensation, Event, EventRecord, FailureKind, Objective, ObjectiveId,
-    ObjectiveStatus, TaskId, TaskStatus,
+    AgentId, Capability, Compensation, DecidedBy, Event, EventRecord, FailureKind, Objective,
+    ObjectiveId, ObjectiveStatus, TaskId, TaskStatus,
 };
 
 use super::{Log, fold_all, fold_through, ms, spec};
@@ -52,6 +52,7 @@ fn saga_log() -> (ObjectiveId, Vec<EventRecord>) {
             errors: Vec::new(),
             usage: None,
             duration: None,
+            until_ms: None,
         },
     );
     log.at(4, started(1, 1));
@@ -73,6 +74,7 @@ fn saga_log() -> (ObjectiveId, Vec<EventRecord>) {
             objective: o,
             task: TaskId(2),
             output: json!(2),
+            decided_by: DecidedBy::Person,
         },
     );
     log.at(7, started(3, 1));

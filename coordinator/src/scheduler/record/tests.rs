@@ -177,6 +177,7 @@ fn a_wait_sent_back_by_a_review_waits_again_as_its_next_attempt() {
             }],
             usage: None,
             duration: None,
+            until_ms: None,
         },
         10,
     );
@@ -210,6 +211,7 @@ fn an_approval_request_is_its_attempt_and_a_cancel_clears_its_review() {
             }],
             usage: None,
             duration: None,
+            until_ms: None,
         },
         0,
     );
@@ -223,6 +225,60 @@ fn an_approval_request_is_its_attempt_and_a_cancel_clears_its_review() {
     );
     assert!(r.review_errors.is_empty());
     assert_eq!(r.output, Some(json!("draft")), "what was reviewed stays");
+}
+
+#[test]
+fn a_review_deadline_shows_while_in_review_and_escalations_stay_counted() {
+    let o = ObjectiveId::new();
+    let mut r = record(1);
+    let review = |until_ms| Event::TaskInReview {
+        objective: o,
+        task: TaskId(1),
+        attempt: 1,
+        output: Some(json!("draft")),
+        reason: "awaiting approval".into(),
+        errors: Vec::new(),
+        usage: None,
+        duration: None,
+        until_ms,
+    };
+    let escalated = |escalation, until_ms| Event::TaskEscalated {
+        objective: o,
+        task: TaskId(1),
+        attempt: 1,
+        escalation,
+        until_ms,
+    };
+    fold(
+        &mut r,
+        [
+            (0, review(Some(100))),
+            (100, escalated(1, 200)),
+            (200, escalated(2, 300)),
+        ],
+    );
+    let view = r.view();
+    assert_eq!(view.status, TaskStatus::Review);
+    assert_eq!((view.review_until_ms, view.escalations), (Some(300), 2));
+    r.apply(
+        &Event::TaskApproved {
+            objective: o,
+            task: TaskId(1),
+            output: json!("draft"),
+            decided_by: swarm_protocol::DecidedBy::Deadline,
+        },
+        300,
+    );
+    let view = r.view();
+    assert_eq!(view.status, TaskStatus::Succeeded);
+    assert_eq!(
+        (view.review_until_ms, view.escalations),
+        (None, 2),
+        "the deadline is gone, the escalations stay on the record"
+    );
+    // A new review starts with none.
+    r.apply(&review(None), 400);
+    assert_eq!((r.review_until_ms, r.escalations), (None, 0));
 }
 
 #[test]

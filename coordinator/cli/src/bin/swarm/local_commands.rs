@@ -317,8 +317,9 @@ pub(crate) struct ServeArgs {
     /// The data directory holding the event log (default: swarm.toml's, else swarm-data).
     #[arg(long, env = "SWARM_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// A `swarm.toml` whose model agents, hooks and limits are used [default: ./swarm.toml,
-    /// when it exists].
+    /// A `swarm.toml` [default: ./swarm.toml, when it exists]: its model agents are
+    /// registered, its hooks served, its limits kept, and escalated reviews announced as its
+    /// `[approvals]` says.
     #[arg(long, env = "SWARM_CONFIG")]
     config: Option<PathBuf>,
     /// Where to listen.
