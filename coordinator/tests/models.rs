@@ -558,3 +558,38 @@ async fn a_stall_keeps_its_partial_output(provider: Provider) {
     sim.shutdown().await.unwrap();
 }
 both_formats!(a_stall_keeps_its_partial_output);
+
+// --- 7. The README's primary and fallback, every other key at its default ----------------------
+
+/// The README's pair: `writer` (declared first) answers 429 to everything, `fallback` answers.
+/// With every other key at its default (breaker, concurrency, the task's retry policy), the
+/// task's retry goes to `fallback` and succeeds: a transient failure moves to another agent
+/// with the capability when one has room.
+async fn the_readme_fallback_takes_a_throttled_primarys_work(provider: Provider) {
+    let sim = sim().await;
+    let (swarm, mut events) = start().await;
+    let writer = register(&swarm, "writer", provider, sim.addr, "sim:429=1", "").await;
+    let fallback = register(&swarm, "fallback", provider, sim.addr, "sim", "").await;
+    let objective = Objective::with_tasks(
+        "write",
+        vec![TaskSpec::new(key("w"), cap("write")).with_input(json!("write"))],
+    );
+    let view = run_to_end(&swarm, objective).await;
+    assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
+    let task = &view.tasks[0];
+    assert_eq!(task.agent, Some(fallback));
+    assert_eq!(task.attempts, 2, "{view:#?}");
+    let started: Vec<AgentId> = recorded(&mut events)
+        .iter()
+        .filter_map(|event| match event {
+            Event::TaskStarted { agent, .. } => Some(*agent),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, [writer, fallback]);
+    assert_eq!(sim.stats().count_status(endpoint(provider), 429), 1);
+    assert_eq!(sim.stats().count_status(endpoint(provider), 200), 1);
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(the_readme_fallback_takes_a_throttled_primarys_work);
