@@ -483,11 +483,10 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
             if let Some(queue) = self.queues.get_mut(capability)
                 && let Some((entry, avoiding)) =
                     head(queue, &mut self.caps, &mut self.parked, tasks)
+                && let Some(lease) = avoiding.select(registry, capability)
             {
-                if let Some(lease) = avoiding.select(registry, capability) {
-                    queue.pop();
-                    return Some((entry.task, lease));
-                }
+                queue.pop();
+                return Some((entry.task, lease));
             }
             self.kicks.pop();
         }
