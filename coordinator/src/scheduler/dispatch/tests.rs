@@ -96,6 +96,7 @@ impl World {
             upstream: Default::default(),
             idle_timeout: None,
             hard_timeout: None,
+            priority: node.priority,
         };
         let agent = lease.agent;
         self.dispatch.assigned(
@@ -405,11 +406,19 @@ fn a_retry_after_a_retryable_failure_prefers_another_agent_and_comes_back_only_w
     if let Some(node) = w.tasks.get_mut(TaskId(1)) {
         node.prefer_not = Some(failing);
     }
-    assert_eq!(w.place(1), Some(other), "another agent has room: it goes there");
+    assert_eq!(
+        w.place(1),
+        Some(other),
+        "another agent has room: it goes there"
+    );
     // `other` is full now: the agent it failed on takes the next one back.
     w.task(2, objective, "write", 0, false);
     if let Some(node) = w.tasks.get_mut(TaskId(2)) {
         node.prefer_not = Some(failing);
     }
-    assert_eq!(w.place(2), Some(failing), "no other has room: it comes back");
+    assert_eq!(
+        w.place(2),
+        Some(failing),
+        "no other has room: it comes back"
+    );
 }
