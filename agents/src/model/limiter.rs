@@ -1,5 +1,5 @@
-//! A model agent's rate limiter: requests per minute, tokens per minute, and the pauses the
-//! model's server asks for.
+//! A model agent's rate limiter, or a provider account's, shared by every agent on it:
+//! requests per minute, tokens per minute, and the pauses the model's server asks for.
 //!
 //! # The quota and its bound
 //! Each quota of `q` per minute is a sliding-window log: it remembers the grants of the last

@@ -118,7 +118,7 @@ pub(super) async fn register(
         })?;
     }
     // An agent that cannot be built is `Error::InvalidAgent`: 422 `invalid-agent`.
-    let (registration, factory, _) = config.build()?;
+    let (registration, factory, _) = state.config.models.build_agent(&config)?;
     // Its own fields, as read: a restart builds it again from them.
     let declared = serde_json::to_value(&config).map_err(|e| {
         Problem::new(

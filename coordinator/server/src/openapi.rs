@@ -60,6 +60,7 @@ const BEARER: &str = "bearer";
         super::agents::list,
         super::agents::register,
         super::agents::deregister,
+        super::accounts::list,
         super::schedules::create,
         super::schedules::list,
         super::schedules::delete,
