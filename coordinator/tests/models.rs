@@ -828,3 +828,45 @@ async fn an_agent_out_of_quota_falls_back_to_another_account(provider: Provider)
     sim.shutdown().await.unwrap();
 }
 both_formats!(an_agent_out_of_quota_falls_back_to_another_account);
+
+/// An account of one request a minute, saturated by a low-priority objective's three tasks:
+/// the first is granted at once, the other two wait for the quota. A high-priority objective
+/// submitted then gets the quota first: its two tasks are granted before the low ones left
+/// waiting.
+async fn a_saturated_account_serves_higher_priority_tasks_first(provider: Provider) {
+    let sim = sim().await;
+    let (swarm, mut events) = start().await;
+    let file = format!(
+        "[[accounts]]\nname = \"key\"\nprovider = \"{}\"\nbase_url = \"http://{{addr}}/v1\"\nrpm = 1\n\
+         [[agents]]\nname = \"a\"\naccount = \"key\"\nmodel = \"sim\"\n\
+         capabilities = [\"write\"]\nconcurrency = 8\n",
+        provider_name(provider)
+    );
+    register_file(&swarm, &file, sim.addr).await;
+    let low = swarm.submit(writes(3, 1)).await.unwrap();
+    events
+        .until(
+            "the first low-priority task",
+            |event| matches!(event, Event::TaskSucceeded { objective, .. } if *objective == low),
+        )
+        .await;
+    let mut urgent = writes(2, 1);
+    urgent.priority = 5;
+    let high = swarm.submit(urgent).await.unwrap();
+    for id in [low, high] {
+        let view = swarm.wait(id, OBJECTIVE_PATIENCE).await.unwrap();
+        assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
+    }
+    let order: Vec<&str> = recorded(&mut events)
+        .iter()
+        .filter_map(|event| match event {
+            Event::TaskSucceeded { objective, .. } if *objective == low => Some("low"),
+            Event::TaskSucceeded { objective, .. } if *objective == high => Some("high"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["low", "high", "high", "low", "low"]);
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(a_saturated_account_serves_higher_priority_tasks_first);
