@@ -870,3 +870,34 @@ async fn a_saturated_account_serves_higher_priority_tasks_first(provider: Provid
     sim.shutdown().await.unwrap();
 }
 both_formats!(a_saturated_account_serves_higher_priority_tasks_first);
+
+/// Two agents on one account whose breaker opens at the first failure: the failing agent's
+/// 500 opens it, and the other agent, never called, goes down with it.
+async fn an_open_account_breaker_takes_every_agent_on_it_down(provider: Provider) {
+    let sim = sim().await;
+    let (swarm, mut events) = start().await;
+    let file = format!(
+        "[[accounts]]\nname = \"key\"\nprovider = \"{}\"\nbase_url = \"http://{{addr}}/v1\"\n\
+         breaker = {{ consecutive_failures = 1, cool_down = \"1h\" }}\n\
+         [[agents]]\nname = \"failing\"\naccount = \"key\"\nmodel = \"sim:fail=500\"\n\
+         capabilities = [\"write\"]\n\
+         [[agents]]\nname = \"idle\"\naccount = \"key\"\nmodel = \"sim\"\n\
+         capabilities = [\"other\"]\n",
+        provider_name(provider)
+    );
+    let agents = register_file(&swarm, &file, sim.addr).await;
+    let view = run_to_end(&swarm, writes(1, 1)).await;
+    assert_eq!(view.status, ObjectiveStatus::Failed);
+    let (log, down) = log_after_down(&mut events, agents[1], "the idle agent to go down").await;
+    match &log[down] {
+        Event::AgentHealthChanged { reason, .. } => {
+            assert!(reason.contains("circuit open"), "{reason}");
+        }
+        other => unreachable!("{other:?}"),
+    }
+    assert!(log.iter().any(|event| is_down(event, agents[0])));
+    assert_eq!(sim.stats().total(), 1, "the idle agent made no call");
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(an_open_account_breaker_takes_every_agent_on_it_down);

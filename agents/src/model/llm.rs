@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use eventsource_stream::Eventsource as _;
@@ -118,6 +119,8 @@ struct Inner {
     /// Where calls go, in order, while this agent cannot take them now.
     fallbacks: Vec<LlmAgent>,
     health: watch::Sender<HealthReport>,
+    /// Set once a task follows the account's breaker for this agent's health.
+    following: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for LlmAgent {
@@ -174,6 +177,7 @@ impl LlmAgent {
                 account,
                 fallbacks: Vec::new(),
                 health,
+                following: Arc::new(AtomicBool::new(false)),
             }),
         })
     }
@@ -278,6 +282,26 @@ impl LlmAgent {
         self.report(health, reason);
     }
 
+    /// On an account, another agent's call may open or close the breaker this agent shares:
+    /// a task follows its transitions and publishes each as this agent's health, so every
+    /// agent on the account goes down together, not one declined attempt at a time. The task
+    /// holds the agent weakly and ends with it.
+    fn follow_account_breaker(&self) {
+        if self.inner.account.is_none() || self.inner.following.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut transitions = self.inner.breaker.subscribe();
+        let agent = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while transitions.changed().await.is_ok() {
+                let Some(inner) = agent.upgrade() else {
+                    break;
+                };
+                LlmAgent { inner }.publish_breaker("the account's circuit opened");
+            }
+        });
+    }
+
     fn report(&self, health: Health, reason: String) {
         self.inner.health.send_if_modified(|current| {
             if current.health == health {
@@ -298,9 +322,11 @@ impl LlmAgent {
                 Admission::Go(permit) => return Ok(permit),
                 Admission::Wait(wait) => {
                     if let BreakerState::Open { .. } = self.inner.breaker.state() {
-                        // The call that opened it published it; on a shared account's breaker,
-                        // that may have been another agent's call.
-                        self.publish_breaker("the account's circuit is open");
+                        // The call that opened it published it, and on an account so did the
+                        // follower; this covers an agent whose health nobody follows yet.
+                        if self.inner.health.borrow().health == Health::Up {
+                            self.publish_breaker("the account's circuit is open");
+                        }
                         return Err(failure(
                             FailureKind::Declined,
                             format!(
@@ -707,6 +733,7 @@ impl Agent for LlmAgent {
     }
 
     fn health(&self) -> Option<HealthFeed> {
+        self.follow_account_breaker();
         Some(self.inner.health.subscribe())
     }
 
