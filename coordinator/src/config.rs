@@ -328,8 +328,10 @@ pub struct AgentConfig {
     /// down) or its quota is spent or paused. Each is the name of an `[[agents]]` entry
     /// declared before it in the file (its model, on its breaker and quota) or a model name
     /// (on this agent's API and key, with a breaker like this agent's own, and its account's
-    /// quota, or without an account quotas like this agent's, counted apart). While its
-    /// breaker is open and a fallback's is not, it stays in service (degraded).
+    /// quota, or without an account quotas like this agent's, counted apart). The call runs in
+    /// this agent's slot (a fallback agent lends its model, breaker and quota, not its
+    /// concurrency). While its breaker is open and a fallback's is not, it stays in service
+    /// (degraded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<String>,
 }

@@ -166,15 +166,6 @@ impl ModelAgents {
         registration.description = config.description.clone();
         Ok((registration, AgentFactory::shared(agent.clone()), agent))
     }
-
-    /// The names of the agents built from the file on `account`.
-    pub fn agents_on(&self, account: &str) -> Vec<String> {
-        self.agents
-            .iter()
-            .filter(|(_, agent)| agent.account().is_some_and(|a| a.name() == account))
-            .map(|(name, _)| name.clone())
-            .collect()
-    }
 }
 
 fn breaker_config(section: &BreakerSection) -> BreakerConfig {

@@ -194,8 +194,10 @@ impl LlmAgent {
 
     /// This agent with `fallbacks`: agents whose model, breaker and limiter take a call, the
     /// first in order that can take it at once, when this agent cannot (its breaker is open,
-    /// or its quota is spent or paused). A fallback's own fallbacks are not followed. Call it
-    /// before the agent is shared: its clones made before do not get the fallbacks.
+    /// or its quota is spent or paused). The call runs in this agent's slot: a fallback that is
+    /// a registered agent too lends its model, breaker and quota, not its concurrency. A
+    /// fallback's own fallbacks are not followed. Call it before the agent is shared: its
+    /// clones made before do not get the fallbacks.
     pub fn with_fallbacks(self, fallbacks: Vec<LlmAgent>) -> Self {
         let inner = Arc::unwrap_or_clone(self.inner);
         Self {
@@ -634,8 +636,7 @@ impl LlmAgent {
             Ok(prompt) => prompt,
             Err(message) => return failure(FailureKind::Permanent, message, None, None),
         };
-        let ctx = ctx.clone();
-        let permit = match self.admit(&ctx).await {
+        let permit = match self.admit(ctx).await {
             Ok(permit) => permit,
             Err(declined) => return declined,
         };
@@ -644,20 +645,20 @@ impl LlmAgent {
         // granted call goes out at once (the quota's bound is on when calls are sent).
         let _room = match self.inner.account.as_ref().and_then(Account::calls) {
             // The account never closes its semaphore, so `acquire_owned` never fails.
-            Some(calls) => with_heartbeats(&ctx, Arc::clone(calls).acquire_owned())
+            Some(calls) => with_heartbeats(ctx, Arc::clone(calls).acquire_owned())
                 .await
                 .ok(),
             None => None,
         };
         let grant =
-            with_heartbeats(&ctx, self.inner.limiter.acquire_for(tokens, task.priority)).await;
+            with_heartbeats(ctx, self.inner.limiter.acquire_for(tokens, task.priority)).await;
         ctx.heartbeat();
         // The task's timeouts run inside the breaker's permit, so a stalled or slow call counts
         // as the failure it is (the agent actor's own watch has the same deadlines and is the
         // safety net).
         let outcome = watch_attempt(
-            self.call(task, &prompt, &ctx),
-            &ctx,
+            self.call(task, &prompt, ctx),
+            ctx,
             task.idle_timeout.or(self.inner.spec.idle_timeout),
             task.hard_timeout.or(self.inner.spec.hard_timeout),
         )
