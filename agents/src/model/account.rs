@@ -10,7 +10,10 @@
 //! (calls in flight at once over all its agents).
 //!
 //! Calls wait for the account's quota in one line ordered by their task's priority (see
-//! [`crate::model::limiter`]). An account is built once and cloned into each of its agents;
+//! [`crate::model::limiter`]). The scheduler knows nothing of accounts, so a call waiting for
+//! the quota holds its agent's slot meanwhile: an agent on a saturated account looks busy, not
+//! empty, and its waiting tasks are not handed to agents on other accounts (an agent's
+//! `fallbacks` can take them). An account is built once and cloned into each of its agents;
 //! clones share everything.
 
 use std::num::NonZeroU32;
