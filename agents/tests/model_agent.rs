@@ -134,6 +134,7 @@ fn task(input: Value) -> Task {
         upstream: BTreeMap::new(),
         idle_timeout: None,
         hard_timeout: None,
+        priority: 0,
     }
 }
 
@@ -725,7 +726,10 @@ fn estimated_tokens(provider: Provider, body: &Value) -> u64 {
     bytes.div_ceil(4) as u64 + body["max_tokens"].as_u64().unwrap()
 }
 
-/// With a token quota, the sum of (prompt estimate + max_tokens) per minute stays within it.
+/// With a token quota, the tokens the provider reported using per minute stay within it: each
+/// call is charged its estimate (prompt estimate + max_tokens) when it goes out, and corrected
+/// by the usage reported when it ends, so the quota lets through more calls than the estimates
+/// alone would, and never more tokens than it allows.
 async fn tokens_per_minute_hold_at_the_server(provider: Provider) {
     const QUOTA: u64 = 2_000;
     let sim = sim(SimConfig::default()).await;
@@ -744,29 +748,49 @@ async fn tokens_per_minute_hold_at_the_server(provider: Provider) {
     let mut calls = JoinSet::new();
     for i in 0..40 {
         let agent = agent.clone();
-        // Prompts of 4 to 400 bytes: calls weigh from about 100 to 200 tokens.
+        // Prompts of 4 to 400 bytes, each a different length: calls are estimated at about
+        // 100 to 200 tokens, and use the prompt and two more.
         let prompt = "word ".repeat(1 + (i * 37) % 80);
-        calls.spawn(async move { run(&agent, task(json!(prompt))).await });
+        calls.spawn(async move {
+            let (_, usage) = success(run(&agent, task(json!(prompt.clone()))).await);
+            let usage = usage.expect("the sim reports usage");
+            (prompt, usage.input_tokens + usage.output_tokens)
+        });
     }
-    while let Some(outcome) = calls.join_next().await {
-        success(outcome.unwrap());
+    let mut used = std::collections::HashMap::new();
+    while let Some(call) = calls.join_next().await {
+        let (prompt, tokens) = call.unwrap();
+        used.insert(prompt, tokens);
     }
     let arrivals = tap.arrivals();
     assert_eq!(arrivals.len(), 40);
-    let total: u64 = arrivals
+    let prompt_of = |a: &Arrival| {
+        let messages = a.body["messages"].as_array().unwrap();
+        let last = messages.last().unwrap()["content"].as_str().unwrap();
+        used[last]
+    };
+    let estimated: u64 = arrivals
         .iter()
         .map(|a| estimated_tokens(provider, &a.body))
         .sum();
     assert!(
-        total > 3 * QUOTA,
-        "the test needs several minutes of quota: {total}"
+        estimated > 3 * QUOTA,
+        "the test needs several minutes of estimated quota: {estimated}"
     );
-    let heaviest = heaviest_minute(&arrivals, |a| estimated_tokens(provider, &a.body));
+    let heaviest = heaviest_minute(&arrivals, prompt_of);
     assert!(
         heaviest <= QUOTA,
         "one minute carried {heaviest} tokens, quota {QUOTA}"
     );
-    assert_eq!(agent.limiter().stats().tokens_granted, total);
+    // The corrections let more through than the estimates alone would have.
+    let heaviest_estimate = heaviest_minute(&arrivals, |a| estimated_tokens(provider, &a.body));
+    assert!(heaviest_estimate > QUOTA, "{heaviest_estimate}");
+    let stats = agent.limiter().stats();
+    assert_eq!(stats.tokens_granted, estimated);
+    assert_eq!(
+        stats.tokens_granted - stats.tokens_refunded + stats.tokens_over,
+        used.values().sum::<u64>()
+    );
     sim.shutdown().await.unwrap();
 }
 both_formats!(tokens_per_minute_hold_at_the_server);

@@ -53,6 +53,7 @@ fn task(input: Value) -> Task {
         upstream: BTreeMap::new(),
         idle_timeout: None,
         hard_timeout: None,
+        priority: 0,
     }
 }
 

@@ -27,6 +27,22 @@
 //! idle_timeout = "30s"                # for tasks that set none
 //! hard_timeout = "5m"
 //! breaker = { consecutive_failures = 5, cool_down = "30s" }
+//! fallbacks = ["gpt-4o-mini-2024-07-18"]   # agents or models, while this one is down or out of quota
+//!
+//! [[accounts]]                        # one API key and its limits, shared by the agents on it
+//! name = "anthropic-main"
+//! provider = "anthropic"
+//! base_url = "https://api.anthropic.com/v1"
+//! api_key_env = "ANTHROPIC_API_KEY"
+//! rpm = 50
+//! tpm = 40000                         # estimates corrected by the usage the provider reports
+//! concurrency = 8                     # calls in flight at once, over all its agents
+//!
+//! [[agents]]
+//! name = "writer"
+//! account = "anthropic-main"          # provider, base_url and the key come from the account;
+//! model = "claude-sonnet-4-5"         # rpm, tpm and breaker are the account's
+//! capabilities = ["write"]
 //!
 //! [server]                            # the API's limits; every key optional
 //! client_requests_per_second = 100
@@ -74,6 +90,9 @@ pub struct Config {
     /// The event log.
     #[serde(default)]
     pub store: StoreSection,
+    /// Provider accounts the model agents share.
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
     /// Model agents.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
@@ -353,17 +372,25 @@ impl Default for StoreSection {
 pub struct AgentConfig {
     /// Unique name.
     pub name: String,
-    /// The API it speaks.
-    #[schema(value_type = ProviderSchema)]
-    pub provider: Provider,
-    /// The API's base URL: OpenAI-compatible, up to the path before `/chat/completions`
-    /// (`https://api.openai.com/v1`); Anthropic, with or without `/v1`.
-    pub base_url: String,
+    /// The API it speaks (taken from its account if it names one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<ProviderSchema>)]
+    pub provider: Option<Provider>,
+    /// The API's base URL (taken from its account if it names one): OpenAI-compatible, up to
+    /// the path before `/chat/completions` (`https://api.openai.com/v1`); Anthropic, with or
+    /// without `/v1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
     /// The model.
     pub model: String,
-    /// The environment variable holding the API key (none: the API takes no key).
+    /// The environment variable holding the API key (none: the API takes no key, or its
+    /// account names the variable).
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// The `[[accounts]]` entry whose quotas, breaker and concurrency it shares with the other
+    /// agents on that account; its own `rpm`, `tpm` and `breaker` must then be left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
     /// What it can do.
     pub capabilities: Vec<Capability>,
     /// What it is good at, in a sentence: the planner's prompt lists each capability with the
@@ -420,6 +447,16 @@ pub struct AgentConfig {
     /// Circuit breaker thresholds.
     #[serde(default)]
     pub breaker: BreakerSection,
+    /// Where its calls go, in order, while it cannot take them: its breaker is open (it is
+    /// down) or its quota is spent or paused. Each is the name of an `[[agents]]` entry
+    /// declared before it in the file (its model, on its breaker and quota) or a model name
+    /// (on this agent's API and key, with a breaker like this agent's own, and its account's
+    /// quota, or without an account quotas like this agent's, counted apart). The call runs in
+    /// this agent's slot (a fallback agent lends its model, breaker and quota, not its
+    /// concurrency). While its breaker is open and a fallback's is not, it stays in service
+    /// (degraded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<String>,
 }
 
 /// `headers = { ... }` of an agent: header names and where each value comes from.
@@ -491,7 +528,72 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
-/// `breaker = { ... }` of an agent.
+/// `[[accounts]]`: one provider account, that is one API key and the limits the provider
+/// enforces on it. Every agent that names it (`account = "..."`) shares its quotas (a 429 to
+/// any of them pauses them all), its circuit breaker and its concurrency limit.
+/// ```toml
+/// [[accounts]]
+/// name = "openai-main"
+/// provider = "openai"
+/// base_url = "https://api.openai.com/v1"
+/// api_key_env = "OPENAI_API_KEY"
+/// rpm = 500
+/// tpm = 200000
+/// concurrency = 16                    # calls in flight at once, over all its agents
+/// breaker = { consecutive_failures = 5, cool_down = "30s" }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Unique name, which agents give as their `account`.
+    pub name: String,
+    /// The API its agents speak.
+    #[schema(value_type = ProviderSchema)]
+    pub provider: Provider,
+    /// The API's base URL.
+    pub base_url: String,
+    /// The environment variable holding the API key (none: the API takes no key).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Requests per minute, over all its agents.
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    pub rpm: Option<NonZeroU32>,
+    /// Tokens per minute, over all its agents (each call charged with an estimate, corrected
+    /// by the usage the provider reports).
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    pub tpm: Option<NonZeroU32>,
+    /// Calls in flight at once, over all its agents (none: only each agent's own limit).
+    #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1)]
+    pub concurrency: Option<NonZeroU32>,
+    /// Circuit breaker thresholds, for the account as a whole.
+    #[serde(default)]
+    pub breaker: BreakerSection,
+}
+
+impl AccountConfig {
+    fn check(&self) -> Result<(), (String, String)> {
+        let fail = |field: &str, message: String| Err((field.to_owned(), message));
+        if self.name.trim().is_empty() {
+            return fail("name", "must not be empty".into());
+        }
+        if !is_http_url(&self.base_url) {
+            return fail(
+                "base_url",
+                format!("`{}` is not an http(s) URL", self.base_url),
+            );
+        }
+        self.breaker.check()
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
+/// `breaker = { ... }` of an agent or an account.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerSection {
@@ -560,58 +662,149 @@ impl Default for BreakerSection {
     }
 }
 
-impl AgentConfig {
-    /// Checks the fields the types do not: a name, at least one capability, an http(s)
-    /// `base_url`, `max_tokens`, the breaker's thresholds, `max_tokens_field` against the
-    /// provider, the extra headers' names, and the durations (see
-    /// [`AgentConfig::check_bounds`]); the error names the field.
-    pub fn check(&self) -> Result<(), OutOfBounds> {
-        let invalid = |field: &str, message: String| OutOfBounds {
-            field: field.to_owned(),
-            message,
-        };
-        if self.name.trim().is_empty() {
-            return Err(invalid("name", "must not be empty".into()));
+impl BreakerSection {
+    fn check(&self) -> Result<(), (String, String)> {
+        for (field, duration) in [
+            ("breaker.window", self.window),
+            ("breaker.cool_down", self.cool_down),
+        ] {
+            check_duration(field, duration).map_err(|e| (e.field.to_string(), e.message))?;
         }
-        if self.capabilities.is_empty() {
-            return Err(invalid("capabilities", "list at least one".into()));
-        }
-        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
-            return Err(invalid(
-                "base_url",
-                format!("`{}` is not an http(s) URL", self.base_url),
-            ));
-        }
-        self.check_bounds()?;
-        if self.max_tokens == 0 {
-            return Err(invalid("max_tokens", "must be at least 1".into()));
-        }
-        if let Some(rate) = self.breaker.failure_rate
+        if let Some(rate) = self.failure_rate
             && !(rate > 0.0 && rate <= 1.0)
         {
-            return Err(invalid(
-                "breaker.failure_rate",
+            return Err((
+                "breaker.failure_rate".into(),
                 format!("{rate} is not in (0, 1]"),
             ));
         }
-        if self.breaker.consecutive_failures == 0 && self.breaker.failure_rate.is_none() {
-            return Err(invalid(
-                "breaker.consecutive_failures",
+        if self.consecutive_failures == 0 && self.failure_rate.is_none() {
+            return Err((
+                "breaker.consecutive_failures".into(),
                 "must be at least 1 (or set failure_rate)".into(),
             ));
         }
-        if self.provider == Provider::Anthropic
+        Ok(())
+    }
+}
+
+/// Where a model agent's calls go: its API, base URL and key variable, from its own fields or
+/// its account's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    /// The API.
+    pub provider: Provider,
+    /// The base URL.
+    pub base_url: String,
+    /// The key's variable.
+    pub api_key_env: Option<String>,
+}
+
+impl AgentConfig {
+    /// Checks the fields the types do not (a name, at least one capability, an http(s)
+    /// `base_url`, `max_tokens`, the breaker's thresholds, `max_tokens_field` against the
+    /// provider, the extra headers' names, the durations) and the agent against the accounts
+    /// it may name; the error is the field at fault and why. Its account must be one of `accounts`, and then gives what the agent leaves out of
+    /// `provider`, `base_url` and `api_key_env` (what it gives must match), and its quotas and
+    /// breaker are the account's (the agent's own `rpm`, `tpm` and `breaker` must be left out).
+    pub fn check(&self, accounts: &[AccountConfig]) -> Result<Endpoint, (String, String)> {
+        let fail = |field: &str, message: String| Err((field.to_owned(), message));
+        if self.name.trim().is_empty() {
+            return fail("name", "must not be empty".into());
+        }
+        if self.capabilities.is_empty() {
+            return fail("capabilities", "list at least one".into());
+        }
+        self.check_bounds()
+            .map_err(|e| (e.field.to_string(), e.message))?;
+        if self.max_tokens == 0 {
+            return fail("max_tokens", "must be at least 1".into());
+        }
+        self.breaker.check()?;
+        if self.fallbacks.iter().any(|f| f.trim().is_empty()) {
+            return fail("fallbacks", "a fallback's name must not be empty".into());
+        }
+        let endpoint = match &self.account {
+            None => Endpoint {
+                provider: match self.provider {
+                    Some(provider) => provider,
+                    None => return fail("provider", "required (or name an account)".into()),
+                },
+                base_url: match &self.base_url {
+                    Some(url) => url.clone(),
+                    None => return fail("base_url", "required (or name an account)".into()),
+                },
+                api_key_env: self.api_key_env.clone(),
+            },
+            Some(name) => {
+                let Some(account) = accounts.iter().find(|a| a.name == *name) else {
+                    return fail("account", format!("no account is named `{name}`"));
+                };
+                if self.rpm.is_some() || self.tpm.is_some() {
+                    return fail(
+                        if self.rpm.is_some() { "rpm" } else { "tpm" },
+                        format!("the quotas are account `{name}`'s; leave this out"),
+                    );
+                }
+                if self.breaker != BreakerSection::default() {
+                    return fail(
+                        "breaker",
+                        format!("the breaker is account `{name}`'s; leave this out"),
+                    );
+                }
+                let differs = |field: &str, mine: String, theirs: String| {
+                    fail(
+                        field,
+                        format!("`{mine}` differs from account `{name}`'s `{theirs}`"),
+                    )
+                };
+                if let Some(provider) = self.provider
+                    && provider != account.provider
+                {
+                    return differs(
+                        "provider",
+                        format!("{provider:?}"),
+                        format!("{:?}", account.provider),
+                    );
+                }
+                if let Some(url) = &self.base_url
+                    && *url != account.base_url
+                {
+                    return differs("base_url", url.clone(), account.base_url.clone());
+                }
+                if let (Some(mine), Some(theirs)) = (&self.api_key_env, &account.api_key_env)
+                    && mine != theirs
+                {
+                    return differs("api_key_env", mine.clone(), theirs.clone());
+                }
+                Endpoint {
+                    provider: account.provider,
+                    base_url: account.base_url.clone(),
+                    api_key_env: self
+                        .api_key_env
+                        .clone()
+                        .or_else(|| account.api_key_env.clone()),
+                }
+            }
+        };
+        if !is_http_url(&endpoint.base_url) {
+            return fail(
+                "base_url",
+                format!("`{}` is not an http(s) URL", endpoint.base_url),
+            );
+        }
+        if endpoint.provider == Provider::Anthropic
             && self.max_tokens_field == MaxTokensField::MaxCompletionTokens
         {
-            return Err(invalid(
+            return fail(
                 "max_tokens_field",
                 "the Anthropic Messages API takes `max_tokens` only".into(),
-            ));
+            );
         }
-        self.headers
-            .check()
-            .map_err(|message| invalid("headers", message))?;
-        Ok(())
+        if let Err(message) = self.headers.check() {
+            return fail("headers", message);
+        }
+        Ok(endpoint)
     }
 
     /// Checks the agent's durations against [`swarm_protocol::bounds::DURATION_MAX`]; the
@@ -675,14 +868,40 @@ impl Config {
             }
         }
         let mut names = std::collections::BTreeSet::new();
+        for (i, account) in self.accounts.iter().enumerate() {
+            let at = format!("accounts[{i}] (`{}`)", account.name);
+            account
+                .check()
+                .map_err(|(field, message)| format!("{at}.{field}: {message}"))?;
+            if !names.insert(account.name.as_str()) {
+                return Err(format!("{at}.name: another account has this name"));
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
         for (i, agent) in self.agents.iter().enumerate() {
             let at = format!("agents[{i}] (`{}`)", agent.name);
             if !names.insert(agent.name.as_str()) {
                 return Err(format!("{at}.name: another agent has this name"));
             }
             agent
-                .check()
-                .map_err(|e| format!("{at}.{}: {}", e.field, e.message))?;
+                .check(&self.accounts)
+                .map_err(|(field, message)| format!("{at}.{field}: {message}"))?;
+        }
+        for (i, agent) in self.agents.iter().enumerate() {
+            let at = format!("agents[{i}] (`{}`).fallbacks", agent.name);
+            if let Some(own) = agent.fallbacks.iter().find(|f| **f == agent.name) {
+                return Err(format!("{at}: `{own}` is the agent itself"));
+            }
+            // A name not of an agent before it is a model's, so a later agent is a mistake.
+            if let Some(later) = agent
+                .fallbacks
+                .iter()
+                .find(|f| self.agents[i + 1..].iter().any(|a| a.name == **f))
+            {
+                return Err(format!(
+                    "{at}: `{later}` is declared after this agent; declare it before"
+                ));
+            }
         }
         Ok(())
     }
@@ -815,7 +1034,7 @@ description = "Writes and reviews."
         assert_eq!(a.breaker.consecutive_failures, 3);
         assert_eq!(a.breaker.cool_down, Duration::from_secs(10));
         assert_eq!(a.concurrency.get(), 8);
-        assert_eq!(config.agents[1].provider, Provider::Anthropic);
+        assert_eq!(config.agents[1].provider, Some(Provider::Anthropic));
         assert!(config.agents[1].stream);
     }
 
@@ -961,6 +1180,115 @@ description = "Writes and reviews."
         let err = Config::parse(&bad).unwrap_err();
         assert!(
             err.contains("agents[0]") && err.contains("base_url"),
+            "{err}"
+        );
+    }
+
+    const ACCOUNTS: &str = r#"
+[[accounts]]
+name = "main"
+provider = "openai"
+base_url = "http://127.0.0.1:1/v1"
+api_key_env = "SWARM_TEST_KEY"
+rpm = 100
+tpm = 50000
+concurrency = 4
+
+[[agents]]
+name = "fast"
+account = "main"
+model = "small"
+capabilities = ["write"]
+fallbacks = ["smaller-model"]
+
+[[agents]]
+name = "careful"
+account = "main"
+model = "big"
+capabilities = ["write"]
+fallbacks = ["fast"]
+"#;
+
+    #[test]
+    fn agents_on_an_account_take_its_endpoint_and_leave_its_limits_to_it() {
+        let config = Config::parse(ACCOUNTS).unwrap();
+        let account = &config.accounts[0];
+        assert_eq!(account.rpm.map(NonZeroU32::get), Some(100));
+        assert_eq!(account.concurrency.map(NonZeroU32::get), Some(4));
+        let endpoint = config.agents[0].check(&config.accounts).unwrap();
+        assert_eq!(
+            endpoint,
+            Endpoint {
+                provider: Provider::Openai,
+                base_url: "http://127.0.0.1:1/v1".into(),
+                api_key_env: Some("SWARM_TEST_KEY".into()),
+            }
+        );
+        assert_eq!(config.agents[1].fallbacks, ["fast"]);
+        // What the log keeps of an agent on an account: its own fields only.
+        let fields = serde_json::to_value(&config.agents[0]).unwrap();
+        assert_eq!(fields["account"], "main");
+        assert!(fields.get("provider").is_none(), "{fields}");
+        assert_eq!(
+            serde_json::from_value::<AgentConfig>(fields).unwrap(),
+            config.agents[0]
+        );
+    }
+
+    #[test]
+    fn account_mistakes_name_the_entry_and_key() {
+        for (from, to, expected) in [
+            (
+                "account = \"main\"\nmodel = \"small\"",
+                "account = \"other\"\nmodel = \"small\"",
+                "agents[0] (`fast`).account: no account is named `other`",
+            ),
+            (
+                "account = \"main\"\nmodel = \"big\"",
+                "account = \"main\"\nmodel = \"big\"\nrpm = 5",
+                "agents[1] (`careful`).rpm: the quotas are account `main`'s",
+            ),
+            (
+                "account = \"main\"\nmodel = \"big\"",
+                "account = \"main\"\nmodel = \"big\"\nbreaker = { consecutive_failures = 2 }",
+                "agents[1] (`careful`).breaker: the breaker is account `main`'s",
+            ),
+            (
+                "account = \"main\"\nmodel = \"big\"",
+                "account = \"main\"\nmodel = \"big\"\nbase_url = \"http://elsewhere/v1\"",
+                "agents[1] (`careful`).base_url: `http://elsewhere/v1` differs",
+            ),
+            (
+                "account = \"main\"\nmodel = \"big\"",
+                "model = \"big\"",
+                "agents[1] (`careful`).provider: required (or name an account)",
+            ),
+            (
+                "fallbacks = [\"fast\"]",
+                "fallbacks = [\"careful\"]",
+                "agents[1] (`careful`).fallbacks: `careful` is the agent itself",
+            ),
+            (
+                "fallbacks = [\"smaller-model\"]",
+                "fallbacks = [\"careful\"]",
+                "agents[0] (`fast`).fallbacks: `careful` is declared after this agent",
+            ),
+            (
+                "rpm = 100",
+                "rpm = 100\nbreaker = { consecutive_failures = 0 }",
+                "accounts[0] (`main`).breaker.consecutive_failures",
+            ),
+        ] {
+            assert!(ACCOUNTS.contains(from), "{from}");
+            let err = Config::parse(&ACCOUNTS.replacen(from, to, 1)).unwrap_err();
+            assert!(err.contains(expected), "{err}\nexpected: {expected}");
+        }
+        let twice = format!(
+            "{ACCOUNTS}\n[[accounts]]\nname = \"main\"\nprovider = \"openai\"\nbase_url = \"http://x/v1\"\n"
+        );
+        let err = Config::parse(&twice).unwrap_err();
+        assert!(
+            err.contains("accounts[1] (`main`).name: another account has this name"),
             "{err}"
         );
     }

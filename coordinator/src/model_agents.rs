@@ -1,6 +1,8 @@
-//! A model agent built from its configuration (a `[[agents]]` entry of `swarm.toml`, or the
-//! body of `POST /v1/agents`): its API key read from the environment, its circuit breaker and
-//! rate limiter on the workspace's clock, its model spec, and its registration.
+//! Model agents built from their configuration (`[[accounts]]` and `[[agents]]` of
+//! `swarm.toml`, or the body of `POST /v1/agents`): the provider accounts, each built once and
+//! shared by the agents that name it; each agent's API key read from the environment, its
+//! circuit breaker and rate limiter (its own, or its account's) on the workspace's clock, its
+//! fallbacks, its model spec, and its registration.
 //!
 //! [`crate::config`] holds the configuration as data; building it lives here, so reading the
 //! file needs nothing of the model gateway. This module is behind the `model-agents` feature
@@ -12,82 +14,186 @@ use std::sync::Arc;
 
 use swarm_agents::AgentFactory;
 use swarm_agents::clock::TokioClock;
+use swarm_agents::model::account::Account;
 use swarm_agents::model::breaker::{BreakerConfig, ConsecutiveBreaker, FailureRate};
 use swarm_agents::model::limiter::{RateLimiter, RateLimits};
 use swarm_agents::model::provider::Extras;
 use swarm_agents::model::{ApiKey, LlmAgent, ModelSpec};
 
-use crate::config::{AgentConfig, HeaderSource, Headers};
+use crate::config::{AccountConfig, AgentConfig, BreakerSection, Config, HeaderSource, Headers};
 use crate::{Error, Registration};
 
-impl AgentConfig {
-    /// Builds the agent: its API key from the environment (an error names the variable, never
-    /// a value), its breaker, its limiter, and the registration. The factory hands out one
-    /// shared instance, so breaker state and quota survive restarts of its actor.
-    pub fn build(&self) -> Result<(Registration, AgentFactory, LlmAgent), Error> {
-        self.check_bounds().map_err(|e| Error::InvalidAgent {
-            agent: self.name.clone(),
-            message: e.to_string(),
-        })?;
-        let api_key = match &self.api_key_env {
-            Some(var) => Some(
-                ApiKey::from_env(var).map_err(|message| Error::InvalidAgent {
-                    agent: self.name.clone(),
-                    message,
-                })?,
-            ),
+/// One built agent: what registers it, the factory handing out its one shared instance (so
+/// breaker state and quota survive restarts of its actor), and the agent.
+pub type BuiltAgent = (Registration, AgentFactory, LlmAgent);
+
+/// The provider accounts of a `swarm.toml` and the model agents built from its `[[agents]]`,
+/// by name: what an agent registered later (through the API) may name as its `account` or its
+/// `fallbacks`. Clones share the accounts.
+#[derive(Debug, Clone, Default)]
+pub struct ModelAgents {
+    accounts: BTreeMap<String, (AccountConfig, Account)>,
+    agents: BTreeMap<String, LlmAgent>,
+}
+
+impl ModelAgents {
+    /// Builds every account of `config`, then every agent in the file's order (a fallback
+    /// names an agent declared before it, or a model). Returns the agents to register.
+    pub fn build(config: &Config) -> Result<(Self, Vec<BuiltAgent>), Error> {
+        let mut built = Self::default();
+        let clock = TokioClock::new();
+        for account in &config.accounts {
+            let shared = Account::new(
+                account.name.clone(),
+                RateLimits {
+                    requests_per_minute: account.rpm,
+                    tokens_per_minute: account.tpm,
+                },
+                breaker_config(&account.breaker),
+                account.concurrency,
+                clock,
+            );
+            built
+                .accounts
+                .insert(account.name.clone(), (account.clone(), shared));
+        }
+        let mut agents = Vec::with_capacity(config.agents.len());
+        for agent in &config.agents {
+            let (registration, factory, model) = built.build_agent(agent)?;
+            built.agents.insert(agent.name.clone(), model.clone());
+            agents.push((registration, factory, model));
+        }
+        Ok((built, agents))
+    }
+
+    /// The accounts, by name, with their configuration.
+    pub fn accounts(&self) -> impl Iterator<Item = (&AccountConfig, &Account)> {
+        self.accounts
+            .values()
+            .map(|(config, account)| (config, account))
+    }
+
+    /// The account named `name`.
+    pub fn account(&self, name: &str) -> Option<&Account> {
+        self.accounts.get(name).map(|(_, account)| account)
+    }
+
+    /// Builds one agent: its account (one of these), its API key from the environment (an
+    /// error names the variable, never a value), its breaker and limiter (its account's, or
+    /// its own), its fallbacks (agents of the file, or models), and the registration.
+    pub fn build_agent(&self, config: &AgentConfig) -> Result<BuiltAgent, Error> {
+        let invalid = |message: String| Error::InvalidAgent {
+            agent: config.name.clone(),
+            message,
+        };
+        let account_configs: Vec<AccountConfig> =
+            self.accounts.values().map(|(c, _)| c.clone()).collect();
+        let endpoint = config
+            .check(&account_configs)
+            .map_err(|(field, message)| invalid(format!("{field}: {message}")))?;
+        let api_key = match &endpoint.api_key_env {
+            Some(var) => Some(ApiKey::from_env(var).map_err(invalid)?),
             None => None,
         };
-        let mut spec = ModelSpec::new(self.provider, self.base_url.clone(), self.model.clone());
+        let mut spec = ModelSpec::new(endpoint.provider, endpoint.base_url, config.model.clone());
         spec.api_key = api_key;
-        spec.system_prompt = self.system_prompt.clone();
-        spec.max_tokens = self.max_tokens;
-        spec.max_tokens_field = self.max_tokens_field;
-        spec.extras = self.extras().map_err(|message| Error::InvalidAgent {
-            agent: self.name.clone(),
+        spec.system_prompt = config.system_prompt.clone();
+        spec.max_tokens = config.max_tokens;
+        spec.max_tokens_field = config.max_tokens_field;
+        spec.extras = config.extras().map_err(|message| Error::InvalidAgent {
+            agent: config.name.clone(),
             message,
         })?;
-        spec.temperature = self.temperature;
-        spec.stream = self.stream;
-        spec.idle_timeout = self.idle_timeout;
-        spec.hard_timeout = self.hard_timeout;
+        spec.temperature = config.temperature;
+        spec.stream = config.stream;
+        spec.idle_timeout = config.idle_timeout;
+        spec.hard_timeout = config.hard_timeout;
         let clock = TokioClock::new();
-        let breaker = ConsecutiveBreaker::new(
-            BreakerConfig {
-                consecutive_failures: self.breaker.consecutive_failures,
-                failure_rate: self.breaker.failure_rate.map(|threshold| FailureRate {
-                    threshold,
-                    min_calls: self.breaker.min_calls,
-                    window: self.breaker.window,
-                }),
-                cool_down: self.breaker.cool_down,
-                ..BreakerConfig::default()
-            },
-            clock,
-        );
-        let limiter = RateLimiter::new(
-            RateLimits {
-                requests_per_minute: self.rpm,
-                tokens_per_minute: self.tpm,
-            },
-            clock,
-        );
-        let agent =
-            LlmAgent::new(spec, Arc::new(breaker), limiter).map_err(|e| Error::InvalidAgent {
-                agent: self.name.clone(),
-                message: e.to_string(),
-            })?;
+        let agent = match config
+            .account
+            .as_deref()
+            .and_then(|name| self.account(name))
+        {
+            Some(account) => LlmAgent::on_account(spec, account),
+            None => LlmAgent::new(
+                spec,
+                Arc::new(ConsecutiveBreaker::new(
+                    breaker_config(&config.breaker),
+                    clock,
+                )),
+                RateLimiter::new(
+                    RateLimits {
+                        requests_per_minute: config.rpm,
+                        tokens_per_minute: config.tpm,
+                    },
+                    clock,
+                ),
+            ),
+        }
+        .map_err(invalid)?;
+        let agent = if config.fallbacks.is_empty() {
+            agent
+        } else {
+            let mut fallbacks = Vec::with_capacity(config.fallbacks.len());
+            for name in &config.fallbacks {
+                let fallback = match self.agents.get(name) {
+                    Some(other) => other.clone(),
+                    // Not an agent of the file: a model on this agent's API and key, with a
+                    // breaker of its own, on its account's quota, or else on quotas like the
+                    // agent's own, counted apart (a provider's limits are per model).
+                    None => agent
+                        .for_model(
+                            name,
+                            Arc::new(ConsecutiveBreaker::new(
+                                breaker_config(&config.breaker),
+                                clock,
+                            )),
+                            config.account.is_none().then(|| {
+                                RateLimiter::new(
+                                    RateLimits {
+                                        requests_per_minute: config.rpm,
+                                        tokens_per_minute: config.tpm,
+                                    },
+                                    clock,
+                                )
+                            }),
+                        )
+                        .map_err(invalid)?,
+                };
+                fallbacks.push(fallback);
+            }
+            agent.with_fallbacks(fallbacks)
+        };
         let mut registration = Registration::new(
-            self.name.clone(),
-            self.capabilities.clone(),
-            self.concurrency.get(),
+            config.name.clone(),
+            config.capabilities.clone(),
+            config.concurrency.get(),
         );
-        registration.description = self.description.clone();
+        registration.description = config.description.clone();
         Ok((registration, AgentFactory::shared(agent.clone()), agent))
     }
 }
 
+fn breaker_config(section: &BreakerSection) -> BreakerConfig {
+    BreakerConfig {
+        consecutive_failures: section.consecutive_failures,
+        failure_rate: section.failure_rate.map(|threshold| FailureRate {
+            threshold,
+            min_calls: section.min_calls,
+            window: section.window,
+        }),
+        cool_down: section.cool_down,
+        ..BreakerConfig::default()
+    }
+}
+
 impl AgentConfig {
+    /// Builds the agent alone: it may name no account, and its fallbacks are models. See
+    /// [`ModelAgents::build_agent`].
+    pub fn build(&self) -> Result<BuiltAgent, Error> {
+        ModelAgents::default().build_agent(self)
+    }
+
     /// The headers and query parameters added to every request ([`extras`]).
     pub fn extras(&self) -> Result<Extras, String> {
         extras(&self.headers, &self.query)

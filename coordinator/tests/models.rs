@@ -22,6 +22,7 @@ use swarm_agents::model::provider::Provider;
 use swarm_agents::sim::{Endpoint, SimConfig, SimHandle, SimServer};
 use swarm_coordinator::Swarm;
 use swarm_coordinator::config::Config;
+use swarm_coordinator::model_agents::ModelAgents;
 use swarm_protocol::{
     AgentId, Event, FailureKind, Health, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView,
     RetryPolicy, TaskSpec, TaskStatus,
@@ -126,6 +127,46 @@ async fn register(
         .await
         .unwrap()
         .id
+}
+
+/// Registers the agents of a `swarm.toml` text (with its `[[accounts]]`), where `{addr}`
+/// stands for `addr`; returns their ids in the file's order.
+async fn register_file(swarm: &Swarm, text: &str, addr: SocketAddr) -> Vec<AgentId> {
+    let config = Config::parse(&text.replace("{addr}", &addr.to_string())).unwrap();
+    let (_models, agents) = ModelAgents::build(&config).unwrap();
+    let mut ids = Vec::new();
+    for (registration, factory, _) in agents {
+        ids.push(
+            swarm
+                .register_agent(registration, factory)
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    ids
+}
+
+fn provider_name(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Openai => "openai",
+        Provider::Anthropic => "anthropic",
+    }
+}
+
+/// The most arrivals in any closed 60-second window.
+fn busiest_minute(arrivals: &[Instant]) -> usize {
+    let mut arrivals = arrivals.to_vec();
+    arrivals.sort();
+    (0..arrivals.len())
+        .map(|i| {
+            arrivals[i..]
+                .iter()
+                .take_while(|at| **at - arrivals[i] <= Duration::from_secs(60))
+                .count()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// `count` independent `write` tasks, each retried up to `max_attempts` times.
@@ -558,3 +599,305 @@ async fn a_stall_keeps_its_partial_output(provider: Provider) {
     sim.shutdown().await.unwrap();
 }
 both_formats!(a_stall_keeps_its_partial_output);
+
+// --- 7. The README's primary and fallback, every other key at its default ----------------------
+
+/// The README's pair: `writer` (declared first) answers 429 to everything, `fallback` answers.
+/// With every other key at its default (breaker, concurrency, the task's retry policy), the
+/// task's retry goes to `fallback` and succeeds: a transient failure moves to another agent
+/// with the capability when one has room.
+async fn the_readme_fallback_takes_a_throttled_primarys_work(provider: Provider) {
+    let sim = sim().await;
+    let (swarm, mut events) = start().await;
+    let writer = register(&swarm, "writer", provider, sim.addr, "sim:429=1", "").await;
+    let fallback = register(&swarm, "fallback", provider, sim.addr, "sim", "").await;
+    let objective = Objective::with_tasks(
+        "write",
+        vec![TaskSpec::new(key("w"), cap("write")).with_input(json!("write"))],
+    );
+    let view = run_to_end(&swarm, objective).await;
+    assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
+    let task = &view.tasks[0];
+    assert_eq!(task.agent, Some(fallback));
+    assert_eq!(task.attempts, 2, "{view:#?}");
+    let started: Vec<AgentId> = recorded(&mut events)
+        .iter()
+        .filter_map(|event| match event {
+            Event::TaskStarted { agent, .. } => Some(*agent),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, [writer, fallback]);
+    assert_eq!(sim.stats().count_status(endpoint(provider), 429), 1);
+    assert_eq!(sim.stats().count_status(endpoint(provider), 200), 1);
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(the_readme_fallback_takes_a_throttled_primarys_work);
+
+// --- 8. Provider accounts: agents on one key share its quota, its pauses and its usage --------
+
+/// Eight agents on one account of 60 requests a minute, with room for 32 calls at once between
+/// them: 200 tasks never put more than 60 requests in any 60-second window at the server,
+/// whichever agents made them, and several agents did make them.
+async fn many_agents_on_one_account_keep_its_quota(provider: Provider) {
+    let sim = sim().await;
+    let tap = Tap::start(sim.addr).await;
+    let (swarm, mut events) = start().await;
+    let mut file = format!(
+        "[[accounts]]\nname = \"key\"\nprovider = \"{}\"\nbase_url = \"http://{{addr}}/v1\"\n\
+         rpm = 60\n",
+        provider_name(provider)
+    );
+    for i in 0..8 {
+        file.push_str(&format!(
+            "[[agents]]\nname = \"a{i}\"\naccount = \"key\"\nmodel = \"sim:tokens=2\"\n\
+             capabilities = [\"write\"]\nconcurrency = 4\n"
+        ));
+    }
+    let agents = register_file(&swarm, &file, tap.addr).await;
+    let started = Instant::now();
+    let view = run_to_end(&swarm, writes(200, 1)).await;
+    assert_eq!(view.status, ObjectiveStatus::Succeeded);
+    let arrivals = tap.arrivals();
+    assert_eq!(arrivals.len(), 200);
+    assert_eq!(busiest_minute(&arrivals), 60);
+    let last = arrivals.iter().max().unwrap();
+    let span = *last - started;
+    assert!(
+        span > Duration::from_secs(180) && span < Duration::from_secs(181),
+        "{span:?}"
+    );
+    let used: std::collections::BTreeSet<AgentId> = recorded(&mut events)
+        .iter()
+        .filter_map(|event| match event {
+            Event::TaskSucceeded { agent, .. } => Some(*agent),
+            _ => None,
+        })
+        .collect();
+    assert!(used.len() > 1, "only {used:?} of {agents:?} ran tasks");
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(many_agents_on_one_account_keep_its_quota);
+
+/// Two agents on one account; the first answers 429 with `Retry-After: 5` once. The task's
+/// retry goes to the second agent, and still reaches the server no sooner than 5 s after the
+/// 429: the pause was the account's, not only the agent's.
+async fn a_429_to_one_agent_pauses_its_whole_account(provider: Provider) {
+    let sim = sim().await;
+    let tap = Tap::start(sim.addr).await;
+    let (swarm, _events) = start().await;
+    let file = format!(
+        "[[accounts]]\nname = \"key\"\nprovider = \"{}\"\nbase_url = \"http://{{addr}}/v1\"\n\
+         [[agents]]\nname = \"throttled\"\naccount = \"key\"\nmodel = \"sim:429=5x1\"\n\
+         capabilities = [\"write\"]\n\
+         [[agents]]\nname = \"other\"\naccount = \"key\"\nmodel = \"sim\"\n\
+         capabilities = [\"write\"]\n",
+        provider_name(provider)
+    );
+    let agents = register_file(&swarm, &file, tap.addr).await;
+    let view = run_to_end(&swarm, writes(1, 3)).await;
+    assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
+    assert_eq!(view.tasks[0].attempts, 2);
+    assert_eq!(view.tasks[0].agent, Some(agents[1]));
+    let arrivals = tap.arrivals();
+    assert_eq!(arrivals.len(), 2);
+    let gap = arrivals[1] - arrivals[0];
+    assert!(
+        gap >= Duration::from_secs(5),
+        "the other agent's call reached the server {gap:?} after the 429"
+    );
+    assert_eq!(sim.stats().count_status(endpoint(provider), 429), 1);
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(a_429_to_one_agent_pauses_its_whole_account);
+
+/// An account of 2,100 tokens a minute, and calls estimated at over 1,024 tokens each (the
+/// most they may generate) that use a few dozen: with the reported usage correcting each
+/// estimate, ten calls in a row all go out within the first minute (charged by their
+/// estimates alone, two would).
+async fn reported_usage_gives_unused_tokens_back(provider: Provider) {
+    let sim = sim().await;
+    let tap = Tap::start(sim.addr).await;
+    let (swarm, _events) = start().await;
+    let file = format!(
+        "[[accounts]]\nname = \"key\"\nprovider = \"{}\"\nbase_url = \"http://{{addr}}/v1\"\n\
+         tpm = 2100\n\
+         [[agents]]\nname = \"a\"\naccount = \"key\"\nmodel = \"sim:tokens=3\"\n\
+         capabilities = [\"write\"]\nconcurrency = 1\n",
+        provider_name(provider)
+    );
+    register_file(&swarm, &file, tap.addr).await;
+    let started = Instant::now();
+    let view = run_to_end(&swarm, writes(10, 1)).await;
+    assert_eq!(view.status, ObjectiveStatus::Succeeded);
+    let arrivals = tap.arrivals();
+    assert_eq!(arrivals.len(), 10);
+    let span = *arrivals.iter().max().unwrap() - started;
+    assert!(span < Duration::from_secs(60), "{span:?}");
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(reported_usage_gives_unused_tokens_back);
+
+// --- 9. An agent's own fallbacks ---------------------------------------------------------------
+
+/// The seeds' case: one agent whose primary model is down (500s; a breaker of one failure and
+/// an hour's cool-down) and a cheaper model as its fallback. The first attempt fails on the
+/// primary, which opens its breaker; the agent stays in service (degraded, not down), and the
+/// retry is answered by the fallback model at once.
+async fn a_primary_model_that_is_down_falls_back_to_a_cheaper_one(provider: Provider) {
+    let sim = sim().await;
+    let (swarm, mut events) = start().await;
+    let agent = register(
+        &swarm,
+        "writer",
+        provider,
+        sim.addr,
+        "sim:fail=500",
+        "breaker = { consecutive_failures = 1, cool_down = \"1h\" }\n\
+         fallbacks = [\"sim:tokens=2\"]",
+    )
+    .await;
+    let started = Instant::now();
+    let view = run_to_end(&swarm, writes(1, 3)).await;
+    assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
+    assert_eq!(view.tasks[0].attempts, 2);
+    assert_eq!(view.tasks[0].agent, Some(agent));
+    assert!(
+        Instant::now() - started < Duration::from_secs(60),
+        "the retry waited for the primary's cool-down"
+    );
+    assert_eq!(sim.stats().count_status(endpoint(provider), 500), 1);
+    assert_eq!(sim.stats().count_status(endpoint(provider), 200), 1);
+    let log = recorded(&mut events);
+    assert!(
+        !log.iter().any(|event| is_down(event, agent)),
+        "the agent went down although its fallback could answer"
+    );
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(a_primary_model_that_is_down_falls_back_to_a_cheaper_one);
+
+/// An agent on an account of one request a minute names as its fallback an agent on another
+/// account (which offers another capability, so the scheduler never picks it itself). Three
+/// tasks in a chain: the first spends the primary's quota, the next two go to the fallback at
+/// once instead of waiting a minute each.
+async fn an_agent_out_of_quota_falls_back_to_another_account(provider: Provider) {
+    let sim = sim().await;
+    let tap = Tap::start(sim.addr).await;
+    let (swarm, _events) = start().await;
+    let kind = provider_name(provider);
+    let file = format!(
+        "[[accounts]]\nname = \"small\"\nprovider = \"{kind}\"\nbase_url = \"http://{{addr}}/v1\"\nrpm = 1\n\
+         [[accounts]]\nname = \"spare\"\nprovider = \"{kind}\"\nbase_url = \"http://{{addr}}/v1\"\n\
+         [[agents]]\nname = \"backup\"\naccount = \"spare\"\nmodel = \"sim\"\n\
+         capabilities = [\"spare\"]\n\
+         [[agents]]\nname = \"primary\"\naccount = \"small\"\nmodel = \"sim\"\n\
+         capabilities = [\"write\"]\nfallbacks = [\"backup\"]\n"
+    );
+    let agents = register_file(&swarm, &file, tap.addr).await;
+    let chain = (0..3)
+        .map(|i| {
+            let mut spec = TaskSpec::new(key(&format!("w{i}")), cap("write"))
+                .with_input(json!(format!("write {i}")));
+            if i > 0 {
+                spec.depends_on = vec![key(&format!("w{}", i - 1))];
+            }
+            spec
+        })
+        .collect();
+    let started = Instant::now();
+    let view = run_to_end(&swarm, Objective::with_tasks("chain", chain)).await;
+    assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
+    for task in &view.tasks {
+        assert_eq!(
+            task.agent,
+            Some(agents[1]),
+            "not on the agent the scheduler chose"
+        );
+        assert_eq!(task.attempts, 1);
+    }
+    assert_eq!(tap.arrivals().len(), 3);
+    let span = Instant::now() - started;
+    assert!(span < Duration::from_secs(60), "{span:?}");
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(an_agent_out_of_quota_falls_back_to_another_account);
+
+/// An account of one request a minute, saturated by a low-priority objective's three tasks:
+/// the first is granted at once, the other two wait for the quota. A high-priority objective
+/// submitted then gets the quota first: its two tasks are granted before the low ones left
+/// waiting.
+async fn a_saturated_account_serves_higher_priority_tasks_first(provider: Provider) {
+    let sim = sim().await;
+    let (swarm, mut events) = start().await;
+    let file = format!(
+        "[[accounts]]\nname = \"key\"\nprovider = \"{}\"\nbase_url = \"http://{{addr}}/v1\"\nrpm = 1\n\
+         [[agents]]\nname = \"a\"\naccount = \"key\"\nmodel = \"sim\"\n\
+         capabilities = [\"write\"]\nconcurrency = 8\n",
+        provider_name(provider)
+    );
+    register_file(&swarm, &file, sim.addr).await;
+    let low = swarm.submit(writes(3, 1)).await.unwrap();
+    events
+        .until(
+            "the first low-priority task",
+            |event| matches!(event, Event::TaskSucceeded { objective, .. } if *objective == low),
+        )
+        .await;
+    let mut urgent = writes(2, 1);
+    urgent.priority = 5;
+    let high = swarm.submit(urgent).await.unwrap();
+    for id in [low, high] {
+        let view = swarm.wait(id, OBJECTIVE_PATIENCE).await.unwrap();
+        assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
+    }
+    let order: Vec<&str> = recorded(&mut events)
+        .iter()
+        .filter_map(|event| match event {
+            Event::TaskSucceeded { objective, .. } if *objective == low => Some("low"),
+            Event::TaskSucceeded { objective, .. } if *objective == high => Some("high"),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["low", "high", "high", "low", "low"]);
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(a_saturated_account_serves_higher_priority_tasks_first);
+
+/// Two agents on one account whose breaker opens at the first failure: the failing agent's
+/// 500 opens it, and the other agent, never called, goes down with it.
+async fn an_open_account_breaker_takes_every_agent_on_it_down(provider: Provider) {
+    let sim = sim().await;
+    let (swarm, mut events) = start().await;
+    let file = format!(
+        "[[accounts]]\nname = \"key\"\nprovider = \"{}\"\nbase_url = \"http://{{addr}}/v1\"\n\
+         breaker = {{ consecutive_failures = 1, cool_down = \"1h\" }}\n\
+         [[agents]]\nname = \"failing\"\naccount = \"key\"\nmodel = \"sim:fail=500\"\n\
+         capabilities = [\"write\"]\n\
+         [[agents]]\nname = \"idle\"\naccount = \"key\"\nmodel = \"sim\"\n\
+         capabilities = [\"other\"]\n",
+        provider_name(provider)
+    );
+    let agents = register_file(&swarm, &file, sim.addr).await;
+    let view = run_to_end(&swarm, writes(1, 1)).await;
+    assert_eq!(view.status, ObjectiveStatus::Failed);
+    let (log, down) = log_after_down(&mut events, agents[1], "the idle agent to go down").await;
+    match &log[down] {
+        Event::AgentHealthChanged { reason, .. } => {
+            assert!(reason.contains("circuit open"), "{reason}");
+        }
+        other => unreachable!("{other:?}"),
+    }
+    assert!(log.iter().any(|event| is_down(event, agents[0])));
+    assert_eq!(sim.stats().total(), 1, "the idle agent made no call");
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(an_open_account_breaker_takes_every_agent_on_it_down);

@@ -140,6 +140,7 @@ mod tests {
                 .collect(),
             idle_timeout: None,
             hard_timeout: None,
+            priority: 0,
         }
     }
 

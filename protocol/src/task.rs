@@ -638,6 +638,14 @@ pub struct Task {
         skip_serializing_if = "Option::is_none"
     )]
     pub hard_timeout: Option<Duration>,
+    /// Its objective's priority (higher first): where a model agent's calls wait for a shared
+    /// account's quota, higher-priority tasks get it first.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub priority: i32,
+}
+
+fn is_zero(priority: &i32) -> bool {
+    *priority == 0
 }
 
 impl Task {

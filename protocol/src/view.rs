@@ -290,6 +290,9 @@ pub struct AgentStatus {
     /// Its rate limiter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limiter: Option<LimiterStatus>,
+    /// The provider account whose breaker and limiter it shares (those shown above), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// Where an agent's circuit breaker stands.
@@ -338,7 +341,8 @@ pub struct LimiterStatus {
 pub struct QuotaUse {
     /// The quota, per minute.
     pub per_minute: u32,
-    /// Granted within the last 60 seconds (never above `per_minute`).
+    /// Used within the last 60 seconds: granted, corrected by the usage the provider reported
+    /// (above `per_minute` only by what calls used beyond their estimates).
     pub used: u64,
 }
 

@@ -122,6 +122,7 @@ fn assignment_with_timeouts(
             upstream: Default::default(),
             idle_timeout,
             hard_timeout,
+            priority: 0,
         },
         ready_at: std::time::Instant::now(),
     }

@@ -1,5 +1,5 @@
-//! A model agent's rate limiter: requests per minute, tokens per minute, and the pauses the
-//! model's server asks for.
+//! A model agent's rate limiter, or a provider account's, shared by every agent on it:
+//! requests per minute, tokens per minute, and the pauses the model's server asks for.
 //!
 //! # The quota and its bound
 //! Each quota of `q` per minute is a sliding-window log: it remembers the grants of the last
@@ -34,22 +34,38 @@
 //! `until_ready` also sleeps on `futures_timer`, which paused tokio time does not move. The log
 //! keeps the exact quota without wasting it, in a few lines, on [`TokioClock`].
 //!
-//! # Order and cancellation
-//! Callers are served in arrival order (a fair tokio mutex is the queue), so a large call is
-//! not starved by small ones behind it. Nothing is charged until an `acquire` returns, so a
-//! cancelled `acquire` costs no quota.
+//! # Usage correction
+//! A call is charged before it is sent, with an estimate (the prompt's size and the most tokens
+//! it may generate). [`RateLimiter::settle`] corrects the charge with the usage the provider
+//! reported: tokens not used go back to the window at the instant they were charged (so the
+//! bound above still holds: a window only ever loses weight), and tokens used beyond the
+//! estimate are charged at once. An overage is charged whatever the window holds (the provider
+//! counted those tokens already), so only an estimate that was too low can push a window past
+//! the quota, by that call's overage; the calls after it wait for it. A refund is lost if its
+//! grant was merged away (see above): stricter, never looser.
 //!
-//! The logs themselves sit behind a plain mutex held only for the few steps of a check or a
+//! # Order, priority and cancellation
+//! Callers wait in one line, higher priority first ([`RateLimiter::acquire_for`]; equal
+//! priorities in arrival order), and only the head of the line may be granted, so a large call
+//! is not starved by small ones behind it, and when the quota is short a high-priority call
+//! gets it first. A caller that joins ahead of a sleeping head becomes the head at once. Every
+//! change of the line, of the pause or of the window (a refund) wakes the waiters, which look
+//! again; the line is at most the calls of the agents sharing the limiter, so this costs a few
+//! wake-ups per grant. Nothing is charged until an acquire returns, and a cancelled acquire
+//! leaves the line, so it costs no quota and holds nobody up.
+//!
+//! The line and the logs sit behind a plain mutex held only for the few steps of a check or a
 //! charge, never across a wait, so [`RateLimiter::stats`] can read what the last minute used
-//! while callers wait at the head of the queue.
+//! while callers wait.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use http::HeaderMap;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock::TokioClock;
@@ -93,8 +109,12 @@ pub struct LimiterStats {
     pub limits: RateLimits,
     /// Acquires granted.
     pub requests_granted: u64,
-    /// Tokens asked for by the granted acquires.
+    /// Tokens asked for by the granted acquires (the estimates).
     pub tokens_granted: u64,
+    /// Tokens given back by [`RateLimiter::settle`]: estimated, not used.
+    pub tokens_refunded: u64,
+    /// Tokens charged by [`RateLimiter::settle`] beyond the estimates.
+    pub tokens_over: u64,
     /// Requests granted within the last 60 seconds (`None` without a request quota, whose
     /// window is not kept).
     pub requests_in_window: Option<u64>,
@@ -112,17 +132,26 @@ pub struct LimiterStats {
     pub waiting: usize,
 }
 
-/// One agent's rate limiter. Share it (in an `Arc`) among all the agent's calls.
+/// A granted acquire: how long it waited, and what it charged, for [`RateLimiter::settle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    /// How long it waited.
+    pub waited: Waited,
+    /// The tokens it was charged (the estimate it asked for).
+    pub tokens: u32,
+    at: Instant,
+}
+
+/// A rate limiter: one agent's, or one provider account's, shared by every agent on it. Share
+/// it (in an `Arc`) among all the calls it limits.
 #[derive(Debug)]
 pub struct RateLimiter {
     limits: RateLimits,
     clock: TokioClock,
-    /// Held by the caller at the head of the queue while it waits, so the mutex's fairness is
-    /// the queue's order.
-    queue: tokio::sync::Mutex<()>,
-    /// The quotas' logs, pauses and counters; never held across a wait.
+    /// The line, the quotas' logs, pauses and counters; never held across a wait.
     shared: Mutex<Shared>,
-    waiting: AtomicUsize,
+    /// Told whenever the line, the pause or a window changes: waiters look again.
+    changed: Notify,
 }
 
 impl RateLimiter {
@@ -131,20 +160,23 @@ impl RateLimiter {
         Self {
             limits,
             clock,
-            queue: tokio::sync::Mutex::new(()),
             shared: Mutex::new(Shared {
                 quotas: Quotas {
                     requests: limits.requests_per_minute.map(Window::per_minute),
                     tokens: limits.tokens_per_minute.map(Window::per_minute),
                 },
+                line: BTreeSet::new(),
+                next_place: 0,
                 paused_until: None,
                 throttled_in_a_row: 0,
                 requests_granted: 0,
                 tokens_granted: 0,
+                tokens_refunded: 0,
+                tokens_over: 0,
                 waits: 0,
                 waited_total: Duration::ZERO,
             }),
-            waiting: AtomicUsize::new(0),
+            changed: Notify::new(),
         }
     }
 
@@ -152,30 +184,47 @@ impl RateLimiter {
     /// the request quota, and with `tokens` within the token quota (more tokens than the whole
     /// quota count as the whole quota). Returns how long it waited.
     pub async fn acquire(&self, tokens: u32) -> Waited {
+        self.acquire_for(tokens, 0).await.waited
+    }
+
+    /// [`RateLimiter::acquire`] at `priority`: waiting callers of higher priority are granted
+    /// first. Returns the grant, for [`RateLimiter::settle`].
+    pub async fn acquire_for(&self, tokens: u32, priority: i32) -> Grant {
         let started = self.clock.now();
-        let _waiting = Queued::enter(&self.waiting);
-        // A free queue has nobody waiting for it (tokio hands a released lock straight to the
-        // first waiter), so trying first does not jump the queue; it only tells whether this
-        // call had to queue. Elapsed time alone would count every call as a wait on a real
-        // clock.
-        let (_head, mut waited_at_all) = match self.queue.try_lock() {
-            Ok(head) => (head, false),
-            Err(_) => (self.queue.lock().await, true),
+        let place = {
+            let mut shared = self.lock();
+            let place = (Reverse(priority), shared.next_place);
+            shared.next_place += 1;
+            shared.line.insert(place);
+            place
         };
+        let mut in_line = InLine {
+            limiter: self,
+            place: Some(place),
+        };
+        let mut waited_at_all = false;
         let mut server_pause = Duration::ZERO;
         loop {
+            // Registered before the look, so a change made after it wakes this caller.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let now = self.clock.now();
             // Decided under the guard, which ends with this block: it must not live across
-            // the sleep.
+            // the wait.
             let wake = {
                 let mut shared = self.lock();
-                if let Some(until) = shared.paused_until.filter(|until| *until > now) {
-                    Wake::PauseOver(until)
+                // The quota first: `server_pause` is the wait a pause adds to the quota's.
+                if shared.line.first() != Some(&place) {
+                    Wake::Turn
                 } else {
-                    match shared.quotas.ready_at(tokens, now) {
-                        Some(at) if at > now => Wake::QuotaFree(at),
+                    let paused = shared.paused_until.filter(|until| *until > now);
+                    match (shared.quotas.ready_at(tokens, now), paused) {
+                        (Some(at), _) if at > now => Wake::QuotaFree(at),
+                        (_, Some(until)) => Wake::PauseOver(until),
                         _ => {
                             shared.quotas.charge(tokens, now);
+                            shared.line.remove(&place);
                             let waited = Waited {
                                 total: now - started,
                                 server_pause,
@@ -186,27 +235,87 @@ impl RateLimiter {
                                 shared.waits += 1;
                             }
                             shared.waited_total += waited.total;
-                            return waited;
+                            drop(shared);
+                            in_line.place = None;
+                            // The next in line is the head now.
+                            self.changed.notify_waiters();
+                            return Grant {
+                                waited,
+                                tokens,
+                                at: now,
+                            };
                         }
                     }
                 }
             };
             waited_at_all = true;
             match wake {
+                Wake::Turn => changed.await,
                 Wake::PauseOver(until) => {
-                    self.clock.sleep_until(until).await;
+                    tokio::select! {
+                        () = self.clock.sleep_until(until) => {}
+                        () = &mut changed => {}
+                    }
                     server_pause += self.clock.now() - now;
                 }
-                Wake::QuotaFree(at) => self.clock.sleep_until(at).await,
+                Wake::QuotaFree(at) => {
+                    tokio::select! {
+                        () = self.clock.sleep_until(at) => {}
+                        () = &mut changed => {}
+                    }
+                }
             }
         }
+    }
+
+    /// True if an acquire of `tokens` made now would be granted at once: nobody waits, no
+    /// pause runs, and the quotas have room. (Another caller may take the room first.)
+    pub fn ready_now(&self, tokens: u32) -> bool {
+        let now = self.clock.now();
+        let mut shared = self.lock();
+        shared.line.is_empty()
+            && shared.paused_until.is_none_or(|until| until <= now)
+            && shared
+                .quotas
+                .ready_at(tokens, now)
+                .is_none_or(|at| at <= now)
+    }
+
+    /// Corrects a grant's charge with the tokens the call really used (prompt and completion,
+    /// as the provider reported them): unused tokens go back to the window where they were
+    /// charged, tokens beyond the estimate are charged now. See the module docs.
+    pub fn settle(&self, grant: &Grant, used_tokens: u64) {
+        let now = self.clock.now();
+        let used = u32::try_from(used_tokens).unwrap_or(u32::MAX);
+        {
+            let mut shared = self.lock();
+            if used < grant.tokens {
+                let unused = grant.tokens - used;
+                shared.tokens_refunded += u64::from(unused);
+                if let Some(window) = &mut shared.quotas.tokens {
+                    window.refund(grant.at, grant.tokens, used, now);
+                }
+            } else if used > grant.tokens {
+                let over = used - grant.tokens;
+                shared.tokens_over += u64::from(over);
+                if let Some(window) = &mut shared.quotas.tokens {
+                    window.charge(over, now);
+                }
+            } else {
+                return;
+            }
+        }
+        self.changed.notify_waiters();
     }
 
     /// Holds every acquire until `until` (the server said to wait). An earlier pause than the
     /// one already set changes nothing.
     pub fn pause_until(&self, until: Instant) {
-        let mut shared = self.lock();
-        shared.paused_until = Some(shared.paused_until.map_or(until, |old| old.max(until)));
+        {
+            let mut shared = self.lock();
+            shared.paused_until = Some(shared.paused_until.map_or(until, |old| old.max(until)));
+        }
+        self.changed.notify_waiters();
     }
 
     /// Reads a model server's answer for rate-limit signals and pauses the limiter for the
@@ -265,12 +374,14 @@ impl RateLimiter {
             limits: self.limits,
             requests_granted: shared.requests_granted,
             tokens_granted: shared.tokens_granted,
+            tokens_refunded: shared.tokens_refunded,
+            tokens_over: shared.tokens_over,
             requests_in_window,
             tokens_in_window,
             waits: shared.waits,
             waited_total: shared.waited_total,
             paused_until: shared.paused_until.filter(|until| *until > now),
-            waiting: self.waiting.load(Ordering::Relaxed),
+            waiting: shared.line.len(),
         }
     }
 
@@ -459,6 +570,25 @@ impl Window {
         None
     }
 
+    /// Gives back what a grant at `at`, charged for `estimated`, did not use of it (`used`).
+    /// The grant's weight in the log is `estimated` clamped to the quota; only grants at `at`
+    /// itself give weight back (any of them: they leave the window together).
+    fn refund(&mut self, at: Instant, estimated: u32, used: u32, now: Instant) {
+        self.forget(now);
+        let charged = estimated.min(self.per_minute);
+        let mut unused = charged.saturating_sub(used);
+        let from = self.grants.partition_point(|(when, _)| *when < at);
+        for (when, weight) in self.grants.range_mut(from..) {
+            if *when != at || unused == 0 {
+                break;
+            }
+            let back = unused.min(*weight);
+            *weight -= back;
+            unused -= back;
+            self.total -= u64::from(back);
+        }
+    }
+
     fn charge(&mut self, weight: u32, now: Instant) {
         let weight = weight.min(self.per_minute);
         if weight == 0 {
@@ -487,39 +617,49 @@ impl Window {
     }
 }
 
-/// Why the head of the queue sleeps.
+/// Why a caller waits.
 enum Wake {
+    /// Until it is the head of the line.
+    Turn,
     /// Until the server's pause is over.
     PauseOver(Instant),
     /// Until enough grants have left a quota's window.
     QuotaFree(Instant),
 }
 
+/// A caller's place in the line: higher priority first, then arrival order.
+type Place = (Reverse<i32>, u64);
+
 #[derive(Debug)]
 struct Shared {
     quotas: Quotas,
+    /// Callers waiting, in the order they are granted.
+    line: BTreeSet<Place>,
+    next_place: u64,
     paused_until: Option<Instant>,
     /// 429s and 529s in a row, for the pause when they carry no timing headers.
     throttled_in_a_row: u32,
     requests_granted: u64,
     tokens_granted: u64,
+    tokens_refunded: u64,
+    tokens_over: u64,
     waits: u64,
     waited_total: Duration,
 }
 
-/// Counts an acquire as waiting until it returns or is dropped.
-struct Queued<'a>(&'a AtomicUsize);
-
-impl<'a> Queued<'a> {
-    fn enter(waiting: &'a AtomicUsize) -> Self {
-        waiting.fetch_add(1, Ordering::Relaxed);
-        Self(waiting)
-    }
+/// Keeps an acquire's place in the line until it is granted; a cancelled acquire leaves the
+/// line and wakes the others (it may have been the head).
+struct InLine<'a> {
+    limiter: &'a RateLimiter,
+    place: Option<Place>,
 }
 
-impl Drop for Queued<'_> {
+impl Drop for InLine<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        if let Some(place) = self.place.take() {
+            self.limiter.lock().line.remove(&place);
+            self.limiter.changed.notify_waiters();
+        }
     }
 }
 

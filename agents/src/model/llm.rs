@@ -1,23 +1,23 @@
 //! The model agent itself.
 
 use std::fmt;
-use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use serde_json::Value;
-use swarm_protocol::{
-    AgentStatus, BreakerStatus, FailureKind, Health, LimiterStatus, QuotaUse, Task, TaskOutcome,
-};
+use swarm_protocol::{AgentStatus, FailureKind, Health, Task, TaskOutcome};
 use tokio::sync::watch;
 
+use super::account::Account;
 use super::breaker::{self, Admission, Breaker, BreakerState, CallOutcome};
 use super::limiter::RateLimiter;
 use super::provider::{
     self, Extras, MaxTokensField, Message, Prompt, Provider, StreamState, StreamStep, StreamedBody,
 };
+use super::{breaker_status, limiter_status};
 use crate::actor::watch as watch_attempt;
 use crate::agent::{Agent, HealthFeed, HealthReport};
 use crate::context::TaskContext;
@@ -111,17 +111,25 @@ impl ModelSpec {
 
 /// An agent that calls a model API. Clones share the breaker and the limiter, so register it
 /// with `AgentFactory::shared`: a restarted actor keeps the agent's breaker state and quota.
+/// Built on an [`Account`], it shares the account's breaker, limiter and concurrency limit with
+/// every other agent on it.
 #[derive(Clone)]
 pub struct LlmAgent {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     spec: ModelSpec,
     client: reqwest::Client,
     breaker: Arc<dyn Breaker>,
-    limiter: RateLimiter,
+    limiter: Arc<RateLimiter>,
+    account: Option<Account>,
+    /// Where calls go, in order, while this agent cannot take them now.
+    fallbacks: Vec<LlmAgent>,
     health: watch::Sender<HealthReport>,
+    /// Set once a task follows the account's breaker for this agent's health.
+    following: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for LlmAgent {
@@ -134,11 +142,31 @@ impl fmt::Debug for LlmAgent {
 }
 
 impl LlmAgent {
-    /// An agent for `spec` behind `breaker` and `limiter`.
+    /// An agent for `spec` behind its own `breaker` and `limiter`.
     pub fn new(
         spec: ModelSpec,
         breaker: Arc<dyn Breaker>,
         limiter: RateLimiter,
+    ) -> Result<Self, String> {
+        Self::build(spec, breaker, Arc::new(limiter), None)
+    }
+
+    /// An agent for `spec` on `account`: behind the account's breaker, limiter and
+    /// concurrency limit, which it shares with every other agent on the account.
+    pub fn on_account(spec: ModelSpec, account: &Account) -> Result<Self, String> {
+        Self::build(
+            spec,
+            account.breaker(),
+            Arc::clone(account.limiter()),
+            Some(account.clone()),
+        )
+    }
+
+    fn build(
+        spec: ModelSpec,
+        breaker: Arc<dyn Breaker>,
+        limiter: Arc<RateLimiter>,
+        account: Option<Account>,
     ) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .connect_timeout(spec.connect_timeout)
@@ -155,7 +183,10 @@ impl LlmAgent {
                 client,
                 breaker,
                 limiter,
+                account,
+                fallbacks: Vec::new(),
                 health,
+                following: Arc::new(AtomicBool::new(false)),
             }),
         })
     }
@@ -165,9 +196,69 @@ impl LlmAgent {
         &*self.inner.breaker
     }
 
-    /// The agent's rate limiter.
+    /// The agent's rate limiter (its account's, if it has one).
     pub fn limiter(&self) -> &RateLimiter {
         &self.inner.limiter
+    }
+
+    /// This agent with `fallbacks`: agents whose model, breaker and limiter take a call, the
+    /// first in order that can take it at once, when this agent cannot (its breaker is open,
+    /// or its quota is spent or paused). The call runs in this agent's slot: a fallback that is
+    /// a registered agent too lends its model, breaker and quota, not its concurrency. A
+    /// fallback's own fallbacks are not followed. Call it before the agent is shared: its
+    /// clones made before do not get the fallbacks.
+    pub fn with_fallbacks(self, fallbacks: Vec<LlmAgent>) -> Self {
+        let inner = Arc::unwrap_or_clone(self.inner);
+        Self {
+            inner: Arc::new(Inner { fallbacks, ..inner }),
+        }
+    }
+
+    /// The same agent calling `model` instead, a model fallback: its API, key and account,
+    /// with a breaker of its own (a model that is down says nothing of another), and `limiter`
+    /// if given (the model's own quota), else this agent's (an account's quota is the key's,
+    /// whatever the model).
+    pub fn for_model(
+        &self,
+        model: &str,
+        breaker: Arc<dyn Breaker>,
+        limiter: Option<RateLimiter>,
+    ) -> Result<Self, String> {
+        let mut spec = self.inner.spec.clone();
+        spec.model = model.to_owned();
+        let limiter = match limiter {
+            Some(own) => Arc::new(own),
+            None => Arc::clone(&self.inner.limiter),
+        };
+        Self::build(spec, breaker, limiter, self.inner.account.clone())
+    }
+
+    /// Its fallbacks, in order.
+    pub fn fallbacks(&self) -> &[LlmAgent] {
+        &self.inner.fallbacks
+    }
+
+    /// True while its breaker is open.
+    fn is_open(&self) -> bool {
+        matches!(self.inner.breaker.state(), BreakerState::Open { .. })
+    }
+
+    /// True if a call of `tokens` could go out at once: its breaker is not open, its account
+    /// has room, and its limiter would grant it now.
+    fn can_take_now(&self, tokens: u32) -> bool {
+        let closed = !self.is_open();
+        let room = self
+            .inner
+            .account
+            .as_ref()
+            .and_then(Account::calls)
+            .is_none_or(|calls| calls.available_permits() > 0);
+        closed && room && self.inner.limiter.ready_now(tokens)
+    }
+
+    /// The account it shares its breaker and limiter with, if any.
+    pub fn account(&self) -> Option<&Account> {
+        self.inner.account.as_ref()
     }
 
     /// The agent's spec.
@@ -188,10 +279,38 @@ impl LlmAgent {
                     tokio::time::sleep_until(until).await;
                     agent.publish_breaker("cool-down over");
                 });
-                (Health::Down, format!("circuit open: {why}"))
+                if self.inner.fallbacks.iter().any(|f| !f.is_open()) {
+                    // It still takes work: its fallbacks answer for it.
+                    (
+                        Health::Degraded,
+                        format!("circuit open, fallbacks answer: {why}"),
+                    )
+                } else {
+                    (Health::Down, format!("circuit open: {why}"))
+                }
             }
         };
         self.report(health, reason);
+    }
+
+    /// On an account, another agent's call may open or close the breaker this agent shares:
+    /// a task follows its transitions and publishes each as this agent's health, so every
+    /// agent on the account goes down together, not one declined attempt at a time. The task
+    /// holds the agent weakly and ends with it.
+    fn follow_account_breaker(&self) {
+        if self.inner.account.is_none() || self.inner.following.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let mut transitions = self.inner.breaker.subscribe();
+        let agent = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while transitions.changed().await.is_ok() {
+                let Some(inner) = agent.upgrade() else {
+                    break;
+                };
+                LlmAgent { inner }.publish_breaker("the account's circuit opened");
+            }
+        });
     }
 
     fn report(&self, health: Health, reason: String) {
@@ -213,8 +332,12 @@ impl LlmAgent {
             match self.inner.breaker.admit() {
                 Admission::Go(permit) => return Ok(permit),
                 Admission::Wait(wait) => {
-                    // (The opening was published by the call that opened it.)
                     if let BreakerState::Open { .. } = self.inner.breaker.state() {
+                        // The call that opened it published it, and on an account so did the
+                        // follower; this covers an agent whose health nobody follows yet.
+                        if self.inner.health.borrow().health == Health::Up {
+                            self.publish_breaker("the account's circuit is open");
+                        }
                         return Err(failure(
                             FailureKind::Declined,
                             format!(
@@ -561,35 +684,37 @@ fn user(content: String) -> Message {
     }
 }
 
-impl Agent for LlmAgent {
-    async fn run(&self, task: Task, ctx: TaskContext) -> TaskOutcome {
-        let prompt = match render(&self.inner.spec, &task) {
+impl LlmAgent {
+    /// One call on this agent's breaker, account and limiter, waiting for them as long as it
+    /// takes (within the task's timeouts), and its outcome.
+    async fn attempt(&self, task: &Task, ctx: &TaskContext) -> TaskOutcome {
+        let prompt = match render(&self.inner.spec, task) {
             Ok(prompt) => prompt,
             Err(message) => return failure(FailureKind::Permanent, message, None, None),
         };
-        let permit = match self.admit(&ctx).await {
+        let permit = match self.admit(ctx).await {
             Ok(permit) => permit,
             Err(declined) => return declined,
         };
         let tokens = prompt.estimated_tokens().saturating_add(prompt.max_tokens);
-        {
-            // Waiting for quota is not a stall either.
-            let acquire = self.inner.limiter.acquire(tokens);
-            tokio::pin!(acquire);
-            loop {
-                tokio::select! {
-                    _ = &mut acquire => break,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => ctx.heartbeat(),
-                }
-            }
-        }
+        // Waiting for the account's room and quota is not a stall either. Room first, so a
+        // granted call goes out at once (the quota's bound is on when calls are sent).
+        let _room = match self.inner.account.as_ref().and_then(Account::calls) {
+            // The account never closes its semaphore, so `acquire_owned` never fails.
+            Some(calls) => with_heartbeats(ctx, Arc::clone(calls).acquire_owned())
+                .await
+                .ok(),
+            None => None,
+        };
+        let grant =
+            with_heartbeats(ctx, self.inner.limiter.acquire_for(tokens, task.priority)).await;
         ctx.heartbeat();
         // The task's timeouts run inside the breaker's permit, so a stalled or slow call counts
         // as the failure it is (the agent actor's own watch has the same deadlines and is the
         // safety net).
         let outcome = watch_attempt(
-            self.call(&task, &prompt, &ctx),
-            &ctx,
+            self.call(task, &prompt, ctx),
+            ctx,
             task.idle_timeout.or(self.inner.spec.idle_timeout),
             task.hard_timeout.or(self.inner.spec.hard_timeout),
         )
@@ -605,6 +730,17 @@ impl Agent for LlmAgent {
             } => CallOutcome::Neutral,
             _ => CallOutcome::Success,
         };
+        // The provider's count of the tokens corrects the estimate the quota was charged.
+        let usage = match &outcome {
+            TaskOutcome::Succeeded { usage, .. } | TaskOutcome::Failed { usage, .. } => *usage,
+            _ => None,
+        };
+        if let Some(usage) = usage {
+            self.inner.limiter.settle(
+                &grant,
+                usage.input_tokens.saturating_add(usage.output_tokens),
+            );
+        }
         self.inner.breaker.record(permit, counted);
         // A neutral result changes no breaker state (and must not undo a "misconfigured" down).
         if counted != CallOutcome::Neutral {
@@ -616,44 +752,64 @@ impl Agent for LlmAgent {
         }
         outcome
     }
+}
+
+impl Agent for LlmAgent {
+    async fn run(&self, task: Task, ctx: TaskContext) -> TaskOutcome {
+        if !self.inner.fallbacks.is_empty() {
+            // The estimate only decides whether the call fits a quota now; a prompt that does
+            // not render fails in `attempt`, on whichever agent.
+            let tokens = render(&self.inner.spec, &task)
+                .map_or(0, |p| p.estimated_tokens().saturating_add(p.max_tokens));
+            // The first fallback that can take the call at once; while this agent's breaker
+            // is open, else the first whose breaker is not (it waits for its quota).
+            let fallbacks = &self.inner.fallbacks;
+            let chosen = if self.can_take_now(tokens) {
+                None
+            } else {
+                fallbacks
+                    .iter()
+                    .find(|f| f.can_take_now(tokens))
+                    .or_else(|| {
+                        self.is_open()
+                            .then(|| fallbacks.iter().find(|f| !f.is_open()))
+                            .flatten()
+                    })
+            };
+            if let Some(fallback) = chosen {
+                tracing::info!(
+                    task_id = %task.id,
+                    model = %self.inner.spec.model,
+                    fallback = %fallback.inner.spec.model,
+                    "the model cannot take the call now; its fallback takes it"
+                );
+                return fallback.attempt(&task, &ctx).await;
+            }
+        }
+        self.attempt(&task, &ctx).await
+    }
 
     fn health(&self) -> Option<HealthFeed> {
+        self.follow_account_breaker();
         Some(self.inner.health.subscribe())
     }
 
     fn status(&self) -> AgentStatus {
-        let breaker = match self.inner.breaker.state() {
-            BreakerState::Closed => BreakerStatus::Closed,
-            BreakerState::HalfOpen => BreakerStatus::HalfOpen,
-            BreakerState::Open { until } => BreakerStatus::Open {
-                probe_in_ms: millis(until.saturating_duration_since(tokio::time::Instant::now())),
-            },
-        };
-        let stats = self.inner.limiter.stats();
-        let quota = |per_minute: Option<NonZeroU32>, used: Option<u64>| {
-            Some(QuotaUse {
-                per_minute: per_minute?.get(),
-                used: used.unwrap_or(0),
-            })
-        };
-        let limiter = LimiterStatus {
-            requests: quota(stats.limits.requests_per_minute, stats.requests_in_window),
-            tokens: quota(stats.limits.tokens_per_minute, stats.tokens_in_window),
-            granted: stats.requests_granted,
-            waits: stats.waits,
-            waited_ms: millis(stats.waited_total),
-            waiting: stats.waiting as u64,
-            paused_for_ms: stats
-                .paused_until
-                .map(|until| millis(until.saturating_duration_since(tokio::time::Instant::now()))),
-        };
         AgentStatus {
-            breaker: Some(breaker),
-            limiter: Some(limiter),
+            breaker: Some(breaker_status(&*self.inner.breaker)),
+            limiter: Some(limiter_status(&self.inner.limiter)),
+            account: self.inner.account.as_ref().map(|a| a.name().to_owned()),
         }
     }
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+/// Awaits `future`, beating the task's heartbeat every second meanwhile.
+async fn with_heartbeats<F: Future>(ctx: &TaskContext, future: F) -> F::Output {
+    tokio::pin!(future);
+    loop {
+        tokio::select! {
+            output = &mut future => return output,
+            () = tokio::time::sleep(Duration::from_secs(1)) => ctx.heartbeat(),
+        }
+    }
 }

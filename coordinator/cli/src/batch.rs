@@ -142,8 +142,8 @@ pub async fn run(config: BatchConfig) -> Result<BatchOutcome, Error> {
     }
 
     if let Some(config) = &config.config {
-        for agent in &config.agents {
-            let (registration, factory, _) = agent.build()?;
+        let (_accounts, agents) = swarm_coordinator::model_agents::ModelAgents::build(config)?;
+        for (registration, factory, _) in agents {
             swarm.register_agent(registration, factory).await?;
         }
     }

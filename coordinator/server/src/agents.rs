@@ -110,15 +110,21 @@ pub(super) async fn register(
     JsonBody(config): JsonBody<AgentConfig>,
 ) -> Result<Response, Problem> {
     config.check_bounds().map_err(over_limit)?;
-    config.check().map_err(|e| {
+    let accounts: Vec<_> = state
+        .config
+        .models
+        .accounts()
+        .map(|(account, _)| account.clone())
+        .collect();
+    let endpoint = config.check(&accounts).map_err(|(field, message)| {
         Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-field",
-            e.to_string(),
+            format!("{field}: {message}"),
         )
-        .field(e.field)
+        .field(field)
     })?;
-    if let Some(var) = &config.api_key_env {
+    if let Some(var) = &endpoint.api_key_env {
         // `from_env` names the variable and says whether it is unset or empty, never a value.
         ApiKey::from_env(var).map_err(|detail| {
             Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "missing-api-key", detail)
@@ -126,7 +132,7 @@ pub(super) async fn register(
         })?;
     }
     // An agent that cannot be built is `Error::InvalidAgent`: 422 `invalid-agent`.
-    let (registration, factory, _) = config.build()?;
+    let (registration, factory, _) = state.config.models.build_agent(&config)?;
     // Its own fields, as read: a restart builds it again from them.
     let declared = serde_json::to_value(&config).map_err(|e| {
         Problem::new(

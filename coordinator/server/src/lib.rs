@@ -53,6 +53,7 @@
 //! `swarm.toml`'s `[server]` section sets the limits (see [`limits::Limits::with_section`]);
 //! [`LocalApi`], whose clients are its own process, has no per-client quota.
 
+mod accounts;
 mod agents;
 mod auth;
 mod external_events;
@@ -100,6 +101,7 @@ use crate::limits::Limits;
 use crate::problem::{PROBLEM_JSON, Problem};
 pub use crate::routes::{Endpoint, ROUTES, Route};
 use swarm_coordinator::config::{AgentConfig, LimitsSection};
+use swarm_coordinator::model_agents::ModelAgents;
 use swarm_coordinator::triggers::{Environment, Hooks};
 use swarm_coordinator::{Error, Registration, StoreConfig, Swarm, SwarmConfig};
 
@@ -127,6 +129,10 @@ pub struct ApiConfig {
     /// What became of the escalation notices, when a [`notify::Notifier`] runs: `/metrics`
     /// counts them.
     pub notices: Option<watch::Receiver<notify::NotifyStats>>,
+    /// The provider accounts and model agents of `swarm.toml`: what an agent registered
+    /// through the API may name as its `account` or `fallbacks`, and what `GET /v1/accounts`
+    /// shows.
+    pub models: ModelAgents,
 }
 
 impl Default for ApiConfig {
@@ -139,6 +145,7 @@ impl Default for ApiConfig {
             secure_cookies: false,
             ceilings: LimitsSection::default(),
             notices: None,
+            models: ModelAgents::default(),
         }
     }
 }
@@ -154,6 +161,7 @@ impl std::fmt::Debug for ApiConfig {
             .field("secure_cookies", &self.secure_cookies)
             .field("ceilings", &self.ceilings)
             .field("notices", &self.notices.is_some())
+            .field("models", &self.models)
             .finish()
     }
 }
@@ -508,7 +516,7 @@ pub async fn run(
         Some(notify) => notify::Notifier::for_swarm(&swarm, notify).await,
         None => None,
     };
-    register_agents(&swarm, &config).await?;
+    let models = register_agents(&swarm, &config).await?;
     // Then those declared through the API; one whose variable is unset now is left out with
     // a warning, and does not stop the start.
     swarm.serve_hooks(hooks).await?;
@@ -537,6 +545,7 @@ pub async fn run(
         .start_schedule_loop(Arc::new(swarm_agents::clock::TokioClock::new()))
         .await;
     let mut api = config.api.clone();
+    api.models = models;
     if let Some(section) = config.config.as_ref().map(|file| &file.server) {
         api.limits = api.limits.with_section(section);
         api.secure_cookies |= section.secure_cookies.unwrap_or(false);
@@ -572,7 +581,9 @@ pub async fn run(
     })
 }
 
-async fn register_agents(swarm: &Swarm, config: &ServeConfig) -> Result<(), Error> {
+/// Registers the built-in agents, the model agents of `swarm.toml` (on the accounts it
+/// declares, which are returned) and those declared through the API.
+async fn register_agents(swarm: &Swarm, config: &ServeConfig) -> Result<ModelAgents, Error> {
     let work = Capability::new("work")?;
     let echo = Capability::new("echo")?;
     let concurrency = config.concurrency.max(1);
@@ -603,14 +614,16 @@ async fn register_agents(swarm: &Swarm, config: &ServeConfig) -> Result<(), Erro
             swarm.register_agent(registration, factory).await?;
         }
     }
+    let mut models = ModelAgents::default();
     if let Some(file) = &config.config {
-        for agent in &file.agents {
-            let (registration, factory, _) = agent.build()?;
+        let (built, agents) = ModelAgents::build(file)?;
+        models = built;
+        for (registration, factory, _) in agents {
             swarm.register_agent(registration, factory).await?;
         }
     }
-    register_declared_agents(swarm).await?;
-    Ok(())
+    register_declared_agents_on(swarm, &models).await?;
+    Ok(models)
 }
 
 /// Registers again, in the order they were first registered, the agents that were registered
@@ -620,6 +633,15 @@ async fn register_agents(swarm: &Swarm, config: &ServeConfig) -> Result<(), Erro
 /// stays, so it comes back if the name is freed). One that can no longer be built (its key
 /// variable is unset now, say) is skipped with a warning naming why, and stays declared too.
 pub async fn register_declared_agents(swarm: &Swarm) -> Result<Vec<AgentDescriptor>, Error> {
+    register_declared_agents_on(swarm, &ModelAgents::default()).await
+}
+
+/// [`register_declared_agents`], with the accounts and agents of `swarm.toml` (`models`) that
+/// the declared agents may name.
+pub async fn register_declared_agents_on(
+    swarm: &Swarm,
+    models: &ModelAgents,
+) -> Result<Vec<AgentDescriptor>, Error> {
     let taken: BTreeSet<String> = swarm
         .registry()
         .snapshots()
@@ -644,7 +666,7 @@ pub async fn register_declared_agents(swarm: &Swarm) -> Result<Vec<AgentDescript
         let built = serde_json::from_value::<AgentConfig>(declared.config)
             .map_err(|e| invalid(format!("its recorded fields do not parse: {e}")))
             .and_then(|config| {
-                let (registration, factory, _) = config.build()?;
+                let (registration, factory, _) = models.build_agent(&config)?;
                 let fields = serde_json::to_value(&config)
                     .map_err(|e| invalid(format!("its fields cannot be recorded: {e}")))?;
                 Ok((registration, factory, fields))

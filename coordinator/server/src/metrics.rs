@@ -470,6 +470,7 @@ mod tests {
                     waiting: 0,
                     paused_for_ms: None,
                 }),
+                account: None,
             },
         };
         let refused = [

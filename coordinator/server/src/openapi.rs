@@ -70,6 +70,7 @@ const BEARER: &str = "bearer";
         super::agents::list,
         super::agents::register,
         super::agents::deregister,
+        super::accounts::list,
         super::schedules::create,
         super::schedules::list,
         super::schedules::delete,
@@ -262,7 +263,7 @@ const NAME_PATTERN: &str = "^[A-Za-z0-9_.-]+$";
 /// for each event of an event stream, and the answers the layers give on every route. Each
 /// step works on the JSON of the document, so that it reads as the document does.
 fn complete(doc: &mut Value, ceilings: &LimitsSection, body_limit_bytes: usize) {
-    for name in ["AgentView", "ScheduleView"] {
+    for name in ["AgentView", "ScheduleView", "AccountView"] {
         flatten(doc, name);
     }
     parameters(doc);

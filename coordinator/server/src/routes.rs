@@ -7,8 +7,8 @@ use axum::http::Method;
 use axum::routing::{MethodRouter, on};
 
 use crate::{
-    AppState, agents, external_events, healthz, hooks, metrics, objectives, openapi, readyz,
-    schedules, streams, tasks, ui,
+    AppState, accounts, agents, external_events, healthz, hooks, metrics, objectives, openapi,
+    readyz, schedules, streams, tasks, ui,
 };
 
 /// What a route does; each maps to its handler in the router.
@@ -54,6 +54,8 @@ pub enum Endpoint {
     RegisterAgent,
     /// `DELETE /v1/agents/{id}`.
     DeregisterAgent,
+    /// `GET /v1/accounts`.
+    Accounts,
     /// `POST /v1/schedules`.
     CreateSchedule,
     /// `GET /v1/schedules`.
@@ -191,6 +193,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/v1/agents", Endpoint::Agents),
     route(Method::POST, "/v1/agents", Endpoint::RegisterAgent),
     route(Method::DELETE, "/v1/agents/{id}", Endpoint::DeregisterAgent),
+    route(Method::GET, "/v1/accounts", Endpoint::Accounts),
     route(Method::POST, "/v1/schedules", Endpoint::CreateSchedule),
     route(Method::POST, "/v1/hooks/{name}", Endpoint::Hook),
     route(Method::POST, "/v1/hooks", Endpoint::DeclareHook),
@@ -263,6 +266,7 @@ impl Endpoint {
             Self::Agents => on(filter, agents::list),
             Self::RegisterAgent => on(filter, agents::register),
             Self::DeregisterAgent => on(filter, agents::deregister),
+            Self::Accounts => on(filter, accounts::list),
             Self::CreateSchedule => on(filter, schedules::create),
             Self::Hook => on(filter, hooks::receive),
             Self::DeclareHook => on(filter, hooks::declare),

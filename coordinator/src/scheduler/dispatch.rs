@@ -14,6 +14,12 @@
 //! tasks, for any other agent ([`Dispatch::place`] tries one at once; [`Dispatch::next_for`]
 //! offers it to every agent that frees room, except the one it avoids).
 //!
+//! A task whose last attempt failed with a retryable error (a 429, a 5xx, a timeout) prefers
+//! another agent: when it is placed again, another agent of the capability with room takes it
+//! first, and the agent it failed on only when no other has room. Once queued it is an
+//! ordinary entry: by the invariant above, whoever frees room first is the only agent that
+//! can take it.
+//!
 //! Fairness: queues order tasks by priority, then age. A task of an objective at its
 //! `max_concurrency` is *parked* with its objective (its queue entry, so its place, is kept)
 //! instead of being allocated; when one of the objective's attempts ends
@@ -86,22 +92,55 @@ impl Cap {
     }
 }
 
-/// The first live entry of `queue` that may run now, with the agent it avoids. Entries of
+/// Which agents a task should not go to: one that refused it for good (never), and one its
+/// last attempt failed on (only when no other can take it).
+#[derive(Debug, Clone, Copy)]
+struct Avoiding {
+    never: Option<AgentId>,
+    prefer_not: Option<AgentId>,
+}
+
+impl Avoiding {
+    fn of(node: &TaskNode) -> Self {
+        Self {
+            never: node.avoid,
+            prefer_not: node.prefer_not,
+        }
+    }
+
+    /// A slot for the task on an agent of `capability`, as [`Registry::select`] chooses one
+    /// but honouring what the task avoids.
+    fn select<H: Clone + Send + Sync + 'static>(
+        self,
+        registry: &Registry<H>,
+        capability: &Capability,
+    ) -> Option<Lease<H>> {
+        match (self.never, self.prefer_not) {
+            (Some(agent), _) => registry.select_other(capability, agent),
+            (None, Some(agent)) => registry
+                .select_other(capability, agent)
+                .or_else(|| registry.select(capability)),
+            (None, None) => registry.select(capability),
+        }
+    }
+}
+
+/// The first live entry of `queue` that may run now, with the agents it avoids. Entries of
 /// objectives at their cap met on the way are parked (they keep their entry, so their place).
 fn head(
     queue: &mut ReadyQueue,
     caps: &mut FxHashMap<ObjectiveId, Cap>,
     parked: &mut u64,
     tasks: &mut Slab<TaskNode>,
-) -> Option<(Entry, Option<AgentId>)> {
+) -> Option<(Entry, Avoiding)> {
     loop {
         let head = queue.peek(|e| tasks.get(e.task).is_some_and(|n| n.queued == Some(e.seq)))?;
         let node = tasks.get_mut(head.task)?;
         if !node.capped {
-            return Some((head, node.avoid));
+            return Some((head, Avoiding::of(node)));
         }
         let Some(cap) = caps.get_mut(&node.objective).filter(|cap| cap.full()) else {
-            return Some((head, node.avoid));
+            return Some((head, Avoiding::of(node)));
         };
         queue.pop();
         cap.parked.push(head);
@@ -198,8 +237,16 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
             return None;
         }
         let queue_empty = self.queues.get(capability).is_none_or(ReadyQueue::is_empty);
-        if queue_empty && let Some(lease) = self.lease_for_burst(registry, capability) {
-            return Some(lease);
+        if queue_empty {
+            // A retry after a retryable failure tries the other agents first.
+            if let Some(agent) = node.prefer_not
+                && let Some(lease) = registry.select_other(capability, agent)
+            {
+                return Some(lease);
+            }
+            if let Some(lease) = self.lease_for_burst(registry, capability) {
+                return Some(lease);
+            }
         }
         let entry = self.entry_for(id, node.priority);
         node.queued = Some(entry.seq);
@@ -434,16 +481,12 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
                 }
             }
             if let Some(queue) = self.queues.get_mut(capability)
-                && let Some((entry, avoid)) = head(queue, &mut self.caps, &mut self.parked, tasks)
+                && let Some((entry, avoiding)) =
+                    head(queue, &mut self.caps, &mut self.parked, tasks)
+                && let Some(lease) = avoiding.select(registry, capability)
             {
-                let lease = match avoid {
-                    None => registry.select(capability),
-                    Some(agent) => registry.select_other(capability, agent),
-                };
-                if let Some(lease) = lease {
-                    queue.pop();
-                    return Some((entry.task, lease));
-                }
+                queue.pop();
+                return Some((entry.task, lease));
             }
             self.kicks.pop();
         }

@@ -1,8 +1,10 @@
 //! Failed attempts and tasks: retries, fail-over, review, and failing for good.
 //!
 //! An attempt that fails with a retryable error runs again after a jittered backoff, while the
-//! task's retry policy has attempts left; a permanent failure fails over to another agent of
-//! the capability if one can take work now. Attempts lost to crashing agents (or declined) are
+//! task's retry policy has attempts left, on another agent of the capability when one has room
+//! then (the failing agent gets it back only when no other can take it); a permanent failure
+//! fails over to another agent of the capability if one can take work now, and never returns
+//! to the agent that refused it. Attempts lost to crashing agents (or declined) are
 //! not the task's failures and do not use up its policy, but past `max_lost_attempts` the task
 //! fails. A task that fails for good is re-planned if its objective allows it, and otherwise
 //! fails its objective.
@@ -105,12 +107,28 @@ impl SchedulerState {
             node.avoid = agent;
             Duration::ZERO
         } else {
+            // A retryable failure says something about that agent (its quota, its server, its
+            // path): the retry goes to another agent of the capability if one has room then.
+            // The server's `Retry-After` is that agent's to keep, and its limiter keeps it if
+            // the retry comes back to it, so it does not hold the retry back while another
+            // agent could take it.
+            node.prefer_not = agent;
+            let elsewhere = agent.is_some_and(|a| {
+                node.avoid.is_none()
+                    && self
+                        .registry
+                        .has_other_available(&node.record.capability, a)
+            });
             let ceiling = node.retry.backoff_ceiling(node.record.attempt + 1);
             let jitter = Duration::from_nanos(
                 self.rng
                     .u64(0..=u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX)),
             );
-            jitter.max(retry_after)
+            if elsewhere {
+                jitter
+            } else {
+                jitter.max(retry_after)
+            }
         };
         node.retry_due = true;
         let (objective, attempt) = (node.objective, node.record.attempt);

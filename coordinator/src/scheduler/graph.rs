@@ -57,6 +57,10 @@ pub(super) struct TaskNode {
     pub(super) retry_due: bool,
     /// An agent that refused the task for good; it is not given the task again.
     pub(super) avoid: Option<AgentId>,
+    /// The agent its last attempt failed on with a retryable error (a 429, a 5xx, a timeout):
+    /// another agent of the capability with room takes the retry first; this one gets it back
+    /// only when no other can take it.
+    pub(super) prefer_not: Option<AgentId>,
     pub(super) ready_at: Instant,
     /// True when the objective has a `max_concurrency`: its attempts are counted.
     pub(super) capped: bool,
@@ -253,6 +257,7 @@ impl Graph {
                     queued: None,
                     retry_due: false,
                     avoid: None,
+                    prefer_not: None,
                     ready_at: Instant::now(),
                     capped,
                     extra,
@@ -422,6 +427,7 @@ impl Graph {
             queued: None,
             retry_due: false,
             avoid: None,
+            prefer_not: None,
             ready_at: Instant::now(),
             // One runs at a time: the cap is not theirs to count against.
             capped: false,

@@ -221,6 +221,7 @@ impl SchedulerState {
             upstream,
             idle_timeout: node.idle_timeout,
             hard_timeout: node.hard_timeout,
+            priority: node.priority,
         };
         let (ready_at, capped) = (node.ready_at, node.capped.then_some(objective));
         self.journal.record(Event::TaskStarted {

@@ -485,3 +485,138 @@ async fn a_pause_is_capped() {
     let zero = headers(&[("retry-after", "0")]);
     assert_eq!(limiter.observe(429, &zero, wall()), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_higher_priority_waiter_is_granted_first_whenever_it_arrived() {
+    let limiter = limiter(Some(1), None);
+    let start = Instant::now();
+    limiter.acquire(0).await;
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let waiter = |name: &'static str, priority: i32| {
+        let limiter = Arc::clone(&limiter);
+        let order = Arc::clone(&order);
+        tokio::spawn(async move {
+            limiter.acquire_for(0, priority).await;
+            order.lock().unwrap().push((name, Instant::now() - start));
+        })
+    };
+    let low = waiter("low", 0);
+    let also_low = waiter("also low", 0);
+    // Both low ones are in line (the first at the head, asleep until the quota frees) before
+    // the high one comes.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(limiter.stats().waiting, 2);
+    let high = waiter("high", 5);
+    for handle in [low, also_low, high] {
+        handle.await.unwrap();
+    }
+    let order = order.lock().unwrap().clone();
+    assert_eq!(
+        order,
+        [
+            ("high", MINUTE_AFTER),
+            ("low", MINUTE_AFTER * 2),
+            ("also low", MINUTE_AFTER * 3),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_head_of_the_line_holds_nobody_up() {
+    let limiter = limiter(Some(1), None);
+    let start = Instant::now();
+    limiter.acquire(0).await;
+    let head = tokio::spawn({
+        let limiter = Arc::clone(&limiter);
+        async move { limiter.acquire_for(0, 9).await }
+    });
+    let next = tokio::spawn({
+        let limiter = Arc::clone(&limiter);
+        async move { limiter.acquire(0).await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    head.abort();
+    assert!(head.await.unwrap_err().is_cancelled());
+    next.await.unwrap();
+    assert_eq!(Instant::now() - start, MINUTE_AFTER);
+    assert_eq!(limiter.stats().requests_granted, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unused_tokens_go_back_to_the_window_at_once() {
+    let limiter = limiter(None, Some(1000));
+    let start = Instant::now();
+    let grant = limiter.acquire_for(800, 0).await;
+    assert_eq!(grant.tokens, 800);
+    // Without the correction the next 800 would wait a minute.
+    limiter.settle(&grant, 100);
+    assert_eq!(limiter.stats().tokens_in_window, Some(100));
+    limiter.acquire(800).await;
+    assert_eq!(Instant::now(), start);
+    let stats = limiter.stats();
+    assert_eq!(stats.tokens_in_window, Some(900));
+    assert_eq!(stats.tokens_refunded, 700);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refund_wakes_a_waiter_it_makes_room_for() {
+    let limiter = limiter(None, Some(1000));
+    let start = Instant::now();
+    let grant = limiter.acquire_for(800, 0).await;
+    let waiter = tokio::spawn({
+        let limiter = Arc::clone(&limiter);
+        async move { limiter.acquire(800).await }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(limiter.stats().waiting, 1);
+    limiter.settle(&grant, 200);
+    let waited = waiter.await.unwrap();
+    assert_eq!(waited.total, Duration::from_secs(3));
+    assert_eq!(Instant::now() - start, Duration::from_secs(3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_used_beyond_the_estimate_are_charged() {
+    let limiter = limiter(None, Some(1000));
+    let start = Instant::now();
+    let grant = limiter.acquire_for(100, 0).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    limiter.settle(&grant, 900);
+    let stats = limiter.stats();
+    assert_eq!(stats.tokens_in_window, Some(900));
+    assert_eq!(stats.tokens_over, 800);
+    // 900 are in the window: 200 more fit only once the first 100 left it (without the
+    // overage they would have gone at once).
+    limiter.acquire(200).await;
+    assert_eq!(Instant::now() - start, MINUTE_AFTER);
+    // Then the window holds the overage and those 200: 300 more wait for the overage to leave.
+    limiter.acquire(300).await;
+    assert_eq!(
+        Instant::now() - start,
+        Duration::from_secs(10) + MINUTE_AFTER
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn many_callers_with_settled_usage_keep_every_window_within_the_quota() {
+    // Estimates of 500, actual use of 100 to 500: the refunds let more calls through, and the
+    // log still never holds more than the quota in any window.
+    let limiter = limiter(None, Some(2000));
+    let grants = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let calls = (0..60u32).map(|i| {
+        let limiter = Arc::clone(&limiter);
+        let grants = Arc::clone(&grants);
+        async move {
+            let grant = limiter.acquire_for(500, 0).await;
+            let used = 100 + (i * 37) % 401;
+            limiter.settle(&grant, u64::from(used));
+            grants.lock().unwrap().push((Instant::now(), used));
+        }
+    });
+    join_all(calls).await;
+    let mut grants = grants.lock().unwrap().clone();
+    grants.sort_by_key(|(at, _)| *at);
+    let (_, closed) = busiest_windows(&grants, u32::MAX);
+    assert!(closed <= 2000, "a window held {closed} tokens");
+    assert_eq!(limiter.stats().requests_granted, 60);
+}

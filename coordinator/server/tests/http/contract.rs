@@ -21,7 +21,8 @@ use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
-use swarm_coordinator::config::{HookConfig, LimitsSection};
+use swarm_coordinator::config::{Config, HookConfig, LimitsSection};
+use swarm_coordinator::model_agents::ModelAgents;
 use swarm_coordinator::triggers::signature::sign;
 use swarm_coordinator::triggers::{Environment, Hooks};
 use swarm_server::ApiConfig;
@@ -396,8 +397,16 @@ async fn every_answer_conforms_to_the_openapi_document() {
         Environment::fixed([(HOOK_VAR, HOOK_SECRET)]),
     )
     .unwrap();
+    // One provider account (no agent calls it: its address is unreachable).
+    let file = Config::parse(
+        "[[accounts]]\nname = \"key\"\nprovider = \"openai\"\n\
+         base_url = \"http://127.0.0.1:9/v1\"\nrpm = 60\ntpm = 10000\nconcurrency = 2\n",
+    )
+    .unwrap();
+    let (models, _) = ModelAgents::build(&file).unwrap();
     let server = Server::start_with(ApiConfig {
         token: Some(TOKEN.into()),
+        models,
         ..ApiConfig::default()
     })
     .await;
@@ -413,6 +422,7 @@ async fn every_answer_conforms_to_the_openapi_document() {
     cancel(&c, s, &ids).await;
     external_events(&c, s, &ids).await;
     agents(&c, s).await;
+    accounts(&c, s).await;
     schedules(&c, s).await;
     hooks(&c, s).await;
     swarm_stream(&c, s).await;
@@ -897,6 +907,29 @@ async fn external_events(c: &Contract, s: &Server, ids: &Submitted) {
 }
 
 /// Agents: the list (with a model agent's breaker and limiter), a registration, a removal.
+/// The provider accounts, with an agent registered on one.
+async fn accounts(c: &Contract, s: &Server) {
+    let agent = json!({ "name": "on-key", "account": "key", "model": "m",
+                        "capabilities": ["write"] });
+    let registered = c
+        .call(
+            Method::POST,
+            "/v1/agents",
+            s.request(Method::POST, "/v1/agents").json(&agent),
+        )
+        .await;
+    c.expect(&registered, StatusCode::CREATED, "");
+    let answer = c
+        .call(
+            Method::GET,
+            "/v1/accounts",
+            s.request(Method::GET, "/v1/accounts"),
+        )
+        .await;
+    c.expect(&answer, StatusCode::OK, "");
+    assert_eq!(answer.body[0]["name"], "key", "{}", answer.body);
+}
+
 async fn agents(c: &Contract, s: &Server) {
     let get = |path: &str| s.request(Method::GET, path);
     let post = |path: &str| s.request(Method::POST, path);

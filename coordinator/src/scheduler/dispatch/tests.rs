@@ -64,6 +64,7 @@ impl World {
                 queued: None,
                 retry_due: false,
                 avoid: None,
+                prefer_not: None,
                 ready_at: Instant::now(),
                 capped,
                 extra: None,
@@ -95,6 +96,7 @@ impl World {
             upstream: Default::default(),
             idle_timeout: None,
             hard_timeout: None,
+            priority: node.priority,
         };
         let agent = lease.agent;
         self.dispatch.assigned(
@@ -390,4 +392,33 @@ fn a_refused_task_cancelled_while_it_waits_leaves_the_queue_counts_alone() {
     assert_eq!(w.dispatch.waiting(), 1, "the queue still holds task 2");
     w.end(refuser, 1);
     assert_eq!(w.pull(refuser), vec![2]);
+}
+
+#[test]
+fn a_retry_after_a_retryable_failure_prefers_another_agent_and_comes_back_only_when_none_has_room()
+{
+    let mut w = World::new(u32::MAX);
+    let objective = ObjectiveId::new();
+    // Declared first, so it wins every tie of the registry's choice.
+    let failing = w.agent(&["write"], 2);
+    let other = w.agent(&["write"], 1);
+    w.task(1, objective, "write", 0, false);
+    if let Some(node) = w.tasks.get_mut(TaskId(1)) {
+        node.prefer_not = Some(failing);
+    }
+    assert_eq!(
+        w.place(1),
+        Some(other),
+        "another agent has room: it goes there"
+    );
+    // `other` is full now: the agent it failed on takes the next one back.
+    w.task(2, objective, "write", 0, false);
+    if let Some(node) = w.tasks.get_mut(TaskId(2)) {
+        node.prefer_not = Some(failing);
+    }
+    assert_eq!(
+        w.place(2),
+        Some(failing),
+        "no other has room: it comes back"
+    );
 }
