@@ -79,9 +79,9 @@ async fn sim(config: SimConfig) -> SimHandle {
     SimServer::start(config).await.unwrap()
 }
 
-/// The base URL a `ModelSpec` takes for `addr`: both formats end in `/v1` (the agent appends
-/// `/chat/completions` or `/messages`). Note that `SimHandle::base_url` is *not* that for
-/// Anthropic: it is the Anthropic SDK's base, to which `/v1/messages` is appended.
+/// The base URL a `ModelSpec` takes for `addr`, ending in `/v1` for both formats (the agent
+/// appends `/chat/completions` or `/messages`; an Anthropic base without `/v1`, as the SDK's
+/// `ANTHROPIC_BASE_URL` and `SimHandle::base_url` give it, is taken as well).
 fn base_url(addr: SocketAddr) -> String {
     format!("http://{addr}/v1")
 }
