@@ -86,10 +86,20 @@ pub(crate) struct BenchArgs {
     )]
     soak: Option<Duration>,
     /// With --soak: objectives offered per second during the soak (open loop).
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..), requires = "soak")]
+    #[arg(
+        long,
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(1..),
+        requires = "soak"
+    )]
     soak_rate: u64,
     /// With --soak: how long the overload lasts.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s", requires = "soak")]
+    #[arg(
+        long,
+        value_parser = humantime::parse_duration,
+        default_value = "60s",
+        requires = "soak"
+    )]
     overload: Duration,
     /// With --soak: the overload's rate, in multiples of the measured sustainable rate.
     #[arg(long, default_value_t = 10.0, requires = "soak")]
@@ -136,6 +146,14 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         return Ok(bench::soak::soak_server(config).await?);
     }
     if let Some(duration) = soak {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&fault_rate),
+            "--fault-rate: {fault_rate} is not within 0..1"
+        );
+        anyhow::ensure!(
+            overload_factor > 0.0,
+            "--overload-factor: {overload_factor} is not above 0"
+        );
         let program = std::env::current_exe().context("finding this program to run its server")?;
         let mut config = bench::soak::SoakConfig::new(program, duration);
         config.rate = soak_rate;
