@@ -15,6 +15,9 @@
 //! page, and on a virtual machine whose idle memory the host reclaims (a virtio balloon with
 //! free page reporting), each such fault after a pause is also a fault on the host, which
 //! made one run of a million tasks three times slower than the next.
+//!
+//! [`soak`] is of another kind: a soak and an overload run against a server in a child process,
+//! with model faults and crashing agents, checked against targets.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -750,6 +753,7 @@ pub fn page_faults() -> u64 {
 }
 
 mod http;
+pub mod soak;
 
 pub use http::{PageTiming, SubmitReport, UiPagesReport, http_submits, ui_pages};
 

@@ -73,6 +73,43 @@ pub(crate) struct BenchArgs {
     /// many requests per page.
     #[arg(long)]
     ui_pages: Option<usize>,
+    /// Instead: a soak and overload run against a server in a child process (a durable log in
+    /// a temporary directory, model agents on the simulated model server with --fault-rate
+    /// faults, agents that crash): objectives over HTTP at --soak-rate per second for this
+    /// long (e.g. `30m`), then --overload-factor times the sustainable rate for --overload.
+    /// Fails when a target is missed (RSS drift after the warm-up above 10%, soak accept p99
+    /// at or above 50 ms, an objective lost, a refusal without Retry-After).
+    #[arg(
+        long,
+        value_parser = humantime::parse_duration,
+        conflicts_with_all = ["rate", "durable", "data_dir", "http_submits", "ui_pages"]
+    )]
+    soak: Option<Duration>,
+    /// With --soak: objectives offered per second during the soak (open loop).
+    #[arg(
+        long,
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u64).range(1..),
+        requires = "soak"
+    )]
+    soak_rate: u64,
+    /// With --soak: how long the overload lasts.
+    #[arg(
+        long,
+        value_parser = humantime::parse_duration,
+        default_value = "60s",
+        requires = "soak"
+    )]
+    overload: Duration,
+    /// With --soak: the overload's rate, in multiples of the measured sustainable rate.
+    #[arg(long, default_value_t = 10.0, requires = "soak")]
+    overload_factor: f64,
+    /// With --soak: the fraction (0 to 1) of model calls the simulated server fails.
+    #[arg(long, default_value_t = 0.05, requires = "soak")]
+    fault_rate: f64,
+    /// The soak's server (run by --soak as a child process; its settings as JSON).
+    #[arg(long, hide = true)]
+    soak_server: Option<String>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -96,8 +133,45 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         http_submits,
         connections,
         ui_pages,
+        soak,
+        soak_rate,
+        overload,
+        overload_factor,
+        fault_rate,
+        soak_server,
         json,
     } = args;
+    if let Some(settings) = soak_server {
+        let config = serde_json::from_str(&settings).context("the soak server's settings")?;
+        return Ok(bench::soak::soak_server(config).await?);
+    }
+    if let Some(duration) = soak {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&fault_rate),
+            "--fault-rate: {fault_rate} is not within 0..1"
+        );
+        anyhow::ensure!(
+            overload_factor > 0.0,
+            "--overload-factor: {overload_factor} is not above 0"
+        );
+        let program = std::env::current_exe().context("finding this program to run its server")?;
+        let mut config = bench::soak::SoakConfig::new(program, duration);
+        config.rate = soak_rate;
+        config.overload = overload;
+        config.overload_factor = overload_factor;
+        config.fault_rate = fault_rate;
+        let targets = config.targets;
+        let report = bench::soak::soak(config).await?;
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", bench::soak::render(&report, &targets));
+        }
+        if !report.misses.is_empty() {
+            anyhow::bail!("the soak missed {} targets", report.misses.len());
+        }
+        return Ok(());
+    }
     if let Some(requests) = ui_pages {
         let temp = tempfile::tempdir().context("making a temporary data directory")?;
         let report = bench::ui_pages(temp.path(), tasks, requests).await?;
