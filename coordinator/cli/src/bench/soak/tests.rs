@@ -98,7 +98,7 @@ fn the_server_config_names_the_simulated_model_and_the_backlog_bound() -> anyhow
         parsed
             .agents
             .iter()
-            .all(|a| a.base_url == "http://127.0.0.1:9/v1")
+            .all(|a| a.base_url.as_deref() == Some("http://127.0.0.1:9/v1"))
     );
     assert!(
         parsed
