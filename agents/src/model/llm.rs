@@ -1,14 +1,15 @@
 //! The model agent itself.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use serde_json::Value;
-use swarm_protocol::{AgentStatus, FailureKind, Health, Task, TaskOutcome};
+use swarm_protocol::{AgentStatus, FailureKind, Health, Price, Spent, Task, TaskOutcome};
 use tokio::sync::watch;
 
 use super::account::Account;
@@ -86,6 +87,9 @@ pub struct ModelSpec {
     pub idle_timeout: Option<Duration>,
     /// The hard timeout of tasks that set none.
     pub hard_timeout: Option<Duration>,
+    /// Prices by model name: an attempt's usage carries its cost when `model` has one here
+    /// (a model fallback made with [`LlmAgent::for_model`] looks up its own model).
+    pub prices: Arc<BTreeMap<String, Price>>,
 }
 
 impl ModelSpec {
@@ -105,6 +109,7 @@ impl ModelSpec {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: None,
             hard_timeout: None,
+            prices: Arc::default(),
         }
     }
 }
@@ -130,6 +135,36 @@ struct Inner {
     health: watch::Sender<HealthReport>,
     /// Set once a task follows the account's breaker for this agent's health.
     following: Arc<AtomicBool>,
+    /// What the calls run in this agent's slots spent (on fallbacks too).
+    spent: Arc<SpentCounters>,
+}
+
+/// Running totals of [`Spent`].
+#[derive(Debug, Default)]
+struct SpentCounters {
+    cost_usd_micros: AtomicU64,
+    unpriced_tokens: AtomicU64,
+}
+
+impl SpentCounters {
+    fn add(&self, outcome: &TaskOutcome) {
+        let Some(usage) = outcome.usage() else {
+            return;
+        };
+        match usage.cost_usd_micros {
+            Some(cost) => self.cost_usd_micros.fetch_add(cost, Ordering::Relaxed),
+            None => self
+                .unpriced_tokens
+                .fetch_add(usage.tokens(), Ordering::Relaxed),
+        };
+    }
+
+    fn read(&self) -> Spent {
+        Spent {
+            cost_usd_micros: self.cost_usd_micros.load(Ordering::Relaxed),
+            unpriced_tokens: self.unpriced_tokens.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl fmt::Debug for LlmAgent {
@@ -187,6 +222,7 @@ impl LlmAgent {
                 fallbacks: Vec::new(),
                 health,
                 following: Arc::new(AtomicBool::new(false)),
+                spent: Arc::default(),
             }),
         })
     }
@@ -602,6 +638,25 @@ fn finish(completion: provider::Completion, json: bool) -> TaskOutcome {
     }
 }
 
+/// The outcome with its usage's cost at `price`; unchanged without a price (the cost stays
+/// unknown) or without usage.
+fn priced(mut outcome: TaskOutcome, price: Option<&Price>) -> TaskOutcome {
+    if let Some(price) = price
+        && let TaskOutcome::Succeeded {
+            usage: Some(usage), ..
+        }
+        | TaskOutcome::Failed {
+            usage: Some(usage), ..
+        }
+        | TaskOutcome::Spawned {
+            usage: Some(usage), ..
+        } = &mut outcome
+    {
+        usage.cost_usd_micros = Some(price.cost_usd_micros(usage));
+    }
+    outcome
+}
+
 /// Renders a task into a prompt. The input may be a string (the user message), or an object
 /// with `prompt` (a string) or `messages` (`[{role, content}]`), and optionally `system`,
 /// `max_tokens` and `json: true`; any other input is sent as JSON text. Outputs of the task's
@@ -719,6 +774,7 @@ impl LlmAgent {
             task.hard_timeout.or(self.inner.spec.hard_timeout),
         )
         .await;
+        let outcome = priced(outcome, self.inner.spec.prices.get(&self.inner.spec.model));
         let counted = match &outcome {
             TaskOutcome::Failed {
                 kind: FailureKind::Transient | FailureKind::Timeout,
@@ -783,10 +839,14 @@ impl Agent for LlmAgent {
                     fallback = %fallback.inner.spec.model,
                     "the model cannot take the call now; its fallback takes it"
                 );
-                return fallback.attempt(&task, &ctx).await;
+                let outcome = fallback.attempt(&task, &ctx).await;
+                self.inner.spent.add(&outcome);
+                return outcome;
             }
         }
-        self.attempt(&task, &ctx).await
+        let outcome = self.attempt(&task, &ctx).await;
+        self.inner.spent.add(&outcome);
+        outcome
     }
 
     fn health(&self) -> Option<HealthFeed> {
@@ -799,6 +859,7 @@ impl Agent for LlmAgent {
             breaker: Some(breaker_status(&*self.inner.breaker)),
             limiter: Some(limiter_status(&self.inner.limiter)),
             account: self.inner.account.as_ref().map(|a| a.name().to_owned()),
+            spent: Some(self.inner.spent.read()),
         }
     }
 }
