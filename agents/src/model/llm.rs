@@ -508,7 +508,7 @@ impl LlmAgent {
         let spec = &self.inner.spec;
         match response.json::<Value>().await {
             Ok(value) => match provider::parse_completion(spec.provider, &value) {
-                Ok(completion) => finish(completion, json),
+                Ok(completion) => finish(completion, json, spec),
                 Err(err) => failure(
                     FailureKind::Transient,
                     format!("{} answer not understood: {err}", spec.model),
@@ -571,7 +571,7 @@ impl LlmAgent {
                 None,
             );
         }
-        finish(state.completion, json)
+        finish(state.completion, json, &self.inner.spec)
     }
 }
 
@@ -615,46 +615,41 @@ fn failure(
     }
 }
 
-/// The outcome of a complete answer: its text, or the JSON object it was asked to be.
-fn finish(completion: provider::Completion, json: bool) -> TaskOutcome {
+/// The outcome of a complete answer: its text, or the JSON object it was asked to be, with
+/// the usage priced at [`price`].
+fn finish(completion: provider::Completion, json: bool, spec: &ModelSpec) -> TaskOutcome {
+    let mut usage = completion.usage;
+    if let (Some(usage), Some(price)) = (&mut usage, price(spec, completion.model.as_deref())) {
+        usage.cost_usd_micros = Some(price.cost_usd_micros(usage));
+    }
     if !json {
         return TaskOutcome::Succeeded {
             output: Value::String(completion.text),
-            usage: completion.usage,
+            usage,
         };
     }
     match serde_json::from_str::<Value>(completion.text.trim()) {
         Ok(value) => TaskOutcome::Succeeded {
             output: value,
-            usage: completion.usage,
+            usage,
         },
         Err(err) => TaskOutcome::Failed {
             kind: FailureKind::InvalidOutput,
             message: format!("asked for JSON, the model answered something else: {err}"),
             partial_output: Some(Value::String(completion.text)),
-            usage: completion.usage,
+            usage,
             retry_after: None,
         },
     }
 }
 
-/// The outcome with its usage's cost at `price`; unchanged without a price (the cost stays
-/// unknown) or without usage.
-fn priced(mut outcome: TaskOutcome, price: Option<&Price>) -> TaskOutcome {
-    if let Some(price) = price
-        && let TaskOutcome::Succeeded {
-            usage: Some(usage), ..
-        }
-        | TaskOutcome::Failed {
-            usage: Some(usage), ..
-        }
-        | TaskOutcome::Spawned {
-            usage: Some(usage), ..
-        } = &mut outcome
-    {
-        usage.cost_usd_micros = Some(price.cost_usd_micros(usage));
-    }
-    outcome
+/// The price of a call: the spec's model's, else that of the model that answered (the
+/// provider's name for it, e.g. a dated version); `None` (an unknown cost) when neither is in
+/// the table.
+fn price<'a>(spec: &'a ModelSpec, answered: Option<&str>) -> Option<&'a Price> {
+    spec.prices
+        .get(&spec.model)
+        .or_else(|| answered.and_then(|model| spec.prices.get(model)))
 }
 
 /// Renders a task into a prompt. The input may be a string (the user message), or an object
@@ -774,7 +769,6 @@ impl LlmAgent {
             task.hard_timeout.or(self.inner.spec.hard_timeout),
         )
         .await;
-        let outcome = priced(outcome, self.inner.spec.prices.get(&self.inner.spec.model));
         let counted = match &outcome {
             TaskOutcome::Failed {
                 kind: FailureKind::Transient | FailureKind::Timeout,
@@ -872,5 +866,49 @@ async fn with_heartbeats<F: Future>(ctx: &TaskContext, future: F) -> F::Output {
             output = &mut future => return output,
             () = tokio::time::sleep(Duration::from_secs(1)) => ctx.heartbeat(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_priced_at_its_models_price_else_at_the_answering_models() {
+        let dated = Price {
+            input: 1.0,
+            cached_input: None,
+            output: 2.0,
+        };
+        let mut spec = ModelSpec::new(Provider::Openai, "http://127.0.0.1:1/v1", "gpt-x");
+        spec.prices = Arc::new(BTreeMap::from([("gpt-x-2025".to_owned(), dated)]));
+        assert_eq!(price(&spec, None), None, "unpriced: unknown");
+        assert_eq!(price(&spec, Some("gpt-x-2025")), Some(&dated));
+        let own = Price {
+            output: 3.0,
+            ..dated
+        };
+        spec.prices = Arc::new(BTreeMap::from([
+            ("gpt-x-2025".to_owned(), dated),
+            ("gpt-x".to_owned(), own),
+        ]));
+        assert_eq!(price(&spec, Some("gpt-x-2025")), Some(&own));
+        let completion = provider::Completion {
+            text: "hi".into(),
+            usage: Some(swarm_protocol::Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                ..swarm_protocol::Usage::default()
+            }),
+            finish: None,
+            model: Some("gpt-x-2025".into()),
+        };
+        // 10 × 1.0 + 5 × 3.0 micro-dollars.
+        assert_eq!(
+            finish(completion, false, &spec)
+                .usage()
+                .and_then(|u| u.cost_usd_micros),
+            Some(25)
+        );
     }
 }

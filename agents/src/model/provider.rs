@@ -336,6 +336,17 @@ pub struct Completion {
     pub usage: Option<Usage>,
     /// Why generation stopped (`stop`, `length`, `end_turn`, `max_tokens`, ...).
     pub finish: Option<String>,
+    /// The model that answered, as the provider names it (often a dated version of the name
+    /// asked for, e.g. `gpt-4o-mini-2024-07-18`).
+    pub model: Option<String>,
+}
+
+/// The `model` field of an answer (or of a streamed chunk).
+fn model_of(value: &Value) -> Option<String> {
+    value
+        .get("model")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// Reads a non-streaming answer.
@@ -359,6 +370,7 @@ pub fn parse_completion(provider: Provider, body: &Value) -> Result<Completion, 
                 text,
                 usage,
                 finish,
+                model: model_of(body),
             })
         }
         Provider::Anthropic => {
@@ -388,6 +400,7 @@ pub fn parse_completion(provider: Provider, body: &Value) -> Result<Completion, 
                 text,
                 usage,
                 finish,
+                model: model_of(body),
             })
         }
     }
@@ -464,6 +477,9 @@ impl StreamState {
                 if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
                     self.completion.usage = Some(openai_usage(u));
                 }
+                if self.completion.model.is_none() {
+                    self.completion.model = model_of(&chunk);
+                }
                 if let Some(reason) = chunk
                     .pointer("/choices/0/finish_reason")
                     .and_then(Value::as_str)
@@ -500,6 +516,7 @@ impl StreamState {
                         let usage = self.completion.usage.get_or_insert_with(Usage::default);
                         usage.input_tokens = input;
                         usage.cached_input_tokens = cached;
+                        self.completion.model = value.get("message").and_then(model_of);
                         Ok(StreamStep::Nothing)
                     }
                     "content_block_delta" => {
@@ -720,6 +737,7 @@ mod tests {
                             "usage": {"prompt_tokens": 3, "completion_tokens": 1}});
         let c = parse_completion(Provider::Openai, &openai).unwrap();
         assert_eq!((c.text.as_str(), c.finish.as_deref()), ("hi", Some("stop")));
+        assert_eq!(c.model, None);
         assert_eq!(c.usage.unwrap().input_tokens, 3);
         let anthropic = json!({"content": [{"type": "text", "text": "hi"}],
                                "stop_reason": "end_turn",
@@ -729,13 +747,12 @@ mod tests {
         assert_eq!(c.usage.unwrap().output_tokens, 1);
         assert!(parse_completion(Provider::Openai, &json!({})).is_err());
         // Cached input: part of OpenAI's prompt count, apart from Anthropic's.
-        let openai = json!({"choices": [{"message": {"content": "hi"}}],
+        let openai = json!({"choices": [{"message": {"content": "hi"}}], "model": "m-2025",
                             "usage": {"prompt_tokens": 10, "completion_tokens": 1,
                                       "prompt_tokens_details": {"cached_tokens": 4}}});
-        let u = parse_completion(Provider::Openai, &openai)
-            .unwrap()
-            .usage
-            .unwrap();
+        let c = parse_completion(Provider::Openai, &openai).unwrap();
+        assert_eq!(c.model.as_deref(), Some("m-2025"));
+        let u = c.usage.unwrap();
         assert_eq!((u.input_tokens, u.cached_input_tokens), (10, 4));
         let anthropic = json!({"content": [], "usage": {"input_tokens": 6, "output_tokens": 1,
                                "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2}});
