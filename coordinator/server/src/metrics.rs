@@ -7,12 +7,13 @@
 //! and one pass over the agents, and an agent that left stops appearing at the next scrape (a
 //! long-lived recorder would keep its last values).
 //!
-//! Two families are written by hand after the recorder's text, because the `metrics` API cannot
-//! carry them: the allocation latency histogram arrives already bucketed from the scheduler
-//! (`metrics` histograms take single samples, and the Prometheus exporter keeps every sample
-//! until the scrape, so replaying a million allocations into it would cost a million entries
-//! and still get the sum wrong), and the limiter's wait time is a counter in (fractional)
-//! seconds, where `metrics` counters are integers.
+//! Some families are written by hand after the recorder's text, because the `metrics` API
+//! cannot carry them: the allocation latency histogram arrives already bucketed from the
+//! scheduler (`metrics` histograms take single samples, and the Prometheus exporter keeps every
+//! sample until the scrape, so replaying a million allocations into it would cost a million
+//! entries and still get the sum wrong), and the limiter's wait time and the agents' cost are
+//! counters in (fractional) seconds and dollars, where `metrics` counters are integers (the
+//! agents' unpriced tokens go beside their cost, labelled alike).
 
 use std::fmt::Write as _;
 
