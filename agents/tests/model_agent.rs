@@ -958,6 +958,7 @@ async fn usage_is_recorded(provider: Provider) {
     let expected = Usage {
         input_tokens: prompt.chars().count().div_ceil(4) as u64,
         output_tokens: 5,
+        ..Usage::default()
     };
     for stream in [false, true] {
         let mut spec = ModelSpec::new(provider, base_url(sim.addr), "sim");

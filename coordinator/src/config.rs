@@ -55,6 +55,11 @@
 //! attempts = 5                        # tries per notification, with exponential backoff
 //! breaker = { consecutive_failures = 5, cool_down = "30s" }
 //!
+//! [prices."gpt-4o-mini"]              # US dollars per million tokens; an unpriced model's
+//! input = 0.15                        # cost is unknown, never zero
+//! cached_input = 0.075                # optional: input read from the provider's prompt cache
+//! output = 0.6
+//!
 //! [limits]                            # ceilings on what clients send (these are the defaults)
 //! json_depth_max = 64                 # at most 64: deeper could not be read back from the log
 //! string_bytes_max = 1048576
@@ -79,7 +84,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use swarm_agents::model::provider::{MaxTokensField, Provider};
 use swarm_protocol::bounds::{JsonLimits, OutOfBounds, check_duration};
-use swarm_protocol::{Capability, Limits};
+use swarm_protocol::{Capability, Limits, Price};
 
 use crate::Error;
 
@@ -108,6 +113,10 @@ pub struct Config {
     /// Where escalated reviews are announced.
     #[serde(default)]
     pub approvals: ApprovalsSection,
+    /// Model prices, by model name (`[prices."gpt-4o-mini"]`): an attempt on a model priced
+    /// here carries its cost; a model not here has an unknown cost (never zero).
+    #[serde(default)]
+    pub prices: BTreeMap<String, Price>,
 }
 
 /// `[approvals]`: where the edge announces a review its deadline escalated
@@ -858,6 +867,11 @@ impl Config {
     fn check(&self) -> Result<(), String> {
         self.limits.check()?;
         self.approvals.check()?;
+        for (model, price) in &self.prices {
+            price
+                .check()
+                .map_err(|message| format!("prices.\"{model}\": {message}"))?;
+        }
         if let Some(retention) = self.store.retention {
             check_duration("store.retention", retention).map_err(|e| e.to_string())?;
         }

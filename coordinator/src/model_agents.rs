@@ -2,7 +2,7 @@
 //! `swarm.toml`, or the body of `POST /v1/agents`): the provider accounts, each built once and
 //! shared by the agents that name it; each agent's API key read from the environment, its
 //! circuit breaker and rate limiter (its own, or its account's) on the workspace's clock, its
-//! fallbacks, its model spec, and its registration.
+//! fallbacks, its model spec (with the file's `[prices]`), and its registration.
 //!
 //! [`crate::config`] holds the configuration as data; building it lives here, so reading the
 //! file needs nothing of the model gateway. This module is behind the `model-agents` feature
@@ -19,6 +19,7 @@ use swarm_agents::model::breaker::{BreakerConfig, ConsecutiveBreaker, FailureRat
 use swarm_agents::model::limiter::{RateLimiter, RateLimits};
 use swarm_agents::model::provider::Extras;
 use swarm_agents::model::{ApiKey, LlmAgent, ModelSpec};
+use swarm_protocol::Price;
 
 use crate::config::{AccountConfig, AgentConfig, BreakerSection, Config, HeaderSource, Headers};
 use crate::{Error, Registration};
@@ -34,13 +35,17 @@ pub type BuiltAgent = (Registration, AgentFactory, LlmAgent);
 pub struct ModelAgents {
     accounts: BTreeMap<String, (AccountConfig, Account)>,
     agents: BTreeMap<String, LlmAgent>,
+    prices: Arc<BTreeMap<String, Price>>,
 }
 
 impl ModelAgents {
     /// Builds every account of `config`, then every agent in the file's order (a fallback
     /// names an agent declared before it, or a model). Returns the agents to register.
     pub fn build(config: &Config) -> Result<(Self, Vec<BuiltAgent>), Error> {
-        let mut built = Self::default();
+        let mut built = Self {
+            prices: Arc::new(config.prices.clone()),
+            ..Self::default()
+        };
         let clock = TokioClock::new();
         for account in &config.accounts {
             let shared = Account::new(
@@ -108,6 +113,7 @@ impl ModelAgents {
         spec.stream = config.stream;
         spec.idle_timeout = config.idle_timeout;
         spec.hard_timeout = config.hard_timeout;
+        spec.prices = Arc::clone(&self.prices);
         let clock = TokioClock::new();
         let agent = match config
             .account

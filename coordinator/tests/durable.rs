@@ -161,6 +161,7 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
                 usage: Some(Usage {
                     input_tokens: 1,
                     output_tokens: 2,
+                    ..Usage::default()
                 }),
                 retry_after: None,
             }
@@ -170,6 +171,7 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
                 usage: Some(Usage {
                     input_tokens: 3,
                     output_tokens: 4,
+                    ..Usage::default()
                 }),
             }
         }
@@ -181,6 +183,7 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
             usage: Some(Usage {
                 input_tokens: 7,
                 output_tokens: 11,
+                ..Usage::default()
             }),
         }
     });
@@ -226,6 +229,7 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
                 usage: Some(Usage {
                     input_tokens: 5,
                     output_tokens: 5,
+                    ..Usage::default()
                 }),
                 retry_after: None,
             }
@@ -372,7 +376,8 @@ async fn every_finished_objective_replays_to_exactly_its_live_view() {
         ok.task("f").unwrap().usage,
         Usage {
             input_tokens: 4,
-            output_tokens: 6
+            output_tokens: 6,
+            ..Usage::default()
         }
     );
     assert_eq!(ok.task("u").unwrap().usage.output_tokens, 11);

@@ -20,6 +20,7 @@ fn spender() -> AgentFactory {
             usage: Some(Usage {
                 input_tokens: 600,
                 output_tokens: 500,
+                ..Usage::default()
             }),
         }
     }))

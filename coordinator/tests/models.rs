@@ -2,7 +2,8 @@
 //! the simulated model server over real HTTP on loopback, in both wire formats, and the
 //! scheduler, registry and supervisor react to what they report: a breaker that opens takes its
 //! agent out of selection, a rejected key fails a task over to another agent, a 429's
-//! `Retry-After` delays the retry, a quota spaces requests.
+//! `Retry-After` delays the retry, a quota spaces requests, a price table gives attempts their
+//! cost and a `cost_budget` bounds it.
 //!
 //! Every test runs on tokio's paused clock, which the breaker, the limiter, the sim and the
 //! scheduler's retry timers all read: cool-downs and quota minutes pass in no real time.
@@ -23,9 +24,10 @@ use swarm_agents::sim::{Endpoint, SimConfig, SimHandle, SimServer};
 use swarm_coordinator::Swarm;
 use swarm_coordinator::config::Config;
 use swarm_coordinator::model_agents::ModelAgents;
+use swarm_coordinator::replay::Replay;
 use swarm_protocol::{
     AgentId, Event, FailureKind, Health, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView,
-    RetryPolicy, TaskSpec, TaskStatus,
+    RetryPolicy, TaskSpec, TaskStatus, Usd,
 };
 use swarm_testkit::{cap, finish, key, start};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -901,3 +903,97 @@ async fn an_open_account_breaker_takes_every_agent_on_it_down(provider: Provider
     sim.shutdown().await.unwrap();
 }
 both_formats!(an_open_account_breaker_takes_every_agent_on_it_down);
+
+/// Two agents from one file with a price table: `priced` (model `sim:tokens=3`, priced at $2
+/// in and $10 out per million tokens, so 2 and 10 micro-dollars a token) and `unpriced` (a
+/// model not in the table). Each attempt's event carries its usage; the priced one's cost is
+/// its tokens times the price, the unpriced one's is absent (unknown), and so is the
+/// objective's total, which has an unknown part. The log replays to the live view.
+async fn a_priced_models_attempts_carry_their_cost(provider: Provider, stream: bool) {
+    let sim = sim().await;
+    let (swarm, mut events) = start().await;
+    let file = format!(
+        "[prices.\"sim:tokens=3\"]\ninput = 2.0\noutput = 10.0\n\
+         [[agents]]\nname = \"priced\"\nprovider = \"{p}\"\nbase_url = \"http://{{addr}}/v1\"\n\
+         model = \"sim:tokens=3\"\nstream = {stream}\ncapabilities = [\"write\"]\n\
+         [[agents]]\nname = \"unpriced\"\nprovider = \"{p}\"\nbase_url = \"http://{{addr}}/v1\"\n\
+         model = \"sim:tokens=4\"\nstream = {stream}\ncapabilities = [\"draft\"]\n",
+        p = provider_name(provider)
+    );
+    register_file(&swarm, &file, sim.addr).await;
+    let tasks = vec![
+        TaskSpec::new(key("a"), cap("write")).with_input(json!("write a")),
+        TaskSpec::new(key("b"), cap("draft")).with_input(json!("draft b")),
+    ];
+    let view = run_to_end(&swarm, Objective::with_tasks("spend", tasks)).await;
+    assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
+    events
+        .until("the objective's end", |e| {
+            matches!(e, Event::ObjectiveSucceeded { .. })
+        })
+        .await;
+    let log = events.drain().to_vec();
+    let usage_of = |task| {
+        log.iter()
+            .find_map(|record| match &record.event {
+                Event::TaskSucceeded { task: t, usage, .. } if *t == task => *usage,
+                _ => None,
+            })
+            .unwrap()
+    };
+    let a = view.task("a").unwrap();
+    let spent = usage_of(a.id);
+    assert_eq!(spent.output_tokens, 3);
+    assert!(spent.input_tokens > 0);
+    let cost = spent.input_tokens * 2 + spent.output_tokens * 10;
+    assert_eq!(spent.cost_usd_micros, Some(cost), "{spent:?}");
+    assert_eq!(a.usage, spent, "the task's view is its one attempt");
+    let b = view.task("b").unwrap();
+    let unknown = usage_of(b.id);
+    assert_eq!((unknown.output_tokens, unknown.cost_usd_micros), (4, None));
+    assert_eq!(
+        b.usage.cost_usd_micros, None,
+        "an unpriced model's cost is unknown"
+    );
+    assert_eq!(view.usage.tokens(), spent.tokens() + unknown.tokens());
+    assert_eq!(view.usage.cost_usd_micros, None, "a part is unknown");
+    let mut replay = Replay::keeping_finished();
+    for record in log {
+        replay.apply(record);
+    }
+    assert_eq!(replay.objectives[&view.id].view(), view);
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+formats_and_modes!(a_priced_models_attempts_carry_their_cost);
+
+/// A model at $0.10 an output token (and free input), three tasks of three tokens run one at a
+/// time, and a `cost_budget` of $0.50: the second attempt takes the objective to $0.60, which
+/// fails it naming the limit; the third never runs. Every priced objective's total is known.
+async fn going_over_the_cost_budget_fails_the_objective(provider: Provider) {
+    let sim = sim().await;
+    let (swarm, _events) = start().await;
+    let file = format!(
+        "[prices.\"sim:tokens=3\"]\ninput = 0.0\noutput = 100000.0\n\
+         [[agents]]\nname = \"dear\"\nprovider = \"{}\"\nbase_url = \"http://{{addr}}/v1\"\n\
+         model = \"sim:tokens=3\"\nconcurrency = 1\ncapabilities = [\"write\"]\n",
+        provider_name(provider)
+    );
+    register_file(&swarm, &file, sim.addr).await;
+    let mut objective = writes(3, 1);
+    objective.limits.cost_budget = Some(Usd(500_000));
+    let view = run_to_end(&swarm, objective).await;
+    assert_eq!(view.status, ObjectiveStatus::Failed, "{view:#?}");
+    let failure = view.failure.clone().unwrap_or_default();
+    assert!(
+        failure.contains("`cost_budget`")
+            && failure.contains("$0.600000")
+            && failure.contains("$0.500000"),
+        "{failure}"
+    );
+    assert_eq!(sim.stats().total(), 2, "the third task never ran");
+    assert_eq!(view.usage.cost_usd_micros, Some(600_000));
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(going_over_the_cost_budget_fails_the_objective);

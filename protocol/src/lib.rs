@@ -8,6 +8,7 @@
 //! - [`task`]: a task's declaration ([`TaskSpec`]), its kanban [`TaskStatus`], and the [`Task`]
 //!   an agent receives.
 //! - [`outcome`]: what an agent reports back ([`TaskOutcome`]).
+//! - [`cost`]: a model's [`Price`] and amounts of US dollars ([`Usd`]).
 //! - [`bounds`]: ceilings on outside input (durations, JSON depth and sizes) that keep every
 //!   accepted value safe to run and to store.
 //! - [`graph`]: validation of a task graph (duplicates, unknown dependencies, cycles, limits).
@@ -25,6 +26,7 @@
 
 pub mod agent;
 pub mod bounds;
+pub mod cost;
 pub mod event;
 pub mod fingerprint;
 pub mod graph;
@@ -39,6 +41,7 @@ pub mod task;
 pub mod view;
 
 pub use agent::{AgentDescriptor, Health};
+pub use cost::{Price, Usd};
 pub use event::{DecidedBy, Event, EventRecord};
 pub use graph::GraphError;
 pub use ids::{AgentId, Capability, IdError, ObjectiveId, TaskId, TaskKey};
@@ -54,6 +57,6 @@ pub use task::{
 };
 pub use view::{
     AgentStatus, BreakerStatus, EventConsumer, ExternalEvent, LatencyHistogram, LimiterStatus,
-    NewExternalEvent, ObjectiveSummary, ObjectiveView, QuotaUse, SchedulerStats, TaskItem,
+    NewExternalEvent, ObjectiveSummary, ObjectiveView, QuotaUse, SchedulerStats, Spent, TaskItem,
     TaskPage, TaskQuery, TaskView,
 };

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cost::Usd;
 use crate::fingerprint::Fingerprint;
 use crate::task::TaskSpec;
 
@@ -89,7 +90,8 @@ pub fn check_idempotency_key(key: &str) -> Result<(), String> {
 /// are spawned), how many of its attempts may run at once, and what it may spend.
 ///
 /// ```json
-/// { "max_tasks": 500, "max_concurrency": 4, "token_budget": 200000, "deadline": "15m" }
+/// { "max_tasks": 500, "max_concurrency": 4, "token_budget": 200000, "cost_budget": 2.5,
+///   "deadline": "15m" }
 /// ```
 ///
 /// The optional limits are left out of the JSON when unset, so an objective written before
@@ -121,6 +123,12 @@ pub struct Limits {
     /// objective may spend; past it the objective fails naming `token_budget`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_budget: Option<u64>,
+    /// The most US dollars (`0.25`) the objective's model calls may cost, at the prices of
+    /// the coordinator's price table; past it the objective fails naming `cost_budget`. A call
+    /// to a model without a price adds nothing to it (its cost is unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, minimum = 0, example = 0.25))]
+    pub cost_budget: Option<Usd>,
     /// How long after submission the objective may run (a humantime duration such as `15m`);
     /// past it the objective fails naming `deadline`.
     #[serde(
@@ -156,6 +164,7 @@ impl Default for Limits {
             max_replans: None,
             max_concurrency: None,
             token_budget: None,
+            cost_budget: None,
             deadline: None,
         }
     }
@@ -205,17 +214,19 @@ mod tests {
             serde_json::from_value(json!({"max_tasks": 5})).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(old.max_concurrency, None);
         assert_eq!(old.token_budget, None);
+        assert_eq!(old.cost_budget, None);
         assert_eq!(old.deadline, None);
     }
 
     #[test]
     fn limits_read_from_json_with_a_humantime_deadline() {
         let limits: Limits = serde_json::from_value(json!({
-            "max_concurrency": 4, "token_budget": 200_000, "deadline": "15m"
+            "max_concurrency": 4, "token_budget": 200_000, "cost_budget": 1.5, "deadline": "15m"
         }))
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(limits.max_concurrency, NonZeroU32::new(4));
         assert_eq!(limits.token_budget, Some(200_000));
+        assert_eq!(limits.cost_budget, Some(Usd(1_500_000)));
         assert_eq!(limits.deadline, Some(Duration::from_secs(900)));
         let back: Limits = serde_json::from_value(serde_json::to_value(limits).unwrap_or_default())
             .unwrap_or_else(|e| panic!("{e}"));

@@ -118,6 +118,57 @@ pub struct Usage {
     pub input_tokens: u64,
     /// Tokens the model produced.
     pub output_tokens: u64,
+    /// Of `input_tokens`, those the provider served from its prompt cache (where it says).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
+    /// What the tokens cost, in millionths of a US dollar: set by an agent whose model has a
+    /// price. Absent means unknown, never free. In an aggregate (a task's attempts, an
+    /// objective's tasks) it is known only when every part's is (see [`Usage::add`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_usd_micros: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Usage {
+    /// Input plus output tokens.
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+
+    /// The cost in micro-dollars where it is known: the priced cost, or zero when no token
+    /// was spent (nothing to price); `None` when tokens were spent at an unknown price.
+    pub fn known_cost(&self) -> Option<u64> {
+        match self.cost_usd_micros {
+            Some(cost) => Some(cost),
+            None if self.tokens() == 0 => Some(0),
+            None => None,
+        }
+    }
+
+    /// Adds `other` in: the tokens add up, and the cost stays known only while both are.
+    pub fn add(&mut self, other: &Usage) {
+        let cost = self
+            .known_cost()
+            .zip(other.known_cost())
+            .map(|(a, b)| a.saturating_add(b));
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cached_input_tokens = self
+            .cached_input_tokens
+            .saturating_add(other.cached_input_tokens);
+        self.cost_usd_micros = cost;
+    }
+
+    /// This usage as views show it: the cost [known](Usage::known_cost), or absent.
+    pub fn shown(self) -> Self {
+        Self {
+            cost_usd_micros: self.known_cost(),
+            ..self
+        }
+    }
 }
 
 #[cfg(test)]
@@ -136,6 +187,8 @@ mod tests {
                 usage: Some(Usage {
                     input_tokens: 10,
                     output_tokens: 3,
+                    cached_input_tokens: 4,
+                    cost_usd_micros: Some(7),
                 }),
                 retry_after: Some(Duration::from_secs(2)),
             },
@@ -155,5 +208,31 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(hand, TaskOutcome::failure(FailureKind::Permanent, "401"));
+    }
+
+    #[test]
+    fn a_sum_of_usages_has_a_cost_only_while_every_part_has_one() {
+        let priced = |tokens, cost| Usage {
+            input_tokens: tokens,
+            output_tokens: 0,
+            cached_input_tokens: 0,
+            cost_usd_micros: cost,
+        };
+        let mut total = Usage::default();
+        total.add(&priced(10, Some(5)));
+        total.add(&priced(0, None));
+        assert_eq!(total.known_cost(), Some(5));
+        total.add(&priced(10, None));
+        assert_eq!((total.tokens(), total.known_cost()), (20, None));
+        total.add(&priced(10, Some(5)));
+        assert_eq!(total.known_cost(), None, "unknown stays unknown");
+        // An old log's usage (no cost) reads back unchanged: its cost is unknown.
+        let old: Usage = serde_json::from_value(json!({"input_tokens": 3, "output_tokens": 1}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(old.known_cost(), None);
+        assert_eq!(
+            serde_json::to_value(old).unwrap_or_default(),
+            json!({"input_tokens": 3, "output_tokens": 1})
+        );
     }
 }

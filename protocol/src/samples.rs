@@ -57,6 +57,7 @@ pub fn every_event_kind() -> Vec<Event> {
             usage: Some(Usage {
                 input_tokens: 1,
                 output_tokens: 2,
+                ..Usage::default()
             }),
             duration: Duration::from_millis(1500),
         },

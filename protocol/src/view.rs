@@ -25,6 +25,10 @@ pub struct ObjectiveView {
     pub failure: Option<String>,
     /// Its tasks in the order they were added.
     pub tasks: Vec<TaskView>,
+    /// Tokens spent over all its tasks, and their cost: `cost_usd_micros` is absent when any
+    /// task's is unknown (tokens spent on a model without a price).
+    #[serde(default)]
+    pub usage: Usage,
 }
 
 impl ObjectiveView {
@@ -104,7 +108,8 @@ pub struct TaskView {
     /// How many times its current (or latest) review was escalated by its deadline.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub escalations: u32,
-    /// Tokens spent over all attempts.
+    /// Tokens spent over all attempts, and their cost: `cost_usd_micros` is absent when any
+    /// attempt's is unknown, and 0 when no token was spent.
     #[serde(default)]
     pub usage: Usage,
     /// Time spent running over all attempts.
@@ -293,6 +298,19 @@ pub struct AgentStatus {
     /// The provider account whose breaker and limiter it shares (those shown above), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// What its model calls spent since the coordinator started (model agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<Spent>,
+}
+
+/// What an agent's model calls spent: the priced part in dollars, the rest in tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Spent {
+    /// The cost of the calls to priced models, in millionths of a US dollar.
+    pub cost_usd_micros: u64,
+    /// Tokens of calls to models without a price (their cost is unknown).
+    pub unpriced_tokens: u64,
 }
 
 /// Where an agent's circuit breaker stands.

@@ -1,14 +1,15 @@
 //! The model agent itself.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use serde_json::Value;
-use swarm_protocol::{AgentStatus, FailureKind, Health, Task, TaskOutcome};
+use swarm_protocol::{AgentStatus, FailureKind, Health, Price, Spent, Task, TaskOutcome};
 use tokio::sync::watch;
 
 use super::account::Account;
@@ -86,6 +87,9 @@ pub struct ModelSpec {
     pub idle_timeout: Option<Duration>,
     /// The hard timeout of tasks that set none.
     pub hard_timeout: Option<Duration>,
+    /// Prices by model name: an attempt's usage carries its cost when `model` has one here
+    /// (a model fallback made with [`LlmAgent::for_model`] looks up its own model).
+    pub prices: Arc<BTreeMap<String, Price>>,
 }
 
 impl ModelSpec {
@@ -105,6 +109,7 @@ impl ModelSpec {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: None,
             hard_timeout: None,
+            prices: Arc::default(),
         }
     }
 }
@@ -130,6 +135,36 @@ struct Inner {
     health: watch::Sender<HealthReport>,
     /// Set once a task follows the account's breaker for this agent's health.
     following: Arc<AtomicBool>,
+    /// What the calls run in this agent's slots spent (on fallbacks too).
+    spent: Arc<SpentCounters>,
+}
+
+/// Running totals of [`Spent`].
+#[derive(Debug, Default)]
+struct SpentCounters {
+    cost_usd_micros: AtomicU64,
+    unpriced_tokens: AtomicU64,
+}
+
+impl SpentCounters {
+    fn add(&self, outcome: &TaskOutcome) {
+        let Some(usage) = outcome.usage() else {
+            return;
+        };
+        match usage.cost_usd_micros {
+            Some(cost) => self.cost_usd_micros.fetch_add(cost, Ordering::Relaxed),
+            None => self
+                .unpriced_tokens
+                .fetch_add(usage.tokens(), Ordering::Relaxed),
+        };
+    }
+
+    fn read(&self) -> Spent {
+        Spent {
+            cost_usd_micros: self.cost_usd_micros.load(Ordering::Relaxed),
+            unpriced_tokens: self.unpriced_tokens.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl fmt::Debug for LlmAgent {
@@ -187,6 +222,7 @@ impl LlmAgent {
                 fallbacks: Vec::new(),
                 health,
                 following: Arc::new(AtomicBool::new(false)),
+                spent: Arc::default(),
             }),
         })
     }
@@ -472,7 +508,7 @@ impl LlmAgent {
         let spec = &self.inner.spec;
         match response.json::<Value>().await {
             Ok(value) => match provider::parse_completion(spec.provider, &value) {
-                Ok(completion) => finish(completion, json),
+                Ok(completion) => finish(completion, json, spec),
                 Err(err) => failure(
                     FailureKind::Transient,
                     format!("{} answer not understood: {err}", spec.model),
@@ -535,7 +571,7 @@ impl LlmAgent {
                 None,
             );
         }
-        finish(state.completion, json)
+        finish(state.completion, json, &self.inner.spec)
     }
 }
 
@@ -579,27 +615,41 @@ fn failure(
     }
 }
 
-/// The outcome of a complete answer: its text, or the JSON object it was asked to be.
-fn finish(completion: provider::Completion, json: bool) -> TaskOutcome {
+/// The outcome of a complete answer: its text, or the JSON object it was asked to be, with
+/// the usage priced at [`price`].
+fn finish(completion: provider::Completion, json: bool, spec: &ModelSpec) -> TaskOutcome {
+    let mut usage = completion.usage;
+    if let (Some(usage), Some(price)) = (&mut usage, price(spec, completion.model.as_deref())) {
+        usage.cost_usd_micros = Some(price.cost_usd_micros(usage));
+    }
     if !json {
         return TaskOutcome::Succeeded {
             output: Value::String(completion.text),
-            usage: completion.usage,
+            usage,
         };
     }
     match serde_json::from_str::<Value>(completion.text.trim()) {
         Ok(value) => TaskOutcome::Succeeded {
             output: value,
-            usage: completion.usage,
+            usage,
         },
         Err(err) => TaskOutcome::Failed {
             kind: FailureKind::InvalidOutput,
             message: format!("asked for JSON, the model answered something else: {err}"),
             partial_output: Some(Value::String(completion.text)),
-            usage: completion.usage,
+            usage,
             retry_after: None,
         },
     }
+}
+
+/// The price of a call: the spec's model's, else that of the model that answered (the
+/// provider's name for it, e.g. a dated version); `None` (an unknown cost) when neither is in
+/// the table.
+fn price<'a>(spec: &'a ModelSpec, answered: Option<&str>) -> Option<&'a Price> {
+    spec.prices
+        .get(&spec.model)
+        .or_else(|| answered.and_then(|model| spec.prices.get(model)))
 }
 
 /// Renders a task into a prompt. The input may be a string (the user message), or an object
@@ -783,10 +833,14 @@ impl Agent for LlmAgent {
                     fallback = %fallback.inner.spec.model,
                     "the model cannot take the call now; its fallback takes it"
                 );
-                return fallback.attempt(&task, &ctx).await;
+                let outcome = fallback.attempt(&task, &ctx).await;
+                self.inner.spent.add(&outcome);
+                return outcome;
             }
         }
-        self.attempt(&task, &ctx).await
+        let outcome = self.attempt(&task, &ctx).await;
+        self.inner.spent.add(&outcome);
+        outcome
     }
 
     fn health(&self) -> Option<HealthFeed> {
@@ -799,6 +853,7 @@ impl Agent for LlmAgent {
             breaker: Some(breaker_status(&*self.inner.breaker)),
             limiter: Some(limiter_status(&self.inner.limiter)),
             account: self.inner.account.as_ref().map(|a| a.name().to_owned()),
+            spent: Some(self.inner.spent.read()),
         }
     }
 }
@@ -811,5 +866,49 @@ async fn with_heartbeats<F: Future>(ctx: &TaskContext, future: F) -> F::Output {
             output = &mut future => return output,
             () = tokio::time::sleep(Duration::from_secs(1)) => ctx.heartbeat(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_priced_at_its_models_price_else_at_the_answering_models() {
+        let dated = Price {
+            input: 1.0,
+            cached_input: None,
+            output: 2.0,
+        };
+        let mut spec = ModelSpec::new(Provider::Openai, "http://127.0.0.1:1/v1", "gpt-x");
+        spec.prices = Arc::new(BTreeMap::from([("gpt-x-2025".to_owned(), dated)]));
+        assert_eq!(price(&spec, None), None, "unpriced: unknown");
+        assert_eq!(price(&spec, Some("gpt-x-2025")), Some(&dated));
+        let own = Price {
+            output: 3.0,
+            ..dated
+        };
+        spec.prices = Arc::new(BTreeMap::from([
+            ("gpt-x-2025".to_owned(), dated),
+            ("gpt-x".to_owned(), own),
+        ]));
+        assert_eq!(price(&spec, Some("gpt-x-2025")), Some(&own));
+        let completion = provider::Completion {
+            text: "hi".into(),
+            usage: Some(swarm_protocol::Usage {
+                input_tokens: 10,
+                output_tokens: 5,
+                ..swarm_protocol::Usage::default()
+            }),
+            finish: None,
+            model: Some("gpt-x-2025".into()),
+        };
+        // 10 × 1.0 + 5 × 3.0 micro-dollars.
+        assert_eq!(
+            finish(completion, false, &spec)
+                .usage()
+                .and_then(|u| u.cost_usd_micros),
+            Some(25)
+        );
     }
 }

@@ -300,7 +300,7 @@ pub fn body(
     }
 }
 
-/// OpenAI's `usage` object.
+/// OpenAI's `usage` object (`prompt_tokens_details.cached_tokens` is part of `prompt_tokens`).
 fn openai_usage(u: &Value) -> Usage {
     Usage {
         input_tokens: u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
@@ -308,7 +308,23 @@ fn openai_usage(u: &Value) -> Usage {
             .get("completion_tokens")
             .and_then(Value::as_u64)
             .unwrap_or(0),
+        cached_input_tokens: u
+            .pointer("/prompt_tokens_details/cached_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        cost_usd_micros: None,
     }
+}
+
+/// The input counts of Anthropic's `usage` object: all input tokens, and those read from the
+/// prompt cache. Anthropic counts cache reads and cache writes apart from `input_tokens`.
+fn anthropic_input(u: &Value) -> (u64, u64) {
+    let count = |field: &str| u.get(field).and_then(Value::as_u64).unwrap_or(0);
+    let cached = count("cache_read_input_tokens");
+    let input = count("input_tokens")
+        .saturating_add(cached)
+        .saturating_add(count("cache_creation_input_tokens"));
+    (input, cached)
 }
 
 /// A finished answer.
@@ -320,6 +336,17 @@ pub struct Completion {
     pub usage: Option<Usage>,
     /// Why generation stopped (`stop`, `length`, `end_turn`, `max_tokens`, ...).
     pub finish: Option<String>,
+    /// The model that answered, as the provider names it (often a dated version of the name
+    /// asked for, e.g. `gpt-4o-mini-2024-07-18`).
+    pub model: Option<String>,
+}
+
+/// The `model` field of an answer (or of a streamed chunk).
+fn model_of(value: &Value) -> Option<String> {
+    value
+        .get("model")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// Reads a non-streaming answer.
@@ -343,6 +370,7 @@ pub fn parse_completion(provider: Provider, body: &Value) -> Result<Completion, 
                 text,
                 usage,
                 finish,
+                model: model_of(body),
             })
         }
         Provider::Anthropic => {
@@ -355,9 +383,14 @@ pub fn parse_completion(provider: Provider, body: &Value) -> Result<Completion, 
                 .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
                 .filter_map(|b| b.get("text").and_then(Value::as_str))
                 .collect::<String>();
-            let usage = body.get("usage").map(|u| Usage {
-                input_tokens: u.get("input_tokens").and_then(Value::as_u64).unwrap_or(0),
-                output_tokens: u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0),
+            let usage = body.get("usage").map(|u| {
+                let (input_tokens, cached_input_tokens) = anthropic_input(u);
+                Usage {
+                    input_tokens,
+                    output_tokens: u.get("output_tokens").and_then(Value::as_u64).unwrap_or(0),
+                    cached_input_tokens,
+                    cost_usd_micros: None,
+                }
             });
             let finish = body
                 .get("stop_reason")
@@ -367,6 +400,7 @@ pub fn parse_completion(provider: Provider, body: &Value) -> Result<Completion, 
                 text,
                 usage,
                 finish,
+                model: model_of(body),
             })
         }
     }
@@ -443,6 +477,9 @@ impl StreamState {
                 if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
                     self.completion.usage = Some(openai_usage(u));
                 }
+                if self.completion.model.is_none() {
+                    self.completion.model = model_of(&chunk);
+                }
                 if let Some(reason) = chunk
                     .pointer("/choices/0/finish_reason")
                     .and_then(Value::as_str)
@@ -473,12 +510,13 @@ impl StreamState {
                 };
                 match kind {
                     "message_start" => {
-                        let input = value
-                            .pointer("/message/usage/input_tokens")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(0);
+                        let (input, cached) = value
+                            .pointer("/message/usage")
+                            .map_or((0, 0), anthropic_input);
                         let usage = self.completion.usage.get_or_insert_with(Usage::default);
                         usage.input_tokens = input;
+                        usage.cached_input_tokens = cached;
+                        self.completion.model = value.get("message").and_then(model_of);
                         Ok(StreamStep::Nothing)
                     }
                     "content_block_delta" => {
@@ -699,6 +737,7 @@ mod tests {
                             "usage": {"prompt_tokens": 3, "completion_tokens": 1}});
         let c = parse_completion(Provider::Openai, &openai).unwrap();
         assert_eq!((c.text.as_str(), c.finish.as_deref()), ("hi", Some("stop")));
+        assert_eq!(c.model, None);
         assert_eq!(c.usage.unwrap().input_tokens, 3);
         let anthropic = json!({"content": [{"type": "text", "text": "hi"}],
                                "stop_reason": "end_turn",
@@ -707,6 +746,21 @@ mod tests {
         assert_eq!(c.text, "hi");
         assert_eq!(c.usage.unwrap().output_tokens, 1);
         assert!(parse_completion(Provider::Openai, &json!({})).is_err());
+        // Cached input: part of OpenAI's prompt count, apart from Anthropic's.
+        let openai = json!({"choices": [{"message": {"content": "hi"}}], "model": "m-2025",
+                            "usage": {"prompt_tokens": 10, "completion_tokens": 1,
+                                      "prompt_tokens_details": {"cached_tokens": 4}}});
+        let c = parse_completion(Provider::Openai, &openai).unwrap();
+        assert_eq!(c.model.as_deref(), Some("m-2025"));
+        let u = c.usage.unwrap();
+        assert_eq!((u.input_tokens, u.cached_input_tokens), (10, 4));
+        let anthropic = json!({"content": [], "usage": {"input_tokens": 6, "output_tokens": 1,
+                               "cache_read_input_tokens": 4, "cache_creation_input_tokens": 2}});
+        let u = parse_completion(Provider::Anthropic, &anthropic)
+            .unwrap()
+            .usage
+            .unwrap();
+        assert_eq!((u.input_tokens, u.cached_input_tokens), (12, 4));
     }
 
     #[test]

@@ -548,6 +548,9 @@ pub fn render(objective: &Value) -> String {
     if let Some(failure) = objective.get("failure").and_then(Value::as_str) {
         out.push_str(&format!("  failure: {failure}\n"));
     }
+    if let Some(spent) = objective.get("usage").and_then(spent) {
+        out.push_str(&format!("  spent: {spent}\n"));
+    }
     for task in objective
         .get("tasks")
         .and_then(Value::as_array)
@@ -567,8 +570,12 @@ pub fn render(objective: &Value) -> String {
                 other => other.to_string(),
             })
             .unwrap_or_else(|| "-".into());
+        let cost = task
+            .get("usage")
+            .and_then(spent)
+            .map_or(String::new(), |spent| format!(" ({spent})"));
         out.push_str(&format!(
-            "  {:<20} {:<10} attempts={} {}\n",
+            "  {:<20} {:<10} attempts={}{cost} {}\n",
             text("key"),
             text("status"),
             task.get("attempts").and_then(Value::as_u64).unwrap_or(0),
@@ -576,6 +583,21 @@ pub fn render(objective: &Value) -> String {
         ));
     }
     out
+}
+
+/// A view's `usage` as text, e.g. `1200 tokens, $0.000450` (`cost unknown` when a model had no
+/// price); `None` when no token was spent.
+fn spent(usage: &Value) -> Option<String> {
+    let count = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let tokens = count("input_tokens").saturating_add(count("output_tokens"));
+    if tokens == 0 {
+        return None;
+    }
+    let cost = match usage.get("cost_usd_micros").and_then(Value::as_u64) {
+        Some(micros) => swarm_protocol::Usd(micros).to_string(),
+        None => "cost unknown".to_owned(),
+    };
+    Some(format!("{tokens} tokens, {cost}"))
 }
 
 #[cfg(test)]
@@ -600,6 +622,39 @@ mod tests {
         };
         assert!(err.starts_with("not a list of tasks: "), "{err}");
         assert!(err.contains("capability"), "{err}");
+    }
+
+    #[test]
+    fn the_status_shows_what_was_spent_and_an_unknown_cost_as_unknown() {
+        let view = serde_json::json!({
+            "id": "O1", "status": "succeeded",
+            "usage": {"input_tokens": 1000, "output_tokens": 500},
+            "tasks": [
+                {"key": "a", "status": "succeeded", "attempts": 1,
+                 "usage": {"input_tokens": 1000, "output_tokens": 500, "cost_usd_micros": 450}},
+                {"key": "b", "status": "succeeded", "attempts": 1,
+                 "usage": {"input_tokens": 10, "output_tokens": 0}},
+                {"key": "c", "status": "succeeded", "attempts": 1,
+                 "usage": {"input_tokens": 0, "output_tokens": 0, "cost_usd_micros": 0}}
+            ]
+        });
+        let text = render(&view);
+        assert!(
+            text.contains("  spent: 1500 tokens, cost unknown\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("attempts=1 (1500 tokens, $0.000450)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("attempts=1 (10 tokens, cost unknown)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("c                    succeeded  attempts=1 -"),
+            "{text}"
+        );
     }
 
     #[test]

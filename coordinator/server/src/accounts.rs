@@ -1,11 +1,11 @@
 //! `/v1/accounts`: the provider accounts of `swarm.toml` (`[[accounts]]`), each with the
 //! quotas, breaker and concurrency its agents share, what the last minute used of them, any
-//! pause the provider asked for, and the agents on it.
+//! pause the provider asked for, the agents on it and what their calls spent.
 
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
-use swarm_protocol::{BreakerStatus, LimiterStatus};
+use swarm_protocol::{BreakerStatus, LimiterStatus, Spent};
 
 use crate::AppState;
 use swarm_coordinator::config::AccountConfig;
@@ -27,6 +27,8 @@ pub(crate) struct AccountView {
     pub(crate) in_flight: Option<u32>,
     /// The names of the registered agents on it.
     pub(crate) agents: Vec<String>,
+    /// What its registered agents' calls spent since the coordinator started.
+    pub(crate) spent: Spent,
 }
 
 /// Every provider account, by name, with its live quota state and its agents.
@@ -45,16 +47,25 @@ pub(super) async fn list(State(state): State<AppState>) -> Json<Vec<AccountView>
         .accounts()
         .map(|(config, account)| {
             let live = account.state();
+            let on_it: Vec<_> = agents
+                .iter()
+                .filter(|agent| agent.status.account.as_deref() == Some(&config.name))
+                .collect();
+            let mut spent = Spent::default();
+            for agent in on_it.iter().filter_map(|agent| agent.status.spent) {
+                spent.cost_usd_micros = spent.cost_usd_micros.saturating_add(agent.cost_usd_micros);
+                spent.unpriced_tokens = spent.unpriced_tokens.saturating_add(agent.unpriced_tokens);
+            }
             AccountView {
                 config: config.clone(),
                 breaker_state: live.breaker,
                 limiter: live.limiter,
                 in_flight: live.in_flight,
-                agents: agents
+                agents: on_it
                     .iter()
-                    .filter(|agent| agent.status.account.as_deref() == Some(&config.name))
                     .map(|agent| agent.descriptor.name.clone())
                     .collect(),
+                spent,
             }
         })
         .collect();

@@ -7,12 +7,13 @@
 //! and one pass over the agents, and an agent that left stops appearing at the next scrape (a
 //! long-lived recorder would keep its last values).
 //!
-//! Two families are written by hand after the recorder's text, because the `metrics` API cannot
-//! carry them: the allocation latency histogram arrives already bucketed from the scheduler
-//! (`metrics` histograms take single samples, and the Prometheus exporter keeps every sample
-//! until the scrape, so replaying a million allocations into it would cost a million entries
-//! and still get the sum wrong), and the limiter's wait time is a counter in (fractional)
-//! seconds, where `metrics` counters are integers.
+//! Some families are written by hand after the recorder's text, because the `metrics` API
+//! cannot carry them: the allocation latency histogram arrives already bucketed from the
+//! scheduler (`metrics` histograms take single samples, and the Prometheus exporter keeps every
+//! sample until the scrape, so replaying a million allocations into it would cost a million
+//! entries and still get the sum wrong), and the limiter's wait time and the agents' cost are
+//! counters in (fractional) seconds and dollars, where `metrics` counters are integers (the
+//! agents' unpriced tokens go beside their cost, labelled alike).
 
 use std::fmt::Write as _;
 
@@ -23,6 +24,7 @@ use metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use swarm_protocol::{
     AgentStatus, BreakerStatus, Capability, Health, LatencyHistogram, QuotaUse, SchedulerStats,
+    Spent, Usd,
 };
 use swarm_registry::AgentSnapshot;
 
@@ -110,6 +112,7 @@ fn render(
     let mut text = handle.render();
     write_latency_histogram(&mut text, &stats.allocation_latency);
     write_limiter_wait_seconds(&mut text, agents);
+    write_cost(&mut text, agents);
     text
 }
 
@@ -351,6 +354,54 @@ fn write_limiter_wait_seconds(text: &mut String, agents: &[AgentMetrics]) {
     }
 }
 
+/// `swarm_cost_usd_total` (in dollars, fractional, so written by hand) and
+/// `swarm_unpriced_tokens_total`, per model agent and its account (`""` without one).
+fn write_cost(text: &mut String, agents: &[AgentMetrics]) {
+    let spending: Vec<(&AgentMetrics, Spent)> = agents
+        .iter()
+        .filter_map(|a| Some((a, a.status.spent?)))
+        .collect();
+    if spending.is_empty() {
+        return;
+    }
+    let labels = |agent: &AgentMetrics| {
+        let descriptor = &agent.snapshot.descriptor;
+        format!(
+            "agent=\"{}\",name=\"{}\",account=\"{}\"",
+            descriptor.id,
+            escape_label(&descriptor.name),
+            escape_label(agent.status.account.as_deref().unwrap_or_default())
+        )
+    };
+    const COST: &str = "swarm_cost_usd_total";
+    start_family(
+        text,
+        COST,
+        "counter",
+        "What the agent's calls to priced models cost, in US dollars, at the `[prices]` of \
+         swarm.toml.",
+    );
+    for (agent, spent) in &spending {
+        let dollars = Usd(spent.cost_usd_micros).dollars();
+        let _ = writeln!(text, "{COST}{{{}}} {dollars}", labels(agent));
+    }
+    const UNPRICED: &str = "swarm_unpriced_tokens_total";
+    start_family(
+        text,
+        UNPRICED,
+        "counter",
+        "Tokens of the agent's calls to models without a price (their cost is unknown).",
+    );
+    for (agent, spent) in &spending {
+        let _ = writeln!(
+            text,
+            "{UNPRICED}{{{}}} {}",
+            labels(agent),
+            spent.unpriced_tokens
+        );
+    }
+}
+
 fn start_family(text: &mut String, name: &str, kind: &str, help: &str) {
     if !text.is_empty() && !text.ends_with("\n\n") {
         text.push('\n');
@@ -470,7 +521,11 @@ mod tests {
                     waiting: 0,
                     paused_for_ms: None,
                 }),
-                account: None,
+                account: Some("main".into()),
+                spent: Some(Spent {
+                    cost_usd_micros: 1_250_000,
+                    unpriced_tokens: 40,
+                }),
             },
         };
         let refused = [
@@ -577,6 +632,15 @@ mod tests {
         );
         assert_eq!(value("swarm_agent_limiter_waits_total", m), 3.0);
         assert_eq!(value("swarm_agent_limiter_wait_seconds_total", m), 1.5);
+        let spender = format!("{m},account=\"main\"");
+        assert_eq!(value("swarm_cost_usd_total", &spender), 1.25);
+        assert_eq!(value("swarm_unpriced_tokens_total", &spender), 40.0);
+        assert!(text.contains("# TYPE swarm_cost_usd_total counter"));
+        assert!(
+            !samples
+                .iter()
+                .any(|(n, l, _)| n == "swarm_cost_usd_total" && l.contains("A4"))
+        );
         assert!(text.contains("# TYPE swarm_agent_limiter_wait_seconds_total counter"));
         assert!(!samples.iter().any(|(n, l, _)| {
             (n.starts_with("swarm_agent_breaker") || n.starts_with("swarm_agent_limiter"))

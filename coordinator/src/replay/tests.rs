@@ -26,6 +26,7 @@ fn usage(input_tokens: u64, output_tokens: u64) -> Option<Usage> {
     Some(Usage {
         input_tokens,
         output_tokens,
+        ..Usage::default()
     })
 }
 

@@ -23,6 +23,7 @@ use swarm_protocol::task::{Compensation, has_references, resolve_input};
 use swarm_protocol::{
     AgentId, Limits, ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, RetryPolicy,
     ReviewDeadline, TaskId, TaskItem, TaskKey, TaskKind, TaskPage, TaskQuery, TaskSpec, TaskStatus,
+    Usd,
 };
 
 use super::planner;
@@ -128,6 +129,9 @@ pub(super) struct ObjectiveRun {
     pub(super) saga: Option<Saga>,
     /// Model tokens (input and output) spent by every attempt so far.
     pub(super) tokens: u64,
+    /// The known cost of its attempts, in micro-dollars (an attempt at an unknown price adds
+    /// nothing).
+    pub(super) cost_usd_micros: u64,
 }
 
 impl ObjectiveRun {
@@ -146,13 +150,29 @@ impl ObjectiveRun {
             compensable: Vec::new(),
             saga: None,
             tokens: 0,
+            cost_usd_micros: 0,
         }
     }
 
-    pub(super) fn over_budget(&self) -> bool {
-        self.limits
-            .token_budget
-            .is_some_and(|budget| self.tokens > budget)
+    /// Why the objective is over a spending limit (naming it), if it is.
+    pub(super) fn over_budget(&self) -> Option<String> {
+        if let Some(budget) = self.limits.token_budget
+            && self.tokens > budget
+        {
+            return Some(format!(
+                "the objective spent {} model tokens, over its `token_budget` of {budget}",
+                self.tokens
+            ));
+        }
+        if let Some(budget) = self.limits.cost_budget
+            && self.cost_usd_micros > budget.micros()
+        {
+            return Some(format!(
+                "the objective spent {} on models, over its `cost_budget` of {budget}",
+                Usd(self.cost_usd_micros)
+            ));
+        }
+        None
     }
 }
 

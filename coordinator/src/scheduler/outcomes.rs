@@ -1,8 +1,8 @@
 //! What becomes of an attempt that ended: the agents' reports, taken in.
 //!
 //! A report counts only for the task's current attempt on the agent that ran it (a late result
-//! never commits). Its tokens are charged to the objective first, so a success that takes the
-//! objective over its `token_budget` wakes no dependent. A success is checked against the
+//! never commits). Its tokens and cost are charged to the objective first, so a success that
+//! takes the objective over its `token_budget` or `cost_budget` wakes no dependent. A success is checked against the
 //! task's `output_schema` (output that does not match goes to review), may spawn follow-up
 //! tasks (checked as a submitted graph is) and wakes the dependents; a planning task's answer
 //! is a plan (see `plans.rs`); a failure goes to `failures.rs`.
@@ -65,10 +65,7 @@ impl SchedulerState {
         }
         // The attempt's run time and tokens join the task's record with the event of its
         // outcome, whichever it turns out to be.
-        let tokens = report
-            .outcome
-            .usage()
-            .map_or(0, |u| u.input_tokens.saturating_add(u.output_tokens));
+        let usage = report.outcome.usage();
         let planning = node.record.planning.is_some();
         // Read once here, so a task without extras costs no further lookup on this path.
         let (objective, capped) = (node.objective, node.capped);
@@ -76,7 +73,7 @@ impl SchedulerState {
         let checked = node.extra.as_ref().is_some_and(|e| e.schema.is_some());
         // The attempt's tokens count before its outcome is applied, so a success that goes
         // over the budget wakes no dependent (`task_done`).
-        let over_budget = tokens > 0 && self.charge(objective, tokens);
+        let over_budget = usage.and_then(|usage| self.charge(objective, &usage));
         self.release_slot(agent, report.task);
         if capped {
             self.dispatch
@@ -211,26 +208,27 @@ impl SchedulerState {
                 );
             }
         }
-        if over_budget {
-            let reason = self.graph.objectives.get(&objective).map(|run| {
-                format!(
-                    "the objective spent {} model tokens, over its `token_budget` of {}",
-                    run.tokens,
-                    run.limits.token_budget.unwrap_or_default()
-                )
-            });
-            self.end_objective(objective, ObjectiveStatus::Failed, reason);
+        if let Some(reason) = over_budget {
+            self.end_objective(objective, ObjectiveStatus::Failed, Some(reason));
         }
     }
 
-    /// Adds an attempt's tokens to its objective; true when that takes a running objective
-    /// over its `token_budget`.
-    pub(super) fn charge(&mut self, objective: ObjectiveId, tokens: u64) -> bool {
-        let Some(run) = self.graph.objectives.get_mut(&objective) else {
-            return false;
-        };
-        run.tokens = run.tokens.saturating_add(tokens);
-        run.status == ObjectiveStatus::Running && run.over_budget()
+    /// Adds an attempt's tokens and known cost to its objective; the reason, naming the
+    /// limit, when that takes a running objective over its `token_budget` or `cost_budget`.
+    pub(super) fn charge(&mut self, objective: ObjectiveId, usage: &Usage) -> Option<String> {
+        if usage.tokens() == 0 && usage.cost_usd_micros.is_none() {
+            return None;
+        }
+        let run = self.graph.objectives.get_mut(&objective)?;
+        run.tokens = run.tokens.saturating_add(usage.tokens());
+        run.cost_usd_micros = run
+            .cost_usd_micros
+            .saturating_add(usage.cost_usd_micros.unwrap_or(0));
+        if run.status == ObjectiveStatus::Running {
+            run.over_budget()
+        } else {
+            None
+        }
     }
 
     /// A successful attempt's output: checked against the task's `output_schema`; output
@@ -307,7 +305,7 @@ impl SchedulerState {
         let (halted, done) = match self.graph.objectives.get_mut(&objective) {
             Some(run) => {
                 run.unfinished = run.unfinished.saturating_sub(1);
-                let halted = run.status != ObjectiveStatus::Running || run.over_budget();
+                let halted = run.status != ObjectiveStatus::Running || run.over_budget().is_some();
                 (halted, !halted && run.unfinished == 0)
             }
             None => (true, false),

@@ -154,8 +154,7 @@ pub(crate) fn task_of(event: &Event) -> Option<TaskId> {
 
 fn add(total: &mut Usage, usage: Option<Usage>) {
     if let Some(u) = usage {
-        total.input_tokens += u.input_tokens;
-        total.output_tokens += u.output_tokens;
+        total.add(&u);
     }
 }
 
@@ -500,7 +499,7 @@ impl TaskRecord {
                 .review_until_ms
                 .filter(|_| self.status == TaskStatus::Review),
             escalations: self.escalations,
-            usage: self.usage,
+            usage: self.usage.shown(),
             run_time: self.run_time,
         }
     }
@@ -514,12 +513,18 @@ pub fn objective_view<'a>(
     failure: Option<&str>,
     tasks: impl IntoIterator<Item = &'a TaskRecord>,
 ) -> ObjectiveView {
+    let tasks: Vec<TaskView> = tasks.into_iter().map(TaskRecord::view).collect();
+    let mut usage = Usage::default();
+    for task in &tasks {
+        usage.add(&task.usage);
+    }
     ObjectiveView {
         id,
         goal: goal.to_owned(),
         status,
         failure: failure.map(str::to_owned),
-        tasks: tasks.into_iter().map(TaskRecord::view).collect(),
+        tasks,
+        usage: usage.shown(),
     }
 }
 

@@ -93,10 +93,11 @@ impl SchedulerState {
                 .add_tasks(id, &mut run, &specs, &depths, batch.parent, extras);
         }
         run.compensable = model.compensable.clone();
-        run.tokens = model
+        run.tokens = model.tasks.iter().map(|t| t.usage.tokens()).sum();
+        run.cost_usd_micros = model
             .tasks
             .iter()
-            .map(|t| t.usage.input_tokens + t.usage.output_tokens)
+            .filter_map(|t| t.usage.cost_usd_micros)
             .sum();
         let compensating = model.status == ObjectiveStatus::Compensating;
         if compensating {

@@ -14,7 +14,7 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use rustc_hash::FxHashMap;
-use swarm_protocol::{ObjectiveView, TaskId, TaskStatus};
+use swarm_protocol::{ObjectiveView, TaskId, TaskStatus, Usage, Usd};
 
 use super::{
     Badge, Layout, Visitor, clip, format_duration_rounded, html, objective_badge, pretty_json,
@@ -197,6 +197,8 @@ pub(crate) struct Live {
     pub(crate) badge: Badge,
     pub(crate) running: bool,
     pub(crate) failure: Option<String>,
+    /// What its tasks spent, once they spent any tokens ([`spent`]).
+    pub(crate) spent: Option<String>,
     pub(crate) counts: Vec<(Badge, usize)>,
     pub(crate) graph: Graph,
     pub(crate) rows: Vec<Row>,
@@ -281,6 +283,7 @@ async fn live_of(state: &AppState, raw: &str) -> Result<Live, Problem> {
         badge: objective_badge(view.status),
         running: !view.status.is_terminal(),
         failure: view.failure.clone(),
+        spent: spent(&view.usage),
         counts,
         graph: layout(&view),
         rows_omitted: view.tasks.len().saturating_sub(TABLE_MAX),
@@ -289,6 +292,19 @@ async fn live_of(state: &AppState, raw: &str) -> Result<Live, Problem> {
         timeline_omitted,
         last_seq,
     })
+}
+
+/// An objective's spending as the page shows it: its tokens and their cost in dollars, or
+/// "cost unknown" when a model without a price spent some; `None` before any token.
+fn spent(usage: &Usage) -> Option<String> {
+    if usage.tokens() == 0 {
+        return None;
+    }
+    let cost = match usage.known_cost() {
+        Some(micros) => Usd(micros).to_string(),
+        None => "cost unknown".to_owned(),
+    };
+    Some(format!("{} tokens · {cost}", usage.tokens()))
 }
 
 /// The live part alone (for the script).
@@ -336,7 +352,7 @@ pub(crate) async fn live(
 mod tests {
     use super::*;
     use std::time::Duration;
-    use swarm_protocol::{Capability, ObjectiveId, ObjectiveStatus, TaskKey, TaskView, Usage};
+    use swarm_protocol::{Capability, ObjectiveId, ObjectiveStatus, TaskKey, TaskView};
 
     fn task(id: u64, deps: &[u64]) -> TaskView {
         TaskView {
@@ -365,6 +381,25 @@ mod tests {
     }
 
     #[test]
+    fn spending_shows_its_cost_or_that_it_is_unknown() {
+        let usage = |cost| Usage {
+            input_tokens: 1000,
+            output_tokens: 500,
+            cost_usd_micros: cost,
+            ..Usage::default()
+        };
+        assert_eq!(spent(&Usage::default()), None);
+        assert_eq!(
+            spent(&usage(Some(450))).as_deref(),
+            Some("1500 tokens · $0.000450")
+        );
+        assert_eq!(
+            spent(&usage(None)).as_deref(),
+            Some("1500 tokens · cost unknown")
+        );
+    }
+
+    #[test]
     fn tasks_are_layered_by_their_longest_chain_of_dependencies() {
         // 1 -> 2 -> 4, 1 -> 3 -> 4, and 5 alone; 4 also waits for 1 directly.
         let view = ObjectiveView {
@@ -372,6 +407,7 @@ mod tests {
             goal: "g".into(),
             status: ObjectiveStatus::Running,
             failure: None,
+            usage: Usage::default(),
             tasks: vec![
                 task(1, &[]),
                 task(2, &[1]),

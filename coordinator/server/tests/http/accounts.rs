@@ -1,6 +1,6 @@
 //! Provider accounts over HTTP: `GET /v1/accounts` lists the accounts of `swarm.toml` with
-//! their live quota state and the agents on them, and agents registered through the API may
-//! name one.
+//! their live quota state, the agents on them and what they spent, and agents registered
+//! through the API may name one.
 
 use reqwest::StatusCode;
 use serde_json::json;
@@ -16,7 +16,8 @@ async fn accounts_show_their_quota_and_the_agents_that_share_it() {
     let sim = SimServer::start(SimConfig::default()).await.unwrap();
     let file = Config::parse(&format!(
         "[[accounts]]\nname = \"key\"\nprovider = \"openai\"\nbase_url = \"{}\"\n\
-         rpm = 100\ntpm = 100000\nconcurrency = 3\n",
+         rpm = 100\ntpm = 100000\nconcurrency = 3\n\
+         [prices.sim]\ninput = 1.0\noutput = 2.0\n",
         sim.base_url()
     ))
     .unwrap();
@@ -85,6 +86,30 @@ async fn accounts_show_their_quota_and_the_agents_that_share_it() {
         .sum();
     assert!(tokens > 0);
     assert_eq!(limiter["tokens"]["used"], tokens, "{account:#}");
+    // The model is priced at 1 and 2 micro-dollars an input and an output token: each task's
+    // cost, the objective's total (`GET /v1/objectives/{id}`) and the account's spending.
+    let cost: u64 = view
+        .tasks
+        .iter()
+        .map(|t| {
+            let cost = t.usage.input_tokens + 2 * t.usage.output_tokens;
+            assert_eq!(t.usage.cost_usd_micros, Some(cost), "{t:?}");
+            cost
+        })
+        .sum();
+    assert_eq!(view.usage.cost_usd_micros, Some(cost));
+    let shown = server.get_json(&format!("/v1/objectives/{id}")).await;
+    assert_eq!(shown["usage"]["cost_usd_micros"], cost, "{shown:#}");
+    assert_eq!(
+        shown["tasks"][0]["usage"]["cost_usd_micros"],
+        view.tasks[0].usage.cost_usd_micros.unwrap(),
+        "{shown:#}"
+    );
+    assert_eq!(
+        account["spent"],
+        json!({ "cost_usd_micros": cost, "unpriced_tokens": 0 }),
+        "{account:#}"
+    );
     // Each agent shows the account it shares its breaker and limiter with.
     let first = server.agent_named("first").await;
     assert_eq!(first["account"], "key");

@@ -118,6 +118,7 @@ fn replay_of_every_event_kind_gives_the_model_of_each_objective() {
             usage: Usage {
                 input_tokens: 4,
                 output_tokens: 6,
+                ..Usage::default()
             },
             run_time: ms(100),
             ..declared_task(10, "a", "work", None)
@@ -131,6 +132,7 @@ fn replay_of_every_event_kind_gives_the_model_of_each_objective() {
             usage: Usage {
                 input_tokens: 5,
                 output_tokens: 5,
+                ..Usage::default()
             },
             run_time: ms(10),
             ..declared_task(11, "b", "review", None)

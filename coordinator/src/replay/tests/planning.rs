@@ -67,6 +67,7 @@ fn planning_log() -> (ObjectiveId, Vec<EventRecord>) {
                     usage: Some(Usage {
                         input_tokens: 7,
                         output_tokens: 1,
+                        ..Usage::default()
                     }),
                     duration: ms(10),
                 },
@@ -194,6 +195,7 @@ fn planning_events_replay_into_planning_tasks() {
         usage: Usage {
             input_tokens: 7,
             output_tokens: 1,
+            ..Usage::default()
         },
         run_time: ms(30),
         planning: Some(Box::new(Planning {
