@@ -180,7 +180,9 @@ impl ModelAgents {
     }
 }
 
-fn breaker_config(section: &BreakerSection) -> BreakerConfig {
+/// The breaker a `breaker = { ... }` section describes (of an agent, an account, or the
+/// notices of `[approvals]`).
+pub fn breaker_config(section: &BreakerSection) -> BreakerConfig {
     BreakerConfig {
         consecutive_failures: section.consecutive_failures,
         failure_rate: section.failure_rate.map(|threshold| FailureRate {

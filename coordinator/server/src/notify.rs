@@ -34,7 +34,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use swarm_agents::clock::TokioClock;
 use swarm_agents::model::breaker::{
-    Admission, Breaker, BreakerConfig, CallOutcome, ConsecutiveBreaker, FailureRate,
+    Admission, Breaker, BreakerConfig, CallOutcome, ConsecutiveBreaker,
 };
 use swarm_coordinator::config::ApprovalsSection;
 use swarm_coordinator::triggers::Environment;
@@ -132,7 +132,6 @@ impl NotifierConfig {
                 ));
             }
         };
-        let breaker = &section.breaker;
         Ok(Some(Self {
             url,
             secret: secret.into_bytes().into(),
@@ -140,16 +139,7 @@ impl NotifierConfig {
             initial_backoff: section.initial_backoff,
             max_backoff: section.max_backoff,
             request_timeout: section.request_timeout,
-            breaker: BreakerConfig {
-                consecutive_failures: breaker.consecutive_failures,
-                failure_rate: breaker.failure_rate.map(|threshold| FailureRate {
-                    threshold,
-                    min_calls: breaker.min_calls,
-                    window: breaker.window,
-                }),
-                cool_down: breaker.cool_down,
-                ..BreakerConfig::default()
-            },
+            breaker: swarm_coordinator::model_agents::breaker_config(&section.breaker),
         }))
     }
 
