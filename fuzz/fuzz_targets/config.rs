@@ -27,8 +27,14 @@ fuzz_target!(|data: &[u8]| {
             assert!(!agent.name.trim().is_empty());
             assert!(names.insert(agent.name.as_str()));
             assert!(!agent.capabilities.is_empty());
+            // An agent on an account takes its base URL from it (which is checked as well).
+            if let Some(url) = &agent.base_url {
+                assert!(url.starts_with("http://") || url.starts_with("https://"));
+            }
+        }
+        for account in &config.accounts {
             assert!(
-                agent.base_url.starts_with("http://") || agent.base_url.starts_with("https://")
+                account.base_url.starts_with("http://") || account.base_url.starts_with("https://")
             );
         }
     }
