@@ -35,6 +35,11 @@ fuzz_target!(|data: &[u8]| {
                 "{problem:?}"
             );
         }
+        // An array as the whole body: serde reads it into a struct field by field, the server
+        // refuses it (422).
+        (Ok(_), Err(problem))
+            if problem.status == 422
+                && matches!(serde_json::from_slice::<Value>(data), Ok(Value::Array(_))) => {}
         _ => panic!("serde_json: {parsed:?}, the server: {served:?}"),
     }
     if let Ok(objective) = parsed {
