@@ -1,5 +1,5 @@
 //! Model providers' answers: a non-streaming OpenAI or Anthropic body, an error body, and a
-//! streamed (SSE) answer read as `LlmAgent` reads it: bytes through `eventsource-stream`,
+//! streamed (SSE) answer read as `LlmAgent` reads it: bytes through `model::sse::events`,
 //! each event folded by `StreamState::step`.
 //!
 //! Input: 1 byte picks the provider (low bit) and the size of the chunks the stream arrives
@@ -11,7 +11,6 @@
 
 #![no_main]
 
-use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -63,7 +62,7 @@ struct Folded {
 fn fold(provider: Provider, body: &[u8], chunk: usize) -> Folded {
     let chunks: Vec<Result<Vec<u8>, std::convert::Infallible>> =
         body.chunks(chunk).map(|c| Ok(c.to_vec())).collect();
-    let mut events = futures::stream::iter(chunks).eventsource();
+    let mut events = swarm_agents::model::sse::events(futures::stream::iter(chunks));
     let mut state = StreamState::default();
     let mut text = String::new();
     let mut error = None;

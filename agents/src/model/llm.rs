@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use serde_json::Value;
 use swarm_protocol::{AgentStatus, FailureKind, Health, Price, Spent, Task, TaskOutcome};
@@ -533,7 +532,7 @@ impl LlmAgent {
     ) -> TaskOutcome {
         let provider = self.inner.spec.provider;
         let mut state = StreamState::default();
-        let mut events = response.bytes_stream().eventsource();
+        let mut events = super::sse::events(response.bytes_stream());
         while let Some(event) = events.next().await {
             let event = match event {
                 Ok(event) => event,

@@ -30,6 +30,8 @@ pub mod limiter;
 #[cfg(feature = "model")]
 mod llm;
 pub mod provider;
+#[cfg(feature = "model")]
+pub mod sse;
 
 use std::num::NonZeroU32;
 use std::time::Duration;
