@@ -752,6 +752,7 @@ pub fn page_faults() -> u64 {
         .unwrap_or(0)
 }
 
+mod conn;
 mod http;
 pub mod soak;
 

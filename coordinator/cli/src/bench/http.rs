@@ -2,6 +2,7 @@
 //! the dashboard's pages (`--ui-pages`).
 
 use super::*;
+use crate::bench::conn::Connection;
 
 /// What the HTTP submit benchmark measured.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -22,51 +23,19 @@ pub struct SubmitReport {
 
 /// One keep-alive client: posts `submits` objectives one after the other and returns each
 /// one's latency in microseconds.
-///
-/// It speaks HTTP/1.1 through hyper's connection API rather than reqwest: client and server
-/// share the machine's cores, and reqwest's pool, redirect policy and URL handling cost about a
-/// quarter of the CPU of a run (profiled), which the server would otherwise have had.
 async fn submit_loop(addr: SocketAddr, body: Bytes, submits: u64) -> Result<Vec<u32>, String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake: {e}"))?;
-    let driver = tokio::spawn(connection);
-    let host = addr.to_string();
+    let mut connection = Connection::new(addr);
     let mut latencies = Vec::with_capacity(usize::try_from(submits).unwrap_or(0));
     for _ in 0..submits {
-        let request = hyper::Request::post("/v1/objectives")
-            .header(hyper::header::HOST, &host)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body.clone()))
-            .map_err(|e| format!("request: {e}"))?;
         let sent = Instant::now();
-        sender
-            .ready()
-            .await
-            .map_err(|e| format!("connection: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("submit: {e}"))?;
-        let status = response.status();
-        // Read the whole answer, so the connection is free for the next request.
-        let _ = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?;
-        if status != hyper::StatusCode::ACCEPTED {
+        let (status, _, _) = connection
+            .request(hyper::Method::POST, "/v1/objectives", body.clone())
+            .await?;
+        if status != 202 {
             return Err(format!("submit answered {status}"));
         }
         latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
     }
-    drop(sender);
-    let _ = driver.await;
     Ok(latencies)
 }
 
@@ -178,48 +147,20 @@ async fn get_loop(
     path: &str,
     requests: usize,
 ) -> Result<(usize, Vec<u64>), String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| format!("connecting to {addr}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("HTTP handshake: {e}"))?;
-    let driver = tokio::spawn(connection);
-    let host = addr.to_string();
+    let mut connection = Connection::html(addr);
     let mut times = Vec::with_capacity(requests);
     let mut bytes = 0;
     for _ in 0..requests {
-        let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, &host)
-            .header(hyper::header::ACCEPT, "text/html")
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| format!("request: {e}"))?;
         let sent = Instant::now();
-        sender
-            .ready()
-            .await
-            .map_err(|e| format!("connection: {e}"))?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer: {e}"))?
-            .to_bytes();
+        let (status, _, body) = connection
+            .request(hyper::Method::GET, path, Bytes::new())
+            .await?;
         times.push(u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX));
-        if status != hyper::StatusCode::OK {
+        if status != 200 {
             return Err(format!("GET {path} answered {status}"));
         }
         bytes = body.len();
     }
-    drop(sender);
-    let _ = driver.await;
     Ok((bytes, times))
 }
 

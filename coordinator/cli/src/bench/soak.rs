@@ -40,8 +40,6 @@ const ASK: &str = "ask";
 const CHECK: &str = "check";
 /// How long the calibration's batch and the drain may take before the run gives up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long one request may take before it counts as a transport error.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the drain and the calibration read `/metrics`.
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
@@ -515,12 +513,13 @@ mod figures;
 mod load;
 mod server;
 
+use super::conn::Connection;
 pub use figures::{
     Drift, Endings, Phase, PhaseReport, RssSample, SoakReport, endings, metric, parse_vm_rss,
     render, rss_drift, rss_peak, verdict,
 };
 pub use load::{Answer, Tally, classify};
-use load::{Connection, objective_body, offer};
+use load::{objective_body, offer};
 pub use server::{SoakServerConfig, soak_server};
 
 #[cfg(test)]
