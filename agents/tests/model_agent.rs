@@ -453,6 +453,15 @@ async fn breaker_opens_probes_once_and_closes(provider: Provider) {
             tokio::spawn(async move { run(&agent, task(json!("hello"))).await })
         })
         .collect();
+    // The probe reaches the server (over real loopback, so wait for it there rather than let
+    // the paused clock run ahead of it), then the calls behind it have 1.5 s to ask to go,
+    // while its first token is still 0.5 s away.
+    let mut spins = 0;
+    while sim.stats().total() < 6 {
+        spins += 1;
+        assert!(spins < 1_000_000, "the probe never reached the server");
+        tokio::task::yield_now().await;
+    }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
         sim.stats().total(),
