@@ -97,8 +97,11 @@ pub enum FailureKind {
     /// The output is not what the task's schema asks for; a person reviews it.
     InvalidOutput,
     /// The agent did not attempt the task because it cannot take work now (its circuit
-    /// breaker is open). Nothing ran: the task goes back to the queue for another agent (or
-    /// this one once it recovers), and the retry policy is not used up.
+    /// breaker is open, its provider account's quota is spent). Nothing ran: the task goes back
+    /// to the queue for another agent (or this one once it recovers), and neither the retry
+    /// policy nor the task's lost attempts are used up. An agent declines only after it
+    /// reported itself unable to take work (its health), so it is not handed the task again
+    /// at once; the scheduler bounds the declines of one task all the same.
     Declined,
 }
 

@@ -302,20 +302,38 @@ impl LlmAgent {
         &self.inner.spec
     }
 
-    /// Publishes the breaker's state as the agent's health (open: down, half-open: degraded,
-    /// closed: up). When it opens, a timer publishes again when the cool-down ends, so the
-    /// registry lets a probe through.
-    fn publish_breaker(&self, why: &str) {
-        let (health, reason) = match self.inner.breaker.state() {
-            BreakerState::Closed => (Health::Up, "circuit closed".to_owned()),
-            BreakerState::HalfOpen => (Health::Degraded, "circuit half-open: probing".to_owned()),
-            BreakerState::Open { until } => {
+    /// True if it could take a call now, breaker and account-wise: its breaker is not open
+    /// and its account (if any) is not cooling down.
+    fn available(&self) -> bool {
+        !self.is_open()
+            && self
+                .inner
+                .account
+                .as_ref()
+                .is_none_or(|account| account.cooling_until().is_none())
+    }
+
+    /// Publishes the agent's health: down while its breaker is open or its account cools down
+    /// (degraded instead while one of its fallbacks is available to answer for it), degraded
+    /// while the breaker is half-open, up otherwise. When the breaker opens, a timer publishes
+    /// again when the breaker's cool-down ends, so the registry lets a probe through; an
+    /// account's cool-down ends by its own timer, which the follower (see
+    /// [`Self::follow_account`]) publishes.
+    fn publish_health(&self, why: &str) {
+        let fallback_answers = || self.inner.fallbacks.iter().any(LlmAgent::available);
+        let cooling = self
+            .inner
+            .account
+            .as_ref()
+            .and_then(|account| Some((account, account.cooling_until()?)));
+        let (health, reason) = match (self.inner.breaker.state(), cooling) {
+            (BreakerState::Open { until }, _) => {
                 let agent = self.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep_until(until).await;
-                    agent.publish_breaker("cool-down over");
+                    agent.publish_health("cool-down over");
                 });
-                if self.inner.fallbacks.iter().any(|f| !f.is_open()) {
+                if fallback_answers() {
                     // It still takes work: its fallbacks answer for it.
                     (
                         Health::Degraded,
@@ -325,26 +343,66 @@ impl LlmAgent {
                     (Health::Down, format!("circuit open: {why}"))
                 }
             }
+            (_, Some((account, until))) => {
+                let left = until.saturating_duration_since(tokio::time::Instant::now());
+                let cause = if account.limiter().stats().paused_until.is_some() {
+                    "paused by the server"
+                } else {
+                    "out of quota"
+                };
+                let reason = format!(
+                    "account `{}` {cause} for another {:.1}s",
+                    account.name(),
+                    left.as_secs_f64()
+                );
+                if fallback_answers() {
+                    (Health::Degraded, format!("{reason}, fallbacks answer"))
+                } else {
+                    (Health::Down, reason)
+                }
+            }
+            (BreakerState::HalfOpen, None) => {
+                (Health::Degraded, "circuit half-open: probing".to_owned())
+            }
+            (BreakerState::Closed, None) => (Health::Up, "circuit closed".to_owned()),
         };
         self.report(health, reason);
     }
 
-    /// On an account, another agent's call may open or close the breaker this agent shares:
-    /// a task follows its transitions and publishes each as this agent's health, so every
-    /// agent on the account goes down together, not one declined attempt at a time. The task
-    /// holds the agent weakly and ends with it.
-    fn follow_account_breaker(&self) {
-        if self.inner.account.is_none() || self.inner.following.swap(true, Ordering::Relaxed) {
+    /// On an account, another agent's call may open or close the breaker this agent shares,
+    /// or start the account's cool-down: a task follows both and publishes each change as this
+    /// agent's health, so every agent on the account goes down (and up) together, not one
+    /// declined attempt at a time. The task holds the agent weakly and ends with it.
+    fn follow_account(&self) {
+        let Some(account) = &self.inner.account else {
+            return;
+        };
+        if self.inner.following.swap(true, Ordering::Relaxed) {
             return;
         }
         let mut transitions = self.inner.breaker.subscribe();
+        let mut cooldowns = account.subscribe_cooldown();
         let agent = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            while transitions.changed().await.is_ok() {
+            loop {
+                let why = tokio::select! {
+                    changed = transitions.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        "the account's circuit opened"
+                    }
+                    changed = cooldowns.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        "the account's quota"
+                    }
+                };
                 let Some(inner) = agent.upgrade() else {
                     break;
                 };
-                LlmAgent { inner }.publish_breaker("the account's circuit opened");
+                LlmAgent { inner }.publish_health(why);
             }
         });
     }
@@ -372,7 +430,7 @@ impl LlmAgent {
                         // The call that opened it published it, and on an account so did the
                         // follower; this covers an agent whose health nobody follows yet.
                         if self.inner.health.borrow().health == Health::Up {
-                            self.publish_breaker("the account's circuit is open");
+                            self.publish_health("the account's circuit is open");
                         }
                         return Err(failure(
                             FailureKind::Declined,
@@ -756,8 +814,34 @@ impl LlmAgent {
                 .ok(),
             None => None,
         };
-        let grant =
-            with_heartbeats(ctx, self.inner.limiter.acquire_for(tokens, task.priority)).await;
+        let grant = match &self.inner.account {
+            // On an account, a call that cannot have the quota now leaves the slot: see
+            // `account`'s docs.
+            Some(account) => match self.inner.limiter.try_acquire(tokens) {
+                Ok(grant) => grant,
+                Err(free_at) => {
+                    account.cool_down(free_at);
+                    // Published here too, before the report: the follower's task may run later.
+                    self.publish_health("the account's quota");
+                    self.inner.breaker.record(permit, CallOutcome::Neutral);
+                    let wait = free_at.saturating_duration_since(tokio::time::Instant::now());
+                    return failure(
+                        FailureKind::Declined,
+                        format!(
+                            "{}: account `{}` has no quota for this call for another {:.1}s",
+                            self.inner.spec.model,
+                            account.name(),
+                            wait.as_secs_f64()
+                        ),
+                        None,
+                        Some(wait),
+                    );
+                }
+            },
+            None => {
+                with_heartbeats(ctx, self.inner.limiter.acquire_for(tokens, task.priority)).await
+            }
+        };
         ctx.heartbeat();
         // The task's timeouts run inside the breaker's permit, so a stalled or slow call counts
         // as the failure it is (the agent actor's own watch has the same deadlines and is the
@@ -798,7 +882,7 @@ impl LlmAgent {
                 TaskOutcome::Failed { message, .. } => message.as_str(),
                 _ => "",
             };
-            self.publish_breaker(why);
+            self.publish_health(why);
         }
         outcome
     }
@@ -844,7 +928,7 @@ impl Agent for LlmAgent {
     }
 
     fn health(&self) -> Option<HealthFeed> {
-        self.follow_account_breaker();
+        self.follow_account();
         Some(self.inner.health.subscribe())
     }
 

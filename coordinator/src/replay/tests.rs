@@ -43,6 +43,7 @@ fn declared_task(id: u64, key: &str, capability: &str, spawned_by: Option<TaskId
         status: TaskStatus::Backlog,
         attempt: 0,
         lost: 0,
+        declined: 0,
         agent: None,
         output: None,
         error: None,

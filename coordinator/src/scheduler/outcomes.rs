@@ -58,9 +58,9 @@ impl SchedulerState {
             ..
         } = &report.outcome
         {
-            // Nothing ran: back to the queue, as an attempt the agent lost.
+            // Nothing ran: back to the queue, as an attempt the agent declined.
             let reason = format!("declined: {message}");
-            self.requeue_lost(agent, report.task, &reason);
+            self.requeue_declined(agent, report.task, &reason);
             return;
         }
         // The attempt's run time and tokens join the task's record with the event of its

@@ -35,6 +35,9 @@ pub struct TaskRecord {
     pub attempt: u32,
     /// Attempts lost to crashes (agents or the coordinator).
     pub lost: u32,
+    /// Attempts their agents declined (nothing ran; see `FailureKind::Declined`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub declined: u32,
     /// The agent of the latest attempt.
     pub agent: Option<AgentId>,
     /// Its output (succeeded or in review).
@@ -181,6 +184,7 @@ impl TaskRecord {
             status: TaskStatus::Backlog,
             attempt: 0,
             lost: 0,
+            declined: 0,
             agent: None,
             output: None,
             error: None,
@@ -217,6 +221,7 @@ impl TaskRecord {
             status: TaskStatus::Backlog,
             attempt: 0,
             lost: 0,
+            declined: 0,
             agent: None,
             output: None,
             error: None,
@@ -265,7 +270,9 @@ impl TaskRecord {
                 });
                 self.failed(message, partial_output, *usage, *duration, retry_at_ms);
             }
-            Event::AttemptLost { reason, .. } => self.lost(reason),
+            Event::AttemptLost {
+                reason, declined, ..
+            } => self.lost(reason, *declined),
             Event::TaskInReview {
                 attempt,
                 output,
@@ -359,11 +366,16 @@ impl TaskRecord {
         self.retry_at_ms = retry_at_ms;
     }
 
-    /// `AttemptLost`: its agent (or the coordinator) went away while it ran; it runs again.
-    fn lost(&mut self, reason: &str) {
+    /// `AttemptLost`: its agent (or the coordinator) went away while it ran, or its agent
+    /// declined it; it runs again.
+    fn lost(&mut self, reason: &str, declined: bool) {
         self.started_at_ms = None;
         self.status = TaskStatus::Ready;
-        self.lost += 1;
+        if declined {
+            self.declined += 1;
+        } else {
+            self.lost += 1;
+        }
         self.error = Some(reason.to_owned());
         self.retry_at_ms = None;
     }

@@ -226,6 +226,7 @@ impl SchedulerState {
             attempt,
             agent,
             reason: reason.into(),
+            declined: false,
         });
         let lost = self.graph.tasks.get(id).map_or(0, |n| n.record.lost);
         if lost > self.config.max_lost_attempts {

@@ -120,6 +120,7 @@ fn the_view_shows_times_only_in_the_status_they_belong_to() {
             attempt: 1,
             agent: Some(AgentId(7)),
             reason: "crashed".into(),
+            declined: false,
         },
         50,
     );
@@ -387,4 +388,31 @@ fn an_objective_view_lists_its_tasks_in_order() {
     assert_eq!(view.failure.as_deref(), Some("why"));
     let ids: Vec<TaskId> = view.tasks.iter().map(|t| t.id).collect();
     assert_eq!(ids, [TaskId(1), TaskId(2)]);
+}
+
+#[test]
+fn a_declined_attempt_is_counted_apart_from_lost_ones() {
+    let o = ObjectiveId::new();
+    let mut r = record(1);
+    let lost = |attempt, declined| Event::AttemptLost {
+        objective: o,
+        task: TaskId(1),
+        attempt,
+        agent: Some(AgentId(7)),
+        reason: "gone".into(),
+        declined,
+    };
+    fold(
+        &mut r,
+        [
+            (10, started(o, 1)),
+            (20, lost(1, true)),
+            (30, started(o, 2)),
+            (40, lost(2, false)),
+            (50, started(o, 3)),
+            (60, lost(3, true)),
+        ],
+    );
+    assert_eq!((r.status, r.attempt), (TaskStatus::Ready, 3));
+    assert_eq!((r.lost, r.declined), (1, 2));
 }
