@@ -151,6 +151,15 @@ impl Usage {
         }
     }
 
+    /// What a `cost_budget` is charged for this usage: its cost when priced, nothing when the
+    /// price is unknown (such tokens count against `token_budget` only). The scheduler charges
+    /// a running objective and rebuilds the charge after a restart with this one rule, per
+    /// attempt: a task's summed usage cannot serve, as one unpriced attempt makes its cost
+    /// unknown, and with it the priced attempts' cost.
+    pub fn budget_cost(&self) -> u64 {
+        self.cost_usd_micros.unwrap_or(0)
+    }
+
     /// Adds `other` in: the tokens add up, and the cost stays known only while both are.
     pub fn add(&mut self, other: &Usage) {
         let cost = self

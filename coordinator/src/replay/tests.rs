@@ -49,6 +49,7 @@ fn declared_task(id: u64, key: &str, capability: &str, spawned_by: Option<TaskId
         error: None,
         partial: None,
         usage: Usage::default(),
+        budget_cost_usd_micros: 0,
         run_time: Duration::ZERO,
         spawned_by,
         retry_at_ms: None,

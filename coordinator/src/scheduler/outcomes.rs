@@ -221,9 +221,7 @@ impl SchedulerState {
         }
         let run = self.graph.objectives.get_mut(&objective)?;
         run.tokens = run.tokens.saturating_add(usage.tokens());
-        run.cost_usd_micros = run
-            .cost_usd_micros
-            .saturating_add(usage.cost_usd_micros.unwrap_or(0));
+        run.cost_usd_micros = run.cost_usd_micros.saturating_add(usage.budget_cost());
         if run.status == ObjectiveStatus::Running {
             run.over_budget()
         } else {

@@ -48,6 +48,10 @@ pub struct TaskRecord {
     pub partial: Option<Value>,
     /// Tokens over all attempts.
     pub usage: Usage,
+    /// What its attempts charged a `cost_budget` (the sum of [`Usage::budget_cost`]): the cost
+    /// of those that had a price, in micro-dollars, known even when `usage`'s cost is not.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub budget_cost_usd_micros: u64,
     /// Run time over all attempts.
     pub run_time: Duration,
     /// The task that spawned it.
@@ -90,6 +94,10 @@ pub struct TaskRecord {
 }
 
 fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+fn is_zero_u64(value: &u64) -> bool {
     *value == 0
 }
 
@@ -155,12 +163,6 @@ pub(crate) fn task_of(event: &Event) -> Option<TaskId> {
     }
 }
 
-fn add(total: &mut Usage, usage: Option<Usage>) {
-    if let Some(u) = usage {
-        total.add(&u);
-    }
-}
-
 impl TaskRecord {
     /// A task of a batch as declared (submitted, spawned, or a planning task), linked to
     /// `deps`: nothing has run yet. (Always inlined: built straight into the graph's node,
@@ -190,6 +192,7 @@ impl TaskRecord {
             error: None,
             partial: None,
             usage: Usage::default(),
+            budget_cost_usd_micros: 0,
             run_time: Duration::ZERO,
             spawned_by,
             retry_at_ms: None,
@@ -227,6 +230,7 @@ impl TaskRecord {
             error: None,
             partial: None,
             usage: Usage::default(),
+            budget_cost_usd_micros: 0,
             run_time: Duration::ZERO,
             spawned_by: None,
             retry_at_ms: None,
@@ -336,7 +340,7 @@ impl TaskRecord {
         self.status = TaskStatus::Succeeded;
         self.error = None;
         self.output = Some(output.clone());
-        add(&mut self.usage, usage);
+        self.spend(usage);
         self.run_time += duration;
     }
 
@@ -352,7 +356,7 @@ impl TaskRecord {
         self.started_at_ms = None;
         self.wait_until_ms = None;
         self.review_until_ms = None;
-        add(&mut self.usage, usage);
+        self.spend(usage);
         self.run_time += duration.unwrap_or_default();
         self.error = Some(message.to_owned());
         self.review_errors.clear();
@@ -364,6 +368,16 @@ impl TaskRecord {
             None => TaskStatus::Failed,
         };
         self.retry_at_ms = retry_at_ms;
+    }
+
+    /// An attempt's usage joins the task's.
+    fn spend(&mut self, usage: Option<Usage>) {
+        if let Some(usage) = usage {
+            self.usage.add(&usage);
+            self.budget_cost_usd_micros = self
+                .budget_cost_usd_micros
+                .saturating_add(usage.budget_cost());
+        }
     }
 
     /// `AttemptLost`: its agent (or the coordinator) went away while it ran, or its agent
@@ -398,7 +412,7 @@ impl TaskRecord {
         self.error = Some(reason.to_owned());
         self.review_errors = errors.to_vec();
         self.escalations = 0;
-        add(&mut self.usage, usage);
+        self.spend(usage);
         self.run_time += duration.unwrap_or_default();
     }
 
@@ -467,7 +481,7 @@ impl TaskRecord {
         duration: Duration,
     ) {
         self.started_at_ms = None;
-        add(&mut self.usage, usage);
+        self.spend(usage);
         self.run_time += duration;
         self.error = Some(format!("plan rejected: {}", errors.join("; ")));
         self.partial = Some(plan.clone());
