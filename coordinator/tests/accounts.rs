@@ -1,6 +1,7 @@
 //! Provider accounts in a swarm, against the simulated model server over real HTTP on
 //! loopback: a task that cannot have its account's quota now leaves its agent's slot and waits
-//! in the scheduler's queue, so other work keeps flowing (`model::account`'s rule).
+//! in the scheduler's queue, so other work keeps flowing (`model::account`'s rule), and every
+//! 60-second window at the server holds the account's quota of requests and tokens.
 //!
 //! Every test runs on tokio's paused clock, which the limiter, the account's cool-down, the sim
 //! and the scheduler's timers all read (see `models.rs` for why loopback I/O works under it).
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use swarm_agents::model::provider::Provider;
-use swarm_agents::sim::{SimConfig, SimHandle, SimServer};
+use swarm_agents::sim::{Served, SimConfig, SimHandle, SimServer};
 use swarm_coordinator::Swarm;
 use swarm_coordinator::config::Config;
 use swarm_coordinator::model_agents::ModelAgents;
@@ -267,3 +268,73 @@ async fn a_saturated_account_holds_no_task_in_its_agents_slots(provider: Provide
     sim.shutdown().await.unwrap();
 }
 both_formats!(a_saturated_account_holds_no_task_in_its_agents_slots);
+
+/// Per 60-second window at the server: the busiest closed window `[t, t + 60 s]` over every
+/// arrival `t` (requests, tokens), and the fixed minutes from `start` (requests, tokens each).
+fn windows(served: &[Served], start: Instant) -> ((usize, u64), Vec<(usize, u64)>) {
+    let mut served = served.to_vec();
+    served.sort_by_key(|s| s.at);
+    let busiest = (0..served.len()).fold((0, 0), |(requests, tokens), i| {
+        let window = served[i..]
+            .iter()
+            .take_while(|s| s.at - served[i].at <= MINUTE);
+        let (n, t) = window.fold((0, 0), |(n, t), s| (n + 1, t + s.tokens));
+        (requests.max(n), tokens.max(t))
+    });
+    let mut minutes: Vec<(usize, u64)> = Vec::new();
+    for s in &served {
+        let minute = ((s.at - start).as_secs() / 60) as usize;
+        if minutes.len() <= minute {
+            minutes.resize(minute + 1, (0, 0));
+        }
+        minutes[minute].0 += 1;
+        minutes[minute].1 += s.tokens;
+    }
+    (busiest, minutes)
+}
+
+/// The issue's check: eight agents (4 slots each) on one account of 60 requests and 20,000
+/// tokens a minute, and 150 calls of 400 output tokens each (estimated at their `max_tokens`
+/// of 500 plus the prompt, corrected by the reported usage). Counted at the server, every
+/// 60-second window holds at most 60 requests and 20,000 tokens, whichever agents made the
+/// calls. The tokens are what binds (about 48 calls fit a minute): the busiest window holds
+/// fewer than 60 requests and more than 16,000 tokens.
+async fn eight_agents_keep_an_accounts_requests_and_tokens_in_every_window(provider: Provider) {
+    let sim = sim().await;
+    let (swarm, mut events) = start().await;
+    let mut file = account("key", provider, "rpm = 60\ntpm = 20000");
+    for i in 0..8 {
+        file.push_str(&agent(&format!("a{i}"), "key", "sim:tokens=400", 4));
+        file.push_str("max_tokens = 500\nstream = false\n");
+    }
+    let agents = register_file(&swarm, &file, sim.addr).await;
+    let started = Instant::now();
+    let id = swarm.submit(writes(150)).await.unwrap();
+    let view = swarm.wait(id, OBJECTIVE_PATIENCE).await.unwrap();
+    assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
+    let served = sim.served();
+    assert_eq!(served.len(), 150);
+    let ((requests, tokens), minutes) = windows(&served, started);
+    println!(
+        "{provider:?}: busiest 60-s window at the server: {requests} requests, {tokens} tokens; \
+         per minute from the start (requests, tokens): {minutes:?}"
+    );
+    assert!(tokens <= 20_000, "{tokens} tokens in a window");
+    assert!(
+        requests < 60,
+        "the requests bound, not the tokens: {requests}"
+    );
+    assert!(tokens > 16_000, "the token quota was hardly used: {tokens}");
+    for (requests, tokens) in &minutes {
+        assert!(*requests <= 60 && *tokens <= 20_000, "{minutes:?}");
+    }
+    let log = recorded(&mut events);
+    let by_agent = succeeded_by_agent(&log);
+    assert!(
+        by_agent.len() > 1,
+        "only {by_agent:?} of {agents:?} ran tasks"
+    );
+    finish(swarm).await;
+    sim.shutdown().await.unwrap();
+}
+both_formats!(eight_agents_keep_an_accounts_requests_and_tokens_in_every_window);
