@@ -112,7 +112,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use config::{Latency, SimConfig};
-pub use stats::{Endpoint, SimStats};
+pub use stats::{Endpoint, Served, SimStats};
 
 use state::SimState;
 
@@ -225,6 +225,12 @@ impl SimHandle {
     /// The requests received so far, per endpoint and status.
     pub fn stats(&self) -> SimStats {
         self.state.stats()
+    }
+
+    /// The requests answered so far (the newest 100,000), each with its arrival and the
+    /// tokens its usage reports.
+    pub fn served(&self) -> Vec<Served> {
+        self.state.served()
     }
 
     /// Stops the server: no new connection is accepted, open streams (stalled ones too) end,

@@ -71,6 +71,12 @@ pub struct SchedulerConfig {
     /// that crashes every agent cannot loop for ever). Such losses do not use up the task's
     /// retry policy.
     pub max_lost_attempts: u32,
+    /// A task whose attempts are declined more often than this fails. An agent declines only
+    /// while it reports itself unable to take work (its breaker open, its account out of
+    /// quota), so declines come one per agent slot each time such an agent comes back and
+    /// the bound is far above `max_lost_attempts`; it keeps a plug-in that declines while it
+    /// says it is up from looping a task for ever. Declines do not use up the retry policy.
+    pub max_declined_attempts: u32,
     /// The most objectives that may be unfinished at once; a submit past it is refused.
     pub max_objectives_running: usize,
     /// When many tasks of one capability become ready at once, the least-loaded agent chosen
@@ -97,6 +103,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             max_lost_attempts: 5,
+            max_declined_attempts: 1_000,
             max_objectives_running: 100_000,
             burst_divisor: 8,
             keep_finished: 10_000,

@@ -151,8 +151,9 @@ pub enum Event {
         retry_in: Option<Duration>,
     },
     /// An attempt was lost without an outcome: its agent crashed or went away, or the
-    /// coordinator stopped while it ran. The task runs again with the next attempt; lost
-    /// attempts do not use up its retry policy.
+    /// coordinator stopped while it ran, or the agent declined it (it could not take work
+    /// then: its breaker was open, its account out of quota). The task runs again with the
+    /// next attempt; lost attempts do not use up its retry policy.
     AttemptLost {
         /// The objective.
         objective: ObjectiveId,
@@ -165,6 +166,10 @@ pub enum Event {
         agent: Option<AgentId>,
         /// What happened.
         reason: String,
+        /// True when the agent declined the attempt (nothing ran): such attempts count
+        /// against the scheduler's `max_declined_attempts`, not `max_lost_attempts`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        declined: bool,
     },
     /// A task's output awaits a person's decision.
     TaskInReview {
@@ -542,6 +547,10 @@ impl Event {
             | Self::HookDeleted { .. } => None,
         }
     }
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 #[cfg(test)]

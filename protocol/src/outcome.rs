@@ -97,8 +97,11 @@ pub enum FailureKind {
     /// The output is not what the task's schema asks for; a person reviews it.
     InvalidOutput,
     /// The agent did not attempt the task because it cannot take work now (its circuit
-    /// breaker is open). Nothing ran: the task goes back to the queue for another agent (or
-    /// this one once it recovers), and the retry policy is not used up.
+    /// breaker is open, its provider account's quota is spent). Nothing ran: the task goes back
+    /// to the queue for another agent (or this one once it recovers), and neither the retry
+    /// policy nor the task's lost attempts are used up. An agent declines only after it
+    /// reported itself unable to take work (its health), so it is not handed the task again
+    /// at once; the scheduler bounds the declines of one task all the same.
     Declined,
 }
 
@@ -146,6 +149,15 @@ impl Usage {
             None if self.tokens() == 0 => Some(0),
             None => None,
         }
+    }
+
+    /// What a `cost_budget` is charged for this usage: its cost when priced, nothing when the
+    /// price is unknown (such tokens count against `token_budget` only). The scheduler charges
+    /// a running objective and rebuilds the charge after a restart with this one rule, per
+    /// attempt: a task's summed usage cannot serve, as one unpriced attempt makes its cost
+    /// unknown, and with it the priced attempts' cost.
+    pub fn budget_cost(&self) -> u64 {
+        self.cost_usd_micros.unwrap_or(0)
     }
 
     /// Adds `other` in: the tokens add up, and the cost stays known only while both are.

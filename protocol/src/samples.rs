@@ -79,6 +79,7 @@ pub fn every_event_kind() -> Vec<Event> {
             attempt: 3,
             agent: Some(AgentId(2)),
             reason: "agent A2 crashed".into(),
+            declined: false,
         },
         Event::TaskInReview {
             objective,

@@ -9,18 +9,30 @@
 //! down, takes every agent on it out together), and, when it has one, its concurrency limit
 //! (calls in flight at once over all its agents).
 //!
-//! Calls wait for the account's quota in one line ordered by their task's priority (see
-//! [`crate::model::limiter`]). The scheduler knows nothing of accounts, so a call waiting for
-//! the quota holds its agent's slot meanwhile: an agent on a saturated account looks busy, not
-//! empty, and its waiting tasks are not handed to agents on other accounts (an agent's
-//! `fallbacks` can take them). An account is built once and cloned into each of its agents;
-//! clones share everything.
+//! # A task waiting for quota holds no agent slot
+//! A call takes the account's quota only if it may go at once
+//! ([`RateLimiter::try_acquire`]). One that may not (the quota is spent, or a server asked to
+//! wait) is declined, and the account *cools down* until the instant the limiter named: every
+//! agent on it reports itself down meanwhile ("out of quota"), as an open breaker does, and
+//! up again when the cool-down ends. The declined task goes back to the scheduler's ready
+//! queue without using its retries, so it runs on an agent of another account (or an agent's
+//! `fallbacks` take it) while this one waits, and no task sits in an agent's slot waiting for
+//! quota: an agent of concurrency N on a saturated account holds none, not N. When the quota
+//! is short, the scheduler's queue (priority, then age) decides which task gets it next. The
+//! cost of the rule: when a cool-down ends, the scheduler may hand the account's agents more
+//! tasks than the quota has room for, and the extra ones are declined again (at most one
+//! declined attempt per agent slot per cool-down; the task's `declined` count, bounded by the
+//! scheduler, not its retries or lost attempts, counts them). Waiting for the account's
+//! concurrency limit still happens in the slot: it lasts one call, not a quota's minute.
+//!
+//! An account is built once and cloned into each of its agents; clones share everything.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use swarm_protocol::{BreakerStatus, LimiterStatus};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerConfig, ConsecutiveBreaker};
 use super::limiter::{RateLimiter, RateLimits};
@@ -40,6 +52,10 @@ struct Inner {
     concurrency: Option<NonZeroU32>,
     /// One permit per call in flight allowed, when the account has a concurrency limit.
     calls: Option<Arc<Semaphore>>,
+    /// Until when the account takes no call (its quota is spent or paused), if it is cooling
+    /// down; its agents follow it.
+    cooldown: watch::Sender<Option<Instant>>,
+    clock: TokioClock,
 }
 
 impl std::fmt::Debug for Account {
@@ -79,6 +95,8 @@ impl Account {
                 breaker: ConsecutiveBreaker::new(breaker, clock),
                 concurrency,
                 calls: concurrency.map(|n| Arc::new(Semaphore::new(n.get() as usize))),
+                cooldown: watch::Sender::new(None),
+                clock,
             }),
         }
     }
@@ -127,6 +145,52 @@ impl Account {
             limiter: limiter_status(&self.inner.limiter),
             in_flight,
         }
+    }
+
+    /// Takes the account's agents out of selection until `until`: a call found its quota spent
+    /// or paused, and the limiter said when it would fit. A cool-down already running to a
+    /// later instant is kept; at its end the cool-down lifts by itself.
+    pub fn cool_down(&self, until: Instant) {
+        if until <= self.inner.clock.now() {
+            return;
+        }
+        let extended = self.inner.cooldown.send_if_modified(|current| {
+            if current.is_some_and(|set| set >= until) {
+                return false;
+            }
+            *current = Some(until);
+            true
+        });
+        if !extended {
+            return;
+        }
+        // The timer holds the account weakly: a dropped account needs no lifting.
+        let account = Arc::downgrade(&self.inner);
+        let clock = self.inner.clock;
+        tokio::spawn(async move {
+            clock.sleep_until(until).await;
+            if let Some(inner) = account.upgrade() {
+                // Only the cool-down this timer was set for: a later one has its own timer.
+                inner.cooldown.send_if_modified(|current| {
+                    let ends = *current == Some(until);
+                    if ends {
+                        *current = None;
+                    }
+                    ends
+                });
+            }
+        });
+    }
+
+    /// Until when it takes no call, while it cools down.
+    pub fn cooling_until(&self) -> Option<Instant> {
+        let now = self.inner.clock.now();
+        self.inner.cooldown.borrow().filter(|until| *until > now)
+    }
+
+    /// Its cool-downs as they start and end.
+    pub fn subscribe_cooldown(&self) -> watch::Receiver<Option<Instant>> {
+        self.inner.cooldown.subscribe()
     }
 
     /// True if `other` is this account (a clone of it).

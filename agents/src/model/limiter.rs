@@ -268,6 +268,31 @@ impl RateLimiter {
         }
     }
 
+    /// Grants one request of `tokens` if it may go at once, without waiting: nobody waits in
+    /// the line, no pause runs, and both quotas have room. Otherwise charges nothing and returns
+    /// the instant from which the quotas and any pause would let it go (while others wait in
+    /// the line, at least a timer tick from now: they are served first). A provider account's
+    /// agents take their quota this way, so a call that cannot go now leaves its agent's slot
+    /// instead of waiting in it (see [`crate::model::account`]).
+    pub fn try_acquire(&self, tokens: u32) -> Result<Grant, Instant> {
+        let now = self.clock.now();
+        let mut shared = self.lock();
+        let paused = shared.paused_until.filter(|until| *until > now);
+        let free_at = shared.quotas.ready_at(tokens, now).filter(|at| *at > now);
+        let waiting = (!shared.line.is_empty()).then_some(now + TIMER_RESOLUTION);
+        if let Some(at) = [paused, free_at, waiting].into_iter().flatten().max() {
+            return Err(at);
+        }
+        shared.quotas.charge(tokens, now);
+        shared.requests_granted += 1;
+        shared.tokens_granted += u64::from(tokens);
+        Ok(Grant {
+            waited: Waited::default(),
+            tokens,
+            at: now,
+        })
+    }
+
     /// True if an acquire of `tokens` made now would be granted at once: nobody waits, no
     /// pause runs, and the quotas have room. (Another caller may take the room first.)
     pub fn ready_now(&self, tokens: u32) -> bool {

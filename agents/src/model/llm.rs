@@ -22,6 +22,8 @@ use crate::actor::watch as watch_attempt;
 use crate::agent::{Agent, HealthFeed, HealthReport};
 use crate::context::TaskContext;
 
+mod health;
+
 /// An API key, read from the environment. Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(String);
@@ -301,63 +303,6 @@ impl LlmAgent {
         &self.inner.spec
     }
 
-    /// Publishes the breaker's state as the agent's health (open: down, half-open: degraded,
-    /// closed: up). When it opens, a timer publishes again when the cool-down ends, so the
-    /// registry lets a probe through.
-    fn publish_breaker(&self, why: &str) {
-        let (health, reason) = match self.inner.breaker.state() {
-            BreakerState::Closed => (Health::Up, "circuit closed".to_owned()),
-            BreakerState::HalfOpen => (Health::Degraded, "circuit half-open: probing".to_owned()),
-            BreakerState::Open { until } => {
-                let agent = self.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(until).await;
-                    agent.publish_breaker("cool-down over");
-                });
-                if self.inner.fallbacks.iter().any(|f| !f.is_open()) {
-                    // It still takes work: its fallbacks answer for it.
-                    (
-                        Health::Degraded,
-                        format!("circuit open, fallbacks answer: {why}"),
-                    )
-                } else {
-                    (Health::Down, format!("circuit open: {why}"))
-                }
-            }
-        };
-        self.report(health, reason);
-    }
-
-    /// On an account, another agent's call may open or close the breaker this agent shares:
-    /// a task follows its transitions and publishes each as this agent's health, so every
-    /// agent on the account goes down together, not one declined attempt at a time. The task
-    /// holds the agent weakly and ends with it.
-    fn follow_account_breaker(&self) {
-        if self.inner.account.is_none() || self.inner.following.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let mut transitions = self.inner.breaker.subscribe();
-        let agent = Arc::downgrade(&self.inner);
-        tokio::spawn(async move {
-            while transitions.changed().await.is_ok() {
-                let Some(inner) = agent.upgrade() else {
-                    break;
-                };
-                LlmAgent { inner }.publish_breaker("the account's circuit opened");
-            }
-        });
-    }
-
-    fn report(&self, health: Health, reason: String) {
-        self.inner.health.send_if_modified(|current| {
-            if current.health == health {
-                return false;
-            }
-            *current = HealthReport { health, reason };
-            true
-        });
-    }
-
     /// A permit for one call. While the breaker is open the attempt is declined at once (the
     /// agent is reported down, so the task goes to another agent or waits in the queue until
     /// this one recovers); while a half-open probe is in flight it waits for the probe's
@@ -371,7 +316,7 @@ impl LlmAgent {
                         // The call that opened it published it, and on an account so did the
                         // follower; this covers an agent whose health nobody follows yet.
                         if self.inner.health.borrow().health == Health::Up {
-                            self.publish_breaker("the account's circuit is open");
+                            self.publish_health("the account's circuit is open");
                         }
                         return Err(failure(
                             FailureKind::Declined,
@@ -755,8 +700,34 @@ impl LlmAgent {
                 .ok(),
             None => None,
         };
-        let grant =
-            with_heartbeats(ctx, self.inner.limiter.acquire_for(tokens, task.priority)).await;
+        let grant = match &self.inner.account {
+            // On an account, a call that cannot have the quota now leaves the slot: see
+            // `account`'s docs.
+            Some(account) => match self.inner.limiter.try_acquire(tokens) {
+                Ok(grant) => grant,
+                Err(free_at) => {
+                    account.cool_down(free_at);
+                    // Published here too, before the report: the follower's task may run later.
+                    self.publish_health("the account's quota");
+                    self.inner.breaker.record(permit, CallOutcome::Neutral);
+                    let wait = free_at.saturating_duration_since(tokio::time::Instant::now());
+                    return failure(
+                        FailureKind::Declined,
+                        format!(
+                            "{}: account `{}` has no quota for this call for another {:.1}s",
+                            self.inner.spec.model,
+                            account.name(),
+                            wait.as_secs_f64()
+                        ),
+                        None,
+                        Some(wait),
+                    );
+                }
+            },
+            None => {
+                with_heartbeats(ctx, self.inner.limiter.acquire_for(tokens, task.priority)).await
+            }
+        };
         ctx.heartbeat();
         // The task's timeouts run inside the breaker's permit, so a stalled or slow call counts
         // as the failure it is (the agent actor's own watch has the same deadlines and is the
@@ -797,7 +768,7 @@ impl LlmAgent {
                 TaskOutcome::Failed { message, .. } => message.as_str(),
                 _ => "",
             };
-            self.publish_breaker(why);
+            self.publish_health(why);
         }
         outcome
     }
@@ -843,7 +814,7 @@ impl Agent for LlmAgent {
     }
 
     fn health(&self) -> Option<HealthFeed> {
-        self.follow_account_breaker();
+        self.follow_account();
         Some(self.inner.health.subscribe())
     }
 

@@ -10,7 +10,10 @@
 //! anyway is declined, and goes back to the queue without using up its retries; while a
 //! half-open probe is in flight, it waits); wait for room on its account (its concurrency) and
 //! for the rate limiter (requests and estimated tokens per minute, any pause a server asked
-//! for; waiters in their task's priority order); send the request with the attempt's
+//! for; waiters in their task's priority order), or, on an account, take the quota only if it
+//! is there now and otherwise decline the attempt and cool the account down, so the task
+//! waits in the scheduler's queue and not in the agent's slot (see [`account`]); send the
+//! request with the attempt's
 //! idempotency key; stream the answer into the task's partial output under the task's idle and
 //! hard timeouts; correct the limiter's estimate with the usage the provider reported; record
 //! the result with the breaker and the limiter; and classify it:

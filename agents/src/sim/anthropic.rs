@@ -48,6 +48,9 @@ pub(super) async fn messages(
         .as_ref()
         .map_or_else(|refusal| refusal.status, |_| 200);
     state.record(Endpoint::Messages, status);
+    if let Ok((plan, _)) = &decided {
+        state.note_served(Endpoint::Messages, plan);
+    }
     match decided {
         Err(refusal) => error_response(&refusal),
         Ok((plan, true)) if !plan.no_stream => {

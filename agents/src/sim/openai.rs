@@ -80,6 +80,9 @@ pub(super) async fn chat_completions(
         .as_ref()
         .map_or_else(|refusal| refusal.status, |_| 200);
     state.record(Endpoint::ChatCompletions, status);
+    if let Ok((plan, _)) = &decided {
+        state.note_served(Endpoint::ChatCompletions, plan);
+    }
     match decided {
         Err(refusal) => error_response(&refusal),
         Ok((plan, delivery)) if delivery.stream && !plan.no_stream => {

@@ -2,7 +2,7 @@
 //! between an answer (a [`Plan`]) and a refusal (a status with its reason), in the order the
 //! module docs give.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -18,12 +18,14 @@ use tokio::time::Instant;
 use super::config::SimConfig;
 use super::directive::{self, FaultKind};
 use super::output::{self, Message, Shape};
-use super::stats::{Endpoint, SimStats};
+use super::stats::{Endpoint, Served, SimStats};
 
 /// The most scenarios with a counted fault script (or a `$sim_replies` script) one server
 /// tracks; a request naming a new one beyond that is refused, rather than the map growing
 /// without bound.
 const SCENARIOS_MAX: usize = 4096;
+/// The most answered requests [`SimState::served`] keeps, newest last; older ones are dropped.
+pub(super) const SERVED_KEPT_MAX: usize = 100_000;
 /// The rate limit's window.
 const RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Mixed into the content hash to seed the latency draws, so changing the latency config
@@ -42,6 +44,8 @@ pub(super) struct SimState {
     scenarios: Mutex<HashMap<String, u64>>,
     window: Mutex<Option<Window>>,
     stats: Mutex<SimStats>,
+    /// The answered requests, oldest first, at most [`SERVED_KEPT_MAX`].
+    served: Mutex<VecDeque<Served>>,
     sequence: AtomicU64,
     stopped: watch::Receiver<bool>,
 }
@@ -117,6 +121,7 @@ impl SimState {
             scenarios: Mutex::new(HashMap::new()),
             window: Mutex::new(None),
             stats: Mutex::new(SimStats::default()),
+            served: Mutex::new(VecDeque::new()),
             sequence: AtomicU64::new(0),
             stopped,
         }
@@ -133,6 +138,25 @@ impl SimState {
     pub(super) fn record(&self, endpoint: Endpoint, status: u16) {
         lock(&self.stats).record(endpoint, status);
         tracing::debug!(?endpoint, status, "sim model request");
+    }
+
+    /// The requests answered so far, oldest first (at most [`SERVED_KEPT_MAX`]).
+    pub(super) fn served(&self) -> Vec<Served> {
+        lock(&self.served).iter().copied().collect()
+    }
+
+    /// Notes a request answered by `plan` (its arrival is now).
+    pub(super) fn note_served(&self, endpoint: Endpoint, plan: &Plan) {
+        let served = Served {
+            at: Instant::now(),
+            endpoint,
+            tokens: u64::from(plan.prompt_tokens) + u64::from(plan.completion_tokens()),
+        };
+        let mut log = lock(&self.served);
+        if log.len() == SERVED_KEPT_MAX {
+            log.pop_front();
+        }
+        log.push_back(served);
     }
 
     /// Answers or refuses `request`.

@@ -64,3 +64,16 @@ impl SimStats {
 pub(super) async fn stats_json(State(state): State<Arc<SimState>>) -> Json<SimStats> {
     Json(state.stats())
 }
+
+/// One request the server answered (status 200), as it counted it: when it arrived, and the
+/// tokens its answer's usage reports (prompt and completion), so a test can weigh every
+/// 60-second window at the server, outside the client that made the calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Served {
+    /// When it arrived, on tokio's clock.
+    pub at: tokio::time::Instant,
+    /// Where.
+    pub endpoint: Endpoint,
+    /// Prompt plus completion tokens.
+    pub tokens: u64,
+}

@@ -4,9 +4,11 @@
 //! task's retry policy has attempts left, on another agent of the capability when one has room
 //! then (the failing agent gets it back only when no other can take it); a permanent failure
 //! fails over to another agent of the capability if one can take work now, and never returns
-//! to the agent that refused it. Attempts lost to crashing agents (or declined) are
-//! not the task's failures and do not use up its policy, but past `max_lost_attempts` the task
-//! fails. A task that fails for good is re-planned if its objective allows it, and otherwise
+//! to the agent that refused it. Attempts lost to crashing agents, or declined by agents that
+//! cannot take work now, are not the task's failures and do not use up its policy, but past
+//! `max_lost_attempts` losses (or `max_declined_attempts` declines) the task fails. A declined
+//! task goes back to the queue at once, to another agent of the capability first: the
+//! declining agent reported itself down before it declined (see `FailureKind::Declined`). A task that fails for good is re-planned if its objective allows it, and otherwise
 //! fails its objective.
 
 use std::time::{Duration, Instant};
@@ -84,6 +86,7 @@ impl SchedulerState {
             .record
             .attempt
             .saturating_sub(node.record.lost)
+            .saturating_sub(node.record.declined)
             .saturating_sub(repairs);
         let budget_left = failed_attempts
             < node
@@ -250,22 +253,43 @@ impl SchedulerState {
 
     /// Takes back an attempt that its agent lost (crash, or gone before it got the work).
     pub(super) fn requeue_lost(&mut self, agent: AgentId, id: TaskId, reason: &str) {
+        self.requeue(agent, id, reason, false);
+    }
+
+    /// An attempt `agent` declined: nothing ran, so the task goes back to the queue, another
+    /// agent of the capability first; past `max_declined_attempts` declines it fails.
+    pub(super) fn requeue_declined(&mut self, agent: AgentId, id: TaskId, reason: &str) {
+        if let Some(node) = self.graph.tasks.get_mut(id)
+            && node.avoid.is_none()
+        {
+            node.prefer_not = Some(agent);
+        }
+        self.requeue(agent, id, reason, true);
+    }
+
+    fn requeue(&mut self, agent: AgentId, id: TaskId, reason: &str, declined: bool) {
         let Some(node) = self.graph.tasks.get_mut(id) else {
             return;
         };
         if node.record.status != TaskStatus::Running || node.record.agent != Some(agent) {
             return;
         }
-        // Counted in the record by its `AttemptLost`; a loss past the limit fails the task.
-        let (objective, attempt, lost) =
-            (node.objective, node.record.attempt, node.record.lost + 1);
+        // Counted in the record by its `AttemptLost`; past the limit the task fails.
+        let (objective, attempt) = (node.objective, node.record.attempt);
+        let (count, limit) = if declined {
+            (node.record.declined + 1, self.config.max_declined_attempts)
+        } else {
+            (node.record.lost + 1, self.config.max_lost_attempts)
+        };
         self.release(agent, id);
         let message = format!("agent {agent} lost the attempt: {reason}");
-        if lost > self.config.max_lost_attempts {
-            let message = format!(
-                "{message} (the task's attempts were lost {lost} times, to crashing, gone or \
-                 declining agents)"
-            );
+        if count > limit {
+            let how = if declined {
+                "declined"
+            } else {
+                "lost, to crashing or gone agents,"
+            };
+            let message = format!("{message} (the task's attempts were {how} {count} times)");
             self.fail_task(
                 id,
                 Some(agent),
@@ -282,6 +306,7 @@ impl SchedulerState {
             attempt,
             agent: Some(agent),
             reason: message,
+            declined,
         });
         if let Some(node) = self.graph.tasks.get_mut(id) {
             node.ready_at = Instant::now();

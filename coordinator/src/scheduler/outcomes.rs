@@ -58,9 +58,9 @@ impl SchedulerState {
             ..
         } = &report.outcome
         {
-            // Nothing ran: back to the queue, as an attempt the agent lost.
+            // Nothing ran: back to the queue, as an attempt the agent declined.
             let reason = format!("declined: {message}");
-            self.requeue_lost(agent, report.task, &reason);
+            self.requeue_declined(agent, report.task, &reason);
             return;
         }
         // The attempt's run time and tokens join the task's record with the event of its
@@ -221,9 +221,7 @@ impl SchedulerState {
         }
         let run = self.graph.objectives.get_mut(&objective)?;
         run.tokens = run.tokens.saturating_add(usage.tokens());
-        run.cost_usd_micros = run
-            .cost_usd_micros
-            .saturating_add(usage.cost_usd_micros.unwrap_or(0));
+        run.cost_usd_micros = run.cost_usd_micros.saturating_add(usage.budget_cost());
         if run.status == ObjectiveStatus::Running {
             run.over_budget()
         } else {

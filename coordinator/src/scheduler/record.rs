@@ -35,6 +35,9 @@ pub struct TaskRecord {
     pub attempt: u32,
     /// Attempts lost to crashes (agents or the coordinator).
     pub lost: u32,
+    /// Attempts their agents declined (nothing ran; see `FailureKind::Declined`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub declined: u32,
     /// The agent of the latest attempt.
     pub agent: Option<AgentId>,
     /// Its output (succeeded or in review).
@@ -45,6 +48,10 @@ pub struct TaskRecord {
     pub partial: Option<Value>,
     /// Tokens over all attempts.
     pub usage: Usage,
+    /// What its attempts charged a `cost_budget` (the sum of [`Usage::budget_cost`]): the cost
+    /// of those that had a price, in micro-dollars, known even when `usage`'s cost is not.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub budget_cost_usd_micros: u64,
     /// Run time over all attempts.
     pub run_time: Duration,
     /// The task that spawned it.
@@ -87,6 +94,10 @@ pub struct TaskRecord {
 }
 
 fn is_zero(value: &u32) -> bool {
+    *value == 0
+}
+
+fn is_zero_u64(value: &u64) -> bool {
     *value == 0
 }
 
@@ -152,12 +163,6 @@ pub(crate) fn task_of(event: &Event) -> Option<TaskId> {
     }
 }
 
-fn add(total: &mut Usage, usage: Option<Usage>) {
-    if let Some(u) = usage {
-        total.add(&u);
-    }
-}
-
 impl TaskRecord {
     /// A task of a batch as declared (submitted, spawned, or a planning task), linked to
     /// `deps`: nothing has run yet. (Always inlined: built straight into the graph's node,
@@ -181,11 +186,13 @@ impl TaskRecord {
             status: TaskStatus::Backlog,
             attempt: 0,
             lost: 0,
+            declined: 0,
             agent: None,
             output: None,
             error: None,
             partial: None,
             usage: Usage::default(),
+            budget_cost_usd_micros: 0,
             run_time: Duration::ZERO,
             spawned_by,
             retry_at_ms: None,
@@ -217,11 +224,13 @@ impl TaskRecord {
             status: TaskStatus::Backlog,
             attempt: 0,
             lost: 0,
+            declined: 0,
             agent: None,
             output: None,
             error: None,
             partial: None,
             usage: Usage::default(),
+            budget_cost_usd_micros: 0,
             run_time: Duration::ZERO,
             spawned_by: None,
             retry_at_ms: None,
@@ -265,7 +274,9 @@ impl TaskRecord {
                 });
                 self.failed(message, partial_output, *usage, *duration, retry_at_ms);
             }
-            Event::AttemptLost { reason, .. } => self.lost(reason),
+            Event::AttemptLost {
+                reason, declined, ..
+            } => self.lost(reason, *declined),
             Event::TaskInReview {
                 attempt,
                 output,
@@ -329,7 +340,7 @@ impl TaskRecord {
         self.status = TaskStatus::Succeeded;
         self.error = None;
         self.output = Some(output.clone());
-        add(&mut self.usage, usage);
+        self.spend(usage);
         self.run_time += duration;
     }
 
@@ -345,7 +356,7 @@ impl TaskRecord {
         self.started_at_ms = None;
         self.wait_until_ms = None;
         self.review_until_ms = None;
-        add(&mut self.usage, usage);
+        self.spend(usage);
         self.run_time += duration.unwrap_or_default();
         self.error = Some(message.to_owned());
         self.review_errors.clear();
@@ -359,11 +370,26 @@ impl TaskRecord {
         self.retry_at_ms = retry_at_ms;
     }
 
-    /// `AttemptLost`: its agent (or the coordinator) went away while it ran; it runs again.
-    fn lost(&mut self, reason: &str) {
+    /// An attempt's usage joins the task's.
+    fn spend(&mut self, usage: Option<Usage>) {
+        if let Some(usage) = usage {
+            self.usage.add(&usage);
+            self.budget_cost_usd_micros = self
+                .budget_cost_usd_micros
+                .saturating_add(usage.budget_cost());
+        }
+    }
+
+    /// `AttemptLost`: its agent (or the coordinator) went away while it ran, or its agent
+    /// declined it; it runs again.
+    fn lost(&mut self, reason: &str, declined: bool) {
         self.started_at_ms = None;
         self.status = TaskStatus::Ready;
-        self.lost += 1;
+        if declined {
+            self.declined += 1;
+        } else {
+            self.lost += 1;
+        }
         self.error = Some(reason.to_owned());
         self.retry_at_ms = None;
     }
@@ -386,7 +412,7 @@ impl TaskRecord {
         self.error = Some(reason.to_owned());
         self.review_errors = errors.to_vec();
         self.escalations = 0;
-        add(&mut self.usage, usage);
+        self.spend(usage);
         self.run_time += duration.unwrap_or_default();
     }
 
@@ -455,7 +481,7 @@ impl TaskRecord {
         duration: Duration,
     ) {
         self.started_at_ms = None;
-        add(&mut self.usage, usage);
+        self.spend(usage);
         self.run_time += duration;
         self.error = Some(format!("plan rejected: {}", errors.join("; ")));
         self.partial = Some(plan.clone());

@@ -94,11 +94,10 @@ impl SchedulerState {
         }
         run.compensable = model.compensable.clone();
         run.tokens = model.tasks.iter().map(|t| t.usage.tokens()).sum();
-        run.cost_usd_micros = model
-            .tasks
-            .iter()
-            .filter_map(|t| t.usage.cost_usd_micros)
-            .sum();
+        // Per attempt, as `charge` charged them live (see `Usage::budget_cost`).
+        run.cost_usd_micros = model.tasks.iter().fold(0, |sum: u64, t| {
+            sum.saturating_add(t.budget_cost_usd_micros)
+        });
         let compensating = model.status == ObjectiveStatus::Compensating;
         if compensating {
             run.status = ObjectiveStatus::Compensating;
@@ -226,6 +225,7 @@ impl SchedulerState {
             attempt,
             agent,
             reason: reason.into(),
+            declined: false,
         });
         let lost = self.graph.tasks.get(id).map_or(0, |n| n.record.lost);
         if lost > self.config.max_lost_attempts {

@@ -620,3 +620,30 @@ async fn many_callers_with_settled_usage_keep_every_window_within_the_quota() {
     assert!(closed <= 2000, "a window held {closed} tokens");
     assert_eq!(limiter.stats().requests_granted, 60);
 }
+
+#[tokio::test(start_paused = true)]
+async fn try_acquire_grants_only_what_may_go_now_and_says_when_the_rest_may() {
+    let limiter = limiter(Some(2), Some(100));
+    let first = limiter.try_acquire(40).unwrap();
+    let started = first.at;
+    limiter.try_acquire(40).unwrap();
+    // The request quota is spent: the next may go once the first grant left the window.
+    let free_at = limiter.try_acquire(10).unwrap_err();
+    assert_eq!(free_at, started + MINUTE + TIMER_RESOLUTION);
+    assert_eq!(
+        limiter.stats().requests_in_window,
+        Some(2),
+        "a refusal charges nothing"
+    );
+    tokio::time::advance(MINUTE + TIMER_RESOLUTION).await;
+    limiter.try_acquire(10).unwrap();
+    // A server pause holds it as long as the pause runs, even with quota to spare.
+    let until = Instant::now() + Duration::from_secs(5);
+    limiter.pause_until(until);
+    assert_eq!(limiter.try_acquire(1).unwrap_err(), until);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // Tokens count too: 90 of 100 is more than the window has left (10 in it).
+    let tokens_free = limiter.try_acquire(95).unwrap_err();
+    assert!(tokens_free > Instant::now(), "{tokens_free:?}");
+    limiter.try_acquire(90).unwrap();
+}

@@ -187,6 +187,7 @@ pub(super) fn log_of_every_kind() -> (Ids, Vec<EventRecord>) {
             attempt: 1,
             agent: Some(AgentId(1)),
             reason: "agent A1 crashed".into(),
+            declined: false,
         },
     );
     log.at(

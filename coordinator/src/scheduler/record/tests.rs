@@ -120,6 +120,7 @@ fn the_view_shows_times_only_in_the_status_they_belong_to() {
             attempt: 1,
             agent: Some(AgentId(7)),
             reason: "crashed".into(),
+            declined: false,
         },
         50,
     );
@@ -387,4 +388,78 @@ fn an_objective_view_lists_its_tasks_in_order() {
     assert_eq!(view.failure.as_deref(), Some("why"));
     let ids: Vec<TaskId> = view.tasks.iter().map(|t| t.id).collect();
     assert_eq!(ids, [TaskId(1), TaskId(2)]);
+}
+
+#[test]
+fn a_declined_attempt_is_counted_apart_from_lost_ones() {
+    let o = ObjectiveId::new();
+    let mut r = record(1);
+    let lost = |attempt, declined| Event::AttemptLost {
+        objective: o,
+        task: TaskId(1),
+        attempt,
+        agent: Some(AgentId(7)),
+        reason: "gone".into(),
+        declined,
+    };
+    fold(
+        &mut r,
+        [
+            (10, started(o, 1)),
+            (20, lost(1, true)),
+            (30, started(o, 2)),
+            (40, lost(2, false)),
+            (50, started(o, 3)),
+            (60, lost(3, true)),
+        ],
+    );
+    assert_eq!((r.status, r.attempt), (TaskStatus::Ready, 3));
+    assert_eq!((r.lost, r.declined), (1, 2));
+}
+
+#[test]
+fn the_budget_is_charged_the_priced_attempts_even_when_the_tasks_cost_is_unknown() {
+    let o = ObjectiveId::new();
+    let mut r = record(1);
+    let priced = Some(Usage {
+        cost_usd_micros: Some(400),
+        ..usage(1, 2).unwrap()
+    });
+    fold(
+        &mut r,
+        [
+            (20, started(o, 1)),
+            (
+                30,
+                Event::TaskFailed {
+                    objective: o,
+                    task: TaskId(1),
+                    attempt: 1,
+                    agent: Some(AgentId(7)),
+                    kind: FailureKind::Transient,
+                    message: "503".into(),
+                    partial_output: None,
+                    usage: priced,
+                    duration: None,
+                    retry_in: Some(Duration::from_millis(1)),
+                },
+            ),
+            (40, started(o, 2)),
+            (
+                50,
+                Event::TaskSucceeded {
+                    objective: o,
+                    task: TaskId(1),
+                    attempt: 2,
+                    agent: AgentId(7),
+                    output: json!("done"),
+                    usage: usage(3, 4),
+                    duration: Duration::from_millis(10),
+                },
+            ),
+        ],
+    );
+    assert_eq!(r.usage.cost_usd_micros, None, "one attempt had no price");
+    assert_eq!(r.usage.tokens(), 10);
+    assert_eq!(r.budget_cost_usd_micros, 400);
 }
