@@ -98,6 +98,20 @@ impl utoipa::PartialSchema for ObjectiveId {
 #[cfg(feature = "openapi")]
 impl utoipa::ToSchema for ObjectiveId {}
 
+impl schemars::JsonSchema for ObjectiveId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ObjectiveId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "format": "uuid",
+            "description": "The id of an objective: a UUIDv7, so ids sort by creation time.",
+        })
+    }
+}
+
 impl FromStr for ObjectiveId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -173,6 +187,21 @@ macro_rules! numeric_id {
 
         #[cfg(feature = "openapi")]
         impl utoipa::ToSchema for $name {}
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "pattern": concat!("^", $prefix, "[0-9]+$"),
+                    "description": concat!("The ", $what, ", written `", $prefix, "` followed by a number."),
+                    "examples": [concat!($prefix, "42")],
+                })
+            }
+        }
     };
 }
 
@@ -289,6 +318,22 @@ macro_rules! name_type {
 
         #[cfg(feature = "openapi")]
         impl utoipa::ToSchema for $name {}
+
+        impl schemars::JsonSchema for $name {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                stringify!($name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": $max,
+                    "pattern": "^[A-Za-z0-9_.:/-]+$",
+                    "description": concat!("A ", $what, ": letters, digits and `_ - . : /`."),
+                })
+            }
+        }
     };
 }
 

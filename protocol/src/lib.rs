@@ -19,6 +19,8 @@
 //! - [`messages`]: the message enums of the actors that other crates talk to.
 //! - [`view`]: read models of objectives and tasks, as the scheduler answers queries, and of
 //!   what an agent says about itself ([`AgentStatus`]).
+//! - [`remote`]: the messages of the remote-agent protocol, which workers in any language speak
+//!   over NATS JetStream, with their JSON Schemas (`REMOTE.md` documents it).
 //!
 //! # Invariants
 //! This crate does no I/O and spawns nothing. Its JSON forms are the HTTP API's wire format, so
@@ -34,6 +36,7 @@ pub mod ids;
 pub mod messages;
 pub mod objective;
 pub mod outcome;
+pub mod remote;
 #[cfg(any(test, feature = "test-support"))]
 pub mod samples;
 pub mod schedule;

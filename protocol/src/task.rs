@@ -40,15 +40,20 @@ use crate::ids::{Capability, ObjectiveId, TaskId, TaskKey};
 /// { "id": "sum", "capability": "summarize", "output_schema": { "type": "object" },
 ///   "review_timeout": "1d", "on_review_timeout": "reject" }
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Its JSON Schema is derived from these fields rather than from the wire form it is read
+/// through (which has no documentation); `capability` is optional in it, as in the wire form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(try_from = "wire::TaskSpecWire", deny_unknown_fields)]
+#[schemars(!try_from)]
 pub struct TaskSpec {
     /// The task's name in its graph; dependencies refer to it.
     pub id: TaskKey,
     /// What the agent that runs it must be able to do. Required for a task of kind `agent`;
     /// a `wait` or `approval` task takes none (it reads back as the kind's name).
     #[cfg_attr(feature = "openapi", schema(required = false))]
+    #[schemars(with = "Option<Capability>")]
     pub capability: Capability,
     /// Who runs it: `agent` (the default), `wait` or `approval`.
     #[serde(default, skip_serializing_if = "TaskKind::is_agent")]
@@ -65,6 +70,7 @@ pub struct TaskSpec {
         skip_serializing_if = "Option::is_none"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "1h"))]
+    #[schemars(with = "Option<String>", extend("examples" = ["1h"]))]
     pub timeout: Option<Duration>,
     /// For an `approval` task with a `timeout`: what is decided when nobody decided in time
     /// (`reject` when left out).
@@ -78,6 +84,7 @@ pub struct TaskSpec {
         skip_serializing_if = "Option::is_none"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "1d"))]
+    #[schemars(with = "Option<String>", extend("examples" = ["1d"]))]
     pub review_timeout: Option<Duration>,
     /// With `review_timeout`: what is decided when nobody decided in time (`reject` when
     /// left out).
@@ -100,6 +107,7 @@ pub struct TaskSpec {
         skip_serializing_if = "Option::is_none"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2m"))]
+    #[schemars(with = "Option<String>", extend("examples" = ["2m"]))]
     pub idle_timeout: Option<Duration>,
     /// An attempt that runs longer than this is cancelled.
     #[serde(
@@ -108,6 +116,7 @@ pub struct TaskSpec {
         skip_serializing_if = "Option::is_none"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2m"))]
+    #[schemars(with = "Option<String>", extend("examples" = ["2m"]))]
     pub hard_timeout: Option<Duration>,
     /// A JSON Schema the output must satisfy; output that does not goes to review. It is
     /// compiled when the task is added (an invalid schema, or one that refers to a document
@@ -136,7 +145,7 @@ pub struct TaskSpec {
 ///                     "input": { "cancel": { "$from": "book", "pointer": "/reservation" } },
 ///                     "retry": { "max_attempts": 5 } } }
 /// ```
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Compensation {
@@ -155,6 +164,7 @@ pub struct Compensation {
         skip_serializing_if = "Option::is_none"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "2m"))]
+    #[schemars(with = "Option<String>", extend("examples" = ["2m"]))]
     pub hard_timeout: Option<Duration>,
 }
 
@@ -274,7 +284,9 @@ impl TaskSpec {
 }
 
 /// Who runs a task.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
@@ -306,7 +318,9 @@ impl TaskKind {
 /// What the coordinator decides for a person who did not decide on a review in time.
 ///
 /// The default is `reject`: a deadline fails safe, giving no approval that nobody gave.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OnTimeout {
@@ -516,7 +530,7 @@ mod wire {
 }
 
 /// How a task's failed attempts are retried: exponential backoff with full jitter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
@@ -528,6 +542,7 @@ pub struct RetryPolicy {
         feature = "openapi",
         schema(value_type = String, default = openapi::default_initial_backoff)
     )]
+    #[schemars(with = "String")]
     pub initial_backoff: Duration,
     /// The backoff never grows past this.
     #[serde(with = "humantime_serde")]
@@ -535,6 +550,7 @@ pub struct RetryPolicy {
         feature = "openapi",
         schema(value_type = String, default = openapi::default_max_backoff)
     )]
+    #[schemars(with = "String")]
     pub max_backoff: Duration,
 }
 
