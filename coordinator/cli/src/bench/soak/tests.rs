@@ -71,12 +71,12 @@ fn passing() -> SoakReport {
 #[test]
 fn the_plan_fills_the_servers_memory_window_within_the_warmup() {
     let config = SoakConfig::new(PathBuf::from("swarm"), Duration::from_secs(100));
-    assert_eq!(config.warmup(), Duration::from_secs(20));
-    // 20/s for half of the 20 s warm-up.
-    assert_eq!(config.keep_finished(), 200);
+    assert_eq!(config.warmup(), Duration::from_secs(50));
+    // 20/s for half of the 50 s warm-up.
+    assert_eq!(config.keep_finished(), 500);
     let long = SoakConfig::new(PathBuf::from("swarm"), Duration::from_secs(30 * 60));
-    assert_eq!(long.warmup(), Duration::from_secs(6 * 60));
-    assert_eq!(long.keep_finished(), 3_600);
+    assert_eq!(long.warmup(), Duration::from_secs(15 * 60));
+    assert_eq!(long.keep_finished(), 9_000);
     // Never past `swarm serve`'s 10,000, never below 100.
     let longest = SoakConfig::new(PathBuf::from("swarm"), Duration::from_secs(24 * 3600));
     assert_eq!(longest.keep_finished(), 10_000);
