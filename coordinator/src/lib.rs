@@ -49,10 +49,10 @@ use ractor::{ActorRef, RpcReplyPort, call_t};
 use swarm_agents::AgentFactory;
 use swarm_agents::clock::Clock;
 use swarm_protocol::{
-    AgentDescriptor, AgentId, Capability, Event, EventRecord, ExternalEvent, Health,
-    NewExternalEvent, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView,
-    ReviewDecision, ScheduleSpec, SchedulerError, SchedulerMsg, SchedulerStats, TaskId, TaskPage,
-    TaskQuery,
+    AgentDescriptor, AgentId, BudgetDecision, Capability, Event, EventRecord, ExternalEvent,
+    Health, NewExternalEvent, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary,
+    ObjectiveView, ReviewDecision, ScheduleSpec, SchedulerError, SchedulerMsg, SchedulerStats,
+    TaskId, TaskPage, TaskQuery,
 };
 pub use swarm_registry::Registration;
 pub use swarm_store::{DeclaredAgent, DeclaredHook};
@@ -346,6 +346,24 @@ impl Swarm {
         Ok(call_t!(
             self.scheduler,
             |reply| SchedulerMsg::Cancel { objective, reply },
+            self.call_timeout_ms()
+        )??)
+    }
+
+    /// Applies a person's decision to an objective paused at a spending limit: continue with
+    /// larger budgets, or stop (it fails naming the limit).
+    pub async fn decide_budget(
+        &self,
+        objective: ObjectiveId,
+        decision: BudgetDecision,
+    ) -> Result<(), Error> {
+        Ok(call_t!(
+            self.scheduler,
+            |reply| SchedulerMsg::Budget {
+                objective,
+                decision,
+                reply
+            },
             self.call_timeout_ms()
         )??)
     }

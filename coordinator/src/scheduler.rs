@@ -32,6 +32,7 @@
 //! (`wait` tasks). `planner.rs` writes the planner's prompt and reads its plan, `schema.rs`
 //! checks outputs, and `spawn.rs` reads follow-up tasks out of an output.
 
+mod budgets;
 mod checks;
 mod dispatch;
 mod failures;
@@ -194,6 +195,14 @@ impl Actor for Scheduler {
             SchedulerMsg::AgentLost { agent, reason } => state.on_agent_lost(agent, &reason),
             SchedulerMsg::Cancel { objective, reply } => {
                 let result = state.cancel(objective);
+                state.reply_after_commit(reply, result);
+            }
+            SchedulerMsg::Budget {
+                objective,
+                decision,
+                reply,
+            } => {
+                let result = state.decide_budget(objective, decision);
                 state.reply_after_commit(reply, result);
             }
             SchedulerMsg::Review {

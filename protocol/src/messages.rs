@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::event::Event;
 use crate::graph::GraphError;
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
-use crate::objective::Objective;
+use crate::objective::{BudgetDecision, Objective};
 use crate::outcome::TaskOutcome;
 use crate::task::{OutputError, Task};
 use crate::view::{
@@ -171,6 +171,10 @@ pub enum SchedulerError {
         /// Its status.
         status: String,
     },
+    /// The objective is not paused at a spending limit (it is not running, or has not
+    /// passed a budget with `on_budget: approve`).
+    #[error("objective {0} is not paused at a budget")]
+    NotPausedAtBudget(ObjectiveId),
     /// The scheduler holds as many unfinished objectives as it may.
     #[error("the scheduler is at its limit of {0} unfinished objectives; try again later")]
     Overloaded(usize),
@@ -281,6 +285,15 @@ pub enum SchedulerMsg {
         /// The objective.
         objective: ObjectiveId,
         /// Answered once cancelled.
+        reply: RpcReplyPort<Result<(), SchedulerError>>,
+    },
+    /// A person's decision on an objective paused at a spending limit.
+    Budget {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The decision.
+        decision: BudgetDecision,
+        /// Answered once applied.
         reply: RpcReplyPort<Result<(), SchedulerError>>,
     },
     /// A person's decision on a task in review.

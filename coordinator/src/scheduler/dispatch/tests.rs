@@ -226,7 +226,7 @@ fn an_objective_at_its_cap_parks_its_tasks_and_gets_them_back_in_order() {
     let mut w = World::new(u32::MAX);
     let capped = ObjectiveId::new();
     let other = ObjectiveId::new();
-    w.dispatch.limit(capped, NonZeroU32::new(1));
+    w.dispatch.limit(capped, NonZeroU32::new(1), false);
     let agent = w.agent(&["code"], 4);
     w.task(1, capped, "code", 0, true);
     w.task(2, capped, "code", 0, true);
@@ -260,7 +260,7 @@ fn an_objective_at_its_cap_parks_its_tasks_and_gets_them_back_in_order() {
 fn a_queued_task_whose_objective_reached_its_cap_is_parked_when_it_comes_up() {
     let mut w = World::new(u32::MAX);
     let capped = ObjectiveId::new();
-    w.dispatch.limit(capped, NonZeroU32::new(1));
+    w.dispatch.limit(capped, NonZeroU32::new(1), false);
     let agent = w.agent(&["code"], 1);
     w.task(1, ObjectiveId::new(), "code", 0, false);
     w.task(2, capped, "code", 0, true);
@@ -278,7 +278,7 @@ fn a_queued_task_whose_objective_reached_its_cap_is_parked_when_it_comes_up() {
 fn a_closed_objective_drops_its_parked_tasks() {
     let mut w = World::new(u32::MAX);
     let capped = ObjectiveId::new();
-    w.dispatch.limit(capped, NonZeroU32::new(1));
+    w.dispatch.limit(capped, NonZeroU32::new(1), false);
     let agent = w.agent(&["code"], 2);
     w.task(1, capped, "code", 0, true);
     w.task(2, capped, "code", 0, true);
