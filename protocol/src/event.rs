@@ -601,6 +601,6 @@ mod tests {
     fn events_name_their_objective() {
         let events = every_kind();
         let with = events.iter().filter(|e| e.objective().is_some()).count();
-        assert_eq!(with, 20);
+        assert_eq!(with, 22);
     }
 }
