@@ -11,6 +11,7 @@ use serde_json::json;
 use swarm_agents::{AgentFactory, FnAgent};
 use swarm_coordinator::Error;
 use swarm_coordinator::Swarm;
+use swarm_coordinator::replay::replay_objective;
 use swarm_protocol::{
     BudgetChoice, BudgetDecision, BudgetLimit, Budgets, Event, FailureKind, Objective, ObjectiveId,
     ObjectiveStatus, OnBudget, RetryPolicy, SchedulerError, Task, TaskOutcome, TaskSpec,
@@ -193,6 +194,12 @@ async fn an_objective_paused_at_its_cost_budget_stays_paused_across_a_restart_un
     assert_eq!(paused.status, ObjectiveStatus::Running, "{paused:#?}");
     assert_eq!(paused.budget_pause.as_ref().map(|p| p.limit), Some(limit));
     assert_eq!(paused.task("c").unwrap().attempts, 0, "{paused:#?}");
+    // The log alone tells the same paused objective.
+    {
+        let store = swarm.store().unwrap();
+        let (model, _) = replay_objective(store.as_ref(), id).await.unwrap().unwrap();
+        assert_eq!(model.view(), paused);
+    }
     finish(swarm).await;
 
     let swarm: Swarm = open(dir.path()).await;
