@@ -51,8 +51,8 @@ use swarm_agents::clock::Clock;
 use swarm_protocol::{
     AgentDescriptor, AgentId, BudgetDecision, Capability, Event, EventRecord, ExternalEvent,
     Health, NewExternalEvent, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary,
-    ObjectiveView, ReviewDecision, ScheduleSpec, SchedulerError, SchedulerMsg, SchedulerStats,
-    TaskId, TaskPage, TaskQuery,
+    ObjectiveView, PausedObjective, ReviewDecision, ScheduleSpec, SchedulerError, SchedulerMsg,
+    SchedulerStats, TaskId, TaskPage, TaskQuery,
 };
 pub use swarm_registry::Registration;
 pub use swarm_store::{DeclaredAgent, DeclaredHook};
@@ -366,6 +366,17 @@ impl Swarm {
             },
             self.call_timeout_ms()
         )??)
+    }
+
+    /// The objectives paused at a spending limit, waiting for a person's decision, oldest
+    /// first.
+    pub async fn budget_pauses(&self) -> Result<Vec<PausedObjective>, Error> {
+        call_t!(
+            self.scheduler,
+            SchedulerMsg::BudgetPauses,
+            self.call_timeout_ms()
+        )
+        .map_err(|e| self.explain(e.into()))
     }
 
     /// Applies a person's decision to a task in review.

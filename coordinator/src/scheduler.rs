@@ -205,6 +205,9 @@ impl Actor for Scheduler {
                 let result = state.decide_budget(objective, decision);
                 state.reply_after_commit(reply, result);
             }
+            SchedulerMsg::BudgetPauses(reply) => {
+                let _ = reply.send(state.budget_pauses());
+            }
             SchedulerMsg::Review {
                 task,
                 decision,

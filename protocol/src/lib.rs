@@ -53,7 +53,7 @@ pub use messages::{
 };
 pub use objective::{
     BudgetChoice, BudgetDecision, BudgetLimit, BudgetPause, Budgets, Limits, Objective,
-    ObjectiveStatus, OnBudget,
+    ObjectiveStatus, OnBudget, PausedObjective,
 };
 pub use outcome::{FailureKind, TaskOutcome, Usage};
 pub use schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};

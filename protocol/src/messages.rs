@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::event::Event;
 use crate::graph::GraphError;
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
-use crate::objective::{BudgetDecision, Objective};
+use crate::objective::{BudgetDecision, Objective, PausedObjective};
 use crate::outcome::TaskOutcome;
 use crate::task::{OutputError, Task};
 use crate::view::{
@@ -296,6 +296,9 @@ pub enum SchedulerMsg {
         /// Answered once applied.
         reply: RpcReplyPort<Result<(), SchedulerError>>,
     },
+    /// The objectives paused at a spending limit, waiting for a person's decision, oldest
+    /// first.
+    BudgetPauses(RpcReplyPort<Vec<PausedObjective>>),
     /// A person's decision on a task in review.
     Review {
         /// The task.

@@ -218,6 +218,18 @@ pub struct BudgetPause {
     pub reason: String,
 }
 
+/// An objective paused at a spending limit, as the list of pending decisions shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PausedObjective {
+    /// The objective.
+    pub id: crate::ids::ObjectiveId,
+    /// Its goal.
+    pub goal: String,
+    /// The limit it passed and what it spent.
+    pub pause: BudgetPause,
+}
+
 /// An objective's spending limits as they stand (after any raise).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -9,6 +9,7 @@ use swarm_coordinator::config::LimitsSection;
 use swarm_protocol::bounds::check_duration;
 use swarm_protocol::{
     BudgetDecision, EventRecord, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView,
+    PausedObjective,
 };
 use swarm_store::StoredObjective;
 
@@ -325,6 +326,26 @@ pub(super) async fn cancel(
     let id = objective_id(&id)?;
     state.swarm.cancel(id).await?;
     Ok(Json(state.swarm.objective(id).await?))
+}
+
+/// The objectives paused at a spending limit (`on_budget: approve`), waiting for a person's
+/// decision, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/budget-pauses",
+    tag = "objectives",
+    operation_id = "list_budget_pauses",
+    responses(
+        (status = 200, description = "Every objective paused at a budget.",
+         body = Vec<PausedObjective>),
+        (status = 503, description = "The coordinator is not available.", body = Problem,
+         content_type = PROBLEM_JSON),
+    ),
+)]
+pub(super) async fn budget_pauses(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<PausedObjective>>, Problem> {
+    Ok(Json(state.swarm.budget_pauses().await?))
 }
 
 /// A person's decision on an objective paused at a spending limit (`on_budget: approve`):

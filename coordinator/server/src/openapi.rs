@@ -60,6 +60,7 @@ const BEARER: &str = "bearer";
         super::objectives::chain,
         super::streams::stream,
         super::objectives::cancel,
+        super::objectives::budget_pauses,
         super::objectives::decide_budget,
         super::streams::stream_all,
         super::external_events::post,

@@ -10,8 +10,8 @@
 //! holds back an objective whose tasks have all finished: it succeeds.
 
 use swarm_protocol::{
-    BudgetChoice, BudgetDecision, BudgetPause, Event, ObjectiveId, ObjectiveStatus, SchedulerError,
-    Usage, Usd,
+    BudgetChoice, BudgetDecision, BudgetPause, Event, ObjectiveId, ObjectiveStatus,
+    PausedObjective, SchedulerError, Usage, Usd,
 };
 
 use super::state::SchedulerState;
@@ -61,6 +61,25 @@ impl SchedulerState {
             limit: passed.limit,
             reason: passed.reason,
         });
+    }
+
+    /// The objectives paused at a budget, oldest first (ids are time-ordered). Linear in the
+    /// objectives held: for people looking, not for the hot path.
+    pub(crate) fn budget_pauses(&self) -> Vec<PausedObjective> {
+        let mut paused: Vec<PausedObjective> = self
+            .graph
+            .objectives
+            .iter()
+            .filter_map(|(id, run)| {
+                Some(PausedObjective {
+                    id: *id,
+                    goal: run.goal.clone(),
+                    pause: run.budget_pause.clone()?,
+                })
+            })
+            .collect();
+        paused.sort_by_key(|p| p.id);
+        paused
     }
 
     /// A person's decision on an objective paused at a budget (see the module doc).

@@ -899,6 +899,12 @@ async fn budget(c: &Contract, s: &Server, ids: &Submitted) {
         "{}",
         got.body
     );
+    let pauses = "/v1/budget-pauses";
+    let listed = c
+        .call(Method::GET, pauses, s.request(Method::GET, pauses))
+        .await;
+    c.expect(&listed, StatusCode::OK, "pauses");
+    assert_eq!(listed.body[0]["id"], paused.as_str(), "{}", listed.body);
     let budget = "/v1/objectives/{id}/budget";
     let go_on = json!({ "decision": "continue", "by": "ann", "add_tokens": 100 });
     for (id, body, status) in [
