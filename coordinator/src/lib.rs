@@ -49,10 +49,10 @@ use ractor::{ActorRef, RpcReplyPort, call_t};
 use swarm_agents::AgentFactory;
 use swarm_agents::clock::Clock;
 use swarm_protocol::{
-    AgentDescriptor, AgentId, Capability, Event, EventRecord, ExternalEvent, Health,
-    NewExternalEvent, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView,
-    ReviewDecision, ScheduleSpec, SchedulerError, SchedulerMsg, SchedulerStats, TaskId, TaskPage,
-    TaskQuery,
+    AgentDescriptor, AgentId, BudgetDecision, Capability, Event, EventRecord, ExternalEvent,
+    Health, NewExternalEvent, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary,
+    ObjectiveView, PausedObjective, ReviewDecision, ScheduleSpec, SchedulerError, SchedulerMsg,
+    SchedulerStats, TaskId, TaskPage, TaskQuery,
 };
 pub use swarm_registry::Registration;
 pub use swarm_store::{DeclaredAgent, DeclaredHook};
@@ -348,6 +348,35 @@ impl Swarm {
             |reply| SchedulerMsg::Cancel { objective, reply },
             self.call_timeout_ms()
         )??)
+    }
+
+    /// Applies a person's decision to an objective paused at a spending limit: continue with
+    /// larger budgets, or stop (it fails naming the limit).
+    pub async fn decide_budget(
+        &self,
+        objective: ObjectiveId,
+        decision: BudgetDecision,
+    ) -> Result<(), Error> {
+        Ok(call_t!(
+            self.scheduler,
+            |reply| SchedulerMsg::Budget {
+                objective,
+                decision,
+                reply
+            },
+            self.call_timeout_ms()
+        )??)
+    }
+
+    /// The objectives paused at a spending limit, waiting for a person's decision, oldest
+    /// first.
+    pub async fn budget_pauses(&self) -> Result<Vec<PausedObjective>, Error> {
+        call_t!(
+            self.scheduler,
+            SchedulerMsg::BudgetPauses,
+            self.call_timeout_ms()
+        )
+        .map_err(|e| self.explain(e.into()))
     }
 
     /// Applies a person's decision to a task in review.

@@ -32,6 +32,7 @@
 //! (`wait` tasks). `planner.rs` writes the planner's prompt and reads its plan, `schema.rs`
 //! checks outputs, and `spawn.rs` reads follow-up tasks out of an output.
 
+mod budgets;
 mod checks;
 mod dispatch;
 mod failures;
@@ -195,6 +196,17 @@ impl Actor for Scheduler {
             SchedulerMsg::Cancel { objective, reply } => {
                 let result = state.cancel(objective);
                 state.reply_after_commit(reply, result);
+            }
+            SchedulerMsg::Budget {
+                objective,
+                decision,
+                reply,
+            } => {
+                let result = state.decide_budget(objective, decision);
+                state.reply_after_commit(reply, result);
+            }
+            SchedulerMsg::BudgetPauses(reply) => {
+                let _ = reply.send(state.budget_pauses());
             }
             SchedulerMsg::Review {
                 task,

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::agent::{AgentDescriptor, Health};
 use crate::ids::{AgentId, ObjectiveId, TaskId};
-use crate::objective::Objective;
+use crate::objective::{BudgetLimit, Budgets, Objective};
 use crate::outcome::{FailureKind, Usage};
 use crate::schedule::ScheduleSpec;
 use crate::task::{OutputError, TaskSpec};
@@ -362,6 +362,25 @@ pub enum Event {
         /// The objective.
         objective: ObjectiveId,
     },
+    /// The objective passed a spending limit with `on_budget: approve`: it starts no new
+    /// attempt until a person decides (`BudgetRaised`, or `ObjectiveFailed` naming the limit).
+    BudgetReached {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The limit it passed.
+        limit: BudgetLimit,
+        /// What it spent against which budget, naming the limit.
+        reason: String,
+    },
+    /// A person let an objective paused at a spending limit continue, with these budgets.
+    BudgetRaised {
+        /// The objective.
+        objective: ObjectiveId,
+        /// Its budgets from now on.
+        budgets: Budgets,
+        /// Who decided.
+        decided_by: String,
+    },
     /// An agent joined the registry.
     AgentRegistered {
         /// Its descriptor.
@@ -528,7 +547,9 @@ impl Event {
             | Self::TaskCancelled { objective, .. }
             | Self::ObjectiveSucceeded { objective }
             | Self::ObjectiveFailed { objective, .. }
-            | Self::ObjectiveCancelled { objective } => Some(*objective),
+            | Self::ObjectiveCancelled { objective }
+            | Self::BudgetReached { objective, .. }
+            | Self::BudgetRaised { objective, .. } => Some(*objective),
             Self::AgentRegistered { .. }
             | Self::AgentHealthChanged { .. }
             | Self::AgentRestarted { .. }
@@ -580,6 +601,6 @@ mod tests {
     fn events_name_their_objective() {
         let events = every_kind();
         let with = events.iter().filter(|e| e.objective().is_some()).count();
-        assert_eq!(with, 20);
+        assert_eq!(with, 22);
     }
 }

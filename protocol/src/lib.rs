@@ -51,7 +51,10 @@ pub use ids::{AgentId, Capability, IdError, ObjectiveId, TaskId, TaskKey};
 pub use messages::{
     AgentMsg, Assignment, AttemptPanic, Report, ReviewDecision, SchedulerError, SchedulerMsg,
 };
-pub use objective::{Limits, Objective, ObjectiveStatus};
+pub use objective::{
+    BudgetChoice, BudgetDecision, BudgetLimit, BudgetPause, Budgets, Limits, Objective,
+    ObjectiveStatus, OnBudget, PausedObjective,
+};
 pub use outcome::{FailureKind, TaskOutcome, Usage};
 pub use schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 pub use task::{

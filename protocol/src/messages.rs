@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::event::Event;
 use crate::graph::GraphError;
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
-use crate::objective::Objective;
+use crate::objective::{BudgetDecision, Objective, PausedObjective};
 use crate::outcome::TaskOutcome;
 use crate::task::{OutputError, Task};
 use crate::view::{
@@ -171,6 +171,10 @@ pub enum SchedulerError {
         /// Its status.
         status: String,
     },
+    /// The objective is not paused at a spending limit (it is not running, or has not
+    /// passed a budget with `on_budget: approve`).
+    #[error("objective {0} is not paused at a budget")]
+    NotPausedAtBudget(ObjectiveId),
     /// The scheduler holds as many unfinished objectives as it may.
     #[error("the scheduler is at its limit of {0} unfinished objectives; try again later")]
     Overloaded(usize),
@@ -283,6 +287,18 @@ pub enum SchedulerMsg {
         /// Answered once cancelled.
         reply: RpcReplyPort<Result<(), SchedulerError>>,
     },
+    /// A person's decision on an objective paused at a spending limit.
+    Budget {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The decision.
+        decision: BudgetDecision,
+        /// Answered once applied.
+        reply: RpcReplyPort<Result<(), SchedulerError>>,
+    },
+    /// The objectives paused at a spending limit, waiting for a person's decision, oldest
+    /// first.
+    BudgetPauses(RpcReplyPort<Vec<PausedObjective>>),
     /// A person's decision on a task in review.
     Review {
         /// The task.

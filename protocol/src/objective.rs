@@ -120,15 +120,22 @@ pub struct Limits {
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u32>, minimum = 1))]
     pub max_concurrency: Option<NonZeroU32>,
     /// The most model tokens (input plus output, over every attempt of every task) the
-    /// objective may spend; past it the objective fails naming `token_budget`.
+    /// objective may spend; past it the objective fails naming `token_budget` (or pauses, see
+    /// `on_budget`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_budget: Option<u64>,
     /// The most US dollars (`0.25`) the objective's model calls may cost, at the prices of
-    /// the coordinator's price table; past it the objective fails naming `cost_budget`. A call
-    /// to a model without a price adds nothing to it (its cost is unknown).
+    /// the coordinator's price table; past it the objective fails naming `cost_budget` (or
+    /// pauses, see `on_budget`). A call to a model without a price adds nothing to it (its
+    /// cost is unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, minimum = 0, example = 0.25))]
     pub cost_budget: Option<Usd>,
+    /// What passing `token_budget` or `cost_budget` does: `fail` the objective (the default),
+    /// or pause it (`approve`) until a person decides to continue with a larger budget or to
+    /// stop (`POST /v1/objectives/{id}/budget`).
+    #[serde(default, skip_serializing_if = "OnBudget::is_fail")]
+    pub on_budget: OnBudget,
     /// How long after submission the objective may run (a humantime duration such as `15m`);
     /// past it the objective fails naming `deadline`.
     #[serde(
@@ -165,9 +172,110 @@ impl Default for Limits {
             max_concurrency: None,
             token_budget: None,
             cost_budget: None,
+            on_budget: OnBudget::Fail,
             deadline: None,
         }
     }
+}
+
+/// What an objective does when it passes its `token_budget` or `cost_budget`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum OnBudget {
+    /// It fails, naming the limit.
+    #[default]
+    Fail,
+    /// It starts no new attempt (running ones finish and are charged) and waits for a
+    /// person's [`BudgetDecision`]; its `deadline` still applies while it waits.
+    Approve,
+}
+
+impl OnBudget {
+    fn is_fail(&self) -> bool {
+        *self == Self::Fail
+    }
+}
+
+/// Which spending limit an objective reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetLimit {
+    /// `token_budget`.
+    TokenBudget,
+    /// `cost_budget`.
+    CostBudget,
+}
+
+/// An objective paused at a spending limit, waiting for a person's [`BudgetDecision`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BudgetPause {
+    /// The limit it passed.
+    pub limit: BudgetLimit,
+    /// What it spent against which budget, naming the limit (the text a `fail` would give).
+    pub reason: String,
+}
+
+/// An objective paused at a spending limit, as the list of pending decisions shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PausedObjective {
+    /// The objective.
+    pub id: crate::ids::ObjectiveId,
+    /// Its goal.
+    pub goal: String,
+    /// The limit it passed and what it spent.
+    pub pause: BudgetPause,
+}
+
+/// An objective's spending limits as they stand (after any raise).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Budgets {
+    /// Its `token_budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_budget: Option<u64>,
+    /// Its `cost_budget`, in US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, minimum = 0))]
+    pub cost_budget: Option<Usd>,
+}
+
+/// Continue or stop an objective paused at a spending limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetChoice {
+    /// Raise the budget it passed and start attempts again.
+    Continue,
+    /// Fail it, naming the limit.
+    Stop,
+}
+
+/// A person's decision on an objective paused at a spending limit (the body of
+/// `POST /v1/objectives/{id}/budget`).
+///
+/// `continue` raises each budget the objective has passed by `add_tokens` or `add_cost`, or,
+/// when that is absent, by the amount it was submitted with (so a budget of 1,000 tokens
+/// becomes 2,000, then 3,000); a raise that still leaves it over a budget pauses it again at
+/// once. `stop` fails it with the text a `fail` would have given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BudgetDecision {
+    /// Continue or stop.
+    pub decision: BudgetChoice,
+    /// Who decided (recorded with the raise).
+    pub by: String,
+    /// Tokens to add to `token_budget`, if it was passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_tokens: Option<u64>,
+    /// US dollars to add to `cost_budget`, if it was passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<f64>, minimum = 0))]
+    pub add_cost: Option<Usd>,
 }
 
 /// Where an objective is in its life.

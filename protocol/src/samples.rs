@@ -9,9 +9,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::agent::{AgentDescriptor, Health};
+use crate::cost::Usd;
 use crate::event::Event;
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
-use crate::objective::Objective;
+use crate::objective::{BudgetLimit, Budgets, Objective};
 use crate::outcome::{FailureKind, Usage};
 use crate::schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 use crate::task::{Compensation, OutputError, TaskSpec};
@@ -165,6 +166,19 @@ pub fn every_event_kind() -> Vec<Event> {
         Event::ObjectiveFailed {
             objective,
             reason: "x".into(),
+        },
+        Event::BudgetReached {
+            objective,
+            limit: BudgetLimit::CostBudget,
+            reason: "the objective spent $0.30 on models, over its `cost_budget` of $0.25".into(),
+        },
+        Event::BudgetRaised {
+            objective,
+            budgets: Budgets {
+                token_budget: None,
+                cost_budget: Some(Usd(500_000)),
+            },
+            decided_by: "ann".into(),
         },
         Event::ObjectiveCancelled { objective },
         Event::AgentRegistered {

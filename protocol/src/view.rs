@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
-use crate::objective::ObjectiveStatus;
+use crate::objective::{BudgetPause, ObjectiveStatus};
 use crate::outcome::Usage;
 use crate::task::{OutputError, TaskKind, TaskStatus};
 
@@ -29,6 +29,10 @@ pub struct ObjectiveView {
     /// task's is unknown (tokens spent on a model without a price).
     #[serde(default)]
     pub usage: Usage,
+    /// Set while it is paused at a spending limit (`on_budget: approve`), waiting for a
+    /// person's decision (`POST /v1/objectives/{id}/budget`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_pause: Option<BudgetPause>,
 }
 
 impl ObjectiveView {

@@ -161,6 +161,8 @@ pub(crate) fn event_kind_name(event: &Event) -> &'static str {
         Event::ObjectiveSucceeded { .. } => "objective_succeeded",
         Event::ObjectiveFailed { .. } => "objective_failed",
         Event::ObjectiveCancelled { .. } => "objective_cancelled",
+        Event::BudgetReached { .. } => "budget_reached",
+        Event::BudgetRaised { .. } => "budget_raised",
         Event::AgentRegistered { .. } => "agent_registered",
         Event::AgentHealthChanged { .. } => "agent_health_changed",
         Event::AgentRestarted { .. } => "agent_restarted",

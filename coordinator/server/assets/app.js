@@ -17,7 +17,8 @@
     "attempt_lost", "task_in_review", "task_approved", "task_rejected", "tasks_spawned",
     "task_waiting", "wait_satisfied", "compensation_started",
     "plan_requested", "plan_rejected", "task_cancelled", "objective_succeeded",
-    "objective_failed", "objective_cancelled", "agent_registered", "agent_health_changed",
+    "objective_failed", "objective_cancelled", "budget_reached", "budget_raised",
+    "agent_registered", "agent_health_changed",
     "agent_restarted", "agent_deregistered", "schedule_created", "schedule_paused",
     "schedule_resumed", "schedule_deleted", "schedule_skipped", "schedule_fire_failed",
     "schedule_fired",
@@ -304,6 +305,13 @@
     if (d.cancel) {
       if (!confirmed(target)) return;
       await act(target, "POST", "/v1/objectives/" + encodeURIComponent(d.cancel) + "/cancel");
+    } else if (d.budgetContinue) {
+      await act(target, "POST", "/v1/objectives/" + encodeURIComponent(d.budgetContinue) + "/budget",
+        { decision: "continue", by: "dashboard" });
+    } else if (d.budgetStop) {
+      if (!confirmed(target)) return;
+      await act(target, "POST", "/v1/objectives/" + encodeURIComponent(d.budgetStop) + "/budget",
+        { decision: "stop", by: "dashboard" });
     } else if (d.pause) {
       await act(target, "POST", "/v1/schedules/" + encodeURIComponent(d.pause) + "/pause");
     } else if (d.resume) {

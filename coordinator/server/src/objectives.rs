@@ -7,7 +7,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use swarm_coordinator::config::LimitsSection;
 use swarm_protocol::bounds::check_duration;
-use swarm_protocol::{EventRecord, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView};
+use swarm_protocol::{
+    BudgetDecision, EventRecord, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView,
+    PausedObjective,
+};
 use swarm_store::StoredObjective;
 
 use crate::AppState;
@@ -322,6 +325,65 @@ pub(super) async fn cancel(
 ) -> Result<Json<ObjectiveView>, Problem> {
     let id = objective_id(&id)?;
     state.swarm.cancel(id).await?;
+    Ok(Json(state.swarm.objective(id).await?))
+}
+
+/// The objectives paused at a spending limit (`on_budget: approve`), waiting for a person's
+/// decision, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/budget-pauses",
+    tag = "objectives",
+    operation_id = "list_budget_pauses",
+    responses(
+        (status = 200, description = "Every objective paused at a budget.",
+         body = Vec<PausedObjective>),
+        (status = 503, description = "The coordinator is not available.", body = Problem,
+         content_type = PROBLEM_JSON),
+    ),
+)]
+pub(super) async fn budget_pauses(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<PausedObjective>>, Problem> {
+    Ok(Json(state.swarm.budget_pauses().await?))
+}
+
+/// A person's decision on an objective paused at a spending limit (`on_budget: approve`):
+/// `continue` raises each budget it passed (by `add_tokens` or `add_cost`, or else by the
+/// amount it was submitted with) and it starts attempts again; `stop` fails it naming the
+/// limit.
+#[utoipa::path(
+    post,
+    path = "/v1/objectives/{id}/budget",
+    tag = "objectives",
+    operation_id = "decide_budget",
+    params(("id" = ObjectiveId, Path, description = "The objective paused at a budget.")),
+    request_body(content = BudgetDecision, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The objective after the decision.", body = ObjectiveView),
+        (status = 400, description = "`id` is not an objective id, or the body is not JSON.",
+         body = Problem, content_type = PROBLEM_JSON),
+        (status = 404, description = "No such objective.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 409, description = "The objective is not paused at a budget.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 413, description = "The body is over the limit.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 415, description = "The body is not `application/json`.", body = Problem,
+         content_type = PROBLEM_JSON),
+        (status = 422, description = "A field of the body is not valid; `field` names it.",
+         body = Problem, content_type = PROBLEM_JSON),
+        (status = 503, description = "The event log or coordinator is not available.",
+         body = Problem, content_type = PROBLEM_JSON),
+    ),
+)]
+pub(super) async fn decide_budget(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(decision): JsonBody<BudgetDecision>,
+) -> Result<Json<ObjectiveView>, Problem> {
+    let id = objective_id(&id)?;
+    state.swarm.decide_budget(id, decision).await?;
     Ok(Json(state.swarm.objective(id).await?))
 }
 

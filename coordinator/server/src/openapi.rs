@@ -60,6 +60,8 @@ const BEARER: &str = "bearer";
         super::objectives::chain,
         super::streams::stream,
         super::objectives::cancel,
+        super::objectives::budget_pauses,
+        super::objectives::decide_budget,
         super::streams::stream_all,
         super::external_events::post,
         super::external_events::pending,
@@ -84,7 +86,8 @@ const BEARER: &str = "bearer";
     components(schemas(Problem)),
     modifiers(&Layers),
     tags(
-        (name = "objectives", description = "Submit, list, read, follow and cancel objectives."),
+        (name = "objectives", description = "Submit, list, read, follow and cancel objectives; \
+         continue or stop one paused at a budget."),
         (name = "tasks", description = "Tasks across objectives by status (the review queue \
                                          is `status=review`), and a person's decision on a task."),
         (name = "events", description = "Every event of the swarm as it is committed; events \

@@ -34,6 +34,10 @@ pub enum Endpoint {
     Events,
     /// `POST /v1/objectives/{id}/cancel`.
     Cancel,
+    /// `POST /v1/objectives/{id}/budget`: continue or stop an objective paused at a budget.
+    Budget,
+    /// `GET /v1/budget-pauses`: the objectives paused at a budget.
+    BudgetPauses,
     /// `GET /v1/events`: every event of the swarm.
     SwarmEvents,
     /// `POST /v1/events`: an event from outside, for `wait` tasks.
@@ -183,6 +187,8 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/v1/objectives/{id}/chain", Endpoint::Chain),
     route(Method::GET, "/v1/objectives/{id}/events", Endpoint::Events),
     route(Method::POST, "/v1/objectives/{id}/cancel", Endpoint::Cancel),
+    route(Method::POST, "/v1/objectives/{id}/budget", Endpoint::Budget),
+    route(Method::GET, "/v1/budget-pauses", Endpoint::BudgetPauses),
     route(Method::GET, "/v1/events", Endpoint::SwarmEvents),
     route(Method::POST, "/v1/events", Endpoint::PostEvent),
     route(Method::GET, "/v1/events/pending", Endpoint::PendingEvents),
@@ -256,6 +262,8 @@ impl Endpoint {
             Self::Chain => on(filter, objectives::chain),
             Self::Events => on(filter, streams::stream),
             Self::Cancel => on(filter, objectives::cancel),
+            Self::Budget => on(filter, objectives::decide_budget),
+            Self::BudgetPauses => on(filter, objectives::budget_pauses),
             Self::SwarmEvents => on(filter, streams::stream_all),
             Self::PostEvent => on(filter, external_events::post),
             Self::PendingEvents => on(filter, external_events::pending),

@@ -264,6 +264,12 @@ pub fn timeline_entries(events: &[EventRecord]) -> Vec<TimelineEntry> {
             Event::ObjectiveSucceeded { .. } => "objective succeeded".to_string(),
             Event::ObjectiveFailed { reason, .. } => format!("objective failed: {reason}"),
             Event::ObjectiveCancelled { .. } => "objective cancelled".to_string(),
+            Event::BudgetReached { reason, .. } => {
+                format!("objective paused for a decision: {reason}")
+            }
+            Event::BudgetRaised { decided_by, .. } => {
+                format!("budget raised by {decided_by}: the objective continues")
+            }
             other => format!("{other:?}"),
         };
         out.push(TimelineEntry {

@@ -8,8 +8,8 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use swarm_protocol::{
-    Event, Limits, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView, TaskId, TaskKey,
-    TaskSpec,
+    BudgetPause, Budgets, Event, Limits, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView,
+    TaskId, TaskKey, TaskSpec,
 };
 
 use crate::scheduler::{TaskRecord, link, objective_view, task_of};
@@ -89,6 +89,12 @@ pub struct ObjectiveModel {
     /// the order their compensations run in).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub compensable: Vec<TaskId>,
+    /// Set while it is paused at a spending limit, waiting for a person's decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_pause: Option<BudgetPause>,
+    /// Its budgets as a person last raised them (`None`: as submitted, in `limits`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised: Option<Budgets>,
     /// Events folded into this model.
     #[serde(default)]
     pub events: u64,
@@ -122,6 +128,8 @@ impl ObjectiveModel {
             batches: Vec::with_capacity(1),
             tasks: Vec::new(),
             compensable: Vec::new(),
+            budget_pause: None,
+            raised: None,
             events: 1,
             keys: KeyIndex::default(),
         };
@@ -159,6 +167,7 @@ impl ObjectiveModel {
             &self.goal,
             self.status,
             self.failure.as_deref(),
+            self.budget_pause.as_ref(),
             &self.tasks,
         )
     }
@@ -247,6 +256,13 @@ impl ObjectiveModel {
                         .push(TaskRecord::compensation(id, key, capability, original));
                 }
             }
+            Event::BudgetReached { limit, reason, .. } => {
+                self.budget_pause = Some(BudgetPause { limit, reason });
+            }
+            Event::BudgetRaised { budgets, .. } => {
+                self.budget_pause = None;
+                self.raised = Some(budgets);
+            }
             Event::ObjectiveSucceeded { .. } => {
                 return self.end(ObjectiveStatus::Succeeded, None, at_ms);
             }
@@ -304,6 +320,7 @@ impl ObjectiveModel {
     /// Ends the objective at `at_ms`; always true (the objective ended).
     fn end(&mut self, status: ObjectiveStatus, failure: Option<String>, at_ms: u64) -> bool {
         self.status = status;
+        self.budget_pause = None;
         self.failure = failure;
         self.ended_at_ms = Some(at_ms);
         true

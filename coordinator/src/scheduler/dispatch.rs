@@ -26,7 +26,9 @@
 //! ([`Dispatch::attempt_ended`]), as many parked entries as there is room go back into their
 //! queues, and those queues are offered to their agents at the end of the turn
 //! ([`Dispatch::next_kicked`]), which keeps the invariant above. Objectives without a cap pay
-//! one flag test per allocation.
+//! one flag test per allocation. An objective that may pause at a spending limit has a cap
+//! too (with no maximum unless it set one): while it is paused ([`Dispatch::pause`]) it is
+//! always full, so its ready tasks park, and [`Dispatch::resume`] puts them back.
 //!
 //! [`Dispatch`] decides where a ready task goes and holds what the turn sends; the scheduler
 //! starts the attempt and records it. It is generic over the agents' handle, as the registry
@@ -84,11 +86,13 @@ struct Cap {
     parked: BinaryHeap<Entry>,
     /// False once the objective stopped running: nothing parked goes back.
     open: bool,
+    /// True while the objective is paused at a spending limit: it takes no slot.
+    paused: bool,
 }
 
 impl Cap {
     fn full(&self) -> bool {
-        self.running >= self.max
+        self.paused || self.running >= self.max
     }
 }
 
@@ -167,20 +171,46 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
         }
     }
 
-    /// A running objective's `max_concurrency`, if it has one: its attempts are counted from
-    /// now on.
-    pub(super) fn limit(&mut self, objective: ObjectiveId, max_concurrency: Option<NonZeroU32>) {
-        if let Some(max) = max_concurrency {
-            self.caps.insert(
-                objective,
-                Cap {
-                    max: max.get(),
-                    running: 0,
-                    parked: BinaryHeap::new(),
-                    open: true,
-                },
-            );
+    /// A running objective's `max_concurrency`, if it has one, or no maximum if it may be
+    /// paused (`pausable`): its attempts are counted from now on.
+    pub(super) fn limit(
+        &mut self,
+        objective: ObjectiveId,
+        max_concurrency: Option<NonZeroU32>,
+        pausable: bool,
+    ) {
+        let max = match max_concurrency {
+            Some(max) => max.get(),
+            None if pausable => u32::MAX,
+            None => return,
+        };
+        self.caps.insert(
+            objective,
+            Cap {
+                max,
+                running: 0,
+                parked: BinaryHeap::new(),
+                open: true,
+                paused: false,
+            },
+        );
+    }
+
+    /// The objective starts no attempt until [`Dispatch::resume`]: its ready tasks park (the
+    /// objective must have been limited as `pausable`).
+    pub(super) fn pause(&mut self, objective: ObjectiveId) {
+        if let Some(cap) = self.caps.get_mut(&objective) {
+            cap.paused = true;
         }
+    }
+
+    /// The objective may start attempts again: as many parked tasks as its cap has room for go
+    /// back to their queues, offered to their agents when the turn ends.
+    pub(super) fn resume(&mut self, tasks: &mut Slab<TaskNode>, objective: ObjectiveId) {
+        if let Some(cap) = self.caps.get_mut(&objective) {
+            cap.paused = false;
+        }
+        self.unpark(tasks, objective);
     }
 
     /// The objective stopped running: its parked tasks are dropped and none go back.
@@ -423,7 +453,15 @@ impl<H: Clone + Send + Sync + 'static> Dispatch<H> {
             return;
         };
         cap.running = cap.running.saturating_sub(1);
-        if !cap.open {
+        self.unpark(tasks, objective);
+    }
+
+    /// As many parked tasks of the objective as its cap has room for go back to their queues.
+    fn unpark(&mut self, tasks: &mut Slab<TaskNode>, objective: ObjectiveId) {
+        let Some(cap) = self.caps.get_mut(&objective) else {
+            return;
+        };
+        if !cap.open || cap.paused {
             return;
         }
         let mut room = cap.max.saturating_sub(cap.running);

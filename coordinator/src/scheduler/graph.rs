@@ -21,9 +21,9 @@ use serde_json::Value;
 use swarm_protocol::graph::ExistingTasks;
 use swarm_protocol::task::{Compensation, has_references, resolve_input};
 use swarm_protocol::{
-    AgentId, Limits, ObjectiveId, ObjectiveStatus, ObjectiveSummary, ObjectiveView, RetryPolicy,
-    ReviewDeadline, TaskId, TaskItem, TaskKey, TaskKind, TaskPage, TaskQuery, TaskSpec, TaskStatus,
-    Usd,
+    AgentId, BudgetLimit, BudgetPause, Budgets, Limits, ObjectiveId, ObjectiveStatus,
+    ObjectiveSummary, ObjectiveView, OnBudget, RetryPolicy, ReviewDeadline, TaskId, TaskItem,
+    TaskKey, TaskKind, TaskPage, TaskQuery, TaskSpec, TaskStatus, Usd,
 };
 
 use super::planner;
@@ -132,6 +132,10 @@ pub(super) struct ObjectiveRun {
     /// The known cost of its attempts, in micro-dollars (an attempt at an unknown price adds
     /// nothing).
     pub(super) cost_usd_micros: u64,
+    /// Set while it is paused at a spending limit (`on_budget: approve`): it starts no attempt.
+    pub(super) budget_pause: Option<BudgetPause>,
+    /// Its budgets as a person last raised them (`None`: as submitted, in `limits`).
+    pub(super) raised: Option<Budgets>,
 }
 
 impl ObjectiveRun {
@@ -151,26 +155,48 @@ impl ObjectiveRun {
             saga: None,
             tokens: 0,
             cost_usd_micros: 0,
+            budget_pause: None,
+            raised: None,
         }
     }
 
-    /// Why the objective is over a spending limit (naming it), if it is.
-    pub(super) fn over_budget(&self) -> Option<String> {
-        if let Some(budget) = self.limits.token_budget
+    /// Its spending limits as they stand: as submitted, or as a person last raised them.
+    pub(super) fn budgets(&self) -> Budgets {
+        self.raised.unwrap_or(Budgets {
+            token_budget: self.limits.token_budget,
+            cost_budget: self.limits.cost_budget,
+        })
+    }
+
+    /// True when passing a budget fails the objective rather than pausing it.
+    pub(super) fn fails_over_budget(&self) -> bool {
+        self.limits.on_budget == OnBudget::Fail
+    }
+
+    /// The spending limit the objective is over, with the reason naming it, if it is.
+    pub(super) fn over_budget(&self) -> Option<BudgetPause> {
+        let budgets = self.budgets();
+        if let Some(budget) = budgets.token_budget
             && self.tokens > budget
         {
-            return Some(format!(
-                "the objective spent {} model tokens, over its `token_budget` of {budget}",
-                self.tokens
-            ));
+            return Some(BudgetPause {
+                limit: BudgetLimit::TokenBudget,
+                reason: format!(
+                    "the objective spent {} model tokens, over its `token_budget` of {budget}",
+                    self.tokens
+                ),
+            });
         }
-        if let Some(budget) = self.limits.cost_budget
+        if let Some(budget) = budgets.cost_budget
             && self.cost_usd_micros > budget.micros()
         {
-            return Some(format!(
-                "the objective spent {} on models, over its `cost_budget` of {budget}",
-                Usd(self.cost_usd_micros)
-            ));
+            return Some(BudgetPause {
+                limit: BudgetLimit::CostBudget,
+                reason: format!(
+                    "the objective spent {} on models, over its `cost_budget` of {budget}",
+                    Usd(self.cost_usd_micros)
+                ),
+            });
         }
         None
     }
@@ -229,7 +255,10 @@ impl Graph {
         parent: Option<TaskId>,
         mut extras: BatchExtras,
     ) -> Vec<TaskId> {
-        let capped = run.limits.max_concurrency.is_some();
+        // An objective that may pause at a budget counts its attempts too, so a pause can hold
+        // its ready tasks back (see `Dispatch::pause`).
+        let capped =
+            run.limits.max_concurrency.is_some() || run.limits.on_budget == OnBudget::Approve;
         let first = self.next_task;
         self.next_task += specs.len() as u64;
         let ids: Vec<TaskId> = (0..specs.len() as u64).map(|i| TaskId(first + i)).collect();
@@ -479,6 +508,7 @@ impl Graph {
             &run.goal,
             run.status,
             run.failure.as_deref(),
+            run.budget_pause.as_ref(),
             tasks.map(|n| &n.record),
         ))
     }

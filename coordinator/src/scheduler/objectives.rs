@@ -11,7 +11,7 @@ use std::time::Duration;
 use ractor::RpcReplyPort;
 use swarm_protocol::graph::{self, NoTasks};
 use swarm_protocol::{
-    AgentId, Event, Limits, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary,
+    AgentId, Event, Limits, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary, OnBudget,
     SchedulerError, SchedulerMsg, TaskId, TaskStatus, objective::check_idempotency_key,
 };
 
@@ -89,7 +89,9 @@ impl SchedulerState {
             .graph
             .add_tasks(id, &mut run, &objective.tasks, &depths, None, extras);
         self.graph.objectives.insert(id, run);
-        self.dispatch.limit(id, objective.limits.max_concurrency);
+        let pausable = objective.limits.on_budget == OnBudget::Approve;
+        self.dispatch
+            .limit(id, objective.limits.max_concurrency, pausable);
         self.arm_deadline(id, objective.limits.deadline);
         self.stats.objectives_running += 1;
         let key = idempotency_key.clone();
@@ -187,6 +189,7 @@ impl SchedulerState {
         }
         run.status = status;
         run.failure = reason.clone();
+        run.budget_pause = None;
         let tasks = run.tasks.clone();
         self.dispatch.close(id);
         // Slots freed by cancelled attempts go to other objectives' queued tasks, once every

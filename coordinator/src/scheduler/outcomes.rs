@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde_json::Value;
 use swarm_protocol::graph::{self, GraphError};
 use swarm_protocol::{
-    AgentId, Event, FailureKind, ObjectiveId, ObjectiveStatus, Report, SchedulerError, TaskId,
-    TaskOutcome, TaskSpec, TaskStatus, Usage,
+    AgentId, Event, FailureKind, ObjectiveStatus, Report, SchedulerError, TaskId, TaskOutcome,
+    TaskSpec, TaskStatus, Usage,
 };
 
 use super::checks;
@@ -72,8 +72,11 @@ impl SchedulerState {
         let compensation = node.record.compensates.is_some();
         let checked = node.extra.as_ref().is_some_and(|e| e.schema.is_some());
         // The attempt's tokens count before its outcome is applied, so a success that goes
-        // over the budget wakes no dependent (`task_done`).
-        let over_budget = usage.and_then(|usage| self.charge(objective, &usage));
+        // over the budget wakes no dependent (`task_done`), or, when the objective pauses at
+        // its budget instead, starts no attempt (see `budgets.rs`).
+        let over_budget = usage
+            .and_then(|usage| self.charge(objective, &usage))
+            .and_then(|passed| self.budget_passed(objective, passed));
         self.release_slot(agent, report.task);
         if capped {
             self.dispatch
@@ -213,22 +216,6 @@ impl SchedulerState {
         }
     }
 
-    /// Adds an attempt's tokens and known cost to its objective; the reason, naming the
-    /// limit, when that takes a running objective over its `token_budget` or `cost_budget`.
-    pub(super) fn charge(&mut self, objective: ObjectiveId, usage: &Usage) -> Option<String> {
-        if usage.tokens() == 0 && usage.cost_usd_micros.is_none() {
-            return None;
-        }
-        let run = self.graph.objectives.get_mut(&objective)?;
-        run.tokens = run.tokens.saturating_add(usage.tokens());
-        run.cost_usd_micros = run.cost_usd_micros.saturating_add(usage.budget_cost());
-        if run.status == ObjectiveStatus::Running {
-            run.over_budget()
-        } else {
-            None
-        }
-    }
-
     /// A successful attempt's output: checked against the task's `output_schema`; output
     /// that does not match goes to review with the errors, the rest succeeds.
     pub(super) fn on_output(
@@ -303,7 +290,10 @@ impl SchedulerState {
         let (halted, done) = match self.graph.objectives.get_mut(&objective) {
             Some(run) => {
                 run.unfinished = run.unfinished.saturating_sub(1);
-                let halted = run.status != ObjectiveStatus::Running || run.over_budget().is_some();
+                // Over a budget that fails it: it is about to fail. (One that pauses it lets
+                // dependents become ready; they wait, parked, for the decision.)
+                let failing = run.fails_over_budget() && run.over_budget().is_some();
+                let halted = run.status != ObjectiveStatus::Running || failing;
                 (halted, !halted && run.unfinished == 0)
             }
             None => (true, false),

@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use swarm_protocol::{
-    AgentId, Capability, Event, ObjectiveId, ObjectiveStatus, ObjectiveView, OutputError, TaskId,
-    TaskKey, TaskKind, TaskSpec, TaskStatus, TaskView, Usage,
+    AgentId, BudgetPause, Capability, Event, ObjectiveId, ObjectiveStatus, ObjectiveView,
+    OutputError, TaskId, TaskKey, TaskKind, TaskSpec, TaskStatus, TaskView, Usage,
 };
 
 /// One task as its events tell it.
@@ -537,6 +537,7 @@ pub fn objective_view<'a>(
     goal: &str,
     status: ObjectiveStatus,
     failure: Option<&str>,
+    budget_pause: Option<&BudgetPause>,
     tasks: impl IntoIterator<Item = &'a TaskRecord>,
 ) -> ObjectiveView {
     let tasks: Vec<TaskView> = tasks.into_iter().map(TaskRecord::view).collect();
@@ -551,6 +552,7 @@ pub fn objective_view<'a>(
         failure: failure.map(str::to_owned),
         tasks,
         usage: usage.shown(),
+        budget_pause: budget_pause.cloned(),
     }
 }
 

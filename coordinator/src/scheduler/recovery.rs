@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use swarm_protocol::graph;
 use swarm_protocol::{
-    AgentId, Event, FailureKind, ObjectiveId, ObjectiveStatus, SchedulerMsg, TaskId, TaskStatus,
+    AgentId, Event, FailureKind, ObjectiveId, ObjectiveStatus, OnBudget, SchedulerMsg, TaskId,
+    TaskStatus,
 };
 
 use super::checks;
@@ -93,6 +94,8 @@ impl SchedulerState {
                 .add_tasks(id, &mut run, &specs, &depths, batch.parent, extras);
         }
         run.compensable = model.compensable.clone();
+        run.raised = model.raised;
+        run.budget_pause = model.budget_pause.clone();
         run.tokens = model.tasks.iter().map(|t| t.usage.tokens()).sum();
         // Per attempt, as `charge` charged them live (see `Usage::budget_cost`).
         run.cost_usd_micros = model.tasks.iter().fold(0, |sum: u64, t| {
@@ -109,7 +112,13 @@ impl SchedulerState {
         }
         self.graph.objectives.insert(id, run);
         if !compensating {
-            self.dispatch.limit(id, model.limits.max_concurrency);
+            let pausable = model.limits.on_budget == OnBudget::Approve;
+            self.dispatch
+                .limit(id, model.limits.max_concurrency, pausable);
+            // Paused at a budget when it stopped: it still waits for a person's decision.
+            if model.budget_pause.is_some() {
+                self.dispatch.pause(id);
+            }
         }
         self.stats.objectives_running += 1;
         // Compensation tasks are not in any batch: they are built again from the specs of the

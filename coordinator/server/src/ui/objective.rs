@@ -197,6 +197,8 @@ pub(crate) struct Live {
     pub(crate) badge: Badge,
     pub(crate) running: bool,
     pub(crate) failure: Option<String>,
+    /// Why it is paused at a budget, while it waits for a person's decision.
+    pub(crate) budget_pause: Option<String>,
     /// What its tasks spent, once they spent any tokens ([`spent`]).
     pub(crate) spent: Option<String>,
     pub(crate) counts: Vec<(Badge, usize)>,
@@ -283,6 +285,7 @@ async fn live_of(state: &AppState, raw: &str) -> Result<Live, Problem> {
         badge: objective_badge(view.status),
         running: !view.status.is_terminal(),
         failure: view.failure.clone(),
+        budget_pause: view.budget_pause.as_ref().map(|p| p.reason.clone()),
         spent: spent(&view.usage),
         counts,
         graph: layout(&view),
@@ -407,6 +410,7 @@ mod tests {
             goal: "g".into(),
             status: ObjectiveStatus::Running,
             failure: None,
+            budget_pause: None,
             usage: Usage::default(),
             tasks: vec![
                 task(1, &[]),

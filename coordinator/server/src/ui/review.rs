@@ -10,7 +10,7 @@
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
-use swarm_protocol::{TaskItem, TaskQuery, TaskStatus};
+use swarm_protocol::{PausedObjective, TaskItem, TaskQuery, TaskStatus};
 
 use super::{Layout, Visitor, clip, html, pretty_json};
 use crate::AppState;
@@ -69,10 +69,12 @@ impl From<&TaskItem> for Item {
     }
 }
 
-/// The items.
+/// The items, and the objectives paused at a budget (decided on their own pages' buttons
+/// too, which call `POST /v1/objectives/{id}/budget`).
 struct Live {
     items: Vec<Item>,
     total: u64,
+    paused: Vec<PausedObjective>,
 }
 
 /// The page.
@@ -99,6 +101,7 @@ async fn live_of(state: &AppState) -> Result<Live, Problem> {
     Ok(Live {
         items: page.tasks.iter().map(Item::from).collect(),
         total: page.total,
+        paused: state.swarm.budget_pauses().await?,
     })
 }
 

@@ -21,10 +21,12 @@ use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
+use swarm_agents::{AgentFactory, FnAgent};
 use swarm_coordinator::config::{Config, HookConfig, LimitsSection};
 use swarm_coordinator::model_agents::ModelAgents;
 use swarm_coordinator::triggers::signature::sign;
 use swarm_coordinator::triggers::{Environment, Hooks};
+use swarm_protocol::{Event, Task, TaskOutcome, Usage};
 use swarm_server::ApiConfig;
 use swarm_server::limits::{Limits, Rate};
 
@@ -420,6 +422,7 @@ async fn every_answer_conforms_to_the_openapi_document() {
     task_listing(&c, s, &ids).await;
     review(&c, s, &ids).await;
     cancel(&c, s, &ids).await;
+    budget(&c, s, &ids).await;
     external_events(&c, s, &ids).await;
     agents(&c, s).await;
     accounts(&c, s).await;
@@ -836,6 +839,90 @@ async fn cancel(c: &Contract, s: &Server, ids: &Submitted) {
                 Method::POST,
                 cancel,
                 post(&format!("/v1/objectives/{id}/cancel")),
+            )
+            .await;
+        c.expect(&answer, status, id);
+    }
+}
+
+/// A budget decision: `continue` on an objective paused at its `token_budget` (a `spend`
+/// agent reports ten tokens a task against a budget of five), and refused ones.
+async fn budget(c: &Contract, s: &Server, ids: &Submitted) {
+    s.swarm
+        .register_agent(
+            crate::common::reg("spend-0", &["spend"], 1),
+            AgentFactory::shared(FnAgent::new(|_task: Task, _ctx| async move {
+                TaskOutcome::Succeeded {
+                    output: json!("spent"),
+                    usage: Some(Usage {
+                        input_tokens: 5,
+                        output_tokens: 5,
+                        cached_input_tokens: 0,
+                        cost_usd_micros: None,
+                    }),
+                }
+            })),
+        )
+        .await
+        .unwrap();
+    let mut feed = s.swarm.subscribe().unwrap();
+    let post = |path: &str| s.request(Method::POST, path);
+    let submit = "/v1/objectives";
+    let spending = json!({
+        "goal": "spend, then ask",
+        "tasks": [{ "id": "a", "capability": "spend" },
+                  { "id": "b", "capability": "spend", "depends_on": ["a"] }],
+        "limits": { "token_budget": 5, "on_budget": "approve" },
+    });
+    let paused = c
+        .call(Method::POST, submit, post(submit).json(&spending))
+        .await;
+    c.expect(&paused, StatusCode::ACCEPTED, "spending");
+    let paused = paused.body["id"].as_str().unwrap().to_owned();
+    tokio::time::timeout(PATIENCE, async {
+        while !matches!(
+            feed.recv().await.unwrap().event,
+            Event::BudgetReached { .. }
+        ) {}
+    })
+    .await
+    .unwrap();
+    let got = c
+        .call(
+            Method::GET,
+            "/v1/objectives/{id}",
+            s.request(Method::GET, &format!("/v1/objectives/{paused}")),
+        )
+        .await;
+    assert_eq!(
+        got.body["budget_pause"]["limit"], "token_budget",
+        "{}",
+        got.body
+    );
+    let pauses = "/v1/budget-pauses";
+    let listed = c
+        .call(Method::GET, pauses, s.request(Method::GET, pauses))
+        .await;
+    c.expect(&listed, StatusCode::OK, "pauses");
+    assert_eq!(listed.body[0]["id"], paused.as_str(), "{}", listed.body);
+    let budget = "/v1/objectives/{id}/budget";
+    let go_on = json!({ "decision": "continue", "by": "ann", "add_tokens": 100 });
+    for (id, body, status) in [
+        (paused.as_str(), go_on.clone(), StatusCode::OK),
+        (ids.done.as_str(), go_on.clone(), StatusCode::CONFLICT),
+        ("nope", go_on.clone(), StatusCode::BAD_REQUEST),
+        (UNKNOWN_OBJECTIVE, go_on.clone(), StatusCode::NOT_FOUND),
+        (
+            paused.as_str(),
+            json!({ "decision": "maybe", "by": "ann" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let answer = c
+            .call(
+                Method::POST,
+                budget,
+                post(&format!("/v1/objectives/{id}/budget")).json(&body),
             )
             .await;
         c.expect(&answer, status, id);

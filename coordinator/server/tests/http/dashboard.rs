@@ -424,3 +424,62 @@ async fn with_a_token_the_dashboard_asks_once_and_the_cookie_needs_its_csrf_toke
     );
     server.finish().await;
 }
+
+/// An objective paused at its budget is a pending decision: the review page lists it with
+/// Continue and Stop, and its own page says why it waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_objective_paused_at_its_budget_is_listed_for_a_decision() {
+    let server = Server::start(None).await;
+    server
+        .swarm
+        .register_agent(
+            crate::common::reg("spend-0", &["spend"], 1),
+            swarm_agents::AgentFactory::shared(swarm_agents::FnAgent::new(
+                |_task: swarm_protocol::Task, _ctx| async move {
+                    swarm_protocol::TaskOutcome::Succeeded {
+                        output: json!("spent"),
+                        usage: Some(swarm_protocol::Usage {
+                            input_tokens: 5,
+                            output_tokens: 5,
+                            cached_input_tokens: 0,
+                            cost_usd_micros: None,
+                        }),
+                    }
+                },
+            )),
+        )
+        .await
+        .unwrap();
+    let mut feed = server.swarm.subscribe().unwrap();
+    let id = server
+        .submit_ok(&json!({
+            "goal": "spend, then ask",
+            "tasks": [{ "id": "a", "capability": "spend" },
+                      { "id": "b", "capability": "spend", "depends_on": ["a"] }],
+            "limits": { "token_budget": 5, "on_budget": "approve" },
+        }))
+        .await;
+    tokio::time::timeout(PATIENCE, async {
+        while !matches!(
+            feed.recv().await.unwrap().event,
+            swarm_protocol::Event::BudgetReached { .. }
+        ) {}
+    })
+    .await
+    .unwrap();
+    let review = server.get("/ui/review").await.text().await.unwrap();
+    assert!(
+        review.contains(&format!("data-budget-continue=\"{id}\""))
+            && review.contains(&format!("data-budget-stop=\"{id}\""))
+            && review.contains("over its `token_budget` of 5"),
+        "{review}"
+    );
+    let page = server
+        .get(&format!("/ui/objectives/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("data-budget-pause"), "{page}");
+    server.finish().await;
+}

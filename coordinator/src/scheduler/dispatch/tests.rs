@@ -226,7 +226,7 @@ fn an_objective_at_its_cap_parks_its_tasks_and_gets_them_back_in_order() {
     let mut w = World::new(u32::MAX);
     let capped = ObjectiveId::new();
     let other = ObjectiveId::new();
-    w.dispatch.limit(capped, NonZeroU32::new(1));
+    w.dispatch.limit(capped, NonZeroU32::new(1), false);
     let agent = w.agent(&["code"], 4);
     w.task(1, capped, "code", 0, true);
     w.task(2, capped, "code", 0, true);
@@ -260,7 +260,7 @@ fn an_objective_at_its_cap_parks_its_tasks_and_gets_them_back_in_order() {
 fn a_queued_task_whose_objective_reached_its_cap_is_parked_when_it_comes_up() {
     let mut w = World::new(u32::MAX);
     let capped = ObjectiveId::new();
-    w.dispatch.limit(capped, NonZeroU32::new(1));
+    w.dispatch.limit(capped, NonZeroU32::new(1), false);
     let agent = w.agent(&["code"], 1);
     w.task(1, ObjectiveId::new(), "code", 0, false);
     w.task(2, capped, "code", 0, true);
@@ -275,10 +275,39 @@ fn a_queued_task_whose_objective_reached_its_cap_is_parked_when_it_comes_up() {
 }
 
 #[test]
+fn a_paused_objective_parks_every_task_and_resume_gives_them_back() {
+    let mut w = World::new(u32::MAX);
+    let pausable = ObjectiveId::new();
+    w.dispatch.limit(pausable, None, true);
+    let agent = w.agent(&["code"], 4);
+    for id in 1..=3 {
+        w.task(id, pausable, "code", 0, true);
+    }
+    assert_eq!(w.place(1), Some(agent), "no maximum while it runs");
+    w.dispatch.pause(pausable);
+    assert_eq!(w.place(2), None, "parked: paused");
+    assert_eq!(w.place(3), None, "parked: paused");
+    w.end(agent, 1);
+    assert!(
+        !w.dispatch.has_kicks(),
+        "an attempt ending frees nothing while paused"
+    );
+    assert!(w.pull(agent).is_empty());
+    w.dispatch.resume(&mut w.tasks, pausable);
+    let mut back = Vec::new();
+    while let Some((task, lease)) = w.dispatch.next_kicked(&mut w.tasks, &w.registry) {
+        w.start(task, lease);
+        back.push(task.0);
+    }
+    assert_eq!(back, vec![2, 3], "every parked task, oldest first");
+    assert_eq!(w.dispatch.waiting(), 0);
+}
+
+#[test]
 fn a_closed_objective_drops_its_parked_tasks() {
     let mut w = World::new(u32::MAX);
     let capped = ObjectiveId::new();
-    w.dispatch.limit(capped, NonZeroU32::new(1));
+    w.dispatch.limit(capped, NonZeroU32::new(1), false);
     let agent = w.agent(&["code"], 2);
     w.task(1, capped, "code", 0, true);
     w.task(2, capped, "code", 0, true);

@@ -383,7 +383,14 @@ fn a_record_reads_back_from_json_and_from_a_snapshot_without_links() {
 fn an_objective_view_lists_its_tasks_in_order() {
     let o = ObjectiveId::new();
     let tasks = [record(1), record(2)];
-    let view = objective_view(o, "goal", ObjectiveStatus::Failed, Some("why"), &tasks);
+    let view = objective_view(
+        o,
+        "goal",
+        ObjectiveStatus::Failed,
+        Some("why"),
+        None,
+        &tasks,
+    );
     assert_eq!(view.goal, "goal");
     assert_eq!(view.failure.as_deref(), Some("why"));
     let ids: Vec<TaskId> = view.tasks.iter().map(|t| t.id).collect();
