@@ -132,6 +132,11 @@ pub(super) struct ObjectiveRun {
     /// The known cost of its attempts, in micro-dollars (an attempt at an unknown price adds
     /// nothing).
     pub(super) cost_usd_micros: u64,
+    /// Its workflow span (`swarm_agents::trace`), held from submission (or recovery) to its
+    /// end and given to each attempt as the parent of the attempt's span: the objective
+    /// outlives any one handler turn, so the span is data, not an instrumented future.
+    /// Disabled unless traces are exported.
+    pub(super) span: tracing::Span,
 }
 
 impl ObjectiveRun {
@@ -151,6 +156,7 @@ impl ObjectiveRun {
             saga: None,
             tokens: 0,
             cost_usd_micros: 0,
+            span: tracing::Span::none(),
         }
     }
 
