@@ -200,10 +200,13 @@ impl AgentState {
         }
         let (idle, hard) = (task.idle_timeout, task.hard_timeout);
         let ctx = TaskContext::new(ready_at);
-        // Disabled (and free) unless traces are exported; only then is the attempt wrapped.
-        let span = trace::agent_span(&parent_span, self.id, &self.name, &task);
+        // Only when traces are exported (the scheduler sent the objective's span) is the
+        // attempt given a span of its own and wrapped in it.
+        let span = parent_span
+            .map(|parent| trace::agent_span(&parent, self.id, &self.name, &task))
+            .filter(|span| !span.is_disabled());
         let mut attempt_future = self.agent.clone().start(task, ctx.clone());
-        if !span.is_disabled() {
+        if let Some(span) = &span {
             attempt_future = Box::pin(attempt_future.instrument(span.clone()));
         }
         let mut cx = Context::from_waker(Waker::noop());
@@ -211,7 +214,9 @@ impl AgentState {
             std::panic::catch_unwind(AssertUnwindSafe(|| attempt_future.as_mut().poll(&mut cx)));
         match first_poll {
             Ok(Poll::Ready(outcome)) => {
-                trace::record_outcome(&span, &outcome);
+                if let Some(span) = &span {
+                    trace::record_outcome(span, &outcome);
+                }
                 Started::Done(Report {
                     task: task_id,
                     attempt,
@@ -318,7 +323,7 @@ fn panic_text(payload: &(dyn Any + Send)) -> String {
 /// Runs an attempt that did not finish on its first poll, then hands its end to the actor.
 async fn run_attempt(
     attempt_future: AgentFuture,
-    span: tracing::Span,
+    span: Option<tracing::Span>,
     ctx: TaskContext,
     idle: Option<Duration>,
     hard: Option<Duration>,
@@ -328,7 +333,9 @@ async fn run_attempt(
     let watched = watch(attempt_future, &ctx, idle, hard);
     let result = match AssertUnwindSafe(watched).catch_unwind().await {
         Ok(outcome) => {
-            trace::record_outcome(&span, &outcome);
+            if let Some(span) = &span {
+                trace::record_outcome(span, &outcome);
+            }
             Ok(Report {
                 task,
                 attempt,
@@ -337,7 +344,9 @@ async fn run_attempt(
             })
         }
         Err(payload) => {
-            trace::record_error(&span, "panic");
+            if let Some(span) = &span {
+                trace::record_error(span, "panic");
+            }
             Err(AttemptPanic {
                 task,
                 attempt,

@@ -45,6 +45,7 @@ pub fn capture_content_from_env() -> bool {
 
 /// True if spans of [`TARGET`] are made at all: false (one atomic load once the callsite is
 /// registered) unless a subscriber wants them, so callers can skip looking up a parent span.
+#[inline]
 pub fn enabled() -> bool {
     tracing::enabled!(target: TARGET, tracing::Level::INFO)
 }

@@ -29,9 +29,10 @@ pub struct Assignment {
     pub task: Task,
     /// When the task became ready (for allocation latency).
     pub ready_at: Instant,
-    /// The objective's span (its workflow span), parent of the attempt's span; disabled
-    /// (`Span::none()`, which costs nothing to clone) unless traces are exported.
-    pub parent_span: tracing::Span,
+    /// The objective's span (its workflow span), parent of the attempt's span: `None` unless
+    /// traces are exported. Boxed, so that without traces an assignment grows by one word
+    /// that is never allocated (assignments are copied on the allocation path).
+    pub parent_span: Option<Box<tracing::Span>>,
 }
 
 /// Messages to an agent actor.

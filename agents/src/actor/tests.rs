@@ -126,7 +126,7 @@ fn assignment_with_timeouts(
             priority: 0,
         },
         ready_at: std::time::Instant::now(),
-        parent_span: tracing::Span::none(),
+        parent_span: None,
     }
 }
 

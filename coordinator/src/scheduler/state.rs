@@ -229,9 +229,9 @@ impl SchedulerState {
             self.graph
                 .objectives
                 .get(&objective)
-                .map_or_else(tracing::Span::none, |run| run.span.clone())
+                .map(|run| Box::new(run.span.clone()))
         } else {
-            tracing::Span::none()
+            None
         };
         self.journal.record(Event::TaskStarted {
             objective,

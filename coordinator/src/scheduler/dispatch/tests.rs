@@ -104,7 +104,7 @@ impl World {
             Assignment {
                 task,
                 ready_at: Instant::now(),
-                parent_span: tracing::Span::none(),
+                parent_span: None,
             },
             capped,
         );
