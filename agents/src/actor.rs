@@ -29,10 +29,12 @@ use swarm_protocol::{
     AgentId, AgentMsg, Assignment, AttemptPanic, FailureKind, Report, TaskId, TaskOutcome,
 };
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::agent::{AgentFuture, DynAgent};
 use crate::context::TaskContext;
 use crate::sink::ReportSink;
+use crate::trace;
 
 /// Runs one agent's attempts. Behaviour only; state lives in [`AgentState`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,6 +45,8 @@ pub struct AgentActor;
 pub struct AgentArgs {
     /// The agent's registry id.
     pub id: AgentId,
+    /// The agent's name (`gen_ai.agent.name` on its attempts' spans).
+    pub name: Arc<str>,
     /// The plug-in instance this actor runs. Its supervisor makes it (with
     /// [`crate::AgentFactory::make`], once per start) and keeps a handle on it, so operators can
     /// read the live instance's status.
@@ -57,6 +61,7 @@ impl std::fmt::Debug for AgentArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AgentArgs")
             .field("id", &self.id)
+            .field("name", &self.name)
             .field("max_concurrency", &self.max_concurrency)
             .finish_non_exhaustive()
     }
@@ -65,6 +70,7 @@ impl std::fmt::Debug for AgentArgs {
 /// An agent actor's state.
 pub struct AgentState {
     id: AgentId,
+    name: Arc<str>,
     agent: Arc<dyn DynAgent>,
     reports: ReportSink,
     max_concurrency: usize,
@@ -104,6 +110,7 @@ impl Actor for AgentActor {
     ) -> Result<AgentState, ActorProcessingErr> {
         Ok(AgentState {
             id: args.id,
+            name: args.name,
             agent: args.agent,
             reports: args.reports,
             max_concurrency: args.max_concurrency.max(1) as usize,
@@ -172,7 +179,11 @@ impl AgentState {
     }
 
     fn start(&mut self, assignment: Assignment, myself: &ActorRef<AgentMsg>) -> Started {
-        let Assignment { task, ready_at } = assignment;
+        let Assignment {
+            task,
+            ready_at,
+            parent_span,
+        } = assignment;
         let (task_id, attempt) = (task.id, task.attempt);
         if self.running.0.len() >= self.max_concurrency {
             // The registry never hands out more slots than the capacity, so this only guards
@@ -189,26 +200,39 @@ impl AgentState {
         }
         let (idle, hard) = (task.idle_timeout, task.hard_timeout);
         let ctx = TaskContext::new(ready_at);
+        // Only when traces are exported (the scheduler sent the objective's span) is the
+        // attempt given a span of its own and wrapped in it.
+        let span = parent_span
+            .map(|parent| trace::agent_span(&parent, self.id, &self.name, &task))
+            .filter(|span| !span.is_disabled());
         let mut attempt_future = self.agent.clone().start(task, ctx.clone());
+        if let Some(span) = &span {
+            attempt_future = Box::pin(attempt_future.instrument(span.clone()));
+        }
         let mut cx = Context::from_waker(Waker::noop());
         let first_poll =
             std::panic::catch_unwind(AssertUnwindSafe(|| attempt_future.as_mut().poll(&mut cx)));
         match first_poll {
-            Ok(Poll::Ready(outcome)) => Started::Done(Report {
-                task: task_id,
-                attempt,
-                outcome: outcome.bounded(),
-                duration: ctx.started().elapsed(),
-            }),
+            Ok(Poll::Ready(outcome)) => {
+                if let Some(span) = &span {
+                    trace::record_outcome(span, &outcome);
+                }
+                Started::Done(Report {
+                    task: task_id,
+                    attempt,
+                    outcome: outcome.bounded(),
+                    duration: ctx.started().elapsed(),
+                })
+            }
             Ok(Poll::Pending) => {
                 let runner = run_attempt(
                     attempt_future,
+                    span,
                     ctx,
                     idle,
                     hard,
                     myself.clone(),
-                    task_id,
-                    attempt,
+                    (task_id, attempt),
                 );
                 let handle = tokio::spawn(runner);
                 self.running
@@ -299,27 +323,39 @@ fn panic_text(payload: &(dyn Any + Send)) -> String {
 /// Runs an attempt that did not finish on its first poll, then hands its end to the actor.
 async fn run_attempt(
     attempt_future: AgentFuture,
+    span: Option<tracing::Span>,
     ctx: TaskContext,
     idle: Option<Duration>,
     hard: Option<Duration>,
     actor: ActorRef<AgentMsg>,
-    task: TaskId,
-    attempt: u32,
+    (task, attempt): (TaskId, u32),
 ) {
     let watched = watch(attempt_future, &ctx, idle, hard);
     let result = match AssertUnwindSafe(watched).catch_unwind().await {
-        Ok(outcome) => Ok(Report {
-            task,
-            attempt,
-            outcome: outcome.bounded(),
-            duration: ctx.started().elapsed(),
-        }),
-        Err(payload) => Err(AttemptPanic {
-            task,
-            attempt,
-            message: panic_text(payload.as_ref()),
-        }),
+        Ok(outcome) => {
+            if let Some(span) = &span {
+                trace::record_outcome(span, &outcome);
+            }
+            Ok(Report {
+                task,
+                attempt,
+                outcome: outcome.bounded(),
+                duration: ctx.started().elapsed(),
+            })
+        }
+        Err(payload) => {
+            if let Some(span) = &span {
+                trace::record_error(span, "panic");
+            }
+            Err(AttemptPanic {
+                task,
+                attempt,
+                message: panic_text(payload.as_ref()),
+            })
+        }
     };
+    // The attempt's span ends with its report, not when the actor hears of it.
+    drop(span);
     // If the actor is gone, its supervisor has already handed this attempt back to the scheduler.
     let _ = actor.cast(AgentMsg::AttemptEnded(result));
 }

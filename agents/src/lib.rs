@@ -11,6 +11,8 @@
 //!   scheduler per batch.
 //! - [`clock`]: the one clock of the workspace ([`clock::TokioClock`]): tokio's instant for
 //!   deadlines and wall time for stamps and cron slots, moved by hand in tests.
+//! - [`trace`]: the spans of an objective's work (OpenTelemetry GenAI conventions) and the
+//!   W3C trace context that links them to a caller and carries them on to model APIs.
 //! - [`builtin`]: agents that ship with swarm ([`NoopAgent`], [`EchoAgent`], [`FnAgent`],
 //!   [`WorkAgent`]).
 //! - [`model`]: [`model::LlmAgent`], which calls OpenAI-compatible or Anthropic APIs behind its
@@ -32,6 +34,7 @@ pub mod model;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod sink;
+pub mod trace;
 
 pub use actor::{AgentActor, AgentArgs};
 pub use agent::{Agent, AgentFactory, AgentFuture, DynAgent, HealthFeed, HealthReport};

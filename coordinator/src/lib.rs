@@ -52,7 +52,7 @@ use swarm_protocol::{
     AgentDescriptor, AgentId, BudgetDecision, Capability, Event, EventRecord, ExternalEvent,
     Health, NewExternalEvent, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary,
     ObjectiveView, PausedObjective, ReviewDecision, ScheduleSpec, SchedulerError, SchedulerMsg,
-    SchedulerStats, TaskId, TaskPage, TaskQuery,
+    SchedulerStats, TaskId, TaskPage, TaskQuery, TraceContext,
 };
 pub use swarm_registry::Registration;
 pub use swarm_store::{DeclaredAgent, DeclaredHook};
@@ -273,6 +273,18 @@ impl Swarm {
         objective: Objective,
         idempotency_key: Option<String>,
     ) -> Result<ObjectiveId, Error> {
+        self.submit_traced(objective, idempotency_key, None).await
+    }
+
+    /// Submits an objective as [`Swarm::submit_with_key`] does, continuing the caller's trace:
+    /// the objective's workflow span gets the caller's span as its parent, and the trace
+    /// context is recorded with the objective, so a restart continues the same trace.
+    pub async fn submit_traced(
+        &self,
+        objective: Objective,
+        idempotency_key: Option<String>,
+        trace: Option<TraceContext>,
+    ) -> Result<ObjectiveId, Error> {
         // No timeout of our own: the scheduler refuses a submit it reaches after the call
         // timeout, and otherwise answers once the objective is durable, so the answer is the
         // outcome (a submit that timed out here could still be accepted later).
@@ -281,6 +293,7 @@ impl Swarm {
             self.store.as_deref(),
             objective,
             idempotency_key,
+            trace,
             self.call_timeout,
             |e| self.explain(e),
         )

@@ -114,6 +114,7 @@ impl ModelAgents {
         spec.idle_timeout = config.idle_timeout;
         spec.hard_timeout = config.hard_timeout;
         spec.prices = Arc::clone(&self.prices);
+        spec.capture_content = swarm_agents::trace::capture_content_from_env();
         let clock = TokioClock::new();
         let agent = match config
             .account

@@ -86,10 +86,17 @@ impl Replay {
             spec,
             first_task,
             idempotency_key,
+            trace,
         } = record.event
         {
-            let model =
-                ObjectiveModel::submitted(objective, spec, first_task, idempotency_key, at_ms);
+            let model = ObjectiveModel::submitted(
+                objective,
+                spec,
+                first_task,
+                idempotency_key,
+                trace,
+                at_ms,
+            );
             self.objectives.insert(objective, model);
             return;
         }

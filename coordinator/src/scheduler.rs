@@ -176,6 +176,7 @@ impl Actor for Scheduler {
                 objective,
                 idempotency_key,
                 key_index_as_of,
+                trace,
                 accept_by,
                 reply,
             } => {
@@ -184,7 +185,7 @@ impl Actor for Scheduler {
                 let result = if std::time::Instant::now() > accept_by {
                     Err(SchedulerError::NotTaken)
                 } else {
-                    state.submit(objective, idempotency_key, key_index_as_of)
+                    state.submit(objective, idempotency_key, key_index_as_of, trace)
                 };
                 state.reply_after_commit(reply, result);
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 use swarm_protocol::objective::check_idempotency_key;
-use swarm_protocol::{Objective, ObjectiveId, SchedulerError, SchedulerMsg};
+use swarm_protocol::{Objective, ObjectiveId, SchedulerError, SchedulerMsg, TraceContext};
 use swarm_store::EventStore;
 
 use crate::Error;
@@ -16,12 +16,14 @@ use crate::Error;
 /// with a log), or refused. A key the index holds answers with its objective (or a conflict)
 /// without reaching the scheduler. The scheduler refuses a submit it reaches later than
 /// `patience` from now, so a submit answered with an error is never accepted afterwards.
-/// `explain` turns a failed call into the coordinator's reason.
+/// `explain` turns a failed call into the coordinator's reason. The objective's spans continue
+/// the caller's `trace`, if given.
 pub(crate) async fn submit(
     scheduler: &ActorRef<SchedulerMsg>,
     store: Option<&dyn EventStore>,
     objective: Objective,
     idempotency_key: Option<String>,
+    trace: Option<TraceContext>,
     patience: Duration,
     explain: impl Fn(Error) -> Error,
 ) -> Result<ObjectiveId, Error> {
@@ -50,6 +52,7 @@ pub(crate) async fn submit(
         objective,
         idempotency_key,
         key_index_as_of,
+        trace,
         accept_by,
         reply
     })

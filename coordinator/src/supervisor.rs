@@ -329,8 +329,15 @@ impl SupervisorState {
         let name = registration.name.clone();
         let id = self.registry.reserve_id();
         let instance = factory.make();
-        let actor =
-            spawn_agent(myself, id, instance.clone(), &self.reports, max_concurrency).await?;
+        let actor = spawn_agent(
+            myself,
+            id,
+            &name,
+            instance.clone(),
+            &self.reports,
+            max_concurrency,
+        )
+        .await?;
         let descriptor = match self.registry.register_as(id, registration, actor.clone()) {
             Ok(d) => d,
             Err(err) => {
@@ -535,6 +542,7 @@ impl SupervisorState {
             return;
         }
         let max_concurrency = supervised.max_concurrency;
+        let name = supervised.name.clone();
         let restarts = supervised.restarts.len() as u32;
         // A fresh instance, so a panic cannot leave the agent with broken state (unless its
         // factory shares one instance on purpose, as a model agent's does for its breaker).
@@ -542,6 +550,7 @@ impl SupervisorState {
         match spawn_agent(
             myself,
             agent,
+            &name,
             instance.clone(),
             &self.reports,
             max_concurrency,
@@ -624,12 +633,14 @@ impl SupervisorState {
 async fn spawn_agent(
     myself: &ActorRef<SupervisorMsg>,
     id: AgentId,
+    name: &str,
     agent: Arc<dyn DynAgent>,
     reports: &ReportSink,
     max_concurrency: u32,
 ) -> Result<ActorRef<AgentMsg>, crate::Error> {
     let args = AgentArgs {
         id,
+        name: Arc::from(name),
         agent,
         reports: reports.clone(),
         max_concurrency,

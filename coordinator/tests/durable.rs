@@ -598,6 +598,7 @@ async fn keys_past_the_memory_bound_answer_from_the_log() {
         objective: objective(0),
         idempotency_key: Some("order-0".into()),
         key_index_as_of: None,
+        trace: None,
         accept_by: std::time::Instant::now() + PATIENCE,
         reply,
     })

@@ -62,6 +62,7 @@ async fn a_submit_reached_after_its_deadline_is_refused_and_never_accepted() {
         objective: objective.clone(),
         idempotency_key: Some("late-1".into()),
         key_index_as_of: None,
+        trace: None,
         accept_by: late,
         reply,
     })

@@ -16,6 +16,7 @@ use crate::objective::{BudgetLimit, Budgets, Objective};
 use crate::outcome::{FailureKind, Usage};
 use crate::schedule::ScheduleSpec;
 use crate::task::{OutputError, TaskSpec};
+use crate::trace::TraceContext;
 
 /// An event with its place in the log and the time it happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +69,10 @@ pub enum Event {
         /// returns this objective.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
+        /// The caller's W3C trace context (`traceparent` on the submit): the objective's
+        /// spans continue that trace, after a restart too.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<TraceContext>,
     },
     /// A task's dependencies all succeeded; it waits for an agent.
     TaskReady {

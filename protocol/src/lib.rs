@@ -16,6 +16,7 @@
 //! - [`event`]: the [`Event`] that records every state change: the audit trail and, once the
 //!   store is durable, the recovery source.
 //! - [`schedule`]: a cron schedule that submits an objective at each slot ([`ScheduleSpec`]).
+//! - [`trace`]: a caller's W3C [`TraceContext`], kept with the objective it submitted.
 //! - [`messages`]: the message enums of the actors that other crates talk to.
 //! - [`view`]: read models of objectives and tasks, as the scheduler answers queries, and of
 //!   what an agent says about itself ([`AgentStatus`]).
@@ -41,6 +42,7 @@ pub mod remote;
 pub mod samples;
 pub mod schedule;
 pub mod task;
+pub mod trace;
 pub mod view;
 
 pub use agent::{AgentDescriptor, Health};
@@ -61,6 +63,7 @@ pub use task::{
     Compensation, OnTimeout, OutputError, RetryPolicy, ReviewDeadline, Task, TaskKind, TaskSpec,
     TaskStatus,
 };
+pub use trace::TraceContext;
 pub use view::{
     AgentStatus, BreakerStatus, EventConsumer, ExternalEvent, LatencyHistogram, LimiterStatus,
     NewExternalEvent, ObjectiveSummary, ObjectiveView, QuotaUse, SchedulerStats, Spent, TaskItem,

@@ -16,6 +16,7 @@ use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
 use crate::objective::{BudgetDecision, Objective, PausedObjective};
 use crate::outcome::TaskOutcome;
 use crate::task::{OutputError, Task};
+use crate::trace::TraceContext;
 use crate::view::{
     ExternalEvent, NewExternalEvent, ObjectiveSummary, ObjectiveView, SchedulerStats, TaskPage,
     TaskQuery,
@@ -28,6 +29,10 @@ pub struct Assignment {
     pub task: Task,
     /// When the task became ready (for allocation latency).
     pub ready_at: Instant,
+    /// The objective's span (its workflow span), parent of the attempt's span: `None` unless
+    /// traces are exported. Boxed, so that without traces an assignment grows by one word
+    /// that is never allocated (assignments are copied on the allocation path).
+    pub parent_span: Option<Box<tracing::Span>>,
 }
 
 /// Messages to an agent actor.
@@ -233,6 +238,8 @@ pub enum SchedulerMsg {
         /// The client's idempotency key: a submit with a key already used returns the
         /// objective first submitted with it.
         idempotency_key: Option<String>,
+        /// The caller's W3C trace context, which the objective's spans continue.
+        trace: Option<TraceContext>,
         /// The commit as of which the caller read the log's objective index and did not find
         /// `idempotency_key` there (`None`: not read). The scheduler holds only the newest
         /// keys; a key it does not hold is new if it dropped none, or if the read covered every

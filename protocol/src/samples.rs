@@ -16,6 +16,7 @@ use crate::objective::{BudgetLimit, Budgets, Objective};
 use crate::outcome::{FailureKind, Usage};
 use crate::schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 use crate::task::{Compensation, OutputError, TaskSpec};
+use crate::trace::TraceContext;
 
 /// One event of every kind, all of one new objective (task `T3`, a spawn of two tasks from
 /// `T9`, a re-plan `T11`), in an order a log could hold them.
@@ -40,6 +41,10 @@ pub fn every_event_kind() -> Vec<Event> {
             spec: submitted,
             first_task: task,
             idempotency_key: Some("k-1".into()),
+            trace: TraceContext::parse(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                Some("congo=t61rcWkgMzE"),
+            ),
         },
         Event::TaskReady { objective, task },
         Event::TaskStarted {

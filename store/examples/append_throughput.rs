@@ -67,6 +67,7 @@ fn life_of_objectives(events: u64) -> Result<Vec<EventRecord>, Box<dyn Error>> {
                 spec: spec.clone(),
                 first_task: t,
                 idempotency_key: None,
+                trace: None,
             },
             Event::TaskReady { objective, task: t },
             Event::TaskStarted {

@@ -66,6 +66,7 @@ impl Harness {
         let (inbox, make_sink) = report_queue();
         let args = AgentArgs {
             id: AGENT,
+            name: Arc::from("tested"),
             agent: AgentFactory::shared(agent).make(),
             reports: make_sink(scheduler.clone()),
             max_concurrency,
@@ -125,6 +126,7 @@ fn assignment_with_timeouts(
             priority: 0,
         },
         ready_at: std::time::Instant::now(),
+        parent_span: None,
     }
 }
 

@@ -10,6 +10,9 @@ use futures::StreamExt as _;
 use serde_json::Value;
 use swarm_protocol::{AgentStatus, FailureKind, Health, Price, Spent, Task, TaskOutcome};
 use tokio::sync::watch;
+use tracing::field::Empty;
+use tracing::{Instrument as _, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::account::Account;
 use super::breaker::{self, Admission, Breaker, BreakerState, CallOutcome};
@@ -21,6 +24,7 @@ use super::{breaker_status, limiter_status};
 use crate::actor::watch as watch_attempt;
 use crate::agent::{Agent, HealthFeed, HealthReport};
 use crate::context::TaskContext;
+use crate::trace;
 
 mod health;
 
@@ -91,6 +95,9 @@ pub struct ModelSpec {
     /// Prices by model name: an attempt's usage carries its cost when `model` has one here
     /// (a model fallback made with [`LlmAgent::for_model`] looks up its own model).
     pub prices: Arc<BTreeMap<String, Price>>,
+    /// Record prompts and answers on the calls' inference spans (see
+    /// [`trace::CAPTURE_CONTENT_VAR`]); off by default, since they may hold anything.
+    pub capture_content: bool,
 }
 
 impl ModelSpec {
@@ -111,6 +118,7 @@ impl ModelSpec {
             idle_timeout: None,
             hard_timeout: None,
             prices: Arc::default(),
+            capture_content: false,
         }
     }
 }
@@ -353,7 +361,13 @@ impl LlmAgent {
             })
     }
 
-    async fn call(&self, task: &Task, prompt: &Prompt, ctx: &TaskContext) -> TaskOutcome {
+    async fn call(
+        &self,
+        task: &Task,
+        prompt: &Prompt,
+        ctx: &TaskContext,
+        span: &Span,
+    ) -> TaskOutcome {
         let spec = &self.inner.spec;
         let url = spec.provider.url(&spec.base_url);
         let body = provider::body(spec.provider, &spec.model, prompt, spec.max_tokens_field);
@@ -361,6 +375,10 @@ impl LlmAgent {
             Ok(target) => target,
             Err(message) => return failure(FailureKind::Permanent, message, None, None),
         };
+        let caller = trace::context_of(span);
+        if caller.is_some() {
+            record_request(span, &target, prompt, spec.capture_content);
+        }
         let mut request = self
             .inner
             .client
@@ -383,6 +401,13 @@ impl LlmAgent {
         if !spec.extras.headers().is_empty() {
             // After the provider's headers, so a header named here replaces one of those.
             request = request.headers(spec.extras.headers().clone());
+        }
+        // The call's own span is the parent the provider sees (W3C Trace Context).
+        if let Some(caller) = caller {
+            request = request.header("traceparent", caller.traceparent);
+            if let Some(state) = caller.tracestate {
+                request = request.header("tracestate", state);
+            }
         }
         let response = match request.send().await {
             Ok(response) => response,
@@ -422,17 +447,17 @@ impl LlmAgent {
             };
         }
         if !prompt.stream {
-            return self.read_whole(response, prompt.json).await;
+            return self.read_whole(response, prompt.json, span).await;
         }
         let content_type = response
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
             .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned());
         match StreamedBody::of(content_type.as_deref()) {
-            StreamedBody::Events => self.read_stream(response, ctx, prompt.json).await,
+            StreamedBody::Events => self.read_stream(response, ctx, prompt.json, span).await,
             // A server that does not stream (some proxies and gateways) answers as if the
             // request had not asked to.
-            StreamedBody::Json => self.read_whole(response, prompt.json).await,
+            StreamedBody::Json => self.read_whole(response, prompt.json, span).await,
             StreamedBody::Other(content_type) => failure(
                 FailureKind::Permanent,
                 format!(
@@ -448,11 +473,16 @@ impl LlmAgent {
     }
 
     /// Reads a whole (not streamed) JSON answer.
-    async fn read_whole(&self, response: reqwest::Response, json: bool) -> TaskOutcome {
+    async fn read_whole(
+        &self,
+        response: reqwest::Response,
+        json: bool,
+        span: &Span,
+    ) -> TaskOutcome {
         let spec = &self.inner.spec;
         match response.json::<Value>().await {
             Ok(value) => match provider::parse_completion(spec.provider, &value) {
-                Ok(completion) => finish(completion, json, spec),
+                Ok(completion) => finish(completion, json, spec, span),
                 Err(err) => failure(
                     FailureKind::Transient,
                     format!("{} answer not understood: {err}", spec.model),
@@ -474,6 +504,7 @@ impl LlmAgent {
         response: reqwest::Response,
         ctx: &TaskContext,
         json: bool,
+        span: &Span,
     ) -> TaskOutcome {
         let provider = self.inner.spec.provider;
         let mut state = StreamState::default();
@@ -515,7 +546,7 @@ impl LlmAgent {
                 None,
             );
         }
-        finish(state.completion, json, &self.inner.spec)
+        finish(state.completion, json, &self.inner.spec, span)
     }
 }
 
@@ -560,8 +591,17 @@ fn failure(
 }
 
 /// The outcome of a complete answer: its text, or the JSON object it was asked to be, with
-/// the usage priced at [`price`].
-fn finish(completion: provider::Completion, json: bool, spec: &ModelSpec) -> TaskOutcome {
+/// the usage priced at [`price`]. The answer's model, finish reason and usage go on the call's
+/// span.
+fn finish(
+    completion: provider::Completion,
+    json: bool,
+    spec: &ModelSpec,
+    span: &Span,
+) -> TaskOutcome {
+    if !span.is_disabled() {
+        record_completion(span, &completion, spec.capture_content);
+    }
     let mut usage = completion.usage;
     if let (Some(usage), Some(price)) = (&mut usage, price(spec, completion.model.as_deref())) {
         usage.cost_usd_micros = Some(price.cost_usd_micros(usage));
@@ -732,13 +772,17 @@ impl LlmAgent {
         // The task's timeouts run inside the breaker's permit, so a stalled or slow call counts
         // as the failure it is (the agent actor's own watch has the same deadlines and is the
         // safety net).
+        let span = inference_span(&self.inner.spec, &prompt);
         let outcome = watch_attempt(
-            self.call(task, &prompt, ctx),
+            self.call(task, &prompt, ctx, &span)
+                .instrument(span.clone()),
             ctx,
             task.idle_timeout.or(self.inner.spec.idle_timeout),
             task.hard_timeout.or(self.inner.spec.hard_timeout),
         )
         .await;
+        trace::record_outcome(&span, &outcome);
+        drop(span);
         let counted = match &outcome {
             TaskOutcome::Failed {
                 kind: FailureKind::Transient | FailureKind::Timeout,
@@ -839,6 +883,106 @@ async fn with_heartbeats<F: Future>(ctx: &TaskContext, future: F) -> F::Output {
     }
 }
 
+/// The inference span of one model call (GenAI semantic conventions: `chat {model}`, a
+/// client span); what the answer tells is recorded by [`finish`].
+fn inference_span(spec: &ModelSpec, prompt: &Prompt) -> Span {
+    tracing::info_span!(
+        target: trace::TARGET,
+        "chat",
+        otel.name = %format_args!("chat {}", spec.model),
+        otel.kind = "client",
+        otel.status_code = Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = provider_name(spec.provider),
+        gen_ai.request.model = %spec.model,
+        gen_ai.request.max_tokens = i64::from(prompt.max_tokens),
+        gen_ai.request.temperature = prompt.temperature.map(f64::from),
+        gen_ai.response.model = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+        server.address = Empty,
+        server.port = Empty,
+        gen_ai.system_instructions = Empty,
+        gen_ai.input.messages = Empty,
+        gen_ai.output.messages = Empty,
+        "error.type" = Empty,
+    )
+}
+
+/// A count of tokens as the `i64` an OpenTelemetry integer attribute is.
+fn tokens(count: u64) -> i64 {
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+/// `gen_ai.provider.name` of a wire format.
+fn provider_name(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Openai => "openai",
+        Provider::Anthropic => "anthropic",
+    }
+}
+
+/// Records where a call goes and, with `capture` on, its prompt (as the conventions' JSON
+/// message parts).
+fn record_request(span: &Span, target: &reqwest::Url, prompt: &Prompt, capture: bool) {
+    if let Some(host) = target.host_str() {
+        span.record("server.address", host);
+    }
+    if let Some(port) = target.port_or_known_default() {
+        span.record("server.port", i64::from(port));
+    }
+    if !capture {
+        return;
+    }
+    if let Some(system) = &prompt.system {
+        let parts = serde_json::json!([{"type": "text", "content": system}]);
+        span.record("gen_ai.system_instructions", parts.to_string().as_str());
+    }
+    let messages: Vec<Value> = prompt
+        .messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "role": m.role,
+                "parts": [{"type": "text", "content": m.content}],
+            })
+        })
+        .collect();
+    span.record(
+        "gen_ai.input.messages",
+        Value::Array(messages).to_string().as_str(),
+    );
+}
+
+/// Records what an answer tells: the model that answered, why it stopped, the tokens, and,
+/// with `capture` on, the answer itself.
+fn record_completion(span: &Span, completion: &provider::Completion, capture: bool) {
+    if let Some(model) = &completion.model {
+        span.record("gen_ai.response.model", model.as_str());
+    }
+    if let Some(usage) = &completion.usage {
+        span.record("gen_ai.usage.input_tokens", tokens(usage.input_tokens));
+        span.record("gen_ai.usage.output_tokens", tokens(usage.output_tokens));
+    }
+    if let Some(reason) = &completion.finish {
+        // A string array, which a `tracing` field cannot hold.
+        span.set_attribute(
+            "gen_ai.response.finish_reasons",
+            opentelemetry::Value::Array(
+                vec![opentelemetry::StringValue::from(reason.clone())].into(),
+            ),
+        );
+    }
+    if capture {
+        let message = serde_json::json!([{
+            "role": "assistant",
+            "parts": [{"type": "text", "content": completion.text}],
+            "finish_reason": completion.finish.as_deref().unwrap_or(""),
+        }]);
+        span.record("gen_ai.output.messages", message.to_string().as_str());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -875,7 +1019,7 @@ mod tests {
         };
         // 10 × 1.0 + 5 × 3.0 micro-dollars.
         assert_eq!(
-            finish(completion, false, &spec)
+            finish(completion, false, &spec, &Span::none())
                 .usage()
                 .and_then(|u| u.cost_usd_micros),
             Some(25)

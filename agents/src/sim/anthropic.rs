@@ -47,7 +47,7 @@ pub(super) async fn messages(
     let status = decided
         .as_ref()
         .map_or_else(|refusal| refusal.status, |_| 200);
-    state.record(Endpoint::Messages, status);
+    state.record(Endpoint::Messages, status, &headers);
     if let Ok((plan, _)) = &decided {
         state.note_served(Endpoint::Messages, plan);
     }

@@ -79,7 +79,7 @@ pub(super) async fn chat_completions(
     let status = decided
         .as_ref()
         .map_or_else(|refusal| refusal.status, |_| 200);
-    state.record(Endpoint::ChatCompletions, status);
+    state.record(Endpoint::ChatCompletions, status, &headers);
     if let Ok((plan, _)) = &decided {
         state.note_served(Endpoint::ChatCompletions, plan);
     }

@@ -135,8 +135,11 @@ impl SimState {
         lock(&self.stats).clone()
     }
 
-    pub(super) fn record(&self, endpoint: Endpoint, status: u16) {
-        lock(&self.stats).record(endpoint, status);
+    pub(super) fn record(&self, endpoint: Endpoint, status: u16, headers: &HeaderMap) {
+        let traceparent = headers
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok());
+        lock(&self.stats).record(endpoint, status, traceparent);
         tracing::debug!(?endpoint, status, "sim model request");
     }
 

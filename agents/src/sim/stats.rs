@@ -20,12 +20,20 @@ pub enum Endpoint {
     Messages,
 }
 
+/// The most `traceparent` headers kept (the newest).
+const TRACEPARENTS_KEPT: usize = 256;
+
 /// The requests received per endpoint and status, counted on arrival with the status the
-/// server decided for them (a streamed or stalled answer counts as 200).
+/// server decided for them (a streamed or stalled answer counts as 200), and the W3C trace
+/// context they carried.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimStats {
     /// Request counts by endpoint, then by status.
     pub requests: BTreeMap<Endpoint, BTreeMap<u16, u64>>,
+    /// The `traceparent` headers of the requests that had one, oldest first (the newest
+    /// 256).
+    #[serde(default)]
+    pub traceparents: Vec<String>,
 }
 
 impl SimStats {
@@ -50,13 +58,19 @@ impl SimStats {
             .unwrap_or(0)
     }
 
-    pub(super) fn record(&mut self, endpoint: Endpoint, status: u16) {
+    pub(super) fn record(&mut self, endpoint: Endpoint, status: u16, traceparent: Option<&str>) {
         *self
             .requests
             .entry(endpoint)
             .or_default()
             .entry(status)
             .or_default() += 1;
+        if let Some(traceparent) = traceparent {
+            if self.traceparents.len() >= TRACEPARENTS_KEPT {
+                self.traceparents.remove(0);
+            }
+            self.traceparents.push(traceparent.to_owned());
+        }
     }
 }
 

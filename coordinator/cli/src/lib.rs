@@ -9,6 +9,8 @@
 //!   submits, dashboard pages).
 //! - [`timeline`]: the chain of work as terminal text (`swarm replay`, `swarm demo`).
 //! - [`error`]: the CLI's own errors around the engine's.
+//! - [`telemetry`]: the process's subscriber: log lines, and OpenTelemetry traces when an
+//!   OTLP endpoint is configured.
 //!
 //! The engine (`swarm-coordinator`) and the HTTP API (`swarm-server`, behind `swarm serve`)
 //! are packages of their own; this one is the edge that owns the terminal.
@@ -18,6 +20,7 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod error;
+pub mod telemetry;
 pub mod timeline;
 
 pub use crate::error::Error;

@@ -9,7 +9,7 @@ use swarm_coordinator::config::LimitsSection;
 use swarm_protocol::bounds::check_duration;
 use swarm_protocol::{
     BudgetDecision, EventRecord, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView,
-    PausedObjective,
+    PausedObjective, TraceContext,
 };
 use swarm_store::StoredObjective;
 
@@ -49,7 +49,9 @@ pub(super) fn objective_id(raw: &str) -> Result<ObjectiveId, Problem> {
 /// Submits an objective; answers once it is durable.
 ///
 /// A repeat under the same `Idempotency-Key` with the same body gets the same answer (the
-/// first objective's id); with another body, 409.
+/// first objective's id); with another body, 409. A W3C `traceparent` (with its `tracestate`)
+/// makes the objective's spans continue the caller's trace; one that is not valid is ignored,
+/// as W3C Trace Context says.
 #[utoipa::path(
     post,
     path = "/v1/objectives",
@@ -58,6 +60,10 @@ pub(super) fn objective_id(raw: &str) -> Result<ObjectiveId, Problem> {
     params(
         ("Idempotency-Key" = Option<String>, Header,
          description = "Makes the submit idempotent: 1 to 255 printable ASCII characters."),
+        ("traceparent" = Option<String>, Header,
+         description = "W3C Trace Context: the objective's spans continue this trace."),
+        ("tracestate" = Option<String>, Header,
+         description = "W3C Trace Context: vendor state sent on with `traceparent`."),
     ),
     request_body(content = Objective, content_type = "application/json"),
     responses(
@@ -85,11 +91,12 @@ pub(super) async fn submit(
     JsonBody(mut objective): JsonBody<Objective>,
 ) -> Result<Response, Problem> {
     let key = idempotency_key(&headers)?;
+    let trace = trace_context(&headers);
     bound(&mut objective, &state.config.ceilings)?;
     // The body is kept so that a graph error can name the task's index in `tasks`.
     let id = state
         .swarm
-        .submit_with_key(objective.clone(), key)
+        .submit_traced(objective.clone(), key, trace)
         .await
         .map_err(|e| Problem::from_error(e, Some(&objective)))?;
     let this = format!("/v1/objectives/{id}");
@@ -401,6 +408,15 @@ pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Pro
         .field("Idempotency-Key")
     })?;
     Ok(Some(key.to_owned()))
+}
+
+/// The caller's W3C trace context: `None` without a valid `traceparent`.
+fn trace_context(headers: &HeaderMap) -> Option<TraceContext> {
+    let traceparent = headers.get("traceparent")?.to_str().ok()?;
+    let tracestate = headers
+        .get("tracestate")
+        .and_then(|value| value.to_str().ok());
+    TraceContext::parse(traceparent, tracestate)
 }
 
 #[cfg(test)]

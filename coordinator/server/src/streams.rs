@@ -355,6 +355,7 @@ mod tests {
                 spec: Objective::with_tasks("g", vec![spec]),
                 first_task: TaskId(seq),
                 idempotency_key: None,
+                trace: None,
             },
         )
     }

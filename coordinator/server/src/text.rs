@@ -342,6 +342,7 @@ mod tests {
                 spec: Objective::with_tasks("ship", vec![gate]),
                 first_task: TaskId(1),
                 idempotency_key: None,
+                trace: None,
             },
             Event::TaskInReview {
                 objective: o,
@@ -412,6 +413,7 @@ mod tests {
                 spec: Objective::with_tasks("saga", vec![a, b, spec("c")]),
                 first_task: TaskId(1),
                 idempotency_key: None,
+                trace: None,
             },
             Event::CompensationStarted {
                 objective: o,

@@ -9,7 +9,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use swarm_protocol::{
     BudgetPause, Budgets, Event, Limits, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView,
-    TaskId, TaskKey, TaskSpec,
+    TaskId, TaskKey, TaskSpec, TraceContext,
 };
 
 use crate::scheduler::{TaskRecord, link, objective_view, task_of};
@@ -101,6 +101,9 @@ pub struct ObjectiveModel {
     /// Its task names, to link new batches.
     #[serde(skip)]
     keys: KeyIndex,
+    /// The caller's W3C trace context, which its workflow span continues after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<TraceContext>,
 }
 
 impl ObjectiveModel {
@@ -111,6 +114,7 @@ impl ObjectiveModel {
         spec: Objective,
         first_task: TaskId,
         idempotency_key: Option<String>,
+        trace: Option<TraceContext>,
         at_ms: u64,
     ) -> Self {
         let mut model = Self {
@@ -132,6 +136,7 @@ impl ObjectiveModel {
             raised: None,
             events: 1,
             keys: KeyIndex::default(),
+            trace,
         };
         model.add_batch(first_task, None, spec.tasks);
         model

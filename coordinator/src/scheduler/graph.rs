@@ -136,6 +136,11 @@ pub(super) struct ObjectiveRun {
     pub(super) budget_pause: Option<BudgetPause>,
     /// Its budgets as a person last raised them (`None`: as submitted, in `limits`).
     pub(super) raised: Option<Budgets>,
+    /// Its workflow span (`swarm_agents::trace`), held from submission (or recovery) to its
+    /// end and given to each attempt as the parent of the attempt's span: the objective
+    /// outlives any one handler turn, so the span is data, not an instrumented future.
+    /// Disabled unless traces are exported.
+    pub(super) span: tracing::Span,
 }
 
 impl ObjectiveRun {
@@ -157,6 +162,7 @@ impl ObjectiveRun {
             cost_usd_micros: 0,
             budget_pause: None,
             raised: None,
+            span: tracing::Span::none(),
         }
     }
 

@@ -12,7 +12,8 @@ use ractor::RpcReplyPort;
 use swarm_protocol::graph::{self, NoTasks};
 use swarm_protocol::{
     AgentId, Event, Limits, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary, OnBudget,
-    SchedulerError, SchedulerMsg, TaskId, TaskStatus, objective::check_idempotency_key,
+    SchedulerError, SchedulerMsg, TaskId, TaskStatus, TraceContext,
+    objective::check_idempotency_key,
 };
 
 use super::checks;
@@ -31,6 +32,7 @@ impl SchedulerState {
         mut objective: Objective,
         idempotency_key: Option<String>,
         key_index_as_of: Option<u64>,
+        trace: Option<TraceContext>,
     ) -> Result<ObjectiveId, SchedulerError> {
         objective.limits.max_tasks = objective.limits.max_tasks.min(Limits::MAX_TASKS_CEILING);
         let fingerprint = match &idempotency_key {
@@ -85,6 +87,7 @@ impl SchedulerState {
             objective.tasks.len().max(1),
         );
         run.planned = planned;
+        run.span = swarm_agents::trace::workflow_span(id, trace.as_ref());
         let new_ids = self
             .graph
             .add_tasks(id, &mut run, &objective.tasks, &depths, None, extras);
@@ -100,6 +103,7 @@ impl SchedulerState {
             spec: objective,
             first_task: first,
             idempotency_key,
+            trace,
         });
         if let Some(key) = key {
             self.take_key(key, id, fingerprint);
@@ -221,6 +225,13 @@ impl SchedulerState {
             run.status = status;
             run.failure = reason.clone();
             run.saga = None;
+            // The workflow span ends with the objective, even if the objective stays in memory.
+            let span = std::mem::replace(&mut run.span, tracing::Span::none());
+            match status {
+                ObjectiveStatus::Succeeded => {}
+                ObjectiveStatus::Cancelled => swarm_agents::trace::record_error(&span, "cancelled"),
+                _ => swarm_agents::trace::record_error(&span, "failed"),
+            }
         }
         self.emit(match status {
             ObjectiveStatus::Succeeded => Event::ObjectiveSucceeded { objective: id },

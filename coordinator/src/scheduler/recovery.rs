@@ -70,6 +70,7 @@ impl SchedulerState {
         );
         run.planned = model.planned;
         run.replans = model.replans;
+        run.span = swarm_agents::trace::workflow_span(id, model.trace.as_ref());
         for batch in &model.batches {
             let mut specs = batch.specs.clone();
             if let Some(parent) = batch.parent.and_then(|p| model.task(p)) {

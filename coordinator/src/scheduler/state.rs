@@ -224,6 +224,15 @@ impl SchedulerState {
             priority: node.priority,
         };
         let (ready_at, capped) = (node.ready_at, node.capped.then_some(objective));
+        // Looked up only when traces are exported, so the allocation path does no more work.
+        let parent_span = if swarm_agents::trace::enabled() {
+            self.graph
+                .objectives
+                .get(&objective)
+                .map(|run| Box::new(run.span.clone()))
+        } else {
+            None
+        };
         self.journal.record(Event::TaskStarted {
             objective,
             task: id,
@@ -231,8 +240,15 @@ impl SchedulerState {
             agent: lease.agent,
             input: built,
         });
-        self.dispatch
-            .assigned(lease, Assignment { task, ready_at }, capped);
+        self.dispatch.assigned(
+            lease,
+            Assignment {
+                task,
+                ready_at,
+                parent_span,
+            },
+            capped,
+        );
         self.stats.allocations += 1;
         self.stats.tasks_running += 1;
     }

@@ -88,6 +88,7 @@ impl Durable {
             self.store.as_deref(),
             template.clone(),
             Some(fire_idempotency_key(name, slot_ms)),
+            None,
             Duration::from_millis(self.call_timeout_ms),
             |e| self.explain(e),
         )

@@ -41,6 +41,7 @@ pub fn submitted(objective: ObjectiveId, first_task: u64, key: Option<&str>) -> 
         spec: objective_spec(2),
         first_task: TaskId(first_task),
         idempotency_key: key.map(Into::into),
+        trace: None,
     }
 }
 

@@ -242,3 +242,50 @@ async fn shutdown_ends_open_event_streams() {
     server.finish().await;
     ends(&mut stream).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_trace_context_is_recorded_with_the_objective_and_an_invalid_one_ignored() {
+    let server = Server::start(None).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let submit = |traceparent: &'static str| {
+        server
+            .request(reqwest::Method::POST, "/v1/objectives")
+            .json(&two_step())
+            .header("traceparent", traceparent)
+            .header("tracestate", "congo=t61rcWkgMzE")
+            .send()
+    };
+    let traced = submit(traceparent).await.unwrap();
+    assert_eq!(traced.status(), StatusCode::ACCEPTED);
+    let traced: Value = traced.json().await.unwrap();
+    let traced = traced["id"].as_str().unwrap().to_owned();
+    // W3C Trace Context: a receiver that cannot parse `traceparent` starts a new trace.
+    let untraced = submit("00-not-a-trace-01").await.unwrap();
+    assert_eq!(untraced.status(), StatusCode::ACCEPTED);
+    let untraced: Value = untraced.json().await.unwrap();
+    let untraced = untraced["id"].as_str().unwrap().to_owned();
+    for id in [&traced, &untraced] {
+        let events = server.all_events(id, None).await;
+        assert_eq!(events.last().unwrap().kind, "objective_succeeded");
+    }
+
+    // The context is in the log with the submission, so a restart continues the trace.
+    let dir = server.finish().await;
+    let mut options = swarm_store::SqliteOptions::new(dir.path());
+    options.lock = false;
+    let store = swarm_store::SqliteStore::open(options).await.unwrap();
+    use swarm_store::EventStore as _;
+    let submitted = |events: Vec<swarm_protocol::EventRecord>| match &events[0].event {
+        swarm_protocol::Event::ObjectiveSubmitted { trace, .. } => trace.clone(),
+        other => panic!("not a submission: {other:?}"),
+    };
+    let logged = store.read_objective(traced.parse().unwrap()).await.unwrap();
+    let trace = submitted(logged).expect("the trace context was recorded");
+    assert_eq!(trace.traceparent, traceparent);
+    assert_eq!(trace.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
+    let logged = store
+        .read_objective(untraced.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(submitted(logged), None);
+}

@@ -55,6 +55,7 @@ pub(super) fn log_of_every_kind() -> (Ids, Vec<EventRecord>) {
             spec: objective,
             first_task: a,
             idempotency_key: Some("key-1".into()),
+            trace: None,
         },
     );
     log.at(
@@ -122,6 +123,7 @@ pub(super) fn log_of_every_kind() -> (Ids, Vec<EventRecord>) {
             spec: Objective::with_tasks("cancel me", vec![spec("x", "work")]),
             first_task: TaskId(30),
             idempotency_key: None,
+            trace: None,
         },
     );
     log.at(
@@ -280,6 +282,7 @@ pub(super) fn log_of_every_kind() -> (Ids, Vec<EventRecord>) {
             spec: Objective::with_tasks("fine", vec![spec("y", "work")]),
             first_task: TaskId(40),
             idempotency_key: None,
+            trace: None,
         },
     );
     log.at(
@@ -422,6 +425,7 @@ pub(super) fn log_of_every_kind() -> (Ids, Vec<EventRecord>) {
             spec: Objective::with_tasks("still open", vec![spec("z", "work"), spec("w", "work")]),
             first_task: TaskId(50),
             idempotency_key: Some("key-2".into()),
+            trace: None,
         },
     );
     log.at(

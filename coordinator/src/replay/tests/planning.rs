@@ -23,6 +23,7 @@ fn planning_log() -> (ObjectiveId, Vec<EventRecord>) {
             spec: Objective::with_tasks("plan it", vec![]),
             first_task: TaskId(60),
             idempotency_key: None,
+            trace: None,
         },
     );
     log.at(

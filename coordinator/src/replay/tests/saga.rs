@@ -31,6 +31,7 @@ fn saga_log() -> (ObjectiveId, Vec<EventRecord>) {
             spec: Objective::with_tasks("saga", vec![a, b, spec("c", "work")]),
             first_task: TaskId(1),
             idempotency_key: None,
+            trace: None,
         },
     );
     let started = |task, attempt| Event::TaskStarted {

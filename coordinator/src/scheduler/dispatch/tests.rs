@@ -104,6 +104,7 @@ impl World {
             Assignment {
                 task,
                 ready_at: Instant::now(),
+                parent_span: None,
             },
             capped,
         );

@@ -82,13 +82,8 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let telemetry =
+        swarm_cli::telemetry::Telemetry::install().context("starting the trace exporter")?;
     // An agent plug-in that panics is a crash its supervisor handles (restart, retry); report it
     // as one log line rather than a backtrace on the terminal.
     std::panic::set_hook(Box::new(|info| {
@@ -98,7 +93,11 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(dispatch(cli.command))
+    let result = runtime.block_on(dispatch(cli.command));
+    // Once the swarm has stopped (its last spans ended with it), outside the runtime: the
+    // exporter's thread sends what is queued.
+    telemetry.shutdown();
+    result
 }
 
 /// Runs one command.
