@@ -22,32 +22,13 @@ use swarm_protocol::{
     AgentId, Event, Health, Objective, ObjectiveStatus, ObjectiveView, RetryPolicy, TaskSpec,
     TaskStatus,
 };
-use swarm_testkit::{cap, finish, key, start};
+use swarm_testkit::{both_formats, cap, finish, key, start};
 use tokio::time::Instant;
 
 /// How long (on the paused clock) an objective may take: far more than any test needs.
 const OBJECTIVE_PATIENCE: Duration = Duration::from_secs(3600);
 
 const MINUTE: Duration = Duration::from_secs(60);
-
-/// Runs a scenario once per wire format, on the paused clock.
-macro_rules! both_formats {
-    ($scenario:ident) => {
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(start_paused = true)]
-            async fn openai() {
-                super::$scenario(Provider::Openai).await;
-            }
-
-            #[tokio::test(start_paused = true)]
-            async fn anthropic() {
-                super::$scenario(Provider::Anthropic).await;
-            }
-        }
-    };
-}
 
 async fn sim() -> SimHandle {
     SimServer::start(SimConfig::default()).await.unwrap()

@@ -29,7 +29,7 @@ use swarm_protocol::{
     AgentId, Event, FailureKind, Health, Objective, ObjectiveId, ObjectiveStatus, ObjectiveView,
     RetryPolicy, TaskSpec, TaskStatus, Usd,
 };
-use swarm_testkit::{cap, finish, key, start};
+use swarm_testkit::{both_formats, cap, finish, key, start};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -37,26 +37,6 @@ use tokio::time::Instant;
 
 /// How long (on the paused clock) an objective may take: far more than any test needs.
 const OBJECTIVE_PATIENCE: Duration = Duration::from_secs(3600);
-
-/// Runs a scenario once per wire format, on the paused clock: `<scenario>::openai` and
-/// `<scenario>::anthropic`.
-macro_rules! both_formats {
-    ($scenario:ident) => {
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(start_paused = true)]
-            async fn openai() {
-                super::$scenario(Provider::Openai).await;
-            }
-
-            #[tokio::test(start_paused = true)]
-            async fn anthropic() {
-                super::$scenario(Provider::Anthropic).await;
-            }
-        }
-    };
-}
 
 /// Runs a scenario in both wire formats and both delivery modes: `<scenario>::openai_whole`
 /// (`stream = false`), `<scenario>::openai_streamed`, and the same for Anthropic.

@@ -134,3 +134,22 @@ pub async fn finish(swarm: Swarm) {
     assert!(swarm.is_running(), "the coordinator stopped on its own");
     swarm.shutdown().await.unwrap();
 }
+
+/// Runs a scenario (an `async fn(Provider)`) once per wire format, on the paused clock:
+/// `<scenario>::openai` and `<scenario>::anthropic`.
+#[macro_export]
+macro_rules! both_formats {
+    ($scenario:ident) => {
+        mod $scenario {
+            #[tokio::test(start_paused = true)]
+            async fn openai() {
+                super::$scenario(::swarm_agents::model::provider::Provider::Openai).await;
+            }
+
+            #[tokio::test(start_paused = true)]
+            async fn anthropic() {
+                super::$scenario(::swarm_agents::model::provider::Provider::Anthropic).await;
+            }
+        }
+    };
+}
