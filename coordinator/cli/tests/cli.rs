@@ -3,25 +3,16 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod common;
+
+use common::Server;
+
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_swarm");
-
-/// A `swarm serve` child on an ephemeral port; killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn serve(data_dir: &std::path::Path, token: Option<&str>) -> Server {
     serve_with_env(data_dir, token, &[])
@@ -60,32 +51,11 @@ fn serve_with(
         .current_dir(data_dir)
         .env_remove("SWARM_CONFIG")
         .env("RUST_LOG", "error")
-        .env_remove("SWARM_API_TOKEN")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .env_remove("SWARM_API_TOKEN");
     if let Some(token) = token {
         command.env("SWARM_API_TOKEN", token);
     }
-    let mut child = command.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    // The server says where it listens once it does.
-    let url = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("swarm serve did not start");
-        if let Some(rest) = line.strip_prefix("swarm API on ") {
-            let url = rest.split_whitespace().next().unwrap();
-            break url.trim_end_matches("/v1").to_owned();
-        }
-    };
-    Server { child, url }
+    Server::start(command)
 }
 
 fn swarm(server: &Server, token: Option<&str>, args: &[&str]) -> Output {

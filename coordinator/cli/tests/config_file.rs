@@ -5,11 +5,12 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
+mod common;
+
+use common::Server;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Output};
 
 use swarm_agents::sim::{SimConfig, SimHandle, SimServer};
 
@@ -77,52 +78,10 @@ fn command(dir: &Path) -> Command {
     command
 }
 
-/// A `swarm serve` child; killed when dropped.
-struct Server {
-    child: Child,
-    url: String,
-    /// What it printed before it listened.
-    startup: Vec<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(dir: &Path) -> Server {
-    let mut child = command(dir)
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let mut startup = Vec::new();
-    let url = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("swarm serve did not start: {startup:?}"));
-        if let Some(rest) = line.strip_prefix("swarm API on ") {
-            let url = rest.split_whitespace().next().unwrap();
-            break url.trim_end_matches("/v1").to_owned();
-        }
-        startup.push(line);
-    };
-    Server {
-        child,
-        url,
-        startup,
-    }
+    let mut command = command(dir);
+    command.args(["serve", "--addr", "127.0.0.1:0"]);
+    Server::start(command)
 }
 
 fn client(server: &Server, dir: &Path, args: &[&str]) -> Output {

@@ -10,11 +10,13 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
+mod common;
+
+use common::Server;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::Duration;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -159,19 +161,6 @@ description = "Writes short texts."
     std::fs::write(dir.join("swarm.toml"), text).unwrap();
 }
 
-/// A `swarm serve` child; killed when dropped (the test stops it with SIGTERM first).
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(dir: &Path, env: &[(&str, String)]) -> Server {
     let mut command = Command::new(BIN);
     command
@@ -184,33 +173,11 @@ fn serve(dir: &Path, env: &[(&str, String)]) -> Server {
         .env_remove("OTEL_TRACES_EXPORTER")
         .env_remove("OTEL_TRACES_SAMPLER")
         .env("RUST_LOG", "error")
-        .args(["serve", "--addr", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .args(["serve", "--addr", "127.0.0.1:0"]);
     for (key, value) in env {
         command.env(key, value);
     }
-    let mut child = command.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let mut startup = Vec::new();
-    let url = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("swarm serve did not start: {startup:?}"));
-        if let Some(rest) = line.strip_prefix("swarm API on ") {
-            let url = rest.split_whitespace().next().unwrap();
-            break url.trim_end_matches("/v1").to_owned();
-        }
-        startup.push(line);
-    };
-    Server { child, url }
+    Server::start(command)
 }
 
 #[test]
