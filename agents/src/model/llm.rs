@@ -10,15 +10,13 @@ use futures::StreamExt as _;
 use serde_json::Value;
 use swarm_protocol::{AgentStatus, FailureKind, Health, Price, Spent, Task, TaskOutcome};
 use tokio::sync::watch;
-use tracing::field::Empty;
 use tracing::{Instrument as _, Span};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::account::Account;
 use super::breaker::{self, Admission, Breaker, BreakerState, CallOutcome};
 use super::limiter::RateLimiter;
 use super::provider::{
-    self, Extras, MaxTokensField, Message, Prompt, Provider, StreamState, StreamStep, StreamedBody,
+    self, Extras, MaxTokensField, Prompt, Provider, StreamState, StreamStep, StreamedBody,
 };
 use super::{breaker_status, limiter_status};
 use crate::actor::watch as watch_attempt;
@@ -27,6 +25,11 @@ use crate::context::TaskContext;
 use crate::trace;
 
 mod health;
+mod prompt;
+mod spans;
+
+pub use prompt::render;
+use spans::{inference_span, record_completion, record_request};
 
 /// An API key, read from the environment. Its `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -636,88 +639,6 @@ fn price<'a>(spec: &'a ModelSpec, answered: Option<&str>) -> Option<&'a Price> {
         .or_else(|| answered.and_then(|model| spec.prices.get(model)))
 }
 
-/// Renders a task into a prompt. The input may be a string (the user message), or an object
-/// with `prompt` (a string) or `messages` (`[{role, content}]`), and optionally `system`,
-/// `max_tokens` and `json: true`; any other input is sent as JSON text. Outputs of the task's
-/// dependencies are appended to the last user message.
-pub fn render(spec: &ModelSpec, task: &Task) -> Result<Prompt, String> {
-    let input = &*task.input;
-    let mut system = spec.system_prompt.clone();
-    let mut max_tokens = spec.max_tokens;
-    let mut json = false;
-    let mut messages = match input {
-        Value::String(text) => vec![user(text.clone())],
-        Value::Object(map) => {
-            if let Some(s) = map.get("system") {
-                system = Some(
-                    s.as_str()
-                        .ok_or("input field `system` must be a string")?
-                        .to_owned(),
-                );
-            }
-            if let Some(m) = map.get("max_tokens") {
-                max_tokens = m
-                    .as_u64()
-                    .and_then(|m| u32::try_from(m).ok())
-                    .filter(|m| *m > 0)
-                    .ok_or("input field `max_tokens` must be a positive integer")?;
-            }
-            if let Some(j) = map.get("json") {
-                json = j
-                    .as_bool()
-                    .ok_or("input field `json` must be true or false")?;
-            }
-            if let Some(list) = map.get("messages") {
-                serde_json::from_value::<Vec<Message>>(list.clone()).map_err(|e| {
-                    format!("input field `messages` must be [{{\"role\", \"content\"}}]: {e}")
-                })?
-            } else if let Some(p) = map.get("prompt") {
-                vec![user(
-                    p.as_str()
-                        .ok_or("input field `prompt` must be a string")?
-                        .to_owned(),
-                )]
-            } else {
-                vec![user(input.to_string())]
-            }
-        }
-        Value::Null => vec![user(format!("Task `{}`.", task.key))],
-        other => vec![user(other.to_string())],
-    };
-    if !task.upstream.is_empty() {
-        let mut context = String::from("\n\nResults of the tasks this one depends on:");
-        for (key, output) in &task.upstream {
-            let text = match output {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            context.push_str(&format!("\n- {key}: {text}"));
-        }
-        match messages.iter_mut().rev().find(|m| m.role == "user") {
-            Some(last) => last.content.push_str(&context),
-            None => messages.push(user(context.trim_start().to_owned())),
-        }
-    }
-    if messages.is_empty() {
-        return Err("input field `messages` is empty".into());
-    }
-    Ok(Prompt {
-        system,
-        messages,
-        max_tokens,
-        temperature: spec.temperature,
-        json,
-        stream: spec.stream,
-    })
-}
-
-fn user(content: String) -> Message {
-    Message {
-        role: "user".into(),
-        content,
-    }
-}
-
 impl LlmAgent {
     /// One call on this agent's breaker, account and limiter, waiting for them as long as it
     /// takes (within the task's timeouts), and its outcome.
@@ -880,106 +801,6 @@ async fn with_heartbeats<F: Future>(ctx: &TaskContext, future: F) -> F::Output {
             output = &mut future => return output,
             () = tokio::time::sleep(Duration::from_secs(1)) => ctx.heartbeat(),
         }
-    }
-}
-
-/// The inference span of one model call (GenAI semantic conventions: `chat {model}`, a
-/// client span); what the answer tells is recorded by [`finish`].
-fn inference_span(spec: &ModelSpec, prompt: &Prompt) -> Span {
-    tracing::info_span!(
-        target: trace::TARGET,
-        "chat",
-        otel.name = %format_args!("chat {}", spec.model),
-        otel.kind = "client",
-        otel.status_code = Empty,
-        gen_ai.operation.name = "chat",
-        gen_ai.provider.name = provider_name(spec.provider),
-        gen_ai.request.model = %spec.model,
-        gen_ai.request.max_tokens = i64::from(prompt.max_tokens),
-        gen_ai.request.temperature = prompt.temperature.map(f64::from),
-        gen_ai.response.model = Empty,
-        gen_ai.usage.input_tokens = Empty,
-        gen_ai.usage.output_tokens = Empty,
-        server.address = Empty,
-        server.port = Empty,
-        gen_ai.system_instructions = Empty,
-        gen_ai.input.messages = Empty,
-        gen_ai.output.messages = Empty,
-        "error.type" = Empty,
-    )
-}
-
-/// A count of tokens as the `i64` an OpenTelemetry integer attribute is.
-fn tokens(count: u64) -> i64 {
-    i64::try_from(count).unwrap_or(i64::MAX)
-}
-
-/// `gen_ai.provider.name` of a wire format.
-fn provider_name(provider: Provider) -> &'static str {
-    match provider {
-        Provider::Openai => "openai",
-        Provider::Anthropic => "anthropic",
-    }
-}
-
-/// Records where a call goes and, with `capture` on, its prompt (as the conventions' JSON
-/// message parts).
-fn record_request(span: &Span, target: &reqwest::Url, prompt: &Prompt, capture: bool) {
-    if let Some(host) = target.host_str() {
-        span.record("server.address", host);
-    }
-    if let Some(port) = target.port_or_known_default() {
-        span.record("server.port", i64::from(port));
-    }
-    if !capture {
-        return;
-    }
-    if let Some(system) = &prompt.system {
-        let parts = serde_json::json!([{"type": "text", "content": system}]);
-        span.record("gen_ai.system_instructions", parts.to_string().as_str());
-    }
-    let messages: Vec<Value> = prompt
-        .messages
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "role": m.role,
-                "parts": [{"type": "text", "content": m.content}],
-            })
-        })
-        .collect();
-    span.record(
-        "gen_ai.input.messages",
-        Value::Array(messages).to_string().as_str(),
-    );
-}
-
-/// Records what an answer tells: the model that answered, why it stopped, the tokens, and,
-/// with `capture` on, the answer itself.
-fn record_completion(span: &Span, completion: &provider::Completion, capture: bool) {
-    if let Some(model) = &completion.model {
-        span.record("gen_ai.response.model", model.as_str());
-    }
-    if let Some(usage) = &completion.usage {
-        span.record("gen_ai.usage.input_tokens", tokens(usage.input_tokens));
-        span.record("gen_ai.usage.output_tokens", tokens(usage.output_tokens));
-    }
-    if let Some(reason) = &completion.finish {
-        // A string array, which a `tracing` field cannot hold.
-        span.set_attribute(
-            "gen_ai.response.finish_reasons",
-            opentelemetry::Value::Array(
-                vec![opentelemetry::StringValue::from(reason.clone())].into(),
-            ),
-        );
-    }
-    if capture {
-        let message = serde_json::json!([{
-            "role": "assistant",
-            "parts": [{"type": "text", "content": completion.text}],
-            "finish_reason": completion.finish.as_deref().unwrap_or(""),
-        }]);
-        span.record("gen_ai.output.messages", message.to_string().as_str());
     }
 }
 
