@@ -4,7 +4,10 @@
 //! behind a guard for the stream's first bytes. The SSE standard lets a stream begin with a
 //! UTF-8 byte-order mark, and eventsource-stream 0.2.3 panics on one (it cuts one byte off a
 //! three-byte character), so a broken or hostile server could panic an agent's call. The guard
-//! drops the mark before the parser sees it, which is what the standard says to do with it.
+//! drops the mark before the parser sees it, which is what the standard says to do with it,
+//! and any more marks right after it: the standard would keep a second one as the start of
+//! the first line's field name (which then names no field), and the parser would panic on
+//! it as on the first.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -15,7 +18,7 @@ use futures::Stream;
 /// The UTF-8 byte-order mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// The events of an SSE byte stream (its chunks cut anywhere, a leading byte-order mark
+/// The events of an SSE byte stream (its chunks cut anywhere, leading byte-order marks
 /// dropped). Errors are eventsource-stream's: invalid UTF-8, or the body's own error.
 pub fn events<S, B, E>(body: S) -> EventStream<WithoutBom<S>>
 where
@@ -35,7 +38,7 @@ pin_project_lite::pin_project! {
     pub struct WithoutBom<S> {
         #[pin]
         body: S,
-        // The first bytes while fewer than three have arrived and they could still be a mark;
+        // The first bytes (after any whole marks) while they could still be a mark;
         // `None` once that is decided.
         head: Option<Vec<u8>>,
     }
@@ -90,12 +93,14 @@ where
             return Poll::Ready(Some(Ok(Chunk::Whole(item))));
         }
         head.extend_from_slice(bytes);
+        let marks = head
+            .chunks_exact(BOM.len())
+            .take_while(|c| *c == BOM)
+            .count();
+        head.drain(..marks * BOM.len());
         if head.len() < BOM.len() && BOM.starts_with(&head) {
             *this.head = Some(head);
             return Poll::Ready(Some(Ok(Chunk::Start(Vec::new()))));
-        }
-        if head.starts_with(BOM) {
-            head.drain(..BOM.len());
         }
         Poll::Ready(Some(Ok(Chunk::Start(head))))
     }
@@ -128,6 +133,25 @@ mod tests {
                 [Ok("one".to_owned()), Ok("two".to_owned())],
                 "chunks of {size}"
             );
+        }
+    }
+
+    #[test]
+    fn leading_marks_are_all_dropped_however_the_body_is_cut() {
+        let body = b"\xEF\xBB\xBF\xEF\xBB\xBF\xEF\xBB\xBFdata: one\n\n";
+        for size in 1..=body.len() {
+            assert_eq!(read(body, size), [Ok("one".to_owned())], "chunks of {size}");
+        }
+    }
+
+    /// The second input the provider fuzz target found: two marks, the second of which
+    /// panicked inside eventsource-stream once the first was dropped.
+    #[test]
+    fn the_fuzzers_second_crash_reads_without_a_panic() {
+        let crash = include_bytes!("../../../fuzz/corpus/provider/two-marks");
+        let body = &crash[1..];
+        for size in 1..=body.len() {
+            let _ = read(body, size);
         }
     }
 
