@@ -196,22 +196,4 @@ mod tests {
             ("OTEL_TRACES_EXPORTER", "none"),
         ])));
     }
-
-    #[test]
-    fn without_export_no_span_of_an_objective_is_made() {
-        // The subscriber every command installs when no endpoint is set.
-        tracing::subscriber::with_default(log_subscriber(), || {
-            assert!(!swarm_agents::trace::enabled());
-            let span = swarm_agents::trace::workflow_span(swarm_protocol::ObjectiveId::new(), None);
-            assert!(span.is_disabled());
-        });
-        // The exporting one makes them (a provider without an exporter sends nothing).
-        let provider = SdkTracerProvider::builder().build();
-        tracing::subscriber::with_default(exporting_subscriber(&provider), || {
-            assert!(swarm_agents::trace::enabled());
-            let span = swarm_agents::trace::workflow_span(swarm_protocol::ObjectiveId::new(), None);
-            assert!(!span.is_disabled());
-            assert!(swarm_agents::trace::context_of(&span).is_some());
-        });
-    }
 }
