@@ -3,8 +3,8 @@
 # they are missing (Debian packages), then runs every test of the workspace, the browser tests
 # included. A service that cannot be installed is an error here, never a silent skip.
 #
-# Plain `cargo test --workspace` runs the same suite but leaves the browser tests out (they
-# show as "ignored" in its summary, with the reason).
+# Plain `cargo test --workspace` runs the same suite but leaves the browser and NATS tests out
+# (they show as "ignored" in its summary, with the reason).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,5 +33,16 @@ for tool in chromium chromedriver; do
     fi
 done
 
-echo "== cargo test --workspace (browser tests included)"
+# The remote-agent tests start their own nats-server (JetStream on loopback, a temporary
+# store directory per test): Debian's package provides the binary.
+if ! command -v nats-server > /dev/null 2>&1; then
+    echo "== installing nats-server (remote-agent tests)"
+    apt_install nats-server
+fi
+if ! command -v nats-server > /dev/null 2>&1; then
+    echo "test: nats-server is missing and could not be installed; the remote-agent tests need it" >&2
+    exit 1
+fi
+
+echo "== cargo test --workspace (browser and NATS tests included)"
 cargo test --workspace --locked -- --include-ignored

@@ -88,7 +88,9 @@ use swarm_protocol::{Limits, Price};
 use crate::Error;
 
 mod agents;
+mod nats;
 pub use agents::*;
+pub use nats::{NatsSection, PREFIX_DEFAULT as NATS_PREFIX_DEFAULT};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -119,6 +121,9 @@ pub struct Config {
     /// here carries its cost; a model not here has an unknown cost (never zero).
     #[serde(default)]
     pub prices: BTreeMap<String, Price>,
+    /// The NATS server remote agents connect through; without it, agents are local only.
+    #[serde(default)]
+    pub nats: Option<NatsSection>,
 }
 
 /// `[approvals]`: where the edge announces a review its deadline escalated
@@ -397,6 +402,9 @@ impl Config {
     fn check(&self) -> Result<(), String> {
         self.limits.check()?;
         self.approvals.check()?;
+        if let Some(nats) = &self.nats {
+            nats.check()?;
+        }
         for (model, price) in &self.prices {
             price
                 .check()

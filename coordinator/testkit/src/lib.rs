@@ -4,11 +4,15 @@
 //!
 //! - names ([`cap`], [`key`], [`reg`]), a swarm in memory with its event stream ([`start`],
 //!   [`Events`]) or on a data directory ([`open`]), registration in one call ([`register`]),
-//!   and a clean end ([`finish`]).
+//!   and a clean end ([`finish`]);
+//! - a real `nats-server` with JetStream on loopback ([`NatsServer`]).
 //!
 //! Nothing here sleeps to synchronise: every wait is for an event, an answer or a stream's end,
 //! bounded by [`PATIENCE`]. Helpers panic on failure, as a test would.
 #![allow(clippy::unwrap_used)]
+
+mod nats;
+pub use nats::NatsServer;
 
 use std::path::Path;
 use std::time::Duration;
