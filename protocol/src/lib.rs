@@ -66,6 +66,6 @@ pub use task::{
 pub use trace::TraceContext;
 pub use view::{
     AgentStatus, BreakerStatus, EventConsumer, ExternalEvent, LatencyHistogram, LimiterStatus,
-    NewExternalEvent, ObjectiveSummary, ObjectiveView, QuotaUse, SchedulerStats, Spent, TaskItem,
-    TaskPage, TaskQuery, TaskView,
+    NewExternalEvent, ObjectiveSummary, ObjectiveView, QuotaUse, RemoteAgentStatus, SchedulerStats,
+    Spent, TaskItem, TaskPage, TaskQuery, TaskView,
 };

@@ -305,6 +305,21 @@ pub struct AgentStatus {
     /// What its model calls spent since the coordinator started (model agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spent: Option<Spent>,
+    /// Where a remote agent runs (an agent of a worker process, over NATS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteAgentStatus>,
+}
+
+/// A remote agent's worker, as the coordinator last heard from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RemoteAgentStatus {
+    /// The host the worker runs on, as it announced it.
+    pub host: String,
+    /// The worker's session (new at each start of the worker).
+    pub session: String,
+    /// When its latest heartbeat arrived, in milliseconds since the Unix epoch.
+    pub last_heartbeat_unix_ms: u64,
 }
 
 /// What an agent's model calls spent: the priced part in dollars, the rest in tokens.

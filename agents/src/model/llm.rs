@@ -693,6 +693,7 @@ impl Agent for LlmAgent {
             limiter: Some(limiter_status(&self.inner.limiter)),
             account: self.inner.account.as_ref().map(|a| a.name().to_owned()),
             spent: Some(self.inner.spent.read()),
+            remote: None,
         }
     }
 }

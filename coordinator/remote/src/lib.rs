@@ -3,12 +3,15 @@
 //! - [`Subjects`]: every subject, stream and consumer name, from the configured prefix.
 //! - [`connect`]: a NATS connection from `[nats]` (`NatsSection`), credentials read from
 //!   the environment or files and never logged.
-//! - `host` (the coordinator's side): answers announcements and heartbeats, registers each
+//! - [`host`] (the coordinator's side): answers announcements and heartbeats, registers each
 //!   remote agent in the swarm's registry as an agent whose plug-in forwards attempts over
 //!   JetStream, and fences late results.
 //! - `worker` (the worker's side, `swarm worker`): hosts agents in another process.
 
 use std::time::Duration;
+
+pub mod host;
+pub use host::{Host, HostOptions, HostProbe, HostStatus};
 
 use async_nats::ConnectOptions;
 use swarm_coordinator::config::NatsSection;

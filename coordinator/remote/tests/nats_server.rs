@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! The test harness's NATS server is real: JetStream stores, delivers and acknowledges, and a
 //! restart keeps the port and the stored messages.
 

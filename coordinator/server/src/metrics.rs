@@ -526,6 +526,7 @@ mod tests {
                     cost_usd_micros: 1_250_000,
                     unpriced_tokens: 40,
                 }),
+                remote: None,
             },
         };
         let refused = [
