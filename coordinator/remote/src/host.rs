@@ -28,8 +28,8 @@
 //! - **NATS down**: remote agents are marked down (work goes to local agents, or waits);
 //!   an attempt that cannot be published is declined, which re-queues it without charging it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -141,7 +141,9 @@ impl Link {
 
 struct Shared {
     link: Arc<Link>,
-    swarm: Arc<Swarm>,
+    /// Not a strong reference: the server takes the swarm back (to drain and shut it down)
+    /// while the host still carries the results of attempts that finish meanwhile.
+    swarm: Weak<Swarm>,
     client: Client,
     /// The remote agents in the registry, by id.
     agents: DashMap<AgentId, Remote>,
@@ -168,7 +170,7 @@ struct Waiter {
 impl Host {
     /// Connects the swarm to NATS as `config` says: creates the streams, clears what a
     /// previous run left in them, and starts answering workers.
-    pub async fn start(swarm: Arc<Swarm>, config: &NatsSection) -> Result<Self, Error> {
+    pub async fn start(swarm: &Arc<Swarm>, config: &NatsSection) -> Result<Self, Error> {
         let connected = Arc::new(AtomicBool::new(false));
         let reconnected = Arc::new(tokio::sync::Notify::new());
         let options = {
@@ -207,7 +209,7 @@ impl Host {
     }
 
     async fn with_client(
-        swarm: Arc<Swarm>,
+        swarm: &Arc<Swarm>,
         client: Client,
         config: &NatsSection,
         connected: Arc<AtomicBool>,
@@ -231,19 +233,7 @@ impl Host {
         for name in old {
             let _ = attempts.delete_consumer(&name).await;
         }
-        let results_consumer = results
-            .get_or_create_consumer(
-                &subjects.results_consumer(),
-                consumer::pull::Config {
-                    durable_name: Some(subjects.results_consumer()),
-                    ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
-                    max_ack_pending: 10_000,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| Error::JetStream(format!("the results consumer: {e}")))?;
+        let results_consumer = results_consumer(&results, &subjects).await?;
         connected.store(
             client.connection_state() == async_nats::connection::State::Connected,
             Ordering::SeqCst,
@@ -260,7 +250,7 @@ impl Host {
         });
         let shared = Arc::new(Shared {
             link,
-            swarm,
+            swarm: Arc::downgrade(swarm),
             client: client.clone(),
             agents: DashMap::new(),
         });
@@ -302,8 +292,9 @@ impl Host {
         self.shared.status()
     }
 
-    /// Stops answering workers and lets go of the swarm. Remote agents stay registered until
-    /// the swarm shuts down; their workers are told to announce again by the next coordinator.
+    /// Stops answering workers. Remote agents stay registered until the swarm shuts down; their
+    /// workers are told to announce again by the next coordinator. Stop the host after the
+    /// swarm's drain, so that results of remote attempts still reach it.
     pub async fn stop(self) {
         for task in &self.tasks {
             task.abort();
@@ -376,6 +367,26 @@ async fn streams(
     Ok((attempts, results))
 }
 
+/// The coordinator's durable consumer of results, found or made.
+async fn results_consumer(
+    results: &stream::Stream,
+    subjects: &Subjects,
+) -> Result<consumer::PullConsumer, Error> {
+    results
+        .get_or_create_consumer(
+            &subjects.results_consumer(),
+            consumer::pull::Config {
+                durable_name: Some(subjects.results_consumer()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                max_ack_pending: 10_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Error::JetStream(format!("the results consumer: {e}")))
+}
+
 fn reply_to(message: &async_nats::Message) -> Option<async_nats::Subject> {
     message.reply.clone()
 }
@@ -445,14 +456,17 @@ async fn accept(shared: &Arc<Shared>, announce: Announce) -> AnnounceReply {
         cost_hint: announce.cost_hint,
         description: announce.description.clone(),
     };
-    let descriptor = match shared
-        .swarm
+    let Some(swarm) = shared.swarm.upgrade() else {
+        return AnnounceReply::refused(&"the coordinator is shutting down");
+    };
+    let descriptor = match swarm
         .register_agent(registration, AgentFactory::shared(plugin))
         .await
     {
         Ok(descriptor) => descriptor,
         Err(err) => return AnnounceReply::refused(&err),
     };
+    drop(swarm);
     let id = descriptor.id;
     let created = async {
         let stream = link
@@ -480,7 +494,9 @@ async fn accept(shared: &Arc<Shared>, announce: Announce) -> AnnounceReply {
     }
     .await;
     if let Err(err) = created {
-        let _ = shared.swarm.deregister_agent(id).await;
+        if let Some(swarm) = shared.swarm.upgrade() {
+            let _ = swarm.deregister_agent(id).await;
+        }
         return AnnounceReply::refused(&format!(
             "the coordinator could not create the agent's consumer: {err}"
         ));
@@ -520,7 +536,9 @@ async fn forget(shared: &Arc<Shared>, id: AgentId, why: &str) {
         return;
     }
     tracing::warn!(agent = %id, "remote agent removed: {why}");
-    let _ = shared.swarm.deregister_agent(id).await;
+    if let Some(swarm) = shared.swarm.upgrade() {
+        let _ = swarm.deregister_agent(id).await;
+    }
     delete_consumer(&shared.link, id).await;
 }
 
@@ -569,7 +587,10 @@ async fn heartbeat(shared: &Arc<Shared>, beat: &Heartbeat) -> HeartbeatReply {
     if !known {
         return HeartbeatReply::Announce;
     }
-    match shared.swarm.registry().snapshot(beat.agent) {
+    let Some(swarm) = shared.swarm.upgrade() else {
+        return HeartbeatReply::Continue;
+    };
+    match swarm.registry().snapshot(beat.agent) {
         Some(snapshot) if snapshot.health == Health::Draining => HeartbeatReply::Drain {
             reason: "the agent is being removed from the swarm".into(),
         },
@@ -600,10 +621,11 @@ async fn take_leaves(shared: Arc<Shared>, mut messages: async_nats::Subscriber) 
         match leave.mode {
             LeaveMode::Drain => {
                 tracing::info!(agent = %leave.agent, "remote agent drains and leaves");
-                let _ = shared
-                    .swarm
-                    .remove_agent(leave.agent, shared.link.options.drain_grace)
-                    .await;
+                if let Some(swarm) = shared.swarm.upgrade() {
+                    let _ = swarm
+                        .remove_agent(leave.agent, shared.link.options.drain_grace)
+                        .await;
+                }
             }
             LeaveMode::Now => forget(&shared, leave.agent, "its worker left").await,
         }
@@ -649,13 +671,34 @@ async fn take_progress(link: Arc<Link>, mut messages: async_nats::Subscriber) {
 }
 
 /// Hands each result to the attempt waiting for it, or fences it.
-async fn take_results(shared: Arc<Shared>, consumer: consumer::Consumer<consumer::pull::Config>) {
+async fn take_results(shared: Arc<Shared>, first: consumer::PullConsumer) {
+    let mut consumer = Some(first);
     loop {
-        let mut messages = match consumer.messages().await {
+        let current = match consumer.take() {
+            Some(current) => current,
+            // After a failure: the stream or the consumer may be gone (a server that came back
+            // without its store), so both are found or made again.
+            None => {
+                let link = &shared.link;
+                let made = match streams(&link.js, &link.subjects).await {
+                    Ok((_, results)) => results_consumer(&results, &link.subjects).await,
+                    Err(err) => Err(err),
+                };
+                match made {
+                    Ok(made) => made,
+                    Err(err) => {
+                        tracing::debug!(%err, "reading results; trying again");
+                        tokio::time::sleep(link.options.heartbeat_interval).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut messages = match current.messages().await {
             Ok(messages) => messages,
             Err(err) => {
                 tracing::debug!(%err, "reading results; trying again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(shared.link.options.heartbeat_interval).await;
                 continue;
             }
         };
@@ -769,6 +812,10 @@ async fn follow_connection(
             link.fresh_since_ms.store(link.now_ms(), Ordering::Relaxed);
             link.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             tracing::info!("the connection to NATS is back");
+            // A server that came back without its store (a new one) has no streams.
+            if let Err(err) = streams(&link.js, &link.subjects).await {
+                tracing::warn!(%err, "the streams could not be made again after a reconnection");
+            }
         }
         link.connected.store(now, Ordering::Relaxed);
         was = now;

@@ -144,9 +144,7 @@ async fn host(lease: Duration) -> (NatsServer, Arc<Swarm>, Events, Host) {
     let server = NatsServer::start();
     let (swarm, events) = swarm_testkit::start().await;
     let swarm = Arc::new(swarm);
-    let host = Host::start(swarm.clone(), &config(&server, lease))
-        .await
-        .unwrap();
+    let host = Host::start(&swarm, &config(&server, lease)).await.unwrap();
     (server, swarm, events, host)
 }
 

@@ -133,6 +133,9 @@ pub struct ApiConfig {
     /// through the API may name as its `account` or `fallbacks`, and what `GET /v1/accounts`
     /// shows.
     pub models: ModelAgents,
+    /// The coordinator's side of NATS, when remote agents are on (`--nats`): `/readyz`,
+    /// `/metrics` and the agents page say how it is.
+    pub remote: Option<swarm_remote::HostProbe>,
 }
 
 impl Default for ApiConfig {
@@ -146,6 +149,7 @@ impl Default for ApiConfig {
             ceilings: LimitsSection::default(),
             notices: None,
             models: ModelAgents::default(),
+            remote: None,
         }
     }
 }
@@ -363,14 +367,29 @@ async fn healthz() -> StatusCode {
     tag = "probes",
     operation_id = "readyz",
     responses(
-        (status = 200, description = "The coordinator runs."),
+        (status = 200, description = "The coordinator runs. With remote agents on, a JSON \
+         body says whether its NATS connection is up (`nats`) and how many remote agents are \
+         registered; NATS being down does not make the coordinator unready."),
         (status = 503, description = "The coordinator stopped; `detail` says why.",
          body = Problem, content_type = PROBLEM_JSON),
     ),
 )]
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.swarm.is_running() {
-        StatusCode::OK.into_response()
+        // Remote agents depend on NATS, the coordinator does not: with NATS down it stays
+        // ready (objectives are accepted, local agents work) and says what is down.
+        match &state.config.remote {
+            Some(remote) => {
+                let status = remote.status();
+                axum::Json(serde_json::json!({
+                    "status": "ready",
+                    "nats": if status.connected { "connected" } else { "down: remote agents wait until it is back" },
+                    "remote_agents": status.agents,
+                }))
+                .into_response()
+            }
+            None => StatusCode::OK.into_response(),
+        }
     } else {
         let detail = match state.swarm.failure() {
             Some(reason) => format!("the coordinator stopped: {reason}"),
@@ -447,6 +466,9 @@ pub struct ServeConfig {
     pub grace: Duration,
     /// The API's settings.
     pub api: ApiConfig,
+    /// The NATS server remote agents join through (`--nats`, or `[nats]` of `swarm.toml`);
+    /// none: local agents only.
+    pub nats: Option<swarm_coordinator::config::NatsSection>,
 }
 
 /// The API on an ephemeral loopback port in this process, without auth (the demo and the
@@ -539,6 +561,25 @@ pub async fn run(
         }
     );
     let swarm = Arc::new(swarm);
+    // Remote agents may announce themselves from now on.
+    let host = match &config.nats {
+        Some(nats) => {
+            let host =
+                swarm_remote::Host::start(&swarm, nats)
+                    .await
+                    .map_err(|e| Error::Config {
+                        field: "nats".into(),
+                        message: e.to_string(),
+                    })?;
+            eprintln!(
+                "remote agents: NATS at {}, subjects under `{}.`",
+                swarm_remote::redact(&nats.url),
+                nats.prefix
+            );
+            Some(host)
+        }
+        None => None,
+    };
     // Schedules fire from now on (catching up what was missed while the coordinator was
     // down, as each schedule says), until the server has stopped.
     let fire_loop = swarm
@@ -554,6 +595,7 @@ pub async fn run(
         api.ceilings = file.limits;
     }
     api.notices = notifier.as_ref().map(notify::Notifier::stats);
+    api.remote = host.as_ref().map(swarm_remote::Host::probe);
     let served = serve(swarm.clone(), listener, api, shutdown).await;
     fire_loop.stop().await;
     if let Some(notifier) = notifier {
@@ -570,6 +612,10 @@ pub async fn run(
                     "{unfinished} attempts still running after {:?}; they resume on the next start",
                     config.grace
                 );
+            }
+            // Remote attempts that finished during the drain have reached the swarm.
+            if let Some(host) = host {
+                host.stop().await;
             }
             swarm.shutdown().await?;
         }

@@ -32,6 +32,7 @@ use crate::AppState;
 use crate::limits::Limit;
 use crate::notify::NotifyStats;
 use crate::problem::{PROBLEM_JSON, Problem};
+use swarm_remote::HostStatus;
 
 /// The media type of the Prometheus text format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -83,7 +84,12 @@ pub(super) async fn scrape(State(state): State<AppState>) -> Result<Response, Pr
         .collect();
     let refused = state.limiters.refused();
     let notices = state.config.notices.as_ref().map(|n| *n.borrow());
-    let mut response = render(&stats, &depths, &agents, &refused, notices).into_response();
+    let remote = state
+        .config
+        .remote
+        .as_ref()
+        .map(swarm_remote::HostProbe::status);
+    let mut response = render(&stats, &depths, &agents, &refused, notices, remote).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(PROMETHEUS_TEXT),
@@ -98,6 +104,7 @@ fn render(
     agents: &[AgentMetrics],
     refused: &[(Limit, u64)],
     notices: Option<NotifyStats>,
+    remote: Option<HostStatus>,
 ) -> String {
     let recorder = PrometheusBuilder::new().build_recorder();
     let handle = recorder.handle();
@@ -108,12 +115,58 @@ fn render(
         if let Some(notices) = &notices {
             record_notices(notices);
         }
+        if let Some(remote) = &remote {
+            record_remote(remote);
+        }
     });
     let mut text = handle.render();
     write_latency_histogram(&mut text, &stats.allocation_latency);
     write_limiter_wait_seconds(&mut text, agents);
     write_cost(&mut text, agents);
     text
+}
+
+fn record_remote(remote: &HostStatus) {
+    describe_gauge!(
+        "swarm_remote_nats_connected",
+        "1 while the coordinator's connection to NATS is up (remote agents)."
+    );
+    gauge!("swarm_remote_nats_connected").set(f64::from(u8::from(remote.connected)));
+    describe_gauge!(
+        "swarm_remote_agents",
+        "Remote agents (of worker processes, over NATS) in the registry."
+    );
+    gauge!("swarm_remote_agents").set(remote.agents as f64);
+    for (name, help, value) in [
+        (
+            "swarm_remote_nats_reconnects_total",
+            "Times the coordinator's NATS connection came back after it was lost.",
+            remote.reconnects,
+        ),
+        (
+            "swarm_remote_heartbeats_missed_total",
+            "Remote agents removed because their worker missed heartbeats (their attempts were re-queued).",
+            remote.heartbeats_missed,
+        ),
+        (
+            "swarm_remote_fenced_results_total",
+            "Results of remote attempts that were no longer current, dropped (fenced).",
+            remote.fenced,
+        ),
+        (
+            "swarm_remote_leases_lost_total",
+            "Remote attempts whose worker sent no progress for a lease.",
+            remote.leases_lost,
+        ),
+        (
+            "swarm_remote_attempts_total",
+            "Attempts published to remote agents.",
+            remote.attempts,
+        ),
+    ] {
+        describe_counter!(name, help);
+        counter!(name).absolute(value);
+    }
 }
 
 fn record_notices(notices: &NotifyStats) {
@@ -541,7 +594,23 @@ mod tests {
             refused_by_breaker: 2,
             dropped: 0,
         };
-        let text = render(&stats, &depths, &[plain, model], &refused, Some(notices));
+        let remote = HostStatus {
+            connected: false,
+            agents: 3,
+            reconnects: 2,
+            heartbeats_missed: 1,
+            fenced: 4,
+            leases_lost: 5,
+            attempts: 60,
+        };
+        let text = render(
+            &stats,
+            &depths,
+            &[plain, model],
+            &refused,
+            Some(notices),
+            Some(remote),
+        );
         let samples = samples(&text);
         let value = |name: &str, labels: &str| {
             samples
@@ -564,6 +633,12 @@ mod tests {
             2.0
         );
         assert_eq!(value("swarm_escalation_notice_tries_total", ""), 7.0);
+        assert_eq!(value("swarm_remote_nats_connected", ""), 0.0);
+        assert_eq!(value("swarm_remote_agents", ""), 3.0);
+        assert_eq!(value("swarm_remote_nats_reconnects_total", ""), 2.0);
+        assert_eq!(value("swarm_remote_heartbeats_missed_total", ""), 1.0);
+        assert_eq!(value("swarm_remote_fenced_results_total", ""), 4.0);
+        assert_eq!(value("swarm_remote_leases_lost_total", ""), 5.0);
         assert_eq!(value("swarm_objectives_running", ""), 2.0);
         assert_eq!(value("swarm_objectives_ended_total", ""), 5.0);
         assert_eq!(value("swarm_tasks_succeeded_total", ""), 7.0);

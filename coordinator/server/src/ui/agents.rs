@@ -5,7 +5,9 @@
 //! The page shows what `GET /v1/agents` answers (`agents::views`), including each agent's
 //! circuit breaker, rate limiter use and restarts; an agent without a breaker or limiter (any
 //! plug-in that is not a model agent) reads "not reported" there. The script follows `GET /v1/events` and fetches the table again
-//! (`/ui/agents/live`), at most twice a second.
+//! (`/ui/agents/live`), at most twice a second. A remote agent (a worker's, over NATS) says
+//! which host it runs on and when its last heartbeat came; while the coordinator's NATS
+//! connection is down, a banner says that remote agents wait.
 
 use askama::Template;
 use axum::extract::State;
@@ -52,6 +54,14 @@ pub(crate) struct Row {
     pub(crate) limiter: Option<Limiter>,
     /// Restarts by its supervisor.
     pub(crate) restarts: Option<u32>,
+    /// Where a remote agent runs, and how long ago its worker last sent a heartbeat.
+    pub(crate) remote: Option<Remote>,
+}
+
+/// A remote agent's worker.
+pub(crate) struct Remote {
+    pub(crate) host: String,
+    pub(crate) heartbeat_ago: String,
 }
 
 impl From<AgentView> for Row {
@@ -81,6 +91,16 @@ impl From<AgentView> for Row {
                 tokens_max: l.tokens.map(|q| u64::from(q.per_minute)),
             }),
             restarts: Some(view.restarts),
+            remote: view.status.remote.map(|r| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                let ago = now.saturating_sub(r.last_heartbeat_unix_ms);
+                Remote {
+                    host: r.host,
+                    heartbeat_ago: format!("{:.1}s ago", ago as f64 / 1000.0),
+                }
+            }),
         }
     }
 }
@@ -88,6 +108,8 @@ impl From<AgentView> for Row {
 /// The table.
 struct Live {
     rows: Vec<Row>,
+    /// Remote agents are on and the coordinator's NATS connection is down.
+    nats_down: bool,
 }
 
 /// The page.
@@ -109,6 +131,11 @@ struct LiveFragment {
 fn live_of(state: &AppState) -> Live {
     Live {
         rows: views(&state.swarm).into_iter().map(Row::from).collect(),
+        nats_down: state
+            .config
+            .remote
+            .as_ref()
+            .is_some_and(|r| !r.status().connected),
     }
 }
 

@@ -412,6 +412,15 @@ pub(crate) struct ServeArgs {
     /// starts); what does not finish resumes on the next start.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
     grace: Duration,
+    /// Let remote agents join through this NATS server (JetStream on), e.g.
+    /// nats://127.0.0.1:4222; credentials and TLS go in swarm.toml's [nats] section, whose
+    /// url this overrides. Without it (and without [nats]), agents are local only.
+    #[arg(long, env = "SWARM_NATS_URL")]
+    nats: Option<String>,
+    /// The prefix of every NATS subject and stream, so two swarms can share one NATS server
+    /// [default: swarm.toml's, else swarm].
+    #[arg(long)]
+    nats_prefix: Option<String>,
 }
 
 /// `swarm serve`: the HTTP API and the dashboard over a durable swarm, until Ctrl-C or SIGTERM.
@@ -424,8 +433,11 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         concurrency,
         body_limit,
         grace,
+        nats,
+        nats_prefix,
     } = args;
     let config = load_config(config)?;
+    let nats = nats_section(config.as_ref(), nats, nats_prefix)?;
     let section = config.as_ref().map(|c| c.store.clone()).unwrap_or_default();
     let mut store = StoreConfig::new(data_dir.unwrap_or(section.data_dir));
     store.fsync = section.fsync;
@@ -450,9 +462,36 @@ pub(crate) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             body_limit_bytes: body_limit,
             ..Default::default()
         },
+        nats,
     };
     swarm_server::run(serve, swarm_server::shutdown_signal()).await?;
     Ok(())
+}
+
+/// The `[nats]` section in use: the file's, with `--nats` and `--nats-prefix` over it; none
+/// when neither the file nor the flags name a server.
+pub(crate) fn nats_section(
+    config: Option<&Config>,
+    url: Option<String>,
+    prefix: Option<String>,
+) -> anyhow::Result<Option<swarm_coordinator::config::NatsSection>> {
+    let file = config.and_then(|c| c.nats.clone());
+    let mut section = match (file, &url) {
+        (Some(section), _) => section,
+        (None, Some(url)) => swarm_coordinator::config::NatsSection::for_url(url.clone()),
+        (None, None) if prefix.is_some() => {
+            anyhow::bail!("--nats-prefix needs --nats (or a [nats] section in swarm.toml)")
+        }
+        (None, None) => return Ok(None),
+    };
+    if let Some(url) = url {
+        section.url = url;
+    }
+    if let Some(prefix) = prefix {
+        section.prefix = prefix;
+    }
+    section.check().map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Some(section))
 }
 
 /// The configuration file `swarm serve` and `swarm run` read when no `--config` (nor
