@@ -28,6 +28,7 @@
 //! - **NATS down**: remote agents are marked down (work goes to local agents, or waits);
 //!   an attempt that cannot be published is declined, which re-queues it without charging it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -63,6 +64,12 @@ pub struct HostOptions {
     pub missed_heartbeats: u32,
     /// How long a remote agent that leaves with `drain` may finish what it runs.
     pub drain_grace: Duration,
+    /// Losses of one agent name (its worker missed heartbeats, or restarted without leaving)
+    /// allowed within `loss_window`; one more and its announcements are refused until the
+    /// window has passed, as a local agent past its restart budget stays down.
+    pub max_losses: u32,
+    /// The window losses are counted in.
+    pub loss_window: Duration,
 }
 
 impl HostOptions {
@@ -73,6 +80,8 @@ impl HostOptions {
             lease: config.lease,
             missed_heartbeats: 3,
             drain_grace: Duration::from_secs(60),
+            max_losses: 3,
+            loss_window: Duration::from_secs(60),
         }
     }
 }
@@ -147,6 +156,9 @@ struct Shared {
     client: Client,
     /// The remote agents in the registry, by id.
     agents: DashMap<AgentId, Remote>,
+    /// When each agent name was lost lately (at most `max_losses + 1` instants a name; names
+    /// without a loss in the window are dropped by the heartbeat watch).
+    losses: DashMap<String, VecDeque<Instant>>,
 }
 
 /// One remote agent.
@@ -253,6 +265,7 @@ impl Host {
             swarm: Arc::downgrade(swarm),
             client: client.clone(),
             agents: DashMap::new(),
+            losses: DashMap::new(),
         });
         let announce = client
             .subscribe(subjects.announce())
@@ -427,12 +440,15 @@ async fn accept(shared: &Arc<Shared>, announce: Announce) -> AnnounceReply {
         if same {
             return accepted(link, id);
         }
-        forget(
+        lose(
             shared,
             id,
             "its worker restarted (a new session announced it)",
         )
         .await;
+    }
+    if let Some(refusal) = too_many_losses(shared, &announce.name) {
+        return AnnounceReply::refused(&refusal);
     }
     let (health, _) = watch::channel(HealthReport {
         health: Health::Up,
@@ -528,6 +544,46 @@ fn accepted(link: &Link, agent: AgentId) -> AnnounceReply {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Removes an agent that was lost (its worker died or restarted without leaving) and counts
+/// the loss against its name.
+async fn lose(shared: &Arc<Shared>, id: AgentId, why: &str) {
+    let Some(name) = shared.agents.get(&id).map(|r| r.name.clone()) else {
+        return;
+    };
+    let mut times = shared.losses.entry(name).or_default();
+    times.push_back(Instant::now());
+    let keep = shared.link.options.max_losses as usize + 1;
+    while times.len() > keep {
+        times.pop_front();
+    }
+    drop(times);
+    forget(shared, id, why).await;
+}
+
+/// The refusal of an agent name lost more than `max_losses` times within `loss_window`.
+fn too_many_losses(shared: &Shared, name: &str) -> Option<String> {
+    let options = &shared.link.options;
+    let times = shared.losses.get(name)?;
+    let recent: Vec<&Instant> = times
+        .iter()
+        .filter(|t| t.elapsed() < options.loss_window)
+        .collect();
+    if recent.len() <= options.max_losses as usize {
+        return None;
+    }
+    let free_in = options
+        .loss_window
+        .saturating_sub(recent.first().map_or(Duration::ZERO, |t| t.elapsed()));
+    Some(format!(
+        "agent `{name}` was lost {} times within {:?} (its worker stopped heartbeating or \
+         restarted without leaving): it stays down, as a local agent past its restart budget \
+         does; announcements of it are refused for another {}s",
+        recent.len(),
+        options.loss_window,
+        free_in.as_secs().max(1)
+    ))
 }
 
 /// Removes a remote agent from the registry (what it ran is re-queued) and from the host.
@@ -784,7 +840,7 @@ async fn watch_heartbeats(shared: Arc<Shared>) {
             link.counters
                 .heartbeats_missed
                 .fetch_add(1, Ordering::Relaxed);
-            forget(
+            lose(
                 &shared,
                 id,
                 &format!(
@@ -794,6 +850,11 @@ async fn watch_heartbeats(shared: Arc<Shared>) {
             )
             .await;
         }
+        let window = link.options.loss_window;
+        shared.losses.retain(|_, times| {
+            times.retain(|t| t.elapsed() < window);
+            !times.is_empty()
+        });
     }
 }
 

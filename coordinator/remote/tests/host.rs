@@ -281,3 +281,47 @@ async fn an_agent_whose_worker_stops_heartbeating_is_removed_and_its_work_runs_e
     assert_eq!(host.status().heartbeats_missed, 1);
     end(swarm, host).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: scripts/test.sh installs it and runs this"]
+async fn an_agent_lost_again_and_again_stays_down() {
+    let (server, swarm, _events, host) = host(Duration::from_secs(30)).await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let subjects = Subjects::new("swarm");
+    let announce = |session: &str| Announce {
+        protocol_version: PROTOCOL_VERSION,
+        name: "flaky".into(),
+        session: session.into(),
+        capabilities: vec![cap("work")],
+        max_concurrency: 1,
+        description: None,
+        labels: Default::default(),
+        host: "test-host".into(),
+        cost_hint: None,
+    };
+    // Each new session replaces the one before: three losses are allowed within the window.
+    let mut replies = Vec::new();
+    for session in ["s1", "s2", "s3", "s4", "s5"] {
+        let reply = client
+            .request(
+                subjects.announce(),
+                remote::encode(&announce(session)).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        replies.push(remote::decode::<AnnounceReply>(&reply.payload).unwrap());
+    }
+    assert!(
+        replies[..4]
+            .iter()
+            .all(|r| matches!(r, AnnounceReply::Accepted { .. })),
+        "{replies:?}"
+    );
+    let AnnounceReply::Refused { message, .. } = &replies[4] else {
+        panic!("the fifth session was accepted: {replies:?}");
+    };
+    assert!(message.contains("`flaky` was lost 4 times"), "{message}");
+    // The agent is down: none of its sessions is in the registry.
+    assert_eq!(swarm.registry().len(), 0);
+    end(swarm, host).await;
+}
