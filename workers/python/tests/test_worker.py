@@ -433,3 +433,47 @@ def test_agent_declarations_are_checked():
 
     with pytest.raises(ValueError, match="same"):
         worker.agent(capability="b", name="same")(lambda task: None)
+
+
+async def test_sigterm_drains_the_worker_process(coordinator):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness import env_with_src
+
+    script = Path(__file__).with_name("held_worker.py")
+    process = subprocess.Popen(
+        [sys.executable, str(script), coordinator.url], env=env_with_src(), stderr=subprocess.PIPE, text=True
+    )
+    try:
+        announce = await next_of(coordinator.announces, what="the worker process's announcement")
+        agent_id = coordinator.agents[announce["name"]]["agent"]
+        await coordinator.publish_attempt(coordinator.attempt(agent_id, task="T5"))
+        await wait_until(lambda: _started(coordinator), what="the attempt's partial output")
+        process.send_signal(signal.SIGTERM)
+        leave = await next_of(coordinator.leaves, what="the leave after SIGTERM")
+        assert leave == {"agent": agent_id, "session": announce["session"], "mode": "drain", "reason": "SIGTERM"}
+        # Work given after the leave is not taken: the process only finishes what it runs.
+        await coordinator.publish_attempt(coordinator.attempt(agent_id, task="T6"))
+        await coordinator.nc.publish("test.release", b"")
+        result = await coordinator.next_result()
+        assert result["attempt"]["task"] == "T5"
+        assert result["outcome"] == {"status": "succeeded", "output": {"released": "T5"}}
+        code = await asyncio.get_running_loop().run_in_executor(None, process.wait, 15)
+        stderr = process.stderr.read() if process.stderr else ""
+        assert code == 0, stderr
+        assert await coordinator.stream_messages("ATTEMPTS") == 1  # T6, never delivered
+        assert await coordinator.stream_messages("RESULTS") == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def _started(coordinator: FakeCoordinator) -> bool:
+    while not coordinator.progress.empty():
+        if coordinator.progress.get_nowait().get("partial_output") == "started":
+            return True
+    return False
