@@ -108,6 +108,7 @@ class FakeCoordinator:
         lease_ms: int = 30_000,
         refuse: Optional[str] = None,
         validate: bool = True,
+        listen_progress: bool = True,
     ) -> None:
         self.url = url
         self.prefix = prefix
@@ -124,7 +125,7 @@ class FakeCoordinator:
         self.directives: List[Dict[str, Any]] = []
         self.agents: Dict[str, Dict[str, Any]] = {}
         self.next_agent = 7
-        self.record_progress = True
+        self.listen_progress = listen_progress
 
     def check(self, kind: str, message: Dict[str, Any]) -> None:
         if self.validators is None:
@@ -156,7 +157,8 @@ class FakeCoordinator:
         await self.nc.subscribe(f"{self.prefix}.agents.announce", cb=self._on_announce)
         await self.nc.subscribe(f"{self.prefix}.agents.heartbeat", cb=self._on_heartbeat)
         await self.nc.subscribe(f"{self.prefix}.agents.leave", cb=self._on_leave)
-        await self.nc.subscribe(f"{self.prefix}.progress.>", cb=self._on_progress)
+        if self.listen_progress:
+            await self.nc.subscribe(f"{self.prefix}.progress.>", cb=self._on_progress)
         return self
 
     async def stop(self) -> None:
@@ -210,8 +212,6 @@ class FakeCoordinator:
         await self.leaves.put(leave)
 
     async def _on_progress(self, msg: Any) -> None:
-        if not self.record_progress:
-            return
         progress = json.loads(msg.data)
         self.check("progress", progress)
         progress["_subject"] = msg.subject

@@ -211,6 +211,7 @@ class Worker:
         self._stopping: Optional[str] = None
         self._stopped_hard = False
         self._signals = 0
+        self._closing = False
         self.nc: Optional[NATS] = None
 
     def agent(self, capability: Optional[str] = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -291,6 +292,7 @@ class Worker:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             # Results were stored and leaves flushed before this: nothing is left to drain.
+            self._closing = True
             await self.nc.close()
 
     async def _connect(self) -> NATS:
@@ -298,7 +300,8 @@ class Worker:
             log.warning("NATS: %s", e)
 
         async def disconnected_cb() -> None:
-            log.warning("NATS: disconnected from %s", _redact(self.nats_url))
+            if not self._closing:
+                log.warning("NATS: disconnected from %s", _redact(self.nats_url))
 
         async def reconnected_cb() -> None:
             log.info("NATS: reconnected")
@@ -353,6 +356,7 @@ class _AgentHost:
         self.drain_leave_first = True
         self.drain_reason = ""
         self.hard_stop = False
+        self.heartbeats_done = False
         self.handlers: Set[asyncio.Task[None]] = set()
         # The fetch under way: cancelled when the agent leaves at once, left to end when it
         # drains (what it brings is run).
@@ -372,9 +376,6 @@ class _AgentHost:
             self.slot_freed.set()
         if not drain and not self.hard_stop:
             self.hard_stop = True
-            for run in list(self.running.values()):
-                if run.work is not None:
-                    run.work.cancel()
             for handler in list(self.handlers):
                 handler.cancel()
             if self.fetching is not None:
@@ -400,6 +401,9 @@ class _AgentHost:
                 if not self.drain_leave_first:
                     await self.leave("drain")
             finally:
+                # The flag as well as the cancellation: Python 3.11's wait_for (in nats-py's
+                # request) can swallow a cancellation that meets a reply.
+                self.heartbeats_done = True
                 heartbeats.cancel()
                 await asyncio.gather(heartbeats, return_exceptions=True)
                 if self.sub is not None:
@@ -491,7 +495,7 @@ class _AgentHost:
 
     async def heartbeat_loop(self) -> None:
         subject = f"{self.prefix}.agents.heartbeat"
-        while True:
+        while not self.heartbeats_done:
             await asyncio.sleep(self.heartbeat_s)
             message = {"agent": self.agent_id, "session": self.session, "in_flight": len(self.running), "health": "up"}
             try:
@@ -616,6 +620,8 @@ class _AgentHost:
             except nats.errors.ConnectionClosedError:
                 raise
             except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as e:
+                if self.hard_stop:
+                    raise asyncio.CancelledError from e
                 log.warning("%s: publishing the result of %s failed (%s); trying again", self.spec.name, key, type(e).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_DELAY_MAX_S)
@@ -640,9 +646,10 @@ class _Run:
         self.last_sent = self.started
         self.expired: Optional[str] = None
         self.closed = False
+        # The task the agent runs in (the handler's), cancelled by a timeout while `calling`.
         self.work: Optional[asyncio.Future[Any]] = None
-        # One timer of each kind at a time: keepalive, idle and hard.
-        self.timers: Dict[str, asyncio.TimerHandle] = {}
+        self.calling = False
+        self.timer: Optional[asyncio.TimerHandle] = None
         self.sends: Set[asyncio.Task[None]] = set()
 
     async def report(self, partial: Any = _UNSET, text: Optional[str] = None, usage: Optional[Mapping[str, Any]] = None, activity: bool = True) -> None:
@@ -689,30 +696,36 @@ class _Run:
             # Progress is worth nothing once late; the next report makes up for a lost one.
             log.debug("progress of %s not sent: %s", self.task.idempotency_key, type(e).__name__)
 
-    def _keepalive(self) -> None:
+    def _schedule(self) -> None:
+        """Sets the attempt's one timer to the first of: the next keepalive, its idle timeout,
+        its hard timeout."""
+        due = self.last_sent + self.host.lease_s / 3
+        if self.task.idle_timeout_ms is not None:
+            due = min(due, self.last_activity + self.task.idle_timeout_ms / 1000)
+        if self.task.hard_timeout_ms is not None:
+            due = min(due, self.started + self.task.hard_timeout_ms / 1000)
+        self.timer = self.loop.call_at(due, self._tick)
+
+    def _tick(self) -> None:
         if self.closed:
             return
-        interval = self.host.lease_s / 3
         now = self.loop.time()
+        if self.task.hard_timeout_ms is not None and now >= self.started + self.task.hard_timeout_ms / 1000:
+            self._expire("hard")
+            return
+        if self.task.idle_timeout_ms is not None and now >= self.last_activity + self.task.idle_timeout_ms / 1000:
+            self._expire("idle")
+            return
+        interval = self.host.lease_s / 3
         if now - self.last_sent >= interval * 0.9:
+            self.last_sent = now
             send = self.loop.create_task(self.report(activity=False))
             self.sends.add(send)
             send.add_done_callback(self.sends.discard)
-            self.last_sent = now
-        self.timers["keepalive"] = self.loop.call_at(self.last_sent + interval, self._keepalive)
-
-    def _idle_check(self) -> None:
-        if self.closed or self.task.idle_timeout_ms is None:
-            return
-        idle_s = self.task.idle_timeout_ms / 1000
-        deadline = self.last_activity + idle_s
-        if self.loop.time() >= deadline:
-            self._expire("idle")
-        else:
-            self.timers["idle"] = self.loop.call_at(deadline, self._idle_check)
+        self._schedule()
 
     def _expire(self, why: str) -> None:
-        if self.work is not None and not self.work.done():
+        if self.calling and self.work is not None:
             self.expired = why
             self.work.cancel()
 
@@ -727,23 +740,32 @@ class _Run:
         return await self.loop.run_in_executor(self.host.executor, functools.partial(spec.fn, *args))
 
     async def execute(self) -> bytes:
-        """Runs the attempt to its end and returns its encoded `result`."""
+        """Runs the attempt to its end, in the calling task, and returns its encoded
+        `result`. A timeout cancels the agent (the task catches that cancellation); any other
+        cancellation of the task goes on up."""
         self.host.stats["attempts"] += 1
         start = time.monotonic()
         await self.report()  # seq 1: the attempt started
-        self.timers["keepalive"] = self.loop.call_later(self.host.lease_s / 3, self._keepalive)
-        if self.task.idle_timeout_ms is not None:
-            self.timers["idle"] = self.loop.call_later(self.task.idle_timeout_ms / 1000, self._idle_check)
-        if self.task.hard_timeout_ms is not None:
-            self.timers["hard"] = self.loop.call_later(self.task.hard_timeout_ms / 1000, self._expire, "hard")
-        self.work = asyncio.ensure_future(self._call())
+        self.work = asyncio.current_task()
+        self._schedule()
+        value: Any = None
+        error: Optional[BaseException] = None
+        self.calling = True
         try:
-            await asyncio.wait({self.work})
-        except asyncio.CancelledError:
-            self.work.cancel()
-            raise
-        outcome = self._outcome()
-        self.close()
+            value = await self._call()
+        except asyncio.CancelledError as e:
+            if self.expired is None or self.host.hard_stop:
+                raise
+            uncancel = getattr(self.work, "uncancel", None)
+            if uncancel is not None:
+                uncancel()
+            error = e
+        except Exception as e:
+            error = e
+        finally:
+            self.calling = False
+            self.close()
+        outcome = self._outcome(value, error)
         result = {
             "attempt": self.task.identity,
             "agent": self.task.agent,
@@ -756,16 +778,11 @@ class _Run:
             result["outcome"] = self._failed("invalid_output", f"the agent's output cannot be sent: {e}", partial=_UNSET)
             return encode(result)
 
-    def _outcome(self) -> Dict[str, Any]:
-        work = self.work
-        assert work is not None and work.done()
-        if work.cancelled():
+    def _outcome(self, value: Any, error: Optional[BaseException]) -> Dict[str, Any]:
+        if isinstance(error, asyncio.CancelledError):
             if self.expired == "idle":
                 return self._failed("timeout", f"no progress for {self.task.idle_timeout_ms} ms (the task's idle timeout)")
-            if self.expired == "hard":
-                return self._failed("timeout", f"ran past the task's hard timeout of {self.task.hard_timeout_ms} ms")
-            return self._failed("transient", "the attempt was cancelled on the worker")
-        error = work.exception()
+            return self._failed("timeout", f"ran past the task's hard timeout of {self.task.hard_timeout_ms} ms")
         if isinstance(error, Failure):
             outcome = self._failed(error.kind, error.message, partial=error.partial_output)
             if error.retry_after is not None:
@@ -776,7 +793,6 @@ class _Run:
         if error is not None:
             log.warning("%s: attempt %s raised", self.host.spec.name, self.task.idempotency_key, exc_info=error)
             return self._failed("transient", f"{type(error).__name__}: {error}")
-        value = work.result()
         if isinstance(value, Spawned):
             outcome = {"status": "spawned", "output": value.output, "tasks": [dict(t) for t in value.tasks]}
         else:
@@ -802,9 +818,9 @@ class _Run:
     def close(self) -> None:
         """Stops the attempt's timers; later reports are dropped."""
         self.closed = True
-        for timer in self.timers.values():
-            timer.cancel()
-        self.timers.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 def _json_object(data: bytes) -> Dict[str, Any]:
