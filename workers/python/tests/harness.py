@@ -31,7 +31,7 @@ EXAMPLES = SCHEMAS / "examples"
 class NatsServer:
     """A nats-server with JetStream on a random loopback port and a temporary store."""
 
-    def __init__(self) -> None:
+    def __init__(self, *args: str) -> None:
         binary = shutil.which("nats-server")
         if binary is None:
             raise RuntimeError(
@@ -40,7 +40,7 @@ class NatsServer:
             )
         self.store = tempfile.mkdtemp(prefix="swarm-worker-nats-")
         self.process = subprocess.Popen(
-            [binary, "-js", "-a", "127.0.0.1", "-p", "-1", "-sd", self.store],
+            [binary, "-js", "-a", "127.0.0.1", "-p", "-1", "-sd", self.store, *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -109,8 +109,10 @@ class FakeCoordinator:
         refuse: Optional[str] = None,
         validate: bool = True,
         listen_progress: bool = True,
+        token: Optional[str] = None,
     ) -> None:
         self.url = url
+        self.token = token
         self.prefix = prefix
         self.streams = prefix.upper().replace("-", "_")
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -138,7 +140,7 @@ class FakeCoordinator:
         import nats
         from nats.js.api import RetentionPolicy, StorageType
 
-        self.nc = await nats.connect(self.url)
+        self.nc = await nats.connect(self.url, token=self.token)
         self.js = self.nc.jetstream()
         await self.js.add_stream(
             name=f"{self.streams}_ATTEMPTS",

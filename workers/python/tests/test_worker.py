@@ -477,3 +477,69 @@ async def _started(coordinator: FakeCoordinator) -> bool:
         if coordinator.progress.get_nowait().get("partial_output") == "started":
             return True
     return False
+
+
+async def test_a_second_sigterm_leaves_at_once(coordinator):
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness import env_with_src
+
+    script = Path(__file__).with_name("held_worker.py")
+    process = subprocess.Popen([sys.executable, str(script), coordinator.url], env=env_with_src())
+    try:
+        announce = await next_of(coordinator.announces, what="the worker process's announcement")
+        agent_id = coordinator.agents[announce["name"]]["agent"]
+        await coordinator.publish_attempt(coordinator.attempt(agent_id, task="T5"))
+        await wait_until(lambda: _started(coordinator), what="the attempt's partial output")
+        process.send_signal(signal.SIGTERM)
+        assert (await next_of(coordinator.leaves, what="the first leave"))["mode"] == "drain"
+        process.send_signal(signal.SIGTERM)
+        assert (await next_of(coordinator.leaves, what="the second leave"))["mode"] == "now"
+        code = await asyncio.get_running_loop().run_in_executor(None, process.wait, 15)
+        assert code == 0
+        # The abandoned attempt was neither reported nor acknowledged: it runs again elsewhere.
+        assert await coordinator.stream_messages("RESULTS") == 0
+        assert await coordinator.stream_messages("ATTEMPTS") == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def test_credentials_come_from_the_environment_and_are_never_logged(monkeypatch, caplog):
+    import logging
+
+    from harness import NatsServer
+
+    secret = "s3cret-token-0451"
+    server = NatsServer("--auth", secret)
+    coordinator = None
+    worker = None
+    serving = None
+    try:
+        coordinator = await FakeCoordinator(server.url, token=secret).start()
+        monkeypatch.setenv("NATS_TOKEN", secret)
+        caplog.set_level(logging.DEBUG)
+        worker = Worker(nats_url=server.url)
+
+        @worker.agent(capability="auth", name="auth")
+        async def auth(task, ctx: Context):
+            return "in"
+
+        serving = asyncio.ensure_future(worker.serve())
+        announce = await next_of(coordinator.announces, what="the announcement over an authenticated connection")
+        await coordinator.publish_attempt(coordinator.attempt(coordinator.agents[announce["name"]]["agent"]))
+        assert (await coordinator.next_result())["outcome"]["output"] == "in"
+        assert caplog.text, "the worker logged nothing: the check below would prove nothing"
+        assert secret not in caplog.text
+        assert coordinator.invalid == []
+    finally:
+        if worker is not None and serving is not None:
+            worker.stop(drain=False)
+            await asyncio.wait_for(asyncio.gather(serving, return_exceptions=True), 10)
+        if coordinator is not None:
+            await coordinator.stop()
+        server.stop()

@@ -246,7 +246,10 @@ class Worker:
     async def _run_with_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except NotImplementedError:  # Windows: Ctrl-C ends the process as usual
+                pass
         await self.serve()
 
     def _on_signal(self, sig: signal.Signals) -> None:
