@@ -564,7 +564,16 @@ class _AgentHost:
         self.slot_freed.set()
 
     async def handle(self, msg: Msg) -> None:
-        """One delivered attempt message, from its delivery to its acknowledgement."""
+        """One delivered attempt message, from its delivery to its acknowledgement; an error
+        is logged (the attempt, unacknowledged, is delivered again after its lease)."""
+        try:
+            await self._handle(msg)
+        except nats.errors.ConnectionClosedError:
+            log.warning("%s: the connection closed before an attempt was reported", self.spec.name)
+        except Exception:
+            log.exception("%s: an attempt could not be handled", self.spec.name)
+
+    async def _handle(self, msg: Msg) -> None:
         try:
             task = Task.from_message(msg.data)
         except ProtocolError as e:
