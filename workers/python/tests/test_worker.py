@@ -543,3 +543,51 @@ async def test_credentials_come_from_the_environment_and_are_never_logged(monkey
         if coordinator is not None:
             await coordinator.stop()
         server.stop()
+
+
+async def test_a_long_attempt_keeps_its_lease_with_progress_every_third_of_it(nats_server):
+    # A 600 ms lease: without the in-progress acknowledgements JetStream would deliver the
+    # attempt again while it runs (seen as a duplicate).
+    coordinator = await FakeCoordinator(nats_server.url, lease_ms=600).start()
+    worker = Worker(nats_url=nats_server.url)
+    release = asyncio.Event()
+    serving = None
+    try:
+        @worker.agent(capability="long", name="long", concurrency=2)  # a free slot pulls a redelivery
+        async def long(task, ctx: Context):
+            await release.wait()  # no report of its own
+            return "kept"
+
+        serving = asyncio.ensure_future(worker.serve())
+        announce = await next_of(coordinator.announces, what="the announcement")
+        await coordinator.publish_attempt(coordinator.attempt(coordinator.agents[announce["name"]]["agent"], idle_timeout_ms=None))
+        seqs = [(await next_of(coordinator.progress, what=f"progress {i + 1}"))["seq"] for i in range(7)]
+        assert seqs == [1, 2, 3, 4, 5, 6, 7]  # seven reports: more than two leases went by
+        release.set()
+        assert (await coordinator.next_result())["outcome"]["output"] == "kept"
+        assert worker.stats["long"].get("duplicates", 0) == 0
+        assert worker.stats["long"]["attempts"] == 1
+        assert coordinator.invalid == []
+    finally:
+        if serving is not None:
+            worker.stop(drain=False)
+            await asyncio.wait_for(asyncio.gather(serving, return_exceptions=True), 10)
+        await coordinator.stop()
+
+
+async def test_health_goes_out_with_the_heartbeats(coordinator, start):
+    worker = make_worker(coordinator)
+
+    @worker.agent(capability="h", name="h")
+    async def h(task, ctx: Context):
+        return None
+
+    await start(worker)
+    worker.set_health("degraded", "the model server answered 503 three times in a row")
+    drain_queue(coordinator.heartbeats)
+    await next_of(coordinator.heartbeats, what="a heartbeat")
+    heartbeat = await next_of(coordinator.heartbeats, what="a heartbeat after the change")
+    assert heartbeat["health"] == "degraded"
+    assert heartbeat["reason"] == "the model server answered 503 three times in a row"
+    with pytest.raises(ValueError):
+        worker.set_health("sick")

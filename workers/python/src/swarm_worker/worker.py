@@ -212,6 +212,7 @@ class Worker:
         self._stopped_hard = False
         self._signals = 0
         self._closing = False
+        self._health: Dict[str, Any] = {}
         self.nc: Optional[NATS] = None
 
     def agent(self, capability: Optional[str] = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -279,6 +280,8 @@ class Worker:
         self.nc = await self._connect()
         js = self.nc.jetstream()
         self._hosts = [_AgentHost(self, spec, self.nc, js) for spec in self._specs]
+        for host in self._hosts:
+            host.health, host.health_reason = self._health.get(host.spec.name, ("up", None))
         if self._stopping is not None:
             for host in self._hosts:
                 host.stop(not self._stopped_hard, self._stopping)
@@ -329,6 +332,22 @@ class Worker:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_DELAY_MAX_S)
 
+    def set_health(self, health: str, reason: Optional[str] = None, agent: Optional[str] = None) -> None:
+        """Says how the agents (or the one named `agent`) are, from the next heartbeat on:
+        `up`, `degraded` (working, but failing or throttled: given work only when no agent
+        that is up has room) or `down` (given no work, e.g. its API key was refused), with a
+        `reason` when not up."""
+        if health not in ("up", "degraded", "down"):
+            raise ValueError("health is up, degraded or down")
+        names = {s.name for s in self._specs}
+        if agent is not None and agent not in names:
+            raise ValueError(f"no agent is named {agent!r}")
+        for spec in self._specs:
+            if agent is None or spec.name == agent:
+                self._health[spec.name] = (health, None if health == "up" else clip(reason or health, REASON_BYTES_MAX))
+        for host in self._hosts:
+            host.health, host.health_reason = self._health.get(host.spec.name, ("up", None))
+
     @property
     def stats(self) -> Dict[str, Dict[str, int]]:
         """Counters per agent name: attempts run, duplicates not run again, results
@@ -360,6 +379,8 @@ class _AgentHost:
         self.drain_reason = ""
         self.hard_stop = False
         self.heartbeats_done = False
+        self.health = "up"
+        self.health_reason: Optional[str] = None
         self.handlers: Set[asyncio.Task[None]] = set()
         # The fetch under way: cancelled when the agent leaves at once, left to end when it
         # drains (what it brings is run).
@@ -500,7 +521,14 @@ class _AgentHost:
         subject = f"{self.prefix}.agents.heartbeat"
         while not self.heartbeats_done:
             await asyncio.sleep(self.heartbeat_s)
-            message = {"agent": self.agent_id, "session": self.session, "in_flight": len(self.running), "health": "up"}
+            message: Dict[str, Any] = {
+                "agent": self.agent_id,
+                "session": self.session,
+                "in_flight": len(self.running),
+                "health": self.health,
+            }
+            if self.health_reason is not None:
+                message["reason"] = self.health_reason
             try:
                 reply = await self.nc.request(subject, encode(message), timeout=max(self.heartbeat_s, 0.5))
                 directive = _json_object(reply.data).get("directive")
