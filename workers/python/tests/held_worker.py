@@ -1,7 +1,6 @@
 """A worker process for the SIGTERM test: its agent reports that it started, then waits for a
 message on `test.release` before it succeeds."""
 
-import asyncio
 import logging
 import sys
 
