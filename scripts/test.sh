@@ -53,6 +53,11 @@ cargo test --workspace --locked -- --include-ignored
 echo "== pytest workers/python (the Python worker package)"
 venv="$HOME/.cache/swarm/venv"
 if [ ! -x "$venv/bin/python" ]; then
+    # Debian's python3 makes virtualenvs only with python3-venv installed.
+    if ! python3 -c 'import ensurepip, venv' > /dev/null 2>&1; then
+        echo "== installing python3-venv (the Python worker's tests)"
+        apt_install python3-venv
+    fi
     python3 -m venv "$venv"
 fi
 stamp="$venv/.swarm-worker-installed"
