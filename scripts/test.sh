@@ -46,3 +46,25 @@ fi
 
 echo "== cargo test --workspace (browser and NATS tests included)"
 cargo test --workspace --locked -- --include-ignored
+
+# The Python worker package (workers/python) against a real nats-server: its tests run in a
+# virtualenv made once under ~/.cache/swarm/venv. The package is installed again only when its
+# files changed since the last run (a stamp holds their checksum), so a second run is quick.
+echo "== pytest workers/python (the Python worker package)"
+venv="$HOME/.cache/swarm/venv"
+if [ ! -x "$venv/bin/python" ]; then
+    # Debian's python3 makes virtualenvs only with python3-venv installed.
+    if ! python3 -c 'import ensurepip, venv' > /dev/null 2>&1; then
+        echo "== installing python3-venv (the Python worker's tests)"
+        apt_install python3-venv
+    fi
+    python3 -m venv "$venv"
+fi
+stamp="$venv/.swarm-worker-installed"
+checksum=$(find workers/python/pyproject.toml workers/python/README.md workers/python/src -type f \
+    ! -path '*/__pycache__/*' ! -path '*.egg-info/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$checksum" ]; then
+    "$venv/bin/pip" install -q --disable-pip-version-check "./workers/python[test]"
+    echo "$checksum" > "$stamp"
+fi
+"$venv/bin/python" -m pytest -q -p no:cacheprovider workers/python/tests
