@@ -67,4 +67,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$checksum" ]; then
     "$venv/bin/pip" install -q --disable-pip-version-check "./workers/python[test]"
     echo "$checksum" > "$stamp"
 fi
-"$venv/bin/python" -m pytest -q -p no:cacheprovider workers/python/tests
+# test_swarm_serve.py runs the `swarm` binary that `cargo test` built above.
+SWARM_BIN="${CARGO_TARGET_DIR:-target}/debug/swarm" \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider workers/python/tests
