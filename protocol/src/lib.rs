@@ -57,7 +57,7 @@ pub use objective::{
     BudgetChoice, BudgetDecision, BudgetLimit, BudgetPause, Budgets, Limits, Objective,
     ObjectiveStatus, OnBudget, PausedObjective,
 };
-pub use outcome::{FailureKind, TaskOutcome, Usage};
+pub use outcome::{FailureKind, OutcomeSummary, TaskOutcome, Usage};
 pub use schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 pub use task::{
     Compensation, OnTimeout, OutputError, RetryPolicy, ReviewDeadline, Task, TaskKind, TaskSpec,
