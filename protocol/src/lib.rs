@@ -51,7 +51,8 @@ pub use event::{DecidedBy, Event, EventRecord};
 pub use graph::GraphError;
 pub use ids::{AgentId, Capability, IdError, ObjectiveId, TaskId, TaskKey};
 pub use messages::{
-    AgentMsg, Assignment, AttemptPanic, Report, ReviewDecision, SchedulerError, SchedulerMsg,
+    AgentMsg, Assignment, AttemptPanic, FencedResult, Report, ReviewDecision, SchedulerError,
+    SchedulerMsg,
 };
 pub use objective::{
     BudgetChoice, BudgetDecision, BudgetLimit, BudgetPause, Budgets, Limits, Objective,

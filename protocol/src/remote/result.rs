@@ -17,7 +17,8 @@ use super::{
     check_value, millis,
 };
 use crate::ids::AgentId;
-use crate::outcome::{FailureKind, TaskOutcome, Usage};
+use crate::messages::FencedResult;
+use crate::outcome::{FailureKind, OutcomeSummary, TaskOutcome, Usage};
 use crate::task::TaskSpec;
 
 /// The end of one attempt. It commits only if `attempt` is still the task's current attempt
@@ -136,6 +137,32 @@ impl Outcome {
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+impl From<&Outcome> for OutcomeSummary {
+    fn from(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Succeeded { .. } => Self::Succeeded,
+            Outcome::Failed { kind, .. } => Self::Failed { kind: *kind },
+            Outcome::Spawned { tasks, .. } => Self::Spawned {
+                tasks: u32::try_from(tasks.len()).unwrap_or(u32::MAX),
+            },
+        }
+    }
+}
+
+impl AttemptResult {
+    /// The result as the scheduler records it when it is fenced: its attempt's identity and
+    /// how it ended, without its output.
+    pub fn fenced(&self) -> FencedResult {
+        FencedResult {
+            objective: self.attempt.objective,
+            task: self.attempt.task,
+            attempt: self.attempt.number,
+            agent: self.agent,
+            outcome: OutcomeSummary::from(&self.outcome),
         }
     }
 }
