@@ -266,6 +266,38 @@ mod tests {
         )
     }
 
+    /// A result as the scheduler records it when fenced: its attempt's identity and the same
+    /// summary as the local outcome it stands for, without the output.
+    #[test]
+    fn a_fenced_result_keeps_the_identity_and_the_summary_of_its_outcome() {
+        let outcomes = [
+            TaskOutcome::success(json!({"long": "output"})),
+            TaskOutcome::failure(FailureKind::Permanent, "401"),
+            TaskOutcome::Spawned {
+                output: json!(null),
+                tasks: vec![follow_up(), follow_up()],
+                usage: None,
+            },
+        ];
+        for outcome in outcomes {
+            let sent = result(Outcome::from(outcome.clone()));
+            let fenced = sent.fenced();
+            assert_eq!(
+                (fenced.objective, fenced.task, fenced.attempt, fenced.agent),
+                (sent.attempt.objective, TaskId(42), 1, AgentId(7))
+            );
+            assert_eq!(fenced.outcome, OutcomeSummary::from(&outcome));
+        }
+        assert_eq!(
+            OutcomeSummary::from(&Outcome::from(TaskOutcome::failure(
+                FailureKind::Declined,
+                "open breaker"
+            )))
+            .to_string(),
+            "failed (declined)"
+        );
+    }
+
     #[test]
     fn every_local_outcome_crosses_the_wire_and_back_unchanged() {
         let outcomes = [
