@@ -50,9 +50,9 @@ use swarm_agents::AgentFactory;
 use swarm_agents::clock::Clock;
 use swarm_protocol::{
     AgentDescriptor, AgentId, BudgetDecision, Capability, Event, EventRecord, ExternalEvent,
-    Health, NewExternalEvent, Objective, ObjectiveId, ObjectiveStatus, ObjectiveSummary,
-    ObjectiveView, PausedObjective, ReviewDecision, ScheduleSpec, SchedulerError, SchedulerMsg,
-    SchedulerStats, TaskId, TaskPage, TaskQuery, TraceContext,
+    FencedResult, Health, NewExternalEvent, Objective, ObjectiveId, ObjectiveStatus,
+    ObjectiveSummary, ObjectiveView, PausedObjective, ReviewDecision, ScheduleSpec, SchedulerError,
+    SchedulerMsg, SchedulerStats, TaskId, TaskPage, TaskQuery, TraceContext,
 };
 pub use swarm_registry::Registration;
 pub use swarm_store::{DeclaredAgent, DeclaredHook};
@@ -425,6 +425,53 @@ impl Swarm {
             self.call_timeout_ms()
         )
         .map_err(|e| self.explain(e.into()))
+    }
+
+    /// Records a result that reached the coordinator with nobody waiting for it (a remote
+    /// worker's late result, one from before a restart) as fenced: an
+    /// [`Event::ResultFenced`] in its objective's chain of work, with the reason the
+    /// scheduler finds (the attempt timed out, was lost or cancelled, the task ended), and no
+    /// other change. Answers once the event is durable.
+    ///
+    /// When the scheduler no longer holds the task, the result is recorded if the log's index
+    /// knows its objective (it ended, and was dropped from memory); otherwise nothing is
+    /// recorded and the answer is [`SchedulerError::UnknownTask`]. A result whose attempt is
+    /// the one running on its agent is not fenced: [`SchedulerError::AttemptCurrent`] (the
+    /// scheduler still waits for it, as a report).
+    pub async fn record_fenced(&self, result: FencedResult) -> Result<(), Error> {
+        let answer = call_t!(
+            self.scheduler,
+            |reply| SchedulerMsg::Fence { result, reply },
+            self.call_timeout_ms()
+        )
+        .map_err(|e| self.explain(e.into()))?;
+        match answer {
+            Err(SchedulerError::UnknownTask(task)) => {
+                let ended = match &self.store {
+                    Some(store) => store.objective(result.objective).await?,
+                    None => None,
+                };
+                let Some(ended) = ended else {
+                    return Err(SchedulerError::UnknownTask(task).into());
+                };
+                let reason = format!(
+                    "task {task} is no longer held: its objective is {}",
+                    format!("{:?}", ended.status).to_lowercase()
+                );
+                self.scheduler
+                    .cast(SchedulerMsg::Record(Event::ResultFenced {
+                        objective: result.objective,
+                        task,
+                        attempt: result.attempt,
+                        agent: result.agent,
+                        outcome: result.outcome,
+                        reason,
+                    }))
+                    .map_err(|e| self.explain(e.into()))?;
+                self.flush().await
+            }
+            answer => Ok(answer?),
+        }
     }
 
     /// Changes an agent's health (as an operator, or a circuit breaker, would). An agent that

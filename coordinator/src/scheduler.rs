@@ -26,16 +26,17 @@
 //!
 //! The transitions that take several parts are the state's, a file per concern:
 //! `objectives.rs` (submit, end, cancel), `reviews.rs` (a person's decisions on a review and
-//! the review deadline's), `outcomes.rs` (reports and successes),
-//! `failures.rs` (retries, review, failing for good), `plans.rs` (planning tasks and
-//! re-planning), `recovery.rs` (the restore from the log) and the second half of `waits.rs`
-//! (`wait` tasks). `planner.rs` writes the planner's prompt and reads its plan, `schema.rs`
+//! the review deadline's), `outcomes.rs` (reports and successes), `fencing.rs` (results of
+//! attempts that are not current), `failures.rs` (retries, review, failing for good),
+//! `plans.rs` (planning tasks and re-planning), `recovery.rs` (the restore from the log) and
+//! the second half of `waits.rs` (`wait` tasks). `planner.rs` writes the planner's prompt and reads its plan, `schema.rs`
 //! checks outputs, and `spawn.rs` reads follow-up tasks out of an output.
 
 mod budgets;
 mod checks;
 mod dispatch;
 mod failures;
+mod fencing;
 mod graph;
 mod idempotency;
 mod objectives;
@@ -242,6 +243,10 @@ impl Actor for Scheduler {
                 state.on_review_expired(task, until_ms)
             }
             SchedulerMsg::EventExpired { id, key } => state.on_event_expired(id, &key),
+            SchedulerMsg::Fence { result, reply } => {
+                let result = state.fence(result);
+                state.reply_after_commit(reply, result);
+            }
             SchedulerMsg::Record(event) => state.record(event),
             SchedulerMsg::Flush(reply) => state.reply_after_commit(reply, Ok(())),
         }

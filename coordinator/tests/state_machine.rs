@@ -12,7 +12,7 @@
 //! - no task starts before each of its dependencies succeeded (or was approved), and a task
 //!   never runs two attempts at once;
 //! - no outcome of a stale attempt commits: every end of an attempt names the attempt that is
-//!   running, on the agent it runs on;
+//!   running, on the agent it runs on, and a fenced result never does;
 //! - an objective succeeds only with every task done.
 //!
 //! At the end every accepted objective must end, and each one's view rebuilt from the log
@@ -402,6 +402,17 @@ impl Model {
                 self.done.insert(*task);
             }
             Event::TaskCancelled { task, .. } => self.close(*task),
+            Event::ResultFenced {
+                task,
+                attempt,
+                agent,
+                reason,
+                ..
+            } => assert_ne!(
+                self.open.get(task),
+                Some(&(*attempt, *agent)),
+                "the result of {task}'s running attempt was fenced: {reason}"
+            ),
             Event::ObjectiveSucceeded { objective } => {
                 for task in self.tasks_of.get(objective).into_iter().flatten() {
                     assert!(

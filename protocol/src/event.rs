@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::agent::{AgentDescriptor, Health};
 use crate::ids::{AgentId, ObjectiveId, TaskId};
 use crate::objective::{BudgetLimit, Budgets, Objective};
-use crate::outcome::{FailureKind, Usage};
+use crate::outcome::{FailureKind, OutcomeSummary, Usage};
 use crate::schedule::ScheduleSpec;
 use crate::task::{OutputError, TaskSpec};
 use crate::trace::TraceContext;
@@ -175,6 +175,25 @@ pub enum Event {
         /// against the scheduler's `max_declined_attempts`, not `max_lost_attempts`.
         #[serde(default, skip_serializing_if = "is_false")]
         declined: bool,
+    },
+    /// A result came for an attempt that is not current (it timed out or was cancelled and
+    /// its task moved on, it was run again after a lost lease or a coordinator restart, or its
+    /// task ended or is not held any more): it was dropped, and changed nothing. The event
+    /// keeps how the attempt ended in short, never its output.
+    ResultFenced {
+        /// The objective.
+        objective: ObjectiveId,
+        /// The task.
+        task: TaskId,
+        /// The attempt the result is for.
+        attempt: u32,
+        /// The agent that sent it.
+        agent: AgentId,
+        /// How the attempt ended, as the result says.
+        outcome: OutcomeSummary,
+        /// Why it was not committed, from the scheduler's state when it arrived (e.g.
+        /// `attempt 2 is not current: the task runs attempt 3`).
+        reason: String,
     },
     /// A task's output awaits a person's decision.
     TaskInReview {
@@ -539,6 +558,7 @@ impl Event {
             | Self::TaskSucceeded { objective, .. }
             | Self::TaskFailed { objective, .. }
             | Self::AttemptLost { objective, .. }
+            | Self::ResultFenced { objective, .. }
             | Self::TaskInReview { objective, .. }
             | Self::TaskWaiting { objective, .. }
             | Self::WaitSatisfied { objective, .. }
@@ -606,6 +626,6 @@ mod tests {
     fn events_name_their_objective() {
         let events = every_kind();
         let with = events.iter().filter(|e| e.objective().is_some()).count();
-        assert_eq!(with, 22);
+        assert_eq!(with, 23);
     }
 }

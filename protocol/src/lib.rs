@@ -51,13 +51,14 @@ pub use event::{DecidedBy, Event, EventRecord};
 pub use graph::GraphError;
 pub use ids::{AgentId, Capability, IdError, ObjectiveId, TaskId, TaskKey};
 pub use messages::{
-    AgentMsg, Assignment, AttemptPanic, Report, ReviewDecision, SchedulerError, SchedulerMsg,
+    AgentMsg, Assignment, AttemptPanic, FencedResult, Report, ReviewDecision, SchedulerError,
+    SchedulerMsg,
 };
 pub use objective::{
     BudgetChoice, BudgetDecision, BudgetLimit, BudgetPause, Budgets, Limits, Objective,
     ObjectiveStatus, OnBudget, PausedObjective,
 };
-pub use outcome::{FailureKind, TaskOutcome, Usage};
+pub use outcome::{FailureKind, OutcomeSummary, TaskOutcome, Usage};
 pub use schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 pub use task::{
     Compensation, OnTimeout, OutputError, RetryPolicy, ReviewDeadline, Task, TaskKind, TaskSpec,

@@ -14,7 +14,7 @@ use crate::event::Event;
 use crate::graph::GraphError;
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
 use crate::objective::{BudgetDecision, Objective, PausedObjective};
-use crate::outcome::TaskOutcome;
+use crate::outcome::{OutcomeSummary, TaskOutcome};
 use crate::task::{OutputError, Task};
 use crate::trace::TraceContext;
 use crate::view::{
@@ -83,6 +83,24 @@ pub struct Report {
     pub outcome: TaskOutcome,
     /// How long it ran on the agent.
     pub duration: Duration,
+}
+
+/// A result that reached the coordinator with nobody waiting for it (from a remote worker,
+/// after a coordinator restart, say): the scheduler records it as fenced
+/// ([`Event::ResultFenced`]) unless its attempt is current. It carries how the attempt ended in
+/// short, never its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FencedResult {
+    /// The objective the attempt names.
+    pub objective: ObjectiveId,
+    /// The task.
+    pub task: TaskId,
+    /// The attempt.
+    pub attempt: u32,
+    /// The agent that sent it.
+    pub agent: AgentId,
+    /// How the attempt ended.
+    pub outcome: OutcomeSummary,
 }
 
 /// A person's decision on a task in review.
@@ -175,6 +193,19 @@ pub enum SchedulerError {
         task: TaskId,
         /// Its status.
         status: String,
+    },
+    /// A result given to be fenced is for the attempt that is running now, on that agent:
+    /// it is not fenced (nothing is recorded), since the scheduler still waits for it.
+    #[error(
+        "attempt {attempt} of task {task} is current on agent {agent}: its result is not fenced"
+    )]
+    AttemptCurrent {
+        /// The task.
+        task: TaskId,
+        /// The attempt.
+        attempt: u32,
+        /// The agent running it.
+        agent: AgentId,
     },
     /// The objective is not paused at a spending limit (it is not running, or has not
     /// passed a budget with `on_budget: approve`).
@@ -373,6 +404,17 @@ pub enum SchedulerMsg {
         id: uuid::Uuid,
         /// Its key.
         key: String,
+    },
+    /// A result that arrived with nobody waiting for it: recorded as fenced
+    /// ([`Event::ResultFenced`], with the reason the scheduler finds in its state), changing
+    /// nothing else. Refused with [`SchedulerError::AttemptCurrent`] when its attempt is the
+    /// one running, and with [`SchedulerError::UnknownTask`] (nothing recorded) when the
+    /// scheduler does not hold its task.
+    Fence {
+        /// The result.
+        result: FencedResult,
+        /// Answered once the event is durable.
+        reply: RpcReplyPort<Result<(), SchedulerError>>,
     },
     /// Record an event that happened outside the scheduler (agent lifecycle), so the log keeps
     /// one order.

@@ -83,6 +83,48 @@ impl TaskOutcome {
     }
 }
 
+/// How an attempt ended, in short: what the chain of work says of a result that was not
+/// committed ([`crate::Event::ResultFenced`]), which keeps neither its output nor its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum OutcomeSummary {
+    /// The attempt produced its output.
+    Succeeded,
+    /// The attempt failed.
+    Failed {
+        /// How.
+        kind: FailureKind,
+    },
+    /// The attempt succeeded and asked for follow-up tasks.
+    Spawned {
+        /// How many.
+        tasks: u32,
+    },
+}
+
+impl From<&TaskOutcome> for OutcomeSummary {
+    fn from(outcome: &TaskOutcome) -> Self {
+        match outcome {
+            TaskOutcome::Succeeded { .. } => Self::Succeeded,
+            TaskOutcome::Failed { kind, .. } => Self::Failed { kind: *kind },
+            TaskOutcome::Spawned { tasks, .. } => Self::Spawned {
+                tasks: u32::try_from(tasks.len()).unwrap_or(u32::MAX),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for OutcomeSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Succeeded => f.write_str("succeeded"),
+            Self::Failed { kind } => write!(f, "failed ({})", kind.name()),
+            Self::Spawned { tasks } => write!(f, "succeeded with {tasks} follow-up tasks"),
+        }
+    }
+}
+
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -109,6 +151,17 @@ impl FailureKind {
     /// True when the retry policy applies.
     pub fn is_retryable(self) -> bool {
         matches!(self, Self::Transient | Self::Timeout)
+    }
+
+    /// Its name in the JSON (`transient`, `invalid_output`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Transient => "transient",
+            Self::Permanent => "permanent",
+            Self::Timeout => "timeout",
+            Self::InvalidOutput => "invalid_output",
+            Self::Declined => "declined",
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::cost::Usd;
 use crate::event::Event;
 use crate::ids::{AgentId, Capability, ObjectiveId, TaskId, TaskKey};
 use crate::objective::{BudgetLimit, Budgets, Objective};
-use crate::outcome::{FailureKind, Usage};
+use crate::outcome::{FailureKind, OutcomeSummary, Usage};
 use crate::schedule::{CatchUpPolicy, OverlapPolicy, ScheduleSpec};
 use crate::task::{Compensation, OutputError, TaskSpec};
 use crate::trace::TraceContext;
@@ -86,6 +86,16 @@ pub fn every_event_kind() -> Vec<Event> {
             agent: Some(AgentId(2)),
             reason: "agent A2 crashed".into(),
             declined: false,
+        },
+        Event::ResultFenced {
+            objective,
+            task,
+            attempt: 2,
+            agent: AgentId(2),
+            outcome: OutcomeSummary::Failed {
+                kind: FailureKind::Timeout,
+            },
+            reason: "attempt 2 is not running: the task is ready after attempt 3".into(),
         },
         Event::TaskInReview {
             objective,

@@ -218,6 +218,10 @@ pub struct SchedulerStats {
     /// writer's queue.
     #[serde(default)]
     pub events_unwritten: u64,
+    /// Results dropped since start because their attempt was not current (each recorded as
+    /// a `ResultFenced`, but for those whose task the scheduler no longer held).
+    #[serde(default)]
+    pub fenced_results: u64,
     /// For every attempt handed to an agent since start, how long its task had been ready
     /// (queued, or waiting for a slot) until then.
     #[serde(default)]

@@ -149,6 +149,7 @@ pub(crate) fn event_kind_name(event: &Event) -> &'static str {
         Event::TaskSucceeded { .. } => "task_succeeded",
         Event::TaskFailed { .. } => "task_failed",
         Event::AttemptLost { .. } => "attempt_lost",
+        Event::ResultFenced { .. } => "result_fenced",
         Event::TaskInReview { .. } => "task_in_review",
         Event::TaskApproved { .. } => "task_approved",
         Event::TaskRejected { .. } => "task_rejected",

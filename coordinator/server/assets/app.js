@@ -14,8 +14,8 @@
   // Every event type the API streams (an EventSource needs a listener per named type).
   const EVENT_TYPES = [
     "objective_submitted", "task_ready", "task_started", "task_succeeded", "task_failed",
-    "attempt_lost", "task_in_review", "task_approved", "task_rejected", "tasks_spawned",
-    "task_waiting", "wait_satisfied", "compensation_started",
+    "attempt_lost", "result_fenced", "task_in_review", "task_approved", "task_rejected",
+    "tasks_spawned", "task_waiting", "wait_satisfied", "compensation_started",
     "plan_requested", "plan_rejected", "task_cancelled", "objective_succeeded",
     "objective_failed", "objective_cancelled", "budget_reached", "budget_raised",
     "agent_registered", "agent_health_changed",

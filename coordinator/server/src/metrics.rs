@@ -261,6 +261,12 @@ fn record_scheduler(stats: &SchedulerStats, depths: &[(Capability, u64)]) {
         "Attempts that failed since the coordinator started."
     );
     counter!("swarm_attempts_failed_total").absolute(stats.attempts_failed);
+    describe_counter!(
+        "swarm_fenced_results_total",
+        "Results dropped since the coordinator started because their attempt was not current \
+         (each recorded in its objective's chain of work as `result_fenced`)."
+    );
+    counter!("swarm_fenced_results_total").absolute(stats.fenced_results);
 }
 
 fn record_agents(agents: &[AgentMetrics]) {
@@ -536,6 +542,7 @@ mod tests {
             tasks_waiting: 6,
             events_kept: 8,
             events_unwritten: 9,
+            fenced_results: 11,
             allocation_latency,
         };
         let depths = [(Capability::new("work").unwrap(), 3)];
@@ -648,6 +655,7 @@ mod tests {
         assert_eq!(value("swarm_events_kept", ""), 8.0);
         assert_eq!(value("swarm_events_unwritten", ""), 9.0);
         assert_eq!(value("swarm_attempts_failed_total", ""), 2.0);
+        assert_eq!(value("swarm_fenced_results_total", ""), 11.0);
         assert_eq!(value("swarm_allocations_total", ""), 9.0);
         assert_eq!(
             value("swarm_tasks_queued_by_capability", "capability=\"work\""),

@@ -339,6 +339,9 @@ fn from_scheduler(err: SchedulerError, objective: Option<&Objective>) -> Problem
         SchedulerError::NotInReview { .. } => {
             Problem::new(StatusCode::CONFLICT, "not-in-review", detail).field("id")
         }
+        SchedulerError::AttemptCurrent { .. } => {
+            Problem::new(StatusCode::CONFLICT, "attempt-current", detail).field("id")
+        }
         SchedulerError::NotPausedAtBudget(_) => {
             Problem::new(StatusCode::CONFLICT, "not-paused-at-budget", detail).field("id")
         }

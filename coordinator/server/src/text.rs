@@ -201,6 +201,18 @@ pub fn timeline_entries(events: &[EventRecord]) -> Vec<TimelineEntry> {
                 reason,
                 ..
             } => format!("{} attempt {attempt} lost: {reason}", name(&names, *task)),
+            Event::ResultFenced {
+                task,
+                attempt,
+                agent,
+                outcome,
+                reason,
+                ..
+            } => format!(
+                "{} attempt {attempt}: result from {agent} fenced ({outcome}), not committed: \
+                 {reason}",
+                name(&names, *task)
+            ),
             Event::TaskInReview {
                 task,
                 reason,
@@ -298,6 +310,7 @@ fn event_task(event: &Event) -> Option<TaskId> {
         | Event::TaskSucceeded { task, .. }
         | Event::TaskFailed { task, .. }
         | Event::AttemptLost { task, .. }
+        | Event::ResultFenced { task, .. }
         | Event::TaskInReview { task, .. }
         | Event::TaskApproved { task, .. }
         | Event::TaskRejected { task, .. }
@@ -317,8 +330,8 @@ fn event_task(event: &Event) -> Option<TaskId> {
 mod tests {
     use serde_json::json;
     use swarm_protocol::{
-        AgentId, Capability, Compensation, DecidedBy, Event, EventRecord, Objective, ObjectiveId,
-        TaskId, TaskKey, TaskSpec,
+        AgentId, Capability, Compensation, DecidedBy, Event, EventRecord, FailureKind, Objective,
+        ObjectiveId, OutcomeSummary, TaskId, TaskKey, TaskSpec,
     };
 
     use super::timeline_entries;
@@ -390,6 +403,48 @@ mod tests {
             ]
         );
         assert_eq!(entries[2].task, Some(TaskId(1)));
+    }
+
+    /// A fenced result is told with its task, attempt, agent, how it ended and why it did not
+    /// commit, and never with an output.
+    #[test]
+    fn a_fenced_result_is_told_with_why_it_did_not_commit() {
+        let o = ObjectiveId::new();
+        let events = [
+            Event::ObjectiveSubmitted {
+                objective: o,
+                spec: Objective::with_tasks("late", vec![spec("a")]),
+                first_task: TaskId(1),
+                idempotency_key: None,
+                trace: None,
+            },
+            Event::ResultFenced {
+                objective: o,
+                task: TaskId(1),
+                attempt: 1,
+                agent: AgentId(3),
+                outcome: OutcomeSummary::Failed {
+                    kind: FailureKind::InvalidOutput,
+                },
+                reason: "attempt 1 is not current: the task runs attempt 2".into(),
+            },
+        ];
+        let records: Vec<EventRecord> = events
+            .into_iter()
+            .zip(1..)
+            .map(|(event, seq)| EventRecord {
+                seq,
+                at_ms: seq,
+                event,
+            })
+            .collect();
+        let entries = timeline_entries(&records);
+        assert_eq!(
+            entries[1].text,
+            "T1 `a` attempt 1: result from A3 fenced (failed (invalid_output)), not committed: \
+             attempt 1 is not current: the task runs attempt 2"
+        );
+        assert_eq!(entries[1].task, Some(TaskId(1)));
     }
 
     /// A saga whose `c` failed: the compensations of `b` then `a` run (T4, T5), and the

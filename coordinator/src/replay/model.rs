@@ -285,6 +285,7 @@ impl ObjectiveModel {
             | Event::TaskSucceeded { .. }
             | Event::TaskFailed { .. }
             | Event::AttemptLost { .. }
+            | Event::ResultFenced { .. }
             | Event::TaskInReview { .. }
             | Event::TaskWaiting { .. }
             | Event::WaitSatisfied { .. }

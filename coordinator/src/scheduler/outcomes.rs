@@ -1,7 +1,7 @@
 //! What becomes of an attempt that ended: the agents' reports, taken in.
 //!
 //! A report counts only for the task's current attempt on the agent that ran it (a late result
-//! never commits). Its tokens and cost are charged to the objective first, so a success that
+//! never commits: it is recorded as fenced, see `fencing.rs`). Its tokens and cost are charged to the objective first, so a success that
 //! takes the objective over its `token_budget` or `cost_budget` wakes no dependent. A success is checked against the
 //! task's `output_schema` (output that does not match goes to review), may spawn follow-up
 //! tasks (checked as a submitted graph is) and wakes the dependents; a planning task's answer
@@ -42,14 +42,17 @@ impl SchedulerState {
 
     pub(super) fn on_report(&mut self, agent: AgentId, report: Report) {
         let Some(node) = self.graph.tasks.get(report.task) else {
+            self.fence_report(agent, &report);
             return;
         };
         // A report for an attempt that is no longer current (cancelled, or taken back when its
-        // agent crashed) changes nothing: a late result never commits.
+        // agent crashed) changes nothing but the chain of work: a late result never commits
+        // (see `fencing.rs`).
         if node.record.status != TaskStatus::Running
             || node.record.attempt != report.attempt
             || node.record.agent != Some(agent)
         {
+            self.fence_report(agent, &report);
             return;
         }
         if let TaskOutcome::Failed {

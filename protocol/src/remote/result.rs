@@ -17,7 +17,8 @@ use super::{
     check_value, millis,
 };
 use crate::ids::AgentId;
-use crate::outcome::{FailureKind, TaskOutcome, Usage};
+use crate::messages::FencedResult;
+use crate::outcome::{FailureKind, OutcomeSummary, TaskOutcome, Usage};
 use crate::task::TaskSpec;
 
 /// The end of one attempt. It commits only if `attempt` is still the task's current attempt
@@ -140,6 +141,32 @@ impl Outcome {
     }
 }
 
+impl From<&Outcome> for OutcomeSummary {
+    fn from(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Succeeded { .. } => Self::Succeeded,
+            Outcome::Failed { kind, .. } => Self::Failed { kind: *kind },
+            Outcome::Spawned { tasks, .. } => Self::Spawned {
+                tasks: u32::try_from(tasks.len()).unwrap_or(u32::MAX),
+            },
+        }
+    }
+}
+
+impl AttemptResult {
+    /// The result as the scheduler records it when it is fenced: its attempt's identity and
+    /// how it ended, without its output.
+    pub fn fenced(&self) -> FencedResult {
+        FencedResult {
+            objective: self.attempt.objective,
+            task: self.attempt.task,
+            attempt: self.attempt.number,
+            agent: self.agent,
+            outcome: OutcomeSummary::from(&self.outcome),
+        }
+    }
+}
+
 impl From<TaskOutcome> for Outcome {
     fn from(outcome: TaskOutcome) -> Self {
         match outcome {
@@ -237,6 +264,38 @@ mod tests {
             TaskKey::new("translate").unwrap(),
             Capability::new("translate").unwrap(),
         )
+    }
+
+    /// A result as the scheduler records it when fenced: its attempt's identity and the same
+    /// summary as the local outcome it stands for, without the output.
+    #[test]
+    fn a_fenced_result_keeps_the_identity_and_the_summary_of_its_outcome() {
+        let outcomes = [
+            TaskOutcome::success(json!({"long": "output"})),
+            TaskOutcome::failure(FailureKind::Permanent, "401"),
+            TaskOutcome::Spawned {
+                output: json!(null),
+                tasks: vec![follow_up(), follow_up()],
+                usage: None,
+            },
+        ];
+        for outcome in outcomes {
+            let sent = result(Outcome::from(outcome.clone()));
+            let fenced = sent.fenced();
+            assert_eq!(
+                (fenced.objective, fenced.task, fenced.attempt, fenced.agent),
+                (sent.attempt.objective, TaskId(42), 1, AgentId(7))
+            );
+            assert_eq!(fenced.outcome, OutcomeSummary::from(&outcome));
+        }
+        assert_eq!(
+            OutcomeSummary::from(&Outcome::from(TaskOutcome::failure(
+                FailureKind::Declined,
+                "open breaker"
+            )))
+            .to_string(),
+            "failed (declined)"
+        );
     }
 
     #[test]

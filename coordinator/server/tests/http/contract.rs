@@ -26,7 +26,10 @@ use swarm_coordinator::config::{Config, HookConfig, LimitsSection};
 use swarm_coordinator::model_agents::ModelAgents;
 use swarm_coordinator::triggers::signature::sign;
 use swarm_coordinator::triggers::{Environment, Hooks};
-use swarm_protocol::{Event, Task, TaskOutcome, Usage};
+use swarm_protocol::{
+    AgentId, Event, FailureKind, FencedResult, ObjectiveId, OutcomeSummary, Task, TaskOutcome,
+    Usage,
+};
 use swarm_server::ApiConfig;
 use swarm_server::limits::{Limits, Rate};
 
@@ -606,6 +609,23 @@ async fn objectives(c: &Contract, s: &Server, ids: &Submitted) {
         c.query_declared(list, query, false);
         c.expect(&answer, StatusCode::BAD_REQUEST, query);
     }
+
+    // A fenced result joins the chain of `waiting` (its `wait` task runs on no agent), so the
+    // chain read below holds one.
+    let objective: ObjectiveId = waiting.parse().unwrap();
+    let task = s.swarm.objective(objective).await.unwrap().tasks[0].id;
+    s.swarm
+        .record_fenced(FencedResult {
+            objective,
+            task,
+            attempt: 1,
+            agent: AgentId(1),
+            outcome: OutcomeSummary::Failed {
+                kind: FailureKind::Timeout,
+            },
+        })
+        .await
+        .unwrap();
 
     // One objective: its view, its chain, its events.
     for template in ["/v1/objectives/{id}", "/v1/objectives/{id}/chain"] {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use swarm_agents::{AgentFactory, FnAgent};
-use swarm_protocol::TaskOutcome;
+use swarm_protocol::{FencedResult, OutcomeSummary, TaskOutcome};
 use swarm_server::ROUTES;
 
 use crate::common::api::*;
@@ -251,5 +251,57 @@ async fn metrics_are_prometheus_text_and_follow_the_scheduler() {
         "{text}"
     );
     server.gate.add_permits(1);
+    server.finish().await;
+}
+
+/// A result fenced for an attempt that ended reads in the chain of work with how it ended and
+/// why it did not commit, never with an output, and counts in `swarm_fenced_results_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_result_shows_in_the_chain_and_the_metrics() {
+    let server = Server::start(Some(TOKEN)).await;
+    assert_eq!(server.metrics().await["swarm_fenced_results_total"], 0.0);
+    let id = server.submit_ok(&two_step()).await;
+    let view = server.wait(&id).await;
+    let (task, agent) = (view.tasks[0].id, view.tasks[0].agent.unwrap());
+    server
+        .swarm
+        .record_fenced(FencedResult {
+            objective: view.id,
+            task,
+            attempt: 1,
+            agent,
+            outcome: OutcomeSummary::Spawned { tasks: 2 },
+        })
+        .await
+        .unwrap();
+    let chain = server.chain(&id).await;
+    let fenced: Vec<&Value> = chain
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "result_fenced")
+        .collect();
+    assert_eq!(fenced.len(), 1, "{chain:#}");
+    let mut fenced = fenced[0].clone();
+    let seq = fenced.as_object_mut().unwrap().remove("seq").unwrap();
+    let at_ms = fenced.as_object_mut().unwrap().remove("at_ms").unwrap();
+    assert!(seq.as_u64().is_some() && at_ms.as_u64().is_some());
+    assert_eq!(
+        fenced,
+        json!({
+            "type": "result_fenced",
+            "objective": id,
+            "task": task.to_string(),
+            "attempt": 1,
+            "agent": agent.to_string(),
+            "outcome": { "status": "spawned", "tasks": 2 },
+            "reason": "attempt 1 is not running: the task is succeeded",
+        })
+    );
+    assert_eq!(server.view(&id).await, serde_json::to_value(&view).unwrap());
+    assert_eq!(server.metrics().await["swarm_fenced_results_total"], 1.0);
+    // The document declares the event (the contract test checks a chain holding one).
+    let doc = server.get_text("/openapi.json").await;
+    assert!(doc.contains("\"result_fenced\"") && doc.contains("\"OutcomeSummary\""));
     server.finish().await;
 }

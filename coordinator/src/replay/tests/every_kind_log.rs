@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use swarm_protocol::{
     AgentDescriptor, AgentId, Capability, DecidedBy, Event, EventRecord, FailureKind, Health,
-    Objective, ObjectiveId, OutputError, TaskId,
+    Objective, ObjectiveId, OutcomeSummary, OutputError, TaskId,
 };
 
 use super::{Log, ms, spec, usage};
@@ -208,6 +208,18 @@ pub(super) fn log_of_every_kind() -> (Ids, Vec<EventRecord>) {
             attempt: 2,
             agent: AgentId(1),
             input: None,
+        },
+    );
+    // The late result of the lost attempt: it changes nothing.
+    log.at(
+        2_504,
+        Event::ResultFenced {
+            objective: o,
+            task: b,
+            attempt: 1,
+            agent: AgentId(1),
+            outcome: OutcomeSummary::Succeeded,
+            reason: "attempt 1 is not current: the task runs attempt 2".into(),
         },
     );
     log.at(
