@@ -39,7 +39,14 @@ fn config(dir: &Path, nats: &NatsServer) -> std::path::PathBuf {
 fn serve(dir: &Path, nats: &NatsServer, extra: &[&str]) -> Server {
     let mut command = Command::new(BIN);
     command
-        .args(["serve", "--addr", "127.0.0.1:0", "--grace", "1s", "--data-dir"])
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--grace",
+            "1s",
+            "--data-dir",
+        ])
         .arg(dir.join("data"))
         .arg("--config")
         .arg(config(dir, nats))
@@ -52,7 +59,15 @@ fn serve(dir: &Path, nats: &NatsServer, extra: &[&str]) -> Server {
 /// A `swarm worker` hosting `work` agents, named `name`.
 fn worker(dir: &Path, nats: &NatsServer, name: &str) -> Child {
     Command::new(BIN)
-        .args(["worker", "--agent", "work", "--concurrency", "4", "--name", name])
+        .args([
+            "worker",
+            "--agent",
+            "work",
+            "--concurrency",
+            "4",
+            "--name",
+            name,
+        ])
         .arg("--config")
         .arg(config(dir, nats))
         .current_dir(dir)
@@ -126,7 +141,10 @@ impl Http {
             if let Some(found) = probe(self).await {
                 return found;
             }
-            assert!(start.elapsed() < PATIENCE, "{what}: not within {PATIENCE:?}");
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{what}: not within {PATIENCE:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -136,7 +154,8 @@ impl Http {
         self.until(&format!("agent {name} is registered"), async |http| {
             let agents = http.get("/v1/agents").await;
             agents.as_array().unwrap().iter().find_map(|a| {
-                (a["name"] == name && a["health"] == "up").then(|| a["id"].as_str().unwrap().to_owned())
+                (a["name"] == name && a["health"] == "up")
+                    .then(|| a["id"].as_str().unwrap().to_owned())
             })
         })
         .await
@@ -173,7 +192,11 @@ impl Http {
         succeeded.sort_unstable();
         let before = succeeded.len();
         succeeded.dedup();
-        assert_eq!(before, succeeded.len(), "a task succeeded twice: {events:#?}");
+        assert_eq!(
+            before,
+            succeeded.len(),
+            "a task succeeded twice: {events:#?}"
+        );
         assert_eq!(succeeded.len(), tasks, "{events:#?}");
         events
     }
@@ -210,8 +233,14 @@ async fn a_worker_killed_mid_attempt_loses_it_and_another_worker_runs_it() {
         assert_eq!(task["agent"], second_agent.as_str(), "{task:#}");
     }
     let events = http.each_task_succeeded_once(&objective, 3).await;
-    let lost = events.iter().filter(|e| e["type"] == "attempt_lost").count();
-    assert_eq!(lost, 3, "each attempt of the killed worker was lost: {events:#?}");
+    let lost = events
+        .iter()
+        .filter(|e| e["type"] == "attempt_lost")
+        .count();
+    assert_eq!(
+        lost, 3,
+        "each attempt of the killed worker was lost: {events:#?}"
+    );
     // The dead worker's agent left the registry.
     let agents = http.get("/v1/agents").await;
     assert!(!agents.to_string().contains("work@first"), "{agents:#}");
@@ -337,7 +366,11 @@ async fn with_nats_down_local_agents_work_remote_work_waits_and_resumes() {
     nats.stop();
     http.until("/readyz says NATS is down", async |http| {
         let ready = http.get("/readyz").await;
-        ready["nats"].as_str().unwrap_or("").starts_with("down").then_some(())
+        ready["nats"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("down")
+            .then_some(())
     })
     .await;
     let page = http.text("/ui/agents").await;
@@ -350,7 +383,9 @@ async fn with_nats_down_local_agents_work_remote_work_waits_and_resumes() {
         .await;
     let local = http.ended(&local_objective).await;
     assert_eq!(local["status"], "succeeded", "{local:#}");
-    let waiting = http.get(&format!("/v1/objectives/{remote_objective}")).await;
+    let waiting = http
+        .get(&format!("/v1/objectives/{remote_objective}"))
+        .await;
     assert_eq!(waiting["status"], "running", "{waiting:#}");
 
     nats.restart();

@@ -791,7 +791,8 @@ async fn deliver(shared: &Arc<Shared>, result: AttemptResult) {
     }
 }
 
-/// A result no attempt waits for: counted, and recorded in the objective's chain of work.
+/// A result no attempt waits for: counted, and recorded in the objective's chain of work
+/// (`ResultFenced`), never committed.
 async fn fence(shared: &Arc<Shared>, result: &AttemptResult) {
     shared.link.counters.fenced.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
@@ -800,6 +801,29 @@ async fn fence(shared: &Arc<Shared>, result: &AttemptResult) {
         agent = %result.agent,
         "a result of an attempt that is no longer current was fenced"
     );
+    let swarm = shared.swarm.clone();
+    let fenced = result.fenced();
+    // Apart from the results loop: the attempt may still look current to the scheduler for a
+    // moment (its runner gave up on a lost lease or a timeout, and that report is on its way),
+    // so the record is tried again a few times, shortly after.
+    tokio::spawn(async move {
+        for wait_ms in [0, 20, 100, 500] {
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+            let Some(swarm) = swarm.upgrade() else {
+                return;
+            };
+            match swarm.record_fenced(fenced).await {
+                Err(swarm_coordinator::Error::Scheduler(
+                    swarm_protocol::SchedulerError::AttemptCurrent { .. },
+                )) => {}
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::debug!(%err, "a fenced result was not recorded");
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// Removes agents whose worker stopped heartbeating; marks every remote agent down while the

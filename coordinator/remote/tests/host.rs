@@ -239,6 +239,11 @@ async fn a_late_result_after_a_lost_lease_is_fenced_and_the_next_attempt_commits
     message.ack().await.unwrap();
     let view = swarm.wait(objective, PATIENCE).await.unwrap();
     assert_eq!(view.tasks[0].output, Some(json!("current")));
+    events
+        .until("the late result is recorded as fenced", |e| {
+            matches!(e, Event::ResultFenced { attempt: 1, .. })
+        })
+        .await;
     let status = host.status();
     assert_eq!(status.leases_lost, 1);
     assert_eq!(status.fenced, 1);
