@@ -173,6 +173,8 @@ pub(crate) fn page_or_error(
 }
 
 /// How a status looks: a CSS class, an icon and a word, so it never relies on colour alone.
+/// The icons are characters that DejaVu Sans (Debian's default font) draws, so no page shows
+/// a missing glyph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Badge {
     /// The CSS class (`s-running`).
@@ -189,7 +191,7 @@ pub(crate) fn task_badge(status: TaskStatus) -> Badge {
         TaskStatus::Backlog => ("s-backlog", "◌", "backlog"),
         TaskStatus::Ready => ("s-ready", "○", "ready"),
         TaskStatus::Running => ("s-running", "▶", "running"),
-        TaskStatus::Waiting => ("s-waiting", "⧗", "waiting"),
+        TaskStatus::Waiting => ("s-waiting", "◷", "waiting"),
         TaskStatus::Review => ("s-review", "✎", "review"),
         TaskStatus::Succeeded => ("s-done", "✔", "done"),
         TaskStatus::Failed => ("s-failed", "✖", "failed"),
@@ -221,7 +223,7 @@ pub(crate) fn health_badge(health: Health) -> Badge {
         Health::Up => ("s-done", "●", "up"),
         Health::Degraded => ("s-review", "◐", "degraded"),
         Health::Down => ("s-failed", "✖", "down"),
-        Health::Draining => ("s-cancelled", "⏷", "draining"),
+        Health::Draining => ("s-cancelled", "▼", "draining"),
     };
     Badge { class, icon, label }
 }
@@ -530,6 +532,33 @@ mod tests {
             assert_eq!(safe_next(Some(evil)), "/ui/", "{evil}");
         }
         assert_eq!(safe_next(None), "/ui/");
+    }
+
+    /// Symbols DejaVu Sans draws (checked with `fc-list ':charset=<hex>'` on Debian 12); a
+    /// badge icon outside this list may show as a missing glyph there.
+    const DEJAVU_SANS_SYMBOLS: &str = "◌○▶◷✎✔✖⊘●◐▼";
+
+    #[test]
+    fn badge_icons_are_drawn_by_debians_default_font() {
+        let statuses = [
+            TaskStatus::Backlog,
+            TaskStatus::Ready,
+            TaskStatus::Running,
+            TaskStatus::Waiting,
+            TaskStatus::Review,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ];
+        let healths = [Health::Up, Health::Degraded, Health::Down, Health::Draining];
+        let icons = statuses
+            .into_iter()
+            .map(task_badge)
+            .chain(healths.into_iter().map(health_badge))
+            .map(|badge| badge.icon);
+        for icon in icons {
+            assert!(DEJAVU_SANS_SYMBOLS.contains(icon), "{icon}");
+        }
     }
 
     #[test]

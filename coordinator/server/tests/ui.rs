@@ -127,6 +127,22 @@ async fn a_submitted_objective_moves_across_the_board_live() {
             .await;
     }
     browser.screenshot("board").await;
+    // All eight columns side by side in the 1280-pixel window: one row, none past its edge.
+    let layout = browser
+        .eval(
+            "const w = document.documentElement.clientWidth; \
+             const cols = [...document.querySelectorAll('#board section[data-column]')]; \
+             return { columns: cols.length, \
+               rows: new Set(cols.map(c => Math.round(c.getBoundingClientRect().top))).size, \
+               past: cols.filter(c => c.getBoundingClientRect().right > w + 1) \
+                 .map(c => c.dataset.column) };",
+        )
+        .await;
+    assert_eq!(
+        layout,
+        json!({ "columns": 8, "rows": 1, "past": [] }),
+        "the board at 1280 px"
+    );
     browser.finish().await;
     // The same board on a 400-pixel-wide phone.
     let phone = Browser::phone().await;
