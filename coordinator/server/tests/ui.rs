@@ -701,8 +701,8 @@ async fn columns_page_and_an_objective_is_cancelled_from_its_page() {
 
 /// Eight tabs, each with a history of pages (which the back/forward cache may keep), leave
 /// the buttons working: every page loads, the review tab approves an approval gate, the
-/// approval reaches the server and the objective finishes, and a board in another tab shows
-/// it live. Each page holding its own event stream would take more than the six connections
+/// approval reaches the server and the objective finishes, and the board and the objective's
+/// page in other tabs show it live. Each page holding its own event stream would take more than the six connections
 /// a browser opens to one host, and the later pages and the approval would never load or
 /// reach the server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -750,9 +750,15 @@ async fn eight_tabs_with_history_leave_approvals_working() {
                 .wait_for(&format!("body[data-page={page}] #main"))
                 .await;
         }
+        // The first tab ends on the board, the second on the objective's page.
         if tab == 0 {
             browser.goto(&server.url(&board)).await;
             browser.wait_for("#board").await;
+        } else if tab == 1 {
+            browser
+                .goto(&server.url(&format!("/ui/objectives/{objective}")))
+                .await;
+            browser.wait_for("[data-objective-status=running]").await;
         }
     }
     // The last tab's review page approves the gate once `draft` is done.
@@ -762,7 +768,8 @@ async fn eight_tabs_with_history_leave_approvals_working() {
     let view = server.wait(objective).await;
     assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
     browser.screenshot("eight-tabs-review").await;
-    // The first tab's board followed it live through the shared stream.
+    // The other tabs followed it live through the shared stream: the board and the
+    // objective's page.
     browser
         .client
         .switch_to_window(tabs[0].clone())
@@ -771,6 +778,13 @@ async fn eight_tabs_with_history_leave_approvals_working() {
     browser
         .wait_for("section[data-column=succeeded] li[data-key=publish]")
         .await;
+    browser
+        .client
+        .switch_to_window(tabs[1].clone())
+        .await
+        .unwrap();
+    browser.wait_for("[data-objective-status=succeeded]").await;
+    browser.wait_for("#live-state:not(.on)").await;
     browser.finish().await;
     server.finish().await;
 }
