@@ -791,7 +791,7 @@ async fn eight_tabs_with_history_leave_approvals_working() {
 
 /// An action the server refuses says why next to it, and leaves the button usable: an edited
 /// output that does not match the task's schema is refused (422), and the task stays in
-/// review.
+/// review. Once the server is gone, the button says it cannot be reached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium and chromedriver: cargo test -p swarm-server --test ui -- --include-ignored (.ci/run does)"]
 async fn a_refused_action_says_why_and_the_button_works_again() {
@@ -827,6 +827,22 @@ async fn a_refused_action_says_why_and_the_button_works_again() {
         server.swarm.objective(objective).await.unwrap().tasks[0].status,
         swarm_protocol::TaskStatus::Review
     );
-    browser.finish().await;
+    // With the server gone, the same button says it cannot be reached.
     server.finish().await;
+    browser
+        .fill("[data-output-editor]", "{\"answer\": 42}")
+        .await;
+    browser.click("[data-approve]").await;
+    let error = browser
+        .client
+        .wait()
+        .at_most(common::browser::PAGE_PATIENCE)
+        .for_element(Locator::XPath(
+            "//*[@data-editor-error][contains(., 'cannot be reached')]",
+        ))
+        .await
+        .unwrap();
+    assert!(error.text().await.unwrap().contains("cannot be reached"));
+    browser.wait_for("[data-approve]:not([aria-busy])").await;
+    browser.finish().await;
 }
