@@ -1,8 +1,12 @@
-// The swarm dashboard's one script. The pages are rendered by the server; this file only
-// follows the event streams (`/v1/events`, `/v1/objectives/{id}/events`), fetches the
-// changed part of the page again from the server, and sends the buttons' requests to `/v1`
-// (with the session's CSRF token). It never builds HTML from data: new markup comes from the
-// server's templates, parsed inertly with DOMParser.
+// The swarm dashboard's script. The pages are rendered by the server; this file only
+// follows the swarm's event stream (`/v1/events`), fetches the changed part of the page again
+// from the server, and sends the buttons' requests to `/v1` (with the session's CSRF token).
+// It never builds HTML from data: new markup comes from the server's templates, parsed
+// inertly with DOMParser.
+//
+// Live updates never starve the buttons: every page shares one stream through a SharedWorker
+// (`events.js`), a page holds none while it is hidden or in the back/forward cache, and every
+// request has a timeout and says what went wrong.
 "use strict";
 
 (function () {
@@ -10,6 +14,10 @@
   const page = body.dataset.page;
   const csrfMeta = document.querySelector('meta[name="csrf-token"]');
   const csrf = csrfMeta ? csrfMeta.content : null;
+  const workerMeta = document.querySelector('meta[name="events-worker"]');
+
+  // How long a request may take before the page gives up on it and says so.
+  const REQUEST_TIMEOUT_MS = 15000;
 
   // Every event type the API streams (an EventSource needs a listener per named type).
   const EVENT_TYPES = [
@@ -35,27 +43,37 @@
 
   // A request to the API; resolves to {ok, status, body} where body is the parsed JSON (a
   // problem on failure) or null.
+  // A request that gives up after REQUEST_TIMEOUT_MS, saying so.
   async function api(method, url, payload, extraHeaders) {
     const headers = Object.assign({ Accept: "application/json" }, extraHeaders || {});
     if (payload !== undefined) headers["Content-Type"] = "application/json";
     if (csrf) headers["X-CSRF-Token"] = csrf;
-    let response;
+    const timeoutMs = REQUEST_TIMEOUT_MS;
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), timeoutMs);
     try {
-      response = await fetch(url, {
+      const response = await fetch(url, {
         method,
         headers,
         credentials: "same-origin",
         body: payload === undefined ? undefined : JSON.stringify(payload),
+        signal: abort.signal,
       });
+      let parsed = null;
+      const type = response.headers.get("content-type") || "";
+      if (type.includes("json")) {
+        try { parsed = await response.json(); } catch (err) { parsed = null; }
+      }
+      return { ok: response.ok, status: response.status, body: parsed };
     } catch (err) {
-      return { ok: false, status: 0, body: { detail: "the server cannot be reached" } };
+      const detail = abort.signal.aborted
+        ? "The server did not answer within " + Math.round(timeoutMs / 1000) + " s; the " +
+          "request may still take effect. Reload the page to see where things stand."
+        : "The server cannot be reached (" + err.message + ").";
+      return { ok: false, status: 0, body: { detail } };
+    } finally {
+      clearTimeout(timer);
     }
-    let parsed = null;
-    const type = response.headers.get("content-type") || "";
-    if (type.includes("json")) {
-      try { parsed = await response.json(); } catch (err) { parsed = null; }
-    }
-    return { ok: response.ok, status: response.status, body: parsed };
   }
 
   function problemText(result) {
@@ -65,10 +83,18 @@
 
   // Fetches server-rendered HTML and parses it without running anything in it.
   async function fetchFragment(url) {
-    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } });
-    if (!response.ok) throw new Error("fragment " + url + ": " + response.status);
-    const text = await response.text();
-    return new DOMParser().parseFromString(text, "text/html");
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), REQUEST_TIMEOUT_MS);
+    try {
+      const response = await fetch(url, {
+        credentials: "same-origin", headers: { Accept: "text/html" }, signal: abort.signal,
+      });
+      if (!response.ok) throw new Error("fragment " + url + ": " + response.status);
+      const text = await response.text();
+      return new DOMParser().parseFromString(text, "text/html");
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   // Runs `refresh` a moment after the last call, never two at once, and at most every
@@ -95,21 +121,64 @@
     return schedule;
   }
 
-  // Follows an event stream; `onEvent(type, record)` for each event. The browser reconnects
-  // by itself with Last-Event-ID.
-  function follow(url, onEvent) {
-    if (typeof EventSource === "undefined") return null;
-    const source = new EventSource(url);
-    source.onopen = () => setLiveState("live", true);
-    source.onerror = () => setLiveState("reconnecting…", false);
-    for (const type of EVENT_TYPES) {
-      source.addEventListener(type, (e) => {
-        let record = null;
-        try { record = JSON.parse(e.data); } catch (err) { record = null; }
-        onEvent(type, record, source);
-      });
+  // Follows the swarm's event stream from the sequence number the page was read at
+  // (`data-after-seq`): `onEvent(type, record)` for each later event, `onGap()` when events
+  // were missed and the page should read its content again. The stream is the one the
+  // shared worker holds for every page, or the page's own where there is no SharedWorker.
+  // Either way, the page holds none while hidden: it leaves on `pagehide` and follows again
+  // on `pageshow` (back from the back/forward cache). Returns a function that stops
+  // following.
+  function followSwarm(onEvent, onGap) {
+    let seen = Number(body.dataset.afterSeq || "0");
+    let stop = null;
+    let ended = false;
+
+    function deliver(type, seq, data) {
+      if (seq && seq <= seen) return;
+      if (seq) seen = seq;
+      let record = null;
+      try { record = JSON.parse(data); } catch (err) { record = null; }
+      onEvent(type, record);
     }
-    return source;
+
+    function shared() {
+      const port = new SharedWorker(workerMeta.content, { name: "swarm-events" }).port;
+      port.onmessage = (m) => {
+        const message = m.data || {};
+        if (message.kind === "event") deliver(message.type, message.seq, message.data);
+        else if (message.kind === "state") setLiveState(message.text, message.live);
+        else if (message.kind === "joined" && message.seq > seen) { seen = message.seq; onGap(); }
+      };
+      port.start();
+      port.postMessage({ op: "join", after: seen, types: EVENT_TYPES });
+      return () => { port.postMessage({ op: "leave" }); port.onmessage = null; };
+    }
+
+    // The browser reconnects by itself with Last-Event-ID.
+    function own() {
+      const source = new EventSource("/v1/events?after=" + encodeURIComponent(String(seen)));
+      source.onopen = () => setLiveState("live", true);
+      source.onerror = () => setLiveState("reconnecting…", false);
+      for (const type of EVENT_TYPES) {
+        source.addEventListener(type, (e) => deliver(type, Number(e.lastEventId) || 0, e.data));
+      }
+      return () => source.close();
+    }
+
+    function start() {
+      if (ended || stop !== null) return;
+      if (typeof SharedWorker === "function" && workerMeta) {
+        try { stop = shared(); return; } catch (err) { console.warn(err); }
+      }
+      if (typeof EventSource === "function") stop = own();
+    }
+    function pause() {
+      if (stop !== null) { stop(); stop = null; }
+    }
+    window.addEventListener("pagehide", pause);
+    window.addEventListener("pageshow", (e) => { if (e.persisted) start(); });
+    start();
+    return () => { ended = true; pause(); };
   }
 
   // ---- Elapsed times of running tasks ------------------------------------------------------
@@ -173,17 +242,25 @@
     board.addEventListener("click", async (e) => {
       const button = e.target.closest("[data-more-after]");
       if (!button) return;
-      button.disabled = true;
+      const done = busy(button);
       const column = button.closest("section[data-column]");
-      const doc = await fetchFragment("/ui/board/columns?" + boardQuery({
-        status: button.dataset.moreStatus, after: button.dataset.moreAfter,
-      }));
+      let doc;
+      try {
+        doc = await fetchFragment("/ui/board/columns?" + boardQuery({
+          status: button.dataset.moreStatus, after: button.dataset.moreAfter,
+        }));
+      } catch (err) {
+        done();
+        showError(button, "The next cards could not be loaded: " +
+          (err.name === "AbortError" ? "the server did not answer in time." : err.message));
+        return;
+      }
       column.querySelector("[data-cards]").append(...doc.querySelector("[data-cards]").childNodes);
       column.querySelector("[data-more]").replaceChildren(...doc.querySelector("[data-more]").childNodes);
     });
-    follow("/v1/events?after=" + encodeURIComponent(body.dataset.afterSeq || "0"), (type) => {
+    followSwarm((type) => {
       if (!type.startsWith("agent_") && !type.startsWith("schedule_")) refresh();
-    });
+    }, refresh);
   }
 
   // ---- Live parts of the other pages -------------------------------------------------------
@@ -232,20 +309,20 @@
     const refresh = liveRefresher(200);
     // An objective that has ended changes no more.
     if (body.dataset.running !== "true") return refresh;
-    const url = "/v1/objectives/" + encodeURIComponent(id) + "/events?after=" + encodeURIComponent(body.dataset.afterSeq || "0");
-    follow(url, (type, record, source) => {
+    const stop = followSwarm((type, record) => {
+      if (!record || record.objective !== id) return;
       refresh();
-      // The stream ends after the objective's end; don't reconnect to it.
-      if (TERMINAL.includes(type)) { source.close(); setLiveState("ended", false); }
-    });
+      // An objective that has ended changes no more.
+      if (TERMINAL.includes(type)) { stop(); setLiveState("ended", false); }
+    }, refresh);
     return refresh;
   }
 
   function setupFeedPage(filter, minGapMs) {
     const refresh = liveRefresher(minGapMs);
-    follow("/v1/events?after=" + encodeURIComponent(body.dataset.afterSeq || "0"), (type) => {
+    followSwarm((type) => {
       if (filter(type)) refresh();
-    });
+    }, refresh);
     return refresh;
   }
 
@@ -285,12 +362,27 @@
     return false;
   }
 
+  // Marks `button` as working (disabled, busy, its label followed by "…") until the returned
+  // function is called.
+  function busy(button) {
+    const label = button.textContent;
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    button.textContent = label.trim() + "…";
+    return () => {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+      button.textContent = label;
+    };
+  }
+
   let afterAction = () => {};
 
   async function act(button, method, url, payload) {
-    button.disabled = true;
+    for (const el of document.querySelectorAll("[data-action-error]")) el.textContent = "";
+    const done = busy(button);
     const result = await api(method, url, payload);
-    button.disabled = false;
+    done();
     if (!result.ok) { showError(button, problemText(result)); return false; }
     // A success clears what an earlier failure said.
     for (const el of document.querySelectorAll("[data-action-error]")) el.textContent = "";

@@ -113,6 +113,9 @@ pub enum Endpoint {
     UiScript,
     /// `GET /ui/static/app.css`: the dashboard's style sheet.
     UiStyle,
+    /// `GET /ui/static/events.js`: the shared worker holding the one event stream the open
+    /// pages follow.
+    UiEventsWorker,
 }
 
 /// One route of the API.
@@ -139,6 +142,7 @@ impl Route {
                 | Endpoint::UiLogin
                 | Endpoint::UiScript
                 | Endpoint::UiStyle
+                | Endpoint::UiEventsWorker
                 | Endpoint::Hook
         )
     }
@@ -242,6 +246,11 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/ui/logout", Endpoint::UiLogout),
     route(Method::GET, "/ui/static/app.js", Endpoint::UiScript),
     route(Method::GET, "/ui/static/app.css", Endpoint::UiStyle),
+    route(
+        Method::GET,
+        "/ui/static/events.js",
+        Endpoint::UiEventsWorker,
+    ),
 ];
 
 impl Endpoint {
@@ -301,6 +310,7 @@ impl Endpoint {
             Self::UiLogout => on(filter, ui::logout),
             Self::UiScript => on(filter, ui::script),
             Self::UiStyle => on(filter, ui::style),
+            Self::UiEventsWorker => on(filter, ui::events_worker),
         }
     }
 }

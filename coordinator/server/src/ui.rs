@@ -14,7 +14,7 @@
 //! - The pages call the same [`Swarm`](swarm_coordinator::Swarm) methods (and the same query
 //!   parsing) as the `/v1` handlers, and their script acts only through `/v1`: the dashboard
 //!   computes nothing the API does not.
-//! - Every page is an askama template compiled into the binary, and so are the script and the
+//! - Every page is an askama template compiled into the binary, and so are the scripts and the
 //!   style sheet (`include_str!`): no file is read at run time, nothing comes from elsewhere.
 //! - Everything a user or a model wrote is escaped by the templates (askama escapes HTML by
 //!   default, and nothing is marked safe), and the Content-Security-Policy allows only this
@@ -52,6 +52,8 @@ use session::Session;
 const SCRIPT: &str = include_str!("../assets/app.js");
 /// The dashboard's style sheet.
 const STYLE: &str = include_str!("../assets/app.css");
+/// The shared worker that holds the one event stream every open page follows.
+const EVENTS_WORKER: &str = include_str!("../assets/events.js");
 
 /// The policy every answer carries: only this server's script and style sheet, no inline
 /// script or style, no other origin, no framing.
@@ -63,6 +65,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 /// again, an unchanged file is not.
 static SCRIPT_TAG: LazyLock<String> = LazyLock::new(|| content_version(SCRIPT));
 static STYLE_TAG: LazyLock<String> = LazyLock::new(|| content_version(STYLE));
+static EVENTS_WORKER_TAG: LazyLock<String> = LazyLock::new(|| content_version(EVENTS_WORKER));
 
 /// The first 8 bytes of the content's SHA-256, in hex.
 fn content_version(content: &str) -> String {
@@ -83,6 +86,8 @@ pub(crate) struct Layout {
     pub(crate) script: String,
     /// The style sheet's URL (with its version).
     pub(crate) style: String,
+    /// The shared event worker's URL (with its version: pages of one build share one worker).
+    pub(crate) events_worker: String,
 }
 
 /// The request's side of [`Layout`], as an extractor.
@@ -100,6 +105,7 @@ impl Visitor {
             auth: self.auth,
             script: format!("/ui/static/app.js?v={}", *SCRIPT_TAG),
             style: format!("/ui/static/app.css?v={}", *STYLE_TAG),
+            events_worker: format!("/ui/static/events.js?v={}", *EVENTS_WORKER_TAG),
         }
     }
 }
@@ -167,6 +173,8 @@ pub(crate) fn page_or_error(
 }
 
 /// How a status looks: a CSS class, an icon and a word, so it never relies on colour alone.
+/// The icons are characters that DejaVu Sans (Debian's default font) draws, so no page shows
+/// a missing glyph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Badge {
     /// The CSS class (`s-running`).
@@ -183,7 +191,7 @@ pub(crate) fn task_badge(status: TaskStatus) -> Badge {
         TaskStatus::Backlog => ("s-backlog", "◌", "backlog"),
         TaskStatus::Ready => ("s-ready", "○", "ready"),
         TaskStatus::Running => ("s-running", "▶", "running"),
-        TaskStatus::Waiting => ("s-waiting", "⧗", "waiting"),
+        TaskStatus::Waiting => ("s-waiting", "◷", "waiting"),
         TaskStatus::Review => ("s-review", "✎", "review"),
         TaskStatus::Succeeded => ("s-done", "✔", "done"),
         TaskStatus::Failed => ("s-failed", "✖", "failed"),
@@ -215,7 +223,7 @@ pub(crate) fn health_badge(health: Health) -> Badge {
         Health::Up => ("s-done", "●", "up"),
         Health::Degraded => ("s-review", "◐", "degraded"),
         Health::Down => ("s-failed", "✖", "down"),
-        Health::Draining => ("s-cancelled", "⏷", "draining"),
+        Health::Draining => ("s-cancelled", "▼", "draining"),
     };
     Badge { class, icon, label }
 }
@@ -496,6 +504,17 @@ pub(super) async fn style(headers: HeaderMap) -> Response {
     asset(&headers, STYLE, &STYLE_TAG, "text/css; charset=utf-8")
 }
 
+/// `GET /ui/static/events.js`: a same-origin script, so the Content-Security-Policy's
+/// `script-src 'self'` (which governs workers too) allows it.
+pub(super) async fn events_worker(headers: HeaderMap) -> Response {
+    asset(
+        &headers,
+        EVENTS_WORKER,
+        &EVENTS_WORKER_TAG,
+        "text/javascript; charset=utf-8",
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,6 +532,33 @@ mod tests {
             assert_eq!(safe_next(Some(evil)), "/ui/", "{evil}");
         }
         assert_eq!(safe_next(None), "/ui/");
+    }
+
+    /// Symbols DejaVu Sans draws (checked with `fc-list ':charset=<hex>'` on Debian 12); a
+    /// badge icon outside this list may show as a missing glyph there.
+    const DEJAVU_SANS_SYMBOLS: &str = "◌○▶◷✎✔✖⊘●◐▼";
+
+    #[test]
+    fn badge_icons_are_drawn_by_debians_default_font() {
+        let statuses = [
+            TaskStatus::Backlog,
+            TaskStatus::Ready,
+            TaskStatus::Running,
+            TaskStatus::Waiting,
+            TaskStatus::Review,
+            TaskStatus::Succeeded,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ];
+        let healths = [Health::Up, Health::Degraded, Health::Down, Health::Draining];
+        let icons = statuses
+            .into_iter()
+            .map(task_badge)
+            .chain(healths.into_iter().map(health_badge))
+            .map(|badge| badge.icon);
+        for icon in icons {
+            assert!(DEJAVU_SANS_SYMBOLS.contains(icon), "{icon}");
+        }
     }
 
     #[test]

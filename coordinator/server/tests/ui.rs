@@ -127,6 +127,22 @@ async fn a_submitted_objective_moves_across_the_board_live() {
             .await;
     }
     browser.screenshot("board").await;
+    // All eight columns side by side in the 1280-pixel window: one row, none past its edge.
+    let layout = browser
+        .eval(
+            "const w = document.documentElement.clientWidth; \
+             const cols = [...document.querySelectorAll('#board section[data-column]')]; \
+             return { columns: cols.length, \
+               rows: new Set(cols.map(c => Math.round(c.getBoundingClientRect().top))).size, \
+               past: cols.filter(c => c.getBoundingClientRect().right > w + 1) \
+                 .map(c => c.dataset.column) };",
+        )
+        .await;
+    assert_eq!(
+        layout,
+        json!({ "columns": 8, "rows": 1, "past": [] }),
+        "the board at 1280 px"
+    );
     browser.finish().await;
     // The same board on a 400-pixel-wide phone.
     let phone = Browser::phone().await;
@@ -681,4 +697,152 @@ async fn columns_page_and_an_objective_is_cancelled_from_its_page() {
     assert_eq!(view.status, ObjectiveStatus::Cancelled);
     browser.finish().await;
     server.finish().await;
+}
+
+/// Eight tabs, each with a history of pages (which the back/forward cache may keep), leave
+/// the buttons working: every page loads, the review tab approves an approval gate, the
+/// approval reaches the server and the objective finishes, and the board and the objective's
+/// page in other tabs show it live. Each page holding its own event stream would take more than the six connections
+/// a browser opens to one host, and the later pages and the approval would never load or
+/// reach the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver: cargo test -p swarm-server --test ui -- --include-ignored (.ci/run does)"]
+async fn eight_tabs_with_history_leave_approvals_working() {
+    let browser = Browser::start().await;
+    let server = Server::start(None).await;
+    let objective: ObjectiveId = server
+        .submit_ok(&json!({
+            "goal": "sign off with many tabs open",
+            "tasks": [
+                { "id": "draft", "capability": "echo", "input": { "text": "v1" } },
+                { "id": "sign-off", "kind": "approval", "input": { "$from": "draft" },
+                  "depends_on": ["draft"] },
+                { "id": "publish", "capability": "echo", "input": { "$from": "sign-off" },
+                  "depends_on": ["sign-off"] }
+            ]
+        }))
+        .await
+        .parse()
+        .unwrap();
+    let board = format!("/ui/?objective={objective}");
+    let mut tabs = vec![browser.client.window().await.unwrap()];
+    for tab in 0..8 {
+        if tab > 0 {
+            let opened = browser.client.new_window(true).await.unwrap();
+            browser
+                .client
+                .switch_to_window(opened.handle.clone())
+                .await
+                .unwrap();
+            tabs.push(opened.handle);
+        }
+        // A history in each tab: opened, then followed through the navigation links.
+        browser.goto(&server.url(&board)).await;
+        browser.wait_for("#board").await;
+        for (link, page) in [
+            ("/ui/agents", "agents"),
+            ("/ui/schedules", "schedules"),
+            ("/ui/", "board"),
+            ("/ui/review", "review"),
+        ] {
+            browser.click(&format!("header nav a[href='{link}']")).await;
+            browser
+                .wait_for(&format!("body[data-page={page}] #main"))
+                .await;
+        }
+        // The first tab ends on the board, the second on the objective's page.
+        if tab == 0 {
+            browser.goto(&server.url(&board)).await;
+            browser.wait_for("#board").await;
+        } else if tab == 1 {
+            browser
+                .goto(&server.url(&format!("/ui/objectives/{objective}")))
+                .await;
+            browser.wait_for("[data-objective-status=running]").await;
+        }
+    }
+    // The last tab's review page approves the gate once `draft` is done.
+    browser.wait_for("#live-state.on").await;
+    browser.click("li[data-review] [data-approve]").await;
+    browser.wait_for("[data-review-total=\"0\"]").await;
+    let view = server.wait(objective).await;
+    assert_eq!(view.status, ObjectiveStatus::Succeeded, "{view:#?}");
+    browser.screenshot("eight-tabs-review").await;
+    // The other tabs followed it live through the shared stream: the board and the
+    // objective's page.
+    browser
+        .client
+        .switch_to_window(tabs[0].clone())
+        .await
+        .unwrap();
+    browser
+        .wait_for("section[data-column=succeeded] li[data-key=publish]")
+        .await;
+    browser
+        .client
+        .switch_to_window(tabs[1].clone())
+        .await
+        .unwrap();
+    browser.wait_for("[data-objective-status=succeeded]").await;
+    browser.wait_for("#live-state:not(.on)").await;
+    browser.finish().await;
+    server.finish().await;
+}
+
+/// An action the server refuses says why next to it, and leaves the button usable: an edited
+/// output that does not match the task's schema is refused (422), and the task stays in
+/// review. Once the server is gone, the button says it cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver: cargo test -p swarm-server --test ui -- --include-ignored (.ci/run does)"]
+async fn a_refused_action_says_why_and_the_button_works_again() {
+    let browser = Browser::start().await;
+    let server = Server::start(None).await;
+    let objective = server
+        .submit_to_swarm(&json!({
+            "goal": "judge it",
+            "tasks": [{
+                "id": "judged", "capability": "judge",
+                "output_schema": {
+                    "type": "object",
+                    "properties": { "answer": { "type": "number" } },
+                    "required": ["answer"]
+                }
+            }]
+        }))
+        .await;
+    browser.goto(&server.url("/ui/review")).await;
+    browser.wait_for("[data-output-editor]").await;
+    browser
+        .fill("[data-output-editor]", "{\"answer\": \"still wrong\"}")
+        .await;
+    browser.click("[data-approve]").await;
+    let error = browser.wait_for("[data-editor-error]:not(:empty)").await;
+    let said = error.text().await.unwrap();
+    assert!(said.contains("does not match"), "{said}");
+    let button = browser.wait_for("[data-approve]:not([aria-busy])").await;
+    assert!(button.is_enabled().await.unwrap());
+    assert_eq!(button.text().await.unwrap(), "Approve");
+    browser.screenshot("review-refused").await;
+    assert_eq!(
+        server.swarm.objective(objective).await.unwrap().tasks[0].status,
+        swarm_protocol::TaskStatus::Review
+    );
+    // With the server gone, the same button says it cannot be reached.
+    server.finish().await;
+    browser
+        .fill("[data-output-editor]", "{\"answer\": 42}")
+        .await;
+    browser.click("[data-approve]").await;
+    let error = browser
+        .client
+        .wait()
+        .at_most(common::browser::PAGE_PATIENCE)
+        .for_element(Locator::XPath(
+            "//*[@data-editor-error][contains(., 'cannot be reached')]",
+        ))
+        .await
+        .unwrap();
+    assert!(error.text().await.unwrap().contains("cannot be reached"));
+    browser.wait_for("[data-approve]:not([aria-busy])").await;
+    browser.finish().await;
 }

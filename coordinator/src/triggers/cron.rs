@@ -32,7 +32,8 @@ const DST_MARGIN_MS: u64 = 3 * 3_600_000;
 pub struct SpecError {
     /// The field at fault: `name`, `cron`, `time_zone` or `catch_up.window`.
     pub field: &'static str,
-    /// What is wrong with it (for `cron`, croner's message).
+    /// What is wrong with it (for `cron`, the field of the expression, the value and the
+    /// allowed range).
     pub message: String,
 }
 
@@ -63,14 +64,142 @@ impl fmt::Debug for Schedule {
 }
 
 /// Parses a cron expression as schedules read it: an optional leading seconds field, no year
-/// field. The error is croner's message.
+/// field. The error names the field at fault, the value given and the values it allows
+/// (`hour "25" is out of range: 0-23`), as [`explain_cron_error`] finds them.
 pub fn parse_cron(expression: &str) -> Result<Cron, String> {
+    cron_parser()
+        .parse(expression)
+        .map_err(|e| explain_cron_error(expression, &e.to_string()))
+}
+
+fn cron_parser() -> CronParser {
     CronParser::builder()
         .seconds(Seconds::Optional)
         .year(Year::Disallowed)
         .build()
-        .parse(expression)
-        .map_err(|e| e.to_string())
+}
+
+/// One field of a cron expression: its name for people and the values it allows.
+struct CronField {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    /// What else it allows besides numbers, `*`, ranges, lists and steps.
+    also: &'static str,
+}
+
+const SECOND: CronField = CronField {
+    name: "second",
+    min: 0,
+    max: 59,
+    also: "",
+};
+/// The five fields every expression has, in order.
+const FIELDS: [CronField; 5] = [
+    CronField {
+        name: "minute",
+        min: 0,
+        max: 59,
+        also: "",
+    },
+    CronField {
+        name: "hour",
+        min: 0,
+        max: 23,
+        also: "",
+    },
+    CronField {
+        name: "day of month",
+        min: 1,
+        max: 31,
+        also: " (or ?, L, W)",
+    },
+    CronField {
+        name: "month",
+        min: 1,
+        max: 12,
+        also: " (or JAN-DEC)",
+    },
+    CronField {
+        name: "day of week",
+        min: 0,
+        max: 7,
+        also: " (0 and 7 are Sunday; or SUN-SAT, ?, L, #)",
+    },
+];
+
+/// Says what is wrong with `expression`, which croner refused with `croner_message`: the
+/// number of fields, or the first field croner refuses on its own (every other field `*`) with
+/// the value given and the allowed range. Falls back to croner's message when no single field
+/// is at fault.
+fn explain_cron_error(expression: &str, croner_message: &str) -> String {
+    let parts: Vec<&str> = expression.split_whitespace().collect();
+    let fields: Vec<&CronField> = match parts.len() {
+        5 => FIELDS.iter().collect(),
+        6 => std::iter::once(&SECOND).chain(FIELDS.iter()).collect(),
+        0 => {
+            return "is empty: give five fields (minute hour day-of-month month day-of-week), \
+                     or six with a leading second"
+                .to_owned();
+        }
+        n if parts[0].starts_with('@') && n == 1 => {
+            return format!(
+                "`{expression}` is not a known nickname (@yearly, @annually, @monthly, @weekly, \
+                 @daily, @hourly)"
+            );
+        }
+        n => {
+            return format!(
+                "`{expression}` has {n} fields: give five (minute hour day-of-month month \
+                 day-of-week), or six with a leading second"
+            );
+        }
+    };
+    let parser = cron_parser();
+    for (i, (field, value)) in fields.iter().zip(&parts).enumerate() {
+        let alone: Vec<&str> = (0..parts.len())
+            .map(|j| if j == i { *value } else { "*" })
+            .collect();
+        let Err(refused) = parser.parse(&alone.join(" ")) else {
+            continue;
+        };
+        let allowed = format!("{}-{}{}", field.min, field.max, field.also);
+        if let Some(number) = out_of_range(value, field) {
+            return format!("{} \"{number}\" is out of range: {allowed}", field.name);
+        }
+        if let Some(step) = zero_step(value) {
+            return format!(
+                "{} \"{value}\" has a step of {step}: a step is at least 1",
+                field.name
+            );
+        }
+        return format!(
+            "{} \"{value}\" is not valid ({refused}); allowed: {allowed}",
+            field.name
+        );
+    }
+    croner_message.to_owned()
+}
+
+/// The first number in `value` outside the field's range (steps are not values).
+fn out_of_range(value: &str, field: &CronField) -> Option<u64> {
+    value.split(',').find_map(|item| {
+        let range = item.split('/').next().unwrap_or(item);
+        range
+            .split('-')
+            .map(|end| end.split('#').next().unwrap_or(end))
+            .map(|end| end.trim_end_matches(['L', 'W']))
+            .filter_map(|end| end.parse::<u64>().ok())
+            .find(|n| *n < u64::from(field.min) || *n > u64::from(field.max))
+    })
+}
+
+/// A step of zero (`*/0`), which croner refuses.
+fn zero_step(value: &str) -> Option<&str> {
+    value
+        .split(',')
+        .filter_map(|item| item.split_once('/').map(|(_, step)| step))
+        .find(|step| step.parse::<u64>().is_ok_and(|n| n == 0))
 }
 
 /// Parses an IANA time zone name (`Europe/Berlin`, `UTC`).
@@ -390,12 +519,33 @@ mod tests {
         );
     }
     #[test]
-    fn a_bad_cron_expression_names_the_field_with_croners_message() {
-        for bad in ["", "* * *", "61 * * * *", "* * * * * * *", "*/x * * * *"] {
+    fn a_bad_cron_expression_names_the_field_the_value_and_the_range() {
+        for (bad, said) in [
+            ("0 25 * * *", "hour \"25\" is out of range: 0-23"),
+            ("61 * * * *", "minute \"61\" is out of range: 0-59"),
+            ("0 0 32 * *", "day of month \"32\" is out of range: 1-31"),
+            ("0 0 1 0 *", "month \"0\" is out of range: 1-12"),
+            ("0 0 1 1-13 *", "month \"13\" is out of range: 1-12"),
+            ("0 0 * * 8", "day of week \"8\" is out of range: 0-7"),
+            ("60 0 0 * * *", "second \"60\" is out of range: 0-59"),
+            ("0 0,5,99 * * *", "hour \"99\" is out of range: 0-23"),
+            ("*/0 * * * *", "minute \"*/0\" has a step of 0"),
+            ("x * * * *", "minute \"x\" is not valid ("),
+            ("* * *", "has 3 fields: give five"),
+            ("* * * * * * *", "has 7 fields"),
+            ("", "is empty"),
+            ("@often", "not a known nickname"),
+        ] {
             let e = err(spec(bad, "UTC"));
             assert_eq!(e.field, "cron", "{bad}: {e}");
+            assert!(e.message.contains(said), "{bad:?} said {:?}", e.message);
             assert_eq!(e.message, parse_cron(bad).err().unwrap(), "{bad}");
-            assert!(!e.message.is_empty());
+        }
+        let e = err(spec("0 25 * * *", "UTC"));
+        assert_eq!(e.to_string(), "cron: hour \"25\" is out of range: 0-23");
+        // The range ends themselves are accepted.
+        for good in ["59 23 31 12 7", "0 0 1 1 0", "59 59 23 31 12 7", "@daily"] {
+            assert!(parse_cron(good).is_ok(), "{good}");
         }
     }
 

@@ -49,6 +49,27 @@ impl Card {
             .running_since_ms
             .map_or(0, |since| now_ms.saturating_sub(since));
         let objective = item.objective.to_string();
+        let note = review_note(
+            task,
+            match (task.kind, &task.event) {
+                (TaskKind::Wait, Some(key)) => {
+                    Some(format!("waits for event {}", super::clip(key, 80)))
+                }
+                (TaskKind::Approval, _) if task.status == TaskStatus::Review => {
+                    Some("awaiting approval".to_owned())
+                }
+                (TaskKind::Approval, _) => Some("approval gate".to_owned()),
+                _ => None,
+            },
+            now_ms,
+        );
+        // A review's reason that the note already says (an approval gate's "awaiting
+        // approval") is not said twice.
+        let error = task
+            .error
+            .as_deref()
+            .filter(|error| !note.as_deref().is_some_and(|note| note.starts_with(error)))
+            .map(|e| super::clip(e, 160));
         Self {
             id: task.id.to_string(),
             key: task.key.to_string(),
@@ -61,21 +82,8 @@ impl Card {
             since_ms: task.running_since_ms,
             elapsed: format_duration_rounded(run_ms.saturating_add(running_ms)),
             tokens: task.usage.input_tokens + task.usage.output_tokens,
-            error: task.error.as_deref().map(|e| super::clip(e, 160)),
-            note: review_note(
-                task,
-                match (task.kind, &task.event) {
-                    (TaskKind::Wait, Some(key)) => {
-                        Some(format!("waits for event {}", super::clip(key, 80)))
-                    }
-                    (TaskKind::Approval, _) if task.status == TaskStatus::Review => {
-                        Some("awaiting approval".to_owned())
-                    }
-                    (TaskKind::Approval, _) => Some("approval gate".to_owned()),
-                    _ => None,
-                },
-                now_ms,
-            ),
+            error,
+            note,
             badge: task_badge(task.status),
         }
     }
@@ -333,4 +341,53 @@ pub(crate) async fn columns_fragment(
     Ok(html(&ColumnsFragment {
         columns: columns(&state, &query).await?,
     }))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use swarm_protocol::{Capability, ObjectiveId, TaskKey, Usage};
+
+    fn gate(status: TaskStatus, error: Option<&str>) -> TaskItem {
+        TaskItem {
+            objective: ObjectiveId::new(),
+            goal: "ship".into(),
+            task: TaskView {
+                id: TaskId(2),
+                key: TaskKey::new("sign-off").unwrap(),
+                capability: Capability::new("approval").unwrap(),
+                kind: TaskKind::Approval,
+                event: None,
+                waiting_until_ms: None,
+                status,
+                attempts: 0,
+                agent: None,
+                output: None,
+                error: error.map(str::to_owned),
+                partial_output: None,
+                spawned_by: None,
+                compensates: None,
+                depends_on: Vec::new(),
+                running_since_ms: None,
+                review_errors: Vec::new(),
+                review_until_ms: None,
+                escalations: 0,
+                usage: Usage::default(),
+                run_time: Duration::ZERO,
+            },
+        }
+    }
+
+    #[test]
+    fn an_approval_gate_says_awaiting_approval_once() {
+        let card = Card::new(&gate(TaskStatus::Review, Some("awaiting approval")), 1_000);
+        assert_eq!(card.note.as_deref(), Some("awaiting approval"));
+        assert_eq!(card.error, None);
+        // A reason the note does not say is still shown.
+        let card = Card::new(&gate(TaskStatus::Failed, Some("rejected: too late")), 1_000);
+        assert_eq!(card.note.as_deref(), Some("approval gate"));
+        assert_eq!(card.error.as_deref(), Some("rejected: too late"));
+    }
 }

@@ -4,9 +4,10 @@
 //!
 //! The page reads `Swarm::objective` and `Swarm::chain`, the calls behind
 //! `GET /v1/objectives/{id}` and `/chain`, and the timeline's wording is the one `swarm
-//! replay` prints (`crate::text::timeline_entries`). The script follows the objective's event
-//! stream and fetches the live part again (`/ui/objectives/{id}/live`) a moment after an event,
-//! so tasks spawned while it runs appear in the graph.
+//! replay` prints (`crate::text::timeline_entries`). The script follows the swarm's event
+//! stream (the one every page shares), and a moment after an event of this objective fetches
+//! the live part again (`/ui/objectives/{id}/live`), so tasks spawned while it runs appear in
+//! the graph.
 
 use std::collections::VecDeque;
 
@@ -323,6 +324,9 @@ struct LiveFragment {
 struct Page {
     layout: Layout,
     this: Live,
+    /// The swarm's last event before the page was read, where its script follows the
+    /// swarm's stream from.
+    after_seq: u64,
 }
 
 /// `GET /ui/objectives/{id}`.
@@ -331,12 +335,16 @@ pub(crate) async fn page(
     visitor: Visitor,
     Path(id): Path<String>,
 ) -> Response {
-    let page = live_of(&state, &id).await.map(|this| {
-        html(&Page {
+    let page = async {
+        let after_seq = super::last_seq(&state).await?;
+        let this = live_of(&state, &id).await?;
+        Ok(html(&Page {
             layout: visitor.layout("objective"),
             this,
-        })
-    });
+            after_seq,
+        }))
+    }
+    .await;
     super::page_or_error(&visitor, "objective", page)
 }
 

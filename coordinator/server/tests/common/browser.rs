@@ -8,7 +8,7 @@
 //!
 //! One session runs at a time (the machine is small): a [`Browser`] holds a process-wide lock
 //! from [`Browser::start`] to [`Browser::finish`]. Every wait is a WebDriver wait for an element
-//! or a condition, bounded by [`PAGE_PATIENCE`]; none sleeps.
+//! or a condition, bounded by [`PAGE_PATIENCE`], and so is every page load; none sleeps.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -16,6 +16,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use fantoccini::elements::Element;
+use fantoccini::wd::TimeoutConfiguration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use swarm_protocol::ObjectiveId;
@@ -126,6 +127,16 @@ impl Browser {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
             .expect("no WebDriver session");
+        // A page that never finishes loading fails its test within PAGE_PATIENCE, not after
+        // chromedriver's five minutes.
+        client
+            .update_timeouts(TimeoutConfiguration::new(
+                Some(PATIENCE),
+                Some(PAGE_PATIENCE),
+                Some(Duration::ZERO),
+            ))
+            .await
+            .unwrap();
         Self {
             client,
             driver,

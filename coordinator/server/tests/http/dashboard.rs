@@ -122,6 +122,7 @@ async fn dashboard_pages_escape_what_users_wrote_under_a_strict_policy() {
     for (path, kind) in [
         ("/ui/static/app.js", "text/javascript"),
         ("/ui/static/app.css", "text/css"),
+        ("/ui/static/events.js", "text/javascript"),
     ] {
         let response = server.get(path).await;
         assert_eq!(response.status(), StatusCode::OK);

@@ -58,6 +58,18 @@ async fn schedules_are_created_listed_paused_resumed_and_deleted() {
         let response = server.post("/v1/schedules", &body).await;
         problem_at(response, StatusCode::UNPROCESSABLE_ENTITY, field).await;
     }
+    // A cron problem says which field of the expression is wrong, what was given and what
+    // is allowed.
+    let mut late = spec.clone();
+    late["name"] = json!("late");
+    late["cron"] = json!("0 25 * * *");
+    let response = server.post("/v1/schedules", &late).await;
+    let refused = problem_at(response, StatusCode::UNPROCESSABLE_ENTITY, "cron").await;
+    let detail = refused["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("hour \"25\" is out of range: 0-23"),
+        "{refused}"
+    );
 
     let listed = server.get_json("/v1/schedules").await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
