@@ -362,7 +362,8 @@ async fn run_attempt(
 
 /// Drives an attempt under its idle timeout (no heartbeat or partial output for that long) and
 /// its hard timeout (total run time). Either cancels the attempt, keeping its partial output.
-pub(crate) async fn watch(
+/// The agent actor runs every attempt under it, and a remote worker (`swarm-remote`) too.
+pub async fn watch(
     attempt_future: impl Future<Output = TaskOutcome>,
     ctx: &TaskContext,
     idle: Option<Duration>,

@@ -6,12 +6,14 @@
 //! - [`host`] (the coordinator's side): answers announcements and heartbeats, registers each
 //!   remote agent in the swarm's registry as an agent whose plug-in forwards attempts over
 //!   JetStream, and fences late results.
-//! - `worker` (the worker's side, `swarm worker`): hosts agents in another process.
+//! - [`worker`] (the worker's side, `swarm worker`): hosts agents in another process.
 
 use std::time::Duration;
 
 pub mod host;
 pub use host::{Host, HostOptions, HostProbe, HostStatus};
+pub mod worker;
+pub use worker::{HostedAgent, Worker, WorkerOptions};
 
 use async_nats::ConnectOptions;
 use swarm_coordinator::config::NatsSection;
@@ -37,6 +39,14 @@ pub enum Error {
     /// A JetStream call failed.
     #[error("JetStream: {0}")]
     JetStream(String),
+    /// The coordinator refused a hosted agent's announcement.
+    #[error("the coordinator refused the agent `{agent}`: {message}")]
+    Refused {
+        /// The agent's name.
+        agent: String,
+        /// The coordinator's message (it names both versions when they differ).
+        message: String,
+    },
 }
 
 /// The names a swarm uses on NATS, all under one prefix.
