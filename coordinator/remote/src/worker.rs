@@ -74,6 +74,24 @@ pub struct HostedAgent {
     pub agent: Arc<dyn DynAgent>,
 }
 
+impl HostedAgent {
+    /// The agent a coordinator would register with `registration` (its cost hint is not
+    /// announced), run by `agent`.
+    pub fn from_registration(
+        registration: swarm_coordinator::Registration,
+        agent: Arc<dyn DynAgent>,
+    ) -> Self {
+        Self {
+            name: registration.name,
+            capabilities: registration.capabilities,
+            max_concurrency: registration.max_concurrency,
+            description: registration.description,
+            labels: registration.labels,
+            agent,
+        }
+    }
+}
+
 impl std::fmt::Debug for HostedAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HostedAgent")

@@ -85,7 +85,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt as _;
-use swarm_agents::{AgentFactory, EchoAgent, WorkAgent};
+use swarm_agents::{AgentFactory, EchoAgent, NoopAgent, WorkAgent};
 use swarm_protocol::{AgentDescriptor, Capability};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -630,34 +630,12 @@ pub async fn run(
 /// Registers the built-in agents, the model agents of `swarm.toml` (on the accounts it
 /// declares, which are returned) and those declared through the API.
 async fn register_agents(swarm: &Swarm, config: &ServeConfig) -> Result<ModelAgents, Error> {
-    let work = Capability::new("work")?;
-    let echo = Capability::new("echo")?;
-    let concurrency = config.concurrency.max(1);
     for i in 0..config.builtin_agents {
-        for (name, capability, factory, description) in [
-            (
-                format!("work-{i}"),
-                &work,
-                AgentFactory::shared(WorkAgent::new()),
-                "simulated work: waits `input.ms` milliseconds, outputs `{\"sum\": input.n + \
-                 the sums of its dependencies}`",
-            ),
-            (
-                format!("echo-{i}"),
-                &echo,
-                AgentFactory::shared(EchoAgent),
-                "answers with its input and its dependencies' outputs",
-            ),
-        ] {
-            let registration = Registration {
-                name,
-                capabilities: vec![capability.clone()],
-                max_concurrency: concurrency,
-                labels: Default::default(),
-                cost_hint: None,
-                description: Some(description.to_owned()),
-            };
-            swarm.register_agent(registration, factory).await?;
+        for kind in ["work", "echo"] {
+            let name = format!("{kind}-{i}");
+            if let Some((registration, factory)) = builtin_agent(kind, name, config.concurrency)? {
+                swarm.register_agent(registration, factory).await?;
+            }
         }
     }
     let mut models = ModelAgents::default();
@@ -670,6 +648,44 @@ async fn register_agents(swarm: &Swarm, config: &ServeConfig) -> Result<ModelAge
     }
     register_declared_agents_on(swarm, &models).await?;
     Ok(models)
+}
+
+/// The kinds of built-in agent that `swarm serve --builtin-agents` (`work` and `echo`) and
+/// `swarm worker --agent` host.
+pub const BUILTIN_KINDS: [&str; 3] = ["work", "echo", "noop"];
+
+/// A built-in agent of `kind` (one of [`BUILTIN_KINDS`]) named `name`, with the capability
+/// named like its kind: its registration and its factory. `None` for another kind.
+pub fn builtin_agent(
+    kind: &str,
+    name: String,
+    concurrency: u32,
+) -> Result<Option<(Registration, AgentFactory)>, Error> {
+    let (factory, description) = match kind {
+        "work" => (
+            AgentFactory::shared(WorkAgent::new()),
+            "simulated work: waits `input.ms` milliseconds, outputs `{\"sum\": input.n + the \
+             sums of its dependencies}`",
+        ),
+        "echo" => (
+            AgentFactory::shared(EchoAgent),
+            "answers with its input and its dependencies' outputs",
+        ),
+        "noop" => (
+            AgentFactory::shared(NoopAgent),
+            "succeeds at once with a null output",
+        ),
+        _ => return Ok(None),
+    };
+    let registration = Registration {
+        name,
+        capabilities: vec![Capability::new(kind)?],
+        max_concurrency: concurrency.max(1),
+        labels: Default::default(),
+        cost_hint: None,
+        description: Some(description.to_owned()),
+    };
+    Ok(Some((registration, factory)))
 }
 
 /// Registers again, in the order they were first registered, the agents that were registered

@@ -501,7 +501,7 @@ const DEFAULT_CONFIG: &str = "swarm.toml";
 /// The configuration: the file `--config` names, else `./swarm.toml` when it exists, else
 /// none. Says on standard error which one it loaded, so a file that was (or was not) picked
 /// up is never a surprise.
-fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Option<Config>> {
+pub(crate) fn load_config(flag: Option<PathBuf>) -> anyhow::Result<Option<Config>> {
     let path = match flag {
         Some(path) => path,
         None => {

@@ -1,6 +1,7 @@
 //! The `swarm` command: parses the command line and hands each command to the module that
-//! runs it, `local_commands` (a swarm, its event log or a simulated model in this process) or
-//! `remote_commands` (requests to a running `swarm serve`), or to the library (`swarm demo`).
+//! runs it, `local_commands` (a swarm, its event log or a simulated model in this process),
+//! `remote_commands` (requests to a running `swarm serve`) or `worker_command` (agents hosted
+//! for a swarm reached through NATS), or to the library (`swarm demo`).
 
 // glibc malloc serialises threads on its arena locks under the API's load (a fifth of the CPU in
 // a profile of `swarm bench --http-submits`); mimalloc keeps per-thread heaps.
@@ -9,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod local_commands;
 mod remote_commands;
+mod worker_command;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +21,7 @@ use swarm_protocol::ObjectiveId;
 
 use crate::local_commands::{BenchArgs, RunArgs, ServeArgs, SimModelArgs};
 use crate::remote_commands::RemoteCommand;
+use crate::worker_command::WorkerArgs;
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +56,9 @@ enum Command {
     /// and /readyz needs `Authorization: Bearer <token>`, and the dashboard asks for the token
     /// once (keeping a session cookie).
     Serve(ServeArgs),
+    /// Host agents (built-in kinds, and the [[agents]] of a swarm.toml) for a swarm reached
+    /// through NATS, in this process, until Ctrl-C or SIGTERM; then finish what runs and leave.
+    Worker(WorkerArgs),
     // `submit`, `status`, `agents`, `tasks`, `approve`, `reject`, `schedules`, `events` and
     // `hooks`: requests to a running `swarm serve`.
     #[command(flatten)]
@@ -108,6 +114,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => local_commands::run_batch(args).await,
         Command::SimModel(args) => local_commands::sim_model(args).await,
         Command::Serve(args) => local_commands::serve(args).await,
+        Command::Worker(args) => worker_command::worker(args).await,
         Command::Remote(command) => remote_commands::run(command).await,
         Command::Replay {
             objective,
