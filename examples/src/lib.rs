@@ -4,6 +4,11 @@
 //! [`swarm_agents::Agent`]. [`run`] starts a swarm, registers it at run time next to a built-in
 //! [`EchoAgent`], and runs a small objective in which two "fetch" tasks feed one "count" task.
 //! The `custom_agent` example prints the result; the integration test checks it.
+//!
+//! [`remote_worker`] hosts the same agent in a worker process of its own, for a swarm reached
+//! through NATS (the `remote_worker` example).
+
+pub mod remote_worker;
 
 use std::time::Duration;
 
