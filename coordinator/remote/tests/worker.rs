@@ -14,8 +14,9 @@ use futures::{FutureExt, StreamExt};
 use serde_json::{Value, json};
 use swarm_agents::{Agent, TaskContext};
 use swarm_protocol::remote::{
-    self, Announce, AnnounceReply, Attempt, AttemptId, AttemptResult, Leave, LeaveMode, Outcome,
-    PROTOCOL_VERSION, Progress, ProtocolVersion, TextDelta, VersionMismatch,
+    self, Announce, AnnounceReply, Attempt, AttemptId, AttemptResult, Heartbeat, HeartbeatReply,
+    Leave, LeaveMode, Outcome, PROTOCOL_VERSION, Progress, ProtocolVersion, TextDelta,
+    VersionMismatch,
 };
 use swarm_protocol::{
     AgentId, Capability, FailureKind, ObjectiveId, Task, TaskId, TaskKey, TaskOutcome,
@@ -82,12 +83,19 @@ struct Fake {
     leaves: Subscriber,
     progress: Subscriber,
     acks: Subscriber,
+    /// The heartbeats, when the test answers them itself.
+    heartbeats: Option<Subscriber>,
 }
 
 impl Fake {
     /// Connects, subscribes, answers every heartbeat with `continue`; creates the attempts
     /// stream, and the results stream unless `results` is false.
     async fn start(server: &NatsServer, results: bool) -> Self {
+        Self::start_with(server, results, true).await
+    }
+
+    /// [`Fake::start`], leaving the heartbeats to the test unless `continue_beats`.
+    async fn start_with(server: &NatsServer, results: bool, continue_beats: bool) -> Self {
         let client = async_nats::connect(server.url()).await.unwrap();
         let js = jetstream::new(client.clone());
         let subjects = Subjects::new("swarm");
@@ -99,7 +107,8 @@ impl Fake {
         })
         .await
         .unwrap();
-        let fake = Self {
+        let mut fake = Self {
+            heartbeats: None,
             announces: client.subscribe(subjects.announce()).await.unwrap(),
             leaves: client.subscribe(subjects.leave()).await.unwrap(),
             progress: client.subscribe(subjects.all_progress()).await.unwrap(),
@@ -112,14 +121,18 @@ impl Fake {
             subjects: subjects.clone(),
         };
         let mut beats = client.subscribe(subjects.heartbeat()).await.unwrap();
-        tokio::spawn(async move {
-            while let Some(beat) = beats.next().await {
-                let answer = remote::encode(&remote::HeartbeatReply::Continue).unwrap();
-                if let Some(reply) = beat.reply {
-                    let _ = client.publish(reply, answer.into()).await;
+        if !continue_beats {
+            fake.heartbeats = Some(beats);
+        } else {
+            tokio::spawn(async move {
+                while let Some(beat) = beats.next().await {
+                    let answer = remote::encode(&HeartbeatReply::Continue).unwrap();
+                    if let Some(reply) = beat.reply {
+                        let _ = client.publish(reply, answer.into()).await;
+                    }
                 }
-            }
-        });
+            });
+        }
         if results {
             fake.create_results().await;
         }
@@ -254,6 +267,23 @@ impl Fake {
         }
     }
 
+    /// The next heartbeat, and where to answer it.
+    async fn heartbeat(&mut self) -> (Heartbeat, async_nats::Subject) {
+        let beats = self.heartbeats.as_mut().unwrap();
+        let message = within(beats.next()).await.unwrap();
+        (
+            remote::decode(&message.payload).unwrap(),
+            message.reply.unwrap(),
+        )
+    }
+
+    async fn answer_heartbeat(&self, to: async_nats::Subject, answer: &HeartbeatReply) {
+        self.client
+            .publish(to, remote::encode(answer).unwrap().into())
+            .await
+            .unwrap();
+    }
+
     async fn leave(&mut self) -> Leave {
         let message = within(self.leaves.next()).await.unwrap();
         remote::decode(&message.payload).unwrap()
@@ -276,8 +306,13 @@ struct Setup {
 
 /// A server, the fake coordinator, and a worker hosting one scripted agent accepted as A7.
 async fn setup(results: bool, max_concurrency: u32) -> Setup {
+    setup_with(results, max_concurrency, true).await
+}
+
+/// [`setup`], leaving the heartbeats to the test unless `continue_beats`.
+async fn setup_with(results: bool, max_concurrency: u32, continue_beats: bool) -> Setup {
     let server = NatsServer::start();
-    let mut fake = Fake::start(&server, results).await;
+    let mut fake = Fake::start_with(&server, results, continue_beats).await;
     let runs = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Semaphore::new(0));
     let worker = start_worker(&server, &runs, &gate, max_concurrency).await;
@@ -649,5 +684,76 @@ async fn a_worker_that_starts_first_waits_for_the_coordinator() {
         worker.agents(),
         vec![("scripted".to_owned(), Some(AgentId(3)))]
     );
+    worker.shutdown(true).await;
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/test.sh installs it and runs this"]
+async fn told_to_announce_again_the_worker_does_and_pulls_from_its_new_consumer() {
+    let Setup {
+        server: _server,
+        mut fake,
+        worker,
+        ..
+    } = setup_with(true, 1, false).await;
+    let (beat, to) = fake.heartbeat().await;
+    assert_eq!(
+        (
+            beat.agent,
+            beat.session.as_str(),
+            beat.in_flight,
+            beat.health
+        ),
+        (AgentId(7), "s-1", 0, swarm_protocol::Health::Up)
+    );
+    // The coordinator restarted and does not know the agent any more.
+    fake.answer_heartbeat(to, &HeartbeatReply::Announce).await;
+    let again = fake.accept(AgentId(8)).await;
+    assert_eq!(
+        (again.name.as_str(), again.session.as_str()),
+        ("scripted", "s-1")
+    );
+    let (beat, _) = fake.heartbeat().await;
+    assert_eq!(beat.agent, AgentId(8));
+    assert_eq!(
+        worker.agents(),
+        vec![("scripted".to_owned(), Some(AgentId(8)))]
+    );
+    let mut sent = attempt(10, json!({"op": "echo", "text": "again"}));
+    sent.agent = AgentId(8);
+    fake.publish(&sent).await;
+    let result = fake.result().await;
+    assert_eq!((result.attempt, result.agent), (sent.attempt, AgentId(8)));
+    worker.shutdown(true).await;
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/test.sh installs it and runs this"]
+async fn told_to_drain_the_worker_finishes_what_runs_then_leaves() {
+    let Setup {
+        server: _server,
+        mut fake,
+        worker,
+        gate,
+        ..
+    } = setup_with(true, 1, false).await;
+    let (_, to) = fake.heartbeat().await;
+    let sent = attempt(11, json!({"op": "block"}));
+    fake.publish(&sent).await;
+    fake.progress_where(|p| p.seq == 1).await;
+    fake.answer_heartbeat(
+        to,
+        &HeartbeatReply::Drain {
+            reason: "removed by an operator".into(),
+        },
+    )
+    .await;
+    gate.add_permits(1);
+    let result = fake.result().await;
+    assert_eq!(result.attempt, sent.attempt);
+    let leave = fake.leave().await;
+    assert_eq!((leave.agent, leave.mode), (AgentId(7), LeaveMode::Drain));
+    within(worker.ended()).await;
+    assert_eq!(worker.agents(), vec![("scripted".to_owned(), None)]);
     worker.shutdown(true).await;
 }
