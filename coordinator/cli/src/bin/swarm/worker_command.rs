@@ -11,12 +11,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use swarm_coordinator::config::NatsSection;
 use swarm_coordinator::model_agents::ModelAgents;
 use swarm_remote::{HostedAgent, Subjects, Worker, WorkerOptions};
 use swarm_server::{BUILTIN_KINDS, builtin_agent};
 
-use crate::local_commands::load_config;
+use crate::local_commands::{load_config, nats_section};
 
 /// The flags of `swarm worker`.
 #[derive(clap::Args)]
@@ -63,19 +62,12 @@ pub(crate) async fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         grace,
     } = args;
     let config = load_config(config)?;
-    let mut section: NatsSection = match (nats, config.as_ref().and_then(|c| c.nats.clone())) {
-        (Some(url), Some(section)) => NatsSection { url, ..section },
-        (Some(url), None) => NatsSection::for_url(url),
-        (None, Some(section)) => section,
-        (None, None) => anyhow::bail!(
+    let Some(section) = nats_section(config.as_ref(), nats, nats_prefix)? else {
+        anyhow::bail!(
             "no NATS server to reach the coordinator through: give --nats nats://host:4222 \
              (or SWARM_NATS_URL), or a [nats] section in swarm.toml"
-        ),
+        );
     };
-    if let Some(prefix) = nats_prefix {
-        section.prefix = prefix;
-    }
-    section.check().map_err(anyhow::Error::msg)?;
 
     let options = WorkerOptions::for_this_process();
     let worker_name = name.unwrap_or_else(|| options.host.clone());
