@@ -219,11 +219,20 @@ impl Fake {
 
     /// The next result in the results stream, acknowledged.
     async fn result(&self) -> AttemptResult {
-        let consumer: consumer::PullConsumer = self
-            .js
-            .get_consumer_from_stream("coordinator", self.subjects.results_stream())
-            .await
-            .unwrap();
+        // A request made while the connection comes back times out: ask again, within PATIENCE.
+        let consumer: consumer::PullConsumer = within(async {
+            loop {
+                match self
+                    .js
+                    .get_consumer_from_stream("coordinator", self.subjects.results_stream())
+                    .await
+                {
+                    Ok(consumer) => break consumer,
+                    Err(err) => eprintln!("the results consumer: {err}; asking again"),
+                }
+            }
+        })
+        .await;
         let mut batch = consumer
             .batch()
             .max_messages(1)
@@ -755,5 +764,31 @@ async fn told_to_drain_the_worker_finishes_what_runs_then_leaves() {
     assert_eq!((leave.agent, leave.mode), (AgentId(7), LeaveMode::Drain));
     within(worker.ended()).await;
     assert_eq!(worker.agents(), vec![("scripted".to_owned(), None)]);
+    worker.shutdown(true).await;
+}
+
+#[tokio::test]
+#[ignore = "needs nats-server: scripts/test.sh installs it and runs this"]
+async fn a_result_finished_while_nats_is_down_is_stored_once_it_is_back() {
+    let Setup {
+        mut server,
+        mut fake,
+        worker,
+        gate,
+        runs,
+        ..
+    } = setup(true, 1).await;
+    let sent = attempt(12, json!({"op": "block"}));
+    fake.publish(&sent).await;
+    fake.progress_where(|p| p.seq == 1).await;
+    server.stop();
+    // The attempt ends while the server is gone: its result waits in the worker.
+    gate.add_permits(1);
+    server.restart();
+    let result = fake.result().await;
+    assert_eq!(result.attempt, sent.attempt);
+    assert!(matches!(result.outcome, Outcome::Succeeded { .. }));
+    fake.acked().await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
     worker.shutdown(true).await;
 }

@@ -291,8 +291,13 @@ impl Reporter {
         self.send(change).await;
     }
 
-    /// Sends one report and an in-progress acknowledgement of every delivery.
+    /// Sends one report and an in-progress acknowledgement of every delivery. Nothing while
+    /// the connection is down: a report is worth nothing later, and waiting for room in the
+    /// client's buffer would hold up the attempt itself.
     async fn send(&mut self, change: Change) {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return;
+        }
         self.seq += 1;
         let mut progress = Progress {
             attempt: self.attempt,
