@@ -172,7 +172,8 @@ enum Stop {
     Now,
 }
 
-/// Agents hosted in this process for a swarm reached through NATS.
+/// Agents hosted in this process for a swarm reached through NATS. Dropping it stops every
+/// agent as [`Worker::shutdown`] without `drain` does, without waiting.
 #[derive(Debug)]
 pub struct Worker {
     agents: Vec<Handle>,
@@ -359,6 +360,20 @@ enum Draining {
     Directed,
 }
 
+/// Whether an agent's loop goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Go,
+    Stop,
+}
+
+/// A heartbeat timer whose first tick is now.
+fn heartbeat_interval(every: Duration) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
 /// One hosted agent's loop and everything it owns.
 struct AgentLoop {
     link: Arc<Link>,
@@ -369,6 +384,8 @@ struct AgentLoop {
     status: watch::Sender<Status>,
     stop: watch::Receiver<Option<Stop>>,
     accepted: Option<Accepted>,
+    /// When to heartbeat (every `heartbeat_interval` once accepted).
+    beat: tokio::time::Interval,
     draining: Option<Draining>,
     /// The answer to the announcement in flight.
     announcing: Option<BoxFuture<Answer>>,
@@ -403,6 +420,7 @@ impl AgentLoop {
             status,
             stop,
             accepted: None,
+            beat: heartbeat_interval(Duration::from_secs(3600)),
             draining: None,
             announcing: None,
             heartbeat: None,
@@ -417,8 +435,6 @@ impl AgentLoop {
 
     async fn run(mut self) {
         self.announcing = Some(Box::pin(announce(self.link.clone(), self.announce.clone())));
-        let mut beat = tokio::time::interval(Duration::from_secs(3600));
-        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.draining.is_some() && self.tasks.is_empty() {
                 if self.draining == Some(Draining::Directed) {
@@ -430,48 +446,18 @@ impl AgentLoop {
             let can_pull = self.draining.is_none()
                 && self.pulling.is_some()
                 && self.tasks.len() < self.max_concurrency;
-            tokio::select! {
-                changed = self.stop.changed() => {
-                    let stop = if changed.is_ok() { *self.stop.borrow_and_update() } else { Some(Stop::Now) };
-                    match stop {
-                        Some(Stop::Now) => {
-                            self.leave(LeaveMode::Now, "the worker stops").await;
-                            self.tasks.shutdown().await;
-                            break;
-                        }
-                        Some(Stop::Drain) if self.draining.is_none() => {
-                            // Sent only while the coordinator knows the agent.
-                            self.leave(LeaveMode::Drain, "the worker stops").await;
-                            self.start_draining(Draining::Stopping);
-                        }
-                        _ => {}
-                    }
-                }
-                answer = maybe(&mut self.announcing) => {
-                    self.announcing = None;
-                    match answer {
-                        Answer::Accepted(accepted) => {
-                            tracing::info!(agent = %self.name, agent_id = %accepted.agent, "agent accepted by the coordinator");
-                            beat = tokio::time::interval(accepted.heartbeat_interval);
-                            beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                            let _ = self.status.send(Status::Accepted(accepted.agent));
-                            self.open_failures = 0;
-                            self.opening = Some(Box::pin(open(self.link.clone(), accepted.consumer.clone(), Duration::ZERO)));
-                            self.accepted = Some(accepted);
-                        }
-                        Answer::Refused(message) => {
-                            tracing::error!(agent = %self.name, %message, "the coordinator refused the agent");
-                            let _ = self.status.send(Status::Refused(message));
-                            return;
-                        }
-                    }
-                }
-                _ = beat.tick(), if self.accepted.is_some() && self.heartbeat.is_none() => {
+            let beat_due = self.accepted.is_some() && self.heartbeat.is_none();
+            let flow = tokio::select! {
+                changed = self.stop.changed() => self.on_stop(changed.is_ok()).await,
+                answer = maybe(&mut self.announcing) => self.on_answer(answer),
+                _ = self.beat.tick(), if beat_due => {
                     self.send_heartbeat();
+                    Flow::Go
                 }
                 (agent, reply) = maybe(&mut self.heartbeat) => {
                     self.heartbeat = None;
                     self.follow(agent, reply);
+                    Flow::Go
                 }
                 opened = maybe(&mut self.opening) => {
                     self.opening = None;
@@ -482,38 +468,114 @@ impl AgentLoop {
                         }
                         Err(err) => self.reopen(&err),
                     }
+                    Flow::Go
                 }
-                message = next(&mut self.pulling), if can_pull => match message {
-                    Some(Ok(message)) => self.take(message),
-                    Some(Err(err)) => {
-                        if matches!(err.kind(), consumer::pull::MessagesErrorKind::ConsumerDeleted
-                            | consumer::pull::MessagesErrorKind::NoResponders
-                            | consumer::pull::MessagesErrorKind::PushBasedConsumer) {
-                            self.reopen(&err.to_string());
-                        } else {
-                            tracing::debug!(agent = %self.name, %err, "pulling attempts");
-                        }
-                    }
-                    None => self.reopen("the consumer's messages ended"),
-                },
+                message = next(&mut self.pulling), if can_pull => {
+                    self.on_message(message);
+                    Flow::Go
+                }
                 ended = self.tasks.join_next(), if !self.tasks.is_empty() => {
-                    match ended {
-                        Some(Ok(ended)) => {
-                            self.running.remove(&ended.key);
-                            if let Some(result) = ended.result {
-                                self.kept.keep(ended.key, result);
-                            }
-                        }
-                        Some(Err(err)) => {
-                            tracing::error!(agent = %self.name, %err, "an attempt's task failed");
-                        }
-                        None => {}
-                    }
+                    self.on_ended(ended);
+                    Flow::Go
                 }
+            };
+            if flow == Flow::Stop {
+                break;
             }
         }
         self.tasks.shutdown().await;
-        let _ = self.status.send(Status::Left);
+        self.status.send_if_modified(|status| {
+            let refused = matches!(status, Status::Refused(_));
+            if !refused {
+                *status = Status::Left;
+            }
+            !refused
+        });
+    }
+
+    /// Follows [`Worker::shutdown`] (or the worker's drop, which stops at once).
+    async fn on_stop(&mut self, sent: bool) -> Flow {
+        let stop = if sent {
+            *self.stop.borrow_and_update()
+        } else {
+            Some(Stop::Now)
+        };
+        match stop {
+            Some(Stop::Now) => {
+                self.leave(LeaveMode::Now, "the worker stops").await;
+                Flow::Stop
+            }
+            Some(Stop::Drain) if self.draining.is_none() => {
+                // Sent only while the coordinator knows the agent.
+                self.leave(LeaveMode::Drain, "the worker stops").await;
+                self.start_draining(Draining::Stopping);
+                Flow::Go
+            }
+            _ => Flow::Go,
+        }
+    }
+
+    fn on_answer(&mut self, answer: Answer) -> Flow {
+        self.announcing = None;
+        match answer {
+            Answer::Accepted(accepted) => {
+                tracing::info!(
+                    agent = %self.name,
+                    agent_id = %accepted.agent,
+                    "agent accepted by the coordinator"
+                );
+                self.beat = heartbeat_interval(accepted.heartbeat_interval);
+                let _ = self.status.send(Status::Accepted(accepted.agent));
+                self.open_failures = 0;
+                self.opening = Some(Box::pin(open(
+                    self.link.clone(),
+                    accepted.consumer.clone(),
+                    Duration::ZERO,
+                )));
+                self.accepted = Some(accepted);
+                Flow::Go
+            }
+            Answer::Refused(message) => {
+                tracing::error!(agent = %self.name, %message, "the coordinator refused the agent");
+                let _ = self.status.send(Status::Refused(message));
+                Flow::Stop
+            }
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        message: Option<Result<jetstream::Message, consumer::pull::MessagesError>>,
+    ) {
+        use consumer::pull::MessagesErrorKind as Kind;
+        match message {
+            Some(Ok(message)) => self.take(message),
+            Some(Err(err))
+                if matches!(
+                    err.kind(),
+                    Kind::ConsumerDeleted | Kind::NoResponders | Kind::PushBasedConsumer
+                ) =>
+            {
+                self.reopen(&err.to_string());
+            }
+            Some(Err(err)) => tracing::debug!(agent = %self.name, %err, "pulling attempts"),
+            None => self.reopen("the consumer's messages ended"),
+        }
+    }
+
+    fn on_ended(&mut self, ended: Option<Result<attempt::Ended, tokio::task::JoinError>>) {
+        match ended {
+            Some(Ok(ended)) => {
+                self.running.remove(&ended.key);
+                if let Some(result) = ended.result {
+                    self.kept.keep(ended.key, result);
+                }
+            }
+            Some(Err(err)) => {
+                tracing::error!(agent = %self.name, %err, "an attempt's task failed");
+            }
+            None => {}
+        }
     }
 
     /// Pulls nothing more; the loop ends when what runs has ended.
@@ -602,7 +664,7 @@ impl AgentLoop {
         }
         match reply {
             None => {
-                tracing::debug!(agent = %self.name, "a heartbeat got no answer; the next one is sent at the next interval")
+                tracing::debug!(agent = %self.name, "a heartbeat got no answer")
             }
             Some(HeartbeatReply::Continue) => {}
             Some(HeartbeatReply::Drain { reason }) => {
@@ -610,7 +672,7 @@ impl AgentLoop {
                 self.start_draining(Draining::Directed);
             }
             Some(HeartbeatReply::Announce) => {
-                tracing::info!(agent = %self.name, "the coordinator does not know the agent; announcing it again");
+                tracing::info!(agent = %self.name, "unknown to the coordinator; announcing again");
                 self.accepted = None;
                 self.pulling = None;
                 self.opening = None;
@@ -645,7 +707,7 @@ impl AgentLoop {
         };
         let key = attempt.idempotency_key.clone();
         if let Some(deliveries) = self.running.get(&key) {
-            tracing::debug!(agent = %self.name, %key, "a running attempt was delivered again; not started twice");
+            tracing::debug!(agent = %self.name, %key, "a running attempt delivered again");
             deliveries.send_modify(|all| {
                 if all.len() >= DELIVERIES_MAX {
                     all.remove(0);
@@ -659,7 +721,7 @@ impl AgentLoop {
             .as_ref()
             .map_or(Duration::from_secs(30), |a| a.lease);
         if let Some(result) = self.kept.get(&key) {
-            tracing::debug!(agent = %self.name, %key, "a finished attempt was delivered again; its result is published again");
+            tracing::debug!(agent = %self.name, %key, "a finished attempt delivered again");
             let link = self.link.clone();
             let (deliveries, receiver) = watch::channel(vec![reply]);
             self.running.insert(key.clone(), deliveries);
@@ -784,7 +846,7 @@ async fn announce(link: Arc<Link>, bytes: Bytes) -> Answer {
                 Err(err) => tracing::warn!(%err, "the answer to an announcement was not readable"),
             },
             Err(kind) => {
-                tracing::info!(subject = %link.subjects.announce(), reason = %kind, "waiting for the coordinator to answer the announcement");
+                tracing::info!(reason = %kind, "waiting for the coordinator to answer");
             }
         }
         failures = failures.saturating_add(1);

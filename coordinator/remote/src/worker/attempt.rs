@@ -166,7 +166,7 @@ async fn store(link: &Link, key: &str, result: Bytes) {
             Err(err) => {
                 failures = failures.saturating_add(1);
                 if failures == 1 || failures.is_multiple_of(10) {
-                    tracing::warn!(%err, %key, failures, "a result is not stored yet; publishing it again");
+                    tracing::warn!(%err, %key, failures, "a result is not stored yet; trying again");
                 }
                 tokio::time::sleep(backoff(failures)).await;
             }
