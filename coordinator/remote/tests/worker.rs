@@ -398,9 +398,10 @@ async fn an_attempt_runs_and_its_message_is_acknowledged_only_once_its_result_is
         server: _server,
         mut fake,
         worker,
+        gate,
         ..
     } = setup(true, 2).await;
-    let sent = attempt(1, json!({"op": "echo", "text": "hi"}));
+    let sent = attempt(1, json!({"op": "block"}));
     fake.publish(&sent).await;
     let started = fake.progress_where(|_| true).await;
     assert_eq!(
@@ -408,6 +409,7 @@ async fn an_attempt_runs_and_its_message_is_acknowledged_only_once_its_result_is
         (sent.attempt, AgentId(7), 1)
     );
     assert!(started.partial_output.is_none() && started.text.is_none());
+    gate.add_permits(1);
 
     fake.acked().await;
     assert_eq!(
@@ -420,9 +422,24 @@ async fn an_attempt_runs_and_its_message_is_acknowledged_only_once_its_result_is
     assert_eq!(
         result.outcome,
         Outcome::Succeeded {
-            output: json!({"echo": "hi"}),
+            output: json!("unblocked"),
             usage: None
         }
+    );
+
+    // An attempt that ends at once is answered by its result alone.
+    let quick = attempt(2, json!({"op": "echo", "text": "hi"}));
+    fake.publish(&quick).await;
+    let result = fake.result().await;
+    assert_eq!(
+        (result.attempt, result.outcome),
+        (
+            quick.attempt,
+            Outcome::Succeeded {
+                output: json!({"echo": "hi"}),
+                usage: None
+            }
+        )
     );
     worker.shutdown(true).await;
 }

@@ -1,15 +1,16 @@
 //! One attempt on a worker: run under its idle and hard timeouts, reported while it runs, and
 //! its result stored in the results stream before its message is acknowledged.
 //!
-//! Progress goes out as `protocol/REMOTE.md` asks: `seq` 1 at once, then whenever the
-//! attempt shows a sign of life (a heartbeat, partial output or streamed text in its
-//! `TaskContext`, looked at every [`PROGRESS_POLL`]), and at least every third of the lease;
-//! each with an in-progress acknowledgement of every delivery of the attempt, which renews
-//! JetStream's lease. Streamed text that extends what was sent goes as a text delta; any other
+//! Progress goes out as `protocol/REMOTE.md` asks: `seq` 1 at once (unless the attempt ended
+//! on its first poll), then whenever the attempt shows a sign of life (a heartbeat, partial
+//! output or streamed text in its `TaskContext`, looked at every [`PROGRESS_POLL`]), and at
+//! least every third of the lease; each after the first with an in-progress acknowledgement of
+//! every delivery of the attempt, which renews JetStream's lease. Streamed text that extends what was sent goes as a text delta; any other
 //! change as the whole partial output.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
@@ -56,7 +57,6 @@ pub(super) async fn run(
     let (idle, hard) = (task.idle_timeout, task.hard_timeout);
     let ctx = TaskContext::new(std::time::Instant::now());
     let started = Instant::now();
-    reporter.send(Change::Beat).await;
     let running = AssertUnwindSafe(swarm_agents::actor::watch(
         agent.start(task, ctx.clone()),
         &ctx,
@@ -65,14 +65,22 @@ pub(super) async fn run(
     ))
     .catch_unwind();
     tokio::pin!(running);
-    let mut poll = tokio::time::interval(PROGRESS_POLL.min(reporter.every));
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let outcome = loop {
-        tokio::select! {
-            biased;
-            outcome = &mut running => break outcome,
-            () = reporter.redelivered() => reporter.send(Change::Beat).await,
-            _ = poll.tick() => reporter.look(&ctx).await,
+    // Polled once first, as the agent actor does: an attempt that ends at once (a no-op) needs
+    // no report, its result follows.
+    let outcome = match futures::poll!(&mut running) {
+        Poll::Ready(outcome) => outcome,
+        Poll::Pending => {
+            reporter.send(Change::Beat).await;
+            let mut poll = tokio::time::interval(PROGRESS_POLL.min(reporter.every));
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    biased;
+                    outcome = &mut running => break outcome,
+                    () = reporter.redelivered() => reporter.send(Change::Beat).await,
+                    _ = poll.tick() => reporter.look(&ctx).await,
+                }
+            }
         }
     };
     let outcome = match outcome {
@@ -330,9 +338,12 @@ impl Reporter {
             }
             Err(err) => tracing::error!(%err, "a progress report could not be encoded"),
         }
+        // The first report goes as the delivery begins: JetStream's lease is fresh.
         let deliveries = self.deliveries.borrow_and_update().clone();
-        for reply in &deliveries {
-            acknowledge(&self.client, reply, AckKind::Progress).await;
+        if self.seq > 1 {
+            for reply in &deliveries {
+                acknowledge(&self.client, reply, AckKind::Progress).await;
+            }
         }
         self.last_sent = Instant::now();
     }
