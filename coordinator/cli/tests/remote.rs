@@ -396,3 +396,26 @@ async fn with_nats_down_local_agents_work_remote_work_waits_and_resumes() {
     remote.kill().unwrap();
     remote.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: scripts/test.sh installs it and runs this"]
+async fn a_worker_outlives_a_graceful_restart_of_the_coordinator() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path(), &nats, &[]);
+    let http = Http::new(&server);
+    let mut remote = worker(dir.path(), &nats, "stays");
+    http.agent("work@stays").await;
+    // SIGTERM: the coordinator drains and stops, without telling its workers to leave.
+    signal(&server.child, "-TERM");
+    assert!(server.child.wait().unwrap().success());
+    drop(server);
+    let server = serve(dir.path(), &nats, &[]);
+    let http = Http::new(&server);
+    http.agent("work@stays").await;
+    let objective = http.submit(work(&["after"], 0)).await;
+    assert_eq!(http.ended(&objective).await["status"], "succeeded");
+    assert!(remote.try_wait().unwrap().is_none(), "the worker exited");
+    remote.kill().unwrap();
+    remote.wait().unwrap();
+}

@@ -159,6 +159,8 @@ struct Shared {
     /// When each agent name was lost lately (at most `max_losses + 1` instants a name; names
     /// without a loss in the window are dropped by the heartbeat watch).
     losses: DashMap<String, VecDeque<Instant>>,
+    /// The coordinator is stopping (see [`Host::coordinator_stopping`]).
+    stopping: AtomicBool,
 }
 
 /// One remote agent.
@@ -266,6 +268,7 @@ impl Host {
             client: client.clone(),
             agents: DashMap::new(),
             losses: DashMap::new(),
+            stopping: AtomicBool::new(false),
         });
         let announce = client
             .subscribe(subjects.announce())
@@ -303,6 +306,13 @@ impl Host {
     /// What the host is doing.
     pub fn status(&self) -> HostStatus {
         self.shared.status()
+    }
+
+    /// Says that the coordinator itself is stopping: from now on the agents it drains are not
+    /// told to drain (that would end their workers), only given no new work, so that their
+    /// workers stay and announce them to the next coordinator. Call it before `Swarm::drain`.
+    pub fn coordinator_stopping(&self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
     }
 
     /// Stops answering workers. Remote agents stay registered until the swarm shuts down; their
@@ -647,6 +657,8 @@ async fn heartbeat(shared: &Arc<Shared>, beat: &Heartbeat) -> HeartbeatReply {
         return HeartbeatReply::Continue;
     };
     match swarm.registry().snapshot(beat.agent) {
+        // The whole coordinator drains to stop: the worker carries on and meets the next one.
+        Some(_) if shared.stopping.load(Ordering::SeqCst) => HeartbeatReply::Continue,
         Some(snapshot) if snapshot.health == Health::Draining => HeartbeatReply::Drain {
             reason: "the agent is being removed from the swarm".into(),
         },

@@ -606,6 +606,9 @@ pub async fn run(
     // and what was unfinished resumes on the next start).
     match Arc::try_unwrap(swarm) {
         Ok(swarm) => {
+            if let Some(host) = &host {
+                host.coordinator_stopping();
+            }
             let unfinished = swarm.drain(config.grace).await.unwrap_or(0);
             if unfinished > 0 {
                 eprintln!(
