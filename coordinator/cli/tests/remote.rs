@@ -218,6 +218,17 @@ async fn a_worker_killed_mid_attempt_loses_it_and_another_worker_runs_it() {
     let http = Http::new(&server);
     let mut first = worker(dir.path(), &nats, "first");
     let first_agent = http.agent("work@first").await;
+    // `swarm agents` marks it remote, with its host.
+    let listed = Command::new(BIN)
+        .args(["agents", "--server", &server.url])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let line = listed.lines().find(|l| l.contains("work@first")).unwrap();
+    assert!(
+        line.contains(" remote@") && line.contains("heartbeat="),
+        "{listed}"
+    );
     let objective = http.submit(work(&["a", "b", "c"], 5_000)).await;
     http.until("the first worker runs the tasks", async |http| {
         (http.running_on(&objective, &first_agent).await == 3).then_some(())

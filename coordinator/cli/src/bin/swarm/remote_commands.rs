@@ -290,8 +290,25 @@ pub(crate) async fn run(command: RemoteCommand) -> anyhow::Result<()> {
                         _ => String::new(),
                     }
                 });
+                // A remote agent says where it runs and when its worker last heartbeated.
+                let remote = agent.get("remote").map_or(String::new(), |r| {
+                    let host = r.get("host").and_then(serde_json::Value::as_str);
+                    let last = r
+                        .get("last_heartbeat_unix_ms")
+                        .and_then(serde_json::Value::as_u64);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                    match (host, last) {
+                        (Some(host), Some(last)) => format!(
+                            " remote@{host} heartbeat={:.1}s_ago",
+                            now.saturating_sub(last) as f64 / 1000.0
+                        ),
+                        _ => " remote".to_owned(),
+                    }
+                });
                 println!(
-                    "{:<6} {:<20} {:<9} in_flight={} restarts={} capabilities={}{breaker}",
+                    "{:<6} {:<20} {:<9} in_flight={} restarts={} capabilities={}{breaker}{remote}",
                     text("id").unwrap_or_default(),
                     text("name").unwrap_or_default(),
                     text("health").unwrap_or_default(),
