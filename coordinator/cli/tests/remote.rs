@@ -430,3 +430,39 @@ async fn a_worker_outlives_a_graceful_restart_of_the_coordinator() {
     remote.kill().unwrap();
     remote.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: scripts/test.sh installs it and runs this"]
+async fn deleting_a_remote_agent_drains_it_and_its_worker_leaves() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &nats, &[]);
+    let http = Http::new(&server);
+    let mut remote = worker(dir.path(), &nats, "leaving");
+    let agent = http.agent("work@leaving").await;
+    let objective = http.submit(work(&["last"], 1_000)).await;
+    http.until("the worker runs the task", async |http| {
+        (http.running_on(&objective, &agent).await == 1).then_some(())
+    })
+    .await;
+    let answer = http
+        .client
+        .delete(format!("{}/v1/agents/{agent}?grace=30s", http.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    // The attempt it runs finishes there; then the worker, with nothing left to host, exits.
+    let view = http.ended(&objective).await;
+    assert_eq!(view["status"], "succeeded", "{view:#}");
+    assert_eq!(view["tasks"][0]["agent"], agent.as_str());
+    let status = tokio::task::spawn_blocking(move || remote.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    http.until("the agent is gone", async |http| {
+        let agents = http.get("/v1/agents").await;
+        (!agents.to_string().contains("work@leaving")).then_some(())
+    })
+    .await;
+}

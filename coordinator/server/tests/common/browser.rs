@@ -151,21 +151,24 @@ impl Browser {
     }
 
     /// Waits for the element `css` (polling every 50 ms, up to [`PAGE_PATIENCE`]); on a
-    /// timeout, panics with the page's source.
+    /// timeout, panics with the page's source. A lookup cut short by a navigation (a form
+    /// that moves to the board, a page that reloads its content) is asked again on the next
+    /// page, as one that found nothing is.
     pub async fn wait_for(&self, css: &str) -> Element {
-        match self
-            .client
-            .wait()
-            .at_most(PAGE_PATIENCE)
-            .every(Duration::from_millis(50))
-            .for_element(Locator::Css(css))
-            .await
-        {
-            Ok(element) => element,
-            Err(err) => {
+        let deadline = tokio::time::Instant::now() + PAGE_PATIENCE;
+        loop {
+            let err = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => return element,
+                Err(err) => err,
+            };
+            let retry = matches!(&err, fantoccini::error::CmdError::Standard(e)
+                    if e.error == fantoccini::error::ErrorStatus::NoSuchElement)
+                || err.to_string().contains("aborted by navigation");
+            if !retry || tokio::time::Instant::now() >= deadline {
                 let source = self.client.source().await.unwrap_or_default();
                 panic!("waiting for `{css}`: {err}\n--- page ---\n{source}");
             }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
