@@ -466,3 +466,34 @@ async fn deleting_a_remote_agent_drains_it_and_its_worker_leaves() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: scripts/test.sh installs it and runs this"]
+async fn a_worker_stopped_with_sigterm_finishes_its_attempt_then_leaves() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = serve(dir.path(), &nats, &[]);
+    let http = Http::new(&server);
+    let mut remote = worker(dir.path(), &nats, "term");
+    let agent = http.agent("work@term").await;
+    let objective = http.submit(work(&["running"], 1_000)).await;
+    http.until("the worker runs the task", async |http| {
+        (http.running_on(&objective, &agent).await == 1).then_some(())
+    })
+    .await;
+    signal(&remote, "-TERM");
+    // It takes nothing new, finishes what it runs, reports it, leaves and exits.
+    let view = http.ended(&objective).await;
+    assert_eq!(view["status"], "succeeded", "{view:#}");
+    assert_eq!(view["tasks"][0]["agent"], agent.as_str());
+    assert_eq!(view["tasks"][0]["attempts"], 1);
+    let status = tokio::task::spawn_blocking(move || remote.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    http.until("the agent is gone", async |http| {
+        let agents = http.get("/v1/agents").await;
+        (!agents.to_string().contains("work@term")).then_some(())
+    })
+    .await;
+}

@@ -287,8 +287,12 @@ async fn submits_past_the_backlog_bound_are_refused() {
         ..ApiConfig::default()
     })
     .await;
+    // Each objective's task runs (it is no longer queued) before the next request reads the
+    // backlog, so the backlog is the two objectives, whatever the scheduler's pace.
     let first = server.submit_ok(&hold_forever()).await;
-    server.submit_ok(&hold_forever()).await;
+    until(&mut server.events(&first, None).await, "task_started").await;
+    let second = server.submit_ok(&hold_forever()).await;
+    until(&mut server.events(&second, None).await, "task_started").await;
 
     let refused = server.submit(&hold_forever(), Some("k-1")).await;
     assert!(retry_after(&refused) >= 1);
