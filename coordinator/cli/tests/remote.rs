@@ -497,3 +497,60 @@ async fn a_worker_stopped_with_sigterm_finishes_its_attempt_then_leaves() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: scripts/test.sh installs it and runs this"]
+async fn a_nats_server_that_wants_a_token_gets_it_from_the_environment_never_from_the_logs() {
+    const TOKEN: &str = "s3cret-nats-token-4242";
+    let nats = NatsServer::start_with(&["--auth", TOKEN]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("swarm.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[nats]\nurl = \"{}\"\ntoken_env = \"NATS_TOKEN\"\n",
+            nats.url()
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .env("NATS_TOKEN", TOKEN)
+        .env("RUST_LOG", "debug")
+        .env_remove("SWARM_API_TOKEN")
+        .current_dir(dir.path());
+    let server = Server::start(command);
+    let http = Http::new(&server);
+    let log = dir.path().join("worker.log");
+    let mut remote = Command::new(BIN)
+        .args(["worker", "--agent", "echo", "--name", "auth"])
+        .arg("--config")
+        .arg(&config)
+        .env("NATS_TOKEN", TOKEN)
+        .env("RUST_LOG", "debug")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    http.agent("echo@auth").await;
+    let objective = http
+        .submit(json!({"goal": "auth", "tasks": [{"id": "e", "capability": "echo", "input": 7}]}))
+        .await;
+    assert_eq!(http.ended(&objective).await["status"], "succeeded");
+    signal(&remote, "-TERM");
+    let status = tokio::task::spawn_blocking(move || remote.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    let worker_log = std::fs::read_to_string(&log).unwrap();
+    assert!(!worker_log.contains(TOKEN), "the worker logged the token");
+    assert!(
+        !server.startup.join("\n").contains(TOKEN),
+        "swarm serve printed the token"
+    );
+}

@@ -19,23 +19,31 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    args: Vec<String>,
 }
 
 impl NatsServer {
     /// Starts a server on a free loopback port, JetStream on, its store in a new temporary
     /// directory; returns once it accepts clients.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server as [`NatsServer::start`] does, with more arguments (`--auth TOKEN`).
+    pub fn start_with(args: &[&str]) -> Self {
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
         let dir = std::env::temp_dir().join(format!(
             "swarm-nats-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let (child, port) = spawn(&dir, None);
+        let (child, port) = spawn(&dir, None, &args);
         Self {
             child: Some(child),
             port,
             dir,
+            args,
         }
     }
 
@@ -60,7 +68,7 @@ impl NatsServer {
     /// Starts the server again on the same port and store; returns once it accepts clients.
     pub fn restart(&mut self) {
         self.stop();
-        let (child, _) = spawn(&self.dir, Some(self.port));
+        let (child, _) = spawn(&self.dir, Some(self.port), &self.args);
         self.child = Some(child);
     }
 }
@@ -75,11 +83,12 @@ impl Drop for NatsServer {
 static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Starts `nats-server` and reads its log until it says it is ready, taking the port it chose.
-fn spawn(dir: &std::path::Path, port: Option<u16>) -> (Child, u16) {
+fn spawn(dir: &std::path::Path, port: Option<u16>, args: &[String]) -> (Child, u16) {
     let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
     let mut child = Command::new("nats-server")
         .args(["-js", "-a", "127.0.0.1", "-p", &port_arg, "-sd"])
         .arg(dir)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
