@@ -53,6 +53,8 @@ pub struct RemoteConfig {
     pub tasks: u64,
     /// Tasks per objective.
     pub objective_size: usize,
+    /// Objectives in flight at once; `None`: enough for [`TASKS_IN_FLIGHT`] tasks, at least 2.
+    pub objectives_in_flight: Option<usize>,
     /// Also measure one Python worker process.
     pub python: Option<PythonWorker>,
 }
@@ -141,7 +143,10 @@ async fn measure(
     logs: &Path,
 ) -> Result<RemoteReport, Error> {
     let size = config.objective_size.max(1);
-    let window = TASKS_IN_FLIGHT.div_ceil(size).max(2);
+    let window = config
+        .objectives_in_flight
+        .unwrap_or_else(|| TASKS_IN_FLIGHT.div_ceil(size).max(2))
+        .max(1);
     let swarm = Arc::new(Swarm::start(bench_swarm_config(2 * window)).await?);
     let mut section = NatsSection::for_url(url.to_owned());
     section.prefix = PREFIX.to_owned();

@@ -211,6 +211,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             concurrency,
             tasks,
             objective_size,
+            objectives_in_flight,
             python: remote_python.then(|| bench::remote::PythonWorker {
                 interpreter: python,
                 tasks: python_tasks.unwrap_or(tasks / 10).max(1),
