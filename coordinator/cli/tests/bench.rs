@@ -136,6 +136,7 @@ fn remote_workers_run_every_task_through_a_nats_server_the_bench_starts() {
     assert_eq!(report["processes"], 1);
     assert_eq!(report["tasks"], 200);
     assert_eq!(report["attempts"], 200, "{report}");
+    assert_eq!(report["started"], 200, "{report}");
     let (p50, p99) = (
         report["start_p50_us"].as_f64().unwrap(),
         report["start_p99_us"].as_f64().unwrap(),

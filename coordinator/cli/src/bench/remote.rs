@@ -81,6 +81,8 @@ pub struct RemoteReport {
     pub tasks: u64,
     /// Attempts published to workers (more than `tasks` when some ran again).
     pub attempts: u64,
+    /// Attempts the coordinator heard had started (each counted in the latencies).
+    pub started: u64,
     /// Wall time from the first submit to the last objective's end.
     pub elapsed_s: f64,
     /// Tasks allocated and completed per second.
@@ -194,6 +196,7 @@ async fn measure(
         concurrency: config.concurrency,
         tasks,
         attempts,
+        started: starts.len(),
         elapsed_s: elapsed.as_secs_f64(),
         tasks_per_s: tasks as f64 / elapsed.as_secs_f64(),
         start_p50_us: us(0.50),
