@@ -16,6 +16,8 @@
 //! free page reporting), each such fault after a pause is also a fault on the host, which
 //! made one run of a million tasks three times slower than the next.
 //!
+//! [`remote::remote`] runs the closed loop over remote agents in worker processes, through NATS.
+//!
 //! [`soak`] is of another kind: a soak and an overload run against a server in a child process,
 //! with model faults and crashing agents, checked against targets.
 
@@ -342,8 +344,48 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     )
     .await?;
 
+    let faults_before = page_faults();
+    let (elapsed, objectives_in_flight_max) =
+        closed_loop(&swarm, &capabilities, config.tasks, size, window).await?;
+    let faults = page_faults().saturating_sub(faults_before);
+    let tasks_held_after = swarm.tasks(every_task()).await?.total;
+    swarm.shutdown().await?;
+    let durable = match &config.data_dir {
+        Some(dir) => Some(measure_restart(dir).await?),
+        None => None,
+    };
+
+    let merged = merged_for(&probes, config.tasks)?;
+    let us = |q: f64| merged.value_at_quantile(q) as f64 / 1_000.0;
+    Ok(BenchReport {
+        agents: config.agents,
+        capabilities: config.capabilities,
+        tasks: config.tasks,
+        objectives_in_flight: window,
+        objectives_in_flight_max,
+        tasks_held_after,
+        elapsed_s: elapsed.as_secs_f64(),
+        tasks_per_s: config.tasks as f64 / elapsed.as_secs_f64(),
+        alloc_p50_us: us(0.50),
+        alloc_p99_us: us(0.99),
+        peak_rss_bytes: peak_rss_bytes(),
+        page_faults: faults,
+        durable,
+    })
+}
+
+/// Submits `tasks` tasks in objectives of `size` independent tasks (capabilities round-robin),
+/// `window` objectives in flight, the next submitted as one ends; returns the wall time from
+/// the first submit to the last end and the most objectives that were in flight at once.
+async fn closed_loop(
+    swarm: &Swarm,
+    capabilities: &[Capability],
+    tasks: u64,
+    size: usize,
+    window: usize,
+) -> Result<(Duration, usize), Error> {
     let size = size as u64;
-    let objectives = config.tasks.div_ceil(size);
+    let objectives = tasks.div_ceil(size);
     let keys = task_keys(size)?;
     let max_tasks = u32::try_from(size).unwrap_or(u32::MAX);
     let limits = swarm_protocol::Limits {
@@ -353,7 +395,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
     };
     // Objective `o`, built only when it is about to be submitted.
     let objective = |o: u64| {
-        let n = (config.tasks - o * size).min(size);
+        let n = (tasks - o * size).min(size);
         let tasks = (0..n)
             .map(|i| {
                 let cap = &capabilities[((o * size + i) as usize) % capabilities.len()];
@@ -365,9 +407,8 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
         objective
     };
 
-    let faults_before = page_faults();
     let started = Instant::now();
-    let swarm_ref = &swarm;
+    let swarm_ref = swarm;
     let in_flight = &InFlight::default();
     futures::stream::iter(0..objectives)
         .map(|o| {
@@ -390,32 +431,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, Error> {
         .buffer_unordered(window)
         .try_collect::<()>()
         .await?;
-    let elapsed = started.elapsed();
-    let faults = page_faults().saturating_sub(faults_before);
-    let tasks_held_after = swarm.tasks(every_task()).await?.total;
-    swarm.shutdown().await?;
-    let durable = match &config.data_dir {
-        Some(dir) => Some(measure_restart(dir).await?),
-        None => None,
-    };
-
-    let merged = merged_for(&probes, config.tasks)?;
-    let us = |q: f64| merged.value_at_quantile(q) as f64 / 1_000.0;
-    Ok(BenchReport {
-        agents: config.agents,
-        capabilities: config.capabilities,
-        tasks: config.tasks,
-        objectives_in_flight: window,
-        objectives_in_flight_max: in_flight.max.load(Ordering::Relaxed),
-        tasks_held_after,
-        elapsed_s: elapsed.as_secs_f64(),
-        tasks_per_s: config.tasks as f64 / elapsed.as_secs_f64(),
-        alloc_p50_us: us(0.50),
-        alloc_p99_us: us(0.99),
-        peak_rss_bytes: peak_rss_bytes(),
-        page_faults: faults,
-        durable,
-    })
+    Ok((started.elapsed(), in_flight.max.load(Ordering::Relaxed)))
 }
 
 /// What to offer in an open-loop run.
@@ -754,6 +770,7 @@ pub fn page_faults() -> u64 {
 
 mod conn;
 mod http;
+pub mod remote;
 pub mod soak;
 
 pub use http::{PageTiming, SubmitReport, UiPagesReport, http_submits, ui_pages};

@@ -1,6 +1,7 @@
 //! `swarm bench` end to end through the binary, with small numbers: the open loop (`--rate`)
 //! reports its latency percentiles, the closed loop its bounded working set, and `--rate`
-//! refuses the options of the other modes with a message naming both. Nothing here asserts a
+//! refuses the options of the other modes with a message naming both, and `--remote-workers`
+//! runs tasks through worker processes over a nats-server it starts. Nothing here asserts a
 //! timing.
 
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -115,4 +116,63 @@ fn rate_refuses_the_options_of_the_other_modes() {
     }
     let output = bench(&["--rate", "0"]);
     assert!(!output.status.success(), "--rate 0 ran");
+}
+
+#[test]
+#[ignore = "needs nats-server: scripts/test.sh installs it and runs this"]
+fn remote_workers_run_every_task_through_a_nats_server_the_bench_starts() {
+    let args = [
+        "--remote-workers",
+        "1",
+        "--tasks",
+        "200",
+        "--concurrency",
+        "8",
+    ];
+    let reports = json(&bench(&[&args[..], &["--json"]].concat()));
+    let report = &reports[0];
+    assert_eq!(reports.as_array().unwrap().len(), 1, "{reports}");
+    assert_eq!(report["workers"], "rust");
+    assert_eq!(report["processes"], 1);
+    assert_eq!(report["tasks"], 200);
+    assert_eq!(report["attempts"], 200, "{report}");
+    assert_eq!(report["started"], 200, "{report}");
+    let (p50, p99) = (
+        report["start_p50_us"].as_f64().unwrap(),
+        report["start_p99_us"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p50 <= p99, "{report}");
+
+    let text = bench(&args);
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("remote rust workers: 1 processes")
+            && text.contains("tasks=200 attempts=200")
+            && text.contains("tasks/s (allocated and completed): ")
+            && text.contains(
+                "allocation to start (ready -> first progress or result at the coordinator): p50 "
+            ),
+        "{text}"
+    );
+}
+
+#[test]
+fn remote_workers_without_nats_server_say_how_to_get_one() {
+    let empty = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["bench", "--remote-workers", "1", "--tasks", "10"])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "ran without a nats-server");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot start nats-server") && stderr.contains("--nats"),
+        "{stderr}"
+    );
 }

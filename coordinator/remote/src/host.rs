@@ -127,7 +127,16 @@ struct Link {
     fresh_since_ms: AtomicU64,
     epoch: Instant,
     counters: Counters,
+    /// Told how long each attempt took to start, when someone asked ([`Host::start_with`]).
+    on_started: Option<StartedHook>,
 }
+
+/// Called once for each attempt the coordinator hears of from its worker, with the time from
+/// its task becoming ready (`TaskContext::ready_at`) to the coordinator receiving the
+/// attempt's first progress or its result, whichever came first: allocation to start, as the
+/// coordinator sees it. It runs on the host's loop that reads progress or results, so it must
+/// be quick.
+pub type StartedHook = Arc<dyn Fn(Duration) + Send + Sync>;
 
 #[derive(Default)]
 struct Counters {
@@ -145,6 +154,16 @@ impl Link {
 
     fn fresh_since(&self) -> Instant {
         self.epoch + Duration::from_millis(self.fresh_since_ms.load(Ordering::Relaxed))
+    }
+
+    /// Tells the hook, if any, that `waiter`'s attempt has started, the first time only.
+    fn note_started(&self, waiter: &mut Waiter) {
+        if let Some(hook) = &self.on_started
+            && !waiter.started
+        {
+            waiter.started = true;
+            hook(waiter.ctx.ready_at().elapsed());
+        }
     }
 }
 
@@ -178,6 +197,8 @@ struct Waiter {
     ctx: TaskContext,
     /// Bytes of streamed text folded into the partial output so far.
     text_len: u64,
+    /// A progress or the result has been heard of (kept only for the [`StartedHook`]).
+    started: bool,
     result: Option<oneshot::Sender<AttemptResult>>,
 }
 
@@ -185,6 +206,16 @@ impl Host {
     /// Connects the swarm to NATS as `config` says: creates the streams, clears what a
     /// previous run left in them, and starts answering workers.
     pub async fn start(swarm: &Arc<Swarm>, config: &NatsSection) -> Result<Self, Error> {
+        Self::start_with(swarm, config, None).await
+    }
+
+    /// [`Host::start`], and `on_started` is told how long each attempt took to start (see
+    /// [`StartedHook`]; `swarm bench --remote-workers` measures with it).
+    pub async fn start_with(
+        swarm: &Arc<Swarm>,
+        config: &NatsSection,
+        on_started: Option<StartedHook>,
+    ) -> Result<Self, Error> {
         let connected = Arc::new(AtomicBool::new(false));
         let reconnected = Arc::new(tokio::sync::Notify::new());
         let options = {
@@ -219,7 +250,7 @@ impl Host {
                 url: crate::redact(&config.url),
                 message: e.to_string(),
             })?;
-        Self::with_client(swarm, client, config, connected, reconnected).await
+        Self::with_client(swarm, client, config, connected, reconnected, on_started).await
     }
 
     async fn with_client(
@@ -228,6 +259,7 @@ impl Host {
         config: &NatsSection,
         connected: Arc<AtomicBool>,
         reconnected: Arc<tokio::sync::Notify>,
+        on_started: Option<StartedHook>,
     ) -> Result<Self, Error> {
         let subjects = Subjects::new(&config.prefix);
         let js = jetstream::new(client.clone());
@@ -261,6 +293,7 @@ impl Host {
             fresh_since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             counters: Counters::default(),
+            on_started,
         });
         let shared = Arc::new(Shared {
             link,
@@ -714,6 +747,7 @@ async fn take_progress(link: Arc<Link>, mut messages: async_nats::Subscriber) {
         if waiter.agent != progress.agent {
             continue;
         }
+        link.note_started(&mut waiter);
         if let Some(output) = &progress.partial_output {
             waiter.text_len = match output {
                 serde_json::Value::String(s) => s.len() as u64,
@@ -792,7 +826,10 @@ async fn deliver(shared: &Arc<Shared>, result: AttemptResult) {
         .waiting
         .get_mut(&key)
         .filter(|w| w.agent == result.agent)
-        .and_then(|mut w| w.result.take());
+        .and_then(|mut w| {
+            shared.link.note_started(&mut w);
+            w.result.take()
+        });
     match waiter {
         Some(tx) => {
             if let Err(result) = tx.send(result) {
@@ -966,6 +1003,7 @@ impl Agent for RemoteAgent {
                 agent,
                 ctx: ctx.clone(),
                 text_len: 0,
+                started: false,
                 result: Some(tx),
             },
         );

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 pub mod host;
-pub use host::{Host, HostOptions, HostProbe, HostStatus};
+pub use host::{Host, HostOptions, HostProbe, HostStatus, StartedHook};
 pub mod worker;
 pub use worker::{HostedAgent, Worker, WorkerOptions};
 

@@ -110,6 +110,32 @@ pub(crate) struct BenchArgs {
     /// The soak's server (run by --soak as a child process; its settings as JSON).
     #[arg(long, hide = true)]
     soak_server: Option<String>,
+    /// Instead: the closed loop over this many remote no-op agents, each in a `swarm worker`
+    /// process of its own, through NATS on loopback (a nats-server started for the run unless
+    /// --nats names one); reports tasks/s and the time from a task becoming ready to the
+    /// coordinator hearing its attempt started.
+    #[arg(
+        long,
+        value_parser = clap::value_parser!(u64).range(1..),
+        conflicts_with_all = ["rate", "durable", "data_dir", "http_submits", "ui_pages", "soak"]
+    )]
+    remote_workers: Option<u64>,
+    /// With --remote-workers: the NATS server to use (its `swarm-bench.` subjects and streams
+    /// are taken over) [default: a nats-server started for the run].
+    #[arg(long, requires = "remote_workers")]
+    nats: Option<String>,
+    /// With --remote-workers: then the same with one Python worker process
+    /// (workers/python/bench/noop_worker.py) instead, both lines side by side.
+    #[arg(long, requires = "remote_workers")]
+    remote_python: bool,
+    /// With --remote-python: the Python interpreter (it must import `swarm_worker`, the
+    /// package in workers/python).
+    #[arg(long, default_value = "python3", requires = "remote_python")]
+    python: PathBuf,
+    /// With --remote-python: tasks to run through the Python worker [default: a tenth of
+    /// --tasks].
+    #[arg(long, requires = "remote_python")]
+    python_tasks: Option<u64>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -139,6 +165,11 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         overload_factor,
         fault_rate,
         soak_server,
+        remote_workers,
+        nats,
+        remote_python,
+        python,
+        python_tasks,
         json,
     } = args;
     if let Some(settings) = soak_server {
@@ -169,6 +200,45 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         if !report.misses.is_empty() {
             anyhow::bail!("the soak missed {} targets", report.misses.len());
+        }
+        return Ok(());
+    }
+    if let Some(workers) = remote_workers {
+        let config = bench::remote::RemoteConfig {
+            program: std::env::current_exe().context("finding this program to run its workers")?,
+            nats,
+            workers: usize::try_from(workers)?,
+            concurrency,
+            tasks,
+            objective_size,
+            objectives_in_flight,
+            python: remote_python.then(|| bench::remote::PythonWorker {
+                interpreter: python,
+                tasks: python_tasks.unwrap_or(tasks / 10).max(1),
+            }),
+        };
+        let reports = bench::remote::remote(config).await?;
+        if json {
+            println!("{}", serde_json::to_string(&reports)?);
+        } else {
+            for r in &reports {
+                println!(
+                    "remote {} workers: {} processes x 1 no-op agent (concurrency {}) over NATS \
+                     tasks={} attempts={} elapsed={:.3}s\n\
+                     tasks/s (allocated and completed): {:.0}\n\
+                     allocation to start (ready -> first progress or result at the coordinator): \
+                     p50 {:.1} us, p99 {:.1} us",
+                    r.workers,
+                    r.processes,
+                    r.concurrency,
+                    r.tasks,
+                    r.attempts,
+                    r.elapsed_s,
+                    r.tasks_per_s,
+                    r.start_p50_us,
+                    r.start_p99_us
+                );
+            }
         }
         return Ok(());
     }
